@@ -1,0 +1,26 @@
+//! The typed API of holdfast: every kind it serves, with the upstream projects' field names,
+//! defaults and validation, and the CRDs that describe them. No I/O happens here.
+//!
+//! [`registry()`] lists every kind as a [`ResourceDef`]; the embedded API server serves exactly
+//! that list, and `holdfast crds` prints the custom ones for a real cluster.
+
+pub mod builtin;
+pub mod field;
+pub mod resource;
+pub mod snapshot;
+
+pub use field::{FieldError, FieldErrorKind};
+pub use resource::{Admit, PrinterColumn, ResourceDef};
+
+/// Every kind holdfast serves: the custom kinds of DESIGN.md §1 and the built-in core kinds the
+/// controllers need.
+pub fn registry() -> Vec<ResourceDef> {
+    let mut defs = vec![ResourceDef::custom::<snapshot::VolumeSnapshot>()];
+    defs.extend(builtin::definitions());
+    defs
+}
+
+/// The CRDs of every custom kind, as `apiextensions.k8s.io/v1` objects.
+pub fn crds() -> Vec<serde_json::Value> {
+    registry().iter().filter_map(ResourceDef::crd).collect()
+}
