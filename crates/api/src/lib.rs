@@ -4,10 +4,15 @@
 //! [`registry()`] lists every kind as a [`ResourceDef`]; the embedded API server serves exactly
 //! that list, and `holdfast crds` prints the custom ones for a real cluster.
 
+pub mod alauda;
 pub mod builtin;
 pub mod field;
+pub mod kubeblocks;
 pub mod resource;
+pub mod selector;
 pub mod snapshot;
+pub mod storage;
+pub mod velero;
 
 pub use field::{FieldError, FieldErrorKind};
 pub use resource::{Admit, PrinterColumn, ResourceDef};
@@ -15,7 +20,12 @@ pub use resource::{Admit, PrinterColumn, ResourceDef};
 /// Every kind holdfast serves: the custom kinds of DESIGN.md §1 and the built-in core kinds the
 /// controllers need.
 pub fn registry() -> Vec<ResourceDef> {
-    let mut defs = vec![ResourceDef::custom::<snapshot::VolumeSnapshot>()];
+    let mut defs = Vec::new();
+    defs.extend(velero::definitions());
+    defs.extend(snapshot::definitions());
+    defs.extend(kubeblocks::definitions());
+    defs.extend(storage::definitions());
+    defs.extend(alauda::definitions());
     defs.extend(builtin::definitions());
     defs
 }

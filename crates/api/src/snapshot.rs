@@ -7,7 +7,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::field::FieldError;
-use crate::resource::Admit;
+use crate::resource::{Admit, ResourceDef};
+
+/// Definitions of the snapshot kinds.
+pub fn definitions() -> Vec<ResourceDef> {
+    vec![ResourceDef::custom::<VolumeSnapshot>()]
+}
 
 /// A user's request for a point-in-time snapshot of a PVC, or a binding to an existing snapshot.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -1,1 +1,19 @@
-//! placeholder crate root, replaced as the crate lands
+//! The embedded Kubernetes-compatible API server of holdfast (DESIGN.md §2, issue 2).
+//!
+//! It serves every kind of `holdfast_api::registry()` over the Kubernetes REST API, backed by a
+//! durable SQLite store, so kubectl, kube-rs and the Python client work against it unchanged.
+
+pub mod auth;
+pub mod discovery;
+pub mod error;
+pub mod fieldselector;
+pub mod handler;
+pub mod kubeconfig;
+pub mod openapi;
+pub mod patch;
+pub mod schema;
+pub mod serve;
+pub mod store;
+pub mod table;
+pub mod tls;
+pub mod watch;
