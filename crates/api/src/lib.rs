@@ -6,8 +6,10 @@
 
 pub mod alauda;
 pub mod builtin;
+pub mod duration;
 pub mod field;
 pub mod kubeblocks;
+pub mod quantity;
 pub mod resource;
 pub mod selector;
 pub mod snapshot;

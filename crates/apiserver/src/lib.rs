@@ -2,6 +2,7 @@
 //!
 //! It serves every kind of `holdfast_api::registry()` over the Kubernetes REST API, backed by a
 //! durable SQLite store, so kubectl, kube-rs and the Python client work against it unchanged.
+//! [`ApiServer`] is the engine; `serve` puts it behind HTTPS with bearer-token authentication.
 
 pub mod auth;
 pub mod discovery;
@@ -17,3 +18,7 @@ pub mod store;
 pub mod table;
 pub mod tls;
 pub mod watch;
+
+pub use error::ApiError;
+pub use handler::ApiServer;
+pub use store::Store;

@@ -1,1 +1,130 @@
-//! (being written)
+//! Serving the API router over HTTPS: TLS by tokio-rustls, HTTP/1.1 and HTTP/2 by hyper-util's
+//! auto connection (kubectl speaks h2, kube-rs and Python HTTP/1.1), the bearer-token layer of
+//! [`crate::auth`] in front of every route, and a graceful shutdown with a deadline.
+//!
+//! A misbehaving client (a failed handshake, a reset stream) only ends its own connection: the
+//! error is logged and the accept loop goes on.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{self, Tokens};
+use crate::tls::{TlsError, TlsMaterial};
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for open requests; watches never end on their own, so they are cut
+/// after this.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(thiserror::Error, Debug)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Wraps `router` in the authentication layer.
+pub fn authenticated(router: Router, tokens: Tokens) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        tokens,
+        auth::authenticate,
+    ))
+}
+
+/// Serves `router` with bearer-token auth over HTTPS on `listener` until `shutdown` completes,
+/// then stops accepting, lets open requests finish for a few seconds and closes the rest.
+pub async fn serve<F>(
+    router: Router,
+    tokens: Tokens,
+    tls: TlsMaterial,
+    listener: TcpListener,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send,
+{
+    let acceptor = TlsAcceptor::from(tls.server_config()?);
+    let app = authenticated(router, tokens);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    connections.spawn(connection(tcp, peer, acceptor.clone(), app.clone(), stop_rx.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let open = connections.len();
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        tracing::info!(
+            open,
+            remaining = connections.len(),
+            "closing connections still open after the shutdown grace period"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Watch events are small writes that must not wait for Nagle's timer.
+    let _ = tcp.set_nodelay(true);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.wait_for(|stopping| *stopping) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod crds_cmd;
+mod repo_cmd;
 mod server_cmd;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Print the CustomResourceDefinitions of every custom kind as YAML.
     Crds(crds_cmd::CrdsArgs),
+    /// Work with a deduplicating, encrypted backup repository (restic-style commands).
+    Repo(repo_cmd::RepoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,5 +29,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
         Command::Crds(args) => crds_cmd::run(args),
+        Command::Repo(args) => repo_cmd::run(args),
     }
 }

@@ -1,1 +1,29 @@
-//! placeholder crate root, replaced as the crate lands
+//! holdfast's deduplicating, compressed, encrypted repository. Knows nothing of Kubernetes.
+//!
+//! The on-disk format is specified in `docs/repository-format.md` (version 1). Entry points:
+//! [`Repository::init`] / [`Repository::open`] over any [`backend::Backend`], then
+//! [`backup::backup_paths`], [`restore::restore`], [`check::check`], [`forget::forget`] and
+//! [`prune::prune`]. The engine is synchronous and runs its own threads; call it from
+//! `spawn_blocking` in async code.
+
+pub mod backend;
+pub mod backup;
+pub mod check;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod forget;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod progress;
+pub mod prune;
+pub mod repository;
+pub mod restore;
+pub mod snapshot;
+pub mod stats;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use repository::{InitOptions, Repository};

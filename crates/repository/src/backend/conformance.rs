@@ -1,0 +1,67 @@
+//! The behaviour every [`Backend`] must show, as one function each implementation's tests call
+//! (the pattern of object_store's `integration.rs`). Panics with a message on the first violation.
+
+use bytes::Bytes;
+
+use super::{Backend, FileType};
+
+/// Runs the whole suite against an empty backend.
+///
+/// # Panics
+/// On the first behaviour that differs from the contract.
+pub fn run(b: &dyn Backend) {
+    let name = "ab".repeat(32);
+    let data = Bytes::from((0..=255u8).cycle().take(10_000).collect::<Vec<u8>>());
+
+    // Missing objects are NotFound for get and stat, and listing an empty type is empty.
+    for ft in FileType::ALL {
+        assert!(b.list(ft).expect("list empty").is_empty(), "{ft:?} not empty at start");
+    }
+    assert!(b.get(FileType::Pack, &name).expect_err("get missing").is_not_found());
+    assert!(b.stat(FileType::Pack, &name).expect_err("stat missing").is_not_found());
+
+    // Create, read back whole and by range, stat.
+    b.create(FileType::Pack, &name, data.clone()).expect("create");
+    assert_eq!(b.get(FileType::Pack, &name).expect("get"), data);
+    assert_eq!(b.get_range(FileType::Pack, &name, 100, 50).expect("range"), data.slice(100..150));
+    assert_eq!(b.get_range(FileType::Pack, &name, 9_990, 10).expect("tail"), data.slice(9_990..));
+    let st = b.stat(FileType::Pack, &name).expect("stat");
+    assert_eq!(st.size, 10_000);
+    assert_eq!(st.name, name);
+
+    // Create-only: a second create of the same name fails with AlreadyExists and changes nothing.
+    let err = b.create(FileType::Pack, &name, Bytes::from_static(b"other")).expect_err("2nd create");
+    assert!(err.is_already_exists(), "second create gave {err}");
+    assert_eq!(b.get(FileType::Pack, &name).expect("get after"), data);
+
+    // Listing is per type and returns bare names and sizes.
+    b.create(FileType::Index, "i1", Bytes::from_static(b"one")).expect("index");
+    b.create(FileType::Snapshot, "s1", Bytes::from_static(b"two")).expect("snapshot");
+    b.create(FileType::Config, "config", Bytes::from_static(b"cfg")).expect("config");
+    let packs = b.list(FileType::Pack).expect("list packs");
+    assert_eq!(packs.len(), 1);
+    assert_eq!(packs[0].name, name);
+    assert_eq!(packs[0].size, 10_000);
+    let idx = b.list(FileType::Index).expect("list index");
+    assert_eq!(idx.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["i1"]);
+    assert_eq!(b.list(FileType::Config).expect("list config").len(), 1);
+    assert!(b.list(FileType::Key).expect("list keys").is_empty());
+    assert_eq!(b.get(FileType::Config, "config").expect("get config"), Bytes::from_static(b"cfg"));
+
+    // Delete removes; deleting again is fine.
+    b.delete(FileType::Pack, &name).expect("delete");
+    assert!(b.get(FileType::Pack, &name).expect_err("gone").is_not_found());
+    b.delete(FileType::Pack, &name).expect("delete twice");
+    assert!(b.list(FileType::Pack).expect("list after delete").is_empty());
+
+    // Concurrent creates of one name: exactly one wins.
+    let wins = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                s.spawn(move || b.create(FileType::Snapshot, "race", Bytes::from(vec![i; 100])).is_ok())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).filter(|w| *w).count()
+    });
+    assert_eq!(wins, 1, "concurrent create-only writes");
+}

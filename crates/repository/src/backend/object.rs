@@ -1,0 +1,279 @@
+//! A [`Backend`] over the `object_store` crate: the local file system and S3.
+//!
+//! `object_store` is async; this backend owns a small private tokio runtime and blocks on it, so
+//! the engine stays synchronous (as rustic does for opendal). Do not call it from inside an async
+//! task; use `spawn_blocking`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
+
+use super::{Backend, BackendError, BackendResult, FileType, ObjectInfo};
+
+/// Where an S3 repository lives and how to reach it. Unset fields fall back to the standard AWS
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket (may be empty).
+    pub prefix: String,
+    /// Endpoint URL for S3-compatible servers (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// Region; `us-east-1` when unset anywhere.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+}
+
+/// A backend over any `object_store` implementation.
+#[derive(Debug)]
+pub struct ObjectStoreBackend {
+    store: Arc<dyn ObjectStore>,
+    prefix: Option<StorePath>,
+    location: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn runtime(location: &str) -> BackendResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("holdfast-backend")
+        .enable_all()
+        .build()
+        .map_err(|e| BackendError::Permanent {
+            backend: location.to_string(),
+            op: "start runtime",
+            path: String::new(),
+            message: e.to_string(),
+        })
+}
+
+impl ObjectStoreBackend {
+    /// A repository in a local directory, created if missing.
+    ///
+    /// # Errors
+    /// The directory cannot be created or opened.
+    pub fn local(dir: &std::path::Path) -> BackendResult<Self> {
+        let location = dir.display().to_string();
+        let perm = |message: String| BackendError::Permanent {
+            backend: location.clone(),
+            op: "open",
+            path: String::new(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| perm(e.to_string()))?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| perm(e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: None,
+            runtime: runtime(&location)?,
+            location,
+        })
+    }
+
+    /// A repository in an S3 bucket under a prefix.
+    ///
+    /// # Errors
+    /// The configuration is incomplete (no bucket, bad endpoint URL).
+    pub fn s3(opts: &S3Options) -> BackendResult<Self> {
+        let location = if opts.prefix.is_empty() {
+            format!("s3://{}", opts.bucket)
+        } else {
+            format!("s3://{}/{}", opts.bucket, opts.prefix)
+        };
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(&opts.bucket);
+        let endpoint = opts.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        if let Some(ep) = endpoint {
+            b = b.with_allow_http(ep.starts_with("http://")).with_endpoint(ep);
+        }
+        let region = opts.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
+        b = b.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+        if let Some(k) = &opts.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(s) = &opts.secret_access_key {
+            b = b.with_secret_access_key(s);
+        }
+        // object_store's defaults retry for up to 3 minutes; an unreachable endpoint should fail
+        // within seconds, and RetryBackend adds the retries the engine wants on top.
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+        };
+        b = b.with_retry(retry).with_client_options(
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_secs(300)),
+        );
+        let store = b.build().map_err(|e| BackendError::Permanent {
+            backend: location.clone(),
+            op: "configure",
+            path: String::new(),
+            message: one_line(&e),
+        })?;
+        let prefix = (!opts.prefix.is_empty()).then(|| StorePath::from(opts.prefix.as_str()));
+        Ok(Self { store: Arc::new(store), prefix, runtime: runtime(&location)?, location })
+    }
+
+    fn store_path(&self, rel: &str) -> StorePath {
+        match &self.prefix {
+            Some(p) => StorePath::from(format!("{p}/{rel}")),
+            None => StorePath::from(rel),
+        }
+    }
+
+    fn map_err(&self, op: &'static str, path: &str, e: object_store::Error) -> BackendError {
+        let backend = self.location.clone();
+        let path = path.to_string();
+        match e {
+            object_store::Error::NotFound { .. } => BackendError::NotFound { backend, path },
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                BackendError::AlreadyExists { backend, path }
+            }
+            object_store::Error::Generic { .. } => {
+                let message = one_line(&e);
+                // Local I/O failures (full disk, permissions) do not pass on retry; network ones may.
+                let permanent = ["No space", "Permission denied", "Read-only", "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch", "AccessDenied", "NoSuchBucket", "Connection refused", "dns error"]
+                    .iter()
+                    .any(|m| message.contains(m));
+                if permanent {
+                    BackendError::Permanent { backend, op, path, message }
+                } else {
+                    BackendError::Transient { backend, op, path, message }
+                }
+            }
+            other => BackendError::Permanent { backend, op, path, message: one_line(&other) },
+        }
+    }
+}
+
+/// The whole error chain on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s.replace('\n', " ")
+}
+
+impl Backend for ObjectStoreBackend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
+        let rel = ft.path(name);
+        let path = self.store_path(&rel);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.runtime
+            .block_on(self.store.put_opts(&path, PutPayload::from_bytes(data), opts))
+            .map(|_| ())
+            .map_err(|e| self.map_err("create", &rel, e))
+    }
+
+    fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
+        let rel = ft.path(name);
+        let path = self.store_path(&rel);
+        self.runtime
+            .block_on(async { self.store.get(&path).await?.bytes().await })
+            .map_err(|e| self.map_err("get", &rel, e))
+    }
+
+    fn get_range(&self, ft: FileType, name: &str, offset: u64, length: u64) -> BackendResult<Bytes> {
+        let rel = ft.path(name);
+        let path = self.store_path(&rel);
+        let bytes = self
+            .runtime
+            .block_on(self.store.get_range(&path, offset..offset + length))
+            .map_err(|e| self.map_err("get_range", &rel, e))?;
+        if bytes.len() as u64 != length {
+            return Err(BackendError::Permanent {
+                backend: self.location.clone(),
+                op: "get_range",
+                path: rel,
+                message: format!("short read: {} of {length} bytes", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {
+        let rel = if ft == FileType::Config { String::new() } else { ft.dir().to_string() };
+        let prefix = if rel.is_empty() { self.prefix.clone() } else { Some(self.store_path(&rel)) };
+        let metas: Vec<object_store::ObjectMeta> = if ft == FileType::Config {
+            // The config is a single object at the root; a stat answers "is it there".
+            return match self.stat(ft, "config") {
+                Ok(info) => Ok(vec![info]),
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        } else {
+            self.runtime
+                .block_on(self.store.list(prefix.as_ref()).try_collect())
+                .map_err(|e| self.map_err("list", &rel, e))?
+        };
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.to_string();
+                // LocalFileSystem may expose in-progress temporary files (`name#N`); skip them.
+                if name.contains('#') {
+                    return None;
+                }
+                Some(ObjectInfo { name, size: m.size, last_modified: SystemTime::from(m.last_modified) })
+            })
+            .collect())
+    }
+
+    fn delete(&self, ft: FileType, name: &str) -> BackendResult<()> {
+        let rel = ft.path(name);
+        let path = self.store_path(&rel);
+        match self.runtime.block_on(self.store.delete(&path)) {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.map_err("delete", &rel, e)),
+        }
+    }
+
+    fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
+        let rel = ft.path(name);
+        let path = self.store_path(&rel);
+        let m = self.runtime.block_on(self.store.head(&path)).map_err(|e| self.map_err("stat", &rel, e))?;
+        Ok(ObjectInfo {
+            name: name.to_string(),
+            size: m.size,
+            last_modified: SystemTime::from(m.last_modified),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = super::ObjectStoreBackend::local(dir.path()).unwrap();
+        super::super::conformance::run(&b);
+    }
+}

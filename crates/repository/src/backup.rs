@@ -1,0 +1,872 @@
+//! Backup: the streaming, parallel pipeline
+//! read → chunk → hash → dedup → compress → encrypt → pack → upload (format §1, §10).
+//!
+//! Threads and bounded channels, so memory does not grow with the number of files:
+//!
+//! ```text
+//! walker ──FileJob──▶ file workers (read, chunk, hash, dedup) ──Blob──▶ compressors ──▶ packer ──▶ uploaders
+//!    └──Event (in walk order)──▶ assembler (waits for file results, builds and saves trees) ──Blob──┘
+//! ```
+//!
+//! Uploaders write each pack, then every few packs an index file; the snapshot is written last. A
+//! crash therefore leaves only packs that are either indexed (and reused by the next run) or
+//! orphaned (and collected by prune).
+
+use std::collections::HashSet;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::{BlobType, FinishedPack, PackWriter};
+use crate::progress::{CancelToken, Counters, Progress, ProgressFn, Ticker};
+use crate::snapshot::{Snapshot, Summary};
+use crate::tree::{Node, NodeType, Tree, Xattr};
+use crate::{Id, Repository};
+
+/// How to pick the parent snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot with the same host and paths.
+    #[default]
+    Auto,
+    /// No parent: read every file.
+    None,
+    /// This snapshot (`latest`, id or prefix).
+    Snapshot(String),
+}
+
+/// Options of a backup.
+#[derive(Clone, Default)]
+pub struct BackupOptions {
+    /// Tags to record.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    pub hostname: Option<String>,
+    /// Parent for change detection.
+    pub parent: ParentChoice,
+    /// Progress callback.
+    pub progress: Option<ProgressFn>,
+    /// Cancellation.
+    pub cancel: CancelToken,
+    /// Worker threads for reading/chunking and for compression (default: the CPU count).
+    pub threads: usize,
+    /// Concurrent uploads (default 4).
+    pub uploads: usize,
+    /// Record extended attributes.
+    pub xattrs: bool,
+    /// Snapshot time (default: now).
+    pub time: Option<jiff::Timestamp>,
+    /// Count files and bytes first so progress has totals (default on through `new`).
+    pub scan: bool,
+}
+
+impl BackupOptions {
+    /// Defaults: automatic parent, xattrs and a pre-scan on.
+    pub fn new() -> Self {
+        Self { xattrs: true, scan: true, ..Default::default() }
+    }
+}
+
+impl std::fmt::Debug for BackupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupOptions").field("tags", &self.tags).field("parent", &self.parent).finish()
+    }
+}
+
+/// What a backup produced.
+#[derive(Debug, Clone)]
+pub struct BackupResult {
+    /// The new snapshot's id.
+    pub id: Id,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Final progress counters.
+    pub progress: Progress,
+}
+
+struct BlobJob {
+    id: Id,
+    blob_type: BlobType,
+    data: Vec<u8>,
+}
+
+struct Compressed {
+    id: Id,
+    blob_type: BlobType,
+    payload: Vec<u8>,
+    ulen: u32,
+}
+
+/// Shared state of the blob pipeline.
+struct Shared {
+    repo_index: Arc<Index>,
+    seen: Mutex<HashSet<Id>>,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    cancel: CancelToken,
+    counters: Arc<Counters>,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    data_added: AtomicU64,
+    data_added_packed: AtomicU64,
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs: AtomicU64,
+}
+
+impl Shared {
+    /// Whether a blob must be stored: not indexed and not already queued by this backup.
+    fn need(&self, id: &Id) -> bool {
+        !self.repo_index.contains(id) && self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
+    }
+
+    fn fail(&self, e: Error) {
+        self.failed.store(true, Ordering::SeqCst);
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::Pipeline("another stage failed".into()));
+        }
+        Ok(())
+    }
+
+    fn take_error(&self) -> Option<Error> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The running blob pipeline: compressors, packer and uploaders.
+struct BlobPipeline {
+    tx: Option<SyncSender<BlobJob>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    indexer: Arc<Indexer>,
+}
+
+/// Collects uploaded packs and writes index files every few packs.
+struct Indexer {
+    repo: Arc<RepoRef>,
+    pending: Mutex<(Vec<IndexPack>, Instant)>,
+}
+
+/// The parts of a repository the pipeline threads need (cheap to share).
+struct RepoRef {
+    backend: Arc<dyn crate::backend::Backend>,
+    master: Arc<crate::crypto::MasterKey>,
+}
+
+impl RepoRef {
+    fn save_index(&self, packs: Vec<IndexPack>) -> Result<Id> {
+        let file = IndexFile { supersedes: Vec::new(), packs };
+        let json = serde_json::to_vec(&file).map_err(|e| Error::Invalid(e.to_string()))?;
+        let sealed = self.master.seal_object(crate::crypto::ObjectKind::Index, &json);
+        let id = Id::of_object(&sealed);
+        match self.backend.create(FileType::Index, &id.to_hex(), Bytes::from(sealed)) {
+            Ok(()) => Ok(id),
+            Err(e) if e.is_already_exists() => Ok(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+const INDEX_EVERY_PACKS: usize = 4;
+const INDEX_EVERY: Duration = Duration::from_secs(15);
+
+impl Indexer {
+    fn add(&self, pack: IndexPack) -> Result<()> {
+        let flush = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.0.push(pack);
+            if p.0.len() >= INDEX_EVERY_PACKS || p.1.elapsed() >= INDEX_EVERY {
+                p.1 = Instant::now();
+                Some(std::mem::take(&mut p.0))
+            } else {
+                None
+            }
+        };
+        if let Some(packs) = flush {
+            self.repo.save_index(packs)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let packs = std::mem::take(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()).0);
+        if !packs.is_empty() {
+            self.repo.save_index(packs)?;
+        }
+        Ok(())
+    }
+}
+
+impl BlobPipeline {
+    fn start(repo: &Repository, shared: Arc<Shared>, threads: usize, uploads: usize) -> Self {
+        let repo_ref = Arc::new(RepoRef { backend: repo.backend.clone(), master: repo.master.clone() });
+        let indexer = Arc::new(Indexer { repo: repo_ref.clone(), pending: Mutex::new((Vec::new(), Instant::now())) });
+        let (tx, rx) = sync_channel::<BlobJob>(threads * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        let (ctx, crx) = sync_channel::<Compressed>(threads * 2);
+        let (utx, urx) = sync_channel::<FinishedPack>(1);
+        let urx = Arc::new(Mutex::new(urx));
+        let level = repo.config().compression.level;
+        let mut handles = Vec::new();
+        for _ in 0..threads {
+            let rx = rx.clone();
+            let ctx = ctx.clone();
+            handles.push(std::thread::spawn(move || compressor(&rx, &ctx, level)));
+        }
+        drop(ctx);
+        {
+            let master = repo.master.clone();
+            let pack_size = repo.config().pack_size as usize;
+            let shared = shared.clone();
+            handles.push(std::thread::spawn(move || packer(&crx, &utx, &master, pack_size, &shared)));
+        }
+        for _ in 0..uploads.max(1) {
+            let urx = urx.clone();
+            let shared = shared.clone();
+            let indexer = indexer.clone();
+            let repo_ref = repo_ref.clone();
+            handles.push(std::thread::spawn(move || {
+                loop {
+                    let job = urx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(pack) = job else { break };
+                    if let Err(e) = upload(&repo_ref, &indexer, pack) {
+                        shared.fail(e);
+                        break;
+                    }
+                }
+            }));
+        }
+        Self { tx: Some(tx), threads: handles, indexer }
+    }
+
+    fn sender(&self) -> SyncSender<BlobJob> {
+        self.tx.clone().expect("pipeline sender taken only at finish")
+    }
+
+    /// Closes the input, waits for every stage, writes the last index file.
+    fn finish(mut self, shared: &Shared) -> Result<()> {
+        self.tx.take();
+        for h in self.threads.drain(..) {
+            if h.join().is_err() {
+                shared.fail(Error::Pipeline("a pipeline thread panicked".into()));
+            }
+        }
+        // Index what was uploaded even when the backup failed, so a rerun can reuse it.
+        let flushed = self.indexer.flush();
+        if let Some(e) = shared.take_error() {
+            return Err(e);
+        }
+        flushed
+    }
+}
+
+fn compressor(rx: &Mutex<Receiver<BlobJob>>, tx: &SyncSender<Compressed>, level: i32) {
+    loop {
+        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = job else { return };
+        let raw_len = job.data.len();
+        let (payload, ulen) = match (level > 0).then(|| zstd::bulk::compress(&job.data, level)) {
+            // Keep the compressed form only when it saves at least 3% (format §6).
+            Some(Ok(c)) if c.len() * 100 <= raw_len * 97 => (c, u32::try_from(raw_len).unwrap_or(0)),
+            _ => (job.data, 0),
+        };
+        if tx.send(Compressed { id: job.id, blob_type: job.blob_type, payload, ulen }).is_err() {
+            return;
+        }
+    }
+}
+
+fn packer(
+    rx: &Receiver<Compressed>,
+    tx: &SyncSender<FinishedPack>,
+    master: &crate::crypto::MasterKey,
+    pack_size: usize,
+    shared: &Shared,
+) {
+    let mut data: Option<PackWriter> = None;
+    let mut tree: Option<PackWriter> = None;
+    while let Ok(c) = rx.recv() {
+        let slot = match c.blob_type {
+            BlobType::Data => &mut data,
+            BlobType::Tree => &mut tree,
+        };
+        let w = slot.get_or_insert_with(|| PackWriter::new(master, pack_size));
+        let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen);
+        Counters::add(&shared.data_added_packed, u64::from(stored));
+        if w.size() >= pack_size {
+            if let Some(w) = slot.take() {
+                if tx.send(w.finish()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    for w in [data, tree].into_iter().flatten() {
+        if !w.is_empty() && tx.send(w.finish()).is_err() {
+            return;
+        }
+    }
+}
+
+fn upload(repo: &RepoRef, indexer: &Indexer, pack: FinishedPack) -> Result<()> {
+    let name = pack.id.to_hex();
+    let size = pack.data.len() as u64;
+    match repo.backend.create(FileType::Pack, &name, pack.data) {
+        Ok(()) => {}
+        // Same name, same content: a retried or duplicate upload.
+        Err(e) if e.is_already_exists() => {}
+        Err(e) => return Err(e.into()),
+    }
+    indexer.add(IndexPack { id: pack.id, salt: pack.salt, size, blobs: pack.blobs })
+}
+
+/// Chunks a stream and queues its new blobs; returns the content ids and the byte count.
+fn save_stream(
+    repo: &Repository,
+    shared: &Shared,
+    tx: &SyncSender<BlobJob>,
+    reader: impl Read,
+    path: &Path,
+) -> Result<(Vec<Id>, u64)> {
+    let p = repo.config().chunker;
+    let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
+        reader,
+        p.min_size as usize,
+        p.avg_size as usize,
+        p.max_size as usize,
+        p.level(),
+        repo.master.chunker_seed(),
+    );
+    let mut ids = Vec::new();
+    let mut total = 0u64;
+    for chunk in chunker {
+        shared.check()?;
+        let chunk = chunk.map_err(|e| {
+            let io = match e {
+                fastcdc::v2020::Error::IoError(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            };
+            Error::io("read", path, io)
+        })?;
+        let len = chunk.data.len() as u64;
+        total += len;
+        Counters::add(&shared.counters.bytes_read, len);
+        Counters::add(&shared.counters.bytes_done, len);
+        let id = repo.master.blob_id(&chunk.data);
+        if shared.need(&id) {
+            Counters::add(&shared.data_blobs, 1);
+            Counters::add(&shared.data_added, len);
+            tx.send(BlobJob { id, blob_type: BlobType::Data, data: chunk.data })
+                .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
+        }
+        ids.push(id);
+    }
+    Ok((ids, total))
+}
+
+/// Serializes a tree and queues it; returns its id.
+fn save_tree(repo: &Repository, shared: &Shared, tx: &SyncSender<BlobJob>, mut tree: Tree) -> Result<Id> {
+    tree.sort();
+    let data = serde_json::to_vec(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
+    let id = repo.master.blob_id(&data);
+    if shared.need(&id) {
+        Counters::add(&shared.tree_blobs, 1);
+        Counters::add(&shared.data_added, data.len() as u64);
+        tx.send(BlobJob { id, blob_type: BlobType::Tree, data })
+            .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
+    }
+    Ok(id)
+}
+
+fn ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// A node describing `meta` (content and subtree left empty).
+pub(crate) fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, xattrs: bool) -> Node {
+    let ft = meta.file_type();
+    let node_type = if ft.is_dir() {
+        NodeType::Dir
+    } else if ft.is_symlink() {
+        NodeType::Symlink
+    } else if ft.is_fifo() {
+        NodeType::Fifo
+    } else if ft.is_socket() {
+        NodeType::Socket
+    } else if ft.is_char_device() {
+        NodeType::Chardev
+    } else if ft.is_block_device() {
+        NodeType::Blockdev
+    } else {
+        NodeType::File
+    };
+    let target = if node_type == NodeType::Symlink {
+        std::fs::read_link(path).ok().map(|t| t.as_os_str().as_bytes().to_vec())
+    } else {
+        None
+    };
+    let xattrs = if xattrs { read_xattrs(path) } else { Vec::new() };
+    Node {
+        name: name.to_vec(),
+        node_type: Some(node_type),
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: if node_type == NodeType::File { meta.size() } else { 0 },
+        mtime: ns(meta.mtime(), meta.mtime_nsec()),
+        ctime: ns(meta.ctime(), meta.ctime_nsec()),
+        atime: ns(meta.atime(), meta.atime_nsec()),
+        inode: meta.ino(),
+        device: meta.dev(),
+        links: meta.nlink(),
+        content: Vec::new(),
+        subtree: None,
+        target,
+        rdev: meta.rdev(),
+        xattrs,
+    }
+}
+
+fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    // Extended attributes are best effort: file systems without them (tmpfs for user.*, some
+    // network mounts) must not fail a backup.
+    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let mut out: Vec<Xattr> = names
+        .filter_map(|n| {
+            let value = xattr::get(path, &n).ok().flatten()?;
+            Some(Xattr { name: n.as_bytes().to_vec(), value })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+enum Event {
+    Enter,
+    Leaf(Node),
+    File(Node, Receiver<Result<(Vec<Id>, u64)>>),
+    Leave(Node),
+}
+
+struct FileJob {
+    path: PathBuf,
+    result: SyncSender<Result<(Vec<Id>, u64)>>,
+}
+
+/// The tree assembler: consumes walk events in order, builds and saves trees.
+fn assembler(
+    repo: &Repository,
+    shared: &Shared,
+    rx: &Receiver<Event>,
+    tx: &SyncSender<BlobJob>,
+) -> Result<Id> {
+    let mut stack: Vec<Tree> = Vec::new();
+    let mut root = None;
+    while let Ok(ev) = rx.recv() {
+        match ev {
+            Event::Enter => stack.push(Tree::default()),
+            Event::Leaf(n) => stack.last_mut().ok_or_else(|| Error::Pipeline("leaf outside a dir".into()))?.nodes.push(n),
+            Event::File(mut n, result) => {
+                let (content, size) =
+                    result.recv().map_err(|_| Error::Pipeline("file worker vanished".into()))??;
+                // A file that changed while being read is stored as read.
+                n.content = content;
+                n.size = size;
+                stack.last_mut().ok_or_else(|| Error::Pipeline("file outside a dir".into()))?.nodes.push(n);
+            }
+            Event::Leave(mut dir) => {
+                let tree = stack.pop().ok_or_else(|| Error::Pipeline("unbalanced walk".into()))?;
+                let id = save_tree(repo, shared, tx, tree)?;
+                match stack.last_mut() {
+                    Some(parent) => {
+                        dir.subtree = Some(id);
+                        parent.nodes.push(dir);
+                    }
+                    None => root = Some(id),
+                }
+            }
+        }
+    }
+    root.ok_or_else(|| Error::Pipeline("walk ended without a root".into()))
+}
+
+fn file_worker(repo: &Repository, shared: &Shared, jobs: &Mutex<Receiver<FileJob>>, tx: &SyncSender<BlobJob>) {
+    loop {
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = job else { return };
+        let result = std::fs::File::open(&job.path)
+            .map_err(|e| Error::io("open", &job.path, e))
+            .and_then(|f| save_stream(repo, shared, tx, std::io::BufReader::with_capacity(1 << 20, f), &job.path));
+        let result = result.inspect(|_| {
+            Counters::add(&shared.counters.files_read, 1);
+            Counters::add(&shared.counters.files_done, 1);
+        });
+        if let Err(e) = &result {
+            if !matches!(e, Error::Cancelled | Error::Pipeline(_)) {
+                shared.fail(Error::Pipeline(e.to_string()));
+            }
+        }
+        let _ = job.result.send(result);
+    }
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    shared: &'a Shared,
+    events: SyncSender<Event>,
+    jobs: SyncSender<FileJob>,
+    xattrs: bool,
+}
+
+impl Walker<'_> {
+    fn send(&self, ev: Event) -> Result<()> {
+        self.events.send(ev).map_err(|_| Error::Pipeline("tree assembler stopped".into()))
+    }
+
+    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
+        let subtree = parent.filter(|n| n.kind() == NodeType::Dir)?.subtree?;
+        match self.repo.load_tree(&subtree) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "parent tree unreadable; reading files again");
+                None
+            }
+        }
+    }
+
+    /// Handles one entry; `parent` is the same-named node of the parent snapshot.
+    fn entry(&self, path: &Path, name: &[u8], meta: &Metadata, parent: Option<&Node>) -> Result<()> {
+        self.shared.check()?;
+        let mut node = node_from_metadata(name, path, meta, self.xattrs);
+        match node.kind() {
+            NodeType::Dir => {
+                Counters::add(&self.shared.dirs, 1);
+                self.send(Event::Enter)?;
+                let ptree = self.parent_tree(parent);
+                let mut entries: Vec<(Vec<u8>, PathBuf)> = std::fs::read_dir(path)
+                    .map_err(|e| Error::io("read directory", path, e))?
+                    .map(|e| e.map(|e| (e.file_name().as_bytes().to_vec(), e.path())))
+                    .collect::<std::io::Result<_>>()
+                    .map_err(|e| Error::io("read directory", path, e))?;
+                entries.sort();
+                for (child_name, child_path) in entries {
+                    let meta = match std::fs::symlink_metadata(&child_path) {
+                        Ok(m) => m,
+                        // Deleted between readdir and lstat: it is simply not in the snapshot.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::io("stat", &child_path, e)),
+                    };
+                    let pnode = ptree.as_ref().and_then(|t| t.find(&child_name));
+                    self.entry(&child_path, &child_name, &meta, pnode)?;
+                }
+                self.send(Event::Leave(node))
+            }
+            NodeType::File => {
+                if let Some(p) = parent.filter(|p| {
+                    p.kind() == NodeType::File
+                        && p.size == node.size
+                        && p.mtime == node.mtime
+                        && p.ctime == node.ctime
+                        && p.inode == node.inode
+                }) {
+                    node.content = p.content.clone();
+                    Counters::add(&self.shared.files_unmodified, 1);
+                    Counters::add(&self.shared.counters.files_done, 1);
+                    Counters::add(&self.shared.counters.bytes_done, node.size);
+                    return self.send(Event::Leaf(node));
+                }
+                Counters::add(if parent.is_some() { &self.shared.files_changed } else { &self.shared.files_new }, 1);
+                let (rtx, rrx) = sync_channel(1);
+                self.jobs
+                    .send(FileJob { path: path.to_path_buf(), result: rtx })
+                    .map_err(|_| Error::Pipeline("file workers stopped".into()))?;
+                self.send(Event::File(node, rrx))
+            }
+            _ => self.send(Event::Leaf(node)),
+        }
+    }
+}
+
+fn scan(paths: &[PathBuf], counters: &Counters, cancel: &CancelToken) {
+    fn walk(p: &Path, c: &Counters, cancel: &CancelToken) {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let Ok(m) = std::fs::symlink_metadata(p) else { return };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), c, cancel);
+                }
+            }
+        } else if m.is_file() {
+            Counters::add(&c.files_total, 1);
+            Counters::add(&c.bytes_total, m.len());
+        }
+    }
+    for p in paths {
+        walk(p, counters, cancel);
+    }
+    counters.totals_known.store(true, Ordering::Relaxed);
+}
+
+fn threads_of(opts: &BackupOptions) -> usize {
+    if opts.threads > 0 {
+        opts.threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    }
+}
+
+fn new_shared(repo: &Repository, opts: &BackupOptions, counters: Arc<Counters>) -> Arc<Shared> {
+    Arc::new(Shared {
+        repo_index: repo.index(),
+        seen: Mutex::new(HashSet::new()),
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+        cancel: opts.cancel.clone(),
+        counters,
+        data_blobs: AtomicU64::new(0),
+        tree_blobs: AtomicU64::new(0),
+        data_added: AtomicU64::new(0),
+        data_added_packed: AtomicU64::new(0),
+        files_new: AtomicU64::new(0),
+        files_changed: AtomicU64::new(0),
+        files_unmodified: AtomicU64::new(0),
+        dirs: AtomicU64::new(0),
+    })
+}
+
+fn summary(shared: &Shared, start: jiff::Timestamp, p: &Progress) -> Summary {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Summary {
+        backup_start: Some(start),
+        backup_end: Some(jiff::Timestamp::now()),
+        files_new: l(&shared.files_new),
+        files_changed: l(&shared.files_changed),
+        files_unmodified: l(&shared.files_unmodified),
+        dirs: l(&shared.dirs),
+        data_blobs: l(&shared.data_blobs),
+        tree_blobs: l(&shared.tree_blobs),
+        data_added: l(&shared.data_added),
+        data_added_packed: l(&shared.data_added_packed),
+        total_files_processed: p.files_done,
+        total_bytes_processed: p.bytes_done,
+    }
+}
+
+fn resolve_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[String]) -> Result<Option<crate::snapshot::SnapshotEntry>> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Snapshot(sel) => repo.find_snapshot(sel).map(Some),
+        ParentChoice::Auto => {
+            let mut want = paths.to_vec();
+            want.sort();
+            Ok(repo.snapshots()?.into_iter().rev().find(|s| {
+                let mut have = s.snapshot.paths.clone();
+                have.sort();
+                s.snapshot.hostname == host && have == want
+            }))
+        }
+    }
+}
+
+/// Backs up files and directories into a new snapshot.
+///
+/// # Errors
+/// I/O errors naming the path, backend errors, `Cancelled`.
+pub fn backup_paths(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Result<BackupResult> {
+    let start = jiff::Timestamp::now();
+    if paths.is_empty() {
+        return Err(Error::Invalid("no paths to back up".into()));
+    }
+    let mut roots = Vec::new();
+    let mut names = HashSet::new();
+    for p in paths {
+        let abs = std::fs::canonicalize(p).map_err(|e| Error::io("resolve", p, e))?;
+        let name = abs.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"root".to_vec());
+        if !names.insert(name.clone()) {
+            return Err(Error::Invalid(format!("two paths share the name {:?}", String::from_utf8_lossy(&name))));
+        }
+        let meta = std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
+        roots.push((abs, name, meta));
+    }
+    let path_strings: Vec<String> = roots.iter().map(|(p, _, _)| p.display().to_string()).collect();
+    let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
+    let parent = resolve_parent(repo, opts, &host, &path_strings)?;
+    let parent_root = match &parent {
+        Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
+        None => None,
+    };
+
+    let counters = Arc::new(Counters::default());
+    let shared = new_shared(repo, opts, counters.clone());
+    let threads = threads_of(opts);
+    let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
+    let root_id = std::thread::scope(|s| -> Result<Id> {
+        if opts.scan {
+            let counters = counters.clone();
+            let cancel = opts.cancel.clone();
+            let scan_paths: Vec<PathBuf> = roots.iter().map(|r| r.0.clone()).collect();
+            s.spawn(move || scan(&scan_paths, &counters, &cancel));
+        }
+        let pipeline = BlobPipeline::start(repo, shared.clone(), threads, if opts.uploads == 0 { 4 } else { opts.uploads });
+        let (jtx, jrx) = sync_channel::<FileJob>(threads * 8);
+        let jrx = Arc::new(Mutex::new(jrx));
+        let (etx, erx) = sync_channel::<Event>(4096);
+        let mut workers = Vec::new();
+        for _ in 0..threads.max(2) {
+            let jrx = jrx.clone();
+            let tx = pipeline.sender();
+            let shared = &*shared;
+            workers.push(s.spawn(move || file_worker(repo, shared, &jrx, &tx)));
+        }
+        let asm = {
+            let tx = pipeline.sender();
+            let shared = &*shared;
+            s.spawn(move || {
+                let r = assembler(repo, shared, &erx, &tx);
+                if let Err(e) = &r {
+                    if !matches!(e, Error::Cancelled | Error::Pipeline(_)) {
+                        shared.fail(Error::Pipeline(e.to_string()));
+                    }
+                }
+                r
+            })
+        };
+        let walked = {
+            let walker = Walker { repo, shared: &shared, events: etx, jobs: jtx, xattrs: opts.xattrs };
+            let r = (|| {
+                walker.send(Event::Enter)?;
+                for (abs, name, meta) in &roots {
+                    let pnode = parent_root.as_ref().and_then(|t| t.find(name));
+                    walker.entry(abs, name, meta, pnode)?;
+                }
+                walker.send(Event::Leave(Node {
+                    node_type: Some(NodeType::Dir),
+                    mode: 0o755,
+                    ..Default::default()
+                }))
+            })();
+            if r.is_err() {
+                shared.failed.store(true, Ordering::SeqCst);
+            }
+            r
+            // walker (and its senders) dropped here, so workers and the assembler see the end.
+        };
+        for w in workers {
+            let _ = w.join();
+        }
+        let root = asm.join().map_err(|_| Error::Pipeline("tree assembler panicked".into()))?;
+        let finished = pipeline.finish(&shared);
+        if opts.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        // Report the first real cause, not a downstream "pipeline closed".
+        finished?;
+        walked?;
+        root
+    })?;
+
+    let progress = counters.get();
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or(start),
+        tree: root_id,
+        paths: path_strings,
+        hostname: host,
+        username: crate::snapshot::username(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|p| p.id),
+        program_version: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
+        summary: summary(&shared, start, &progress),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    repo.reload_index()?;
+    Ok(BackupResult { id, snapshot, progress })
+}
+
+/// Backs up a stream (stdin) as a snapshot holding one file named `filename`.
+///
+/// # Errors
+/// Read errors, backend errors, `Cancelled`.
+pub fn backup_reader(repo: &Repository, reader: impl Read, filename: &str, opts: &BackupOptions) -> Result<BackupResult> {
+    let start = jiff::Timestamp::now();
+    if filename.is_empty() || filename.contains('/') {
+        return Err(Error::Invalid(format!("stdin file name {filename:?} must be one path component")));
+    }
+    let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
+    let counters = Arc::new(Counters::default());
+    let shared = new_shared(repo, opts, counters.clone());
+    let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
+    let pipeline = BlobPipeline::start(repo, shared.clone(), threads_of(opts), if opts.uploads == 0 { 4 } else { opts.uploads });
+    let tx = pipeline.sender();
+    let saved = save_stream(repo, &shared, &tx, std::io::BufReader::with_capacity(1 << 20, reader), Path::new(filename))
+        .and_then(|(content, size)| {
+            Counters::add(&counters.files_read, 1);
+            Counters::add(&counters.files_done, 1);
+            Counters::add(&shared.files_new, 1);
+            let now = jiff::Timestamp::now().as_nanosecond();
+            let node = Node {
+                name: filename.as_bytes().to_vec(),
+                node_type: Some(NodeType::File),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size,
+                mtime: i64::try_from(now).unwrap_or(0),
+                ctime: i64::try_from(now).unwrap_or(0),
+                atime: i64::try_from(now).unwrap_or(0),
+                links: 1,
+                content,
+                ..Default::default()
+            };
+            save_tree(repo, &shared, &tx, Tree { nodes: vec![node] })
+        });
+    if saved.is_err() {
+        shared.failed.store(true, Ordering::SeqCst);
+    }
+    drop(tx);
+    let finished = pipeline.finish(&shared);
+    if opts.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    finished?;
+    let root = saved?;
+    counters.totals_known.store(true, Ordering::Relaxed);
+    let progress = counters.get();
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or(start),
+        tree: root,
+        paths: vec![format!("/{filename}")],
+        hostname: host,
+        username: crate::snapshot::username(),
+        tags: opts.tags.clone(),
+        parent: None,
+        program_version: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
+        summary: summary(&shared, start, &progress),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    repo.reload_index()?;
+    Ok(BackupResult { id, snapshot, progress })
+}

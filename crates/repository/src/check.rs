@@ -1,0 +1,242 @@
+//! `check` (format §13): structure, and with `read_data` every byte of every pack.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::progress::{CancelToken, Counters, ProgressFn, Ticker};
+use crate::tree::NodeType;
+use crate::{Id, Repository};
+
+/// Options of a check.
+#[derive(Clone, Default)]
+pub struct CheckOptions {
+    /// Download and verify every pack.
+    pub read_data: bool,
+    /// Progress (bytes of packs read).
+    pub progress: Option<ProgressFn>,
+    /// Cancellation.
+    pub cancel: CancelToken,
+}
+
+impl std::fmt::Debug for CheckOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckOptions").field("read_data", &self.read_data).finish()
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Problems that mean data is missing or corrupt; each names the object.
+    pub errors: Vec<String>,
+    /// Harmless findings (e.g. packs a crashed backup left without an index).
+    pub warnings: Vec<String>,
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Packs present.
+    pub packs: usize,
+    /// Trees verified.
+    pub trees: usize,
+    /// Blobs whose bytes were verified (read_data only).
+    pub blobs_read: usize,
+}
+
+impl CheckReport {
+    /// `Ok` when no error was found.
+    ///
+    /// # Errors
+    /// `CheckFailed` listing every error.
+    pub fn into_result(self) -> Result<Self> {
+        if self.errors.is_empty() { Ok(self) } else { Err(Error::CheckFailed(self.errors)) }
+    }
+}
+
+/// Checks the repository. Finding problems is not an `Err`; see [`CheckReport::into_result`].
+///
+/// # Errors
+/// Backend failures that prevent checking at all.
+pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    // Index files, one by one, so one bad file is reported rather than aborting.
+    let mut index = crate::index::Index::default();
+    let mut files = Vec::new();
+    for info in repo.backend.list(FileType::Index)? {
+        match info.name.parse::<Id>().map_err(|e| Error::corrupt(format!("index/{}", info.name), e.to_string()))
+            .and_then(|id| repo.load_index_file(&id).map(|f| (id, f)))
+        {
+            Ok(f) => files.push(f),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    for (id, f) in &files {
+        if !superseded.contains(id) {
+            index.add_file(f);
+        }
+    }
+    let packs: HashMap<String, u64> =
+        repo.backend.list(FileType::Pack)?.into_iter().map(|o| (o.name, o.size)).collect();
+    report.packs = packs.len();
+    for (id, size) in index.packs() {
+        match packs.get(&id.to_hex()) {
+            None => report.errors.push(format!("pack {id} is in the index but missing from the backend")),
+            Some(s) if *s != size => {
+                report.errors.push(format!("pack {id} has size {s}, the index says {size}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in packs.keys() {
+        if !name.parse::<Id>().map(|id| index.has_pack(&id)).unwrap_or(false) {
+            report.warnings.push(format!("pack {name} is not in any index (left by an interrupted backup; prune removes it)"));
+        }
+    }
+
+    // Snapshots and their trees.
+    let mut seen_trees: HashSet<Id> = HashSet::new();
+    for info in repo.backend.list(FileType::Snapshot)? {
+        let snap = match info.name.parse::<Id>().map_err(|e| Error::corrupt(format!("snapshots/{}", info.name), e.to_string()))
+            .and_then(|id| repo.load_snapshot(&id))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        report.snapshots += 1;
+        let mut stack = vec![(snap.tree, String::new())];
+        while let Some((tree_id, path)) = stack.pop() {
+            if opts.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if !seen_trees.insert(tree_id) {
+                continue;
+            }
+            let tree = match repo.load_tree(&tree_id) {
+                Ok(t) => t,
+                Err(e) => {
+                    report.errors.push(format!("snapshot {}: tree at {}/: {e}", &info.name[..8], path));
+                    continue;
+                }
+            };
+            report.trees += 1;
+            for n in &tree.nodes {
+                let p = format!("{path}/{}", n.name_lossy());
+                match n.kind() {
+                    NodeType::Dir => match n.subtree {
+                        Some(t) => stack.push((t, p)),
+                        None => report.errors.push(format!("snapshot {}: {p}: directory without a subtree", &info.name[..8])),
+                    },
+                    NodeType::File => {
+                        for b in &n.content {
+                            if !index.contains(b) {
+                                report.errors.push(format!("snapshot {}: {p}: blob {b} is not in the index", &info.name[..8]));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    if opts.read_data {
+        read_data(repo, &index, &packs, opts, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn read_data(
+    repo: &Repository,
+    index: &crate::index::Index,
+    packs: &HashMap<String, u64>,
+    opts: &CheckOptions,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let counters = Arc::new(Counters::default());
+    let indexed: HashMap<Id, Vec<Id>> = index.pack_blobs();
+    let mut names: Vec<Id> = packs.keys().filter_map(|n| n.parse().ok()).collect();
+    names.sort();
+    for n in &names {
+        Counters::add(&counters.bytes_total, packs.get(&n.to_hex()).copied().unwrap_or(0));
+        Counters::add(&counters.files_total, 1);
+    }
+    counters.totals_known.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
+    let queue = Mutex::new(names.into_iter());
+    let errors = Mutex::new(Vec::new());
+    let blobs_read = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    if opts.cancel.is_cancelled() {
+                        return;
+                    }
+                    let Some(pack) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else { return };
+                    let mut errs = Vec::new();
+                    let n = check_pack(repo, &pack, indexed.get(&pack), &mut errs);
+                    blobs_read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    Counters::add(&counters.files_done, 1);
+                    Counters::add(&counters.bytes_done, packs.get(&pack.to_hex()).copied().unwrap_or(0));
+                    errors.lock().unwrap_or_else(|e| e.into_inner()).extend(errs);
+                }
+            });
+        }
+    });
+    if opts.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let mut errs = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    errs.sort();
+    report.errors.extend(errs);
+    report.blobs_read = blobs_read.into_inner();
+    Ok(())
+}
+
+/// Verifies one whole pack; returns the number of blobs verified.
+fn check_pack(repo: &Repository, pack: &Id, indexed: Option<&Vec<Id>>, errs: &mut Vec<String>) -> usize {
+    let data = match repo.backend.get(FileType::Pack, &pack.to_hex()) {
+        Ok(d) => d,
+        Err(e) => {
+            errs.push(format!("pack {pack}: {e}"));
+            return 0;
+        }
+    };
+    if Id::of_object(&data) != *pack {
+        errs.push(format!("pack {pack}: content does not match its name (corrupted)"));
+    }
+    let (salt, blobs) = match crate::pack::read_header(&repo.master, &pack.to_hex(), &data) {
+        Ok(h) => h,
+        Err(e) => {
+            errs.push(format!("pack {pack}: {e}"));
+            return 0;
+        }
+    };
+    let mut n = 0;
+    for b in &blobs {
+        let end = b.offset as usize + b.length as usize;
+        if end > data.len() {
+            errs.push(format!("pack {pack}: blob {} lies beyond the end of the pack", b.id));
+            continue;
+        }
+        match crate::pack::open_blob(&repo.master, pack, &salt, b, &data[b.offset as usize..end]) {
+            Ok(_) => n += 1,
+            Err(e) => errs.push(format!("pack {pack}: {e}")),
+        }
+    }
+    if let Some(ids) = indexed {
+        let in_header: HashSet<Id> = blobs.iter().map(|b| b.id).collect();
+        for id in ids {
+            if !in_header.contains(id) {
+                errs.push(format!("pack {pack}: indexed blob {id} is not in the pack header"));
+            }
+        }
+    }
+    n
+}

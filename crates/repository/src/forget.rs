@@ -1,0 +1,199 @@
+//! `forget` (format §11): retention rules decide which snapshots to delete.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::snapshot::SnapshotEntry;
+use crate::{Id, Repository};
+
+/// Which snapshots to keep. A snapshot kept by any rule stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeepPolicy {
+    /// The n newest.
+    pub last: usize,
+    /// The newest of each of the n newest hours with snapshots.
+    pub hourly: usize,
+    /// Likewise per day.
+    pub daily: usize,
+    /// Per ISO week.
+    pub weekly: usize,
+    /// Per month.
+    pub monthly: usize,
+    /// Per year.
+    pub yearly: usize,
+    /// Everything newer than the group's latest minus this.
+    pub within: Option<std::time::Duration>,
+    /// Everything carrying one of these tags.
+    pub tags: Vec<String>,
+}
+
+impl KeepPolicy {
+    /// Whether no rule is set (which would delete everything).
+    pub fn is_empty(&self) -> bool {
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+/// The decision for one group of snapshots (same host and paths).
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgetGroup {
+    /// Host of the group.
+    pub hostname: String,
+    /// Paths of the group.
+    pub paths: Vec<String>,
+    /// Kept snapshots, newest first, with the rules that kept them.
+    pub keep: Vec<(Id, Vec<String>)>,
+    /// Snapshots to delete.
+    pub remove: Vec<Id>,
+}
+
+fn bucket(t: jiff::Timestamp, rule: &str) -> (i32, i32, i32, i32) {
+    let z = t.to_zoned(jiff::tz::TimeZone::system());
+    let (y, m, d, h) = (i32::from(z.year()), i32::from(z.month()), i32::from(z.day()), i32::from(z.hour()));
+    match rule {
+        "hourly" => (y, m, d, h),
+        "daily" => (y, m, d, 0),
+        "weekly" => {
+            let w = z.date().iso_week_date();
+            (i32::from(w.year()), i32::from(w.week()), 0, 0)
+        }
+        "monthly" => (y, m, 0, 0),
+        _ => (y, 0, 0, 0),
+    }
+}
+
+/// Applies the policy to snapshots (any order); pure, no I/O.
+pub fn plan(snapshots: &[SnapshotEntry], policy: &KeepPolicy) -> Vec<ForgetGroup> {
+    let mut groups: BTreeMap<(String, Vec<String>), Vec<&SnapshotEntry>> = BTreeMap::new();
+    for s in snapshots {
+        let mut paths = s.snapshot.paths.clone();
+        paths.sort();
+        groups.entry((s.snapshot.hostname.clone(), paths)).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for ((hostname, paths), mut snaps) in groups {
+        snaps.sort_by(|a, b| b.snapshot.time.cmp(&a.snapshot.time).then(b.id.cmp(&a.id)));
+        let latest = snaps.first().map(|s| s.snapshot.time);
+        let mut rules: Vec<(&str, usize, Option<(i32, i32, i32, i32)>)> = vec![
+            ("hourly", policy.hourly, None),
+            ("daily", policy.daily, None),
+            ("weekly", policy.weekly, None),
+            ("monthly", policy.monthly, None),
+            ("yearly", policy.yearly, None),
+        ];
+        let mut group = ForgetGroup { hostname, paths, keep: Vec::new(), remove: Vec::new() };
+        for (i, s) in snaps.iter().enumerate() {
+            let mut reasons = Vec::new();
+            if i < policy.last {
+                reasons.push("last".to_string());
+            }
+            for (name, left, last_key) in &mut rules {
+                if *left == 0 {
+                    continue;
+                }
+                let key = bucket(s.snapshot.time, name);
+                if *last_key != Some(key) {
+                    *last_key = Some(key);
+                    *left -= 1;
+                    reasons.push((*name).to_string());
+                }
+            }
+            if let (Some(d), Some(latest)) = (policy.within, latest) {
+                let d = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
+                if s.snapshot.time.duration_since(latest).abs() <= d {
+                    reasons.push("within".to_string());
+                }
+            }
+            if s.snapshot.tags.iter().any(|t| policy.tags.contains(t)) {
+                reasons.push("tag".to_string());
+            }
+            if reasons.is_empty() {
+                group.remove.push(s.id);
+            } else {
+                group.keep.push((s.id, reasons));
+            }
+        }
+        out.push(group);
+    }
+    out
+}
+
+/// Deletes the snapshots the policy does not keep (unless `dry_run`). Data is freed by prune.
+///
+/// # Errors
+/// `Invalid` for an empty policy; backend errors.
+pub fn forget(repo: &Repository, policy: &KeepPolicy, dry_run: bool) -> Result<Vec<ForgetGroup>> {
+    if policy.is_empty() {
+        return Err(Error::Invalid("no keep rule given; refusing to forget every snapshot".into()));
+    }
+    let groups = plan(&repo.snapshots()?, policy);
+    if !dry_run {
+        for g in &groups {
+            for id in &g.remove {
+                repo.backend.delete(FileType::Snapshot, &id.to_hex())?;
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Deletes the given snapshots.
+///
+/// # Errors
+/// Backend errors.
+pub fn remove_snapshots(repo: &Repository, ids: &[Id]) -> Result<()> {
+    for id in ids {
+        repo.backend.delete(FileType::Snapshot, &id.to_hex())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+
+    fn snap(n: u8, time: &str) -> SnapshotEntry {
+        SnapshotEntry {
+            id: Id([n; 32]),
+            snapshot: Snapshot {
+                time: time.parse().unwrap(),
+                tree: Id::default(),
+                paths: vec!["/d".into()],
+                hostname: "h".into(),
+                username: "u".into(),
+                tags: vec![],
+                parent: None,
+                program_version: String::new(),
+                summary: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn daily_and_last_rules() {
+        let s = vec![
+            snap(1, "2026-01-01T10:00:00Z"),
+            snap(2, "2026-01-01T12:00:00Z"),
+            snap(3, "2026-01-02T12:00:00Z"),
+            snap(4, "2026-01-03T12:00:00Z"),
+        ];
+        let g = plan(&s, &KeepPolicy { daily: 2, ..Default::default() });
+        let kept: Vec<Id> = g[0].keep.iter().map(|k| k.0).collect();
+        assert_eq!(kept, vec![Id([4; 32]), Id([3; 32])]);
+        let g = plan(&s, &KeepPolicy { last: 1, daily: 3, ..Default::default() });
+        assert_eq!(g[0].remove, vec![Id([1; 32])]);
+        let g = plan(&s, &KeepPolicy { within: Some(std::time::Duration::from_secs(36 * 3600)), ..Default::default() });
+        assert_eq!(g[0].remove, vec![Id([2; 32]), Id([1; 32])]);
+    }
+}

@@ -1,0 +1,186 @@
+//! Index files (format §8) and the in-memory index: blob id → pack, offset, length.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Id;
+use crate::pack::{BlobType, PackBlob};
+
+/// One pack as an index file lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexPack {
+    /// Pack name.
+    pub id: Id,
+    /// The pack's salt, hex (saves a read per blob).
+    #[serde(with = "hex16")]
+    pub salt: [u8; 16],
+    /// Pack size in bytes.
+    pub size: u64,
+    /// Its blobs.
+    pub blobs: Vec<PackBlob>,
+}
+
+/// The JSON document of an index file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFile {
+    /// Index files this one replaces.
+    #[serde(default)]
+    pub supersedes: Vec<Id>,
+    /// Packs.
+    pub packs: Vec<IndexPack>,
+}
+
+mod hex16 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 16];
+        if s.len() != 32 {
+            return Err(serde::de::Error::custom("salt must be 32 hex digits"));
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Where a blob is, as the engine needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Pack name.
+    pub pack: Id,
+    /// Pack salt.
+    pub salt: [u8; 16],
+    /// Position and lengths.
+    pub blob: PackBlob,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    pack: u32,
+    blob_type: BlobType,
+    offset: u64,
+    length: u32,
+    ulen: u32,
+}
+
+/// The union of all index files, with pack ids interned so an entry costs about 60 bytes.
+#[derive(Debug, Default)]
+pub struct Index {
+    packs: Vec<(Id, [u8; 16], u64)>,
+    pack_pos: HashMap<Id, u32>,
+    blobs: HashMap<Id, Entry>,
+}
+
+impl Index {
+    /// Adds every pack of an index file.
+    pub fn add_file(&mut self, file: &IndexFile) {
+        for p in &file.packs {
+            self.add_pack(p);
+        }
+    }
+
+    /// Adds one pack.
+    pub fn add_pack(&mut self, p: &IndexPack) {
+        let pos = *self.pack_pos.entry(p.id).or_insert_with(|| {
+            self.packs.push((p.id, p.salt, p.size));
+            u32::try_from(self.packs.len() - 1).unwrap_or(u32::MAX)
+        });
+        for b in &p.blobs {
+            self.blobs.entry(b.id).or_insert(Entry {
+                pack: pos,
+                blob_type: b.blob_type,
+                offset: b.offset,
+                length: b.length,
+                ulen: b.uncompressed_length,
+            });
+        }
+    }
+
+    /// Where a blob is.
+    pub fn get(&self, id: &Id) -> Option<BlobLocation> {
+        let e = self.blobs.get(id)?;
+        let (pack, salt, _) = self.packs[e.pack as usize];
+        Some(BlobLocation {
+            pack,
+            salt,
+            blob: PackBlob {
+                id: *id,
+                blob_type: e.blob_type,
+                offset: e.offset,
+                length: e.length,
+                uncompressed_length: e.ulen,
+            },
+        })
+    }
+
+    /// Whether a blob is indexed.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// Number of blobs.
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    /// Indexed packs: name and size.
+    pub fn packs(&self) -> impl Iterator<Item = (Id, u64)> + '_ {
+        self.packs.iter().map(|(id, _, size)| (*id, *size))
+    }
+
+    /// Whether a pack is indexed.
+    pub fn has_pack(&self, id: &Id) -> bool {
+        self.pack_pos.contains_key(id)
+    }
+
+    /// All blob ids.
+    pub fn blob_ids(&self) -> HashSet<Id> {
+        self.blobs.keys().copied().collect()
+    }
+
+    /// Rebuilds index packs (for prune's consolidated index), excluding `drop`.
+    pub fn to_packs(&self, drop: &HashSet<Id>) -> Vec<IndexPack> {
+        let mut out: Vec<IndexPack> = self
+            .packs
+            .iter()
+            .map(|(id, salt, size)| IndexPack { id: *id, salt: *salt, size: *size, blobs: Vec::new() })
+            .collect();
+        for (id, e) in &self.blobs {
+            out[e.pack as usize].blobs.push(PackBlob {
+                id: *id,
+                blob_type: e.blob_type,
+                offset: e.offset,
+                length: e.length,
+                uncompressed_length: e.ulen,
+            });
+        }
+        out.retain(|p| !drop.contains(&p.id));
+        for p in &mut out {
+            p.blobs.sort_by_key(|b| b.offset);
+        }
+        out
+    }
+
+    /// Blob count and total stored bytes of each pack.
+    pub fn pack_blobs(&self) -> HashMap<Id, Vec<Id>> {
+        let mut out: HashMap<Id, Vec<Id>> = HashMap::new();
+        for (id, e) in &self.blobs {
+            out.entry(self.packs[e.pack as usize].0).or_default().push(*id);
+        }
+        out
+    }
+}

@@ -1,0 +1,415 @@
+//! Opening and initializing a repository, and reading and writing its objects.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+
+use crate::Id;
+use crate::backend::{Backend, FileType};
+use crate::config::{ChunkerParams, CompressionParams, Config, DEFAULT_PACK_SIZE};
+use crate::crypto::{KdfParams, KeyFile, MasterKey, ObjectKind};
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexFile};
+use crate::pack::BlobType;
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::tree::{Node, NodeType, Tree};
+
+/// Choices made once at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunker sizes.
+    pub chunker: ChunkerParams,
+    /// Target pack size.
+    pub pack_size: u32,
+    /// zstd level (0 = store uncompressed).
+    pub compression_level: i32,
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerParams::default(),
+            pack_size: DEFAULT_PACK_SIZE,
+            compression_level: 3,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// An open repository: backend, unwrapped master key, config and the loaded index.
+pub struct Repository {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) master: Arc<MasterKey>,
+    config: Config,
+    key_name: String,
+    pub(crate) index: RwLock<Arc<Index>>,
+    pub(crate) index_files: RwLock<Vec<Id>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("location", &self.backend.location()).finish()
+    }
+}
+
+/// A key file as `key list` shows it.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    /// Object name.
+    pub name: String,
+    /// The key file.
+    pub key: KeyFile,
+    /// Whether it is the key this handle was opened with.
+    pub current: bool,
+}
+
+impl Repository {
+    /// Creates a new repository: config and the first key file.
+    ///
+    /// # Errors
+    /// `AlreadyInitialized` when a config exists; backend errors.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
+        opts.chunker.validate()?;
+        if !(1024 * 1024..=512 * 1024 * 1024).contains(&opts.pack_size) {
+            return Err(Error::Invalid(format!("pack size {} outside 1 MiB..512 MiB", opts.pack_size)));
+        }
+        let location = backend.location();
+        match backend.stat(FileType::Config, "config") {
+            Ok(_) => return Err(Error::AlreadyInitialized { location }),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let master = MasterKey::generate();
+        let config = Config {
+            version: 1,
+            id: Id(crate::crypto::random()).to_hex(),
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            compression: CompressionParams { level: opts.compression_level, ..Default::default() },
+        };
+        // The key goes first: a config without a key would be a repository no one can open,
+        // while a stray key file without a config is harmless and overwritten by a retry.
+        let key_name = write_key(&*backend, &master, password, opts.kdf)?;
+        let json = serde_json::to_vec(&config).map_err(|e| Error::Invalid(e.to_string()))?;
+        let sealed = master.seal_object(ObjectKind::Config, &json);
+        backend.create(FileType::Config, "config", Bytes::from(sealed)).map_err(|e| {
+            if e.is_already_exists() { Error::AlreadyInitialized { location: location.clone() } } else { e.into() }
+        })?;
+        Ok(Self {
+            backend,
+            master: Arc::new(master),
+            config,
+            key_name,
+            index: RwLock::new(Arc::new(Index::default())),
+            index_files: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// Opens a repository with a password and loads its index.
+    ///
+    /// # Errors
+    /// `NoRepository`, `WrongPassword`, corrupt objects, backend errors.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let location = backend.location();
+        let config_bytes = match backend.get(FileType::Config, "config") {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(Error::NoRepository { location }),
+            Err(e) => return Err(e.into()),
+        };
+        let mut found = None;
+        for info in backend.list(FileType::Key)? {
+            let data = backend.get(FileType::Key, &info.name)?;
+            let object = format!("keys/{}", info.name);
+            let kf: KeyFile = serde_json::from_slice(&data).map_err(|e| Error::corrupt(&object, e.to_string()))?;
+            if let Some(m) = kf.unwrap_key(password, &object)? {
+                found = Some((m, info.name));
+                break;
+            }
+        }
+        let (master, key_name) = found.ok_or(Error::WrongPassword { location })?;
+        let json = master.open_object(ObjectKind::Config, "config", &config_bytes)?;
+        let config: Config = serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        if config.version != 1 {
+            return Err(Error::UnsupportedVersion { object: "config".into(), version: config.version });
+        }
+        config.chunker.validate()?;
+        let repo = Self {
+            backend,
+            master: Arc::new(master),
+            config,
+            key_name,
+            index: RwLock::new(Arc::new(Index::default())),
+            index_files: RwLock::new(Vec::new()),
+        };
+        repo.reload_index()?;
+        Ok(repo)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The name of the key file this handle was opened with.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// The index as loaded (a consistent copy).
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads every index file.
+    ///
+    /// # Errors
+    /// Backend errors, corrupt index files.
+    pub fn reload_index(&self) -> Result<()> {
+        let mut files = Vec::new();
+        for info in self.backend.list(FileType::Index)? {
+            let id: Id = info.name.parse().map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))?;
+            files.push((id, self.load_index_file(&id)?));
+        }
+        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let mut index = Index::default();
+        let mut names = Vec::new();
+        for (id, f) in &files {
+            if !superseded.contains(id) {
+                index.add_file(f);
+                names.push(*id);
+            }
+        }
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+        *self.index_files.write().unwrap_or_else(|e| e.into_inner()) = names;
+        Ok(())
+    }
+
+    /// Index files in force (not superseded).
+    pub fn index_files(&self) -> Vec<Id> {
+        self.index_files.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads and decrypts one index file.
+    ///
+    /// # Errors
+    /// Backend errors, corrupt data.
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let json = self.load_object(ObjectKind::Index, FileType::Index, &id.to_hex())?;
+        serde_json::from_slice(&json).map_err(|e| Error::corrupt(format!("index/{id}"), e.to_string()))
+    }
+
+    /// Stores a JSON document as a content-addressed encrypted object; returns its name.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub(crate) fn save_object(&self, kind: ObjectKind, ft: FileType, json: &[u8]) -> Result<Id> {
+        let sealed = self.master.seal_object(kind, json);
+        let id = Id::of_object(&sealed);
+        match self.backend.create(ft, &id.to_hex(), Bytes::from(sealed)) {
+            Ok(()) => Ok(id),
+            // Content-addressed: the same name means the same bytes are already there.
+            Err(e) if e.is_already_exists() => Ok(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads and decrypts an encrypted object, verifying its name.
+    ///
+    /// # Errors
+    /// Backend errors, corrupt data.
+    pub(crate) fn load_object(&self, kind: ObjectKind, ft: FileType, name: &str) -> Result<Vec<u8>> {
+        let data = self.backend.get(ft, name)?;
+        let object = ft.path(name);
+        if Id::of_object(&data).to_hex() != name {
+            return Err(Error::corrupt(object, "content does not match its name"));
+        }
+        self.master.open_object(kind, &object, &data)
+    }
+
+    /// Stores an index file.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn save_index_file(&self, file: &IndexFile) -> Result<Id> {
+        let json = serde_json::to_vec(file).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.save_object(ObjectKind::Index, FileType::Index, &json)
+    }
+
+    /// Reads one blob, verifying it.
+    ///
+    /// # Errors
+    /// `MissingBlob`, `CorruptBlob`, backend errors.
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index().get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
+        let sealed = self.backend.get_range(
+            FileType::Pack,
+            &loc.pack.to_hex(),
+            loc.blob.offset,
+            u64::from(loc.blob.length),
+        )?;
+        crate::pack::open_blob(&self.master, &loc.pack, &loc.salt, &loc.blob, &sealed)
+    }
+
+    /// Reads a tree blob.
+    ///
+    /// # Errors
+    /// As `load_blob`, or a tree that does not parse.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let data = self.load_blob(id)?;
+        serde_json::from_slice(&data).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+    }
+
+    /// The id a blob with this plaintext has.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        self.master.blob_id(data)
+    }
+
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// Backend errors, corrupt snapshots.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let mut out = Vec::new();
+        for info in self.backend.list(FileType::Snapshot)? {
+            let id: Id = info.name.parse().map_err(|e| Error::corrupt(format!("snapshots/{}", info.name), format!("{e}")))?;
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push(SnapshotEntry { id, snapshot: s }),
+                // A snapshot deleted by a concurrent forget between list and get.
+                Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Reads one snapshot.
+    ///
+    /// # Errors
+    /// Backend errors, corrupt data.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let json = self.load_object(ObjectKind::Snapshot, FileType::Snapshot, &id.to_hex())?;
+        serde_json::from_slice(&json).map_err(|e| Error::corrupt(format!("snapshots/{id}"), e.to_string()))
+    }
+
+    /// Stores a snapshot; returns its id.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
+        let json = serde_json::to_vec(s).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.save_object(ObjectKind::Snapshot, FileType::Snapshot, &json)
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix.
+    ///
+    /// # Errors
+    /// `SnapshotNotFound` when nothing or more than one snapshot matches.
+    pub fn find_snapshot(&self, selector: &str) -> Result<SnapshotEntry> {
+        let all = self.snapshots()?;
+        let not_found = |reason: &str| Error::SnapshotNotFound { selector: selector.into(), reason: reason.into() };
+        if selector == "latest" {
+            return all.into_iter().last().ok_or_else(|| not_found("the repository has no snapshots"));
+        }
+        let mut matches: Vec<_> = all.into_iter().filter(|s| s.id.to_hex().starts_with(selector)).collect();
+        match matches.len() {
+            0 => Err(not_found("no snapshot has this id")),
+            1 => Ok(matches.remove(0)),
+            _ => Err(not_found("the prefix matches more than one snapshot")),
+        }
+    }
+
+    /// Finds the node at `path` ("/a/b" or "a/b") below a root tree; the root itself is a
+    /// synthetic directory node.
+    ///
+    /// # Errors
+    /// `PathNotFound`, read errors.
+    pub fn find_node(&self, root: &Id, path: &str) -> Result<Node> {
+        let mut node = Node { node_type: Some(NodeType::Dir), subtree: Some(*root), mode: 0o755, ..Default::default() };
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            let subtree = match (node.kind(), node.subtree) {
+                (NodeType::Dir, Some(t)) => t,
+                _ => return Err(Error::PathNotFound { path: path.into() }),
+            };
+            let tree = self.load_tree(&subtree)?;
+            node = tree.find(comp.as_bytes()).cloned().ok_or_else(|| Error::PathNotFound { path: path.into() })?;
+        }
+        Ok(node)
+    }
+
+    /// Adds a key file for another password; returns its name.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        write_key(&*self.backend, &self.master, password, kdf)
+    }
+
+    /// Lists key files.
+    ///
+    /// # Errors
+    /// Backend errors, malformed key files.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for info in self.backend.list(FileType::Key)? {
+            let data = self.backend.get(FileType::Key, &info.name)?;
+            let key: KeyFile = serde_json::from_slice(&data)
+                .map_err(|e| Error::corrupt(format!("keys/{}", info.name), e.to_string()))?;
+            out.push(KeyInfo { current: info.name == self.key_name, name: info.name, key });
+        }
+        out.sort_by(|a, b| a.key.created.cmp(&b.key.created));
+        Ok(out)
+    }
+
+    /// Removes a key file (by name or unique prefix). The key in use and the last key are refused.
+    ///
+    /// # Errors
+    /// `Key` when refused or not found; backend errors.
+    pub fn remove_key(&self, name: &str) -> Result<String> {
+        let keys = self.keys()?;
+        let matches: Vec<_> = keys.iter().filter(|k| k.name.starts_with(name)).collect();
+        let key = match matches.as_slice() {
+            [one] => one,
+            [] => return Err(Error::Key { key: name.into(), reason: "no such key".into() }),
+            _ => return Err(Error::Key { key: name.into(), reason: "prefix is ambiguous".into() }),
+        };
+        if key.current {
+            return Err(Error::Key { key: key.name.clone(), reason: "refusing to remove the key in use".into() });
+        }
+        self.backend.delete(FileType::Key, &key.name)?;
+        Ok(key.name.clone())
+    }
+
+    /// Changes the password of the key in use: adds a new key file, then removes the old one.
+    /// Data is untouched. Returns the new key's name; this handle keeps working.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<String> {
+        let new = write_key(&*self.backend, &self.master, new_password, kdf)?;
+        self.backend.delete(FileType::Key, &self.key_name)?;
+        self.key_name = new.clone();
+        Ok(new)
+    }
+
+    /// Blob type of an indexed blob.
+    pub fn blob_type(&self, id: &Id) -> Option<BlobType> {
+        self.index().get(id).map(|l| l.blob.blob_type)
+    }
+}
+
+fn write_key(backend: &dyn Backend, master: &MasterKey, password: &[u8], kdf: KdfParams) -> Result<String> {
+    let kf = KeyFile::wrap(master, password, kdf)?;
+    let json = serde_json::to_vec_pretty(&kf).map_err(|e| Error::Invalid(e.to_string()))?;
+    let name = Id::of_object(&json).to_hex();
+    backend.create(FileType::Key, &name, Bytes::from(json))?;
+    Ok(name)
+}

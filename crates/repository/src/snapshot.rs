@@ -1,0 +1,85 @@
+//! Snapshot manifests (format §10).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Id;
+
+/// What a backup did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// When the backup started.
+    pub backup_start: Option<jiff::Timestamp>,
+    /// When it ended.
+    pub backup_end: Option<jiff::Timestamp>,
+    /// Files not in the parent.
+    pub files_new: u64,
+    /// Files changed since the parent.
+    pub files_changed: u64,
+    /// Files skipped because unchanged.
+    pub files_unmodified: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// New data blobs stored.
+    pub data_blobs: u64,
+    /// New tree blobs stored.
+    pub tree_blobs: u64,
+    /// Plaintext bytes of new blobs.
+    pub data_added: u64,
+    /// Stored (compressed, sealed) bytes of new blobs.
+    pub data_added_packed: u64,
+    /// Files seen.
+    pub total_files_processed: u64,
+    /// Bytes of the files seen.
+    pub total_bytes_processed: u64,
+}
+
+/// A snapshot manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the backup started.
+    pub time: jiff::Timestamp,
+    /// Root tree.
+    pub tree: Id,
+    /// What was backed up.
+    pub paths: Vec<String>,
+    /// Host.
+    pub hostname: String,
+    /// User.
+    pub username: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The parent used for change detection.
+    #[serde(default)]
+    pub parent: Option<Id>,
+    /// Writer.
+    pub program_version: String,
+    /// Statistics.
+    #[serde(default)]
+    pub summary: Summary,
+}
+
+/// A snapshot together with its object name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// Object name: the snapshot id.
+    pub id: Id,
+    /// The manifest.
+    pub snapshot: Snapshot,
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The current user name.
+pub fn username() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}

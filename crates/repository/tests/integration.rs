@@ -1,0 +1,20 @@
+//! The repository's one integration test binary: real files, a real local backend, a real S3
+//! server (moto) where available. Modules live in `tests/integration/`.
+
+#[path = "integration/support.rs"]
+mod support;
+
+#[path = "integration/round_trip.rs"]
+mod round_trip;
+
+#[path = "integration/integrity.rs"]
+mod integrity;
+
+#[path = "integration/lifecycle.rs"]
+mod lifecycle;
+
+#[path = "integration/crash.rs"]
+mod crash;
+
+#[path = "integration/s3.rs"]
+mod s3;
