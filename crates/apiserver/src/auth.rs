@@ -58,11 +58,7 @@ pub struct TokenEntry {
 
 impl TokenEntry {
     pub fn role(&self) -> Role {
-        if self.groups.iter().any(|g| g == ADMIN_GROUP) {
-            Role::Admin
-        } else {
-            Role::View
-        }
+        if self.groups.iter().any(|g| g == ADMIN_GROUP) { Role::Admin } else { Role::View }
     }
 }
 
@@ -75,11 +71,7 @@ pub enum TokenError {
         source: io::Error,
     },
     #[error("token file {path} line {line}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Parse { path: PathBuf, line: usize, message: String },
     #[error("token file {path} has no token of user {user:?} in group {ADMIN_GROUP:?}")]
     NoAdmin { path: PathBuf, user: &'static str },
     #[error("cannot generate a random token: {0}")]
@@ -94,9 +86,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn new(entries: Vec<TokenEntry>) -> Tokens {
-        Tokens {
-            entries: Arc::new(entries),
-        }
+        Tokens { entries: Arc::new(entries) }
     }
 
     pub fn entries(&self) -> &[TokenEntry] {
@@ -105,18 +95,12 @@ impl Tokens {
 
     /// The first token with every right (the one written into the kubeconfig).
     pub fn admin_token(&self) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|e| e.role() == Role::Admin)
-            .map(|e| e.token.as_str())
+        self.entries.iter().find(|e| e.role() == Role::Admin).map(|e| e.token.as_str())
     }
 
     /// The first read-only token.
     pub fn view_token(&self) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|e| e.role() == Role::View)
-            .map(|e| e.token.as_str())
+        self.entries.iter().find(|e| e.role() == Role::View).map(|e| e.token.as_str())
     }
 
     /// The entry whose token equals `presented`. Every entry is compared in constant time so the
@@ -168,12 +152,7 @@ impl Tokens {
                         .collect()
                 })
                 .unwrap_or_default();
-            entries.push(TokenEntry {
-                token,
-                user,
-                uid,
-                groups,
-            });
+            entries.push(TokenEntry { token, user, uid, groups });
         }
         Ok(Tokens::new(entries))
     }
@@ -185,14 +164,7 @@ impl Tokens {
              # Group system:masters may do everything; any other token may only get, list and watch.\n",
         );
         for e in self.entries.iter() {
-            let _ = writeln!(
-                out,
-                "{},{},{},\"{}\"",
-                e.token,
-                e.user,
-                e.uid,
-                e.groups.join(",")
-            );
+            let _ = writeln!(out, "{},{},{},\"{}\"", e.token, e.user, e.uid, e.groups.join(","));
         }
         out
     }
@@ -201,18 +173,12 @@ impl Tokens {
 /// Reads `<dir>/tokens`, or creates it (mode 0600) with a fresh admin and view token.
 pub fn load_or_create_tokens(dir: &Path) -> Result<Tokens, TokenError> {
     let path = dir.join("tokens");
-    let io_err = |source| TokenError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io_err = |source| TokenError::Io { path: path.clone(), source };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let tokens = Tokens::parse(&path, &text)?;
             if tokens.admin_token().is_none() {
-                return Err(TokenError::NoAdmin {
-                    path,
-                    user: ADMIN_USER,
-                });
+                return Err(TokenError::NoAdmin { path, user: ADMIN_USER });
             }
             Ok(tokens)
         }
@@ -243,9 +209,7 @@ pub fn load_or_create_tokens(dir: &Path) -> Result<Tokens, TokenError> {
 pub fn random_token() -> Result<String, TokenError> {
     use rand::TryRngCore;
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|e| TokenError::Random(e.to_string()))?;
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
     let mut out = String::with_capacity(64);
     for b in bytes {
         let _ = write!(out, "{b:02x}");
@@ -387,11 +351,7 @@ impl RequestInfo {
     /// The apiserver's `forbiddenMessage` and `NewForbidden` wording.
     pub fn forbidden(&self, user: &str) -> Value {
         let reason = if !self.resource_request {
-            format!(
-                "User {user:?} cannot {} path {:?}",
-                self.verb,
-                self.path
-            )
+            format!("User {user:?} cannot {} path {:?}", self.verb, self.path)
         } else {
             let resource = if self.subresource.is_empty() {
                 self.resource.clone()
@@ -454,9 +414,7 @@ pub fn allowed(role: Role, info: &RequestInfo) -> bool {
 /// Paths served without a token, as the apiserver allows anonymous health checks.
 fn is_anonymous_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
-        || ["/healthz/", "/livez/", "/readyz/"]
-            .iter()
-            .any(|p| path.starts_with(p))
+        || ["/healthz/", "/livez/", "/readyz/"].iter().any(|p| path.starts_with(p))
 }
 
 /// The 401 body (k8s-api-server.md §1).
@@ -474,20 +432,16 @@ pub fn unauthorized_body() -> Value {
 
 fn status_response(code: StatusCode, body: &Value) -> Response {
     let mut response = (code, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 fn bearer(request: &Request<Body>) -> Option<&str> {
     let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
 /// The axum middleware: authenticate the bearer token, authorize the verb, and hand the
@@ -505,11 +459,8 @@ pub async fn authenticate(
         tracing::debug!(path = %request.uri().path(), "rejected request without a valid bearer token");
         return status_response(StatusCode::UNAUTHORIZED, &unauthorized_body());
     };
-    let info = RequestInfo::from_request(
-        request.method(),
-        request.uri().path(),
-        request.uri().query(),
-    );
+    let info =
+        RequestInfo::from_request(request.method(), request.uri().path(), request.uri().query());
     if !allowed(entry.role(), &info) {
         tracing::debug!(user = %entry.user, verb = %info.verb, path = %info.path, "forbidden");
         return status_response(StatusCode::FORBIDDEN, &info.forbidden(&entry.user));
@@ -528,20 +479,13 @@ mod tests {
 
     #[test]
     fn forbidden_message_matches_the_apiserver() {
-        let i = info(
-            Method::DELETE,
-            "/apis/velero.io/v1/namespaces/default/backups/b1",
-            None,
-        );
+        let i = info(Method::DELETE, "/apis/velero.io/v1/namespaces/default/backups/b1", None);
         let body = i.forbidden("alice");
         assert_eq!(
             body["message"],
             r#"backups.velero.io "b1" is forbidden: User "alice" cannot delete resource "backups" in API group "velero.io" in the namespace "default""#
         );
-        assert_eq!(
-            body["details"],
-            json!({"name": "b1", "group": "velero.io", "kind": "backups"})
-        );
+        assert_eq!(body["details"], json!({"name": "b1", "group": "velero.io", "kind": "backups"}));
         assert_eq!(body["code"], 403);
         assert_eq!(body["reason"], "Forbidden");
     }
@@ -581,10 +525,7 @@ mod tests {
             info(Method::GET, "/api/v1/namespaces/a/pods", Some("watch=true")).verb,
             "watch"
         );
-        assert_eq!(
-            info(Method::GET, "/api/v1/watch/namespaces/a/pods", None).verb,
-            "watch"
-        );
+        assert_eq!(info(Method::GET, "/api/v1/watch/namespaces/a/pods", None).verb, "watch");
         assert_eq!(info(Method::GET, "/api/v1/namespaces/a/pods/p", None).verb, "get");
         assert_eq!(
             info(Method::DELETE, "/api/v1/namespaces/a/pods", None).verb,
@@ -624,10 +565,7 @@ mod tests {
         assert_eq!(again.lookup(&admin).unwrap().role(), Role::Admin);
         assert!(again.lookup("nope").is_none());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("tokens"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join("tokens")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

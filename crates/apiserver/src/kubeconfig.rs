@@ -57,17 +57,12 @@ mod tests {
 
     #[test]
     fn kubeconfig_is_yaml_with_inline_ca_and_token() {
-        let text = kubeconfig(
-            "https://127.0.0.1:6443",
-            "-----BEGIN CERTIFICATE-----\nabc\n",
-            "t0k",
-        );
+        let text =
+            kubeconfig("https://127.0.0.1:6443", "-----BEGIN CERTIFICATE-----\nabc\n", "t0k");
         let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(doc["current-context"], "holdfast");
         assert_eq!(doc["clusters"][0]["cluster"]["server"], "https://127.0.0.1:6443");
-        let ca = doc["clusters"][0]["cluster"]["certificate-authority-data"]
-            .as_str()
-            .unwrap();
+        let ca = doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap();
         let decoded = base64::engine::general_purpose::STANDARD.decode(ca).unwrap();
         assert_eq!(decoded, b"-----BEGIN CERTIFICATE-----\nabc\n");
         assert_eq!(doc["users"][0]["user"]["token"], "t0k");

@@ -41,18 +41,19 @@ pub fn process(schema: &Value, obj: &mut Value) -> Result<SchemaReport, Vec<Fiel
         return Err(vec![type_error("<root>", obj, "object")]);
     };
     // Top level: the envelope fields are not in a CRD's schema but always belong.
+    let keep_unknown = keeps_unknown(schema);
     for (k, v) in root.iter_mut() {
         match k.as_str() {
             "apiVersion" | "kind" => {}
-            "metadata" => meta::prune(v, &mut report.unknown_fields),
+            "metadata" => meta::prune(v, "metadata", &mut report.unknown_fields),
             _ => match property(schema, k) {
                 Some(s) => prune(s, v, k, &mut report.unknown_fields),
-                None if k == "status" || preserves(schema) => {}
+                None if k == "status" || keep_unknown => {}
                 None => report.unknown_fields.push(k.clone()),
             },
         }
     }
-    if !preserves(schema) {
+    if !keep_unknown {
         root.retain(|k, _| {
             matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
                 || property(schema, k).is_some()
@@ -124,6 +125,16 @@ fn preserves(schema: &Value) -> bool {
     flag(schema, "x-kubernetes-preserve-unknown-fields")
 }
 
+/// Whether unknown fields of an object under `schema` stay: preserved explicitly, a map allowing
+/// anything, or no structure at all to prune against (keep rather than guess).
+fn keeps_unknown(schema: &Value) -> bool {
+    let additional = schema.get("additionalProperties");
+    let declares_fields = schema.get("properties").is_some()
+        || additional.is_some()
+        || schema.get("type").and_then(Value::as_str) == Some("object");
+    preserves(schema) || !declares_fields || additional == Some(&Value::Bool(true))
+}
+
 /// Sub-schemas of `anyOf`/`oneOf`/`allOf`; their properties count as declared for pruning, so a
 /// field a branch names is never dropped.
 fn branches(schema: &Value) -> impl Iterator<Item = &Value> {
@@ -146,14 +157,17 @@ fn prune(schema: &Value, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             let additional = schema.get("additionalProperties");
-            let declares_fields = schema.get("properties").is_some()
-                || additional.is_some()
-                || schema.get("type").and_then(Value::as_str) == Some("object");
-            // No structure to prune against (untyped schema): keep everything rather than guess.
-            let keep_unknown =
-                preserves(schema) || !declares_fields || additional == Some(&Value::Bool(true));
+            let keep_unknown = keeps_unknown(schema);
+            let embedded = flag(schema, "x-kubernetes-embedded-resource");
             let mut doomed = Vec::new();
             for (k, child) in m.iter_mut() {
+                if embedded && matches!(k.as_str(), "apiVersion" | "kind") {
+                    continue;
+                }
+                if embedded && k == "metadata" && property(schema, k).is_none() {
+                    meta::prune(child, &join(path, k), unknown);
+                    continue;
+                }
                 if let Some(s) = property(schema, k) {
                     prune(s, child, &join(path, k), unknown);
                 } else if let Some(s) = additional.filter(|a| a.is_object()) {

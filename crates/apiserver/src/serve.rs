@@ -37,10 +37,7 @@ pub enum ServeError {
 
 /// Wraps `router` in the authentication layer.
 pub fn authenticated(router: Router, tokens: Tokens) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        tokens,
-        auth::authenticate,
-    ))
+    router.layer(axum::middleware::from_fn_with_state(tokens, auth::authenticate))
 }
 
 /// Serves `router` with bearer-token auth over HTTPS on `listener` until `shutdown` completes,
@@ -119,7 +116,8 @@ async fn connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = stop.wait_for(|stopping| *stopping) => {
+        // The guard `wait_for` returns must not live across the await below (it is not Send).
+        () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

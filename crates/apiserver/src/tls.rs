@@ -91,10 +91,7 @@ impl TlsMaterial {
 /// expired or does not cover `hosts` (added to [`DEFAULT_HOSTS`]).
 pub fn load_or_create_tls(dir: &Path, hosts: &[String]) -> Result<TlsMaterial, TlsError> {
     let pki = dir.join("pki");
-    std::fs::create_dir_all(&pki).map_err(|source| TlsError::Io {
-        path: pki.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&pki).map_err(|source| TlsError::Io { path: pki.clone(), source })?;
     let ca_crt = pki.join("ca.crt");
     let ca_key = pki.join("ca.key");
     let server_crt = pki.join("server.crt");
@@ -119,14 +116,10 @@ pub fn load_or_create_tls(dir: &Path, hosts: &[String]) -> Result<TlsMaterial, T
             let (cert, key) = generate_ca()?;
             // Key first: a crash between the two writes leaves a CA certificate without its key
             // at worst, which the next start detects and replaces.
-            write_private_file(&ca_key, key.as_bytes()).map_err(|source| TlsError::Io {
-                path: ca_key.clone(),
-                source,
-            })?;
-            write_file(&ca_crt, cert.as_bytes(), 0o644).map_err(|source| TlsError::Io {
-                path: ca_crt.clone(),
-                source,
-            })?;
+            write_private_file(&ca_key, key.as_bytes())
+                .map_err(|source| TlsError::Io { path: ca_key.clone(), source })?;
+            write_file(&ca_crt, cert.as_bytes(), 0o644)
+                .map_err(|source| TlsError::Io { path: ca_crt.clone(), source })?;
             tracing::info!(path = %ca_crt.display(), "generated a new certificate authority");
             (cert, key)
         }
@@ -141,23 +134,15 @@ pub fn load_or_create_tls(dir: &Path, hosts: &[String]) -> Result<TlsMaterial, T
         }
         _ => {
             let (cert, key) = generate_server(&ca_pem, &ca_key_pem, &wanted)?;
-            write_private_file(&server_key, key.as_bytes()).map_err(|source| TlsError::Io {
-                path: server_key.clone(),
-                source,
-            })?;
-            write_file(&server_crt, cert.as_bytes(), 0o644).map_err(|source| TlsError::Io {
-                path: server_crt.clone(),
-                source,
-            })?;
+            write_private_file(&server_key, key.as_bytes())
+                .map_err(|source| TlsError::Io { path: server_key.clone(), source })?;
+            write_file(&server_crt, cert.as_bytes(), 0o644)
+                .map_err(|source| TlsError::Io { path: server_crt.clone(), source })?;
             tracing::info!(path = %server_crt.display(), names = ?wanted, "issued a new server certificate");
             (cert, key)
         }
     };
-    Ok(TlsMaterial {
-        ca_pem,
-        cert_pem,
-        key_pem,
-    })
+    Ok(TlsMaterial { ca_pem, cert_pem, key_pem })
 }
 
 /// IP addresses in canonical form (so `[::1]` and `::1` match), host names lower-cased.
@@ -172,13 +157,9 @@ fn normalize_host(host: &str) -> String {
 /// Valid from yesterday (tolerates clock skew between client and server) until `days` after
 /// today.
 fn set_validity(params: &mut CertificateParams, days: i64) {
-    let today = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date();
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
     let start = today.yesterday().unwrap_or(today);
-    let end = today
-        .checked_add(jiff::Span::new().days(days))
-        .unwrap_or(today);
+    let end = today.checked_add(jiff::Span::new().days(days)).unwrap_or(today);
     let ymd = |d: jiff::civil::Date| {
         rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
     };
@@ -189,12 +170,8 @@ fn set_validity(params: &mut CertificateParams, days: i64) {
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "holdfast-ca");
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "holdfast");
+    params.distinguished_name.push(DnType::CommonName, "holdfast-ca");
+    params.distinguished_name.push(DnType::OrganizationName, "holdfast");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -227,20 +204,12 @@ fn generate_server(
                 Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
                 Err(_) => n.clone().try_into().map(rcgen::SanType::DnsName),
             };
-            san.map_err(|source| TlsError::Host {
-                host: n.clone(),
-                source,
-            })
+            san.map_err(|source| TlsError::Host { host: n.clone(), source })
         })
         .collect::<Result<_, _>>()?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "holdfast-apiserver");
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    params.distinguished_name.push(DnType::CommonName, "holdfast-apiserver");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, SERVER_DAYS);
@@ -301,10 +270,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, TlsError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TlsError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(TlsError::Io { path: path.to_path_buf(), source }),
     }
 }
 
@@ -336,10 +302,7 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         // `mode` is filtered by the umask on create; set it exactly.
-        std::fs::set_permissions(
-            &tmp,
-            std::os::unix::fs::PermissionsExt::from_mode(mode),
-        )?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -397,12 +360,7 @@ mod tests {
         let first = load_or_create_tls(dir.path(), &[]).unwrap();
         // Certificates checked a year and a half from now have expired.
         let later = jiff::Timestamp::now().as_second() + 500 * 24 * 3600;
-        assert!(!certificate_ok(
-            &first.cert_pem,
-            Some(&first.ca_pem),
-            later,
-            &[]
-        ));
+        assert!(!certificate_ok(&first.cert_pem, Some(&first.ca_pem), later, &[]));
         std::fs::write(dir.path().join("pki/server.crt"), "garbage").unwrap();
         let second = load_or_create_tls(dir.path(), &[]).unwrap();
         assert_ne!(first.cert_pem, second.cert_pem);

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use holdfast_repository::backend::Backend;
 use holdfast_repository::backend::object::{ObjectStoreBackend, S3Options};
 use holdfast_repository::backend::retry::RetryBackend;
-use holdfast_repository::backend::Backend;
 use holdfast_repository::backup::{self, BackupOptions, ParentChoice};
 use holdfast_repository::check::{self, CheckOptions};
 use holdfast_repository::crypto::KdfParams;
@@ -223,7 +223,8 @@ fn backend(args: &RepoArgs) -> anyhow::Result<Arc<dyn Backend>> {
 }
 
 fn read_password_file(p: &std::path::Path) -> anyhow::Result<String> {
-    let s = std::fs::read_to_string(p).with_context(|| format!("reading password file {}", p.display()))?;
+    let s = std::fs::read_to_string(p)
+        .with_context(|| format!("reading password file {}", p.display()))?;
     Ok(s.lines().next().unwrap_or("").to_string())
 }
 
@@ -259,7 +260,10 @@ fn open(args: &RepoArgs) -> anyhow::Result<Repository> {
 }
 
 /// A progress bar on a terminal, nothing otherwise.
-fn progress_bar(args: &RepoArgs, what: &'static str) -> (Option<ProgressFn>, Option<indicatif::ProgressBar>) {
+fn progress_bar(
+    args: &RepoArgs,
+    what: &'static str,
+) -> (Option<ProgressFn>, Option<indicatif::ProgressBar>) {
     if args.json || args.quiet || !std::io::stderr().is_terminal() {
         return (None, None);
     }
@@ -320,9 +324,15 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
             };
             let repo = Repository::init(b, pw.as_bytes(), &opts)?;
             if args.json {
-                print_json(&serde_json::json!({"id": repo.config().id, "location": repo.backend().location()}))?;
+                print_json(
+                    &serde_json::json!({"id": repo.config().id, "location": repo.backend().location()}),
+                )?;
             } else {
-                println!("created repository {} at {}", &repo.config().id[..10], repo.backend().location());
+                println!(
+                    "created repository {} at {}",
+                    &repo.config().id[..10],
+                    repo.backend().location()
+                );
             }
         }
         RepoCommand::Backup { paths, stdin, stdin_filename, tags, host, parent, force } => {
@@ -349,13 +359,21 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                 b.finish_and_clear();
             }
             if args.json {
-                print_json(&serde_json::json!({"snapshot_id": r.id.to_hex(), "summary": r.snapshot.summary}))?;
+                print_json(
+                    &serde_json::json!({"snapshot_id": r.id.to_hex(), "summary": r.snapshot.summary}),
+                )?;
             } else {
                 let s = &r.snapshot.summary;
                 println!(
                     "Files: {} new, {} changed, {} unmodified\nAdded to the repository: {} ({} stored)\nprocessed {} files, {}\nsnapshot {} saved",
-                    s.files_new, s.files_changed, s.files_unmodified, human(s.data_added), human(s.data_added_packed),
-                    s.total_files_processed, human(s.total_bytes_processed), r.id.short()
+                    s.files_new,
+                    s.files_changed,
+                    s.files_unmodified,
+                    human(s.data_added),
+                    human(s.data_added_packed),
+                    s.total_files_processed,
+                    human(s.total_bytes_processed),
+                    r.id.short()
                 );
             }
         }
@@ -363,7 +381,13 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
             let repo = open(&args)?;
             let snap = repo.find_snapshot(snapshot)?;
             let (progress, bar) = progress_bar(&args, "restore");
-            let opts = RestoreOptions { sparse: *sparse, include: include.clone(), progress, xattrs: true, ..Default::default() };
+            let opts = RestoreOptions {
+                sparse: *sparse,
+                include: include.clone(),
+                progress,
+                xattrs: true,
+                ..Default::default()
+            };
             let p = restore::restore(&repo, &snap.snapshot.tree, target, &opts)?;
             if let Some(b) = bar {
                 b.finish_and_clear();
@@ -371,20 +395,36 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
             if args.json {
                 print_json(&p)?;
             } else {
-                println!("restored snapshot {} to {}: {} files, {}", snap.id.short(), target.display(), p.files_done, human(p.bytes_done));
+                println!(
+                    "restored snapshot {} to {}: {} files, {}",
+                    snap.id.short(),
+                    target.display(),
+                    p.files_done,
+                    human(p.bytes_done)
+                );
             }
         }
         RepoCommand::Snapshots => {
             let repo = open(&args)?;
             let snaps = repo.snapshots()?;
             if args.json {
-                let v: Vec<_> = snaps.iter().map(|s| serde_json::json!({"id": s.id.to_hex(), "snapshot": s.snapshot})).collect();
+                let v: Vec<_> = snaps
+                    .iter()
+                    .map(|s| serde_json::json!({"id": s.id.to_hex(), "snapshot": s.snapshot}))
+                    .collect();
                 print_json(&v)?;
             } else {
                 println!("{:<10} {:<20} {:<16} {:<16} paths", "ID", "time", "host", "tags");
                 for s in &snaps {
                     let t = s.snapshot.time.strftime("%Y-%m-%d %H:%M:%S").to_string();
-                    println!("{:<10} {:<20} {:<16} {:<16} {}", s.id.short(), t, s.snapshot.hostname, s.snapshot.tags.join(","), s.snapshot.paths.join(" "));
+                    println!(
+                        "{:<10} {:<20} {:<16} {:<16} {}",
+                        s.id.short(),
+                        t,
+                        s.snapshot.hostname,
+                        s.snapshot.tags.join(","),
+                        s.snapshot.paths.join(" ")
+                    );
                 }
                 println!("{} snapshots", snaps.len());
             }
@@ -395,7 +435,11 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
             let prefix = path.clone().unwrap_or_default();
             let entries: Vec<_> = stats::ls(&repo, &snap.snapshot.tree)?
                 .into_iter()
-                .filter(|e| prefix.is_empty() || e.path == prefix || e.path.starts_with(&format!("{}/", prefix.trim_end_matches('/'))))
+                .filter(|e| {
+                    prefix.is_empty()
+                        || e.path == prefix
+                        || e.path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
+                })
                 .collect();
             if args.json {
                 print_json(&entries)?;
@@ -407,13 +451,18 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                         NodeType::File => '-',
                         _ => '?',
                     };
-                    println!("{kind}{:04o} {:>5} {:>5} {:>12} {}", e.mode, e.uid, e.gid, e.size, e.path);
+                    println!(
+                        "{kind}{:04o} {:>5} {:>5} {:>12} {}",
+                        e.mode, e.uid, e.gid, e.size, e.path
+                    );
                 }
             }
         }
         RepoCommand::Cat { kind, args: rest } => {
             let repo = open(&args)?;
-            let arg = |i: usize| rest.get(i).cloned().ok_or_else(|| anyhow::anyhow!("cat {kind}: missing argument"));
+            let arg = |i: usize| {
+                rest.get(i).cloned().ok_or_else(|| anyhow::anyhow!("cat {kind}: missing argument"))
+            };
             match kind.as_str() {
                 "config" => print_json(repo.config())?,
                 "snapshot" => {
@@ -423,7 +472,11 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                 "index" => print_json(&repo.load_index_file(&arg(0)?.parse()?)?)?,
                 "key" => {
                     let k = arg(0)?;
-                    let key = repo.keys()?.into_iter().find(|x| x.name.starts_with(&k)).ok_or_else(|| anyhow::anyhow!("no key {k}"))?;
+                    let key = repo
+                        .keys()?
+                        .into_iter()
+                        .find(|x| x.name.starts_with(&k))
+                        .ok_or_else(|| anyhow::anyhow!("no key {k}"))?;
                     print_json(&key.key)?;
                 }
                 "file" => {
@@ -431,7 +484,9 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                     let node = repo.find_node(&s.snapshot.tree, &arg(1)?)?;
                     restore::dump(&repo, &node, &mut std::io::stdout().lock())?;
                 }
-                other => bail!("cat: unknown object kind {other:?} (config, snapshot, index, key, file)"),
+                other => {
+                    bail!("cat: unknown object kind {other:?} (config, snapshot, index, key, file)")
+                }
             }
         }
         RepoCommand::Diff { a, b } => {
@@ -450,16 +505,33 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                 for p in &d.modified {
                     println!("M    {p}");
                 }
-                println!("{} added, {} removed, {} modified", d.added.len(), d.removed.len(), d.modified.len());
+                println!(
+                    "{} added, {} removed, {} modified",
+                    d.added.len(),
+                    d.removed.len(),
+                    d.modified.len()
+                );
             }
         }
         RepoCommand::Forget {
-            snapshots, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
-            keep_within, keep_tags, dry_run, prune: then_prune,
+            snapshots,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_tags,
+            dry_run,
+            prune: then_prune,
         } => {
             let repo = open(&args)?;
             if !snapshots.is_empty() {
-                let ids: Vec<_> = snapshots.iter().map(|s| repo.find_snapshot(s).map(|e| e.id)).collect::<Result<_, _>>()?;
+                let ids: Vec<_> = snapshots
+                    .iter()
+                    .map(|s| repo.find_snapshot(s).map(|e| e.id))
+                    .collect::<Result<_, _>>()?;
                 if !dry_run {
                     forget::remove_snapshots(&repo, &ids)?;
                 }
@@ -484,7 +556,13 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                     print_json(&groups)?;
                 } else {
                     for g in &groups {
-                        println!("host {} paths {}: keep {}, remove {}", g.hostname, g.paths.join(" "), g.keep.len(), g.remove.len());
+                        println!(
+                            "host {} paths {}: keep {}, remove {}",
+                            g.hostname,
+                            g.paths.join(" "),
+                            g.keep.len(),
+                            g.remove.len()
+                        );
                         for id in &g.remove {
                             println!("  remove {}", id.short());
                         }
@@ -498,13 +576,19 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
         }
         RepoCommand::Prune { safety_delay, dry_run } => {
             let repo = open(&args)?;
-            let r = prune::prune(&repo, &PruneOptions { safety_delay: (*safety_delay).into(), dry_run: *dry_run })?;
+            let r = prune::prune(
+                &repo,
+                &PruneOptions { safety_delay: (*safety_delay).into(), dry_run: *dry_run },
+            )?;
             report_prune(&args, &r)?;
         }
         RepoCommand::Check { read_data } => {
             let repo = open(&args)?;
             let (progress, bar) = progress_bar(&args, "check");
-            let r = check::check(&repo, &CheckOptions { read_data: *read_data, progress, ..Default::default() })?;
+            let r = check::check(
+                &repo,
+                &CheckOptions { read_data: *read_data, progress, ..Default::default() },
+            )?;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
@@ -517,8 +601,17 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                 for e in &r.errors {
                     eprintln!("error: {e}");
                 }
-                println!("{} snapshots, {} packs, {} trees checked{}", r.snapshots, r.packs, r.trees,
-                    if *read_data { format!(", {} blobs read", r.blobs_read) } else { String::new() });
+                println!(
+                    "{} snapshots, {} packs, {} trees checked{}",
+                    r.snapshots,
+                    r.packs,
+                    r.trees,
+                    if *read_data {
+                        format!(", {} blobs read", r.blobs_read)
+                    } else {
+                        String::new()
+                    }
+                );
             }
             r.into_result()?;
             if !args.json {
@@ -537,7 +630,13 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
             } else {
                 println!(
                     "snapshots: {}\nfiles: {}\nrestore size: {}\nunique data: {}\nstored in {} packs: {}\nblobs: {}",
-                    s.snapshots, s.total_files, human(s.total_restore_size), human(s.unique_data_bytes), s.packs, human(s.pack_bytes), s.blobs
+                    s.snapshots,
+                    s.total_files,
+                    human(s.total_restore_size),
+                    human(s.unique_data_bytes),
+                    s.packs,
+                    human(s.pack_bytes),
+                    s.blobs
                 );
             }
         }
@@ -551,7 +650,14 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                         print_json(&v)?;
                     } else {
                         for k in keys {
-                            println!("{}{:<10} {:<16} {:<12} {}", if k.current { "*" } else { " " }, &k.name[..8], k.key.hostname, k.key.username, k.key.created);
+                            println!(
+                                "{}{:<10} {:<16} {:<12} {}",
+                                if k.current { "*" } else { " " },
+                                &k.name[..8],
+                                k.key.hostname,
+                                k.key.username,
+                                k.key.created
+                            );
                         }
                     }
                 }
@@ -581,7 +687,15 @@ fn report_prune(args: &RepoArgs, r: &prune::PruneReport) -> anyhow::Result<()> {
     }
     println!(
         "marked {} unused packs ({}); deleted {} packs ({}); {} re-indexed; {} plans waiting for the safety delay",
-        r.marked_packs, human(r.marked_bytes), r.deleted_packs, human(r.deleted_bytes), r.resurrected_packs, r.pending_plans
+        r.marked_packs,
+        human(r.marked_bytes),
+        r.deleted_packs,
+        human(r.deleted_bytes),
+        r.resurrected_packs,
+        r.pending_plans
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

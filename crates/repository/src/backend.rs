@@ -160,7 +160,8 @@ pub trait Backend: Send + Sync {
     ///
     /// # Errors
     /// `NotFound`, a short object, or a transport error.
-    fn get_range(&self, ft: FileType, name: &str, offset: u64, length: u64) -> BackendResult<Bytes>;
+    fn get_range(&self, ft: FileType, name: &str, offset: u64, length: u64)
+    -> BackendResult<Bytes>;
     /// Lists every object of a type.
     ///
     /// # Errors
@@ -188,7 +189,13 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
         (**self).get(ft, name)
     }
-    fn get_range(&self, ft: FileType, name: &str, offset: u64, length: u64) -> BackendResult<Bytes> {
+    fn get_range(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Bytes> {
         (**self).get_range(ft, name, offset, length)
     }
     fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {

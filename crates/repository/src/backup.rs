@@ -80,7 +80,10 @@ impl BackupOptions {
 
 impl std::fmt::Debug for BackupOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackupOptions").field("tags", &self.tags).field("parent", &self.parent).finish()
+        f.debug_struct("BackupOptions")
+            .field("tags", &self.tags)
+            .field("parent", &self.parent)
+            .finish()
     }
 }
 
@@ -129,7 +132,8 @@ struct Shared {
 impl Shared {
     /// Whether a blob must be stored: not indexed and not already queued by this backup.
     fn need(&self, id: &Id) -> bool {
-        !self.repo_index.contains(id) && self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
+        !self.repo_index.contains(id)
+            && self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
     }
 
     fn fail(&self, e: Error) {
@@ -220,8 +224,12 @@ impl Indexer {
 
 impl BlobPipeline {
     fn start(repo: &Repository, shared: Arc<Shared>, threads: usize, uploads: usize) -> Self {
-        let repo_ref = Arc::new(RepoRef { backend: repo.backend.clone(), master: repo.master.clone() });
-        let indexer = Arc::new(Indexer { repo: repo_ref.clone(), pending: Mutex::new((Vec::new(), Instant::now())) });
+        let repo_ref =
+            Arc::new(RepoRef { backend: repo.backend.clone(), master: repo.master.clone() });
+        let indexer = Arc::new(Indexer {
+            repo: repo_ref.clone(),
+            pending: Mutex::new((Vec::new(), Instant::now())),
+        });
         let (tx, rx) = sync_channel::<BlobJob>(threads * 2);
         let rx = Arc::new(Mutex::new(rx));
         let (ctx, crx) = sync_channel::<Compressed>(threads * 2);
@@ -239,7 +247,8 @@ impl BlobPipeline {
             let master = repo.master.clone();
             let pack_size = repo.config().pack_size as usize;
             let shared = shared.clone();
-            handles.push(std::thread::spawn(move || packer(&crx, &utx, &master, pack_size, &shared)));
+            handles
+                .push(std::thread::spawn(move || packer(&crx, &utx, &master, pack_size, &shared)));
         }
         for _ in 0..uploads.max(1) {
             let urx = urx.clone();
@@ -288,7 +297,9 @@ fn compressor(rx: &Mutex<Receiver<BlobJob>>, tx: &SyncSender<Compressed>, level:
         let raw_len = job.data.len();
         let (payload, ulen) = match (level > 0).then(|| zstd::bulk::compress(&job.data, level)) {
             // Keep the compressed form only when it saves at least 3% (format §6).
-            Some(Ok(c)) if c.len() * 100 <= raw_len * 97 => (c, u32::try_from(raw_len).unwrap_or(0)),
+            Some(Ok(c)) if c.len() * 100 <= raw_len * 97 => {
+                (c, u32::try_from(raw_len).unwrap_or(0))
+            }
             _ => (job.data, 0),
         };
         if tx.send(Compressed { id: job.id, blob_type: job.blob_type, payload, ulen }).is_err() {
@@ -314,12 +325,11 @@ fn packer(
         let w = slot.get_or_insert_with(|| PackWriter::new(master, pack_size));
         let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen);
         Counters::add(&shared.data_added_packed, u64::from(stored));
-        if w.size() >= pack_size {
-            if let Some(w) = slot.take() {
-                if tx.send(w.finish()).is_err() {
-                    return;
-                }
-            }
+        if w.size() >= pack_size
+            && let Some(w) = slot.take()
+            && tx.send(w.finish()).is_err()
+        {
+            return;
         }
     }
     for w in [data, tree].into_iter().flatten() {
@@ -339,6 +349,26 @@ fn upload(repo: &RepoRef, indexer: &Indexer, pack: FinishedPack) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     indexer.add(IndexPack { id: pack.id, salt: pack.salt, size, blobs: pack.blobs })
+}
+
+/// Hashes one chunk and queues it when new; returns its id.
+fn save_chunk(
+    repo: &Repository,
+    shared: &Shared,
+    tx: &SyncSender<BlobJob>,
+    data: Vec<u8>,
+) -> Result<Id> {
+    let len = data.len() as u64;
+    Counters::add(&shared.counters.bytes_read, len);
+    Counters::add(&shared.counters.bytes_done, len);
+    let id = repo.master.blob_id(&data);
+    if shared.need(&id) {
+        Counters::add(&shared.data_blobs, 1);
+        Counters::add(&shared.data_added, len);
+        tx.send(BlobJob { id, blob_type: BlobType::Data, data })
+            .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
+    }
+    Ok(id)
 }
 
 /// Chunks a stream and queues its new blobs; returns the content ids and the byte count.
@@ -369,24 +399,64 @@ fn save_stream(
             };
             Error::io("read", path, io)
         })?;
-        let len = chunk.data.len() as u64;
-        total += len;
-        Counters::add(&shared.counters.bytes_read, len);
-        Counters::add(&shared.counters.bytes_done, len);
-        let id = repo.master.blob_id(&chunk.data);
-        if shared.need(&id) {
-            Counters::add(&shared.data_blobs, 1);
-            Counters::add(&shared.data_added, len);
-            tx.send(BlobJob { id, blob_type: BlobType::Data, data: chunk.data })
-                .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
+        total += chunk.data.len() as u64;
+        ids.push(save_chunk(repo, shared, tx, chunk.data)?);
+    }
+    Ok((ids, total))
+}
+
+/// Cut points of an in-memory buffer; the same as the streaming chunker finds.
+pub(crate) fn cut_points(repo: &Repository, data: &[u8]) -> Vec<(usize, usize)> {
+    let p = repo.config().chunker;
+    if data.len() <= p.min_size as usize {
+        return if data.is_empty() { Vec::new() } else { vec![(0, data.len())] };
+    }
+    fastcdc::v2020::FastCDC::with_level_and_seed(
+        data,
+        p.min_size as usize,
+        p.avg_size as usize,
+        p.max_size as usize,
+        p.level(),
+        repo.master.chunker_seed(),
+    )
+    .map(|c| (c.offset, c.length))
+    .collect()
+}
+
+/// Chunks a file no larger than one maximum chunk: read whole, cut in memory. Same cut points as
+/// [`save_stream`], without the streaming chunker's per-file `max_size` buffer, which dominates
+/// the cost of many small files.
+fn save_small_file(
+    repo: &Repository,
+    shared: &Shared,
+    tx: &SyncSender<BlobJob>,
+    mut file: std::fs::File,
+    size: u64,
+    path: &Path,
+) -> Result<(Vec<Id>, u64)> {
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut data).map_err(|e| Error::io("read", path, e))?;
+    let total = data.len() as u64;
+    let cuts = cut_points(repo, &data);
+    let mut ids = Vec::with_capacity(cuts.len());
+    if cuts.len() == 1 {
+        ids.push(save_chunk(repo, shared, tx, data)?);
+    } else {
+        for (offset, length) in cuts {
+            shared.check()?;
+            ids.push(save_chunk(repo, shared, tx, data[offset..offset + length].to_vec())?);
         }
-        ids.push(id);
     }
     Ok((ids, total))
 }
 
 /// Serializes a tree and queues it; returns its id.
-fn save_tree(repo: &Repository, shared: &Shared, tx: &SyncSender<BlobJob>, mut tree: Tree) -> Result<Id> {
+fn save_tree(
+    repo: &Repository,
+    shared: &Shared,
+    tx: &SyncSender<BlobJob>,
+    mut tree: Tree,
+) -> Result<Id> {
     tree.sort();
     let data = serde_json::to_vec(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
     let id = repo.master.blob_id(&data);
@@ -436,7 +506,9 @@ pub(crate) fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, xatt
         size: if node_type == NodeType::File { meta.size() } else { 0 },
         mtime: ns(meta.mtime(), meta.mtime_nsec()),
         ctime: ns(meta.ctime(), meta.ctime_nsec()),
-        atime: ns(meta.atime(), meta.atime_nsec()),
+        // Not recorded: reading the file for this backup changes it, which would make every
+        // tree new and defeat tree deduplication (format §9).
+        atime: 0,
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
@@ -471,6 +543,7 @@ enum Event {
 
 struct FileJob {
     path: PathBuf,
+    size: u64,
     result: SyncSender<Result<(Vec<Id>, u64)>>,
 }
 
@@ -486,14 +559,22 @@ fn assembler(
     while let Ok(ev) = rx.recv() {
         match ev {
             Event::Enter => stack.push(Tree::default()),
-            Event::Leaf(n) => stack.last_mut().ok_or_else(|| Error::Pipeline("leaf outside a dir".into()))?.nodes.push(n),
+            Event::Leaf(n) => stack
+                .last_mut()
+                .ok_or_else(|| Error::Pipeline("leaf outside a dir".into()))?
+                .nodes
+                .push(n),
             Event::File(mut n, result) => {
                 let (content, size) =
                     result.recv().map_err(|_| Error::Pipeline("file worker vanished".into()))??;
                 // A file that changed while being read is stored as read.
                 n.content = content;
                 n.size = size;
-                stack.last_mut().ok_or_else(|| Error::Pipeline("file outside a dir".into()))?.nodes.push(n);
+                stack
+                    .last_mut()
+                    .ok_or_else(|| Error::Pipeline("file outside a dir".into()))?
+                    .nodes
+                    .push(n);
             }
             Event::Leave(mut dir) => {
                 let tree = stack.pop().ok_or_else(|| Error::Pipeline("unbalanced walk".into()))?;
@@ -511,22 +592,44 @@ fn assembler(
     root.ok_or_else(|| Error::Pipeline("walk ended without a root".into()))
 }
 
-fn file_worker(repo: &Repository, shared: &Shared, jobs: &Mutex<Receiver<FileJob>>, tx: &SyncSender<BlobJob>) {
+fn file_worker(
+    repo: &Repository,
+    shared: &Shared,
+    jobs: &Mutex<Receiver<FileJob>>,
+    tx: &SyncSender<BlobJob>,
+) {
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
+        let max = u64::from(repo.config().chunker.max_size);
         let result = std::fs::File::open(&job.path)
             .map_err(|e| Error::io("open", &job.path, e))
-            .and_then(|f| save_stream(repo, shared, tx, std::io::BufReader::with_capacity(1 << 20, f), &job.path));
+            .and_then(|f| {
+                if job.size <= max {
+                    save_small_file(repo, shared, tx, f, job.size, &job.path)
+                } else {
+                    save_stream(
+                        repo,
+                        shared,
+                        tx,
+                        std::io::BufReader::with_capacity(1 << 20, f),
+                        &job.path,
+                    )
+                }
+            });
         let result = result.inspect(|_| {
             Counters::add(&shared.counters.files_read, 1);
             Counters::add(&shared.counters.files_done, 1);
         });
-        if let Err(e) = &result {
-            if !matches!(e, Error::Cancelled | Error::Pipeline(_)) {
-                shared.fail(Error::Pipeline(e.to_string()));
+        // The original error goes to the shared slot (it is what the caller sees); the assembler
+        // only learns that this file failed.
+        let result = match result {
+            Err(e) if !matches!(e, Error::Cancelled | Error::Pipeline(_)) => {
+                shared.fail(e);
+                Err(Error::Pipeline("a file could not be read".into()))
             }
-        }
+            other => other,
+        };
         let _ = job.result.send(result);
     }
 }
@@ -556,7 +659,13 @@ impl Walker<'_> {
     }
 
     /// Handles one entry; `parent` is the same-named node of the parent snapshot.
-    fn entry(&self, path: &Path, name: &[u8], meta: &Metadata, parent: Option<&Node>) -> Result<()> {
+    fn entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Result<()> {
         self.shared.check()?;
         let mut node = node_from_metadata(name, path, meta, self.xattrs);
         match node.kind() {
@@ -596,10 +705,17 @@ impl Walker<'_> {
                     Counters::add(&self.shared.counters.bytes_done, node.size);
                     return self.send(Event::Leaf(node));
                 }
-                Counters::add(if parent.is_some() { &self.shared.files_changed } else { &self.shared.files_new }, 1);
+                Counters::add(
+                    if parent.is_some() {
+                        &self.shared.files_changed
+                    } else {
+                        &self.shared.files_new
+                    },
+                    1,
+                );
                 let (rtx, rrx) = sync_channel(1);
                 self.jobs
-                    .send(FileJob { path: path.to_path_buf(), result: rtx })
+                    .send(FileJob { path: path.to_path_buf(), size: node.size, result: rtx })
                     .map_err(|_| Error::Pipeline("file workers stopped".into()))?;
                 self.send(Event::File(node, rrx))
             }
@@ -676,7 +792,12 @@ fn summary(shared: &Shared, start: jiff::Timestamp, p: &Progress) -> Summary {
     }
 }
 
-fn resolve_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[String]) -> Result<Option<crate::snapshot::SnapshotEntry>> {
+fn resolve_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<crate::snapshot::SnapshotEntry>> {
     match &opts.parent {
         ParentChoice::None => Ok(None),
         ParentChoice::Snapshot(sel) => repo.find_snapshot(sel).map(Some),
@@ -696,7 +817,11 @@ fn resolve_parent(repo: &Repository, opts: &BackupOptions, host: &str, paths: &[
 ///
 /// # Errors
 /// I/O errors naming the path, backend errors, `Cancelled`.
-pub fn backup_paths(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Result<BackupResult> {
+pub fn backup_paths(
+    repo: &Repository,
+    paths: &[PathBuf],
+    opts: &BackupOptions,
+) -> Result<BackupResult> {
     let start = jiff::Timestamp::now();
     if paths.is_empty() {
         return Err(Error::Invalid("no paths to back up".into()));
@@ -705,9 +830,13 @@ pub fn backup_paths(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) 
     let mut names = HashSet::new();
     for p in paths {
         let abs = std::fs::canonicalize(p).map_err(|e| Error::io("resolve", p, e))?;
-        let name = abs.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"root".to_vec());
+        let name =
+            abs.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_else(|| b"root".to_vec());
         if !names.insert(name.clone()) {
-            return Err(Error::Invalid(format!("two paths share the name {:?}", String::from_utf8_lossy(&name))));
+            return Err(Error::Invalid(format!(
+                "two paths share the name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
         }
         let meta = std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
         roots.push((abs, name, meta));
@@ -731,7 +860,12 @@ pub fn backup_paths(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) 
             let scan_paths: Vec<PathBuf> = roots.iter().map(|r| r.0.clone()).collect();
             s.spawn(move || scan(&scan_paths, &counters, &cancel));
         }
-        let pipeline = BlobPipeline::start(repo, shared.clone(), threads, if opts.uploads == 0 { 4 } else { opts.uploads });
+        let pipeline = BlobPipeline::start(
+            repo,
+            shared.clone(),
+            threads,
+            if opts.uploads == 0 { 4 } else { opts.uploads },
+        );
         let (jtx, jrx) = sync_channel::<FileJob>(threads * 8);
         let jrx = Arc::new(Mutex::new(jrx));
         let (etx, erx) = sync_channel::<Event>(4096);
@@ -745,18 +879,17 @@ pub fn backup_paths(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) 
         let asm = {
             let tx = pipeline.sender();
             let shared = &*shared;
-            s.spawn(move || {
-                let r = assembler(repo, shared, &erx, &tx);
-                if let Err(e) = &r {
-                    if !matches!(e, Error::Cancelled | Error::Pipeline(_)) {
-                        shared.fail(Error::Pipeline(e.to_string()));
-                    }
+            s.spawn(move || match assembler(repo, shared, &erx, &tx) {
+                Err(e) if !matches!(e, Error::Cancelled | Error::Pipeline(_)) => {
+                    shared.fail(e);
+                    Err(Error::Pipeline("tree assembly failed".into()))
                 }
-                r
+                other => other,
             })
         };
         let walked = {
-            let walker = Walker { repo, shared: &shared, events: etx, jobs: jtx, xattrs: opts.xattrs };
+            let walker =
+                Walker { repo, shared: &shared, events: etx, jobs: jtx, xattrs: opts.xattrs };
             let r = (|| {
                 walker.send(Event::Enter)?;
                 for (abs, name, meta) in &roots {
@@ -810,39 +943,56 @@ pub fn backup_paths(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) 
 ///
 /// # Errors
 /// Read errors, backend errors, `Cancelled`.
-pub fn backup_reader(repo: &Repository, reader: impl Read, filename: &str, opts: &BackupOptions) -> Result<BackupResult> {
+pub fn backup_reader(
+    repo: &Repository,
+    reader: impl Read,
+    filename: &str,
+    opts: &BackupOptions,
+) -> Result<BackupResult> {
     let start = jiff::Timestamp::now();
     if filename.is_empty() || filename.contains('/') {
-        return Err(Error::Invalid(format!("stdin file name {filename:?} must be one path component")));
+        return Err(Error::Invalid(format!(
+            "stdin file name {filename:?} must be one path component"
+        )));
     }
     let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
     let counters = Arc::new(Counters::default());
     let shared = new_shared(repo, opts, counters.clone());
     let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
-    let pipeline = BlobPipeline::start(repo, shared.clone(), threads_of(opts), if opts.uploads == 0 { 4 } else { opts.uploads });
+    let pipeline = BlobPipeline::start(
+        repo,
+        shared.clone(),
+        threads_of(opts),
+        if opts.uploads == 0 { 4 } else { opts.uploads },
+    );
     let tx = pipeline.sender();
-    let saved = save_stream(repo, &shared, &tx, std::io::BufReader::with_capacity(1 << 20, reader), Path::new(filename))
-        .and_then(|(content, size)| {
-            Counters::add(&counters.files_read, 1);
-            Counters::add(&counters.files_done, 1);
-            Counters::add(&shared.files_new, 1);
-            let now = jiff::Timestamp::now().as_nanosecond();
-            let node = Node {
-                name: filename.as_bytes().to_vec(),
-                node_type: Some(NodeType::File),
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                size,
-                mtime: i64::try_from(now).unwrap_or(0),
-                ctime: i64::try_from(now).unwrap_or(0),
-                atime: i64::try_from(now).unwrap_or(0),
-                links: 1,
-                content,
-                ..Default::default()
-            };
-            save_tree(repo, &shared, &tx, Tree { nodes: vec![node] })
-        });
+    let saved = save_stream(
+        repo,
+        &shared,
+        &tx,
+        std::io::BufReader::with_capacity(1 << 20, reader),
+        Path::new(filename),
+    )
+    .and_then(|(content, size)| {
+        Counters::add(&counters.files_read, 1);
+        Counters::add(&counters.files_done, 1);
+        Counters::add(&shared.files_new, 1);
+        let now = jiff::Timestamp::now().as_nanosecond();
+        let node = Node {
+            name: filename.as_bytes().to_vec(),
+            node_type: Some(NodeType::File),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime: i64::try_from(now).unwrap_or(0),
+            ctime: i64::try_from(now).unwrap_or(0),
+            links: 1,
+            content,
+            ..Default::default()
+        };
+        save_tree(repo, &shared, &tx, Tree { nodes: vec![node] })
+    });
     if saved.is_err() {
         shared.failed.store(true, Ordering::SeqCst);
     }
@@ -869,4 +1019,54 @@ pub fn backup_reader(repo: &Repository, reader: impl Read, filename: &str, opts:
     let id = repo.save_snapshot(&snapshot)?;
     repo.reload_index()?;
     Ok(BackupResult { id, snapshot, progress })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::config::ChunkerParams;
+    use crate::crypto::KdfParams;
+
+    #[test]
+    fn in_memory_cuts_match_the_streaming_chunker() {
+        let opts = crate::InitOptions {
+            chunker: ChunkerParams {
+                min_size: 4096,
+                avg_size: 16384,
+                max_size: 65536,
+                ..Default::default()
+            },
+            kdf: KdfParams::insecure_fast(),
+            ..Default::default()
+        };
+        let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap();
+        let mut x = 88172645463325252u64;
+        let data: Vec<u8> = (0..60_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let p = repo.config().chunker;
+        let streamed: Vec<(usize, usize)> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            data.as_slice(),
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            p.level(),
+            repo.master.chunker_seed(),
+        )
+        .map(|c| {
+            let c = c.unwrap();
+            (usize::try_from(c.offset).unwrap(), c.length)
+        })
+        .collect();
+        assert!(streamed.len() > 2);
+        assert_eq!(cut_points(&repo, &data), streamed);
+    }
 }

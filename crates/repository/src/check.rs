@@ -65,25 +65,42 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut index = crate::index::Index::default();
     let mut files = Vec::new();
     for info in repo.backend.list(FileType::Index)? {
-        match info.name.parse::<Id>().map_err(|e| Error::corrupt(format!("index/{}", info.name), e.to_string()))
+        match info
+            .name
+            .parse::<Id>()
+            .map_err(|e| Error::corrupt(format!("index/{}", info.name), e.to_string()))
             .and_then(|id| repo.load_index_file(&id).map(|f| (id, f)))
         {
             Ok(f) => files.push(f),
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    let superseded: HashSet<Id> =
+        files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
     for (id, f) in &files {
         if !superseded.contains(id) {
             index.add_file(f);
         }
+    }
+    // Packs marked by prune stay readable until swept; snapshots may still use them.
+    match crate::prune::load_plans(repo) {
+        Ok(plans) => {
+            for plan in &plans {
+                for p in &plan.packs {
+                    index.add_planned_pack(p);
+                }
+            }
+        }
+        Err(e) => report.errors.push(e.to_string()),
     }
     let packs: HashMap<String, u64> =
         repo.backend.list(FileType::Pack)?.into_iter().map(|o| (o.name, o.size)).collect();
     report.packs = packs.len();
     for (id, size) in index.packs() {
         match packs.get(&id.to_hex()) {
-            None => report.errors.push(format!("pack {id} is in the index but missing from the backend")),
+            None => report
+                .errors
+                .push(format!("pack {id} is in the index but missing from the backend")),
             Some(s) if *s != size => {
                 report.errors.push(format!("pack {id} has size {s}, the index says {size}"));
             }
@@ -91,15 +108,20 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
     for name in packs.keys() {
-        if !name.parse::<Id>().map(|id| index.has_pack(&id)).unwrap_or(false) {
-            report.warnings.push(format!("pack {name} is not in any index (left by an interrupted backup; prune removes it)"));
+        if !name.parse::<Id>().map(|id| index.knows_pack(&id)).unwrap_or(false) {
+            report.warnings.push(format!(
+                "pack {name} is not in any index (left by an interrupted backup; prune removes it)"
+            ));
         }
     }
 
     // Snapshots and their trees.
     let mut seen_trees: HashSet<Id> = HashSet::new();
     for info in repo.backend.list(FileType::Snapshot)? {
-        let snap = match info.name.parse::<Id>().map_err(|e| Error::corrupt(format!("snapshots/{}", info.name), e.to_string()))
+        let snap = match info
+            .name
+            .parse::<Id>()
+            .map_err(|e| Error::corrupt(format!("snapshots/{}", info.name), e.to_string()))
             .and_then(|id| repo.load_snapshot(&id))
         {
             Ok(s) => s,
@@ -120,7 +142,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             let tree = match repo.load_tree(&tree_id) {
                 Ok(t) => t,
                 Err(e) => {
-                    report.errors.push(format!("snapshot {}: tree at {}/: {e}", &info.name[..8], path));
+                    report.errors.push(format!(
+                        "snapshot {}: tree at {}/: {e}",
+                        &info.name[..8],
+                        path
+                    ));
                     continue;
                 }
             };
@@ -130,12 +156,18 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 match n.kind() {
                     NodeType::Dir => match n.subtree {
                         Some(t) => stack.push((t, p)),
-                        None => report.errors.push(format!("snapshot {}: {p}: directory without a subtree", &info.name[..8])),
+                        None => report.errors.push(format!(
+                            "snapshot {}: {p}: directory without a subtree",
+                            &info.name[..8]
+                        )),
                     },
                     NodeType::File => {
                         for b in &n.content {
-                            if !index.contains(b) {
-                                report.errors.push(format!("snapshot {}: {p}: blob {b} is not in the index", &info.name[..8]));
+                            if !index.readable(b) {
+                                report.errors.push(format!(
+                                    "snapshot {}: {p}: blob {b} is not in the index",
+                                    &info.name[..8]
+                                ));
                             }
                         }
                     }
@@ -178,12 +210,17 @@ fn read_data(
                     if opts.cancel.is_cancelled() {
                         return;
                     }
-                    let Some(pack) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else { return };
+                    let Some(pack) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else {
+                        return;
+                    };
                     let mut errs = Vec::new();
                     let n = check_pack(repo, &pack, indexed.get(&pack), &mut errs);
                     blobs_read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     Counters::add(&counters.files_done, 1);
-                    Counters::add(&counters.bytes_done, packs.get(&pack.to_hex()).copied().unwrap_or(0));
+                    Counters::add(
+                        &counters.bytes_done,
+                        packs.get(&pack.to_hex()).copied().unwrap_or(0),
+                    );
                     errors.lock().unwrap_or_else(|e| e.into_inner()).extend(errs);
                 }
             });
@@ -200,7 +237,12 @@ fn read_data(
 }
 
 /// Verifies one whole pack; returns the number of blobs verified.
-fn check_pack(repo: &Repository, pack: &Id, indexed: Option<&Vec<Id>>, errs: &mut Vec<String>) -> usize {
+fn check_pack(
+    repo: &Repository,
+    pack: &Id,
+    indexed: Option<&Vec<Id>>,
+    errs: &mut Vec<String>,
+) -> usize {
     let data = match repo.backend.get(FileType::Pack, &pack.to_hex()) {
         Ok(d) => d,
         Err(e) => {

@@ -46,7 +46,8 @@ impl ChunkerParams {
     /// `Invalid` describing the bad value.
     pub fn validate(&self) -> Result<()> {
         use fastcdc::v2020 as f;
-        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        let (min, avg, max) =
+            (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
         let ok = (f::MINIMUM_MIN..=f::MINIMUM_MAX).contains(&min)
             && (f::AVERAGE_MIN..=f::AVERAGE_MAX).contains(&avg)
             && (f::MAXIMUM_MIN..=f::MAXIMUM_MAX).contains(&max)

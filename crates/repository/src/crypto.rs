@@ -45,7 +45,11 @@ impl SealKey {
         out.extend_from_slice(plaintext);
         let mut body = out.split_off(NONCE_LEN);
         self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
             .expect("AES-GCM seal of an in-memory buffer");
         out.extend_from_slice(&body);
         out
@@ -141,13 +145,16 @@ impl MasterKey {
     pub fn open_object(&self, kind: ObjectKind, object: &str, data: &[u8]) -> Result<Vec<u8>> {
         let header = kind.header();
         if data.len() < header.len() + 16 || data[..header.len()] != header {
-            return Err(Error::corrupt(object, format!("not a {kind:?} object (bad magic or kind)")));
+            return Err(Error::corrupt(
+                object,
+                format!("not a {kind:?} object (bad magic or kind)"),
+            ));
         }
         let salt: [u8; 16] = data[header.len()..header.len() + 16].try_into().unwrap_or_default();
-        let compressed = self
-            .object_subkey(&salt)
-            .open(&header, &data[header.len() + 16..])
-            .ok_or_else(|| Error::corrupt(object, "authentication failed (tampered or wrong key)"))?;
+        let compressed =
+            self.object_subkey(&salt).open(&header, &data[header.len() + 16..]).ok_or_else(
+                || Error::corrupt(object, "authentication failed (tampered or wrong key)"),
+            )?;
         zstd::stream::decode_all(compressed.as_slice())
             .map_err(|e| Error::corrupt(object, format!("decompression failed: {e}")))
     }
@@ -264,7 +271,8 @@ impl KeyFile {
             return Err(Error::corrupt(object, format!("unknown kdf {}", self.kdf.algorithm)));
         }
         let salt = B64.decode(&self.kdf.salt).map_err(|e| Error::corrupt(object, e.to_string()))?;
-        let wrapped = B64.decode(&self.wrapped).map_err(|e| Error::corrupt(object, e.to_string()))?;
+        let wrapped =
+            B64.decode(&self.wrapped).map_err(|e| Error::corrupt(object, e.to_string()))?;
         let kek = kek(password, &salt, self.kdf.params)?;
         Ok(SealKey::new(&kek).open(KEY_AAD, &wrapped).and_then(|raw| {
             let raw: [u8; 32] = raw.try_into().ok()?;

@@ -57,9 +57,13 @@ pub struct ForgetGroup {
     pub remove: Vec<Id>,
 }
 
-fn bucket(t: jiff::Timestamp, rule: &str) -> (i32, i32, i32, i32) {
+/// A calendar bucket: (year, month or week, day, hour), zeroed below the rule's resolution.
+type Bucket = (i32, i32, i32, i32);
+
+fn bucket(t: jiff::Timestamp, rule: &str) -> Bucket {
     let z = t.to_zoned(jiff::tz::TimeZone::system());
-    let (y, m, d, h) = (i32::from(z.year()), i32::from(z.month()), i32::from(z.day()), i32::from(z.hour()));
+    let (y, m, d, h) =
+        (i32::from(z.year()), i32::from(z.month()), i32::from(z.day()), i32::from(z.hour()));
     match rule {
         "hourly" => (y, m, d, h),
         "daily" => (y, m, d, 0),
@@ -84,7 +88,7 @@ pub fn plan(snapshots: &[SnapshotEntry], policy: &KeepPolicy) -> Vec<ForgetGroup
     for ((hostname, paths), mut snaps) in groups {
         snaps.sort_by(|a, b| b.snapshot.time.cmp(&a.snapshot.time).then(b.id.cmp(&a.id)));
         let latest = snaps.first().map(|s| s.snapshot.time);
-        let mut rules: Vec<(&str, usize, Option<(i32, i32, i32, i32)>)> = vec![
+        let mut rules: Vec<(&str, usize, Option<Bucket>)> = vec![
             ("hourly", policy.hourly, None),
             ("daily", policy.daily, None),
             ("weekly", policy.weekly, None),
@@ -193,7 +197,13 @@ mod tests {
         assert_eq!(kept, vec![Id([4; 32]), Id([3; 32])]);
         let g = plan(&s, &KeepPolicy { last: 1, daily: 3, ..Default::default() });
         assert_eq!(g[0].remove, vec![Id([1; 32])]);
-        let g = plan(&s, &KeepPolicy { within: Some(std::time::Duration::from_secs(36 * 3600)), ..Default::default() });
+        let g = plan(
+            &s,
+            &KeepPolicy {
+                within: Some(std::time::Duration::from_secs(36 * 3600)),
+                ..Default::default()
+            },
+        );
         assert_eq!(g[0].remove, vec![Id([2; 32]), Id([1; 32])]);
     }
 }

@@ -65,6 +65,8 @@ pub struct BlobLocation {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// False for blobs only in packs a prune plan marked: readable, but not for deduplication.
+    live: bool,
     pack: u32,
     blob_type: BlobType,
     offset: u64,
@@ -73,9 +75,14 @@ struct Entry {
 }
 
 /// The union of all index files, with pack ids interned so an entry costs about 60 bytes.
+///
+/// Packs named by pending prune plans are kept too, but marked not live: their blobs can still be
+/// read (a snapshot committed after the mark may use them) but new backups do not deduplicate
+/// against them.
 #[derive(Debug, Default)]
 pub struct Index {
     packs: Vec<(Id, [u8; 16], u64)>,
+    live_packs: HashSet<u32>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, Entry>,
 }
@@ -88,20 +95,42 @@ impl Index {
         }
     }
 
-    /// Adds one pack.
+    /// Adds one live pack.
     pub fn add_pack(&mut self, p: &IndexPack) {
+        self.insert(p, true);
+    }
+
+    /// Adds a pack marked by a prune plan: readable, not used for deduplication.
+    pub fn add_planned_pack(&mut self, p: &IndexPack) {
+        self.insert(p, false);
+    }
+
+    fn insert(&mut self, p: &IndexPack, live: bool) {
         let pos = *self.pack_pos.entry(p.id).or_insert_with(|| {
             self.packs.push((p.id, p.salt, p.size));
             u32::try_from(self.packs.len() - 1).unwrap_or(u32::MAX)
         });
+        if live {
+            self.live_packs.insert(pos);
+        }
+        let live = self.live_packs.contains(&pos);
         for b in &p.blobs {
-            self.blobs.entry(b.id).or_insert(Entry {
+            let e = Entry {
+                live,
                 pack: pos,
                 blob_type: b.blob_type,
                 offset: b.offset,
                 length: b.length,
                 ulen: b.uncompressed_length,
-            });
+            };
+            match self.blobs.get_mut(&b.id) {
+                None => {
+                    self.blobs.insert(b.id, e);
+                }
+                // A live copy wins over a marked one, and a pack turning live revives its blobs.
+                Some(old) if live && (!old.live || old.pack == pos) => *old = e,
+                Some(_) => {}
+            }
         }
     }
 
@@ -122,8 +151,13 @@ impl Index {
         })
     }
 
-    /// Whether a blob is indexed.
+    /// Whether a blob is in a live pack (what deduplication asks).
     pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.get(id).is_some_and(|e| e.live)
+    }
+
+    /// Whether a blob can be read (live or marked pack).
+    pub fn readable(&self, id: &Id) -> bool {
         self.blobs.contains_key(id)
     }
 
@@ -137,13 +171,22 @@ impl Index {
         self.blobs.is_empty()
     }
 
-    /// Indexed packs: name and size.
+    /// Live packs: name and size.
     pub fn packs(&self) -> impl Iterator<Item = (Id, u64)> + '_ {
-        self.packs.iter().map(|(id, _, size)| (*id, *size))
+        self.packs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.live_packs.contains(&u32::try_from(*i).unwrap_or(u32::MAX)))
+            .map(|(_, (id, _, size))| (*id, *size))
     }
 
-    /// Whether a pack is indexed.
+    /// Whether a pack is live (listed by an index file in force).
     pub fn has_pack(&self, id: &Id) -> bool {
+        self.pack_pos.get(id).is_some_and(|p| self.live_packs.contains(p))
+    }
+
+    /// Whether a pack is known at all (live or marked by a prune plan).
+    pub fn knows_pack(&self, id: &Id) -> bool {
         self.pack_pos.contains_key(id)
     }
 
@@ -152,14 +195,19 @@ impl Index {
         self.blobs.keys().copied().collect()
     }
 
-    /// Rebuilds index packs (for prune's consolidated index), excluding `drop`.
+    /// Rebuilds the live index packs (for prune's consolidated index), excluding `drop`.
     pub fn to_packs(&self, drop: &HashSet<Id>) -> Vec<IndexPack> {
         let mut out: Vec<IndexPack> = self
             .packs
             .iter()
-            .map(|(id, salt, size)| IndexPack { id: *id, salt: *salt, size: *size, blobs: Vec::new() })
+            .map(|(id, salt, size)| IndexPack {
+                id: *id,
+                salt: *salt,
+                size: *size,
+                blobs: Vec::new(),
+            })
             .collect();
-        for (id, e) in &self.blobs {
+        for (id, e) in self.blobs.iter().filter(|(_, e)| e.live) {
             out[e.pack as usize].blobs.push(PackBlob {
                 id: *id,
                 blob_type: e.blob_type,
@@ -168,17 +216,18 @@ impl Index {
                 uncompressed_length: e.ulen,
             });
         }
-        out.retain(|p| !drop.contains(&p.id));
+        let live: HashSet<Id> = self.packs().map(|(id, _)| id).collect();
+        out.retain(|p| live.contains(&p.id) && !drop.contains(&p.id));
         for p in &mut out {
             p.blobs.sort_by_key(|b| b.offset);
         }
         out
     }
 
-    /// Blob count and total stored bytes of each pack.
+    /// The live blobs of each live pack.
     pub fn pack_blobs(&self) -> HashMap<Id, Vec<Id>> {
         let mut out: HashMap<Id, Vec<Id>> = HashMap::new();
-        for (id, e) in &self.blobs {
+        for (id, e) in self.blobs.iter().filter(|(_, e)| e.live) {
             out.entry(self.packs[e.pack as usize].0).or_default().push(*id);
         }
         out

@@ -11,7 +11,7 @@ const MAGIC: &[u8; 8] = b"HFPACK\x01\x00";
 const HEADER_AAD: &[u8] = b"holdfast v1 pack header";
 /// Bytes before the first blob: magic and salt.
 pub const PREFIX_LEN: u64 = 24;
-const ENTRY_LEN: usize = 49;
+const ENTRY_LEN: usize = 45;
 
 /// The two kinds of blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -135,7 +135,11 @@ pub fn salt_of(pack: &str, data: &[u8]) -> Result<[u8; 16]> {
 ///
 /// # Errors
 /// `CorruptObject` naming the pack when anything does not verify.
-pub fn read_header(master: &MasterKey, pack: &str, data: &[u8]) -> Result<([u8; 16], Vec<PackBlob>)> {
+pub fn read_header(
+    master: &MasterKey,
+    pack: &str,
+    data: &[u8],
+) -> Result<([u8; 16], Vec<PackBlob>)> {
     let object = format!("data/{pack}");
     let salt = salt_of(pack, data)?;
     let n = data.len();
@@ -233,6 +237,9 @@ mod tests {
         let mut bad = p.data.to_vec();
         bad[30] ^= 0xff;
         let s = &bad[blobs[0].offset as usize..][..blobs[0].length as usize];
-        assert!(matches!(open_blob(&m, &p.id, &salt, &blobs[0], s), Err(Error::CorruptBlob { .. })));
+        assert!(matches!(
+            open_blob(&m, &p.id, &salt, &blobs[0], s),
+            Err(Error::CorruptBlob { .. })
+        ));
     }
 }

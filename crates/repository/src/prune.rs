@@ -89,7 +89,24 @@ pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
 
 fn load_plan(repo: &Repository, name: &str) -> Result<PrunePlan> {
     let json = repo.load_object(ObjectKind::PrunePlan, FileType::PrunePlan, name)?;
-    serde_json::from_slice(&json).map_err(|e| Error::corrupt(format!("prune/{name}"), e.to_string()))
+    serde_json::from_slice(&json)
+        .map_err(|e| Error::corrupt(format!("prune/{name}"), e.to_string()))
+}
+
+/// Every prune plan present (plans swept away meanwhile are skipped).
+///
+/// # Errors
+/// Backend errors, corrupt plans.
+pub fn load_plans(repo: &Repository) -> Result<Vec<PrunePlan>> {
+    let mut out = Vec::new();
+    for info in repo.backend.list(FileType::PrunePlan)? {
+        match load_plan(repo, &info.name) {
+            Ok(p) => out.push(p),
+            Err(Error::Backend(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// Runs both phases: sweeps plans older than the safety delay, then marks newly unused packs.
@@ -103,7 +120,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.used_blobs = used.len();
     let index = repo.index();
     let now = SystemTime::now();
-    let old_enough = |t: SystemTime| now.duration_since(t).map(|age| age >= opts.safety_delay).unwrap_or(false);
+    let old_enough =
+        |t: SystemTime| now.duration_since(t).map(|age| age >= opts.safety_delay).unwrap_or(false);
 
     // Phase 2: sweep ripe plans.
     let mut pending_packs: HashSet<Id> = HashSet::new();
@@ -134,7 +152,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
         if !opts.dry_run {
             if !resurrect.is_empty() {
-                repo.save_index_file(&IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut resurrect) })?;
+                repo.save_index_file(&IndexFile {
+                    supersedes: Vec::new(),
+                    packs: std::mem::take(&mut resurrect),
+                })?;
             }
             repo.backend.delete(FileType::PrunePlan, &info.name)?;
         }
@@ -143,7 +164,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // now by a running one. Only old ones are deleted.
     for info in repo.backend.list(FileType::Pack)? {
         let Ok(id) = info.name.parse::<Id>() else { continue };
-        if !index.has_pack(&id) && !pending_packs.contains(&id) && !planned.contains(&id) && old_enough(info.last_modified) {
+        if !index.has_pack(&id)
+            && !pending_packs.contains(&id)
+            && !planned.contains(&id)
+            && old_enough(info.last_modified)
+        {
             report.deleted_packs += 1;
             report.deleted_bytes += info.size;
             if !opts.dry_run {
@@ -168,7 +193,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         return Ok(report);
     }
     let all = index.to_packs(&HashSet::new());
-    let (plan_packs, live): (Vec<IndexPack>, Vec<IndexPack>) = all.into_iter().partition(|p| marked.contains(&p.id));
+    let (plan_packs, live): (Vec<IndexPack>, Vec<IndexPack>) =
+        all.into_iter().partition(|p| marked.contains(&p.id));
     if !plan_packs.is_empty() {
         let plan = PrunePlan { created: jiff::Timestamp::now(), packs: plan_packs };
         let json = serde_json::to_vec(&plan).map_err(|e| Error::Invalid(e.to_string()))?;

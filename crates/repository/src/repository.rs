@@ -74,7 +74,10 @@ impl Repository {
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
         opts.chunker.validate()?;
         if !(1024 * 1024..=512 * 1024 * 1024).contains(&opts.pack_size) {
-            return Err(Error::Invalid(format!("pack size {} outside 1 MiB..512 MiB", opts.pack_size)));
+            return Err(Error::Invalid(format!(
+                "pack size {} outside 1 MiB..512 MiB",
+                opts.pack_size
+            )));
         }
         let location = backend.location();
         match backend.stat(FileType::Config, "config") {
@@ -96,7 +99,11 @@ impl Repository {
         let json = serde_json::to_vec(&config).map_err(|e| Error::Invalid(e.to_string()))?;
         let sealed = master.seal_object(ObjectKind::Config, &json);
         backend.create(FileType::Config, "config", Bytes::from(sealed)).map_err(|e| {
-            if e.is_already_exists() { Error::AlreadyInitialized { location: location.clone() } } else { e.into() }
+            if e.is_already_exists() {
+                Error::AlreadyInitialized { location: location.clone() }
+            } else {
+                e.into()
+            }
         })?;
         Ok(Self {
             backend,
@@ -123,7 +130,8 @@ impl Repository {
         for info in backend.list(FileType::Key)? {
             let data = backend.get(FileType::Key, &info.name)?;
             let object = format!("keys/{}", info.name);
-            let kf: KeyFile = serde_json::from_slice(&data).map_err(|e| Error::corrupt(&object, e.to_string()))?;
+            let kf: KeyFile = serde_json::from_slice(&data)
+                .map_err(|e| Error::corrupt(&object, e.to_string()))?;
             if let Some(m) = kf.unwrap_key(password, &object)? {
                 found = Some((m, info.name));
                 break;
@@ -131,9 +139,13 @@ impl Repository {
         }
         let (master, key_name) = found.ok_or(Error::WrongPassword { location })?;
         let json = master.open_object(ObjectKind::Config, "config", &config_bytes)?;
-        let config: Config = serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let config: Config =
+            serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", e.to_string()))?;
         if config.version != 1 {
-            return Err(Error::UnsupportedVersion { object: "config".into(), version: config.version });
+            return Err(Error::UnsupportedVersion {
+                object: "config".into(),
+                version: config.version,
+            });
         }
         config.chunker.validate()?;
         let repo = Self {
@@ -175,16 +187,25 @@ impl Repository {
     pub fn reload_index(&self) -> Result<()> {
         let mut files = Vec::new();
         for info in self.backend.list(FileType::Index)? {
-            let id: Id = info.name.parse().map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))?;
+            let id: Id = info
+                .name
+                .parse()
+                .map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))?;
             files.push((id, self.load_index_file(&id)?));
         }
-        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: HashSet<Id> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut index = Index::default();
         let mut names = Vec::new();
         for (id, f) in &files {
             if !superseded.contains(id) {
                 index.add_file(f);
                 names.push(*id);
+            }
+        }
+        for plan in crate::prune::load_plans(self)? {
+            for p in &plan.packs {
+                index.add_planned_pack(p);
             }
         }
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
@@ -203,7 +224,8 @@ impl Repository {
     /// Backend errors, corrupt data.
     pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
         let json = self.load_object(ObjectKind::Index, FileType::Index, &id.to_hex())?;
-        serde_json::from_slice(&json).map_err(|e| Error::corrupt(format!("index/{id}"), e.to_string()))
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(format!("index/{id}"), e.to_string()))
     }
 
     /// Stores a JSON document as a content-addressed encrypted object; returns its name.
@@ -225,7 +247,12 @@ impl Repository {
     ///
     /// # Errors
     /// Backend errors, corrupt data.
-    pub(crate) fn load_object(&self, kind: ObjectKind, ft: FileType, name: &str) -> Result<Vec<u8>> {
+    pub(crate) fn load_object(
+        &self,
+        kind: ObjectKind,
+        ft: FileType,
+        name: &str,
+    ) -> Result<Vec<u8>> {
         let data = self.backend.get(ft, name)?;
         let object = ft.path(name);
         if Id::of_object(&data).to_hex() != name {
@@ -264,7 +291,8 @@ impl Repository {
     /// As `load_blob`, or a tree that does not parse.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         let data = self.load_blob(id)?;
-        serde_json::from_slice(&data).map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+        serde_json::from_slice(&data)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }
 
     /// The id a blob with this plaintext has.
@@ -279,7 +307,10 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let mut out = Vec::new();
         for info in self.backend.list(FileType::Snapshot)? {
-            let id: Id = info.name.parse().map_err(|e| Error::corrupt(format!("snapshots/{}", info.name), format!("{e}")))?;
+            let id: Id = info
+                .name
+                .parse()
+                .map_err(|e| Error::corrupt(format!("snapshots/{}", info.name), format!("{e}")))?;
             match self.load_snapshot(&id) {
                 Ok(s) => out.push(SnapshotEntry { id, snapshot: s }),
                 // A snapshot deleted by a concurrent forget between list and get.
@@ -297,7 +328,8 @@ impl Repository {
     /// Backend errors, corrupt data.
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let json = self.load_object(ObjectKind::Snapshot, FileType::Snapshot, &id.to_hex())?;
-        serde_json::from_slice(&json).map_err(|e| Error::corrupt(format!("snapshots/{id}"), e.to_string()))
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(format!("snapshots/{id}"), e.to_string()))
     }
 
     /// Stores a snapshot; returns its id.
@@ -315,11 +347,18 @@ impl Repository {
     /// `SnapshotNotFound` when nothing or more than one snapshot matches.
     pub fn find_snapshot(&self, selector: &str) -> Result<SnapshotEntry> {
         let all = self.snapshots()?;
-        let not_found = |reason: &str| Error::SnapshotNotFound { selector: selector.into(), reason: reason.into() };
+        let not_found = |reason: &str| Error::SnapshotNotFound {
+            selector: selector.into(),
+            reason: reason.into(),
+        };
         if selector == "latest" {
-            return all.into_iter().last().ok_or_else(|| not_found("the repository has no snapshots"));
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| not_found("the repository has no snapshots"));
         }
-        let mut matches: Vec<_> = all.into_iter().filter(|s| s.id.to_hex().starts_with(selector)).collect();
+        let mut matches: Vec<_> =
+            all.into_iter().filter(|s| s.id.to_hex().starts_with(selector)).collect();
         match matches.len() {
             0 => Err(not_found("no snapshot has this id")),
             1 => Ok(matches.remove(0)),
@@ -333,14 +372,22 @@ impl Repository {
     /// # Errors
     /// `PathNotFound`, read errors.
     pub fn find_node(&self, root: &Id, path: &str) -> Result<Node> {
-        let mut node = Node { node_type: Some(NodeType::Dir), subtree: Some(*root), mode: 0o755, ..Default::default() };
+        let mut node = Node {
+            node_type: Some(NodeType::Dir),
+            subtree: Some(*root),
+            mode: 0o755,
+            ..Default::default()
+        };
         for comp in path.split('/').filter(|c| !c.is_empty()) {
             let subtree = match (node.kind(), node.subtree) {
                 (NodeType::Dir, Some(t)) => t,
                 _ => return Err(Error::PathNotFound { path: path.into() }),
             };
             let tree = self.load_tree(&subtree)?;
-            node = tree.find(comp.as_bytes()).cloned().ok_or_else(|| Error::PathNotFound { path: path.into() })?;
+            node = tree
+                .find(comp.as_bytes())
+                .cloned()
+                .ok_or_else(|| Error::PathNotFound { path: path.into() })?;
         }
         Ok(node)
     }
@@ -365,7 +412,7 @@ impl Repository {
                 .map_err(|e| Error::corrupt(format!("keys/{}", info.name), e.to_string()))?;
             out.push(KeyInfo { current: info.name == self.key_name, name: info.name, key });
         }
-        out.sort_by(|a, b| a.key.created.cmp(&b.key.created));
+        out.sort_by_key(|k| k.key.created);
         Ok(out)
     }
 
@@ -382,7 +429,10 @@ impl Repository {
             _ => return Err(Error::Key { key: name.into(), reason: "prefix is ambiguous".into() }),
         };
         if key.current {
-            return Err(Error::Key { key: key.name.clone(), reason: "refusing to remove the key in use".into() });
+            return Err(Error::Key {
+                key: key.name.clone(),
+                reason: "refusing to remove the key in use".into(),
+            });
         }
         self.backend.delete(FileType::Key, &key.name)?;
         Ok(key.name.clone())
@@ -406,7 +456,12 @@ impl Repository {
     }
 }
 
-fn write_key(backend: &dyn Backend, master: &MasterKey, password: &[u8], kdf: KdfParams) -> Result<String> {
+fn write_key(
+    backend: &dyn Backend,
+    master: &MasterKey,
+    password: &[u8],
+    kdf: KdfParams,
+) -> Result<String> {
     let kf = KeyFile::wrap(master, password, kdf)?;
     let json = serde_json::to_vec_pretty(&kf).map_err(|e| Error::Invalid(e.to_string()))?;
     let name = Id::of_object(&json).to_hex();

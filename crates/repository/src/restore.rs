@@ -44,7 +44,10 @@ pub struct RestoreOptions {
 
 impl std::fmt::Debug for RestoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestoreOptions").field("sparse", &self.sparse).field("include", &self.include).finish()
+        f.debug_struct("RestoreOptions")
+            .field("sparse", &self.sparse)
+            .field("include", &self.include)
+            .finish()
     }
 }
 
@@ -110,7 +113,8 @@ fn set_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) ->
     }
     if ctx.owners {
         // chown first: it clears setuid/setgid bits that chmod then sets again.
-        std::os::unix::fs::chown(path, Some(node.uid), Some(node.gid)).map_err(|e| Error::io("chown", path, e))?;
+        std::os::unix::fs::chown(path, Some(node.uid), Some(node.gid))
+            .map_err(|e| Error::io("chown", path, e))?;
     }
     if ctx.xattrs {
         for x in &node.xattrs {
@@ -122,7 +126,8 @@ fn set_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) ->
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
         .map_err(|e| Error::io("chmod", path, e))?;
-    let times = FileTimes::new().set_accessed(time_of(node.atime)).set_modified(time_of(node.mtime));
+    let atime = if node.atime == 0 { node.mtime } else { node.atime };
+    let times = FileTimes::new().set_accessed(time_of(atime)).set_modified(time_of(node.mtime));
     let opened;
     let f = match file {
         Some(f) => f,
@@ -155,7 +160,10 @@ fn worker(ctx: &Ctx<'_>, rx: &Mutex<Receiver<ChunkJob>>) {
         let r = (|| -> Result<()> {
             let data = ctx.repo.load_blob(&job.id)?;
             if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
-                job.state.file.write_all_at(&data, job.offset).map_err(|e| Error::io("write", &job.state.path, e))?;
+                job.state
+                    .file
+                    .write_all_at(&data, job.offset)
+                    .map_err(|e| Error::io("write", &job.state.path, e))?;
             }
             Counters::add(&ctx.counters.bytes_read, data.len() as u64);
             Counters::add(&ctx.counters.bytes_done, data.len() as u64);
@@ -177,11 +185,21 @@ fn worker(ctx: &Ctx<'_>, rx: &Mutex<Receiver<ChunkJob>>) {
 /// # Errors
 /// `CorruptBlob` for a chunk that does not verify (the restore stops; no wrong data is written),
 /// I/O errors naming the path, `Cancelled`.
-pub fn restore(repo: &Repository, snapshot_tree: &Id, target: &Path, opts: &RestoreOptions) -> Result<Progress> {
+pub fn restore(
+    repo: &Repository,
+    snapshot_tree: &Id,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<Progress> {
     let index = repo.index();
     let start = match &opts.include {
         Some(p) => repo.find_node(snapshot_tree, p)?,
-        None => Node { node_type: Some(NodeType::Dir), subtree: Some(*snapshot_tree), mode: 0o755, ..Default::default() },
+        None => Node {
+            node_type: Some(NodeType::Dir),
+            subtree: Some(*snapshot_tree),
+            mode: 0o755,
+            ..Default::default()
+        },
     };
     let counters = Arc::new(Counters::default());
     let ctx = Ctx {
@@ -215,7 +233,9 @@ pub fn restore(repo: &Repository, snapshot_tree: &Id, target: &Path, opts: &Rest
         let mut stack: Vec<(PathBuf, Node)> = Vec::new();
         // The start node: a directory restores its children into target; a file restores itself.
         if start.kind() == NodeType::Dir {
-            let tree = repo.load_tree(&start.subtree.ok_or_else(|| Error::corrupt("tree", "dir without subtree"))?)?;
+            let tree = repo.load_tree(
+                &start.subtree.ok_or_else(|| Error::corrupt("tree", "dir without subtree"))?,
+            )?;
             for n in tree.nodes.into_iter().rev() {
                 stack.push((target.join(std::ffi::OsStr::from_bytes(&n.name)), n));
             }
@@ -229,14 +249,28 @@ pub fn restore(repo: &Repository, snapshot_tree: &Id, target: &Path, opts: &Rest
             if ctx.stopped() {
                 break;
             }
+            // A name must be one path component, or a crafted tree could write outside target.
+            if node.name.is_empty()
+                || node.name == b"."
+                || node.name == b".."
+                || node.name.contains(&b'/')
+            {
+                return Err(Error::corrupt(
+                    "tree",
+                    format!("unsafe entry name {:?}", node.name_lossy()),
+                ));
+            }
             match node.kind() {
                 NodeType::Dir => {
                     match std::fs::create_dir(&path) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
                         Err(e) => return Err(Error::io("create directory", &path, e)),
                     }
-                    let sub = node.subtree.ok_or_else(|| Error::corrupt("tree", "dir without subtree"))?;
+                    let sub = node
+                        .subtree
+                        .ok_or_else(|| Error::corrupt("tree", "dir without subtree"))?;
                     let tree = repo.load_tree(&sub)?;
                     for n in tree.nodes.into_iter().rev() {
                         stack.push((path.join(std::ffi::OsStr::from_bytes(&n.name)), n));
@@ -274,7 +308,12 @@ pub fn restore(repo: &Repository, snapshot_tree: &Id, target: &Path, opts: &Rest
                         off += blob_len(repo, &index, id)?;
                     }
                     let content = node.content.clone();
-                    let state = Arc::new(FileState { file, path, node, remaining: AtomicUsize::new(content.len()) });
+                    let state = Arc::new(FileState {
+                        file,
+                        path,
+                        node,
+                        remaining: AtomicUsize::new(content.len()),
+                    });
                     for (id, offset) in content.into_iter().zip(offsets) {
                         if tx.send(ChunkJob { state: state.clone(), offset, id }).is_err() {
                             return Err(Error::Pipeline("restore workers stopped".into()));

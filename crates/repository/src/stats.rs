@@ -101,9 +101,17 @@ pub fn diff(repo: &Repository, a: &Id, b: &Id) -> Result<Diff> {
     for (p, na) in &ma {
         match mb.get(p) {
             None => d.removed.push(p.clone()),
-            Some(nb) if nb.content != na.content || nb.mode != na.mode || nb.kind() != na.kind()
-                || nb.target != na.target || nb.uid != na.uid || nb.gid != na.gid
-                || (na.kind() != NodeType::Dir && nb.mtime != na.mtime) => d.modified.push(p.clone()),
+            Some(nb)
+                if nb.content != na.content
+                    || nb.mode != na.mode
+                    || nb.kind() != na.kind()
+                    || nb.target != na.target
+                    || nb.uid != na.uid
+                    || nb.gid != na.gid
+                    || (na.kind() != NodeType::Dir && nb.mtime != na.mtime) =>
+            {
+                d.modified.push(p.clone())
+            }
             Some(_) => {}
         }
     }
@@ -144,7 +152,12 @@ pub fn stats(repo: &Repository, snapshot: Option<&Id>) -> Result<RepoStats> {
     };
     let snaps = match snapshot {
         Some(id) => vec![*id],
-        None => repo.backend.list(FileType::Snapshot)?.into_iter().filter_map(|o| o.name.parse().ok()).collect(),
+        None => repo
+            .backend
+            .list(FileType::Snapshot)?
+            .into_iter()
+            .filter_map(|o| o.name.parse().ok())
+            .collect(),
     };
     let mut seen: HashSet<Id> = HashSet::new();
     for id in &snaps {
@@ -155,14 +168,15 @@ pub fn stats(repo: &Repository, snapshot: Option<&Id>) -> Result<RepoStats> {
                 s.total_files += 1;
                 s.total_restore_size += n.size;
                 for b in &n.content {
-                    if seen.insert(*b) {
-                        if let Some(loc) = index.get(b) {
-                            s.unique_data_bytes += if loc.blob.uncompressed_length > 0 {
-                                u64::from(loc.blob.uncompressed_length)
-                            } else {
-                                u64::from(loc.blob.length).saturating_sub(crate::crypto::SEAL_OVERHEAD as u64)
-                            };
-                        }
+                    if seen.insert(*b)
+                        && let Some(loc) = index.get(b)
+                    {
+                        s.unique_data_bytes += if loc.blob.uncompressed_length > 0 {
+                            u64::from(loc.blob.uncompressed_length)
+                        } else {
+                            u64::from(loc.blob.length)
+                                .saturating_sub(crate::crypto::SEAL_OVERHEAD as u64)
+                        };
                     }
                 }
             }

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::Id;
 
 /// The kind of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeType {
     /// Regular file.
+    #[default]
     File,
     /// Directory.
     Dir,
@@ -54,7 +55,7 @@ pub struct Node {
     pub mtime: i64,
     /// Status change time, ns.
     pub ctime: i64,
-    /// Access time, ns.
+    /// Access time, ns; 0 when not recorded (backups do not record it).
     pub atime: i64,
     /// Inode number.
     pub inode: u64,
@@ -107,6 +108,7 @@ struct NodeRepr {
     size: u64,
     mtime: i64,
     ctime: i64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     atime: i64,
     #[serde(default)]
     inode: u64,
@@ -128,10 +130,8 @@ struct NodeRepr {
     xattrs: Vec<XattrRepr>,
 }
 
-impl Default for NodeType {
-    fn default() -> Self {
-        NodeType::File
-    }
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -145,7 +145,10 @@ fn split_bytes(b: &[u8]) -> (Option<String>, Option<String>) {
     }
 }
 
-fn join_bytes<E: serde::de::Error>(text: Option<String>, b64: Option<String>) -> Result<Option<Vec<u8>>, E> {
+fn join_bytes<E: serde::de::Error>(
+    text: Option<String>,
+    b64: Option<String>,
+) -> Result<Option<Vec<u8>>, E> {
     match (text, b64) {
         (Some(t), _) => Ok(Some(t.into_bytes())),
         (None, Some(b)) => B64.decode(b).map(Some).map_err(E::custom),
@@ -260,7 +263,11 @@ mod tests {
             xattrs: vec![Xattr { name: b"user.x".to_vec(), value: vec![0, 1] }],
             ..Default::default()
         });
-        t.nodes.push(Node { name: b"plain".to_vec(), node_type: Some(NodeType::File), ..Default::default() });
+        t.nodes.push(Node {
+            name: b"plain".to_vec(),
+            node_type: Some(NodeType::File),
+            ..Default::default()
+        });
         t.sort();
         let json = serde_json::to_vec(&t).unwrap();
         let back: Tree = serde_json::from_slice(&json).unwrap();

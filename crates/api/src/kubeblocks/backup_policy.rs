@@ -270,7 +270,6 @@ impl Admit for BackupPolicy {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
     use serde_json::{Value, json};
 

@@ -68,6 +68,7 @@ pub struct ObjectStorageLocation {
     pub prefix: Option<String>,
     /// A CA bundle (base64) for the provider's TLS. Deprecated upstream in favour of `caCertRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "byte"))]
     pub ca_cert: Option<ByteString>,
     /// A Secret key in the location's namespace holding the CA bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]

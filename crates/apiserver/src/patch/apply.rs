@@ -47,6 +47,16 @@ pub fn apply_subresource(
         // managedFields in an apply configuration are ignored, as the apiserver does.
         meta.shift_remove("managedFields");
     }
+    if subresource == Some("status") {
+        // The status subresource resets everything but status (upstream's ResetFieldsStrategy), so
+        // this manager must not come to own spec or metadata fields through it.
+        if let Some(root) = config.as_object_mut() {
+            root.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+            if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.retain(|k, _| k == "name" || k == "namespace");
+            }
+        }
+    }
     let applied_leaves = managed::leaves(&config);
     let new_set: FieldSet = applied_leaves.keys().cloned().collect();
 
@@ -273,6 +283,22 @@ mod tests {
         let none = json!({"apiVersion":"g/v1","kind":"K","metadata":{"name":"x"}});
         let v3 = apply(Some(&v2), &none, "one", false, "g/v1", "T3").expect("apply");
         assert_eq!(v3["status"]["conditions"], json!([{"type":"B","status":"False"}]));
+    }
+
+    #[test]
+    fn status_apply_owns_only_status() {
+        let v1 = apply(None, &cm(json!({"a":"1"})), "ctl", false, "v1", "T1").expect("apply");
+        let cfg = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","labels":{"x":"y"}},
+            "data":{"a":"changed"},"status":{"phase":"Ready"}});
+        let v2 = apply_subresource(Some(&v1), &cfg, "ctl", Some("status"), false, "v1", "T2")
+            .expect("apply");
+        assert_eq!(v2["data"], json!({"a":"1"}));
+        assert!(v2["metadata"].get("labels").is_none());
+        assert_eq!(v2["status"], json!({"phase":"Ready"}));
+        assert_eq!(
+            v2["metadata"]["managedFields"][1]["fieldsV1"],
+            json!({"f:status":{"f:phase":{}}})
+        );
     }
 
     #[test]

@@ -28,13 +28,13 @@ const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lowe
 const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 
-/// Removes unknown ObjectMeta fields, recording `metadata.<field>` in `unknown`.
-pub(super) fn prune(meta: &mut Value, unknown: &mut Vec<String>) {
+/// Removes unknown ObjectMeta fields of the metadata at `path`, recording `<path>.<field>`.
+pub(super) fn prune(meta: &mut Value, path: &str, unknown: &mut Vec<String>) {
     if let Value::Object(m) = meta {
         m.retain(|k, _| {
             let known = OBJECT_META_FIELDS.contains(&k.as_str());
             if !known {
-                unknown.push(format!("metadata.{k}"));
+                unknown.push(format!("{path}.{k}"));
             }
             known
         });
@@ -361,7 +361,7 @@ mod tests {
     fn unknown_metadata_fields_are_pruned_and_reported() {
         let mut m = json!({"name":"x","foo":1,"labels":{},"clusterName":"c"});
         let mut unknown = Vec::new();
-        prune(&mut m, &mut unknown);
+        prune(&mut m, "metadata", &mut unknown);
         assert_eq!(unknown, vec!["metadata.foo", "metadata.clusterName"]);
         assert_eq!(m, json!({"name":"x","labels":{}}));
     }

@@ -328,3 +328,34 @@ fn a_non_object_body_is_rejected() {
     let errs = process(&schema(), &mut json!([1])).expect_err("array");
     assert_eq!(errs.len(), 1);
 }
+
+#[test]
+fn embedded_resources_keep_their_envelope() {
+    let s = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "template": {"type": "object", "x-kubernetes-embedded-resource": true,
+            "properties": {"spec": {"type": "object", "properties": {"a": {"type": "string"}}}}}}}}});
+    let mut obj = json!({"metadata": {"name": "x"}, "spec": {"template": {"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"labels": {"a": "b"}, "bogus": 1}, "spec": {"a": "x", "b": "y"}}}});
+    let report = process(&s, &mut obj).expect("valid");
+    assert_eq!(report.unknown_fields, vec!["spec.template.metadata.bogus", "spec.template.spec.b"]);
+    assert_eq!(
+        obj["spec"]["template"],
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"a": "b"}}, "spec": {"a": "x"}})
+    );
+}
+
+#[test]
+fn a_schema_without_structure_prunes_nothing_and_a_typed_root_prunes_unknown_top_fields() {
+    let mut obj = json!({"metadata": {"name": "x"}, "spec": {"a": 1}, "other": 2});
+    let report = process(&json!({}), &mut obj).expect("valid");
+    assert!(report.unknown_fields.is_empty());
+    assert_eq!(obj["other"], 2);
+    let report = process(
+        &json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-preserve-unknown-fields": true}}}),
+        &mut obj,
+    )
+    .expect("valid");
+    assert_eq!(report.unknown_fields, vec!["other"]);
+    assert_eq!(obj, json!({"metadata": {"name": "x"}, "spec": {"a": 1}}));
+}

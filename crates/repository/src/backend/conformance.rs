@@ -30,7 +30,8 @@ pub fn run(b: &dyn Backend) {
     assert_eq!(st.name, name);
 
     // Create-only: a second create of the same name fails with AlreadyExists and changes nothing.
-    let err = b.create(FileType::Pack, &name, Bytes::from_static(b"other")).expect_err("2nd create");
+    let err =
+        b.create(FileType::Pack, &name, Bytes::from_static(b"other")).expect_err("2nd create");
     assert!(err.is_already_exists(), "second create gave {err}");
     assert_eq!(b.get(FileType::Pack, &name).expect("get after"), data);
 
@@ -58,7 +59,9 @@ pub fn run(b: &dyn Backend) {
     let wins = std::thread::scope(|s| {
         let hs: Vec<_> = (0..4)
             .map(|i| {
-                s.spawn(move || b.create(FileType::Snapshot, "race", Bytes::from(vec![i; 100])).is_ok())
+                s.spawn(move || {
+                    b.create(FileType::Snapshot, "race", Bytes::from(vec![i; 100])).is_ok()
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().expect("thread")).filter(|w| *w).count()

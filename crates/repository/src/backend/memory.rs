@@ -57,7 +57,13 @@ impl Backend for MemoryBackend {
         map.get(&path).map(|(b, _)| b.clone()).ok_or_else(|| Self::not_found(path))
     }
 
-    fn get_range(&self, ft: FileType, name: &str, offset: u64, length: u64) -> BackendResult<Bytes> {
+    fn get_range(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Bytes> {
         let all = self.get(ft, name)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(usize::try_from(length).unwrap_or(usize::MAX));
@@ -74,7 +80,8 @@ impl Backend for MemoryBackend {
 
     fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {
         let map = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let prefix = if ft == FileType::Config { "config".to_string() } else { format!("{}/", ft.dir()) };
+        let prefix =
+            if ft == FileType::Config { "config".to_string() } else { format!("{}/", ft.dir()) };
         Ok(map
             .iter()
             .filter(|(k, _)| k.starts_with(&prefix))
@@ -96,7 +103,11 @@ impl Backend for MemoryBackend {
         let path = ft.path(name);
         let map = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&path)
-            .map(|(b, t)| ObjectInfo { name: name.to_string(), size: b.len() as u64, last_modified: *t })
+            .map(|(b, t)| ObjectInfo {
+                name: name.to_string(),
+                size: b.len() as u64,
+                last_modified: *t,
+            })
             .ok_or_else(|| Self::not_found(path))
     }
 }

@@ -76,12 +76,7 @@ impl ObjectStoreBackend {
         };
         std::fs::create_dir_all(dir).map_err(|e| perm(e.to_string()))?;
         let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| perm(e.to_string()))?;
-        Ok(Self {
-            store: Arc::new(store),
-            prefix: None,
-            runtime: runtime(&location)?,
-            location,
-        })
+        Ok(Self { store: Arc::new(store), prefix: None, runtime: runtime(&location)?, location })
     }
 
     /// A repository in an S3 bucket under a prefix.
@@ -96,8 +91,9 @@ impl ObjectStoreBackend {
         };
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&opts.bucket);
         let endpoint = opts.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let allow_http = endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://"));
         if let Some(ep) = endpoint {
-            b = b.with_allow_http(ep.starts_with("http://")).with_endpoint(ep);
+            b = b.with_endpoint(ep);
         }
         let region = opts.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
         b = b.with_region(region.unwrap_or_else(|| "us-east-1".into()));
@@ -116,6 +112,7 @@ impl ObjectStoreBackend {
         };
         b = b.with_retry(retry).with_client_options(
             ClientOptions::new()
+                .with_allow_http(allow_http)
                 .with_connect_timeout(Duration::from_secs(5))
                 .with_timeout(Duration::from_secs(300)),
         );
@@ -141,16 +138,26 @@ impl ObjectStoreBackend {
         let path = path.to_string();
         match e {
             object_store::Error::NotFound { .. } => BackendError::NotFound { backend, path },
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => {
                 BackendError::AlreadyExists { backend, path }
             }
             object_store::Error::Generic { .. } => {
                 let message = one_line(&e);
                 // Local I/O failures (full disk, permissions) do not pass on retry; network ones may.
-                let permanent = ["No space", "Permission denied", "Read-only", "InvalidAccessKeyId",
-                    "SignatureDoesNotMatch", "AccessDenied", "NoSuchBucket", "Connection refused", "dns error"]
-                    .iter()
-                    .any(|m| message.contains(m));
+                let permanent = [
+                    "No space",
+                    "Permission denied",
+                    "Read-only",
+                    "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch",
+                    "AccessDenied",
+                    "NoSuchBucket",
+                    "Connection refused",
+                    "dns error",
+                ]
+                .iter()
+                .any(|m| message.contains(m));
                 if permanent {
                     BackendError::Permanent { backend, op, path, message }
                 } else {
@@ -200,7 +207,13 @@ impl Backend for ObjectStoreBackend {
             .map_err(|e| self.map_err("get", &rel, e))
     }
 
-    fn get_range(&self, ft: FileType, name: &str, offset: u64, length: u64) -> BackendResult<Bytes> {
+    fn get_range(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Bytes> {
         let rel = ft.path(name);
         let path = self.store_path(&rel);
         let bytes = self
@@ -241,7 +254,11 @@ impl Backend for ObjectStoreBackend {
                 if name.contains('#') {
                     return None;
                 }
-                Some(ObjectInfo { name, size: m.size, last_modified: SystemTime::from(m.last_modified) })
+                Some(ObjectInfo {
+                    name,
+                    size: m.size,
+                    last_modified: SystemTime::from(m.last_modified),
+                })
             })
             .collect())
     }
@@ -259,7 +276,10 @@ impl Backend for ObjectStoreBackend {
     fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
         let rel = ft.path(name);
         let path = self.store_path(&rel);
-        let m = self.runtime.block_on(self.store.head(&path)).map_err(|e| self.map_err("stat", &rel, e))?;
+        let m = self
+            .runtime
+            .block_on(self.store.head(&path))
+            .map_err(|e| self.map_err("stat", &rel, e))?;
         Ok(ObjectInfo {
             name: name.to_string(),
             size: m.size,

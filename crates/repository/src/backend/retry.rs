@@ -49,7 +49,13 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
         self.run(|| self.inner.get(ft, name))
     }
-    fn get_range(&self, ft: FileType, name: &str, offset: u64, length: u64) -> BackendResult<Bytes> {
+    fn get_range(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Bytes> {
         self.run(|| self.inner.get_range(ft, name, offset, length))
     }
     fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {

@@ -61,7 +61,8 @@ fn kill_9_mid_backup_leaves_a_consistent_reusable_repository() {
     assert!(backend.list(FileType::Snapshot).unwrap().is_empty(), "killed before the snapshot");
 
     let repo = Repository::open(local_backend(&repo_dir), PASSWORD).unwrap();
-    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let indexed_before = repo.index().len();
     assert!(indexed_before > 0);
@@ -74,8 +75,10 @@ fn kill_9_mid_backup_leaves_a_consistent_reusable_repository() {
         r.snapshot.summary.data_added
     );
     let target = tmp.path().join("restore");
-    holdfast_repository::restore::restore(&repo, &r.snapshot.tree, &target, &Default::default()).unwrap();
+    holdfast_repository::restore::restore(&repo, &r.snapshot.tree, &target, &Default::default())
+        .unwrap();
     assert_same_tree(&src, &target.join("src"));
-    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }

@@ -39,15 +39,21 @@ fn flipped_byte_in_a_pack_is_named_by_check_and_fails_restore() {
 
     let report = check::check(&repo, &CheckOptions::default()).unwrap();
     assert!(report.errors.is_empty(), "structure is intact: {:?}", report.errors);
-    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(!report.errors.is_empty());
     assert!(report.errors.iter().all(|e| e.contains(&pack)), "{:?}", report.errors);
-    assert!(report.errors.iter().any(|e| e.contains(&node.content[1].to_hex())), "{:?}", report.errors);
+    assert!(
+        report.errors.iter().any(|e| e.contains(&node.content[1].to_hex())),
+        "{:?}",
+        report.errors
+    );
     let err = report.into_result().unwrap_err();
     assert!(err.to_string().contains(&pack));
 
     let target = tmp.path().join("restore");
-    let err = restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap_err();
+    let err =
+        restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap_err();
     match &err {
         Error::CorruptBlob { pack: p, blob, .. } => {
             assert_eq!(p, &pack);

@@ -43,6 +43,7 @@ fn mixed_tree_round_trips_exactly() {
     let odd = src.join(OsStr::from_bytes(b"odd \xff\xfe name\n"));
     fs::write(&odd, b"non-utf8 name").unwrap();
     fs::write(src.join("unicode-ñ-日本"), b"utf8").unwrap();
+    xattr::set(src.join("a/secret"), "user.comment", b"kept \x00 binary").unwrap();
     set_mtime(&src.join("a/text.txt"), 1_600_000_000, 123_456_789);
     set_mtime(&src.join("big.bin"), 1_500_000_000, 1);
     // Directory times last: creating entries above changed them.
@@ -53,15 +54,19 @@ fn mixed_tree_round_trips_exactly() {
     let r = backup::backup_paths(&repo, std::slice::from_ref(&src), &BackupOptions::new()).unwrap();
     assert_eq!(r.snapshot.summary.files_new, 10);
     let target = tmp.path().join("restore");
-    restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    let opts = RestoreOptions { xattrs: true, ..Default::default() };
+    restore::restore(&repo, &r.snapshot.tree, &target, &opts).unwrap();
     assert_same_tree(&src, &target.join("src"));
+    let restored_xattr = xattr::get(target.join("src/a/secret"), "user.comment").unwrap();
+    assert_eq!(restored_xattr.as_deref(), Some(&b"kept \x00 binary"[..]));
     let hl1 = fs::metadata(target.join("src/hard1")).unwrap();
     let hl2 = fs::metadata(target.join("src/a/hard2")).unwrap();
     assert_eq!(hl1.ino(), hl2.ino(), "hardlinks restored as one inode");
 
     let listing = stats::ls(&repo, &r.snapshot.tree).unwrap();
     assert!(listing.iter().any(|e| e.path == "/src/a/b/c/deep"));
-    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.blobs_read > 10);
 }
@@ -74,7 +79,8 @@ fn many_small_files_round_trip() {
         let dir = src.join(format!("d{d:03}"));
         fs::create_dir_all(&dir).unwrap();
         for f in 0..200 {
-            fs::write(dir.join(format!("f{f:03}")), format!("file {d}/{f}\n").repeat(1 + f % 7)).unwrap();
+            fs::write(dir.join(format!("f{f:03}")), format!("file {d}/{f}\n").repeat(1 + f % 7))
+                .unwrap();
         }
     }
     let repo = init_local(&tmp.path().join("repo"));
@@ -104,9 +110,18 @@ fn sparse_file_restores_with_holes() {
     // Zero chunks dedupe: far less is stored than the file's size.
     assert!(r.snapshot.summary.data_added_packed < 2 * 1024 * 1024, "{:?}", r.snapshot.summary);
     let target = tmp.path().join("restore");
-    restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions { sparse: true, ..Default::default() }).unwrap();
+    restore::restore(
+        &repo,
+        &r.snapshot.tree,
+        &target,
+        &RestoreOptions { sparse: true, ..Default::default() },
+    )
+    .unwrap();
     let restored = target.join("sparse/disk.img");
-    assert_eq!(blake3::hash(&fs::read(&restored).unwrap()), blake3::hash(&fs::read(&path).unwrap()));
+    assert_eq!(
+        blake3::hash(&fs::read(&restored).unwrap()),
+        blake3::hash(&fs::read(&path).unwrap())
+    );
     let allocated = fs::metadata(&restored).unwrap().blocks() * 512;
     assert!(allocated < 8 * 1024 * 1024, "sparse restore allocated {allocated} bytes");
 }
@@ -116,7 +131,8 @@ fn stdin_stream_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = init_local(&tmp.path().join("repo"));
     let data = random_bytes(4, 5 * 1024 * 1024 + 3);
-    let r = backup::backup_reader(&repo, data.as_slice(), "dump.sql", &BackupOptions::new()).unwrap();
+    let r =
+        backup::backup_reader(&repo, data.as_slice(), "dump.sql", &BackupOptions::new()).unwrap();
     assert_eq!(r.snapshot.paths, vec!["/dump.sql".to_string()]);
     let node = repo.find_node(&r.snapshot.tree, "/dump.sql").unwrap();
     assert_eq!(node.size, data.len() as u64);

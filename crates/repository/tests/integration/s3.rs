@@ -64,7 +64,8 @@ fn start_moto() -> Option<Moto> {
     let moto = Moto { child, port };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let probe = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let probe =
+            format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
         if http(port, &probe).map(|r| r.starts_with("HTTP/1.1 200")).unwrap_or(false) {
             break;
         }
@@ -116,7 +117,8 @@ fn s3_backend_against_moto() {
     let target = tmp.path().join("restore");
     restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
     assert_same_tree(&src, &target.join("src"));
-    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(matches!(
         Repository::open(s3(port, "repos/none"), PASSWORD),

@@ -17,7 +17,12 @@ pub const PASSWORD: &[u8] = b"correct horse";
 /// Small chunks and packs so tests exercise many of both quickly.
 pub fn small_opts() -> InitOptions {
     InitOptions {
-        chunker: ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024, ..Default::default() },
+        chunker: ChunkerParams {
+            min_size: 16 * 1024,
+            avg_size: 64 * 1024,
+            max_size: 256 * 1024,
+            ..Default::default()
+        },
         pack_size: 1024 * 1024,
         compression_level: 3,
         kdf: KdfParams::insecure_fast(),
@@ -65,7 +70,8 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
         for p in entries {
             let m = std::fs::symlink_metadata(&p).unwrap();
@@ -75,7 +81,11 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 stack.push(p.clone());
                 ("dir", None, None)
             } else if ft.is_symlink() {
-                ("symlink", None, Some(std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()))
+                (
+                    "symlink",
+                    None,
+                    Some(std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
+                )
             } else {
                 ("file", Some(blake3::hash(&std::fs::read(&p).unwrap())), None)
             };
@@ -87,7 +97,11 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                     kind,
                     mode: if kind == "symlink" { 0 } else { m.mode() & 0o7777 },
                     size: if kind == "file" { m.size() } else { 0 },
-                    mtime_ns: if kind == "symlink" { 0 } else { i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()) },
+                    mtime_ns: if kind == "symlink" {
+                        0
+                    } else {
+                        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+                    },
                     content,
                     target,
                     link_group,
@@ -103,7 +117,9 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let (da, db) = (describe(a), describe(b));
     assert_eq!(da.len(), db.len(), "entry counts differ");
     for (k, ea) in &da {
-        let eb = db.get(k).unwrap_or_else(|| panic!("{} missing from restore", String::from_utf8_lossy(k)));
+        let eb = db
+            .get(k)
+            .unwrap_or_else(|| panic!("{} missing from restore", String::from_utf8_lossy(k)));
         assert_eq!(ea, eb, "entry {} differs", String::from_utf8_lossy(k));
     }
 }
