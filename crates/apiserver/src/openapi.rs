@@ -281,7 +281,7 @@ fn operation_id(verb: &str, def: &ResourceDef, namespaced: bool, suffix: &str) -
         s.split(['.', '-'])
             .map(|p| {
                 let mut c = p.chars();
-                c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+                c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
             })
             .collect()
     };

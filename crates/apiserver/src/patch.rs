@@ -38,7 +38,7 @@ impl PatchKind {
             "application/merge-patch+json" => Some(Self::Merge),
             "application/json-patch+json" => Some(Self::Json),
             "application/strategic-merge-patch+json" => Some(Self::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(Self::Apply),
+            "application/apply-patch+yaml" => Some(Self::Apply),
             _ => None,
         }
     }

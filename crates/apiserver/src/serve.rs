@@ -33,6 +33,73 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A server running on a background task, for embedding (tests, benchmarks, the controllers'
+/// process). Dropping it stops the server too.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://<addr>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Stops accepting, waits for the graceful shutdown and returns the server's result.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Binds `addr` (port 0 picks a free one) and serves on a background task. The listener is
+/// bound when this returns, so clients may connect at once.
+pub async fn spawn(
+    router: Router,
+    tokens: Tokens,
+    tls: TlsMaterial,
+    addr: SocketAddr,
+) -> Result<RunningServer, ServeError> {
+    // Build the TLS configuration before spawning so a bad certificate is reported here.
+    tls.server_config()?;
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(router, tokens, tls, listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer { addr, stop: Some(stop), task: Some(task) })
 }
 
 /// Wraps `router` in the authentication layer.

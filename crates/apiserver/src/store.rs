@@ -312,13 +312,16 @@ impl Store {
     /// `from_rev == current_rev()` means only future events. Fails with
     /// [`StoreError::Compacted`] if `from_rev < compacted_rev()`; the stream itself yields
     /// `Err(Compacted)` and ends if compaction overtakes it while it is still replaying. The
-    /// stream ends when the store is closed.
+    /// stream ends when the store is closed. The stream is `Unpin`: `.next().await` works on it
+    /// directly.
     pub fn watch(
         &self,
         resource: &str,
         from_rev: u64,
-    ) -> Result<impl Stream<Item = Result<Arc<Event>, StoreError>> + Send + 'static, StoreError>
-    {
+    ) -> Result<
+        impl Stream<Item = Result<Arc<Event>, StoreError>> + Send + Unpin + 'static,
+        StoreError,
+    > {
         // Subscribe before anything is read from the log: every event committed after the log
         // snapshot is then guaranteed to be in the channel (see watch.rs).
         let live = self.inner.events.subscribe();

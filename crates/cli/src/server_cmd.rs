@@ -1,9 +1,170 @@
-//! `holdfast server`: the embedded mode (DESIGN.md §2).
+//! `holdfast server`: the embedded mode (DESIGN.md §2). One process serving the
+//! Kubernetes-compatible API over HTTPS from a SQLite store in the data directory, with a
+//! kubeconfig written so kubectl works at once.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use holdfast_apiserver::ApiServer;
+use holdfast_apiserver::auth::load_or_create_tokens;
+use holdfast_apiserver::kubeconfig::{kubeconfig, write_kubeconfig};
+use holdfast_apiserver::serve::serve;
+use holdfast_apiserver::store::Store;
+use holdfast_apiserver::tls::load_or_create_tls;
 
 /// Options of `holdfast server`.
 #[derive(clap::Args)]
-pub struct ServerArgs {}
+pub struct ServerArgs {
+    /// Directory for the store (store.db), TLS material (pki/), tokens and the kubeconfig.
+    /// Default: $XDG_DATA_HOME/holdfast, else ~/.local/share/holdfast, else ./holdfast-data.
+    #[arg(long, env = "HOLDFAST_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve HTTPS on. Port 0 picks a free port (printed at start).
+    #[arg(
+        long,
+        env = "HOLDFAST_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:6443"
+    )]
+    pub listen: SocketAddr,
+    /// Where to write the kubeconfig for kubectl. Default: <data-dir>/kubeconfig.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Extra host name or IP address for the server certificate (repeatable); 127.0.0.1, ::1
+    /// and localhost are always included.
+    #[arg(long = "tls-san", value_name = "HOST")]
+    pub tls_sans: Vec<String>,
+}
 
-pub fn run(_args: ServerArgs) -> anyhow::Result<()> {
-    anyhow::bail!("holdfast server is being built; see issue 2")
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if let Err(error) = runtime.block_on(serve_until_signal(args)) {
+        // One line, cause chain included, then a non-zero exit (not main's multi-line report).
+        eprintln!("holdfast server: {error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Ignore the error of a second initialisation (only possible when embedded in tests).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The default data directory, per the XDG base directory convention.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("holdfast");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/holdfast");
+    }
+    PathBuf::from("holdfast-data")
+}
+
+/// The address clients should dial: a wildcard listen address is reached over loopback.
+fn client_addr(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
+    // Bind first: a taken port is the most common failure and must not touch the data dir.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let data_dir = std::path::absolute(&data_dir)
+        .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+
+    let mut hosts = args.tls_sans.clone();
+    if !local.ip().is_unspecified() {
+        hosts.push(local.ip().to_string());
+    }
+    let tls = load_or_create_tls(&data_dir, &hosts)
+        .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
+    let tokens = load_or_create_tokens(&data_dir)
+        .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
+    let admin_token = tokens
+        .admin_token()
+        .context("the token file has no admin token")?
+        .to_string();
+    let store_path = data_dir.join("store.db");
+    let store = Store::open(&store_path)
+        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+
+    let api = ApiServer::new(store, holdfast_api::registry());
+    let compactor = api.spawn_compactor();
+
+    let client = client_addr(local);
+    let url = format!("https://{client}");
+    let kubeconfig_path = args
+        .kubeconfig_out
+        .unwrap_or_else(|| data_dir.join("kubeconfig"));
+    let kubeconfig_path = std::path::absolute(&kubeconfig_path).unwrap_or(kubeconfig_path);
+    write_kubeconfig(
+        &kubeconfig_path,
+        &kubeconfig(&url, &tls.ca_pem, &admin_token),
+    )
+    .with_context(|| format!("cannot write kubeconfig {}", kubeconfig_path.display()))?;
+
+    print_banner(&url, &data_dir, &kubeconfig_path);
+    tracing::info!(%url, data_dir = %data_dir.display(), "serving");
+
+    let result = serve(api.router(), tokens, tls, listener, shutdown_signal()).await;
+    compactor.abort();
+    result.context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_banner(url: &str, data_dir: &Path, kubeconfig_path: &Path) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the server.
+    let _ = writeln!(
+        out,
+        "holdfast server listening on {url}\n  data directory: {}\n  export KUBECONFIG={}\n  kubectl get ns",
+        data_dir.display(),
+        kubeconfig_path.display()
+    );
+    let _ = out.flush();
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
 }

@@ -288,11 +288,14 @@ pub fn restore(
                     if node.links > 1 {
                         let key = (node.device, node.inode);
                         if let Some(first) = inodes.get(&key) {
+                            Counters::add(&counters.files_total, 1);
                             links.push((first.clone(), path));
                             continue;
                         }
                         inodes.insert(key, path.clone());
                     }
+                    Counters::add(&counters.files_total, 1);
+                    Counters::add(&counters.bytes_total, node.size);
                     let _ = std::fs::remove_file(&path);
                     let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
                     file.set_len(node.size).map_err(|e| Error::io("truncate", &path, e))?;
@@ -327,6 +330,7 @@ pub fn restore(
         }
         Ok(())
     });
+    counters.totals_known.store(true, Ordering::Relaxed);
     if let Some(e) = ctx.error.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(e);
     }

@@ -419,9 +419,10 @@ pub(crate) fn store(obj: &mut Value, entries: &[Entry]) {
 /// the manager takes ownership of every field it added or changed (other managers lose those),
 /// and fields that disappeared leave every set.
 ///
-/// The existing entries come from `old` (the stored object), not from `obj`, so a client echoing
-/// or mangling managedFields cannot forge ownership. On create (`old` None) entries the client sent
-/// are kept. A write that changes nothing leaves managedFields byte-equal (including `time`).
+/// The starting entries are, as upstream's field manager does, those the client sent in `obj` when
+/// it sent a non-empty list (so `[{}]` resets ownership), else those of `old`; a status write
+/// always starts from `old`. A client echoing what it read (kubectl edit, kube-rs replace) changes
+/// nothing. A write that changes no field leaves managedFields byte-equal (including `time`).
 pub fn record_update(
     obj: &mut Value,
     old: Option<&Value>,
@@ -430,9 +431,13 @@ pub fn record_update(
     api_version: &str,
     time: &str,
 ) {
+    let sent = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     let mut all = match old {
-        Some(o) => entries(o),
-        None => entries(obj),
+        Some(o) if !sent || subresource.is_some() => entries(o),
+        _ => entries(obj),
     };
     let new_leaves = leaves(obj);
     let old_leaves = old.map(leaves).unwrap_or_default();
@@ -557,7 +562,7 @@ mod tests {
         let mut old = json!({"metadata":{"name":"c"},"data":{"k":"v","j":"1"}});
         record_update(&mut old, None, "creator", None, "v1", "T1");
         // A second manager changes k and adds n: it owns k and n; creator keeps only j.
-        let mut new = json!({"metadata":{"name":"c","managedFields":[{"manager":"forged"}]},"data":{"k":"v2","j":"1","n":"x"}});
+        let mut new = json!({"metadata":{"name":"c"},"data":{"k":"v2","j":"1","n":"x"}});
         record_update(&mut new, Some(&old), "editor", None, "v1", "T2");
         let mf = &new["metadata"]["managedFields"];
         assert_eq!(mf.as_array().map(Vec::len), Some(2), "{mf}");
@@ -582,6 +587,35 @@ mod tests {
         let mut same = old.clone();
         record_update(&mut same, Some(&old), "other", None, "v1", "T9");
         assert_eq!(serde_json::to_string(&same).ok(), serde_json::to_string(&old).ok());
+    }
+
+    #[test]
+    fn managed_fields_sent_by_the_client_are_honoured_and_can_be_reset() {
+        let mut old = json!({"metadata":{"name":"c"},"data":{"k":"v"}});
+        record_update(&mut old, None, "creator", None, "v1", "T1");
+        // An echo of what was read, plus a change: ownership continues from the echoed entries.
+        let mut echo = old.clone();
+        echo["data"]["n"] = json!("x");
+        record_update(&mut echo, Some(&old), "editor", None, "v1", "T2");
+        assert_eq!(echo["metadata"]["managedFields"][0], old["metadata"]["managedFields"][0]);
+        assert_eq!(echo["metadata"]["managedFields"][1]["fieldsV1"], json!({"f:data":{"f:n":{}}}));
+        // `[{}]` clears every entry; the writer then owns only what it changed.
+        let mut reset = echo.clone();
+        reset["metadata"]["managedFields"] = json!([{}]);
+        reset["data"]["m"] = json!("y");
+        record_update(&mut reset, Some(&echo), "editor", None, "v1", "T3");
+        assert_eq!(
+            reset["metadata"]["managedFields"],
+            json!([{"manager":"editor","operation":"Update","apiVersion":"v1","time":"T3","fieldsType":"FieldsV1",
+                "fieldsV1":{"f:data":{"f:m":{}}}}])
+        );
+        // With nothing sent (e.g. a typed client that drops the field), the stored entries stay.
+        let mut dropped = echo.clone();
+        if let Some(m) = dropped["metadata"].as_object_mut() {
+            m.remove("managedFields");
+        }
+        record_update(&mut dropped, Some(&echo), "editor", None, "v1", "T4");
+        assert_eq!(dropped["metadata"]["managedFields"], echo["metadata"]["managedFields"]);
     }
 
     #[test]

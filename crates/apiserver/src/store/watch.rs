@@ -40,7 +40,7 @@ pub(super) fn stream(
     resource: String,
     from_rev: u64,
     live: broadcast::Receiver<Arc<Event>>,
-) -> impl Stream<Item = Result<Arc<Event>, StoreError>> + Send + 'static {
+) -> impl Stream<Item = Result<Arc<Event>, StoreError>> + Send + Unpin + 'static {
     let watch = Watch {
         shared,
         resource,
@@ -50,10 +50,11 @@ pub(super) fn stream(
         phase: Phase::Replay,
         done: false,
     };
-    futures::stream::unfold(watch, |mut watch| async move {
+    // Boxed so callers get an `Unpin` stream they can `.next().await` without pinning.
+    Box::pin(futures::stream::unfold(watch, |mut watch| async move {
         let item = watch.next().await?;
         Some((item, watch))
-    })
+    }))
 }
 
 impl Watch {

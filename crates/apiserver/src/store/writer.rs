@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
@@ -448,12 +448,18 @@ fn compact(
     let cutoff = now.saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
     let first_young: Option<i64> = conn
         .prepare_cached("SELECT rev FROM log WHERE ts > ?1 ORDER BY rev LIMIT 1")
-        .and_then(|mut s| {
-            use rusqlite::OptionalExtension;
-            s.query_row([cutoff], |r| r.get(0)).optional()
-        })
+        .and_then(|mut s| s.query_row([cutoff], |r| r.get(0)).optional())
         .map_err(StoreError::sqlite(what()))?;
-    let by_age = first_young.map_or(rev, |r| sqlite::from_sql_rev(r).saturating_sub(1));
+    // The newest revision older than `min_age` that has a log row: compaction never moves past
+    // revisions it could not see the age of (e.g. the store's initial revision 1).
+    let by_age = match first_young {
+        None => rev,
+        Some(young) => conn
+            .prepare_cached("SELECT max(rev) FROM log WHERE rev < ?1")
+            .and_then(|mut s| s.query_row([young], |r| r.get::<_, Option<i64>>(0)))
+            .map_err(StoreError::sqlite(what()))?
+            .map_or(old, sqlite::from_sql_rev),
+    };
     let target = rev.saturating_sub(min_keep).min(by_age);
     if target <= old {
         return Ok(Applied::Compacted(old));
