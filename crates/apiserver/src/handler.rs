@@ -181,11 +181,6 @@ impl ApiServer {
         &self.inner.defs[i]
     }
 
-    /// The registry index of the Namespace kind.
-    pub(crate) fn namespace_def(&self) -> Option<usize> {
-        self.inner.defs.iter().position(|d| d.group.is_empty() && d.kind == "Namespace")
-    }
-
     fn find(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
         self.inner.defs.iter().position(|d| d.group == group && d.version == version && d.plural == plural)
     }

@@ -102,7 +102,6 @@ pub(crate) fn ensure_type_meta(def: &ResourceDef, obj: &mut Value) {
 /// One page of a list.
 pub(crate) struct Page {
     pub items: Vec<Value>,
-    pub rev: u64,
     pub metadata: Value,
 }
 
@@ -163,7 +162,7 @@ pub(crate) fn list_page(rq: &Req, filter: &Filter) -> Result<Page, ApiError> {
     if let Some(n) = remaining_count {
         metadata["remainingItemCount"] = n.into();
     }
-    Ok(Page { items, rev, metadata })
+    Ok(Page { items, metadata })
 }
 
 /// GET on a collection (without `watch`).
