@@ -37,13 +37,18 @@ fn fill(seed: u64, len: usize, text: bool) -> Vec<u8> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let mib: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1024);
-    let base = PathBuf::from(args.get(2).cloned().unwrap_or_else(|| "/var/tmp/holdfast-throughput".into()));
+    let base = PathBuf::from(
+        args.get(2).cloned().unwrap_or_else(|| "/var/tmp/holdfast-throughput".into()),
+    );
     let _ = std::fs::remove_dir_all(&base);
     let src = base.join("src");
     std::fs::create_dir_all(&src)?;
     let file_mib = 64;
     for i in 0..mib.div_ceil(file_mib) {
-        std::fs::write(src.join(format!("f{i:04}")), fill(i as u64 + 1, file_mib << 20, i % 2 == 1))?;
+        std::fs::write(
+            src.join(format!("f{i:04}")),
+            fill(i as u64 + 1, file_mib << 20, i % 2 == 1),
+        )?;
     }
     let total = (mib.div_ceil(file_mib) * file_mib) as f64;
     let backend = Arc::new(ObjectStoreBackend::local(&base.join("repo"))?);

@@ -247,9 +247,7 @@ impl Admit for DataUpload {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut new = self.spec.clone();
-        new.cancel.clone_from(&old.spec.cancel);
-        immutable_except_cancel(new == old.spec)
+        immutable_except_cancel(self, old, |k| &mut k.spec.cancel, |k| &k.spec)
     }
 }
 
@@ -271,9 +269,7 @@ impl Admit for DataDownload {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut new = self.spec.clone();
-        new.cancel.clone_from(&old.spec.cancel);
-        immutable_except_cancel(new == old.spec)
+        immutable_except_cancel(self, old, |k| &mut k.spec.cancel, |k| &k.spec)
     }
 }
 
@@ -392,12 +388,16 @@ mod tests {
         assert_eq!(ResourceDef::custom::<DataUpload>().short_names, ["du"]);
         let crd = def.crd().unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        let mut required: Vec<_> = spec["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
-        required.sort_unstable();
+        let required = |schema: &Value| {
+            let mut names: Vec<String> =
+                schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str().map(String::from)).collect();
+            names.sort_unstable();
+            names
+        };
         assert_eq!(
-            required,
+            required(spec),
             ["backupStorageLocation", "operationTimeout", "snapshotID", "sourceNamespace", "targetVolume"]
         );
-        assert_eq!(spec["properties"]["targetVolume"]["required"], json!(["pvc", "pv", "namespace"]));
+        assert_eq!(required(&spec["properties"]["targetVolume"]), ["namespace", "pv", "pvc"]);
     }
 }

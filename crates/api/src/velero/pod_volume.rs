@@ -193,9 +193,7 @@ impl Admit for PodVolumeBackup {
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
         // Only `cancel` may change: the node agent works from the spec it accepted.
-        let mut new = self.spec.clone();
-        new.cancel.clone_from(&old.spec.cancel);
-        immutable_except_cancel(new == old.spec)
+        immutable_except_cancel(self, old, |k| &mut k.spec.cancel, |k| &k.spec)
     }
 }
 
@@ -221,14 +219,27 @@ impl Admit for PodVolumeRestore {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut new = self.spec.clone();
-        new.cancel.clone_from(&old.spec.cancel);
-        immutable_except_cancel(new == old.spec)
+        immutable_except_cancel(self, old, |k| &mut k.spec.cancel, |k| &k.spec)
     }
 }
 
-pub(super) fn immutable_except_cancel(unchanged: bool) -> Vec<FieldError> {
-    if unchanged {
+/// Only `spec.cancel` may change after creation: the node agent works from the spec it accepted.
+/// The old object is defaulted first, so a default filled in since it was stored is no change.
+pub(super) fn immutable_except_cancel<K, S>(
+    new: &K,
+    old: &K,
+    cancel: fn(&mut K) -> &mut Option<bool>,
+    spec: fn(&K) -> &S,
+) -> Vec<FieldError>
+where
+    K: Admit + Clone,
+    S: PartialEq,
+{
+    let (mut old, mut new) = (old.clone(), new.clone());
+    old.default_fields();
+    *cancel(&mut old) = None;
+    *cancel(&mut new) = None;
+    if spec(&old) == spec(&new) {
         Vec::new()
     } else {
         vec![FieldError::forbidden("spec", "only spec.cancel may change after creation")]

@@ -73,7 +73,8 @@ fn errors_are_one_clear_line() {
     std::fs::write(&pw, "x").unwrap();
     let err = run(&tmp.path().join("nothing"), &pw, &["snapshots"]).unwrap_err();
     assert!(format!("{err:#}").contains("no repository at"), "{err:#}");
-    let err = run(&tmp.path().join("r"), &tmp.path().join("missing-pw"), &["snapshots"]).unwrap_err();
+    let err =
+        run(&tmp.path().join("r"), &tmp.path().join("missing-pw"), &["snapshots"]).unwrap_err();
     assert!(format!("{err:#}").contains("password file"), "{err:#}");
     let err = execute(Harness::try_parse_from(["x", "snapshots"]).unwrap().args).unwrap_err();
     assert!(format!("{err:#}").contains("--repo"), "{err:#}");
