@@ -24,7 +24,9 @@ pub enum RetentionPeriodError {
         unit: String,
     },
     /// A number with no unit after it, in a value that also has units, e.g. `3d12`.
-    #[error("retention period {input:?}: number {number} has no unit after it (use y, mo, w, d, h or m)")]
+    #[error(
+        "retention period {input:?}: number {number} has no unit after it (use y, mo, w, d, h or m)"
+    )]
     MissingUnit {
         /// The whole value.
         input: String,
@@ -85,9 +87,15 @@ pub fn parse_retention_period(input: &str) -> Result<Option<Duration>, Retention
             if number.is_empty() {
                 // Neither digit nor letter: report the offending character as the unit.
                 let bad: String = after.chars().take(1).collect();
-                return Err(RetentionPeriodError::UnknownUnit { input: input.to_string(), unit: bad });
+                return Err(RetentionPeriodError::UnknownUnit {
+                    input: input.to_string(),
+                    unit: bad,
+                });
             }
-            return Err(RetentionPeriodError::MissingUnit { input: input.to_string(), number: number.to_string() });
+            return Err(RetentionPeriodError::MissingUnit {
+                input: input.to_string(),
+                number: number.to_string(),
+            });
         }
         let (name, seconds) = match unit {
             "y" => ("y", 365 * DAY),
@@ -97,18 +105,28 @@ pub fn parse_retention_period(input: &str) -> Result<Option<Duration>, Retention
             "h" => ("h", HOUR),
             "m" => ("m", MINUTE),
             other => {
-                return Err(RetentionPeriodError::UnknownUnit { input: input.to_string(), unit: other.to_string() });
+                return Err(RetentionPeriodError::UnknownUnit {
+                    input: input.to_string(),
+                    unit: other.to_string(),
+                });
             }
         };
         if number.is_empty() {
-            return Err(RetentionPeriodError::MissingNumber { input: input.to_string(), unit: name.to_string() });
+            return Err(RetentionPeriodError::MissingNumber {
+                input: input.to_string(),
+                unit: name.to_string(),
+            });
         }
         if seen.contains(&name) {
-            return Err(RetentionPeriodError::RepeatedUnit { input: input.to_string(), unit: name.to_string() });
+            return Err(RetentionPeriodError::RepeatedUnit {
+                input: input.to_string(),
+                unit: name.to_string(),
+            });
         }
         seen.push(name);
         let count: u64 = number.parse().map_err(|_| overflow())?;
-        total = count.checked_mul(seconds).and_then(|s| total.checked_add(s)).ok_or_else(overflow)?;
+        total =
+            count.checked_mul(seconds).and_then(|s| total.checked_add(s)).ok_or_else(overflow)?;
         rest = after;
     }
     Ok(Some(Duration::from_secs(total)))
@@ -136,7 +154,10 @@ mod tests {
     fn combined_units_and_case() {
         assert_eq!(secs("30d12h"), 30 * DAY + 12 * HOUR);
         assert_eq!(secs("30d12h30m"), 30 * DAY + 12 * HOUR + 30 * MINUTE);
-        assert_eq!(secs("1y2mo3w4d5h6m"), 365 * DAY + 60 * DAY + 21 * DAY + 4 * DAY + 5 * HOUR + 6 * MINUTE);
+        assert_eq!(
+            secs("1y2mo3w4d5h6m"),
+            365 * DAY + 60 * DAY + 21 * DAY + 4 * DAY + 5 * HOUR + 6 * MINUTE
+        );
         assert_eq!(secs("7D"), 7 * DAY);
         assert_eq!(secs("1Mo"), 30 * DAY);
     }
@@ -150,13 +171,31 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(matches!(parse_retention_period("7x"), Err(RetentionPeriodError::UnknownUnit { unit, .. }) if unit == "x"));
-        assert!(matches!(parse_retention_period("7s"), Err(RetentionPeriodError::UnknownUnit { .. })));
-        assert!(matches!(parse_retention_period("d"), Err(RetentionPeriodError::MissingNumber { .. })));
-        assert!(matches!(parse_retention_period("3d12"), Err(RetentionPeriodError::MissingUnit { number, .. }) if number == "12"));
-        assert!(matches!(parse_retention_period("1d2d"), Err(RetentionPeriodError::RepeatedUnit { .. })));
-        assert!(matches!(parse_retention_period("-1d"), Err(RetentionPeriodError::UnknownUnit { unit, .. }) if unit == "-"));
-        assert!(matches!(parse_retention_period("99999999999999999999y"), Err(RetentionPeriodError::Overflow { .. })));
+        assert!(
+            matches!(parse_retention_period("7x"), Err(RetentionPeriodError::UnknownUnit { unit, .. }) if unit == "x")
+        );
+        assert!(matches!(
+            parse_retention_period("7s"),
+            Err(RetentionPeriodError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_retention_period("d"),
+            Err(RetentionPeriodError::MissingNumber { .. })
+        ));
+        assert!(
+            matches!(parse_retention_period("3d12"), Err(RetentionPeriodError::MissingUnit { number, .. }) if number == "12")
+        );
+        assert!(matches!(
+            parse_retention_period("1d2d"),
+            Err(RetentionPeriodError::RepeatedUnit { .. })
+        ));
+        assert!(
+            matches!(parse_retention_period("-1d"), Err(RetentionPeriodError::UnknownUnit { unit, .. }) if unit == "-")
+        );
+        assert!(matches!(
+            parse_retention_period("99999999999999999999y"),
+            Err(RetentionPeriodError::Overflow { .. })
+        ));
         let msg = parse_retention_period("7x").unwrap_err().to_string();
         assert!(msg.contains("\"7x\"") && msg.contains("unknown unit"), "{msg}");
     }

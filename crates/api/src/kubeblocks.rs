@@ -104,14 +104,26 @@ pub(crate) fn check_retention_period(errors: &mut Vec<FieldError>, field: &str, 
 /// A `meta/v1.Duration` as Go writes it: `30s`, `1h2m0.5s`.
 pub(crate) fn check_go_duration(errors: &mut Vec<FieldError>, field: &str, value: &str) {
     match value.parse::<kube::core::Duration>() {
-        Ok(d) if d.is_negative() => errors.push(FieldError::invalid(field, value, "may not be negative")),
+        Ok(d) if d.is_negative() => {
+            errors.push(FieldError::invalid(field, value, "may not be negative"))
+        }
         Ok(_) => {}
-        Err(e) => errors.push(FieldError::invalid(field, value, format!("{e}; expected a duration like 30s or 1h2m0.5s"))),
+        Err(e) => errors.push(FieldError::invalid(
+            field,
+            value,
+            format!("{e}; expected a duration like 30s or 1h2m0.5s"),
+        )),
     }
 }
 
 /// An integer inside `[min, max]` (upstream's `Minimum`/`Maximum` markers).
-pub(crate) fn check_range(errors: &mut Vec<FieldError>, field: &str, value: i64, min: i64, max: Option<i64>) {
+pub(crate) fn check_range(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: i64,
+    min: i64,
+    max: Option<i64>,
+) {
     let too_small = value < min;
     let too_big = max.is_some_and(|m| value > m);
     if too_small || too_big {
@@ -124,7 +136,12 @@ pub(crate) fn check_range(errors: &mut Vec<FieldError>, field: &str, value: i64,
 }
 
 /// `field` may not change once the object exists (upstream's `self == oldSelf` rules).
-pub(crate) fn check_unchanged<T: PartialEq>(errors: &mut Vec<FieldError>, field: &str, new: &T, old: &T) {
+pub(crate) fn check_unchanged<T: PartialEq>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    new: &T,
+    old: &T,
+) {
     if new != old {
         errors.push(FieldError::forbidden(field, format!("{field} is immutable after creation")));
     }
@@ -213,16 +230,23 @@ pub(crate) mod testing {
         let mut problems = Vec::new();
         structural_problems(schema, kind, &mut problems);
         assert!(problems.is_empty(), "{kind} CRD is not structural:\n{}", problems.join("\n"));
-        assert_eq!(version["subresources"]["status"], serde_json::json!({}), "{kind} has no status subresource");
+        assert_eq!(
+            version["subresources"]["status"],
+            serde_json::json!({}),
+            "{kind} has no status subresource"
+        );
         assert!(schema["properties"]["spec"]["type"] == "object", "{kind} spec is not an object");
     }
 
     /// Parses `examples/<file>` (relative to the workspace root) into JSON objects, one per
     /// YAML document.
     pub fn example(file: &str) -> Vec<Value> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(file);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         docs.into_iter().filter(|d| !d.is_null()).collect()
     }
 
@@ -271,11 +295,11 @@ mod tests {
 
     #[test]
     fn every_kind_is_registered_once() {
-        let kinds: Vec<String> = crate::registry()
-            .iter()
-            .filter(|d| d.group == GROUP)
-            .map(|d| d.kind.clone())
-            .collect();
-        assert_eq!(kinds, ["ActionSet", "Backup", "BackupPolicy", "BackupRepo", "BackupSchedule", "Restore"]);
+        let kinds: Vec<String> =
+            crate::registry().iter().filter(|d| d.group == GROUP).map(|d| d.kind.clone()).collect();
+        assert_eq!(
+            kinds,
+            ["ActionSet", "Backup", "BackupPolicy", "BackupRepo", "BackupSchedule", "Restore"]
+        );
     }
 }

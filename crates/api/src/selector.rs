@@ -458,8 +458,9 @@ impl Parser {
                     }
                     expect_value = true;
                 }
+                // `in ()` is `in ("")`, as upstream parses it.
                 Some(Token::Close) => {
-                    if expect_value && !values.is_empty() {
+                    if expect_value {
                         values.push(String::new());
                     }
                     return Ok(values);
@@ -622,7 +623,10 @@ mod tests {
         let err = |s: &str| s.parse::<LabelSelector>().unwrap_err().to_string();
         assert!(err("app in db").contains("expected '('"), "{}", err("app in db"));
         assert!(err("app in (db").contains("expected ')'"));
-        assert!(err("app in ()").contains("can't be empty"));
+        let empty = Requirement::new("app", Operator::In, [String::new()]).unwrap();
+        assert_eq!(sel("app in ()"), LabelSelector::from_requirements(vec![empty]));
+        assert_eq!(sel("app in (a,)").requirements()[0].values().collect::<Vec<_>>(), ["", "a"]);
+        assert!(sel("app in ()").matches(&labels(&[("app", "")])));
         assert!(err("app=web,").contains("end of string after ','"));
         assert!(err("=web").contains("expected a label key"));
         assert!(err("a b").contains("after key \"a\""));
@@ -705,15 +709,15 @@ mod tests {
     }
 
     fn requirement() -> impl Strategy<Value = Requirement> {
-        let values = proptest::collection::vec(value(), 1..4);
+        let values = || proptest::collection::vec(value(), 1..4);
         prop_oneof![
             (key(), value()).prop_map(|(k, v)| Requirement::new(&k, Operator::Equals, [v])),
             (key(), value()).prop_map(|(k, v)| Requirement::new(&k, Operator::NotEquals, [v])),
-            (key(), values.clone()).prop_map(|(k, v)| Requirement::new(&k, Operator::In, v)),
-            (key(), values).prop_map(|(k, v)| Requirement::new(&k, Operator::NotIn, v)),
+            (key(), values()).prop_map(|(k, v)| Requirement::new(&k, Operator::In, v)),
+            (key(), values()).prop_map(|(k, v)| Requirement::new(&k, Operator::NotIn, v)),
             key().prop_map(|k| Requirement::new(&k, Operator::Exists, [])),
             key().prop_map(|k| Requirement::new(&k, Operator::DoesNotExist, [])),
-            (key(), any::<i32>()).prop_map(|(k, n)| Requirement::new(
+            (key(), 0..i32::MAX).prop_map(|(k, n)| Requirement::new(
                 &k,
                 Operator::GreaterThan,
                 [n.to_string()]

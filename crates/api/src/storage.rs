@@ -18,6 +18,8 @@ pub fn definitions() -> Vec<ResourceDef> {
 }
 
 /// How to reach one kind of storage (cluster-scoped).
+// kube's attribute repeats `category` and `printcolumn` keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "storage.kubeblocks.io",
@@ -130,7 +132,11 @@ impl Admit for StorageProvider {
                 errors.push(FieldError::required(at, "may not be empty"));
             } else if !declared.is_empty() && !declared.contains(field) {
                 // A credential the schema does not declare could never be filled in.
-                errors.push(FieldError::invalid(at, field, "is not a parameter of openAPIV3Schema.properties"));
+                errors.push(FieldError::invalid(
+                    at,
+                    field,
+                    "is not a parameter of openAPIV3Schema.properties",
+                ));
             }
         }
         errors
@@ -140,7 +146,9 @@ impl Admit for StorageProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
+    use crate::kubeblocks::testing::{
+        admit, admit_example, assert_structural_crd, def, refused_fields,
+    };
     use serde_json::{Value, json};
 
     const API: &str = "storage.kubeblocks.io/v1alpha1";
@@ -185,7 +193,10 @@ mod tests {
         obj["spec"]["parametersSchema"]["credentialFields"] = json!(["", "token"]);
         assert_eq!(
             refused_fields(obj),
-            ["spec.parametersSchema.credentialFields[0]", "spec.parametersSchema.credentialFields[1]"]
+            [
+                "spec.parametersSchema.credentialFields[0]",
+                "spec.parametersSchema.credentialFields[1]"
+            ]
         );
         let mut obj = s3();
         obj["spec"]["parametersSchema"]["openAPIV3Schema"] = json!("a string");
@@ -207,7 +218,8 @@ mod tests {
         assert_structural_crd(API, "StorageProvider");
         let d = def(API, "StorageProvider");
         assert!(!d.namespaced);
-        let params = &d.schema["properties"]["spec"]["properties"]["parametersSchema"]["properties"]["openAPIV3Schema"];
+        let params = &d.schema["properties"]["spec"]["properties"]["parametersSchema"]["properties"]
+            ["openAPIV3Schema"];
         assert_eq!(params["x-kubernetes-preserve-unknown-fields"], json!(true));
         let names: Vec<_> = d.printer_columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["STATUS", "CSIDRIVER", "AGE"]);

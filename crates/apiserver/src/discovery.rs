@@ -284,7 +284,8 @@ mod tests {
 
     #[test]
     fn group_list_with_two_versions() {
-        let mut a = defs().into_iter().find(|d| d.kind == "Backup").unwrap();
+        let mut a = defs().into_iter().find(|d| d.group == "velero.io").unwrap();
+        a.group = "velero.io".into();
         let mut b = a.clone();
         b.version = "v2alpha1".into();
         b.kind = "DataUpload".into();

@@ -28,7 +28,7 @@ pub struct ApiError {
     /// `Status.message`, the line kubectl prints after `Error from server (<reason>):`.
     pub message: String,
     /// `Status.details` (`name`, `group`, `kind`, `causes`), when there is an object to name.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 impl ApiError {
@@ -38,7 +38,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, def: &ResourceDef, name: &str) -> Self {
-        self.details = Some(json!({"name": name, "group": def.group, "kind": def.plural}));
+        self.details = Some(Box::new(json!({"name": name, "group": def.group, "kind": def.plural})));
         self
     }
 
@@ -54,25 +54,34 @@ impl ApiError {
 
     /// 404 for a missing object: `backups.velero.io "b9" not found`.
     pub fn not_found(def: &ResourceDef, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", def.qualified_plural())).with_details(def, name)
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", def.qualified_plural()))
+            .with_details(def, name)
     }
 
     /// 404 for a missing namespace: `namespaces "x" not found`.
     pub fn namespace_not_found(ns: &str) -> Self {
         let mut e = Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
-        e.details = Some(json!({"name": ns, "kind": "namespaces"}));
+        e.details = Some(Box::new(json!({"name": ns, "kind": "namespaces"})));
         e
     }
 
     /// 405 for a verb the path does not serve.
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     /// 409 AlreadyExists: `backups.velero.io "b1" already exists`.
     pub fn already_exists(def: &ResourceDef, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", def.qualified_plural()))
-            .with_details(def, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", def.qualified_plural()),
+        )
+        .with_details(def, name)
     }
 
     /// 409 Conflict on a stale resourceVersion (or a failed precondition).
@@ -89,15 +98,22 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", def.qualified_plural()),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                def.qualified_plural()
+            ),
         )
         .with_details(def, name)
     }
 
     /// 403 Forbidden, e.g. creating in a namespace that is being deleted.
     pub fn forbidden(def: &ResourceDef, name: &str, why: &str) -> Self {
-        Self::new(403, "Forbidden", format!("{} \"{name}\" is forbidden: {why}", def.qualified_plural()))
-            .with_details(def, name)
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{} \"{name}\" is forbidden: {why}", def.qualified_plural()),
+        )
+        .with_details(def, name)
     }
 
     /// 410 Expired: a compacted resourceVersion or continue token.
@@ -107,7 +123,11 @@ impl ApiError {
 
     /// 413 for a body over the size limit.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     /// 415 for a patch type the kind does not accept.
@@ -119,7 +139,8 @@ impl ApiError {
     /// `VolumeSnapshot.snapshot.storage.k8s.io "s1" is invalid: spec.source: Required value: …`.
     pub fn invalid(def: &ResourceDef, name: &str, errors: &[FieldError]) -> Self {
         let summary = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
-        let summary = if summary.len() == 1 { summary.concat() } else { format!("[{}]", summary.join(", ")) };
+        let summary =
+            if summary.len() == 1 { summary.concat() } else { format!("[{}]", summary.join(", ")) };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.kind.reason(), "message": e.message(), "field": e.field}))
@@ -128,7 +149,9 @@ impl ApiError {
             code: 422,
             reason: "Invalid".into(),
             message: format!("{} \"{name}\" is invalid: {summary}", def.qualified_kind()),
-            details: Some(json!({"name": name, "group": def.group, "kind": def.kind, "causes": causes})),
+            details: Some(Box::new(
+                json!({"name": name, "group": def.group, "kind": def.kind, "causes": causes}),
+            )),
         }
     }
 
@@ -154,7 +177,7 @@ impl ApiError {
             "code": self.code,
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s
     }
@@ -165,7 +188,8 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.status().to_string();
         let mut resp = (code, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 }
@@ -178,7 +202,8 @@ mod tests {
     #[test]
     fn invalid_names_kind_and_fields() {
         let def = ResourceDef::custom::<VolumeSnapshot>();
-        let e = ApiError::invalid(&def, "s1", &[FieldError::required("spec.source", "must be set")]);
+        let e =
+            ApiError::invalid(&def, "s1", &[FieldError::required("spec.source", "must be set")]);
         assert_eq!(
             e.message,
             "VolumeSnapshot.snapshot.storage.k8s.io \"s1\" is invalid: spec.source: Required value: must be set"

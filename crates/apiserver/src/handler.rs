@@ -87,14 +87,13 @@ impl ApiServer {
         let server = ApiServer {
             inner: Arc::new(Inner { store, defs, bootstrapped: tokio::sync::OnceCell::new() }),
         };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let s = server.clone();
-            rt.spawn(async move {
-                if let Err(e) = s.bootstrap().await {
-                    tracing::warn!("creating the initial namespaces failed: {e}");
-                }
-                s.resume_namespace_deletions();
-            });
+        // The store's writer is its own thread, so waiting for these writes here needs no
+        // runtime and cannot deadlock one; a failure is retried before the first request.
+        if let Err(e) = futures::executor::block_on(server.bootstrap()) {
+            tracing::warn!("creating the initial namespaces failed: {e}");
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            server.resume_namespace_deletions();
         }
         server
     }
@@ -182,55 +181,78 @@ impl ApiServer {
     }
 
     fn find(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
-        self.inner.defs.iter().position(|d| d.group == group && d.version == version && d.plural == plural)
+        self.inner
+            .defs
+            .iter()
+            .position(|d| d.group == group && d.version == version && d.plural == plural)
     }
 
     fn route(&self, path: &str) -> Option<Route> {
         let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-        let has_gv = |g: &str, v: &str| self.inner.defs.iter().any(|d| d.group == g && d.version == v);
+        let has_gv =
+            |g: &str, v: &str| self.inner.defs.iter().any(|d| d.group == g && d.version == v);
         match segs.as_slice() {
             ["version"] => Some(Route::Version),
             ["healthz" | "livez" | "readyz", ..] => Some(Route::Health),
             ["openapi", "v2"] => Some(Route::OpenApiV2),
             ["openapi", "v3"] => Some(Route::OpenApiIndex),
-            ["openapi", "v3", "api", v] => Some(Route::OpenApiGroupVersion(String::new(), (*v).into())),
-            ["openapi", "v3", "apis", g, v] => Some(Route::OpenApiGroupVersion((*g).into(), (*v).into())),
+            ["openapi", "v3", "api", v] => {
+                Some(Route::OpenApiGroupVersion(String::new(), (*v).into()))
+            }
+            ["openapi", "v3", "apis", g, v] => {
+                Some(Route::OpenApiGroupVersion((*g).into(), (*v).into()))
+            }
             ["api"] => Some(Route::CoreVersions),
             ["api", v] if has_gv("", v) => Some(Route::Resources(String::new(), (*v).into())),
-            ["api", v, rest @ ..] if has_gv("", v) => self.resource_route("", v, rest).map(Route::Resource),
+            ["api", v, rest @ ..] if has_gv("", v) => {
+                self.resource_route("", v, rest).map(Route::Resource)
+            }
             ["apis"] => Some(Route::Groups),
-            ["apis", g] if self.inner.defs.iter().any(|d| d.group == *g) => Some(Route::Group((*g).into())),
+            ["apis", g] if self.inner.defs.iter().any(|d| d.group == *g) => {
+                Some(Route::Group((*g).into()))
+            }
             ["apis", g, v] if has_gv(g, v) => Some(Route::Resources((*g).into(), (*v).into())),
-            ["apis", g, v, rest @ ..] if has_gv(g, v) => self.resource_route(g, v, rest).map(Route::Resource),
+            ["apis", g, v, rest @ ..] if has_gv(g, v) => {
+                self.resource_route(g, v, rest).map(Route::Resource)
+            }
             _ => None,
         }
     }
 
     fn resource_route(&self, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
-        let target = |def: usize, namespace: Option<&str>, name: Option<&str>, status: bool| Target {
-            def,
-            namespace: namespace.map(str::to_string),
-            name: name.map(str::to_string),
-            status,
-        };
-        let namespaced = |plural: &str| self.find(group, version, plural).filter(|&i| self.def(i).namespaced);
-        let cluster = |plural: &str| self.find(group, version, plural).filter(|&i| !self.def(i).namespaced);
+        let target =
+            |def: usize, namespace: Option<&str>, name: Option<&str>, status: bool| Target {
+                def,
+                namespace: namespace.map(str::to_string),
+                name: name.map(str::to_string),
+                status,
+            };
+        let namespaced =
+            |plural: &str| self.find(group, version, plural).filter(|&i| self.def(i).namespaced);
+        let cluster =
+            |plural: &str| self.find(group, version, plural).filter(|&i| !self.def(i).namespaced);
         let with_status = |t: Target| (self.def(t.def).status_subresource).then_some(t);
         match rest {
             // `namespaces/{ns}/status` is the Namespace's own subresource, not a kind called "status".
             ["namespaces", name, "status"] if namespaced("status").is_none() => {
-                cluster("namespaces").map(|i| target(i, None, Some(name), true)).and_then(with_status)
+                cluster("namespaces")
+                    .map(|i| target(i, None, Some(name), true))
+                    .and_then(with_status)
             }
             ["namespaces", ns, plural] if namespaced(plural).is_some() => {
                 namespaced(plural).map(|i| target(i, Some(ns), None, false))
             }
-            ["namespaces", ns, plural, name] => namespaced(plural).map(|i| target(i, Some(ns), Some(name), false)),
-            ["namespaces", ns, plural, name, "status"] => {
-                namespaced(plural).map(|i| target(i, Some(ns), Some(name), true)).and_then(with_status)
+            ["namespaces", ns, plural, name] => {
+                namespaced(plural).map(|i| target(i, Some(ns), Some(name), false))
             }
+            ["namespaces", ns, plural, name, "status"] => namespaced(plural)
+                .map(|i| target(i, Some(ns), Some(name), true))
+                .and_then(with_status),
             [plural] => self.find(group, version, plural).map(|i| target(i, None, None, false)),
             [plural, name] => cluster(plural).map(|i| target(i, None, Some(name), false)),
-            [plural, name, "status"] => cluster(plural).map(|i| target(i, None, Some(name), true)).and_then(with_status),
+            [plural, name, "status"] => {
+                cluster(plural).map(|i| target(i, None, Some(name), true)).and_then(with_status)
+            }
             _ => None,
         }
     }
@@ -253,7 +275,11 @@ pub(crate) fn namespace_key(name: &str) -> Key {
 /// The store resource a kind is kept under: `<group>/<plural>`. events.k8s.io Events share the
 /// core Events' rows (one event, two views).
 pub(crate) fn storage_resource(def: &ResourceDef) -> String {
-    if events::is_event_v1(def) { "/events".into() } else { format!("{}/{}", def.group, def.plural) }
+    if events::is_event_v1(def) {
+        "/events".into()
+    } else {
+        format!("{}/{}", def.group, def.plural)
+    }
 }
 
 /// Maps a store failure to the `Status` a client sees; callers handle the expected cases
@@ -289,8 +315,15 @@ async fn dispatch(State(server): State<ApiServer>, req: Request) -> Response {
 async fn handle(server: ApiServer, req: Request) -> Result<Response, ApiError> {
     let route = server.route(req.uri().path()).ok_or_else(ApiError::path_not_found)?;
     let method = req.method().clone();
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let get_only = |m: &Method| if m == Method::GET || m == Method::HEAD { Ok(()) } else { Err(ApiError::method_not_allowed()) };
+    let accept =
+        req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let get_only = |m: &Method| {
+        if m == Method::GET || m == Method::HEAD {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    };
     let defs = server.defs();
     match route {
         Route::Version => {
@@ -308,7 +341,8 @@ async fn handle(server: ApiServer, req: Request) -> Result<Response, ApiError> {
         }
         Route::OpenApiGroupVersion(g, v) => {
             get_only(&method)?;
-            let doc = openapi::v3_group_version(defs, &g, &v).ok_or_else(ApiError::path_not_found)?;
+            let doc =
+                openapi::v3_group_version(defs, &g, &v).ok_or_else(ApiError::path_not_found)?;
             Ok(json_response(StatusCode::OK, &doc))
         }
         Route::CoreVersions | Route::Groups => {
@@ -340,7 +374,8 @@ async fn handle(server: ApiServer, req: Request) -> Result<Response, ApiError> {
         }
         Route::Resources(g, v) => {
             get_only(&method)?;
-            let list = discovery::api_resource_list(defs, &g, &v).ok_or_else(ApiError::path_not_found)?;
+            let list =
+                discovery::api_resource_list(defs, &g, &v).ok_or_else(ApiError::path_not_found)?;
             Ok(json_response(StatusCode::OK, &list))
         }
         Route::Resource(target) => {
@@ -350,7 +385,12 @@ async fn handle(server: ApiServer, req: Request) -> Result<Response, ApiError> {
     }
 }
 
-async fn resource(server: ApiServer, t: Target, req: Request, accept: String) -> Result<Response, ApiError> {
+async fn resource(
+    server: ApiServer,
+    t: Target,
+    req: Request,
+    accept: String,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let params = Params::parse(&parts.uri)?;
     let user = parts
@@ -368,11 +408,27 @@ async fn resource(server: ApiServer, t: Target, req: Request, accept: String) ->
     } else {
         bytes::Bytes::new()
     };
-    let rq = write::Req { server: server.clone(), target: t.clone(), def, params, headers, user, accept, body };
+    let rq = write::Req {
+        server: server.clone(),
+        target: t.clone(),
+        def,
+        params,
+        headers,
+        user,
+        accept,
+        body,
+    };
     match (method, item, t.status) {
         (Method::GET, false, false) => {
             if rq.params.watch {
-                crate::watch::serve(&rq.server, &rq.def, rq.target.namespace.clone(), &rq.params, &rq.accept).await
+                crate::watch::serve(
+                    &rq.server,
+                    &rq.def,
+                    rq.target.namespace.clone(),
+                    &rq.params,
+                    &rq.accept,
+                )
+                .await
             } else {
                 list::list(&rq).await
             }

@@ -29,7 +29,6 @@ use tokio::sync::{broadcast, oneshot};
 use self::sqlite::ReadPool;
 use self::writer::{Request, WriterHandle};
 
-
 /// Identifies one object. `resource` is `"<group>/<plural>"` (`""` group → `"/pods"`,
 /// `"velero.io/backups"`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -215,13 +214,14 @@ impl Store {
     /// A store in a fresh temporary directory, removed when the last handle is dropped. Same code
     /// path as [`Store::open`] (a real file), so tests exercise WAL snapshots and fsync.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        let temp = tempfile::Builder::new().prefix("holdfast-store-").tempdir().map_err(|source| {
-            StoreError::Io {
-                context: "creating a temporary store directory",
-                path: std::env::temp_dir(),
-                source,
-            }
-        })?;
+        let temp =
+            tempfile::Builder::new().prefix("holdfast-store-").tempdir().map_err(|source| {
+                StoreError::Io {
+                    context: "creating a temporary store directory",
+                    path: std::env::temp_dir(),
+                    source,
+                }
+            })?;
         let path = temp.path().join("store.db");
         Store::open_with(&path, Some(temp))
     }
@@ -262,10 +262,7 @@ impl Store {
         after: Option<(&str, &str)>,
         limit: Option<usize>,
     ) -> Result<(Vec<Stored>, u64, u64), StoreError> {
-        self.inner
-            .shared
-            .readers
-            .with(|conn| sqlite::list(conn, resource, namespace, after, limit))
+        self.inner.shared.readers.with(|conn| sqlite::list(conn, resource, namespace, after, limit))
     }
 
     /// Creates `key`; fails with [`StoreError::AlreadyExists`] if it exists. The stored object gets

@@ -58,10 +58,14 @@ pub(crate) async fn serve(
     };
     let (initial, from_rev, initial_end) = if params.send_initial_events {
         if params.resource_version_match.as_deref() != Some("NotOlderThan") {
-            return Err(ApiError::invalid(def, "", &[FieldError::forbidden(
-                "resourceVersionMatch",
-                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-            )]));
+            return Err(ApiError::invalid(
+                def,
+                "",
+                &[FieldError::forbidden(
+                    "resourceVersionMatch",
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                )],
+            ));
         }
         let (objs, rev) = initial_list(namespace.as_deref())?;
         (objs, rev, true)
@@ -72,7 +76,9 @@ pub(crate) async fn serve(
                 (objs, rev, false)
             }
             Some(rv) => {
-                let rev = rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?;
+                let rev = rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv:?}"))
+                })?;
                 (Vec::new(), rev, false)
             }
         }
@@ -98,7 +104,9 @@ pub(crate) async fn serve(
             tokio::spawn(watcher.run(initial, initial_end, events, timeout));
         }
         Err(StoreError::Compacted { requested, compacted }) => {
-            let status = ApiError::expired(format!("too old resource version: {requested} ({compacted})")).status();
+            let status =
+                ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+                    .status();
             tokio::spawn(async move {
                 let _ = watcher.send("ERROR", status).await;
             });
@@ -137,7 +145,13 @@ impl Watcher {
         if self.table {
             let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
             // Column headers only in the first event, as the apiserver does.
-            obj = table::table(&self.def, &[obj], json!({"resourceVersion": rv}), !self.sent_headers, jiff::Timestamp::now());
+            obj = table::table(
+                &self.def,
+                &[obj],
+                json!({"resourceVersion": rv}),
+                !self.sent_headers,
+                jiff::Timestamp::now(),
+            );
             self.sent_headers = true;
         }
         self.send(kind, obj).await
@@ -148,7 +162,8 @@ impl Watcher {
         if initial_events_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
+        let obj =
+            json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
         self.send("BOOKMARK", obj).await
     }
 
@@ -184,7 +199,13 @@ impl Watcher {
         let _ = self.stream(initial, initial_end, events, timeout).await;
     }
 
-    async fn stream<S>(&mut self, initial: Vec<Value>, initial_end: bool, events: S, timeout: Duration) -> Result<(), Gone>
+    async fn stream<S>(
+        &mut self,
+        initial: Vec<Value>,
+        initial_end: bool,
+        events: S,
+        timeout: Duration,
+    ) -> Result<(), Gone>
     where
         S: Stream<Item = Result<std::sync::Arc<Event>, StoreError>> + Send + 'static,
     {
@@ -197,7 +218,10 @@ impl Watcher {
         let mut events = std::pin::pin!(events);
         let deadline = tokio::time::sleep(timeout);
         let mut deadline = std::pin::pin!(deadline);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+            BOOKMARK_INTERVAL,
+        );
         loop {
             tokio::select! {
                 ev = events.next() => match ev {

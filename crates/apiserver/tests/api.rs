@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use holdfast_api::snapshot::{VolumeSnapshot, VolumeSnapshotSource, VolumeSnapshotSpec, VolumeSnapshotStatus};
+use holdfast_api::snapshot::{
+    VolumeSnapshot, VolumeSnapshotSource, VolumeSnapshotSpec, VolumeSnapshotStatus,
+};
 use holdfast_apiserver::{ApiServer, Store};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event as EventV1;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, finalizer, watcher};
 use kube::{Client, ResourceExt};
@@ -37,10 +41,16 @@ fn fixture() -> Result<Fixture> {
 }
 
 fn snapshot(name: &str, pvc: &str) -> VolumeSnapshot {
-    VolumeSnapshot::new(name, VolumeSnapshotSpec {
-        source: VolumeSnapshotSource { persistent_volume_claim_name: Some(pvc.into()), volume_snapshot_content_name: None },
-        volume_snapshot_class_name: None,
-    })
+    VolumeSnapshot::new(
+        name,
+        VolumeSnapshotSpec {
+            source: VolumeSnapshotSource {
+                persistent_volume_claim_name: Some(pvc.into()),
+                volume_snapshot_content_name: None,
+            },
+            volume_snapshot_class_name: None,
+        },
+    )
 }
 
 fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
@@ -108,7 +118,10 @@ async fn custom_kind_create_get_list_replace_patch_delete() -> Result<()> {
     assert_eq!(ts.len(), "2026-01-01T00:00:00Z".len(), "whole seconds: {ts}");
     assert_eq!(meta.generation, Some(1));
     assert!(!rv(&created).is_empty());
-    assert!(!meta.managed_fields.as_deref().unwrap_or_default().is_empty(), "managedFields recorded");
+    assert!(
+        !meta.managed_fields.as_deref().unwrap_or_default().is_empty(),
+        "managedFields recorded"
+    );
 
     let got = api.get("s1").await?;
     assert_eq!(got.metadata.uid, created.metadata.uid);
@@ -128,7 +141,11 @@ async fn custom_kind_create_get_list_replace_patch_delete() -> Result<()> {
     assert_eq!(replaced.metadata.creation_timestamp, created.metadata.creation_timestamp);
 
     let merged = api
-        .patch("s1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})))
+        .patch(
+            "s1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
         .await?;
     assert_eq!(merged.labels().get("team").map(String::as_str), Some("a"));
     assert_eq!(merged.metadata.generation, Some(2), "a metadata change does not bump generation");
@@ -152,7 +169,11 @@ async fn custom_kind_create_get_list_replace_patch_delete() -> Result<()> {
         .await?;
     assert_eq!(applied.spec.source.persistent_volume_claim_name.as_deref(), Some("db"));
     let mf = applied.metadata.managed_fields.clone().unwrap_or_default();
-    assert!(mf.iter().any(|e| e.manager.as_deref() == Some("tester") && e.operation.as_deref() == Some("Apply")));
+    assert!(
+        mf.iter()
+            .any(|e| e.manager.as_deref() == Some("tester")
+                && e.operation.as_deref() == Some("Apply"))
+    );
 
     let deleted = api.delete("s1", &DeleteParams::default()).await?;
     let deleted = deleted.left().context("delete without finalizers returns the object")?;
@@ -210,11 +231,19 @@ async fn generate_name_conflicts_and_already_exists() -> Result<()> {
 
     let s = status_of(api.create(&PostParams::default(), &snapshot(&a.name_any(), "x")).await)?;
     assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists"));
-    assert_eq!(s.message, format!("volumesnapshots.snapshot.storage.k8s.io \"{}\" already exists", a.name_any()));
+    assert_eq!(
+        s.message,
+        format!("volumesnapshots.snapshot.storage.k8s.io \"{}\" already exists", a.name_any())
+    );
 
     // Stale resourceVersion: 409 Conflict.
     let name = a.name_any();
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}}))).await?;
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+    )
+    .await?;
     let s = status_of(api.replace(&name, &PostParams::default(), &a).await)?;
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
     assert!(s.message.starts_with(&format!(
@@ -253,7 +282,9 @@ async fn invalid_objects_get_422_with_field_paths() -> Result<()> {
     let s = status_of(api.create(&PostParams::default(), &both).await)?;
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert!(
-        s.message.starts_with("VolumeSnapshot.snapshot.storage.k8s.io \"bad\" is invalid: spec.source: Forbidden"),
+        s.message.starts_with(
+            "VolumeSnapshot.snapshot.storage.k8s.io \"bad\" is invalid: spec.source: Forbidden"
+        ),
         "{}",
         s.message
     );
@@ -289,23 +320,35 @@ async fn status_subresource_and_generation() -> Result<()> {
     assert!(created.status.is_none(), "status is dropped on create");
 
     let st = api
-        .patch_status("s", &PatchParams::default(), &Patch::Merge(json!({
-            "spec": {"volumeSnapshotClassName": "ignored"},
-            "status": {"readyToUse": true}
-        })))
+        .patch_status(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "spec": {"volumeSnapshotClassName": "ignored"},
+                "status": {"readyToUse": true}
+            })),
+        )
         .await?;
     assert_eq!(st.status.as_ref().and_then(|s| s.ready_to_use), Some(true));
     assert_eq!(st.spec.volume_snapshot_class_name, None, "a status write ignores spec");
     assert_eq!(st.metadata.generation, Some(1), "status does not bump generation");
 
     let main = api
-        .patch("s", &PatchParams::default(), &Patch::Merge(json!({
-            "spec": {"volumeSnapshotClassName": "fast"},
-            "status": {"readyToUse": false}
-        })))
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "spec": {"volumeSnapshotClassName": "fast"},
+                "status": {"readyToUse": false}
+            })),
+        )
         .await?;
     assert_eq!(main.spec.volume_snapshot_class_name.as_deref(), Some("fast"));
-    assert_eq!(main.status.as_ref().and_then(|s| s.ready_to_use), Some(true), "a main write keeps status");
+    assert_eq!(
+        main.status.as_ref().and_then(|s| s.ready_to_use),
+        Some(true),
+        "a main write keeps status"
+    );
     assert_eq!(main.metadata.generation, Some(2));
 
     let got = api.get_status("s").await?;
@@ -343,7 +386,11 @@ async fn no_op_writes_keep_the_resource_version() -> Result<()> {
     let first = api.patch_status("s", &PatchParams::apply("ctl"), &Patch::Apply(&apply)).await?;
     let second = api.patch_status("s", &PatchParams::apply("ctl"), &Patch::Apply(&apply)).await?;
     assert_eq!(rv(&first), rv(&second), "re-applying the same status is a no-op");
-    assert_eq!(f.server.store().current_rev(), rev_before + 1, "exactly one revision for the one real change");
+    assert_eq!(
+        f.server.store().current_rev(),
+        rev_before + 1,
+        "exactly one revision for the one real change"
+    );
     Ok(())
 }
 
@@ -383,7 +430,12 @@ async fn finalizers_hold_deletion_until_removed() -> Result<()> {
     assert_eq!(s.code, 422);
     assert!(s.message.contains("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"));
 
-    api.patch("s", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await?;
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
     assert!(api.get_opt("s").await?.is_none(), "removing the last finalizer deletes the object");
     Ok(())
 }
@@ -395,16 +447,22 @@ async fn delete_options_preconditions_and_dry_run() -> Result<()> {
     let cm = api.create(&PostParams::default(), &config_map("c", &[("a", "1")])).await?;
 
     let mut dp = DeleteParams::default();
-    dp.preconditions = Some(kube::api::Preconditions { uid: Some("not-the-uid".into()), resource_version: None });
+    dp.preconditions =
+        Some(kube::api::Preconditions { uid: Some("not-the-uid".into()), resource_version: None });
     let s = status_of(api.delete("c", &dp).await)?;
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-    assert!(s.message.contains("Precondition failed: UID in precondition: not-the-uid"), "{}", s.message);
+    assert!(
+        s.message.contains("Precondition failed: UID in precondition: not-the-uid"),
+        "{}",
+        s.message
+    );
 
     let rev = f.server.store().current_rev();
     api.delete("c", &DeleteParams::default().dry_run()).await?;
     let pp = PostParams { dry_run: true, ..Default::default() };
     api.create(&pp, &config_map("d", &[])).await?;
-    api.patch("c", &PatchParams::default().dry_run(), &Patch::Merge(json!({"data": {"a": "2"}}))).await?;
+    api.patch("c", &PatchParams::default().dry_run(), &Patch::Merge(json!({"data": {"a": "2"}})))
+        .await?;
     let mut replaced = cm.clone();
     replaced.data = Some([("a".to_string(), "3".to_string())].into());
     let would_be = api.replace("c", &pp, &replaced).await?;
@@ -429,20 +487,36 @@ async fn list_paging_with_limit_and_continue() -> Result<()> {
     let token = first.metadata.continue_.clone().context("continue token")?;
     let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await?;
     assert_eq!(second.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["c2", "c3"]);
-    assert_eq!(second.metadata.resource_version, first.metadata.resource_version, "pages share the first page's RV");
-    let third = api.list(&ListParams::default().limit(2).continue_token(second.metadata.continue_.as_deref().unwrap_or(""))).await?;
+    assert_eq!(
+        second.metadata.resource_version, first.metadata.resource_version,
+        "pages share the first page's RV"
+    );
+    let third = api
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(second.metadata.continue_.as_deref().unwrap_or("")),
+        )
+        .await?;
     assert_eq!(third.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["c4"]);
     assert!(third.metadata.continue_.as_deref().unwrap_or("").is_empty());
 
     // Across namespaces.
     f.server.ensure_namespace("other").await?;
-    Api::<ConfigMap>::namespaced(f.client.clone(), "other").create(&PostParams::default(), &config_map("x", &[])).await?;
+    Api::<ConfigMap>::namespaced(f.client.clone(), "other")
+        .create(&PostParams::default(), &config_map("x", &[]))
+        .await?;
     let all = Api::<ConfigMap>::all(f.client.clone()).list(&ListParams::default()).await?;
     assert_eq!(all.items.len(), 6);
 
     // A token older than the compacted revision has expired.
     for i in 0..3 {
-        api.patch("c0", &PatchParams::default(), &Patch::Merge(json!({"data": {"i": i.to_string()}}))).await?;
+        api.patch(
+            "c0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await?;
     }
     let store = f.server.store().clone();
     tokio::task::spawn_blocking(move || store.compact(0, Duration::ZERO)).await??;
@@ -460,17 +534,27 @@ async fn label_and_field_selectors() -> Result<()> {
         cm.metadata.labels = Some([("app".to_string(), app.to_string())].into());
         api.create(&PostParams::default(), &cm).await?;
     }
-    let names = |l: kube::core::ObjectList<ConfigMap>| l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+    let names = |l: kube::core::ObjectList<ConfigMap>| {
+        l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    };
     assert_eq!(names(api.list(&ListParams::default().labels("app=web")).await?), ["a", "c"]);
     assert_eq!(names(api.list(&ListParams::default().labels("app in (db,x)")).await?), ["b"]);
     assert_eq!(names(api.list(&ListParams::default().labels("app!=web")).await?), ["b"]);
     assert_eq!(names(api.list(&ListParams::default().fields("metadata.name=c")).await?), ["c"]);
-    assert_eq!(names(api.list(&ListParams::default().fields("metadata.name!=c").labels("app=web")).await?), ["a"]);
+    assert_eq!(
+        names(api.list(&ListParams::default().fields("metadata.name!=c").labels("app=web")).await?),
+        ["a"]
+    );
     // Paging with a selector still returns every match once.
     let page = api.list(&ListParams::default().labels("app=web").limit(1)).await?;
     assert_eq!(names(page.clone()), ["a"]);
     let rest = api
-        .list(&ListParams::default().labels("app=web").limit(1).continue_token(page.metadata.continue_.as_deref().unwrap_or("")))
+        .list(
+            &ListParams::default()
+                .labels("app=web")
+                .limit(1)
+                .continue_token(page.metadata.continue_.as_deref().unwrap_or("")),
+        )
         .await?;
     assert_eq!(names(rest), ["c"]);
 
@@ -481,7 +565,8 @@ async fn label_and_field_selectors() -> Result<()> {
     assert_eq!(s.code, 400);
 
     // deletecollection honours selectors.
-    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=web")).await?;
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=web"))
+        .await?;
     assert_eq!(names(api.list(&ListParams::default()).await?), ["b"]);
     Ok(())
 }
@@ -509,11 +594,15 @@ async fn watcher_sees_added_modified_deleted_in_order() -> Result<()> {
     api.delete("w", &DeleteParams::default()).await?;
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        let ev = tokio::time::timeout(Duration::from_secs(20), events.try_next()).await??.context("stream ended")?;
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.try_next())
+            .await??
+            .context("stream ended")?;
         match ev {
-            watcher::Event::Apply(cm) => {
-                seen.push(format!("apply {} {}", cm.name_any(), cm.data.unwrap_or_default().get("a").cloned().unwrap_or_default()))
-            }
+            watcher::Event::Apply(cm) => seen.push(format!(
+                "apply {} {}",
+                cm.name_any(),
+                cm.data.unwrap_or_default().get("a").cloned().unwrap_or_default()
+            )),
             watcher::Event::Delete(cm) => seen.push(format!("delete {}", cm.name_any())),
             other => bail!("unexpected {other:?}"),
         }
@@ -528,7 +617,12 @@ async fn watch_from_a_compacted_revision_sends_410_and_the_watcher_relists() -> 
     let api: Api<ConfigMap> = Api::namespaced(f.client.clone(), "default");
     let first = api.create(&PostParams::default(), &config_map("a", &[])).await?;
     for i in 0..5 {
-        api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"i": i.to_string()}}))).await?;
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await?;
     }
     let store = f.server.store().clone();
     tokio::task::spawn_blocking(move || store.compact(0, Duration::ZERO)).await??;
@@ -538,7 +632,11 @@ async fn watch_from_a_compacted_revision_sends_410_and_the_watcher_relists() -> 
     match stream.try_next().await?.context("one event")? {
         WatchEvent::Error(e) => {
             assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
-            assert!(e.message.starts_with(&format!("too old resource version: {}", rv(&first))), "{}", e.message);
+            assert!(
+                e.message.starts_with(&format!("too old resource version: {}", rv(&first))),
+                "{}",
+                e.message
+            );
         }
         other => bail!("expected ERROR, got {other:?}"),
     }
@@ -554,7 +652,10 @@ async fn watch_from_a_compacted_revision_sends_410_and_the_watcher_relists() -> 
         if Instant::now() > deadline {
             bail!("the watcher never relisted");
         }
-        match tokio::time::timeout(Duration::from_secs(20), events.next()).await?.context("stream ended")? {
+        match tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await?
+            .context("stream ended")?
+        {
             Ok(watcher::Event::Init) => inits += 1,
             Ok(watcher::Event::InitDone) if !compacted => {
                 // Move the store past the list's revision with writes to another kind, and compact.
@@ -595,8 +696,18 @@ async fn raw_watch_bookmarks_selectors_and_initial_events() -> Result<()> {
         )
         .await
     });
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}}))).await?;
-    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}}))).await?;
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})),
+    )
+    .await?;
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})),
+    )
+    .await?;
     let (code, headers, body) = watch.await??;
     assert_eq!(code, 200);
     assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
@@ -606,7 +717,10 @@ async fn raw_watch_bookmarks_selectors_and_initial_events() -> Result<()> {
     let bookmark = &events[2]["object"];
     assert_eq!(bookmark["kind"], "ConfigMap");
     assert_eq!(bookmark["apiVersion"], "v1");
-    assert_eq!(bookmark["metadata"]["resourceVersion"], events[1]["object"]["metadata"]["resourceVersion"]);
+    assert_eq!(
+        bookmark["metadata"]["resourceVersion"],
+        events[1]["object"]["metadata"]["resourceVersion"]
+    );
 
     // Streaming list: ADDED for what exists, then the initial-events-end bookmark.
     let (_, _, body) = raw(
@@ -624,8 +738,14 @@ async fn raw_watch_bookmarks_selectors_and_initial_events() -> Result<()> {
     assert_eq!(events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
 
     // Without NotOlderThan it is refused rather than ignored.
-    let (code, _, _) =
-        raw(&f.client, "GET", "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true", &[], b"").await?;
+    let (code, _, _) = raw(
+        &f.client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true",
+        &[],
+        b"",
+    )
+    .await?;
     assert_eq!(code, 422);
     Ok(())
 }
@@ -648,7 +768,12 @@ async fn table_output_for_list_get_and_watch() -> Result<()> {
     assert_eq!(code, 200);
     let t: Value = serde_json::from_str(&body)?;
     assert_eq!(t["kind"], "Table");
-    let cols: Vec<&str> = t["columnDefinitions"].as_array().context("columns")?.iter().filter_map(|c| c["name"].as_str()).collect();
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .context("columns")?
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert_eq!(cols[0], "Name");
     assert!(cols.contains(&"ReadyToUse") && cols.contains(&"SourcePVC"), "{cols:?}");
     assert_eq!(t["rows"][0]["cells"][0], "s1");
@@ -691,10 +816,15 @@ async fn field_validation_strict_warn_ignore() -> Result<()> {
             "spec": {"source": {"persistentVolumeClaimName": "data"}, "foo": 1}})
         .to_string()
     };
-    let uri = |v: &str| format!("/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots?fieldValidation={v}");
+    let uri = |v: &str| {
+        format!(
+            "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots?fieldValidation={v}"
+        )
+    };
     let ct = [("content-type", "application/json")];
 
-    let (code, _, text) = raw(&f.client, "POST", &uri("Strict"), &ct, body("s1").as_bytes()).await?;
+    let (code, _, text) =
+        raw(&f.client, "POST", &uri("Strict"), &ct, body("s1").as_bytes()).await?;
     assert_eq!(code, 400, "{text}");
     let s: Value = serde_json::from_str(&text)?;
     assert_eq!(s["reason"], "BadRequest");
@@ -703,22 +833,29 @@ async fn field_validation_strict_warn_ignore() -> Result<()> {
         "VolumeSnapshot in version \"v1\" cannot be handled as a VolumeSnapshot: strict decoding error: unknown field \"spec.foo\""
     );
 
-    let (code, headers, text) = raw(&f.client, "POST", &uri("Warn"), &ct, body("s2").as_bytes()).await?;
+    let (code, headers, text) =
+        raw(&f.client, "POST", &uri("Warn"), &ct, body("s2").as_bytes()).await?;
     assert_eq!(code, 201, "{text}");
     let warning = headers.get("warning").and_then(|v| v.to_str().ok()).context("Warning header")?;
     assert_eq!(warning, r#"299 - "unknown field \"spec.foo\"""#);
     let created: Value = serde_json::from_str(&text)?;
     assert!(created["spec"].get("foo").is_none(), "pruned");
 
-    let (code, headers, _) = raw(&f.client, "POST", &uri("Ignore"), &ct, body("s3").as_bytes()).await?;
+    let (code, headers, _) =
+        raw(&f.client, "POST", &uri("Ignore"), &ct, body("s3").as_bytes()).await?;
     assert_eq!(code, 201);
     assert!(headers.get("warning").is_none());
 
     // Built-in kinds: unknown fields found by the typed round trip.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "creationTimestamp": null}, "bogus": 1});
-    let (code, _, text) =
-        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", &ct, cm.to_string().as_bytes())
-            .await?;
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+        &ct,
+        cm.to_string().as_bytes(),
+    )
+    .await?;
     assert_eq!(code, 400, "{text}");
     assert!(text.contains(r#"unknown field \"bogus\""#), "{text}");
     Ok(())
@@ -728,33 +865,63 @@ async fn field_validation_strict_warn_ignore() -> Result<()> {
 async fn bodies_yaml_limits_and_mismatches() -> Result<()> {
     let f = fixture()?;
     let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: b\n";
-    let (code, _, text) =
-        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps", &[("content-type", "application/yaml")], yaml.as_bytes())
-            .await?;
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("content-type", "application/yaml")],
+        yaml.as_bytes(),
+    )
+    .await?;
     assert_eq!(code, 201, "{text}");
     // No Content-Type at all means JSON (the Python client).
-    let (code, _, _) =
-        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps?&", &[], br#"{"metadata":{"name":"no-ct"}}"#).await?;
+    let (code, _, _) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps?&",
+        &[],
+        br#"{"metadata":{"name":"no-ct"}}"#,
+    )
+    .await?;
     assert_eq!(code, 201);
 
-    let (code, _, text) =
-        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps", &[("content-type", "application/json")], b"{oops").await?;
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("content-type", "application/json")],
+        b"{oops",
+    )
+    .await?;
     assert_eq!(code, 400);
     let s: Value = serde_json::from_str(&text)?;
     assert_eq!((s["kind"].as_str(), s["reason"].as_str()), (Some("Status"), Some("BadRequest")));
 
     let big = vec![b' '; 4 * 1024 * 1024];
-    let (code, _, text) = raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps", &[], &big).await?;
+    let (code, _, text) =
+        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps", &[], &big).await?;
     assert_eq!(code, 413, "{text}");
     assert!(text.contains("RequestEntityTooLarge"));
 
     let wrong_kind = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}});
-    let (code, _, text) =
-        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps", &[], wrong_kind.to_string().as_bytes()).await?;
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        wrong_kind.to_string().as_bytes(),
+    )
+    .await?;
     assert_eq!(code, 400, "{text}");
     let wrong_ns = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}});
-    let (code, _, text) =
-        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps", &[], wrong_ns.to_string().as_bytes()).await?;
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        wrong_ns.to_string().as_bytes(),
+    )
+    .await?;
     assert_eq!(code, 400);
     assert!(text.contains("does not match the namespace sent on the request"));
 
@@ -774,12 +941,14 @@ async fn plain_endpoints_discovery_and_errors() -> Result<()> {
         assert_eq!(raw(&f.client, "GET", p, &[], b"").await?.0, 200, "{p}");
     }
 
-    let (code, _, text) = raw(&f.client, "GET", "/apis/nope.example.com/v1/things", &[], b"").await?;
+    let (code, _, text) =
+        raw(&f.client, "GET", "/apis/nope.example.com/v1/things", &[], b"").await?;
     assert_eq!(code, 404);
     let s: Value = serde_json::from_str(&text)?;
     assert_eq!(s["message"], "the server could not find the requested resource");
     assert_eq!(s["status"], "Failure");
-    let (code, _, text) = raw(&f.client, "PUT", "/api/v1/namespaces/default/configmaps", &[], b"{}").await?;
+    let (code, _, text) =
+        raw(&f.client, "PUT", "/api/v1/namespaces/default/configmaps", &[], b"{}").await?;
     assert_eq!(code, 405);
     assert_eq!(serde_json::from_str::<Value>(&text)?["reason"], "MethodNotAllowed");
     assert_eq!(raw(&f.client, "GET", "/openapi/v2", &[], b"").await?.0, 404);
@@ -787,7 +956,10 @@ async fn plain_endpoints_discovery_and_errors() -> Result<()> {
     let (code, _, text) = raw(&f.client, "GET", "/openapi/v3", &[], b"").await?;
     assert_eq!(code, 200);
     let index: Value = serde_json::from_str(&text)?;
-    let url = index["paths"]["apis/snapshot.storage.k8s.io/v1"]["serverRelativeURL"].as_str().context("gv url")?.to_string();
+    let url = index["paths"]["apis/snapshot.storage.k8s.io/v1"]["serverRelativeURL"]
+        .as_str()
+        .context("gv url")?
+        .to_string();
     let (code, _, _) = raw(&f.client, "GET", &url, &[], b"").await?;
     assert_eq!(code, 200);
 
@@ -795,7 +967,10 @@ async fn plain_endpoints_discovery_and_errors() -> Result<()> {
         &f.client,
         "GET",
         "/apis",
-        &[("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")],
+        &[(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )],
         b"",
     )
     .await?;
@@ -810,7 +985,11 @@ async fn plain_endpoints_discovery_and_errors() -> Result<()> {
     let group = discovery.get("snapshot.storage.k8s.io").context("snapshot group")?;
     let (ar, caps) = group.recommended_kind("VolumeSnapshot").context("VolumeSnapshot")?;
     assert_eq!(ar.plural, "volumesnapshots");
-    assert!(caps.subresources.iter().any(|(s, _)| s.plural == "volumesnapshots/status" || s.plural == "status"));
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == "volumesnapshots/status" || s.plural == "status")
+    );
     Ok(())
 }
 
@@ -826,24 +1005,40 @@ async fn strategic_merge_patch_on_builtins_and_415_on_custom_kinds() -> Result<(
     }))?;
     jobs.create(&PostParams::default(), &job).await?;
     let patched = jobs
-        .patch("j", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {
-            "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
-            "containers": [
-                {"name": "a", "image": "busybox:2", "$setElementOrder/env": [{"name": "NEW"}],
-                 "env": [{"name": "NEW", "value": "2"}, {"$patch": "delete", "name": "OLD"}]},
-                {"name": "b", "image": "busybox:3"}
-            ]
-        }}}})))
+        .patch(
+            "j",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+                "containers": [
+                    {"name": "a", "image": "busybox:2", "$setElementOrder/env": [{"name": "NEW"}],
+                     "env": [{"name": "NEW", "value": "2"}, {"$patch": "delete", "name": "OLD"}]},
+                    {"name": "b", "image": "busybox:3"}
+                ]
+            }}}})),
+        )
         .await?;
     let pod = patched.spec.and_then(|s| s.template.spec).context("pod spec")?;
-    let containers: Vec<(String, Option<String>)> = pod.containers.iter().map(|c| (c.name.clone(), c.image.clone())).collect();
-    assert_eq!(containers, [("a".into(), Some("busybox:2".into())), ("b".into(), Some("busybox:3".into()))]);
-    let env: Vec<String> = pod.containers[0].env.clone().unwrap_or_default().into_iter().map(|e| e.name).collect();
+    let containers: Vec<(String, Option<String>)> =
+        pod.containers.iter().map(|c| (c.name.clone(), c.image.clone())).collect();
+    assert_eq!(
+        containers,
+        [("a".into(), Some("busybox:2".into())), ("b".into(), Some("busybox:3".into()))]
+    );
+    let env: Vec<String> =
+        pod.containers[0].env.clone().unwrap_or_default().into_iter().map(|e| e.name).collect();
     assert_eq!(env, ["NEW"]);
 
     let api: Api<VolumeSnapshot> = Api::namespaced(f.client.clone(), "default");
     api.create(&PostParams::default(), &snapshot("s", "data")).await?;
-    let s = status_of(api.patch("s", &PatchParams::default(), &Patch::Strategic(json!({"metadata": {"labels": {"a": "b"}}}))).await)?;
+    let s = status_of(
+        api.patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await,
+    )?;
     assert_eq!((s.code, s.reason.as_str()), (415, "UnsupportedMediaType"));
     assert_eq!(
         s.message,
@@ -856,7 +1051,8 @@ async fn strategic_merge_patch_on_builtins_and_415_on_custom_kinds() -> Result<(
 async fn namespaces_must_exist_and_deletion_cascades() -> Result<()> {
     let f = fixture()?;
     let nss: Api<Namespace> = Api::all(f.client.clone());
-    let names: Vec<String> = nss.list(&ListParams::default()).await?.items.iter().map(|n| n.name_any()).collect();
+    let names: Vec<String> =
+        nss.list(&ListParams::default()).await?.items.iter().map(|n| n.name_any()).collect();
     for n in ["default", "kube-system", "kube-public"] {
         assert!(names.contains(&n.to_string()), "{names:?}");
     }
@@ -872,19 +1068,35 @@ async fn namespaces_must_exist_and_deletion_cascades() -> Result<()> {
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     snaps.create(&PostParams::default(), &held).await?;
 
-    let deleting = nss.delete("team", &DeleteParams::default()).await?.left().context("namespace object")?;
+    let deleting =
+        nss.delete("team", &DeleteParams::default()).await?.left().context("namespace object")?;
     assert_eq!(deleting.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
     let s = status_of(cms.create(&PostParams::default(), &config_map("late", &[])).await)?;
     assert_eq!(s.code, 403);
 
-    eventually("the configmap to go", || async { cms.get_opt("c").await.ok().flatten().is_none() }).await?;
+    eventually("the configmap to go", || async { cms.get_opt("c").await.ok().flatten().is_none() })
+        .await?;
     eventually("the snapshot to be marked", || async {
-        snaps.get_opt("held").await.ok().flatten().is_some_and(|s| s.metadata.deletion_timestamp.is_some())
+        snaps
+            .get_opt("held")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.metadata.deletion_timestamp.is_some())
     })
     .await?;
     assert!(nss.get_opt("team").await?.is_some(), "the namespace waits for the finalizer");
-    snaps.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await?;
-    eventually("the namespace to go", || async { nss.get_opt("team").await.ok().flatten().is_none() }).await?;
+    snaps
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    eventually("the namespace to go", || async {
+        nss.get_opt("team").await.ok().flatten().is_none()
+    })
+    .await?;
     Ok(())
 }
 
@@ -893,10 +1105,10 @@ async fn events_are_served_in_both_api_versions() -> Result<()> {
     let f = fixture()?;
     let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), "default");
     let cm = cms.create(&PostParams::default(), &config_map("subject", &[])).await?;
-    let recorder = kube::runtime::events::Recorder::new(f.client.clone(), kube::runtime::events::Reporter {
-        controller: "holdfast-test".into(),
-        instance: None,
-    });
+    let recorder = kube::runtime::events::Recorder::new(
+        f.client.clone(),
+        kube::runtime::events::Reporter { controller: "holdfast-test".into(), instance: None },
+    );
     let ev = kube::runtime::events::Event {
         type_: kube::runtime::events::EventType::Normal,
         reason: "Tested".into(),
@@ -919,7 +1131,10 @@ async fn events_are_served_in_both_api_versions() -> Result<()> {
 
     let core: Api<CoreEvent> = Api::namespaced(f.client.clone(), "default");
     let described = core
-        .list(&ListParams::default().fields("involvedObject.name=subject,involvedObject.kind=ConfigMap"))
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.name=subject,involvedObject.kind=ConfigMap"),
+        )
         .await?;
     assert_eq!(described.items.len(), 1);
     let c = &described.items[0];
@@ -938,7 +1153,10 @@ struct Ctx {
     cleaned: tokio::sync::Mutex<Vec<String>>,
 }
 
-async fn reconcile(vs: Arc<VolumeSnapshot>, ctx: Arc<Ctx>) -> Result<Action, finalizer::Error<ReconcileError>> {
+async fn reconcile(
+    vs: Arc<VolumeSnapshot>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, finalizer::Error<ReconcileError>> {
     let api = ctx.api.clone();
     finalizer::finalizer(&api, "holdfast.test/cleanup", vs, |event| async {
         match event {
@@ -984,7 +1202,10 @@ async fn controller_with_finalizer_reconciles_and_cleans_up() -> Result<()> {
     assert_eq!(f.server.store().current_rev(), settled, "the controller hot-loops");
 
     api.delete("c1", &DeleteParams::default()).await?;
-    eventually("cleanup and removal", || async { api.get_opt("c1").await.ok().flatten().is_none() }).await?;
+    eventually("cleanup and removal", || async {
+        api.get_opt("c1").await.ok().flatten().is_none()
+    })
+    .await?;
     assert_eq!(*ctx.cleaned.lock().await, ["c1"]);
     controller.abort();
     Ok(())

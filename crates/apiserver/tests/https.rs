@@ -33,19 +33,9 @@ impl Server {
         let api = ApiServer::new(store, holdfast_api::registry());
         let tls = load_or_create_tls(dir.path(), &[])?;
         let tokens = load_or_create_tokens(dir.path())?;
-        let running = spawn(
-            api.router(),
-            tokens.clone(),
-            tls.clone(),
-            "127.0.0.1:0".parse()?,
-        )
-        .await?;
-        let server = Server {
-            _dir: dir,
-            running,
-            tokens,
-            tls,
-        };
+        let running =
+            spawn(api.router(), tokens.clone(), tls.clone(), "127.0.0.1:0".parse()?).await?;
+        let server = Server { _dir: dir, running, tokens, tls };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -56,18 +46,17 @@ impl Server {
 
     async fn client(&self, token: &str) -> Result<kube::Client> {
         let kc = Kubeconfig::from_yaml(&self.kubeconfig(token))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(config)?)
     }
 
     async fn admin(&self) -> Result<kube::Client> {
-        self.client(self.tokens.admin_token().context("no admin token")?)
-            .await
+        self.client(self.tokens.admin_token().context("no admin token")?).await
     }
 
     async fn viewer(&self) -> Result<kube::Client> {
-        self.client(self.tokens.view_token().context("no view token")?)
-            .await
+        self.client(self.tokens.view_token().context("no view token")?).await
     }
 
     /// Polls `/readyz` (no token needed) until it answers 200.
@@ -132,11 +121,7 @@ async fn kube_rs_over_https_creates_lists_and_watches() -> Result<()> {
     assert_eq!(created.data.unwrap()["k"], "v");
 
     let list = cms.list(&ListParams::default().labels("test=https")).await?;
-    let names: Vec<_> = list
-        .items
-        .iter()
-        .filter_map(|c| c.metadata.name.clone())
-        .collect();
+    let names: Vec<_> = list.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
     assert_eq!(names, vec!["a"]);
 
     // A watch from the create's revision sees the next write, then a delete.
@@ -151,9 +136,7 @@ async fn kube_rs_over_https_creates_lists_and_watches() -> Result<()> {
             .context("watch stream ended")?;
         match event {
             WatchEvent::Added(cm) => seen.push(format!("ADDED {}", cm.metadata.name.unwrap())),
-            WatchEvent::Deleted(cm) => {
-                seen.push(format!("DELETED {}", cm.metadata.name.unwrap()))
-            }
+            WatchEvent::Deleted(cm) => seen.push(format!("DELETED {}", cm.metadata.name.unwrap())),
             WatchEvent::Bookmark(_) => {}
             other => bail!("unexpected event {other:?}"),
         }
@@ -312,18 +295,15 @@ async fn bad_clients_do_not_stop_the_server() -> Result<()> {
     let addr = server.running.addr();
     // Plain HTTP on the TLS port.
     let mut plain = tokio::net::TcpStream::connect(addr).await?;
-    plain
-        .write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await?;
+    plain.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n").await?;
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut buf)).await;
     // A client that connects and hangs up at once, and one that sends garbage after TLS.
     drop(tokio::net::TcpStream::connect(addr).await?);
     let connector = tls_client(&server.tls.ca_pem, &[b"http/1.1"])?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let mut tls = connector
-        .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
-        .await?;
+    let mut tls =
+        connector.connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp).await?;
     tls.write_all(b"\x00\x01\x02 not http\r\n\r\n").await?;
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply)).await;

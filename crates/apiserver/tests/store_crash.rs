@@ -27,8 +27,15 @@ const WRITER_TASKS: usize = 6;
 #[derive(Debug, Clone, PartialEq)]
 enum Ack {
     /// A create (seq 0) or update (seq > 0) of `name` acknowledged at `rev`.
-    Put { name: String, rev: u64, seq: u64 },
-    Delete { name: String, rev: u64 },
+    Put {
+        name: String,
+        rev: u64,
+        seq: u64,
+    },
+    Delete {
+        name: String,
+        rev: u64,
+    },
 }
 
 #[test]
@@ -41,7 +48,8 @@ fn acknowledged_writes_survive_sigkill() -> anyhow::Result<()> {
         let path = dir.path().join("store.db");
         let acks = write_until_killed(&path, kill_after)
             .with_context(|| format!("round {round}: running the writer"))?;
-        verify(&path, &acks).with_context(|| format!("round {round}: after {} acks", acks.len()))?;
+        verify(&path, &acks)
+            .with_context(|| format!("round {round}: after {} acks", acks.len()))?;
         // Restart once more on the same file and keep writing: the revision counter continues.
         let more = write_until_killed(&path, 50)
             .with_context(|| format!("round {round}: second writer"))?;
@@ -140,7 +148,11 @@ fn verify(path: &Path, acks: &[Ack]) -> anyhow::Result<()> {
                 .await
                 .context("replay stalled")?
                 .context("replay ended early")??;
-            ensure!(event.rev == expected_rev, "log hole: got {} expecting {expected_rev}", event.rev);
+            ensure!(
+                event.rev == expected_rev,
+                "log hole: got {} expecting {expected_rev}",
+                event.rev
+            );
             expected_rev += 1;
             log.insert(event.rev, event);
         }
@@ -151,35 +163,78 @@ fn verify(path: &Path, acks: &[Ack]) -> anyhow::Result<()> {
         for ack in acks {
             match ack {
                 Ack::Put { name, rev, seq } => {
-                    let event = log.get(rev).with_context(|| format!("acked {name}@{rev} missing"))?;
+                    let event =
+                        log.get(rev).with_context(|| format!("acked {name}@{rev} missing"))?;
                     ensure!(event.key.name == *name, "rev {rev} is {} not {name}", event.key.name);
                     let kind = if *seq == 0 { EventType::Added } else { EventType::Modified };
                     ensure!(event.kind == kind, "rev {rev}: {:?} not {kind:?}", event.kind);
                     ensure!(event.object["spec"]["seq"] == json!(seq), "rev {rev}: wrong content");
-                    ensure!(event.object["metadata"]["resourceVersion"] == json!(rev.to_string()));
+                    ensure!(
+                        event.object["metadata"]["resourceVersion"] == json!(rev.to_string()),
+                        "rev {rev}: resourceVersion {}",
+                        event.object["metadata"]["resourceVersion"]
+                    );
                     let entry = last_put.entry(name).or_insert((*rev, *seq));
                     if *rev > entry.0 {
                         *entry = (*rev, *seq);
                     }
                 }
                 Ack::Delete { name, rev } => {
-                    let event = log.get(rev).with_context(|| format!("acked delete {name}@{rev} missing"))?;
-                    ensure!(event.kind == EventType::Deleted && event.key.name == *name);
+                    let event = log
+                        .get(rev)
+                        .with_context(|| format!("acked delete {name}@{rev} missing"))?;
+                    ensure!(
+                        event.kind == EventType::Deleted && event.key.name == *name,
+                        "rev {rev}: {:?} of {}, acked as delete of {name}",
+                        event.kind,
+                        event.key.name
+                    );
                     deleted.push(name.as_str());
                 }
             }
         }
-        // And the current state reflects at least the last acknowledged write of each object.
-        for (name, (rev, seq)) in &last_put {
-            let key = Key::new(RESOURCE, "velero", *name);
-            if deleted.contains(name) {
-                ensure!(store.get(&key)?.is_none(), "{name} was deleted but is back");
-                continue;
-            }
-            let stored = store.get(&key)?.with_context(|| format!("acked {name} missing"))?;
-            ensure!(stored.mod_rev >= *rev, "{name}: mod_rev {} < acked {rev}", stored.mod_rev);
-            if stored.mod_rev == *rev {
-                ensure!(stored.object["spec"]["seq"] == json!(seq), "{name}: wrong content");
+        // The current state of each object is its last log event, which is at or after its last
+        // acknowledged write (a write may commit and then lose its ack to the kill).
+        let mut last_event: BTreeMap<&str, &holdfast_apiserver::store::Event> = BTreeMap::new();
+        for event in log.values() {
+            last_event.insert(event.key.name.as_str(), event);
+        }
+        for (name, (rev, _)) in &last_put {
+            let event = last_event.get(name).with_context(|| format!("{name} not in the log"))?;
+            ensure!(event.rev >= *rev, "{name}: last event {} before acked {rev}", event.rev);
+        }
+        for name in &deleted {
+            let event = last_event.get(name).with_context(|| format!("{name} not in the log"))?;
+            ensure!(
+                event.kind == EventType::Deleted,
+                "{name}: acked delete, then {:?}",
+                event.kind
+            );
+        }
+        for (name, event) in &last_event {
+            let stored = store.get(&Key::new(RESOURCE, "velero", *name))?;
+            match (event.kind, stored) {
+                (EventType::Deleted, None) => {}
+                (EventType::Deleted, Some(s)) => {
+                    bail!("{name} was deleted at {} but is back at {}", event.rev, s.mod_rev)
+                }
+                (_, None) => bail!(
+                    "{name} missing; its last event is {} at {}",
+                    event.kind.as_str(),
+                    event.rev
+                ),
+                (_, Some(s)) => {
+                    ensure!(
+                        s.mod_rev == event.rev,
+                        "{name}: mod_rev {} but last event {}",
+                        s.mod_rev,
+                        event.rev
+                    );
+                    ensure!(
+                        s.object == event.object,
+                        "{name}: stored state differs from its last event"
+                    );
+                }
             }
         }
         Ok(())
@@ -189,7 +244,8 @@ fn verify(path: &Path, acks: &[Ack]) -> anyhow::Result<()> {
 /// The child: writes forever (creates, updates, deletes from several tasks, so group commit
 /// batches are in flight when the kill lands) and prints each acknowledgement.
 fn run_writer(path: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let store = Store::open(path)?;
         let start = store.current_rev();

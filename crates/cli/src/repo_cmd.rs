@@ -216,8 +216,12 @@ fn backend(args: &RepoArgs) -> anyhow::Result<Arc<dyn Backend>> {
             ..Default::default()
         })?
     } else {
-        let path = url.strip_prefix("file://").unwrap_or(url);
-        ObjectStoreBackend::local(std::path::Path::new(path))?
+        let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+        // Only init may create the directory; anything else on a missing path is a typo.
+        if !matches!(args.command, RepoCommand::Init { .. }) && !path.exists() {
+            bail!("no repository at {}: the directory does not exist", path.display());
+        }
+        ObjectStoreBackend::local(path)?
     };
     Ok(Arc::new(RetryBackend::new(b, 3, Duration::from_millis(200))))
 }

@@ -21,12 +21,7 @@ pub struct ServerArgs {
     #[arg(long, env = "HOLDFAST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address to serve HTTPS on. Port 0 picks a free port (printed at start).
-    #[arg(
-        long,
-        env = "HOLDFAST_LISTEN",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:6443"
-    )]
+    #[arg(long, env = "HOLDFAST_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
     /// Where to write the kubeconfig for kubectl. Default: <data-dir>/kubeconfig.
     #[arg(long, value_name = "PATH")]
@@ -58,6 +53,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -87,9 +83,7 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
 
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -105,10 +99,8 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
     let tokens = load_or_create_tokens(&data_dir)
         .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
-    let admin_token = tokens
-        .admin_token()
-        .context("the token file has no admin token")?
-        .to_string();
+    let admin_token =
+        tokens.admin_token().context("the token file has no admin token")?.to_string();
     let store_path = data_dir.join("store.db");
     let store = Store::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
@@ -118,15 +110,10 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
 
     let client = client_addr(local);
     let url = format!("https://{client}");
-    let kubeconfig_path = args
-        .kubeconfig_out
-        .unwrap_or_else(|| data_dir.join("kubeconfig"));
+    let kubeconfig_path = args.kubeconfig_out.unwrap_or_else(|| data_dir.join("kubeconfig"));
     let kubeconfig_path = std::path::absolute(&kubeconfig_path).unwrap_or(kubeconfig_path);
-    write_kubeconfig(
-        &kubeconfig_path,
-        &kubeconfig(&url, &tls.ca_pem, &admin_token),
-    )
-    .with_context(|| format!("cannot write kubeconfig {}", kubeconfig_path.display()))?;
+    write_kubeconfig(&kubeconfig_path, &kubeconfig(&url, &tls.ca_pem, &admin_token))
+        .with_context(|| format!("cannot write kubeconfig {}", kubeconfig_path.display()))?;
 
     print_banner(&url, &data_dir, &kubeconfig_path);
     tracing::info!(%url, data_dir = %data_dir.display(), "serving");

@@ -1034,8 +1034,8 @@ mod tests {
     fn in_memory_cuts_match_the_streaming_chunker() {
         let opts = crate::InitOptions {
             chunker: ChunkerParams {
-                min_size: 4096,
-                avg_size: 16384,
+                min_size: 1024,
+                avg_size: 4096,
                 max_size: 65536,
                 ..Default::default()
             },

@@ -24,6 +24,8 @@ pub enum BackupType {
 }
 
 /// The commands of one kind of backup and its restore.
+// kube's attribute repeats `category` and `printcolumn` keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "dataprotection.kubeblocks.io",
@@ -193,7 +195,8 @@ impl BaseJobActionSpec {
     fn validate(&self, field: &str, errors: &mut Vec<FieldError>) {
         check_non_empty(errors, &path(field, "image"), &self.image);
         if self.command.is_empty() {
-            errors.push(FieldError::required(path(field, "command"), "at least one item is needed"));
+            errors
+                .push(FieldError::required(path(field, "command"), "at least one item is needed"));
         }
     }
 }
@@ -213,13 +216,18 @@ impl ActionSpec {
             (Some(_), Some(_)) => {
                 errors.push(FieldError::forbidden(field, "exactly one of exec or job may be set"));
             }
-            (None, None) => errors.push(FieldError::required(field, "exactly one of exec or job must be set")),
+            (None, None) => {
+                errors.push(FieldError::required(field, "exactly one of exec or job must be set"))
+            }
             _ => {}
         }
         if let Some(exec) = &self.exec {
             let field = path(field, "exec");
             if exec.command.is_empty() {
-                errors.push(FieldError::required(path(&field, "command"), "at least one item is needed"));
+                errors.push(FieldError::required(
+                    path(&field, "command"),
+                    "at least one item is needed",
+                ));
             }
             if let Some(timeout) = &exec.timeout {
                 check_go_duration(errors, &path(&field, "timeout"), timeout);
@@ -244,7 +252,9 @@ impl Admit for ActionSet {
             if let Some(sync) = &mut backup.backup_data.sync_progress {
                 sync.interval_seconds.get_or_insert(60);
             }
-            for action in backup.pre_backup.iter_mut().chain(backup.post_backup.iter_mut()).flatten() {
+            for action in
+                backup.pre_backup.iter_mut().chain(backup.post_backup.iter_mut()).flatten()
+            {
                 action.default_fields();
             }
         }
@@ -266,8 +276,16 @@ impl Admit for ActionSet {
         }
         if let Some(backup) = &spec.backup {
             backup.backup_data.job.validate("spec.backup.backupData", &mut errors);
-            if let Some(seconds) = backup.backup_data.sync_progress.as_ref().and_then(|s| s.interval_seconds) {
-                check_range(&mut errors, "spec.backup.backupData.syncProgress.intervalSeconds", seconds.into(), 1, None);
+            if let Some(seconds) =
+                backup.backup_data.sync_progress.as_ref().and_then(|s| s.interval_seconds)
+            {
+                check_range(
+                    &mut errors,
+                    "spec.backup.backupData.syncProgress.intervalSeconds",
+                    seconds.into(),
+                    1,
+                    None,
+                );
             }
             validate_actions(backup.pre_backup.as_deref(), "spec.backup.preBackup", &mut errors);
             validate_actions(backup.post_backup.as_deref(), "spec.backup.postBackup", &mut errors);
@@ -282,7 +300,10 @@ impl Admit for ActionSet {
             validate_actions(restore.post_ready.as_deref(), "spec.restore.postReady", &mut errors);
         }
         if spec.backup.is_none() && spec.restore.is_none() {
-            errors.push(FieldError::required("spec", "at least one of backup or restore must be set"));
+            errors.push(FieldError::required(
+                "spec",
+                "at least one of backup or restore must be set",
+            ));
         }
         errors
     }
@@ -290,14 +311,21 @@ impl Admit for ActionSet {
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
         // The spec says envFrom "cannot be updated".
         let mut errors = Vec::new();
-        super::check_unchanged(&mut errors, "spec.envFrom", &self.spec.env_from, &old.spec.env_from);
+        super::check_unchanged(
+            &mut errors,
+            "spec.envFrom",
+            &self.spec.env_from,
+            &old.spec.env_from,
+        );
         errors
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
+    use crate::kubeblocks::testing::{
+        admit, admit_example, assert_structural_crd, def, refused_fields,
+    };
     use serde_json::{Value, json};
 
     const API: &str = "dataprotection.kubeblocks.io/v1alpha1";
@@ -360,7 +388,8 @@ mod tests {
         obj["spec"]["backup"]["backupData"]["image"] = json!("");
         obj["spec"]["backup"]["backupData"]["command"] = json!([]);
         obj["spec"]["backup"]["preBackup"] = json!([{}]);
-        obj["spec"]["backup"]["postBackup"] = json!([{"exec": {"command": ["true"]}, "job": {"image": "i", "command": ["c"]}}]);
+        obj["spec"]["backup"]["postBackup"] =
+            json!([{"exec": {"command": ["true"]}, "job": {"image": "i", "command": ["c"]}}]);
         obj["spec"]["restore"]["postReady"][0]["exec"]["timeout"] = json!("half an hour");
         obj["spec"]["backup"]["backupData"]["syncProgress"]["intervalSeconds"] = json!(0);
         assert_eq!(

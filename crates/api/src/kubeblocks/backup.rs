@@ -12,6 +12,8 @@ use crate::field::FieldError;
 use crate::resource::Admit;
 
 /// A request for one backup.
+// kube's attribute repeats `category` and `printcolumn` keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "dataprotection.kubeblocks.io",
@@ -28,8 +30,16 @@ use crate::resource::Admit;
     printcolumn(name = "TOTAL-SIZE", type_ = "string", json_path = ".status.totalSize"),
     printcolumn(name = "DURATION", type_ = "string", json_path = ".status.duration"),
     printcolumn(name = "DELETION-POLICY", type_ = "string", json_path = ".spec.deletionPolicy"),
-    printcolumn(name = "CREATION-TIME", type_ = "string", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "COMPLETION-TIME", type_ = "string", json_path = ".status.completionTimestamp"),
+    printcolumn(
+        name = "CREATION-TIME",
+        type_ = "string",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "COMPLETION-TIME",
+        type_ = "string",
+        json_path = ".status.completionTimestamp"
+    ),
     printcolumn(name = "EXPIRATION-TIME", type_ = "string", json_path = ".status.expiration")
 )]
 #[serde(rename_all = "camelCase")]
@@ -255,9 +265,19 @@ impl Admit for Backup {
         // Upstream's `self == oldSelf` rules; deletionPolicy and retentionPeriod may change.
         let mut errors = Vec::new();
         let (new, old) = (&self.spec, &old.spec);
-        check_unchanged(&mut errors, "spec.backupPolicyName", &new.backup_policy_name, &old.backup_policy_name);
+        check_unchanged(
+            &mut errors,
+            "spec.backupPolicyName",
+            &new.backup_policy_name,
+            &old.backup_policy_name,
+        );
         check_unchanged(&mut errors, "spec.backupMethod", &new.backup_method, &old.backup_method);
-        check_unchanged(&mut errors, "spec.parentBackupName", &new.parent_backup_name, &old.parent_backup_name);
+        check_unchanged(
+            &mut errors,
+            "spec.parentBackupName",
+            &new.parent_backup_name,
+            &old.parent_backup_name,
+        );
         errors
     }
 }
@@ -265,7 +285,9 @@ impl Admit for Backup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
+    use crate::kubeblocks::testing::{
+        admit, admit_example, assert_structural_crd, def, refused_fields,
+    };
     use serde_json::{Value, json};
 
     const API: &str = "dataprotection.kubeblocks.io/v1alpha1";
@@ -297,7 +319,10 @@ mod tests {
         obj["spec"]["backupPolicyName"] = json!("");
         obj["spec"]["backupMethod"] = json!("PG basebackup");
         obj["spec"]["retentionPeriod"] = json!("7 days");
-        assert_eq!(refused_fields(obj), ["spec.backupPolicyName", "spec.backupMethod", "spec.retentionPeriod"]);
+        assert_eq!(
+            refused_fields(obj),
+            ["spec.backupPolicyName", "spec.backupMethod", "spec.retentionPeriod"]
+        );
     }
 
     #[test]
@@ -307,14 +332,18 @@ mod tests {
         assert_eq!(refused_fields(obj), ["spec.deletionPolicy"]);
         let schema = &def(API, "Backup").schema["properties"]["spec"];
         assert_eq!(schema["properties"]["deletionPolicy"]["enum"], json!(["Delete", "Retain"]));
-        assert_eq!(schema["required"], json!(["backupPolicyName", "backupMethod"]));
+        assert_eq!(schema["required"], json!(["backupMethod", "backupPolicyName"]));
     }
 
     #[test]
     fn policy_method_and_parent_are_immutable() {
         let mut old = backup();
         admit(&mut old, None).unwrap();
-        for (field, value) in [("backupPolicyName", "other-policy"), ("backupMethod", "volume-snapshot"), ("parentBackupName", "b0")] {
+        for (field, value) in [
+            ("backupPolicyName", "other-policy"),
+            ("backupMethod", "volume-snapshot"),
+            ("parentBackupName", "b0"),
+        ] {
             let mut new = old.clone();
             new["spec"][field] = json!(value);
             let errors = admit(&mut new, Some(&old)).unwrap_err();
@@ -347,12 +376,21 @@ mod tests {
     #[test]
     fn crd_is_structural_with_upstream_columns() {
         assert_structural_crd(API, "Backup");
-        let names: Vec<_> = def(API, "Backup").printer_columns.iter().map(|c| c.name.clone()).collect();
+        let names: Vec<_> =
+            def(API, "Backup").printer_columns.iter().map(|c| c.name.clone()).collect();
         assert_eq!(
             names,
             [
-                "POLICY", "METHOD", "REPO", "STATUS", "TOTAL-SIZE", "DURATION", "DELETION-POLICY", "CREATION-TIME",
-                "COMPLETION-TIME", "EXPIRATION-TIME"
+                "POLICY",
+                "METHOD",
+                "REPO",
+                "STATUS",
+                "TOTAL-SIZE",
+                "DURATION",
+                "DELETION-POLICY",
+                "CREATION-TIME",
+                "COMPLETION-TIME",
+                "EXPIRATION-TIME"
             ]
         );
     }

@@ -12,6 +12,8 @@ use crate::field::{FieldError, index, path};
 use crate::resource::Admit;
 
 /// The policy for backing up one database cluster.
+// kube's attribute repeats `category` and `printcolumn` keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "dataprotection.kubeblocks.io",
@@ -241,7 +243,10 @@ impl Admit for BackupPolicy {
         }
         spec.target.validate("spec.target", &mut errors);
         if spec.backup_methods.is_empty() {
-            errors.push(FieldError::required("spec.backupMethods", "at least one backup method is needed"));
+            errors.push(FieldError::required(
+                "spec.backupMethods",
+                "at least one backup method is needed",
+            ));
         }
         let mut seen: Vec<&str> = Vec::new();
         for (i, method) in spec.backup_methods.iter().enumerate() {
@@ -252,7 +257,9 @@ impl Admit for BackupPolicy {
             }
             seen.push(&method.name);
             match method.action_set_name.as_deref() {
-                Some(name) => check_reference_name(&mut errors, &path(&field, "actionSetName"), name),
+                Some(name) => {
+                    check_reference_name(&mut errors, &path(&field, "actionSetName"), name)
+                }
                 // The controller refuses such a method at backup time; saying so now is kinder.
                 None if !method.takes_snapshots() => errors.push(FieldError::required(
                     path(&field, "actionSetName"),
@@ -270,7 +277,9 @@ impl Admit for BackupPolicy {
 
 #[cfg(test)]
 mod tests {
-    use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
+    use crate::kubeblocks::testing::{
+        admit, admit_example, assert_structural_crd, def, refused_fields,
+    };
     use serde_json::{Value, json};
 
     const API: &str = "dataprotection.kubeblocks.io/v1alpha1";
@@ -347,7 +356,10 @@ mod tests {
         strategy["spec"]["target"]["podSelector"]["strategy"] = json!("First");
         assert!(refused_fields(strategy)[0].starts_with("spec.target.podSelector"));
         let schema = &def(API, "BackupPolicy").schema["properties"]["spec"]["properties"]["target"];
-        assert_eq!(schema["properties"]["podSelector"]["properties"]["strategy"]["enum"], json!(["All", "Any"]));
+        assert_eq!(
+            schema["properties"]["podSelector"]["properties"]["strategy"]["enum"],
+            json!(["All", "Any"])
+        );
         assert!(schema["required"].as_array().unwrap().contains(&json!("serviceAccountName")));
     }
 

@@ -17,6 +17,8 @@ use crate::resource::Admit;
 pub const DEFAULT_REPO_ANNOTATION: &str = "dataprotection.kubeblocks.io/is-default-repo";
 
 /// A repository for backup data.
+// kube's attribute repeats `category` and `printcolumn` keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "dataprotection.kubeblocks.io",
@@ -26,7 +28,11 @@ pub const DEFAULT_REPO_ANNOTATION: &str = "dataprotection.kubeblocks.io/is-defau
     category = "kubeblocks",
     category = "dataprotection",
     printcolumn(name = "STATUS", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "STORAGEPROVIDER", type_ = "string", json_path = ".spec.storageProviderRef"),
+    printcolumn(
+        name = "STORAGEPROVIDER",
+        type_ = "string",
+        json_path = ".spec.storageProviderRef"
+    ),
     printcolumn(name = "ACCESSMETHOD", type_ = "string", json_path = ".spec.accessMethod"),
     printcolumn(name = "DEFAULT", type_ = "boolean", json_path = ".status.isDefault"),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -137,7 +143,10 @@ impl Admit for BackupRepo {
         if let Some(credential) = &spec.credential {
             match credential.name.as_deref() {
                 Some(name) => check_reference_name(&mut errors, "spec.credential.name", name),
-                None => errors.push(FieldError::required("spec.credential.name", "the Secret's name is needed")),
+                None => errors.push(FieldError::required(
+                    "spec.credential.name",
+                    "the Secret's name is needed",
+                )),
             }
             match credential.namespace.as_deref() {
                 // The repo is cluster-scoped, so there is no namespace to fall back on.
@@ -171,7 +180,9 @@ impl Admit for BackupRepo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
+    use crate::kubeblocks::testing::{
+        admit, admit_example, assert_structural_crd, def, refused_fields,
+    };
     use serde_json::{Value, json};
 
     const API: &str = "dataprotection.kubeblocks.io/v1alpha1";

@@ -17,6 +17,8 @@ use crate::resource::Admit;
 pub const DEFAULT_SCHEDULE_RETENTION: &str = "7d";
 
 /// When to back up, with which methods of a policy.
+// kube's attribute repeats `category` and `printcolumn` keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "dataprotection.kubeblocks.io",
@@ -153,14 +155,25 @@ impl Admit for BackupSchedule {
         let mut seen: Vec<&str> = Vec::new();
         for (i, schedule) in spec.schedules.iter().enumerate() {
             let field = index("spec.schedules", i);
-            check_reference_name(&mut errors, &path(&field, "backupMethod"), &schedule.backup_method);
+            check_reference_name(
+                &mut errors,
+                &path(&field, "backupMethod"),
+                &schedule.backup_method,
+            );
             // Status is keyed by method, and upstream runs one CronJob per method.
             if seen.contains(&schedule.backup_method.as_str()) {
-                errors.push(FieldError::duplicate(path(&field, "backupMethod"), &schedule.backup_method));
+                errors.push(FieldError::duplicate(
+                    path(&field, "backupMethod"),
+                    &schedule.backup_method,
+                ));
             }
             seen.push(&schedule.backup_method);
             if let Err(e) = parse_cron(&schedule.cron_expression) {
-                errors.push(FieldError::invalid(path(&field, "cronExpression"), &schedule.cron_expression, e));
+                errors.push(FieldError::invalid(
+                    path(&field, "cronExpression"),
+                    &schedule.cron_expression,
+                    e,
+                ));
             }
             if let Some(period) = &schedule.retention_period {
                 check_retention_period(&mut errors, &path(&field, "retentionPeriod"), period);
@@ -173,7 +186,9 @@ impl Admit for BackupSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
+    use crate::kubeblocks::testing::{
+        admit, admit_example, assert_structural_crd, def, refused_fields,
+    };
     use serde_json::{Value, json};
 
     const API: &str = "dataprotection.kubeblocks.io/v1alpha1";
@@ -251,7 +266,10 @@ mod tests {
         assert_eq!(d.short_names, ["bs"]);
         let spec = &d.schema["properties"]["spec"];
         assert_eq!(spec["required"], json!(["backupPolicyName", "schedules"]));
-        assert_eq!(spec["properties"]["schedules"]["items"]["required"], json!(["backupMethod", "cronExpression"]));
+        assert_eq!(
+            spec["properties"]["schedules"]["items"]["required"],
+            json!(["backupMethod", "cronExpression"])
+        );
     }
 
     #[test]

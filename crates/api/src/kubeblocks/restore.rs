@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, PersistentVolumeClaimSpec, ResourceRequirements, Toleration, TopologySpreadConstraint,
-    VolumeMount,
+    Affinity, EnvVar, PersistentVolumeClaimSpec, ResourceRequirements, Toleration,
+    TopologySpreadConstraint, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
 use kube::CustomResource;
@@ -17,6 +17,8 @@ use crate::field::{FieldError, index, path};
 use crate::resource::Admit;
 
 /// A request to restore one backup.
+// kube's attribute repeats `category` and `printcolumn` keys by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "dataprotection.kubeblocks.io",
@@ -28,11 +30,29 @@ use crate::resource::Admit;
     category = "dataprotection",
     category = "all",
     printcolumn(name = "BACKUP", type_ = "string", json_path = ".spec.backup.name"),
-    printcolumn(name = "RESTORE-TIME", type_ = "string", json_path = ".spec.restoreTime", description = "Point in time for restoring"),
-    printcolumn(name = "STATUS", type_ = "string", json_path = ".status.phase", description = "Restore Status."),
+    printcolumn(
+        name = "RESTORE-TIME",
+        type_ = "string",
+        json_path = ".spec.restoreTime",
+        description = "Point in time for restoring"
+    ),
+    printcolumn(
+        name = "STATUS",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Restore Status."
+    ),
     printcolumn(name = "DURATION", type_ = "string", json_path = ".status.duration"),
-    printcolumn(name = "CREATION-TIME", type_ = "string", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "COMPLETION-TIME", type_ = "string", json_path = ".status.completionTimestamp")
+    printcolumn(
+        name = "CREATION-TIME",
+        type_ = "string",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "COMPLETION-TIME",
+        type_ = "string",
+        json_path = ".status.completionTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSpec {
@@ -378,7 +398,8 @@ pub enum RestoreStage {
 /// What is wrong with the value.
 pub fn parse_restore_time(value: &str) -> Result<jiff::Timestamp, String> {
     let b = value.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| r.into_iter().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
     let shape = b.len() == 20
         && digits(0..4)
         && b[4] == b'-'
@@ -393,21 +414,32 @@ pub fn parse_restore_time(value: &str) -> Result<jiff::Timestamp, String> {
         && digits(17..19)
         && b[19] == b'Z';
     if !shape {
-        return Err("must be RFC 3339 in UTC with second precision, like 2026-11-21T10:00:00Z".into());
+        return Err(
+            "must be RFC 3339 in UTC with second precision, like 2026-11-21T10:00:00Z".into()
+        );
     }
     value.parse::<jiff::Timestamp>().map_err(|e| format!("not a valid time: {e}"))
 }
 
 fn validate_claim(claim: &RestoreVolumeClaim, field: &str, errors: &mut Vec<FieldError>) {
-    check_non_empty(errors, &path(field, "metadata.name"), claim.metadata.name.as_deref().unwrap_or_default());
+    check_non_empty(
+        errors,
+        &path(field, "metadata.name"),
+        claim.metadata.name.as_deref().unwrap_or_default(),
+    );
     if claim.volume_config.is_empty() {
-        errors.push(FieldError::required(field, "at least one of volumeSource and mountPath must be set"));
+        errors.push(FieldError::required(
+            field,
+            "at least one of volumeSource and mountPath must be set",
+        ));
     }
 }
 
 impl Admit for Restore {
     fn default_fields(&mut self) {
-        if let Some(probe) = self.spec.ready_config.as_mut().and_then(|r| r.readiness_probe.as_mut()) {
+        if let Some(probe) =
+            self.spec.ready_config.as_mut().and_then(|r| r.readiness_probe.as_mut())
+        {
             probe.timeout_seconds.get_or_insert(30);
             probe.period_seconds.get_or_insert(5);
         }
@@ -423,8 +455,13 @@ impl Admit for Restore {
         {
             errors.push(FieldError::invalid("spec.restoreTime", time, e));
         }
-        for (i, res) in spec.resources.iter().flat_map(|r| r.included.iter().flatten()).enumerate() {
-            check_non_empty(&mut errors, &path(&index("spec.resources.included", i), "groupResource"), &res.group_resource);
+        for (i, res) in spec.resources.iter().flat_map(|r| r.included.iter().flatten()).enumerate()
+        {
+            check_non_empty(
+                &mut errors,
+                &path(&index("spec.resources.included", i), "groupResource"),
+                &res.group_resource,
+            );
         }
         if let Some(prepare) = &spec.prepare_data_config {
             if prepare.data_source_ref.as_ref().is_some_and(VolumeConfig::is_empty) {
@@ -434,18 +471,37 @@ impl Admit for Restore {
                 ));
             }
             for (i, claim) in prepare.volume_claims.iter().flatten().enumerate() {
-                validate_claim(claim, &index("spec.prepareDataConfig.volumeClaims", i), &mut errors);
+                validate_claim(
+                    claim,
+                    &index("spec.prepareDataConfig.volumeClaims", i),
+                    &mut errors,
+                );
             }
             if let Some(template) = &prepare.volume_claims_template {
                 let field = "spec.prepareDataConfig.volumeClaimsTemplate";
                 if template.templates.is_empty() {
-                    errors.push(FieldError::required(path(field, "templates"), "at least one template is needed"));
+                    errors.push(FieldError::required(
+                        path(field, "templates"),
+                        "at least one template is needed",
+                    ));
                 }
                 for (i, claim) in template.templates.iter().enumerate() {
                     validate_claim(claim, &index(&path(field, "templates"), i), &mut errors);
                 }
-                check_range(&mut errors, &path(field, "replicas"), template.replicas.into(), 1, None);
-                check_range(&mut errors, &path(field, "startingIndex"), template.starting_index.into(), 0, None);
+                check_range(
+                    &mut errors,
+                    &path(field, "replicas"),
+                    template.replicas.into(),
+                    1,
+                    None,
+                );
+                check_range(
+                    &mut errors,
+                    &path(field, "startingIndex"),
+                    template.starting_index.into(),
+                    0,
+                    None,
+                );
             }
         }
         if let Some(ready) = &spec.ready_config {
@@ -461,7 +517,13 @@ impl Admit for Restore {
             if let Some(probe) = &ready.readiness_probe {
                 let field = "spec.readyConfig.readinessProbe";
                 if let Some(s) = probe.initial_delay_seconds {
-                    check_range(&mut errors, &path(field, "initialDelaySeconds"), s.into(), 0, None);
+                    check_range(
+                        &mut errors,
+                        &path(field, "initialDelaySeconds"),
+                        s.into(),
+                        0,
+                        None,
+                    );
                 }
                 if let Some(s) = probe.timeout_seconds {
                     check_range(&mut errors, &path(field, "timeoutSeconds"), s.into(), 1, None);
@@ -471,7 +533,10 @@ impl Admit for Restore {
                 }
                 check_non_empty(&mut errors, &path(field, "exec.image"), &probe.exec.image);
                 if probe.exec.command.is_empty() {
-                    errors.push(FieldError::required(path(field, "exec.command"), "at least one item is needed"));
+                    errors.push(FieldError::required(
+                        path(field, "exec.command"),
+                        "at least one item is needed",
+                    ));
                 }
             }
         }
@@ -521,10 +586,15 @@ impl Admit for Restore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubeblocks::testing::{admit, admit_example, assert_structural_crd, def, refused_fields};
+    use crate::kubeblocks::testing::{
+        admit, admit_example, assert_structural_crd, def, refused_fields,
+    };
     use serde_json::{Value, json};
 
     const API: &str = "dataprotection.kubeblocks.io/v1alpha1";
+
+    /// A field path and an edit that changes it.
+    type Change = (&'static str, fn(&mut Value));
 
     fn restore() -> Value {
         json!({
@@ -572,7 +642,13 @@ mod tests {
     #[test]
     fn restore_time_must_be_rfc3339_utc() {
         parse_restore_time("2026-11-21T10:00:00Z").unwrap();
-        for bad in ["2026-11-21T10:00:00+08:00", "2026-11-21 10:00:00", "2026-11-21T10:00:00.5Z", "2026-02-30T10:00:00Z", "yesterday"] {
+        for bad in [
+            "2026-11-21T10:00:00+08:00",
+            "2026-11-21 10:00:00",
+            "2026-11-21T10:00:00.5Z",
+            "2026-02-30T10:00:00Z",
+            "yesterday",
+        ] {
             assert!(parse_restore_time(bad).is_err(), "{bad} accepted");
             let mut obj = restore();
             obj["spec"]["restoreTime"] = json!(bad);
@@ -586,9 +662,11 @@ mod tests {
         obj["spec"]["backup"]["name"] = json!("");
         obj["spec"]["resources"] = json!({"included": [{"groupResource": ""}]});
         obj["spec"]["prepareDataConfig"]["dataSourceRef"] = json!({});
-        obj["spec"]["prepareDataConfig"]["volumeClaims"] = json!([{"metadata": {}, "volumeClaimSpec": {}}]);
+        obj["spec"]["prepareDataConfig"]["volumeClaims"] =
+            json!([{"metadata": {}, "volumeClaimSpec": {}}]);
         obj["spec"]["prepareDataConfig"]["volumeClaimsTemplate"]["replicas"] = json!(0);
-        obj["spec"]["readyConfig"] = json!({"readinessProbe": {"periodSeconds": 0, "exec": {"image": "i", "command": []}}});
+        obj["spec"]["readyConfig"] =
+            json!({"readinessProbe": {"periodSeconds": 0, "exec": {"image": "i", "command": []}}});
         obj["spec"]["backoffLimit"] = json!(-1);
         assert_eq!(
             refused_fields(obj),
@@ -615,15 +693,19 @@ mod tests {
         let mut obj = restore();
         obj["spec"]["prepareDataConfig"]["volumeClaimRestorePolicy"] = json!("Random");
         assert_eq!(refused_fields(obj), ["spec.prepareDataConfig.volumeClaimRestorePolicy"]);
-        let schema = &def(API, "Restore").schema["properties"]["spec"]["properties"]["prepareDataConfig"];
-        assert_eq!(schema["properties"]["volumeClaimRestorePolicy"]["enum"], json!(["Parallel", "Serial"]));
+        let schema =
+            &def(API, "Restore").schema["properties"]["spec"]["properties"]["prepareDataConfig"];
+        assert_eq!(
+            schema["properties"]["volumeClaimRestorePolicy"]["enum"],
+            json!(["Parallel", "Serial"])
+        );
     }
 
     #[test]
     fn immutable_fields_refused_on_update() {
         let mut old = restore();
         admit(&mut old, None).unwrap();
-        let changes: [(&str, fn(&mut Value)); 4] = [
+        let changes: [Change; 4] = [
             ("spec.backup", |o| o["spec"]["backup"]["name"] = json!("other")),
             ("spec.restoreTime", |o| o["spec"]["restoreTime"] = json!("2026-11-21T11:00:00Z")),
             ("spec.prepareDataConfig.volumeClaimsTemplate", |o| {
@@ -649,7 +731,10 @@ mod tests {
         assert_structural_crd(API, "Restore");
         let d = def(API, "Restore");
         let names: Vec<_> = d.printer_columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["BACKUP", "RESTORE-TIME", "STATUS", "DURATION", "CREATION-TIME", "COMPLETION-TIME"]);
+        assert_eq!(
+            names,
+            ["BACKUP", "RESTORE-TIME", "STATUS", "DURATION", "CREATION-TIME", "COMPLETION-TIME"]
+        );
         assert!(d.categories.contains(&"all".to_string()));
     }
 

@@ -49,7 +49,8 @@ impl DeleteOptions {
             DeleteOptions::default()
         } else {
             let v = super::request::decode(&rq.body, &super::request::content_type(&rq.headers))?;
-            serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            serde_json::from_value(v)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
         };
         if let Some(d) = opts.dry_run.iter().find(|d| d.as_str() != "All") {
             return Err(ApiError::bad_request(format!("unsupported dry run value: {d:?}")));
@@ -82,12 +83,15 @@ impl DeleteOptions {
         let Some(p) = &self.preconditions else { return Ok(()) };
         let name = &current.key.name;
         if let Some(uid) = &p.uid {
-            let actual = current.object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            let actual =
+                current.object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
             if uid != actual {
                 return Err(ApiError::conflict_because(
                     def,
                     name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
                 ));
             }
         }
@@ -124,7 +128,8 @@ pub(crate) async fn delete_stored(
         if is_deleting(&obj) {
             return Ok((StatusCode::ACCEPTED, obj));
         }
-        let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation =
+            obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("deletionTimestamp".into(), now_seconds().into());
             meta.insert("deletionGracePeriodSeconds".into(), 0.into());
@@ -165,8 +170,12 @@ pub(crate) async fn delete(rq: &Req) -> Result<Response, ApiError> {
     let name = rq.name().to_string();
     let mut attempt = 0;
     loop {
-        let current =
-            rq.server.store().get(&rq.key(&name)).map_err(store_error)?.ok_or_else(|| ApiError::not_found(&rq.def, &name))?;
+        let current = rq
+            .server
+            .store()
+            .get(&rq.key(&name))
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found(&rq.def, &name))?;
         opts.check(&rq.def, &current)?;
         let result = if is_namespace(&rq.def) {
             delete_namespace(&rq.server, current, opts.dry_run()).await
@@ -174,7 +183,11 @@ pub(crate) async fn delete(rq: &Req) -> Result<Response, ApiError> {
             delete_stored(&rq.server, &rq.def, current, opts.dry_run()).await
         };
         match result {
-            Err(e) if e.reason == "Conflict" && !opts.pins_version() && attempt < DELETE_RETRIES => attempt += 1,
+            Err(e)
+                if e.reason == "Conflict" && !opts.pins_version() && attempt < DELETE_RETRIES =>
+            {
+                attempt += 1
+            }
             Err(e) => return Err(e),
             Ok((code, obj)) => return Ok(json_response(code, &obj)),
         }
@@ -204,7 +217,9 @@ pub(crate) async fn delete_collection(rq: &Req) -> Result<Response, ApiError> {
         match result {
             Ok((_, obj)) => deleted.push(obj),
             // Someone else changed or removed it meanwhile; it is theirs now.
-            Err(e) if e.code == 404 || e.code == 409 => tracing::debug!("deletecollection skipped {name}: {}", e.message),
+            Err(e) if e.code == 404 || e.code == 409 => {
+                tracing::debug!("deletecollection skipped {name}: {}", e.message)
+            }
             Err(e) => return Err(e),
         }
     }
@@ -213,7 +228,11 @@ pub(crate) async fn delete_collection(rq: &Req) -> Result<Response, ApiError> {
 }
 
 /// Marks a namespace `Terminating` and starts deleting what is in it.
-async fn delete_namespace(server: &ApiServer, current: Stored, dry_run: bool) -> Result<(StatusCode, Value), ApiError> {
+async fn delete_namespace(
+    server: &ApiServer,
+    current: Stored,
+    dry_run: bool,
+) -> Result<(StatusCode, Value), ApiError> {
     let mut obj = current.object.clone();
     if is_deleting(&obj) {
         return Ok((StatusCode::OK, obj));
@@ -233,7 +252,9 @@ async fn delete_namespace(server: &ApiServer, current: Stored, dry_run: bool) ->
             return Err(ApiError::new(
                 409,
                 "Conflict",
-                format!("Operation cannot be fulfilled on namespaces \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                format!(
+                    "Operation cannot be fulfilled on namespaces \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                ),
             ));
         }
         Err(StoreError::NotFound(_)) => return Err(ApiError::namespace_not_found(&name)),

@@ -70,7 +70,7 @@ impl Filter {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct ContinueToken {
     /// Revision of the first page.
     rv: u64,
@@ -128,7 +128,8 @@ pub(crate) fn list_page(rq: &Req, filter: &Filter) -> Result<Page, ApiError> {
         // the limit suffices; with them, read ahead in bigger pages.
         let want = limit.map(|l| if selective { l.max(256) } else { l - items.len() });
         let after_ref = after.as_ref().map(|(a, b): &(String, String)| (a.as_str(), b.as_str()));
-        let (page, rev, remaining) = store.list(&resource, ns, after_ref, want).map_err(store_error)?;
+        let (page, rev, remaining) =
+            store.list(&resource, ns, after_ref, want).map_err(store_error)?;
         list_rev.get_or_insert(rev);
         let n = page.len();
         for (i, s) in page.into_iter().enumerate() {

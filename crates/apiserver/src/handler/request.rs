@@ -56,7 +56,9 @@ impl Params {
             .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
         let mut p = Params::default();
         let number = |k: &str, v: &str| {
-            v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?} is not a number")))
+            v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid value for {k}: {v:?} is not a number"))
+            })
         };
         for (k, v) in pairs {
             let non_empty = (!v.is_empty()).then(|| v.clone());
@@ -64,7 +66,11 @@ impl Params {
                 "dryRun" => match v.as_str() {
                     "All" => p.dry_run = true,
                     "" => {}
-                    other => return Err(ApiError::bad_request(format!("unsupported dry run value: {other:?}"))),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unsupported dry run value: {other:?}"
+                        )));
+                    }
                 },
                 "fieldManager" => p.field_manager = non_empty,
                 "fieldValidation" => {
@@ -84,7 +90,8 @@ impl Params {
                 "fieldSelector" => p.field_selector = non_empty,
                 // limit=0 means "no limit", as upstream.
                 "limit" if !v.is_empty() => {
-                    p.limit = Some(usize::try_from(number(&k, &v)?).unwrap_or(usize::MAX)).filter(|&l| l > 0);
+                    p.limit = Some(usize::try_from(number(&k, &v)?).unwrap_or(usize::MAX))
+                        .filter(|&l| l > 0);
                 }
                 "continue" => p.continue_token = non_empty,
                 "resourceVersion" => p.resource_version = non_empty,
@@ -136,8 +143,9 @@ pub(crate) fn decode(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
         if let Ok(v) = serde_json::from_slice::<Value>(body) {
             return Ok(v);
         }
-        let v: Value = serde_saphyr::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
+        let v: Value = serde_saphyr::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+        })?;
         Ok(v)
     } else {
         serde_json::from_slice(body)
@@ -151,7 +159,8 @@ mod tests {
 
     #[test]
     fn empty_params_and_plus_spaces_parse() {
-        let uri: Uri = "/apis/x/v1/things?&limit=500&labelSelector=a+in+(x,y)&watch=1".parse().unwrap();
+        let uri: Uri =
+            "/apis/x/v1/things?&limit=500&labelSelector=a+in+(x,y)&watch=1".parse().unwrap();
         let p = Params::parse(&uri).unwrap();
         assert_eq!(p.limit, Some(500));
         assert_eq!(p.label_selector.as_deref(), Some("a in (x,y)"));
@@ -164,7 +173,9 @@ mod tests {
 
     #[test]
     fn yaml_and_json_bodies_decode() {
-        let v = decode(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n", "application/yaml").unwrap();
+        let v =
+            decode(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n", "application/yaml")
+                .unwrap();
         assert_eq!(v["metadata"]["name"], "a");
         let v = decode(br#"{"a":1}"#, "").unwrap();
         assert_eq!(v["a"], 1);

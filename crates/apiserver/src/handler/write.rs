@@ -16,7 +16,9 @@ use serde_json::{Map, Value, json};
 use super::events::{from_storage, to_storage};
 use super::list::ensure_type_meta;
 use super::request::{self, FieldValidation, Params, content_type};
-use super::{ApiServer, Target, json_response, namespace_key, storage_resource, store_error, with_warnings};
+use super::{
+    ApiServer, Target, json_response, namespace_key, storage_resource, store_error, with_warnings,
+};
 use crate::error::{ApiError, SMP_UNSUPPORTED};
 use crate::patch::{self, PatchKind};
 use crate::store::{Key, StoreError, Stored};
@@ -188,9 +190,12 @@ fn place(rq: &Req, obj: &mut Value) -> Result<(), ApiError> {
 /// a typed round trip drops them, and that is not an unknown field).
 fn without_nulls(value: &Value) -> Value {
     match value {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect())
-        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
         other => other.clone(),
     }
@@ -203,7 +208,8 @@ fn admit(rq: &Req, obj: &mut Value, old: Option<&Value>) -> Result<Vec<String>, 
     let name = meta_str(obj, "name").unwrap_or("").to_string();
     let mut unknown = Vec::new();
     if !def.builtin {
-        let report = schema::process(&def.schema, obj).map_err(|errs| ApiError::invalid(def, &name, &errs))?;
+        let report = schema::process(&def.schema, obj)
+            .map_err(|errs| ApiError::invalid(def, &name, &errs))?;
         unknown = report.unknown_fields;
     }
     let before = def.builtin.then(|| without_nulls(obj));
@@ -220,7 +226,8 @@ fn admit(rq: &Req, obj: &mut Value, old: Option<&Value>) -> Result<Vec<String>, 
     }
     match rq.params.field_validation {
         FieldValidation::Strict => {
-            let fields: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            let fields: Vec<String> =
+                unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
             Err(ApiError::bad_request(format!(
                 "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
                 fields.join(", "),
@@ -228,7 +235,9 @@ fn admit(rq: &Req, obj: &mut Value, old: Option<&Value>) -> Result<Vec<String>, 
                 v = def.version,
             )))
         }
-        FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
+        FieldValidation::Warn => {
+            Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect())
+        }
         FieldValidation::Ignore => Ok(Vec::new()),
     }
 }
@@ -280,7 +289,9 @@ fn check_namespace(rq: &Req, name: &str) -> Result<(), ApiError> {
         Some(s) if is_deleting(&s.object) => Err(ApiError::forbidden(
             &rq.def,
             name,
-            &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            &format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
         )),
         Some(_) => Ok(()),
     }
@@ -317,10 +328,11 @@ async fn create_object(rq: &Req, mut obj: Value, managed: Managed) -> Result<Wri
         name = format!("{prefix}{}", random_suffix());
     }
     if name.is_empty() {
-        return Err(ApiError::invalid(def, "", &[FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        )]));
+        return Err(ApiError::invalid(
+            def,
+            "",
+            &[FieldError::required("metadata.name", "name or generateName is required")],
+        ));
     }
     meta_mut(&mut obj).insert("name".into(), name.clone().into());
     if def.namespaced {
@@ -406,19 +418,25 @@ pub(crate) async fn replace(rq: &Req) -> Result<Response, ApiError> {
     let current = rq.get_current()?.ok_or_else(|| ApiError::not_found(def, &name))?;
     match meta_str(&obj, "resourceVersion") {
         Some(rv) => {
-            let rv: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?;
+            let rv: u64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?;
             if rv != current.mod_rev {
                 return Err(ApiError::conflict(def, &name));
             }
         }
         // Custom kinds refuse unconditional updates (AllowUnconditionalUpdate=false).
         None if !def.builtin => {
-            return Err(ApiError::invalid(def, &name, &[FieldError {
-                field: "metadata.resourceVersion".into(),
-                kind: FieldErrorKind::Invalid,
-                value: Some("0x0".into()),
-                detail: "must be specified for an update".into(),
-            }]));
+            return Err(ApiError::invalid(
+                def,
+                &name,
+                &[FieldError {
+                    field: "metadata.resourceVersion".into(),
+                    kind: FieldErrorKind::Invalid,
+                    value: Some("0x0".into()),
+                    detail: "must be specified for an update".into(),
+                }],
+            ));
         }
         None => {}
     }
@@ -428,7 +446,12 @@ pub(crate) async fn replace(rq: &Req) -> Result<Response, ApiError> {
 /// Applies an update to `current`: status-subresource rules, immutable metadata, admission,
 /// finalizer rules, generation, managedFields, no-op detection, then the store write (or the
 /// delete, when the last finalizer of a deleting object goes).
-async fn update_object(rq: &Req, mut obj: Value, current: Stored, managed: Managed) -> Result<Written, ApiError> {
+async fn update_object(
+    rq: &Req,
+    mut obj: Value,
+    current: Stored,
+    managed: Managed,
+) -> Result<Written, ApiError> {
     let def = &rq.def;
     check_type_meta(def, &mut obj)?;
     let old = from_storage(def, current.object.clone());
@@ -464,8 +487,15 @@ async fn update_object(rq: &Req, mut obj: Value, current: Stored, managed: Manag
     {
         let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
         let meta = meta_mut(&mut obj);
-        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"]
-        {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old_meta.get(f) {
                 Some(v) => meta.insert(f.into(), v.clone()),
                 None => meta.remove(f),
@@ -479,19 +509,31 @@ async fn update_object(rq: &Req, mut obj: Value, current: Stored, managed: Manag
     if deleting {
         let before = finalizers(&old);
         if finalizers(&obj).iter().any(|f| !before.contains(f)) {
-            return Err(ApiError::invalid(def, &name, &[FieldError::forbidden(
-                "metadata.finalizers",
-                "no new finalizers can be added if the object is being deleted",
-            )]));
+            return Err(ApiError::invalid(
+                def,
+                &name,
+                &[FieldError::forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted",
+                )],
+            ));
         }
     }
     if spec_changed(def, &old, &obj) {
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation =
+            old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         meta_mut(&mut obj).insert("generation".into(), generation.into());
     }
     if managed == Managed::Update {
         let sub = rq.target.status.then_some("status");
-        patch::record_update(&mut obj, Some(&old), &rq.manager(), sub, &def.api_version(), &now_seconds());
+        patch::record_update(
+            &mut obj,
+            Some(&old),
+            &rq.manager(),
+            sub,
+            &def.api_version(),
+            &now_seconds(),
+        );
     }
     if normalized(&obj) == normalized(&old) {
         // Nothing changed: no new revision, no event (the apiserver compares the bytes).
@@ -517,7 +559,9 @@ async fn update_object(rq: &Req, mut obj: Value, current: Stored, managed: Manag
         return Ok(Written { code: StatusCode::OK, object: obj, warnings });
     }
     match store.update(key, to_storage(def, obj), current.mod_rev).await {
-        Ok(s) => Ok(Written { code: StatusCode::OK, object: from_storage(def, s.object), warnings }),
+        Ok(s) => {
+            Ok(Written { code: StatusCode::OK, object: from_storage(def, s.object), warnings })
+        }
         Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(def, &name)),
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found(def, &name)),
         Err(e) => Err(store_error(e)),
@@ -528,9 +572,9 @@ async fn update_object(rq: &Req, mut obj: Value, current: Stored, managed: Manag
 /// conflict is the client's to resolve, not retried).
 fn pins_resource_version(kind: &PatchKind, body: &Value) -> bool {
     match kind {
-        PatchKind::Json => body
-            .as_array()
-            .is_some_and(|ops| ops.iter().any(|op| op["path"].as_str() == Some("/metadata/resourceVersion"))),
+        PatchKind::Json => body.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| op["path"].as_str() == Some("/metadata/resourceVersion"))
+        }),
         _ => body.pointer("/metadata/resourceVersion").is_some_and(|v| !v.is_null()),
     }
 }
@@ -547,14 +591,17 @@ fn patch_error(def: &ResourceDef, name: &str, e: patch::PatchError) -> ApiError 
                 _ => Vec::new(),
             };
             let mut err = ApiError::new(409, "Conflict", e.to_string());
-            err.details = Some(json!({"name": name, "group": def.group, "kind": def.plural, "causes": causes}));
+            err.details = Some(Box::new(
+                json!({"name": name, "group": def.group, "kind": def.plural, "causes": causes}),
+            ));
             err
         }
         // A patch that cannot be applied to this object (a failed json-patch `test`, a
         // strategic patch that does not fit): 422 as upstream.
         code => {
             let mut err = ApiError::new(code, "Invalid", e.to_string());
-            err.details = Some(json!({"name": name, "group": def.group, "kind": def.kind}));
+            err.details =
+                Some(Box::new(json!({"name": name, "group": def.group, "kind": def.kind})));
             err
         }
     }
@@ -588,8 +635,9 @@ pub(crate) async fn patch(rq: &Req) -> Result<Response, ApiError> {
         let Some(current) = rq.get_current()? else {
             if matches!(kind, PatchKind::Apply) && !rq.target.status {
                 // Server-side apply creates what does not exist yet.
-                let mut obj = patch::apply(None, &body, &manager, rq.params.force, &av, &now_seconds())
-                    .map_err(|e| patch_error(def, &name, e))?;
+                let mut obj =
+                    patch::apply(None, &body, &manager, rq.params.force, &av, &now_seconds())
+                        .map_err(|e| patch_error(def, &name, e))?;
                 meta_mut(&mut obj).insert("name".into(), name.clone().into());
                 return create_object(rq, obj, Managed::Applied).await.map(respond);
             }
@@ -620,7 +668,8 @@ pub(crate) async fn patch(rq: &Req) -> Result<Response, ApiError> {
                 return Err(ApiError::conflict(def, &name));
             }
         }
-        let managed = if matches!(kind, PatchKind::Apply) { Managed::Applied } else { Managed::Update };
+        let managed =
+            if matches!(kind, PatchKind::Apply) { Managed::Applied } else { Managed::Update };
         match update_object(rq, patched, current, managed).await {
             Err(e) if e.reason == "Conflict" && !pinned && attempt < PATCH_RETRIES => attempt += 1,
             other => return other.map(respond),
@@ -650,7 +699,8 @@ mod tests {
 
     #[test]
     fn nulls_are_not_unknown_fields() {
-        let v = json!({"metadata": {"creationTimestamp": null, "name": "a"}, "spec": [{"x": null}]});
+        let v =
+            json!({"metadata": {"creationTimestamp": null, "name": "a"}, "spec": [{"x": null}]});
         assert_eq!(without_nulls(&v), json!({"metadata": {"name": "a"}, "spec": [{}]}));
     }
 }

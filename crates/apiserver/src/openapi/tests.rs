@@ -49,7 +49,10 @@ fn hash_changes_when_a_schema_changes() {
     let mut defs = defs();
     let before = v3_index(&defs)["paths"]["apis/velero.io/v1"].clone();
     let other = v3_index(&defs)["paths"]["api/v1"].clone();
-    let backup = defs.iter_mut().find(|d| d.kind == "Backup").unwrap();
+    let backup = defs
+        .iter_mut()
+        .find(|d| d.group == "velero.io" && d.kind == "BackupStorageLocation")
+        .unwrap();
     backup.schema["properties"]["spec"]["description"] = json!("changed");
     let after = v3_index(&defs);
     assert_ne!(after["paths"]["apis/velero.io/v1"], before);
@@ -60,12 +63,13 @@ fn hash_changes_when_a_schema_changes() {
 fn custom_kind_patch_operation_satisfies_kubectl() {
     let doc = v3_group_version(&defs(), "velero.io", "v1").unwrap();
     assert_eq!(doc["openapi"], "3.0.0");
-    let item = &doc["paths"]["/apis/velero.io/v1/namespaces/{namespace}/backups/{name}"];
+    let item =
+        &doc["paths"]["/apis/velero.io/v1/namespaces/{namespace}/backupstoragelocations/{name}"];
     let patch = &item["patch"];
     assert_eq!(patch["x-kubernetes-action"], "patch");
     assert_eq!(
         patch["x-kubernetes-group-version-kind"],
-        json!({"group": "velero.io", "version": "v1", "kind": "Backup"})
+        json!({"group": "velero.io", "version": "v1", "kind": "BackupStorageLocation"})
     );
     let params: Vec<&str> = patch["parameters"]
         .as_array()
@@ -85,17 +89,22 @@ fn custom_kind_patch_operation_satisfies_kubectl() {
         ]
     );
     for verb in ["get", "put", "delete"] {
-        assert_eq!(item[verb]["x-kubernetes-group-version-kind"]["kind"], "Backup", "{verb}");
+        assert_eq!(
+            item[verb]["x-kubernetes-group-version-kind"]["kind"], "BackupStorageLocation",
+            "{verb}"
+        );
     }
-    let coll = &doc["paths"]["/apis/velero.io/v1/namespaces/{namespace}/backups"];
+    let coll = &doc["paths"]["/apis/velero.io/v1/namespaces/{namespace}/backupstoragelocations"];
     assert_eq!(coll["get"]["x-kubernetes-action"], "list");
     assert_eq!(coll["post"]["x-kubernetes-action"], "post");
-    let all = &doc["paths"]["/apis/velero.io/v1/backups"];
-    assert_eq!(all["get"]["operationId"], "listVeleroIoV1BackupForAllNamespaces");
+    let all = &doc["paths"]["/apis/velero.io/v1/backupstoragelocations"];
+    assert_eq!(all["get"]["operationId"], "listVeleroIoV1BackupStorageLocationForAllNamespaces");
     assert!(all.get("post").is_none());
     // The first PATCH for the GVK (what kubectl checks) declares fieldValidation.
-    let first =
-        patch_op_for(&doc, &json!({"group": "velero.io", "version": "v1", "kind": "Backup"}));
+    let first = patch_op_for(
+        &doc,
+        &json!({"group": "velero.io", "version": "v1", "kind": "BackupStorageLocation"}),
+    );
     assert!(
         first.unwrap()["parameters"]
             .as_array()
@@ -142,10 +151,10 @@ fn schema_names() {
 #[test]
 fn custom_kind_schema_supports_explain() {
     let doc = v3_group_version(&defs(), "velero.io", "v1").unwrap();
-    let backup = &doc["components"]["schemas"]["io.velero.v1.Backup"];
+    let backup = &doc["components"]["schemas"]["io.velero.v1.BackupStorageLocation"];
     assert_eq!(
         backup["properties"]["spec"],
-        def("velero.io", "Backup").schema["properties"]["spec"]
+        def("velero.io", "BackupStorageLocation").schema["properties"]["spec"]
     );
     assert!(backup["properties"]["kind"]["description"].is_string());
     let meta = resolve(&doc, &backup["properties"]["metadata"]);
@@ -153,8 +162,8 @@ fn custom_kind_schema_supports_explain() {
         meta["properties"]["name"]["description"].as_str().unwrap().contains("Name must be unique")
     );
     assert!(meta["properties"]["labels"]["additionalProperties"]["type"] == "string");
-    let list = &doc["components"]["schemas"]["io.velero.v1.BackupList"];
-    assert_eq!(list["x-kubernetes-group-version-kind"][0]["kind"], "BackupList");
+    let list = &doc["components"]["schemas"]["io.velero.v1.BackupStorageLocationList"];
+    assert_eq!(list["x-kubernetes-group-version-kind"][0]["kind"], "BackupStorageLocationList");
 }
 
 #[test]

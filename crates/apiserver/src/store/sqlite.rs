@@ -68,7 +68,8 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         ))));
     }
     conn.pragma_update(None, "synchronous", "FULL").map_err(StoreError::sqlite(what()))?;
-    conn.execute_batch(SCHEMA).map_err(StoreError::sqlite(format!("creating the schema in {}", path.display())))?;
+    conn.execute_batch(SCHEMA)
+        .map_err(StoreError::sqlite(format!("creating the schema in {}", path.display())))?;
     let version: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
         .optional()
@@ -164,7 +165,10 @@ pub(super) fn parse(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Value
 }
 
 /// The current row of `key`: (mod_rev, create_rev, raw JSON).
-pub(super) fn get_raw(conn: &Connection, key: &Key) -> Result<Option<(u64, u64, Vec<u8>)>, StoreError> {
+pub(super) fn get_raw(
+    conn: &Connection,
+    key: &Key,
+) -> Result<Option<(u64, u64, Vec<u8>)>, StoreError> {
     conn.prepare_cached(
         "SELECT mod_rev, create_rev, value FROM objects \
          WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
@@ -227,7 +231,8 @@ pub(super) fn list(
                     row.get::<_, Vec<u8>>(4)?,
                 ))
             };
-            let (ns, name, mod_rev, create_rev, raw) = read().map_err(StoreError::sqlite(what()))?;
+            let (ns, name, mod_rev, create_rev, raw) =
+                read().map_err(StoreError::sqlite(what()))?;
             let key = Key { resource: resource.to_owned(), namespace: ns, name };
             let object = parse(&raw, || format!("stored {key}"))?;
             items.push(Stored { key, object, mod_rev, create_rev });
@@ -236,12 +241,18 @@ pub(super) fn list(
 
     let remaining = match (limit, items.last()) {
         (Some(limit), Some(last)) if items.len() >= limit => {
-            let count_sql =
-                format!("SELECT count(*) FROM objects WHERE {filter} AND (namespace, name) > (?3, ?4)");
+            let count_sql = format!(
+                "SELECT count(*) FROM objects WHERE {filter} AND (namespace, name) > (?3, ?4)"
+            );
             tx.prepare_cached(&count_sql)
                 .and_then(|mut s| {
                     s.query_row(
-                        params![resource, namespace.unwrap_or(""), last.key.namespace, last.key.name],
+                        params![
+                            resource,
+                            namespace.unwrap_or(""),
+                            last.key.namespace,
+                            last.key.name
+                        ],
                         |r| r.get::<_, i64>(0),
                     )
                 })

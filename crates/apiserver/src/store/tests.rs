@@ -172,13 +172,13 @@ async fn list_pages_in_key_order_with_remaining_count_and_namespace_filter() {
 
     let (in_a, _, remaining) = store.list(PODS, Some("a"), None, Some(2)).unwrap();
     assert_eq!(remaining, 3);
-    assert_eq!(
-        in_a.iter().map(|s| s.key.name.as_str()).collect::<Vec<_>>(),
-        vec!["p0", "p1"]
-    );
+    assert_eq!(in_a.iter().map(|s| s.key.name.as_str()).collect::<Vec<_>>(), vec!["p0", "p1"]);
     let (rest, _, remaining) = store.list(PODS, Some("a"), Some(("a", "p1")), None).unwrap();
     assert_eq!(remaining, 0);
-    assert_eq!(rest.iter().map(|s| s.key.name.as_str()).collect::<Vec<_>>(), vec!["p2", "p3", "p4"]);
+    assert_eq!(
+        rest.iter().map(|s| s.key.name.as_str()).collect::<Vec<_>>(),
+        vec!["p2", "p3", "p4"]
+    );
     assert!(rest.iter().all(|s| s.key.namespace == "a"));
 
     let (nodes, _, _) = store.list("/nodes", None, None, None).unwrap();
@@ -208,8 +208,10 @@ async fn watch_replays_then_follows_live_without_gap_or_duplicate() {
                 let name = format!("w{w}-{i}");
                 // Every fourth write goes to another resource the watchers must filter out.
                 let resource = if i % 4 == 3 { "/configmaps" } else { PODS };
-                let created =
-                    store.create(Key::new(resource, "ns", &name), pod("ns", &name, "a")).await.unwrap();
+                let created = store
+                    .create(Key::new(resource, "ns", &name), pod("ns", &name, "a"))
+                    .await
+                    .unwrap();
                 if resource == PODS {
                     let updated = store
                         .update(created.key.clone(), pod("ns", &name, "b"), created.mod_rev)
@@ -297,13 +299,16 @@ async fn concurrent_creates_of_one_name_admit_exactly_one() {
     for i in 0..20 {
         writes.push(store.create(key.clone(), pod("ns", "same", &i.to_string())));
     }
-    let results = join_all(writes.into_iter().chain([store.create(other.clone(), pod("ns", "other", "a"))])).await;
+    let results =
+        join_all(writes.into_iter().chain([store.create(other.clone(), pod("ns", "other", "a"))]))
+            .await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let exists = results.iter().filter(|r| matches!(r, Err(StoreError::AlreadyExists(_)))).count();
     assert_eq!((ok, exists), (2, 19));
     assert!(store.get(&other).unwrap().is_some());
     // The failures spent no revision: the two creates hold revisions 2 and 3.
-    let mut revs: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok()).map(|s| s.mod_rev).collect();
+    let mut revs: Vec<u64> =
+        results.iter().filter_map(|r| r.as_ref().ok()).map(|s| s.mod_rev).collect();
     revs.sort_unstable();
     assert_eq!(revs, vec![2, 3]);
 }
@@ -342,8 +347,11 @@ async fn compaction_expires_old_revisions() {
     assert!(overtaken.next().await.is_none(), "the stream ends after Compacted");
 
     let tail = store.watch(PODS, compacted).unwrap();
-    let revs: Vec<u64> =
-        within("tail", tail.take(5).collect::<Vec<_>>()).await.into_iter().map(|e| e.unwrap().rev).collect();
+    let revs: Vec<u64> = within("tail", tail.take(5).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|e| e.unwrap().rev)
+        .collect();
     assert_eq!(revs, (compacted + 1..=current).collect::<Vec<_>>());
 
     // Objects are never compacted.
@@ -370,7 +378,10 @@ async fn reopen_keeps_objects_revisions_and_log() {
             let s = store.create(Key::new(PODS, "ns", &name), pod("ns", &name, "a")).await.unwrap();
             acked.insert(name, s.mod_rev);
         }
-        let s = store.update(Key::new(PODS, "ns", "p3"), pod("ns", "p3", "b"), acked["p3"]).await.unwrap();
+        let s = store
+            .update(Key::new(PODS, "ns", "p3"), pod("ns", "p3", "b"), acked["p3"])
+            .await
+            .unwrap();
         acked.insert("p3".into(), s.mod_rev);
         let d = store.delete(Key::new(PODS, "ns", "p4"), None).await.unwrap();
         acked.remove("p4");

@@ -69,7 +69,9 @@ enum Applied {
 impl Request {
     fn into_parts(self) -> (Op, Reply) {
         match self {
-            Request::Create { key, object, reply } => (Op::Create { key, object }, Reply::Write(reply)),
+            Request::Create { key, object, reply } => {
+                (Op::Create { key, object }, Reply::Write(reply))
+            }
             Request::Update { key, object, expected_mod_rev, reply } => {
                 (Op::Update { key, object, expected_mod_rev }, Reply::Write(reply))
             }
@@ -168,24 +170,19 @@ fn lock_file(path: &Path) -> Result<File, StoreError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = std::path::PathBuf::from(lock_path);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| StoreError::Io {
+    let file = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(
+        |source| StoreError::Io {
             context: "opening the store lock file",
             path: lock_path.clone(),
             source,
-        })?;
+        },
+    )?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path: path.to_path_buf() }),
-        Err(TryLockError::Error(source)) => Err(StoreError::Io {
-            context: "locking the store lock file",
-            path: lock_path,
-            source,
-        }),
+        Err(TryLockError::Error(source)) => {
+            Err(StoreError::Io { context: "locking the store lock file", path: lock_path, source })
+        }
     }
 }
 
@@ -337,12 +334,22 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
                  VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
             )
             .and_then(|mut s| {
-                s.execute(params![key.resource, key.namespace, key.name, to_sql_rev(new_rev), value])
+                s.execute(params![
+                    key.resource,
+                    key.namespace,
+                    key.name,
+                    to_sql_rev(new_rev),
+                    value
+                ])
             })
             .map_err(StoreError::sqlite(format!("creating {key}")))?;
             append_log(conn, &key, new_rev, EventType::Added, &value, None, now)?;
-            let stored =
-                Stored { key: key.clone(), object: object.clone(), mod_rev: new_rev, create_rev: new_rev };
+            let stored = Stored {
+                key: key.clone(),
+                object: object.clone(),
+                mod_rev: new_rev,
+                create_rev: new_rev,
+            };
             let event = Event { rev: new_rev, kind: EventType::Added, key, object, prev: None };
             Ok(Applied::Write { stored, event: Some(event) })
         }
@@ -351,7 +358,11 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
                 return Err(StoreError::NotFound(key));
             };
             if mod_rev != expected_mod_rev {
-                return Err(StoreError::Conflict { key, expected: expected_mod_rev, actual: mod_rev });
+                return Err(StoreError::Conflict {
+                    key,
+                    expected: expected_mod_rev,
+                    actual: mod_rev,
+                });
             }
             let prev = sqlite::parse(&prev_raw, || format!("stored {key}"))?;
             // No-op detection before a revision is spent (the Kubernetes API keeps the RV of an
@@ -369,12 +380,20 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
                  WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
             )
             .and_then(|mut s| {
-                s.execute(params![key.resource, key.namespace, key.name, to_sql_rev(new_rev), value])
+                s.execute(params![
+                    key.resource,
+                    key.namespace,
+                    key.name,
+                    to_sql_rev(new_rev),
+                    value
+                ])
             })
             .map_err(StoreError::sqlite(format!("updating {key}")))?;
             append_log(conn, &key, new_rev, EventType::Modified, &value, Some(&prev_raw), now)?;
-            let stored = Stored { key: key.clone(), object: object.clone(), mod_rev: new_rev, create_rev };
-            let event = Event { rev: new_rev, kind: EventType::Modified, key, object, prev: Some(prev) };
+            let stored =
+                Stored { key: key.clone(), object: object.clone(), mod_rev: new_rev, create_rev };
+            let event =
+                Event { rev: new_rev, kind: EventType::Modified, key, object, prev: Some(prev) };
             Ok(Applied::Write { stored, event: Some(event) })
         }
         Op::Delete { key, expected_mod_rev } => {
@@ -395,9 +414,15 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
             .and_then(|mut s| s.execute(params![key.resource, key.namespace, key.name]))
             .map_err(StoreError::sqlite(format!("deleting {key}")))?;
             append_log(conn, &key, new_rev, EventType::Deleted, &value, Some(&prev_raw), now)?;
-            let stored = Stored { key: key.clone(), object: last.clone(), mod_rev: new_rev, create_rev };
-            let event =
-                Event { rev: new_rev, kind: EventType::Deleted, key, object: last, prev: Some(prev) };
+            let stored =
+                Stored { key: key.clone(), object: last.clone(), mod_rev: new_rev, create_rev };
+            let event = Event {
+                rev: new_rev,
+                kind: EventType::Deleted,
+                key,
+                object: last,
+                prev: Some(prev),
+            };
             Ok(Applied::Write { stored, event: Some(event) })
         }
         Op::Compact { min_keep, min_age } => compact(conn, rev, min_keep, min_age, now),

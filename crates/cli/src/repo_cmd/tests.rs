@@ -73,6 +73,8 @@ fn errors_are_one_clear_line() {
     std::fs::write(&pw, "x").unwrap();
     let err = run(&tmp.path().join("nothing"), &pw, &["snapshots"]).unwrap_err();
     assert!(format!("{err:#}").contains("no repository at"), "{err:#}");
+    assert!(!tmp.path().join("nothing").exists(), "a failed open must not create the directory");
+    std::fs::create_dir_all(tmp.path().join("r")).unwrap();
     let err =
         run(&tmp.path().join("r"), &tmp.path().join("missing-pw"), &["snapshots"]).unwrap_err();
     assert!(format!("{err:#}").contains("password file"), "{err:#}");

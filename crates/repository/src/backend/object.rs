@@ -75,7 +75,11 @@ impl ObjectStoreBackend {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| perm(e.to_string()))?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| perm(e.to_string()))?;
+        // fsync files and directory entries before reporting success: a local repository should
+        // be as durable as S3 claims to be, and the cost is one sync per tens-of-MiB pack.
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| perm(e.to_string()))?
+            .with_fsync(true);
         Ok(Self { store: Arc::new(store), prefix: None, runtime: runtime(&location)?, location })
     }
 

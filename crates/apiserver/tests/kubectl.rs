@@ -1,0 +1,412 @@
+//! The real kubectl against the server over HTTPS with the kubeconfig it would write: apply the
+//! shipped examples, get (columns, -A, -o yaml, -o wide), describe, explain, patch, label, edit,
+//! delete, wait, get -w, server-side dry run, field validation, and the auth errors kubectl
+//! prints. `scripts/install-deps.sh` installs kubectl; without it these tests print a notice
+//! and pass.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use holdfast_apiserver::auth::{Tokens, load_or_create_tokens};
+use holdfast_apiserver::kubeconfig::{kubeconfig, write_kubeconfig};
+use holdfast_apiserver::serve::{RunningServer, spawn};
+use holdfast_apiserver::tls::{TlsMaterial, load_or_create_tls};
+use holdfast_apiserver::{ApiServer, Store};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+fn kubectl_installed() -> bool {
+    std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+macro_rules! require_kubectl {
+    () => {
+        if !kubectl_installed() {
+            eprintln!(
+                "NOTICE: kubectl is not installed; skipping (scripts/install-deps.sh installs it)"
+            );
+            return Ok(());
+        }
+    };
+}
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    _running: RunningServer,
+    url: String,
+    tls: TlsMaterial,
+    tokens: Tokens,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(&dir.path().join("store.db"))?;
+        let api = ApiServer::new(store, holdfast_api::registry());
+        let tls = load_or_create_tls(dir.path(), &[])?;
+        let tokens = load_or_create_tokens(dir.path())?;
+        let running =
+            spawn(api.router(), tokens.clone(), tls.clone(), "127.0.0.1:0".parse()?).await?;
+        let url = running.url();
+        let path = dir.path().join("kubeconfig");
+        let admin = tokens.admin_token().context("admin token")?;
+        write_kubeconfig(&path, &kubeconfig(&url, &tls.ca_pem, admin))?;
+        let cluster = Cluster { dir, _running: running, url, tls, tokens, kubeconfig: path };
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
+    /// Polls until kubectl gets an answer from /readyz and the initial namespaces exist.
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.kubectl(&["get", "--raw", "/readyz"]).await?;
+            let ns = self.kubectl(&["get", "ns", "default", "-o", "name"]).await?;
+            if ready.ok && ns.ok {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("server never became ready: {} {}", ready.stderr, ns.stderr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn command_with(&self, kubeconfig: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kubectl-cache"))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, mut cmd: Command) -> Result<Output> {
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .context("kubectl did not finish in 60 s")??;
+        Ok(Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.run(self.command_with(&self.kubeconfig, args)).await
+    }
+
+    /// Runs kubectl and fails with its stderr unless it succeeded.
+    async fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args).await?;
+        ensure!(out.ok, "kubectl {} failed:\n{}{}", args.join(" "), out.stdout, out.stderr);
+        Ok(out.stdout)
+    }
+
+    /// A kubeconfig with another token.
+    fn kubeconfig_with(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        write_kubeconfig(&path, &kubeconfig(&self.url, &self.tls.ca_pem, token))?;
+        Ok(path)
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn snapshot_yaml(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    app: demo\nspec:\n  volumeSnapshotClassName: gold\n  source:\n    persistentVolumeClaimName: data\n{extra_spec}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_examples_then_get_every_kind_with_its_columns() -> Result<()> {
+    require_kubectl!();
+    let c = Cluster::start().await?;
+    let examples = examples_dir();
+    let examples = examples.to_str().context("utf-8 path")?;
+    let applied = c.ok(&["apply", "-f", examples]).await?;
+    ensure!(applied.contains(" created"), "{applied}");
+    // Applying again changes nothing.
+    let again = c.ok(&["apply", "-f", examples]).await?;
+    ensure!(!again.contains(" created") && !again.contains(" configured"), "{again}");
+
+    // Every kind the examples created is listed with its printer columns.
+    let names = c.ok(&["get", "-f", examples, "-o", "name"]).await?;
+    let defs = holdfast_api::registry();
+    let mut checked = 0;
+    for def in defs.iter().filter(|d| !d.group.is_empty()) {
+        let resource = format!("{}.{}", def.plural, def.group);
+        let prefix = format!("{}.{}/", def.kind.to_lowercase(), def.group);
+        if !names.lines().any(|l| l.starts_with(&prefix)) {
+            continue;
+        }
+        let table = c.ok(&["get", &resource, "-A"]).await?;
+        let header = table.lines().next().unwrap_or_default();
+        ensure!(
+            header.starts_with(if def.namespaced { "NAMESPACE" } else { "NAME" }),
+            "{resource}: {table}"
+        );
+        for col in def.printer_columns.iter().filter(|p| p.priority == 0) {
+            let title = col.name.to_uppercase();
+            ensure!(header.contains(&title), "{resource}: column {title} missing in {header:?}");
+        }
+        ensure!(table.lines().count() >= 2, "{resource}: no rows: {table}");
+        checked += 1;
+    }
+    ensure!(checked >= 3, "only {checked} kinds had examples:\n{names}");
+
+    // Short names, -o wide, -o yaml, describe, explain.
+    let wide = c.ok(&["get", "vs", "-o", "wide"]).await?;
+    ensure!(wide.contains("data-snapshot") && wide.contains("SOURCEPVC"), "{wide}");
+    let yaml = c.ok(&["get", "volumesnapshot", "data-snapshot", "-o", "yaml"]).await?;
+    for needle in [
+        "apiVersion: snapshot.storage.k8s.io/v1",
+        "kind: VolumeSnapshot",
+        "persistentVolumeClaimName: data",
+        "resourceVersion:",
+        "uid:",
+    ] {
+        ensure!(yaml.contains(needle), "{needle} missing in\n{yaml}");
+    }
+    let described = c.ok(&["describe", "volumesnapshot", "data-snapshot"]).await?;
+    ensure!(
+        described.contains("data-snapshot") && described.contains("Persistent Volume Claim Name"),
+        "{described}"
+    );
+    let explained = c.ok(&["explain", "volumesnapshot.spec"]).await?;
+    ensure!(
+        explained.contains("volumeSnapshotClassName") && explained.contains("source"),
+        "{explained}"
+    );
+    let ns = c.ok(&["get", "ns"]).await?;
+    ensure!(ns.contains("default") && ns.contains("demo"), "{ns}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_label_edit_wait_and_delete() -> Result<()> {
+    require_kubectl!();
+    let c = Cluster::start().await?;
+    let file = c.write("vs.yaml", &snapshot_yaml("snap", ""))?;
+    let file = file.to_str().context("utf-8")?;
+    c.ok(&["apply", "-f", file]).await?;
+
+    let jsonpath = |expr: &str| format!("jsonpath={expr}");
+    c.ok(&[
+        "patch",
+        "vs",
+        "snap",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"note":"merged"}}}"#,
+    ])
+    .await?;
+    c.ok(&[
+        "patch",
+        "vs",
+        "snap",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/tier","value":"gold"}]"#,
+    ])
+    .await?;
+    c.ok(&["label", "vs", "snap", "owner=ops"]).await?;
+    let got = c
+        .ok(&[
+            "get",
+            "vs",
+            "snap",
+            "-o",
+            &jsonpath(
+                "{.metadata.annotations.note} {.metadata.labels.tier} {.metadata.labels.owner}",
+            ),
+        ])
+        .await?;
+    assert_eq!(got, "merged gold ops");
+    let selected = c.ok(&["get", "vs", "-l", "tier=gold,owner=ops", "-o", "name"]).await?;
+    assert_eq!(selected.trim(), "volumesnapshot.snapshot.storage.k8s.io/snap");
+
+    // kubectl edit with an editor that rewrites the label in the file.
+    let editor =
+        c.write("editor.sh", "#!/bin/sh\nsed -i 's/owner: ops/owner: edited/' \"$1\"\n")?;
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let mut edit = c.command_with(&c.kubeconfig, &["edit", "vs", "snap"]);
+    edit.env("KUBE_EDITOR", &editor).env("EDITOR", &editor);
+    let edited = c.run(edit).await?;
+    ensure!(edited.ok, "kubectl edit failed: {}{}", edited.stdout, edited.stderr);
+    let owner = c.ok(&["get", "vs", "snap", "-o", &jsonpath("{.metadata.labels.owner}")]).await?;
+    assert_eq!(owner, "edited");
+
+    // wait --for=jsonpath blocks until a later change makes the condition true.
+    let mut wait = c.command_with(
+        &c.kubeconfig,
+        &["wait", "vs/snap", "--for=jsonpath={.metadata.annotations.done}=yes", "--timeout=60s"],
+    );
+    wait.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let waiting = wait.spawn()?;
+    // The condition is false now; make it true.
+    c.ok(&["annotate", "vs", "snap", "done=yes"]).await?;
+    let waited = tokio::time::timeout(Duration::from_secs(60), waiting.wait_with_output())
+        .await
+        .context("kubectl wait did not return")??;
+    ensure!(
+        waited.status.success(),
+        "kubectl wait failed: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+
+    let deleted = c.ok(&["delete", "vs", "snap"]).await?;
+    ensure!(deleted.contains("deleted"), "{deleted}");
+    let gone = c.kubectl(&["get", "vs", "snap"]).await?;
+    ensure!(!gone.ok, "get after delete succeeded");
+    ensure!(
+        gone.stderr.contains(r#"Error from server (NotFound): volumesnapshots.snapshot.storage.k8s.io "snap" not found"#),
+        "{}",
+        gone.stderr
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_watch_prints_a_change_as_it_happens() -> Result<()> {
+    require_kubectl!();
+    let c = Cluster::start().await?;
+    let file = c.write("vs.yaml", &snapshot_yaml("watched", ""))?;
+    c.ok(&["apply", "-f", file.to_str().context("utf-8")?]).await?;
+
+    let mut watch = c.command_with(&c.kubeconfig, &["get", "vs", "-w", "--output-watch-events"]);
+    watch.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = watch.spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut next_line = async || -> Result<String> {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("no line from kubectl get -w")??
+            .context("kubectl get -w ended")
+    };
+    // Header, then the existing object.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("watched")) {
+        seen.push(next_line().await?);
+    }
+    ensure!(seen.iter().any(|l| l.contains("ADDED")), "{seen:?}");
+
+    let second = c.write("vs2.yaml", &snapshot_yaml("arrived", ""))?;
+    c.ok(&["apply", "-f", second.to_str().context("utf-8")?]).await?;
+    let line = next_line().await?;
+    ensure!(line.contains("ADDED") && line.contains("arrived"), "{line}");
+
+    c.ok(&["label", "vs", "watched", "x=y"]).await?;
+    let line = next_line().await?;
+    ensure!(line.contains("MODIFIED") && line.contains("watched"), "{line}");
+
+    c.ok(&["delete", "vs", "arrived"]).await?;
+    let line = next_line().await?;
+    ensure!(line.contains("DELETED") && line.contains("arrived"), "{line}");
+    child.kill().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_dry_run_changes_nothing_and_unknown_fields_follow_validate() -> Result<()> {
+    require_kubectl!();
+    let c = Cluster::start().await?;
+    let file = c.write("vs.yaml", &snapshot_yaml("dry", ""))?;
+    c.ok(&["apply", "-f", file.to_str().context("utf-8")?]).await?;
+    let rv_of = async |c: &Cluster| {
+        c.ok(&[
+            "get",
+            "vs",
+            "dry",
+            "-o",
+            "jsonpath={.metadata.resourceVersion} {.spec.volumeSnapshotClassName}",
+        ])
+        .await
+    };
+    let before = rv_of(&c).await?;
+
+    let changed =
+        c.write("vs-changed.yaml", &snapshot_yaml("dry", "").replace("gold", "silver"))?;
+    let changed = changed.to_str().context("utf-8")?;
+    let dry = c.ok(&["apply", "--dry-run=server", "-f", changed]).await?;
+    ensure!(dry.contains("(server dry run)"), "{dry}");
+    assert_eq!(rv_of(&c).await?, before, "a server dry run must not write");
+
+    let unknown = c.write("vs-unknown.yaml", &snapshot_yaml("strict", "  bogusField: 1\n"))?;
+    let unknown = unknown.to_str().context("utf-8")?;
+    let strict = c.kubectl(&["apply", "--validate=strict", "-f", unknown]).await?;
+    ensure!(!strict.ok, "strict validation accepted an unknown field: {}", strict.stdout);
+    ensure!(
+        strict.stderr.contains("unknown field") && strict.stderr.contains("bogusField"),
+        "{}",
+        strict.stderr
+    );
+    ensure!(!c.kubectl(&["get", "vs", "strict"]).await?.ok, "refused object was stored");
+
+    let warn = c.kubectl(&["apply", "--validate=warn", "-f", unknown]).await?;
+    ensure!(warn.ok, "warn validation failed: {}", warn.stderr);
+    ensure!(
+        warn.stderr.contains("Warning")
+            && warn.stderr.contains("unknown field")
+            && warn.stderr.contains("bogusField"),
+        "{}",
+        warn.stderr
+    );
+    // The unknown field was pruned (it survives only in kubectl's last-applied annotation).
+    let stored = c.ok(&["get", "vs", "strict", "-o", "jsonpath={.spec}"]).await?;
+    ensure!(stored.contains("persistentVolumeClaimName"), "{stored}");
+    ensure!(!stored.contains("bogusField"), "{stored}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_token_must_log_in_and_viewer_writes_are_forbidden() -> Result<()> {
+    require_kubectl!();
+    let c = Cluster::start().await?;
+    let bad = c.kubeconfig_with("bad", "0000000000000000")?;
+    let out = c.run(c.command_with(&bad, &["get", "vs"])).await?;
+    ensure!(!out.ok);
+    ensure!(out.stderr.contains("You must be logged in to the server"), "{}", out.stderr);
+
+    let file = c.write("vs.yaml", &snapshot_yaml("guarded", ""))?;
+    c.ok(&["apply", "-f", file.to_str().context("utf-8")?]).await?;
+    let viewer = c.kubeconfig_with("viewer", c.tokens.view_token().context("view token")?)?;
+    let read = c.run(c.command_with(&viewer, &["get", "vs", "guarded", "-o", "name"])).await?;
+    ensure!(read.ok, "viewer cannot read: {}", read.stderr);
+    let delete = c.run(c.command_with(&viewer, &["delete", "vs", "guarded"])).await?;
+    ensure!(!delete.ok);
+    ensure!(
+        delete.stderr.contains(r#"Error from server (Forbidden): volumesnapshots.snapshot.storage.k8s.io "guarded" is forbidden: User "viewer" cannot delete resource "volumesnapshots" in API group "snapshot.storage.k8s.io" in the namespace "default""#),
+        "{}",
+        delete.stderr
+    );
+    ensure!(c.kubectl(&["get", "vs", "guarded"]).await?.ok, "the viewer's delete went through");
+    Ok(())
+}
