@@ -4,6 +4,10 @@
 //! No public source of the upstream CRD exists (`reference/kubeblocks-postgres.md`), so the spec
 //! file is the whole contract; columns and rules beyond it are holdfast's own.
 
+// kube's `printcolumn(...)` repeats keys such as `type_ = "string"` across columns, which clippy's
+// duplicated_attributes lint takes for duplicate attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -26,11 +30,38 @@ pub fn definitions() -> Vec<ResourceDef> {
     namespaced,
     status = "PostgresBackupStatus",
     doc = "PostgresBackup is the Schema for the postgresbackups API",
-    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster", description = "The PostgreSQL cluster backed up"),
-    printcolumn(name = "State", type_ = "string", json_path = ".status.state", description = "running, succeeded, failed or deleteFailed"),
-    printcolumn(name = "PG Version", type_ = "string", json_path = ".status.pgVersion", priority = 1),
-    printcolumn(name = "Start LSN", type_ = "integer", format = "int64", json_path = ".status.startLsn", priority = 1),
-    printcolumn(name = "Finish LSN", type_ = "integer", format = "int64", json_path = ".status.finishLsn", priority = 1),
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.cluster",
+        description = "The PostgreSQL cluster backed up"
+    ),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "running, succeeded, failed or deleteFailed"
+    ),
+    printcolumn(
+        name = "PG Version",
+        type_ = "string",
+        json_path = ".status.pgVersion",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Start LSN",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.startLsn",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Finish LSN",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.finishLsn",
+        priority = 1
+    ),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.executeNode", priority = 1),
     printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime"),
     printcolumn(name = "Finished", type_ = "date", json_path = ".status.finishTime"),
@@ -136,7 +167,9 @@ fn dns_subdomain_problem(name: &str) -> Option<&'static str> {
     if name.split('.').all(label_ok) {
         None
     } else {
-        Some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")
+        Some(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+        )
     }
 }
 
@@ -145,9 +178,14 @@ impl Admit for PostgresBackup {
         let mut errors = Vec::new();
         match dns_subdomain_problem(&self.spec.cluster) {
             Some(_) if self.spec.cluster.is_empty() => {
-                errors.push(FieldError::required("spec.cluster", "the PostgreSQL cluster to back up"));
+                errors.push(FieldError::required(
+                    "spec.cluster",
+                    "the PostgreSQL cluster to back up",
+                ));
             }
-            Some(problem) => errors.push(FieldError::invalid("spec.cluster", &self.spec.cluster, problem)),
+            Some(problem) => {
+                errors.push(FieldError::invalid("spec.cluster", &self.spec.cluster, problem))
+            }
             None => {}
         }
         if let Some(node) = self.spec.execute_node.as_deref().filter(|n| !n.is_empty())
@@ -156,7 +194,9 @@ impl Admit for PostgresBackup {
             errors.push(FieldError::invalid("spec.executeNode", node, problem));
         }
         if let Some(status) = &self.status {
-            for (field, lsn) in [("status.startLsn", status.start_lsn), ("status.finishLsn", status.finish_lsn)] {
+            for (field, lsn) in
+                [("status.startLsn", status.start_lsn), ("status.finishLsn", status.finish_lsn)]
+            {
                 if let Some(v) = lsn.filter(|v| *v < 0) {
                     errors.push(FieldError::invalid(field, v, "an LSN is never negative"));
                 }
@@ -164,14 +204,23 @@ impl Admit for PostgresBackup {
             if let (Some(start), Some(finish)) = (status.start_lsn, status.finish_lsn)
                 && finish < start
             {
-                errors.push(FieldError::invalid("status.finishLsn", finish, "must not be before status.startLsn"));
+                errors.push(FieldError::invalid(
+                    "status.finishLsn",
+                    finish,
+                    "must not be before status.startLsn",
+                ));
             }
             if let Some(storage) = &status.config_backup_storage {
-                for (child, value) in
-                    [("bucket", &storage.bucket), ("name", &storage.name), ("namespace", &storage.namespace)]
-                {
+                for (child, value) in [
+                    ("bucket", &storage.bucket),
+                    ("name", &storage.name),
+                    ("namespace", &storage.namespace),
+                ] {
                     if value.is_empty() {
-                        errors.push(FieldError::required(format!("status.configBackupStorage.{child}"), "may not be empty"));
+                        errors.push(FieldError::required(
+                            format!("status.configBackupStorage.{child}"),
+                            "may not be empty",
+                        ));
                     }
                 }
             }
@@ -192,6 +241,9 @@ impl Admit for PostgresBackup {
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
+
+    /// A field path, a change that breaks it, and the error kind expected.
+    type Case = (&'static str, fn(&mut Value), FieldErrorKind);
 
     use super::*;
     use crate::field::FieldErrorKind;
@@ -226,14 +278,26 @@ mod tests {
 
     #[test]
     fn rules_name_their_fields() {
-        let cases: [(&str, fn(&mut Value), FieldErrorKind); 8] = [
+        let cases: [Case; 8] = [
             ("spec.cluster", |o| o["spec"]["cluster"] = json!(""), FieldErrorKind::Required),
-            ("spec.cluster", |o| o["spec"]["cluster"] = json!("Orders_PG"), FieldErrorKind::Invalid),
-            ("spec.executeNode", |o| o["spec"]["executeNode"] = json!("-node"), FieldErrorKind::Invalid),
+            (
+                "spec.cluster",
+                |o| o["spec"]["cluster"] = json!("Orders_PG"),
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "spec.executeNode",
+                |o| o["spec"]["executeNode"] = json!("-node"),
+                FieldErrorKind::Invalid,
+            ),
             ("status.state", |o| o["status"]["state"] = json!("done"), FieldErrorKind::Invalid),
             ("status.finishLsn", |o| o["status"]["finishLsn"] = json!(1), FieldErrorKind::Invalid),
             ("status.startLsn", |o| o["status"]["startLsn"] = json!(-1), FieldErrorKind::Invalid),
-            ("status.startTime", |o| o["status"]["startTime"] = json!("2026-11-21 02:00"), FieldErrorKind::Invalid),
+            (
+                "status.startTime",
+                |o| o["status"]["startTime"] = json!("2026-11-21 02:00"),
+                FieldErrorKind::Invalid,
+            ),
             (
                 "status.configBackupStorage.bucket",
                 |o| o["status"]["configBackupStorage"]["bucket"] = json!(""),
@@ -251,7 +315,8 @@ mod tests {
     #[test]
     fn enum_values_match_the_spec() {
         let crd = def().crd().unwrap();
-        let state = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["state"];
+        let state = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["state"];
         assert_eq!(state["enum"], json!(["", "running", "failed", "succeeded", "deleteFailed"]));
         let mut obj = backup();
         obj["status"]["state"] = json!("");
@@ -264,7 +329,10 @@ mod tests {
         let mut new = backup();
         new["spec"]["cluster"] = json!("billing-pg");
         let errs = def().admit(&mut new, Some(&old)).unwrap_err();
-        assert_eq!((errs[0].field.as_str(), errs[0].kind), ("spec.cluster", FieldErrorKind::Forbidden));
+        assert_eq!(
+            (errs[0].field.as_str(), errs[0].kind),
+            ("spec.cluster", FieldErrorKind::Forbidden)
+        );
         let mut new = backup();
         new["spec"]["executeNode"] = json!("node-2");
         def().admit(&mut new, Some(&old)).unwrap();

@@ -20,7 +20,9 @@ pub struct Amount {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
     /// The text does not have the shape `<number><suffix>`.
-    #[error("quantity {0:?} must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
+    #[error(
+        "quantity {0:?} must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    )]
     Syntax(String),
     /// The value does not fit in 128 bits with its decimal places.
     #[error("quantity {0:?} is out of range")]
@@ -30,9 +32,19 @@ pub enum QuantityError {
     Negative(String),
 }
 
-const BINARY: [(&str, u32); 6] = [("Ki", 10), ("Mi", 20), ("Gi", 30), ("Ti", 40), ("Pi", 50), ("Ei", 60)];
-const DECIMAL: [(&str, i32); 9] =
-    [("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12), ("P", 15), ("E", 18)];
+const BINARY: [(&str, u32); 6] =
+    [("Ki", 10), ("Mi", 20), ("Gi", 30), ("Ti", 40), ("Pi", 50), ("Ei", 60)];
+const DECIMAL: [(&str, i32); 9] = [
+    ("n", -9),
+    ("u", -6),
+    ("m", -3),
+    ("k", 3),
+    ("M", 6),
+    ("G", 9),
+    ("T", 12),
+    ("P", 15),
+    ("E", 18),
+];
 
 /// Parses a Kubernetes quantity into its exact value.
 ///
@@ -55,7 +67,10 @@ pub fn parse_quantity(text: &str) -> Result<Amount, QuantityError> {
     }
     let mut units: i128 = 0;
     for d in int_part.bytes().chain(frac_part.bytes()) {
-        units = units.checked_mul(10).and_then(|u| u.checked_add(i128::from(d - b'0'))).ok_or_else(range)?;
+        units = units
+            .checked_mul(10)
+            .and_then(|u| u.checked_add(i128::from(d - b'0')))
+            .ok_or_else(range)?;
     }
     // Decimal exponent and binary exponent the suffix contributes.
     let (exp10, exp2): (i32, u32) = if suffix.is_empty() {
@@ -130,13 +145,16 @@ impl fmt::Display for Amount {
             0 => {
                 let divides = |e: u32| self.units != 0 && self.units % 10i128.pow(e) == 0;
                 match DECIMAL.iter().rev().find(|(_, e)| *e > 0 && divides(e.unsigned_abs())) {
-                    Some((suffix, e)) => write!(f, "{}{suffix}", self.units / 10i128.pow(e.unsigned_abs())),
+                    Some((suffix, e)) => {
+                        write!(f, "{}{suffix}", self.units / 10i128.pow(e.unsigned_abs()))
+                    }
                     None => write!(f, "{}", self.units),
                 }
             }
             s => {
                 // The smallest sub-unit suffix (m, u, n) that makes the value whole, when one does.
-                let sub = DECIMAL.iter().find(|(_, e)| *e < 0 && (s..s + 3).contains(&e.unsigned_abs()));
+                let sub =
+                    DECIMAL.iter().find(|(_, e)| *e < 0 && (s..s + 3).contains(&e.unsigned_abs()));
                 match sub.and_then(|(suffix, e)| {
                     Some((suffix, self.units.checked_mul(10i128.pow(e.unsigned_abs() - s))?))
                 }) {
@@ -174,11 +192,16 @@ mod tests {
 
     #[test]
     fn malformed_quantities_are_refused() {
-        for bad in ["", ".", "Ki", "1KiB", "1 Gi", "+-1", "1e", "1e+", "1.2.3", "1K", "abc", "1Gi3", "--1"] {
+        for bad in
+            ["", ".", "Ki", "1KiB", "1 Gi", "+-1", "1e", "1e+", "1.2.3", "1K", "abc", "1Gi3", "--1"]
+        {
             assert!(matches!(parse_quantity(bad), Err(QuantityError::Syntax(_))), "{bad:?} parsed");
         }
         assert!(matches!(parse_quantity("1e400"), Err(QuantityError::Range(_))));
-        assert!(matches!(parse_quantity("99999999999999999999999999999999999999999"), Err(QuantityError::Range(_))));
+        assert!(matches!(
+            parse_quantity("99999999999999999999999999999999999999999"),
+            Err(QuantityError::Range(_))
+        ));
         assert!(matches!(parse_bytes("-1Gi"), Err(QuantityError::Negative(_))));
     }
 

@@ -1,6 +1,10 @@
 //! `snapshot.storage.k8s.io/v1`: VolumeSnapshot, VolumeSnapshotContent, VolumeSnapshotClass
 //! (`spec/volumesnapshot-v1.md`; the upstream CSI snapshot API where the spec is silent).
 
+// kube's `printcolumn(...)` repeats keys such as `type_ = "string"` across columns, which clippy's
+// duplicated_attributes lint takes for duplicate attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -39,13 +43,48 @@ pub fn definitions() -> Vec<ResourceDef> {
     category = "all",
     category = "snapshot",
     doc = "VolumeSnapshot is a user's request for either creating a point-in-time snapshot of a persistent volume, or binding to a pre-existing snapshot.",
-    printcolumn(name = "ReadyToUse", type_ = "boolean", json_path = ".status.readyToUse", description = "Indicates if the snapshot is ready to be used to restore a volume."),
-    printcolumn(name = "SourcePVC", type_ = "string", json_path = ".spec.source.persistentVolumeClaimName", description = "If a new snapshot needs to be created, this contains the name of the source PVC from which this snapshot was (or will be) created."),
-    printcolumn(name = "SourceSnapshotContent", type_ = "string", json_path = ".spec.source.volumeSnapshotContentName", description = "If a snapshot already exists, this contains the name of the existing VolumeSnapshotContent object representing the existing snapshot."),
-    printcolumn(name = "RestoreSize", type_ = "string", json_path = ".status.restoreSize", description = "Represents the minimum size of volume required to rehydrate from this snapshot."),
-    printcolumn(name = "SnapshotClass", type_ = "string", json_path = ".spec.volumeSnapshotClassName", description = "The name of the VolumeSnapshotClass requested by the VolumeSnapshot."),
-    printcolumn(name = "SnapshotContent", type_ = "string", json_path = ".status.boundVolumeSnapshotContentName", description = "Name of the VolumeSnapshotContent object to which the VolumeSnapshot object intends to bind to. Please note that verification of binding actually requires checking both VolumeSnapshot and VolumeSnapshotContent to ensure both are pointing at each other. Binding MUST be verified prior to usage of this object."),
-    printcolumn(name = "CreationTime", type_ = "date", json_path = ".status.creationTime", description = "Timestamp when the point-in-time snapshot was taken by the underlying storage system."),
+    printcolumn(
+        name = "ReadyToUse",
+        type_ = "boolean",
+        json_path = ".status.readyToUse",
+        description = "Indicates if the snapshot is ready to be used to restore a volume."
+    ),
+    printcolumn(
+        name = "SourcePVC",
+        type_ = "string",
+        json_path = ".spec.source.persistentVolumeClaimName",
+        description = "If a new snapshot needs to be created, this contains the name of the source PVC from which this snapshot was (or will be) created."
+    ),
+    printcolumn(
+        name = "SourceSnapshotContent",
+        type_ = "string",
+        json_path = ".spec.source.volumeSnapshotContentName",
+        description = "If a snapshot already exists, this contains the name of the existing VolumeSnapshotContent object representing the existing snapshot."
+    ),
+    printcolumn(
+        name = "RestoreSize",
+        type_ = "string",
+        json_path = ".status.restoreSize",
+        description = "Represents the minimum size of volume required to rehydrate from this snapshot."
+    ),
+    printcolumn(
+        name = "SnapshotClass",
+        type_ = "string",
+        json_path = ".spec.volumeSnapshotClassName",
+        description = "The name of the VolumeSnapshotClass requested by the VolumeSnapshot."
+    ),
+    printcolumn(
+        name = "SnapshotContent",
+        type_ = "string",
+        json_path = ".status.boundVolumeSnapshotContentName",
+        description = "Name of the VolumeSnapshotContent object to which the VolumeSnapshot object intends to bind to. Please note that verification of binding actually requires checking both VolumeSnapshot and VolumeSnapshotContent to ensure both are pointing at each other. Binding MUST be verified prior to usage of this object."
+    ),
+    printcolumn(
+        name = "CreationTime",
+        type_ = "date",
+        json_path = ".status.creationTime",
+        description = "Timestamp when the point-in-time snapshot was taken by the underlying storage system."
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -126,13 +165,49 @@ pub enum DeletionPolicy {
     shortname = "vscs",
     category = "snapshot",
     doc = "VolumeSnapshotContent represents the actual \"on-disk\" snapshot object in the underlying storage system",
-    printcolumn(name = "ReadyToUse", type_ = "boolean", json_path = ".status.readyToUse", description = "Indicates if the snapshot is ready to be used to restore a volume."),
-    printcolumn(name = "RestoreSize", type_ = "integer", format = "int64", json_path = ".status.restoreSize", description = "Represents the complete size of the snapshot in bytes"),
-    printcolumn(name = "DeletionPolicy", type_ = "string", json_path = ".spec.deletionPolicy", description = "Determines whether this VolumeSnapshotContent and its physical snapshot on the underlying storage system should be deleted when its bound VolumeSnapshot is deleted."),
-    printcolumn(name = "Driver", type_ = "string", json_path = ".spec.driver", description = "Name of the CSI driver used to create the physical snapshot on the underlying storage system."),
-    printcolumn(name = "VolumeSnapshotClass", type_ = "string", json_path = ".spec.volumeSnapshotClassName", description = "Name of the VolumeSnapshotClass to which this snapshot belongs."),
-    printcolumn(name = "VolumeSnapshot", type_ = "string", json_path = ".spec.volumeSnapshotRef.name", description = "Name of the VolumeSnapshot object to which this VolumeSnapshotContent object is bound."),
-    printcolumn(name = "VolumeSnapshotNamespace", type_ = "string", json_path = ".spec.volumeSnapshotRef.namespace", description = "Namespace of the VolumeSnapshot object to which this VolumeSnapshotContent object is bound."),
+    printcolumn(
+        name = "ReadyToUse",
+        type_ = "boolean",
+        json_path = ".status.readyToUse",
+        description = "Indicates if the snapshot is ready to be used to restore a volume."
+    ),
+    printcolumn(
+        name = "RestoreSize",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.restoreSize",
+        description = "Represents the complete size of the snapshot in bytes"
+    ),
+    printcolumn(
+        name = "DeletionPolicy",
+        type_ = "string",
+        json_path = ".spec.deletionPolicy",
+        description = "Determines whether this VolumeSnapshotContent and its physical snapshot on the underlying storage system should be deleted when its bound VolumeSnapshot is deleted."
+    ),
+    printcolumn(
+        name = "Driver",
+        type_ = "string",
+        json_path = ".spec.driver",
+        description = "Name of the CSI driver used to create the physical snapshot on the underlying storage system."
+    ),
+    printcolumn(
+        name = "VolumeSnapshotClass",
+        type_ = "string",
+        json_path = ".spec.volumeSnapshotClassName",
+        description = "Name of the VolumeSnapshotClass to which this snapshot belongs."
+    ),
+    printcolumn(
+        name = "VolumeSnapshot",
+        type_ = "string",
+        json_path = ".spec.volumeSnapshotRef.name",
+        description = "Name of the VolumeSnapshot object to which this VolumeSnapshotContent object is bound."
+    ),
+    printcolumn(
+        name = "VolumeSnapshotNamespace",
+        type_ = "string",
+        json_path = ".spec.volumeSnapshotRef.namespace",
+        description = "Namespace of the VolumeSnapshot object to which this VolumeSnapshotContent object is bound."
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -213,7 +288,12 @@ pub struct VolumeSnapshotContentStatus {
     category = "snapshot",
     doc = "VolumeSnapshotClass specifies parameters that a underlying storage system uses when creating a volume snapshot.",
     printcolumn(name = "Driver", type_ = "string", json_path = ".driver"),
-    printcolumn(name = "DeletionPolicy", type_ = "string", json_path = ".deletionPolicy", description = "Determines whether a VolumeSnapshotContent created through the VolumeSnapshotClass should be deleted when its bound VolumeSnapshot is deleted."),
+    printcolumn(
+        name = "DeletionPolicy",
+        type_ = "string",
+        json_path = ".deletionPolicy",
+        description = "Determines whether a VolumeSnapshotContent created through the VolumeSnapshotClass should be deleted when its bound VolumeSnapshot is deleted."
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -230,7 +310,11 @@ pub struct VolumeSnapshotClassFields {
 impl VolumeSnapshotClass {
     /// Whether the class carries the default-class annotation set to `"true"`.
     pub fn is_default(&self) -> bool {
-        self.metadata.annotations.as_ref().and_then(|a| a.get(IS_DEFAULT_CLASS_ANNOTATION)).map(String::as_str)
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(IS_DEFAULT_CLASS_ANNOTATION))
+            .map(String::as_str)
             == Some("true")
     }
 }
@@ -240,9 +324,13 @@ fn exactly_one(errors: &mut Vec<FieldError>, parent: &str, members: [(&str, &Opt
     let [(a, va), (b, vb)] = members;
     match (va, vb) {
         (Some(_), Some(_)) => {
-            errors.push(FieldError::forbidden(parent, format!("exactly one of {a} or {b} may be set")));
+            errors.push(FieldError::forbidden(
+                parent,
+                format!("exactly one of {a} or {b} may be set"),
+            ));
         }
-        (None, None) => errors.push(FieldError::required(parent, format!("exactly one of {a} or {b} must be set"))),
+        (None, None) => errors
+            .push(FieldError::required(parent, format!("exactly one of {a} or {b} must be set"))),
         _ => {}
     }
     for (name, value) in members {
@@ -255,7 +343,11 @@ fn exactly_one(errors: &mut Vec<FieldError>, parent: &str, members: [(&str, &Opt
 /// A class name, when given, may not be the empty string.
 fn check_class_name(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>) {
     if value.as_deref() == Some("") {
-        errors.push(FieldError::invalid(field, "", "may not be the empty string; leave it unset to use the default class"));
+        errors.push(FieldError::invalid(
+            field,
+            "",
+            "may not be the empty string; leave it unset to use the default class",
+        ));
     }
 }
 
@@ -271,14 +363,24 @@ impl Admit for VolumeSnapshot {
                 ("volumeSnapshotContentName", &src.volume_snapshot_content_name),
             ],
         );
-        check_class_name(&mut errors, "spec.volumeSnapshotClassName", &self.spec.volume_snapshot_class_name);
+        check_class_name(
+            &mut errors,
+            "spec.volumeSnapshotClassName",
+            &self.spec.volume_snapshot_class_name,
+        );
         if let Some(size) = self.status.as_ref().and_then(|s| s.restore_size.as_ref()) {
             match parse_quantity(&size.0) {
                 Ok(amount) if amount.units < 0 => {
-                    errors.push(FieldError::invalid("status.restoreSize", &size.0, "must not be negative"));
+                    errors.push(FieldError::invalid(
+                        "status.restoreSize",
+                        &size.0,
+                        "must not be negative",
+                    ));
                 }
                 Ok(_) => {}
-                Err(e) => errors.push(FieldError::invalid("status.restoreSize", &size.0, e.to_string())),
+                Err(e) => {
+                    errors.push(FieldError::invalid("status.restoreSize", &size.0, e.to_string()))
+                }
             }
         }
         errors
@@ -300,10 +402,15 @@ impl Admit for VolumeSnapshotContent {
         exactly_one(
             &mut errors,
             "spec.source",
-            [("volumeHandle", &spec.source.volume_handle), ("snapshotHandle", &spec.source.snapshot_handle)],
+            [
+                ("volumeHandle", &spec.source.volume_handle),
+                ("snapshotHandle", &spec.source.snapshot_handle),
+            ],
         );
-        for (child, value) in [("name", &spec.volume_snapshot_ref.name), ("namespace", &spec.volume_snapshot_ref.namespace)]
-        {
+        for (child, value) in [
+            ("name", &spec.volume_snapshot_ref.name),
+            ("namespace", &spec.volume_snapshot_ref.namespace),
+        ] {
             if value.as_deref().is_none_or(str::is_empty) {
                 errors.push(FieldError::required(
                     format!("spec.volumeSnapshotRef.{child}"),
@@ -314,11 +421,22 @@ impl Admit for VolumeSnapshotContent {
         if spec.driver.is_empty() {
             errors.push(FieldError::required("spec.driver", "may not be empty"));
         }
-        check_class_name(&mut errors, "spec.volumeSnapshotClassName", &spec.volume_snapshot_class_name);
+        check_class_name(
+            &mut errors,
+            "spec.volumeSnapshotClassName",
+            &spec.volume_snapshot_class_name,
+        );
         if let Some(status) = &self.status {
-            for (field, value) in [("status.restoreSize", status.restore_size), ("status.creationTime", status.creation_time)] {
+            for (field, value) in [
+                ("status.restoreSize", status.restore_size),
+                ("status.creationTime", status.creation_time),
+            ] {
                 if let Some(v) = value.filter(|v| *v < 0) {
-                    errors.push(FieldError::invalid(field, v, "must be greater than or equal to 0"));
+                    errors.push(FieldError::invalid(
+                        field,
+                        v,
+                        "must be greater than or equal to 0",
+                    ));
                 }
             }
         }
@@ -331,13 +449,22 @@ impl Admit for VolumeSnapshotContent {
         let mut errors = Vec::new();
         let (new, old) = (&self.spec, &old.spec);
         if new.source.volume_handle != old.source.volume_handle {
-            errors.push(FieldError::forbidden("spec.source.volumeHandle", "volumeHandle is immutable"));
+            errors.push(FieldError::forbidden(
+                "spec.source.volumeHandle",
+                "volumeHandle is immutable",
+            ));
         }
         if new.source.snapshot_handle != old.source.snapshot_handle {
-            errors.push(FieldError::forbidden("spec.source.snapshotHandle", "snapshotHandle is immutable"));
+            errors.push(FieldError::forbidden(
+                "spec.source.snapshotHandle",
+                "snapshotHandle is immutable",
+            ));
         }
         if new.source_volume_mode != old.source_volume_mode {
-            errors.push(FieldError::forbidden("spec.sourceVolumeMode", "sourceVolumeMode is immutable"));
+            errors.push(FieldError::forbidden(
+                "spec.sourceVolumeMode",
+                "sourceVolumeMode is immutable",
+            ));
         }
         errors
     }
@@ -365,7 +492,8 @@ fn admit_class(obj: &mut Value, _old: Option<&Value>) -> Result<(), Vec<FieldErr
     if !errors.is_empty() {
         return Err(errors);
     }
-    *obj = serde_json::to_value(&class).map_err(|e| vec![FieldError::invalid("", "", e.to_string())])?;
+    *obj = serde_json::to_value(&class)
+        .map_err(|e| vec![FieldError::invalid("", "", e.to_string())])?;
     Ok(())
 }
 
@@ -375,6 +503,10 @@ mod tests {
     use crate::field::FieldErrorKind;
     use crate::resource::ResourceDef;
     use serde_json::json;
+
+    /// A field path, a change that breaks it, and the error kind expected.
+    type Case = (&'static str, fn(&mut Value), FieldErrorKind);
+    type Change = fn(&mut Value);
 
     fn def() -> ResourceDef {
         ResourceDef::custom::<VolumeSnapshot>()
@@ -431,7 +563,10 @@ mod tests {
         ] {
             let mut bad = base.clone();
             bad["status"][field] = value;
-            assert_eq!(def().admit(&mut bad, None).unwrap_err()[0].field, format!("status.{field}"));
+            assert_eq!(
+                def().admit(&mut bad, None).unwrap_err()[0].field,
+                format!("status.{field}")
+            );
         }
     }
 
@@ -478,15 +613,39 @@ mod tests {
         assert_eq!(d.short_names, ["vsc", "vscs"]);
         let mut ok = vsc();
         d.admit(&mut ok, None).unwrap();
-        let cases: [(&str, fn(&mut Value), FieldErrorKind); 8] = [
-            ("spec.source", |o| o["spec"]["source"]["snapshotHandle"] = json!("snap-1"), FieldErrorKind::Forbidden),
+        let cases: [Case; 8] = [
+            (
+                "spec.source",
+                |o| o["spec"]["source"]["snapshotHandle"] = json!("snap-1"),
+                FieldErrorKind::Forbidden,
+            ),
             ("spec.source", |o| o["spec"]["source"] = json!({}), FieldErrorKind::Required),
-            ("spec.source.volumeHandle", |o| o["spec"]["source"]["volumeHandle"] = json!(""), FieldErrorKind::Required),
-            ("spec.volumeSnapshotRef.namespace", |o| o["spec"]["volumeSnapshotRef"] = json!({"name": "x"}), FieldErrorKind::Required),
-            ("spec.deletionPolicy", |o| o["spec"]["deletionPolicy"] = json!("Keep"), FieldErrorKind::Invalid),
-            ("spec.sourceVolumeMode", |o| o["spec"]["sourceVolumeMode"] = json!("Raw"), FieldErrorKind::Invalid),
+            (
+                "spec.source.volumeHandle",
+                |o| o["spec"]["source"]["volumeHandle"] = json!(""),
+                FieldErrorKind::Required,
+            ),
+            (
+                "spec.volumeSnapshotRef.namespace",
+                |o| o["spec"]["volumeSnapshotRef"] = json!({"name": "x"}),
+                FieldErrorKind::Required,
+            ),
+            (
+                "spec.deletionPolicy",
+                |o| o["spec"]["deletionPolicy"] = json!("Keep"),
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "spec.sourceVolumeMode",
+                |o| o["spec"]["sourceVolumeMode"] = json!("Raw"),
+                FieldErrorKind::Invalid,
+            ),
             ("spec.driver", |o| o["spec"]["driver"] = json!(""), FieldErrorKind::Required),
-            ("status.restoreSize", |o| o["status"]["restoreSize"] = json!(-1), FieldErrorKind::Invalid),
+            (
+                "status.restoreSize",
+                |o| o["status"]["restoreSize"] = json!(-1),
+                FieldErrorKind::Invalid,
+            ),
         ];
         for (field, change, kind) in cases {
             let mut obj = vsc();
@@ -523,7 +682,10 @@ mod tests {
     fn class_is_flat_and_checked() {
         let d = vs_def("VolumeSnapshotClass");
         assert!(!d.namespaced && !d.status_subresource);
-        assert_eq!((d.plural.as_str(), d.short_names.clone()), ("volumesnapshotclasses", vec!["vsclass".into(), "vsclasses".into()]));
+        assert_eq!(
+            (d.plural.as_str(), d.short_names.clone()),
+            ("volumesnapshotclasses", vec!["vsclass".into(), "vsclasses".into()])
+        );
         assert!(d.schema["properties"].get("spec").is_none(), "fields sit at the top level");
         assert_eq!(d.schema["properties"]["deletionPolicy"]["enum"], json!(["Delete", "Retain"]));
         let mut ok = class();
@@ -532,7 +694,7 @@ mod tests {
         assert!(ok.get("spec").is_none());
         let typed: VolumeSnapshotClass = serde_json::from_value(ok).unwrap();
         assert!(typed.is_default());
-        let cases: [(&str, fn(&mut Value)); 4] = [
+        let cases: [(&str, Change); 4] = [
             ("deletionPolicy", |o| o["deletionPolicy"] = json!("Keep")),
             ("driver", |o| o["driver"] = json!(7)),
             ("driver", |o| o["driver"] = json!("")),

@@ -6,6 +6,10 @@
 //!
 //! Where the spec is silent, upstream Velero is followed (`reference/velero-csi.md`).
 
+// kube's `printcolumn(...)` repeats keys such as `type_ = "string"` across columns, which clippy's
+// duplicated_attributes lint takes for duplicate attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod data_mover;
 pub mod duration;
 pub mod pod_volume;
@@ -113,7 +117,10 @@ fn require_non_empty(errors: &mut Vec<FieldError>, field: &str, value: &str) {
 fn require_pod_ref(errors: &mut Vec<FieldError>, field: &str, pod: &ObjectReference) {
     for (child, value) in [("name", &pod.name), ("namespace", &pod.namespace)] {
         if value.as_deref().is_none_or(str::is_empty) {
-            errors.push(FieldError::required(crate::field::path(field, child), "the pod must be named"));
+            errors.push(FieldError::required(
+                crate::field::path(field, child),
+                "the pod must be named",
+            ));
         }
     }
 }
@@ -238,12 +245,17 @@ pub(crate) mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let mut obj: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut obj: Value =
+                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
             let def = def_for(&obj);
             conforms(&obj, &def.schema, "").unwrap_or_else(|e| panic!("{name}: {e}"));
             let namespace = obj["metadata"]["namespace"].as_str();
             if def.namespaced {
-                assert_eq!(namespace, Some("default"), "{name}: namespaced examples live in default");
+                assert_eq!(
+                    namespace,
+                    Some("default"),
+                    "{name}: namespaced examples live in default"
+                );
             } else {
                 assert_eq!(namespace, None, "{name}: {} is cluster-scoped", def.kind);
             }
@@ -282,7 +294,10 @@ pub(crate) mod tests {
             panic!("{at}: additionalProperties: false");
         }
         if obj.contains_key("properties") {
-            assert!(!obj.contains_key("additionalProperties"), "{at}: properties with additionalProperties");
+            assert!(
+                !obj.contains_key("additionalProperties"),
+                "{at}: properties with additionalProperties"
+            );
         }
         if let Some(values) = obj.get("enum").and_then(Value::as_array) {
             assert!(!values.contains(&Value::Null), "{at}: null in enum");
@@ -300,7 +315,8 @@ pub(crate) mod tests {
 
     #[test]
     fn owned_crds_are_structural_with_status_and_columns() {
-        let defs: Vec<_> = crate::registry().into_iter().filter(|d| GROUPS.contains(&d.group.as_str())).collect();
+        let defs: Vec<_> =
+            crate::registry().into_iter().filter(|d| GROUPS.contains(&d.group.as_str())).collect();
         assert_eq!(defs.len(), 10, "{defs:?}");
         for def in defs {
             let crd = def.crd().unwrap();

@@ -38,7 +38,8 @@ impl ApiError {
     }
 
     fn with_details(mut self, def: &ResourceDef, name: &str) -> Self {
-        self.details = Some(Box::new(json!({"name": name, "group": def.group, "kind": def.plural})));
+        self.details =
+            Some(Box::new(json!({"name": name, "group": def.group, "kind": def.plural})));
         self
     }
 

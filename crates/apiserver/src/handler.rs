@@ -81,8 +81,8 @@ enum Route {
 
 impl ApiServer {
     /// Serves `defs` over `store`. The initial namespaces (`default`, `kube-system`,
-    /// `kube-public`) are created before the first request is answered; namespaces left
-    /// terminating by an earlier run get their deletion finished.
+    /// `kube-public`) exist when this returns; namespaces left terminating by an earlier run get
+    /// their deletion finished (when called inside a tokio runtime).
     pub fn new(store: Store, defs: Vec<ResourceDef>) -> ApiServer {
         let server = ApiServer {
             inner: Arc::new(Inner { store, defs, bootstrapped: tokio::sync::OnceCell::new() }),

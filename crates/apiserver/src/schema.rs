@@ -362,6 +362,10 @@ fn check_string(schema: &Value, s: &str, path: &str, errs: &mut Vec<FieldError>)
         let ok = match format {
             "date-time" => s.parse::<jiff::Timestamp>().is_ok(),
             "date" => s.len() == 10 && s.parse::<jiff::civil::Date>().is_ok(),
+            "byte" => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+            }
             // int32/int64 on a string (int-or-string) and unknown formats: nothing to check.
             _ => true,
         };

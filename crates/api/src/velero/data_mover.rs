@@ -28,13 +28,50 @@ use crate::resource::Admit;
     shortname = "du",
     category = "velero",
     doc = "DataUpload acts as the protocol between data mover plugins and data mover controller for the datamover backup operation",
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "DataUpload status such as New/InProgress"),
-    printcolumn(name = "Started", type_ = "date", json_path = ".status.startTimestamp", description = "Time duration since this DataUpload was started"),
-    printcolumn(name = "Bytes Done", type_ = "integer", format = "int64", json_path = ".status.progress.bytesDone", description = "Completed bytes"),
-    printcolumn(name = "Total Bytes", type_ = "integer", format = "int64", json_path = ".status.progress.totalBytes", description = "Total bytes"),
-    printcolumn(name = "Storage Location", type_ = "string", json_path = ".spec.backupStorageLocation", description = "Name of the Backup Storage Location where this backup should be stored"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time duration since this DataUpload was created"),
-    printcolumn(name = "Node", type_ = "string", json_path = ".status.node", description = "Name of the node where the DataUpload is processed")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "DataUpload status such as New/InProgress"
+    ),
+    printcolumn(
+        name = "Started",
+        type_ = "date",
+        json_path = ".status.startTimestamp",
+        description = "Time duration since this DataUpload was started"
+    ),
+    printcolumn(
+        name = "Bytes Done",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesDone",
+        description = "Completed bytes"
+    ),
+    printcolumn(
+        name = "Total Bytes",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.totalBytes",
+        description = "Total bytes"
+    ),
+    printcolumn(
+        name = "Storage Location",
+        type_ = "string",
+        json_path = ".spec.backupStorageLocation",
+        description = "Name of the Backup Storage Location where this backup should be stored"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp",
+        description = "Time duration since this DataUpload was created"
+    ),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        json_path = ".status.node",
+        description = "Name of the node where the DataUpload is processed"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DataUploadSpec {
@@ -143,13 +180,50 @@ pub struct DataUploadStatus {
     shortname = "dd",
     category = "velero",
     doc = "DataDownload acts as the protocol between data mover plugins and data mover controller for the datamover restore operation",
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "DataDownload status such as New/InProgress"),
-    printcolumn(name = "Started", type_ = "date", json_path = ".status.startTimestamp", description = "Time duration since this DataDownload was started"),
-    printcolumn(name = "Bytes Done", type_ = "integer", format = "int64", json_path = ".status.progress.bytesDone", description = "Completed bytes"),
-    printcolumn(name = "Total Bytes", type_ = "integer", format = "int64", json_path = ".status.progress.totalBytes", description = "Total bytes"),
-    printcolumn(name = "Storage Location", type_ = "string", json_path = ".spec.backupStorageLocation", description = "Name of the Backup Storage Location where the backup data is stored"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time duration since this DataDownload was created"),
-    printcolumn(name = "Node", type_ = "string", json_path = ".status.node", description = "Name of the node where the DataDownload is processed")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "DataDownload status such as New/InProgress"
+    ),
+    printcolumn(
+        name = "Started",
+        type_ = "date",
+        json_path = ".status.startTimestamp",
+        description = "Time duration since this DataDownload was started"
+    ),
+    printcolumn(
+        name = "Bytes Done",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesDone",
+        description = "Completed bytes"
+    ),
+    printcolumn(
+        name = "Total Bytes",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.totalBytes",
+        description = "Total bytes"
+    ),
+    printcolumn(
+        name = "Storage Location",
+        type_ = "string",
+        json_path = ".spec.backupStorageLocation",
+        description = "Name of the Backup Storage Location where the backup data is stored"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp",
+        description = "Time duration since this DataDownload was created"
+    ),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        json_path = ".status.node",
+        description = "Name of the node where the DataDownload is processed"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DataDownloadSpec {
@@ -232,10 +306,17 @@ impl Admit for DataUpload {
         check_go_duration(&mut errors, "spec.operationTimeout", &spec.operation_timeout);
         match (spec.snapshot_type, &spec.csi_snapshot) {
             (SnapshotType::Csi, None) => {
-                errors.push(FieldError::required("spec.csiSnapshot", "required when snapshotType is CSI"));
+                errors.push(FieldError::required(
+                    "spec.csiSnapshot",
+                    "required when snapshotType is CSI",
+                ));
             }
             (SnapshotType::Csi, Some(csi)) => {
-                require_non_empty(&mut errors, "spec.csiSnapshot.volumeSnapshot", &csi.volume_snapshot);
+                require_non_empty(
+                    &mut errors,
+                    "spec.csiSnapshot.volumeSnapshot",
+                    &csi.volume_snapshot,
+                );
                 require_non_empty(&mut errors, "spec.csiSnapshot.storageClass", &csi.storage_class);
             }
         }
@@ -256,7 +337,11 @@ impl Admit for DataDownload {
         let mut errors = Vec::new();
         let spec = &self.spec;
         require_non_empty(&mut errors, "spec.targetVolume.pvc", &spec.target_volume.pvc);
-        require_non_empty(&mut errors, "spec.targetVolume.namespace", &spec.target_volume.namespace);
+        require_non_empty(
+            &mut errors,
+            "spec.targetVolume.namespace",
+            &spec.target_volume.namespace,
+        );
         require_non_empty(&mut errors, "spec.backupStorageLocation", &spec.backup_storage_location);
         require_non_empty(&mut errors, "spec.snapshotID", &spec.snapshot_id);
         require_non_empty(&mut errors, "spec.sourceNamespace", &spec.source_namespace);
@@ -276,6 +361,9 @@ impl Admit for DataDownload {
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
+
+    /// A field path, a change that breaks it, and the error kind expected.
+    type Case = (&'static str, fn(&mut Value), FieldErrorKind);
 
     use super::*;
     use crate::field::FieldErrorKind;
@@ -324,14 +412,30 @@ mod tests {
     #[test]
     fn download_rules_name_their_fields() {
         let def = ResourceDef::custom::<DataDownload>();
-        let cases: [(&str, fn(&mut Value), FieldErrorKind); 7] = [
-            ("spec.targetVolume.pvc", |o| o["spec"]["targetVolume"]["pvc"] = json!(""), FieldErrorKind::Required),
+        let cases: [Case; 7] = [
+            (
+                "spec.targetVolume.pvc",
+                |o| o["spec"]["targetVolume"]["pvc"] = json!(""),
+                FieldErrorKind::Required,
+            ),
             ("spec.snapshotID", |o| o["spec"]["snapshotID"] = json!(""), FieldErrorKind::Required),
-            ("spec.operationTimeout", |o| o["spec"]["operationTimeout"] = json!("10 minutes"), FieldErrorKind::Invalid),
-            ("spec.operationTimeout", |o| o["spec"]["operationTimeout"] = json!("-1m"), FieldErrorKind::Invalid),
+            (
+                "spec.operationTimeout",
+                |o| o["spec"]["operationTimeout"] = json!("10 minutes"),
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "spec.operationTimeout",
+                |o| o["spec"]["operationTimeout"] = json!("-1m"),
+                FieldErrorKind::Invalid,
+            ),
             ("spec.nodeOS", |o| o["spec"]["nodeOS"] = json!("macos"), FieldErrorKind::Invalid),
             ("status.phase", |o| o["status"]["phase"] = json!("Done"), FieldErrorKind::Invalid),
-            ("status.progress.totalBytes", |o| o["status"]["progress"]["totalBytes"] = json!(-1), FieldErrorKind::Invalid),
+            (
+                "status.progress.totalBytes",
+                |o| o["status"]["progress"]["totalBytes"] = json!(-1),
+                FieldErrorKind::Invalid,
+            ),
         ];
         for (field, change, kind) in cases {
             let mut obj = dd();
@@ -344,14 +448,30 @@ mod tests {
     #[test]
     fn upload_rules_name_their_fields() {
         let def = ResourceDef::custom::<DataUpload>();
-        let cases: [(&str, fn(&mut Value), FieldErrorKind); 5] = [
-            ("spec.csiSnapshot", |o| {
-                o["spec"].as_object_mut().unwrap().remove("csiSnapshot");
-            }, FieldErrorKind::Required),
-            ("spec.csiSnapshot.volumeSnapshot", |o| o["spec"]["csiSnapshot"]["volumeSnapshot"] = json!(""), FieldErrorKind::Required),
-            ("spec.snapshotType", |o| o["spec"]["snapshotType"] = json!("EBS"), FieldErrorKind::Invalid),
+        let cases: [Case; 5] = [
+            (
+                "spec.csiSnapshot",
+                |o| {
+                    o["spec"].as_object_mut().unwrap().remove("csiSnapshot");
+                },
+                FieldErrorKind::Required,
+            ),
+            (
+                "spec.csiSnapshot.volumeSnapshot",
+                |o| o["spec"]["csiSnapshot"]["volumeSnapshot"] = json!(""),
+                FieldErrorKind::Required,
+            ),
+            (
+                "spec.snapshotType",
+                |o| o["spec"]["snapshotType"] = json!("EBS"),
+                FieldErrorKind::Invalid,
+            ),
             ("spec.sourcePVC", |o| o["spec"]["sourcePVC"] = json!(""), FieldErrorKind::Required),
-            ("status.nodeOS", |o| o["status"] = json!({"nodeOS": "plan9"}), FieldErrorKind::Invalid),
+            (
+                "status.nodeOS",
+                |o| o["status"] = json!({"nodeOS": "plan9"}),
+                FieldErrorKind::Invalid,
+            ),
         ];
         for (field, change, kind) in cases {
             let mut obj = du();
@@ -383,20 +503,33 @@ mod tests {
     fn columns_and_names_match_velero() {
         let def = ResourceDef::custom::<DataDownload>();
         let names: Vec<_> = def.printer_columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["Status", "Started", "Bytes Done", "Total Bytes", "Storage Location", "Age", "Node"]);
+        assert_eq!(
+            names,
+            ["Status", "Started", "Bytes Done", "Total Bytes", "Storage Location", "Age", "Node"]
+        );
         assert_eq!((def.plural.as_str(), def.version.as_str()), ("datadownloads", "v2alpha1"));
         assert_eq!(ResourceDef::custom::<DataUpload>().short_names, ["du"]);
         let crd = def.crd().unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let required = |schema: &Value| {
-            let mut names: Vec<String> =
-                schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str().map(String::from)).collect();
+            let mut names: Vec<String> = schema["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
             names.sort_unstable();
             names
         };
         assert_eq!(
             required(spec),
-            ["backupStorageLocation", "operationTimeout", "snapshotID", "sourceNamespace", "targetVolume"]
+            [
+                "backupStorageLocation",
+                "operationTimeout",
+                "snapshotID",
+                "sourceNamespace",
+                "targetVolume"
+            ]
         );
         assert_eq!(required(&spec["properties"]["targetVolume"]), ["namespace", "pv", "pvc"]);
     }

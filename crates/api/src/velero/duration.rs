@@ -69,10 +69,14 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
             "h" => 3_600_000_000_000,
             "" => return Err(syntax()),
             other => {
-                return Err(GoDurationError::UnknownUnit { input: input.to_string(), unit: other.to_string() });
+                return Err(GoDurationError::UnknownUnit {
+                    input: input.to_string(),
+                    unit: other.to_string(),
+                });
             }
         };
-        let whole: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| range())? };
+        let whole: u128 =
+            if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| range())? };
         nanos = whole.checked_mul(per_unit).and_then(|n| n.checked_add(nanos)).ok_or_else(range)?;
         // Go keeps the fraction to the precision a nanosecond allows; so do we, truncating.
         let frac = &frac_part[..frac_part.len().min(18)];

@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DataMovePhase, DataMoveProgress, UploaderType, check_progress, require_non_empty, require_non_negative,
-    require_pod_ref,
+    DataMovePhase, DataMoveProgress, UploaderType, check_progress, require_non_empty,
+    require_non_negative, require_pod_ref,
 };
 use crate::field::FieldError;
 use crate::resource::Admit;
@@ -27,14 +27,56 @@ use crate::resource::Admit;
     shortname = "pvb",
     category = "velero",
     doc = "The backup of one volume of one pod by the node agent.",
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "PodVolumeBackup status such as New/InProgress"),
-    printcolumn(name = "Started", type_ = "date", json_path = ".status.startTimestamp", description = "Time duration since this PodVolumeBackup was started"),
-    printcolumn(name = "Bytes Done", type_ = "integer", format = "int64", json_path = ".status.progress.bytesDone", description = "Completed bytes"),
-    printcolumn(name = "Total Bytes", type_ = "integer", format = "int64", json_path = ".status.progress.totalBytes", description = "Total bytes"),
-    printcolumn(name = "Storage Location", type_ = "string", json_path = ".spec.backupStorageLocation", description = "Name of the Backup Storage Location where this backup should be stored"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp", description = "Time duration since this PodVolumeBackup was created"),
-    printcolumn(name = "Node", type_ = "string", json_path = ".spec.node", description = "Name of the node where the PodVolumeBackup is processed"),
-    printcolumn(name = "Uploader Type", type_ = "string", json_path = ".spec.uploaderType", description = "The type of the uploader to handle data transfer")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "PodVolumeBackup status such as New/InProgress"
+    ),
+    printcolumn(
+        name = "Started",
+        type_ = "date",
+        json_path = ".status.startTimestamp",
+        description = "Time duration since this PodVolumeBackup was started"
+    ),
+    printcolumn(
+        name = "Bytes Done",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesDone",
+        description = "Completed bytes"
+    ),
+    printcolumn(
+        name = "Total Bytes",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.totalBytes",
+        description = "Total bytes"
+    ),
+    printcolumn(
+        name = "Storage Location",
+        type_ = "string",
+        json_path = ".spec.backupStorageLocation",
+        description = "Name of the Backup Storage Location where this backup should be stored"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp",
+        description = "Time duration since this PodVolumeBackup was created"
+    ),
+    printcolumn(
+        name = "Node",
+        type_ = "string",
+        json_path = ".spec.node",
+        description = "Name of the node where the PodVolumeBackup is processed"
+    ),
+    printcolumn(
+        name = "Uploader Type",
+        type_ = "string",
+        json_path = ".spec.uploaderType",
+        description = "The type of the uploader to handle data transfer"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PodVolumeBackupSpec {
@@ -106,13 +148,50 @@ pub struct PodVolumeBackupStatus {
     shortname = "pvr",
     category = "velero",
     doc = "PodVolumeRestore is the restore of one volume of one pod from a repository snapshot.",
-    printcolumn(name = "Namespace", type_ = "string", json_path = ".spec.pod.namespace", description = "Namespace of the pod containing the volume to be restored"),
-    printcolumn(name = "Pod", type_ = "string", json_path = ".spec.pod.name", description = "Name of the pod containing the volume to be restored"),
-    printcolumn(name = "Uploader Type", type_ = "string", json_path = ".spec.uploaderType", description = "The type of the uploader to handle data transfer"),
-    printcolumn(name = "Volume", type_ = "string", json_path = ".spec.volume", description = "Name of the volume to be restored"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Pod Volume Restore status such as New/InProgress"),
-    printcolumn(name = "TotalBytes", type_ = "integer", format = "int64", json_path = ".status.progress.totalBytes", description = "Total bytes"),
-    printcolumn(name = "BytesDone", type_ = "integer", format = "int64", json_path = ".status.progress.bytesDone", description = "Completed bytes"),
+    printcolumn(
+        name = "Namespace",
+        type_ = "string",
+        json_path = ".spec.pod.namespace",
+        description = "Namespace of the pod containing the volume to be restored"
+    ),
+    printcolumn(
+        name = "Pod",
+        type_ = "string",
+        json_path = ".spec.pod.name",
+        description = "Name of the pod containing the volume to be restored"
+    ),
+    printcolumn(
+        name = "Uploader Type",
+        type_ = "string",
+        json_path = ".spec.uploaderType",
+        description = "The type of the uploader to handle data transfer"
+    ),
+    printcolumn(
+        name = "Volume",
+        type_ = "string",
+        json_path = ".spec.volume",
+        description = "Name of the volume to be restored"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pod Volume Restore status such as New/InProgress"
+    ),
+    printcolumn(
+        name = "TotalBytes",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.totalBytes",
+        description = "Total bytes"
+    ),
+    printcolumn(
+        name = "BytesDone",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesDone",
+        description = "Completed bytes"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -281,7 +360,11 @@ mod tests {
         })
     }
 
-    fn admit(def: &ResourceDef, obj: &mut Value, old: Option<&Value>) -> Result<(), Vec<FieldError>> {
+    fn admit(
+        def: &ResourceDef,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), Vec<FieldError>> {
         def.admit(obj, old)
     }
 
@@ -338,12 +421,23 @@ mod tests {
         obj["status"]["phase"] = json!("Running");
         assert_eq!(admit(&def, &mut obj, None).unwrap_err()[0].field, "status.phase");
         let crd = def.crd().unwrap();
-        let phase = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["phase"];
+        let phase = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["phase"];
         assert_eq!(
             phase["enum"],
-            json!(["New", "Accepted", "Prepared", "InProgress", "Canceling", "Canceled", "Completed", "Failed"])
+            json!([
+                "New",
+                "Accepted",
+                "Prepared",
+                "InProgress",
+                "Canceling",
+                "Canceled",
+                "Completed",
+                "Failed"
+            ])
         );
-        let uploader = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["uploaderType"];
+        let uploader = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["uploaderType"];
         assert_eq!(uploader["enum"], json!(["kopia", ""]));
     }
 
@@ -388,13 +482,26 @@ mod tests {
 
     #[test]
     fn columns_match_velero() {
-        let names = |def: ResourceDef| def.printer_columns.into_iter().map(|c| c.name).collect::<Vec<_>>();
+        let names =
+            |def: ResourceDef| def.printer_columns.into_iter().map(|c| c.name).collect::<Vec<_>>();
         assert_eq!(
             names(ResourceDef::custom::<PodVolumeRestore>()),
-            ["Namespace", "Pod", "Uploader Type", "Volume", "Status", "TotalBytes", "BytesDone", "Age"]
+            [
+                "Namespace",
+                "Pod",
+                "Uploader Type",
+                "Volume",
+                "Status",
+                "TotalBytes",
+                "BytesDone",
+                "Age"
+            ]
         );
         let def = ResourceDef::custom::<PodVolumeBackup>();
-        assert_eq!((def.short_names.clone(), def.categories.clone()), (vec!["pvb".into()], vec!["velero".into()]));
+        assert_eq!(
+            (def.short_names.clone(), def.categories.clone()),
+            (vec!["pvb".into()], vec!["velero".into()])
+        );
         assert_eq!(names(def)[..4], ["Status", "Started", "Bytes Done", "Total Bytes"]);
     }
 }

@@ -144,10 +144,20 @@ impl Admit for BackupRepository {
             let field = path("spec.repositoryConfig", key);
             match key.as_str() {
                 "cacheLimitMB" if value.parse::<u64>().is_err() => {
-                    errors.push(FieldError::invalid(field, value, "must be a whole number of megabytes"));
+                    errors.push(FieldError::invalid(
+                        field,
+                        value,
+                        "must be a whole number of megabytes",
+                    ));
                 }
-                "fullMaintenanceInterval" if !FULL_MAINTENANCE_INTERVALS.contains(&value.as_str()) => {
-                    errors.push(FieldError::not_supported(field, value, &FULL_MAINTENANCE_INTERVALS));
+                "fullMaintenanceInterval"
+                    if !FULL_MAINTENANCE_INTERVALS.contains(&value.as_str()) =>
+                {
+                    errors.push(FieldError::not_supported(
+                        field,
+                        value,
+                        &FULL_MAINTENANCE_INTERVALS,
+                    ));
                 }
                 _ => {}
             }
@@ -174,6 +184,9 @@ impl Admit for BackupRepository {
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
+
+    /// A field path, a change that breaks it, and the error kind expected.
+    type Case = (&'static str, fn(&mut Value), FieldErrorKind);
 
     use super::*;
     use crate::field::FieldErrorKind;
@@ -216,16 +229,32 @@ mod tests {
 
     #[test]
     fn rules_name_their_fields() {
-        let cases: [(&str, fn(&mut Value), FieldErrorKind); 5] = [
-            ("spec.volumeNamespace", |o| o["spec"]["volumeNamespace"] = json!(""), FieldErrorKind::Required),
-            ("spec.maintenanceFrequency", |o| o["spec"]["maintenanceFrequency"] = json!("daily"), FieldErrorKind::Invalid),
-            ("spec.repositoryConfig.cacheLimitMB", |o| o["spec"]["repositoryConfig"]["cacheLimitMB"] = json!("5GB"), FieldErrorKind::Invalid),
+        let cases: [Case; 5] = [
+            (
+                "spec.volumeNamespace",
+                |o| o["spec"]["volumeNamespace"] = json!(""),
+                FieldErrorKind::Required,
+            ),
+            (
+                "spec.maintenanceFrequency",
+                |o| o["spec"]["maintenanceFrequency"] = json!("daily"),
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "spec.repositoryConfig.cacheLimitMB",
+                |o| o["spec"]["repositoryConfig"]["cacheLimitMB"] = json!("5GB"),
+                FieldErrorKind::Invalid,
+            ),
             (
                 "spec.repositoryConfig.fullMaintenanceInterval",
                 |o| o["spec"]["repositoryConfig"]["fullMaintenanceInterval"] = json!("weekly"),
                 FieldErrorKind::NotSupported,
             ),
-            ("status.recentMaintenance[0].result", |o| o["status"]["recentMaintenance"][0]["result"] = json!("Ok"), FieldErrorKind::Invalid),
+            (
+                "status.recentMaintenance[0].result",
+                |o| o["status"]["recentMaintenance"][0]["result"] = json!("Ok"),
+                FieldErrorKind::Invalid,
+            ),
         ];
         for (field, change, kind) in cases {
             let mut obj = repo();

@@ -26,10 +26,25 @@ use crate::resource::Admit;
     shortname = "bsl",
     category = "velero",
     doc = "BackupStorageLocation is a location where Velero stores backup objects",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Backup Storage Location status such as Available/Unavailable"),
-    printcolumn(name = "Last Validated", type_ = "date", json_path = ".status.lastValidationTime", description = "LastValidationTime is the last time the backup store location was validated"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Backup Storage Location status such as Available/Unavailable"
+    ),
+    printcolumn(
+        name = "Last Validated",
+        type_ = "date",
+        json_path = ".status.lastValidationTime",
+        description = "LastValidationTime is the last time the backup store location was validated"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default", description = "Default backup storage location")
+    printcolumn(
+        name = "Default",
+        type_ = "boolean",
+        json_path = ".spec.default",
+        description = "Default backup storage location"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStorageLocationSpec {
@@ -149,9 +164,10 @@ impl Admit for BackupStorageLocation {
                 "caCert and caCertRef may not both be set; use caCertRef",
             ));
         }
-        for (field, selector) in
-            [("spec.credential", &spec.credential), ("spec.objectStorage.caCertRef", &storage.ca_cert_ref)]
-        {
+        for (field, selector) in [
+            ("spec.credential", &spec.credential),
+            ("spec.objectStorage.caCertRef", &storage.ca_cert_ref),
+        ] {
             if let Some(selector) = selector {
                 require_non_empty(&mut errors, &path(field, "name"), selector.name.as_str());
                 require_non_empty(&mut errors, &path(field, "key"), &selector.key);
@@ -172,6 +188,9 @@ impl Admit for BackupStorageLocation {
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
+
+    /// A field path, a change that breaks it, and the error kind expected.
+    type Case = (&'static str, fn(&mut Value), FieldErrorKind);
 
     use super::*;
     use crate::field::FieldErrorKind;
@@ -210,21 +229,42 @@ mod tests {
 
     #[test]
     fn rules_name_their_fields() {
-        let cases: [(&str, fn(&mut Value), FieldErrorKind); 7] = [
-            ("spec.objectStorage.bucket", |o| o["spec"]["objectStorage"]["bucket"] = json!(""), FieldErrorKind::Required),
-            ("spec.objectStorage.bucket", |o| o["spec"]["objectStorage"]["bucket"] = json!("a/b"), FieldErrorKind::Invalid),
+        let cases: [Case; 7] = [
+            (
+                "spec.objectStorage.bucket",
+                |o| o["spec"]["objectStorage"]["bucket"] = json!(""),
+                FieldErrorKind::Required,
+            ),
+            (
+                "spec.objectStorage.bucket",
+                |o| o["spec"]["objectStorage"]["bucket"] = json!("a/b"),
+                FieldErrorKind::Invalid,
+            ),
             ("spec.provider", |o| o["spec"]["provider"] = json!(""), FieldErrorKind::Required),
-            ("spec.backupSyncPeriod", |o| o["spec"]["backupSyncPeriod"] = json!("1 minute"), FieldErrorKind::Invalid),
-            ("spec.credential.key", |o| o["spec"]["credential"]["key"] = json!(""), FieldErrorKind::Required),
+            (
+                "spec.backupSyncPeriod",
+                |o| o["spec"]["backupSyncPeriod"] = json!("1 minute"),
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "spec.credential.key",
+                |o| o["spec"]["credential"]["key"] = json!(""),
+                FieldErrorKind::Required,
+            ),
             (
                 "spec.objectStorage.caCertRef",
                 |o| {
                     o["spec"]["objectStorage"]["caCert"] = json!("LS0tLS1CRUdJTg==");
-                    o["spec"]["objectStorage"]["caCertRef"] = json!({"name": "ca", "key": "ca.crt"});
+                    o["spec"]["objectStorage"]["caCertRef"] =
+                        json!({"name": "ca", "key": "ca.crt"});
                 },
                 FieldErrorKind::Forbidden,
             ),
-            ("spec.objectStorage.caCert", |o| o["spec"]["objectStorage"]["caCert"] = json!("not base64!"), FieldErrorKind::Invalid),
+            (
+                "spec.objectStorage.caCert",
+                |o| o["spec"]["objectStorage"]["caCert"] = json!("not base64!"),
+                FieldErrorKind::Invalid,
+            ),
         ];
         for (field, change, kind) in cases {
             let mut obj = bsl();
@@ -247,7 +287,10 @@ mod tests {
     #[test]
     fn names_and_columns_match_velero() {
         let d = def();
-        assert_eq!((d.plural.as_str(), d.short_names.clone()), ("backupstoragelocations", vec!["bsl".to_string()]));
+        assert_eq!(
+            (d.plural.as_str(), d.short_names.clone()),
+            ("backupstoragelocations", vec!["bsl".to_string()])
+        );
         let names: Vec<_> = d.printer_columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["Phase", "Last Validated", "Age", "Default"]);
     }

@@ -62,7 +62,8 @@ enum Reply {
 }
 
 enum Applied {
-    Write { stored: Stored, event: Option<Event> },
+    // Boxed: an event is far larger than a compaction result.
+    Write { stored: Stored, event: Option<Box<Event>> },
     Compacted(u64),
 }
 
@@ -266,7 +267,7 @@ impl Writer {
                 Applied::Write { stored, event } => {
                     if let Some(event) = event {
                         // Err only means nobody is watching right now.
-                        let _ = self.events.send(Arc::new(event));
+                        let _ = self.events.send(Arc::from(event));
                     }
                     Applied::Write { stored, event: None }
                 }
@@ -351,7 +352,7 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
                 create_rev: new_rev,
             };
             let event = Event { rev: new_rev, kind: EventType::Added, key, object, prev: None };
-            Ok(Applied::Write { stored, event: Some(event) })
+            Ok(Applied::Write { stored, event: Some(Box::new(event)) })
         }
         Op::Update { key, mut object, expected_mod_rev } => {
             let Some((mod_rev, create_rev, prev_raw)) = sqlite::get_raw(conn, &key)? else {
@@ -394,7 +395,7 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
                 Stored { key: key.clone(), object: object.clone(), mod_rev: new_rev, create_rev };
             let event =
                 Event { rev: new_rev, kind: EventType::Modified, key, object, prev: Some(prev) };
-            Ok(Applied::Write { stored, event: Some(event) })
+            Ok(Applied::Write { stored, event: Some(Box::new(event)) })
         }
         Op::Delete { key, expected_mod_rev } => {
             let Some((mod_rev, create_rev, prev_raw)) = sqlite::get_raw(conn, &key)? else {
@@ -423,7 +424,7 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
                 object: last,
                 prev: Some(prev),
             };
-            Ok(Applied::Write { stored, event: Some(event) })
+            Ok(Applied::Write { stored, event: Some(Box::new(event)) })
         }
         Op::Compact { min_keep, min_age } => compact(conn, rev, min_keep, min_age, now),
     }
