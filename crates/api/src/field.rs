@@ -64,7 +64,12 @@ pub struct FieldError {
 impl FieldError {
     /// A required field is missing.
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { field: field.into(), kind: FieldErrorKind::Required, value: None, detail: detail.into() }
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::Required,
+            value: None,
+            detail: detail.into(),
+        }
     }
 
     /// A value is malformed; `value` is shown as JSON.
@@ -82,7 +87,11 @@ impl FieldError {
     }
 
     /// A value is not one of `supported`.
-    pub fn not_supported(field: impl Into<String>, value: impl serde::Serialize, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl serde::Serialize,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         Self {
             field: field.into(),
@@ -94,7 +103,12 @@ impl FieldError {
 
     /// A value may not be set or changed.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { field: field.into(), kind: FieldErrorKind::Forbidden, value: None, detail: detail.into() }
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::Forbidden,
+            value: None,
+            detail: detail.into(),
+        }
     }
 
     /// A value must be unique but is not.
@@ -152,7 +166,10 @@ mod tests {
             r#"spec.deletionPolicy: Unsupported value: "Keep": supported values: "Delete", "Retain""#
         );
         assert_eq!(e.kind.reason(), "FieldValueNotSupported");
-        let e = FieldError::required("spec.source", "exactly one of persistentVolumeClaimName or volumeSnapshotContentName");
+        let e = FieldError::required(
+            "spec.source",
+            "exactly one of persistentVolumeClaimName or volumeSnapshotContentName",
+        );
         assert_eq!(
             e.to_string(),
             "spec.source: Required value: exactly one of persistentVolumeClaimName or volumeSnapshotContentName"

@@ -213,7 +213,8 @@ impl ResourceDef {
             .printer_columns
             .iter()
             .map(|c| {
-                let mut col = serde_json::json!({"name": c.name, "type": c.type_, "jsonPath": c.json_path});
+                let mut col =
+                    serde_json::json!({"name": c.name, "type": c.type_, "jsonPath": c.json_path});
                 if c.priority != 0 {
                     col["priority"] = c.priority.into();
                 }
@@ -294,7 +295,8 @@ where
     if !errors.is_empty() {
         return Err(errors);
     }
-    *obj = serde_json::to_value(&typed).map_err(|e| vec![FieldError::invalid("", "", e.to_string())])?;
+    *obj = serde_json::to_value(&typed)
+        .map_err(|e| vec![FieldError::invalid("", "", e.to_string())])?;
     Ok(())
 }
 

@@ -270,7 +270,7 @@ mod tests {
     fn group_list_prefers_v1_over_alpha_and_decodes() {
         let doc = api_group_list(&defs());
         let list: metav1::APIGroupList = serde_json::from_value(doc.clone()).unwrap();
-        assert!(list.groups.iter().all(|g| g.name != ""), "core group is not in /apis");
+        assert!(list.groups.iter().all(|g| !g.name.is_empty()), "core group is not in /apis");
         let velero = list.groups.iter().find(|g| g.name == "velero.io").expect("velero.io served");
         let pref = velero.preferred_version.as_ref().unwrap();
         assert_eq!(pref.group_version, "velero.io/v1");

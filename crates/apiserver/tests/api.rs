@@ -446,9 +446,13 @@ async fn delete_options_preconditions_and_dry_run() -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(f.client.clone(), "default");
     let cm = api.create(&PostParams::default(), &config_map("c", &[("a", "1")])).await?;
 
-    let mut dp = DeleteParams::default();
-    dp.preconditions =
-        Some(kube::api::Preconditions { uid: Some("not-the-uid".into()), resource_version: None });
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("not-the-uid".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
     let s = status_of(api.delete("c", &dp).await)?;
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
     assert!(

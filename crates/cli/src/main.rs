@@ -8,7 +8,11 @@ mod repo_cmd;
 mod server_cmd;
 
 #[derive(Parser)]
-#[command(name = "holdfast", version, about = "Backup and restore for volumes and PostgreSQL, with the Kubernetes APIs of Velero, KubeBlocks, CSI snapshots and Alauda")]
+#[command(
+    name = "holdfast",
+    version,
+    about = "Backup and restore for volumes and PostgreSQL, with the Kubernetes APIs of Velero, KubeBlocks, CSI snapshots and Alauda"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
