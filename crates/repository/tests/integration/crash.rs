@@ -15,11 +15,8 @@ use crate::support::*;
 
 const CHILD_ENV: &str = "HOLDFAST_CRASH_CHILD";
 
-/// Runs only as the child: backs up the directory named in the environment.
-#[test]
-#[ignore = "child process of kill_9_mid_backup_leaves_a_consistent_reusable_repository"]
-fn crash_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+/// The child's part: backs up the directory named in the environment until it is killed.
+fn run_child(spec: &str) {
     let (repo_dir, src) = spec.split_once('\n').unwrap();
     let repo = Repository::open(local_backend(std::path::Path::new(repo_dir)), PASSWORD).unwrap();
     let opts = BackupOptions { threads: 1, uploads: 1, ..BackupOptions::new() };
@@ -28,6 +25,10 @@ fn crash_child() {
 
 #[test]
 fn kill_9_mid_backup_leaves_a_consistent_reusable_repository() {
+    // Re-run as the child (same test, role chosen by the environment) so no test is ignored.
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return run_child(&spec);
+    }
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     let src = tmp.path().join("src");
@@ -37,7 +38,11 @@ fn kill_9_mid_backup_leaves_a_consistent_reusable_repository() {
     }
     init_local(&repo_dir);
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash::crash_child", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "crash::kill_9_mid_backup_leaves_a_consistent_reusable_repository",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, format!("{}\n{}", repo_dir.display(), src.display()))
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -1,1 +1,0 @@
-//! placeholder crate root, replaced as the crate lands
