@@ -78,4 +78,9 @@ if ! command -v moto_server >/dev/null 2>&1; then
     link_into_path moto_server
 fi
 
+# --- the Python `kubernetes` client (crates/apiserver/tests/python_client.rs) ------------------
+if ! "$PY" -c 'import kubernetes' >/dev/null 2>&1; then
+    pip_install kubernetes
+fi
+
 log "ok: $(kubectl version --client 2>/dev/null | head -1 || echo 'kubectl ?'); restic $(restic version 2>/dev/null | awk '{print $2}'); $(borg --version 2>/dev/null)"

@@ -156,6 +156,42 @@ impl ApiError {
         }
     }
 
+    /// 422 for list/watch options that contradict each other, as the apiserver reports them
+    /// (`ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: …`).
+    pub fn invalid_list_options(errors: &[FieldError]) -> Self {
+        let summary = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let summary =
+            if summary.len() == 1 { summary.concat() } else { format!("[{}]", summary.join(", ")) };
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"reason": e.kind.reason(), "message": e.message(), "field": e.field}))
+            .collect();
+        Self {
+            code: 422,
+            reason: "Invalid".into(),
+            message: format!("ListOptions.meta.k8s.io \"\" is invalid: {summary}"),
+            details: Some(Box::new(
+                json!({"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes}),
+            )),
+        }
+    }
+
+    /// 504 Timeout for a read at a revision the store has not reached; the apiserver answers
+    /// the same after waiting for its cache (`storage.NewTooLargeResourceVersionError`).
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        Self {
+            code: 504,
+            reason: "Timeout".into(),
+            message: format!(
+                "Timeout: Too large resource version: {requested}, current: {current}"
+            ),
+            details: Some(Box::new(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            }))),
+        }
+    }
+
     /// 500 for a failure of the server itself (storage I/O); the message says what failed.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

@@ -6,12 +6,15 @@
 //! and every miss must still answer a `Status` (404 or 405) instead of an empty body.
 
 mod delete;
+mod dependents;
 mod events;
 mod list;
+mod pod_log;
 mod request;
 mod write;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -45,6 +48,8 @@ struct Inner {
     defs: Vec<ResourceDef>,
     /// Set once the initial namespaces exist; every request awaits it first.
     bootstrapped: tokio::sync::OnceCell<()>,
+    /// Where Pod container logs are read from (`<dir>/<ns>/<pod>/<container>.log`).
+    pod_log_dir: RwLock<Option<PathBuf>>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -77,6 +82,7 @@ enum Route {
     Version,
     Health,
     Resource(Target),
+    PodLog(String, String),
 }
 
 impl ApiServer {
@@ -85,7 +91,12 @@ impl ApiServer {
     /// their deletion finished (when called inside a tokio runtime).
     pub fn new(store: Store, defs: Vec<ResourceDef>) -> ApiServer {
         let server = ApiServer {
-            inner: Arc::new(Inner { store, defs, bootstrapped: tokio::sync::OnceCell::new() }),
+            inner: Arc::new(Inner {
+                store,
+                defs,
+                bootstrapped: tokio::sync::OnceCell::new(),
+                pod_log_dir: RwLock::new(None),
+            }),
         };
         // The store's writer is its own thread, so waiting for these writes here needs no
         // runtime and cannot deadlock one; a failure is retried before the first request.
@@ -96,6 +107,25 @@ impl ApiServer {
             server.resume_namespace_deletions();
         }
         server
+    }
+
+    /// Serves `GET /api/v1/namespaces/{ns}/pods/{pod}/log?container=C` from the file
+    /// `<dir>/<ns>/<pod>/<C>.log` (what `kubectl logs` reads). Applies to every clone of this
+    /// server. Without it, log requests answer 404.
+    #[must_use]
+    pub fn with_pod_log_dir(self, dir: PathBuf) -> ApiServer {
+        *self.inner.pod_log_dir.write().unwrap_or_else(PoisonError::into_inner) = Some(dir);
+        self
+    }
+
+    /// The file the log of `container` of Pod `namespace/pod` is served from, if a log
+    /// directory is configured.
+    pub fn pod_log_path(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf> {
+        self.pod_log_dir().map(|dir| pod_log::log_path(&dir, namespace, pod, container))
+    }
+
+    fn pod_log_dir(&self) -> Option<PathBuf> {
+        self.inner.pod_log_dir.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The store objects are kept in.
@@ -203,6 +233,9 @@ impl ApiServer {
                 Some(Route::OpenApiGroupVersion((*g).into(), (*v).into()))
             }
             ["api"] => Some(Route::CoreVersions),
+            ["api", "v1", "namespaces", ns, "pods", name, "log"] if has_gv("", "v1") => {
+                Some(Route::PodLog((*ns).into(), (*name).into()))
+            }
             ["api", v] if has_gv("", v) => Some(Route::Resources(String::new(), (*v).into())),
             ["api", v, rest @ ..] if has_gv("", v) => {
                 self.resource_route("", v, rest).map(Route::Resource)
@@ -288,6 +321,9 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Compacted { requested, compacted } => {
             ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+        }
+        StoreError::FutureRevision { requested, current } => {
+            ApiError::too_large_resource_version(requested, current)
         }
         StoreError::Closed => ApiError::unavailable("the store is shutting down"),
         other => ApiError::internal(format!("storage error: {other}")),
@@ -377,6 +413,12 @@ async fn handle(server: ApiServer, req: Request) -> Result<Response, ApiError> {
             let list =
                 discovery::api_resource_list(defs, &g, &v).ok_or_else(ApiError::path_not_found)?;
             Ok(json_response(StatusCode::OK, &list))
+        }
+        Route::PodLog(ns, name) => {
+            get_only(&method)?;
+            server.bootstrap().await?;
+            let params = Params::parse(req.uri())?;
+            pod_log::serve(&server, server.pod_log_dir(), &ns, &name, &params).await
         }
         Route::Resource(target) => {
             server.bootstrap().await?;

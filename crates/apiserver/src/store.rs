@@ -71,6 +71,15 @@ pub struct Stored {
     pub create_rev: u64,
 }
 
+/// One object's stored JSON, unparsed: a list can copy it into a response as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawObject {
+    pub namespace: String,
+    pub name: String,
+    /// The object as stored (a JSON object whose `metadata.resourceVersion` is set).
+    pub raw: Vec<u8>,
+}
+
 /// What a write did to an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -130,6 +139,8 @@ pub enum StoreError {
     Conflict { key: Key, expected: u64, actual: u64 },
     #[error("too old resource version: {requested} ({compacted})")]
     Compacted { requested: u64, compacted: u64 },
+    #[error("too large resource version: {requested}, current: {current}")]
+    FutureRevision { requested: u64, current: u64 },
     #[error("{key}: the object must be a JSON object with an object `metadata`")]
     NotAnObject { key: Key },
     #[error("the store at {path} is already open in another process or handle")]
@@ -263,6 +274,36 @@ impl Store {
         limit: Option<usize>,
     ) -> Result<(Vec<Stored>, u64, u64), StoreError> {
         self.inner.shared.readers.with(|conn| sqlite::list(conn, resource, namespace, after, limit))
+    }
+
+    /// Like [`Store::list`], but unparsed, and as of revision `at` when given (the latest
+    /// otherwise). Returns the rows, the revision they are the state at, and how many follow
+    /// the page. A past revision is served exactly as long as the log covers it: fails with
+    /// [`StoreError::Compacted`] below `compacted_rev()` and [`StoreError::FutureRevision`]
+    /// above `current_rev()`. Blocks on SQLite: call it from `spawn_blocking` in async code.
+    pub fn list_raw(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: Option<usize>,
+        at: Option<u64>,
+    ) -> Result<(Vec<RawObject>, u64, u64), StoreError> {
+        self.inner
+            .shared
+            .readers
+            .with(|conn| sqlite::list_raw(conn, resource, namespace, after, limit, at))
+    }
+
+    /// Keys of the objects (in `namespace`, if given; else everywhere) whose stored JSON
+    /// contains `needle` as bytes, e.g. a uid their owner references carry. A cheap pre-filter:
+    /// callers check the parsed object. Blocks on SQLite like [`Store::list`].
+    pub fn keys_containing(
+        &self,
+        namespace: Option<&str>,
+        needle: &str,
+    ) -> Result<Vec<Key>, StoreError> {
+        self.inner.shared.readers.with(|conn| sqlite::keys_containing(conn, namespace, needle))
     }
 
     /// Creates `key`; fails with [`StoreError::AlreadyExists`] if it exists. The stored object gets

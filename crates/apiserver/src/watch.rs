@@ -34,7 +34,8 @@ const BUFFER: usize = 64;
 ///
 /// # Errors
 /// 400 for bad selectors or resourceVersion, 422 for `sendInitialEvents` without
-/// `resourceVersionMatch=NotOlderThan`, 500/503 when the store fails.
+/// `resourceVersionMatch=NotOlderThan` and `allowWatchBookmarks`, or `resourceVersionMatch`
+/// without `sendInitialEvents`; 500/503 when the store fails.
 pub(crate) async fn serve(
     server: &ApiServer,
     def: &ResourceDef,
@@ -45,8 +46,14 @@ pub(crate) async fn serve(
     let filter = Filter::new(def, params)?;
     let store = server.store().clone();
     let resource = storage_resource(def);
-    let initial_list = |ns: Option<&str>| -> Result<(Vec<Value>, u64), ApiError> {
-        let (items, rev, _) = store.list(&resource, ns, None, None).map_err(store_error)?;
+    // The initial state is read on a blocking thread: SQLite reads block.
+    let initial_list = async |ns: Option<String>| -> Result<(Vec<Value>, u64), ApiError> {
+        let (store, resource) = (store.clone(), resource.clone());
+        let (items, rev, _) =
+            tokio::task::spawn_blocking(move || store.list(&resource, ns.as_deref(), None, None))
+                .await
+                .map_err(|e| ApiError::internal(format!("watch list task failed: {e}")))?
+                .map_err(store_error)?;
         let objs = items
             .into_iter()
             .filter_map(|s| {
@@ -56,23 +63,36 @@ pub(crate) async fn serve(
             .collect();
         Ok((objs, rev))
     };
+    let forbidden = |field: &str, msg: &str| {
+        ApiError::invalid_list_options(&[FieldError::forbidden(field, msg)])
+    };
     let (initial, from_rev, initial_end) = if params.send_initial_events {
         if params.resource_version_match.as_deref() != Some("NotOlderThan") {
-            return Err(ApiError::invalid(
-                def,
-                "",
-                &[FieldError::forbidden(
-                    "resourceVersionMatch",
-                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-                )],
+            return Err(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
             ));
         }
-        let (objs, rev) = initial_list(namespace.as_deref())?;
+        // The end of the initial events is announced by a bookmark, which a client that does
+        // not allow bookmarks would never see.
+        if !params.allow_watch_bookmarks {
+            return Err(forbidden(
+                "allowWatchBookmarks",
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+        let (objs, rev) = initial_list(namespace.clone()).await?;
         (objs, rev, true)
     } else {
+        if params.resource_version_match.is_some() {
+            return Err(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
         match params.resource_version.as_deref() {
             None | Some("0") => {
-                let (objs, rev) = initial_list(namespace.as_deref())?;
+                let (objs, rev) = initial_list(namespace.clone()).await?;
                 (objs, rev, false)
             }
             Some(rv) => {
@@ -99,14 +119,20 @@ pub(crate) async fn serve(
         last_rev: from_rev,
         tx,
     };
-    match store.watch(&resource, from_rev) {
+    let current = store.current_rev();
+    // A revision the store has not reached would make every bookmark claim progress that never
+    // happened; the apiserver answers such a watch with a 504 ERROR event.
+    let started = if from_rev > current {
+        Err(StoreError::FutureRevision { requested: from_rev, current })
+    } else {
+        store.watch(&resource, from_rev)
+    };
+    match started {
         Ok(events) => {
             tokio::spawn(watcher.run(initial, initial_end, events, timeout));
         }
-        Err(StoreError::Compacted { requested, compacted }) => {
-            let status =
-                ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
-                    .status();
+        Err(e @ (StoreError::Compacted { .. } | StoreError::FutureRevision { .. })) => {
+            let status = store_error(e).status();
             tokio::spawn(async move {
                 let _ = watcher.send("ERROR", status).await;
             });
@@ -125,6 +151,9 @@ struct Watcher {
     table: bool,
     sent_headers: bool,
     bookmarks: bool,
+    /// The revision up to which every event of the resource has been delivered or filtered out
+    /// (the start revision before the first event). Bookmarks carry it, as the apiserver's do: a
+    /// client resuming from it misses nothing and is not sent anything twice.
     last_rev: u64,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 }

@@ -1214,3 +1214,342 @@ async fn controller_with_finalizer_reconciles_and_cleans_up() -> Result<()> {
     controller.abort();
     Ok(())
 }
+
+/// The data of the ConfigMaps in a list, by name.
+fn names_and_data(list: &kube::core::ObjectList<ConfigMap>) -> Vec<(String, Option<String>)> {
+    list.items
+        .iter()
+        .map(|c| (c.name_any(), c.data.as_ref().and_then(|d| d.get("v").cloned())))
+        .collect()
+}
+
+#[tokio::test]
+async fn list_at_exact_and_not_older_than_revisions() -> Result<()> {
+    let f = fixture()?;
+    let api: Api<ConfigMap> = Api::namespaced(f.client.clone(), "default");
+    let a = api.create(&PostParams::default(), &config_map("a", &[("v", "1")])).await?;
+    let b = api.create(&PostParams::default(), &config_map("b", &[("v", "1")])).await?;
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "2"}}))).await?;
+    api.delete("b", &DeleteParams::default()).await?;
+    api.create(&PostParams::default(), &config_map("c", &[("v", "1")])).await?;
+    let exact = |rv: &str| ListParams::default().at(rv).matching(kube::api::VersionMatch::Exact);
+
+    // Exact: the state at that revision, rebuilt from the log (a before its patch, b before its
+    // deletion, c not yet created), with the list RV being the requested one.
+    let at_b = api.list(&exact(&rv(&b))).await?;
+    assert_eq!(
+        names_and_data(&at_b),
+        [("a".into(), Some("1".into())), ("b".into(), Some("1".into()))]
+    );
+    assert_eq!(at_b.metadata.resource_version.as_deref(), Some(rv(&b).as_str()));
+    assert_eq!(at_b.items[0].metadata.resource_version.as_deref(), Some(rv(&a).as_str()));
+    let at_a = api.list(&exact(&rv(&a))).await?;
+    assert_eq!(names_and_data(&at_a), [("a".into(), Some("1".into()))]);
+
+    // NotOlderThan: the latest state.
+    let latest = api
+        .list(&ListParams::default().at(&rv(&a)).matching(kube::api::VersionMatch::NotOlderThan))
+        .await?;
+    assert_eq!(
+        names_and_data(&latest),
+        [("a".into(), Some("2".into())), ("c".into(), Some("1".into()))]
+    );
+
+    // A limit with resourceVersion=N and no match is exact too (the legacy paged semantics), and
+    // every continue page reads the same snapshot, whatever is written in between.
+    let page1 = api.list(&ListParams::default().at(&rv(&b)).limit(1)).await?;
+    assert_eq!(names_and_data(&page1), [("a".into(), Some("1".into()))]);
+    assert_eq!(page1.metadata.remaining_item_count, Some(1));
+    api.create(&PostParams::default(), &config_map("aa", &[("v", "1")])).await?;
+    let token = page1.metadata.continue_.clone().context("continue token")?;
+    let page2 = api.list(&ListParams::default().limit(1).continue_token(&token)).await?;
+    assert_eq!(names_and_data(&page2), [("b".into(), Some("1".into()))]);
+    assert!(page2.metadata.continue_.as_deref().unwrap_or("").is_empty());
+
+    // A revision the store has not reached: 504 Timeout, as the apiserver answers.
+    let s = status_of(api.list(&exact("999999")).await)?;
+    assert_eq!((s.code, s.reason.as_str()), (504, "Timeout"));
+    let s = status_of(
+        api.list(
+            &ListParams::default().at("999999").matching(kube::api::VersionMatch::NotOlderThan),
+        )
+        .await,
+    )?;
+    assert_eq!(s.code, 504);
+
+    // Contradictory options are refused, never ignored.
+    for (query, code) in [
+        ("resourceVersionMatch=Exact", 422),
+        ("resourceVersionMatch=Exact&resourceVersion=0", 422),
+        ("resourceVersionMatch=Newest&resourceVersion=1", 422),
+        ("resourceVersion=abc", 400),
+        (&*format!("resourceVersion={}&continue={token}", rv(&a)), 400),
+    ] {
+        let (got, _, body) =
+            raw(&f.client, "GET", &format!("/api/v1/namespaces/default/configmaps?{query}"), &[], b"")
+                .await?;
+        assert_eq!(got, code, "{query}: {body}");
+    }
+
+    // Once the log no longer reaches back to the revision: 410 Expired instead of a silently
+    // different state; the current revision stays readable exactly.
+    let store = f.server.store().clone();
+    tokio::task::spawn_blocking(move || store.compact(0, Duration::ZERO)).await??;
+    let s = status_of(api.list(&exact(&rv(&b))).await)?;
+    assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
+    assert!(s.message.starts_with(&format!("too old resource version: {}", rv(&b))), "{}", s.message);
+    let now = api.list(&ListParams::default()).await?;
+    let again = api.list(&exact(now.metadata.resource_version.as_deref().unwrap_or(""))).await?;
+    assert_eq!(names_and_data(&again), names_and_data(&now));
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_copies_stored_rows_and_fills_missing_type_meta() -> Result<()> {
+    let f = fixture()?;
+    let api: Api<ConfigMap> = Api::namespaced(f.client.clone(), "default");
+    let mut cm = config_map("a", &[("v", "1")]);
+    cm.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    api.create(&PostParams::default(), &cm).await?;
+    // A row written by something other than the API (no apiVersion/kind) is served with them.
+    f.server
+        .store()
+        .create(
+            holdfast_apiserver::store::Key::new("/configmaps", "default", "b"),
+            json!({"metadata": {"name": "b", "namespace": "default", "labels": {"app": "db"}},
+                   "data": {"v": "2"}}),
+        )
+        .await?;
+    let (code, _, body) =
+        raw(&f.client, "GET", "/api/v1/namespaces/default/configmaps", &[], b"").await?;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body)?;
+    assert_eq!(list["kind"], "ConfigMapList");
+    assert_eq!(list["apiVersion"], "v1");
+    let items = list["items"].as_array().context("items")?;
+    assert_eq!(items.len(), 2, "{body}");
+    for item in items {
+        assert_eq!((item["apiVersion"].as_str(), item["kind"].as_str()), (Some("v1"), Some("ConfigMap")));
+    }
+    assert_eq!(items[1]["data"]["v"], "2");
+    // Label selectors work on the unparsed rows too.
+    let web = api.list(&ListParams::default().labels("app=web")).await?;
+    assert_eq!(names_and_data(&web), [("a".into(), Some("1".into()))]);
+    let db = api.list(&ListParams::default().labels("app in (db)")).await?;
+    assert_eq!(names_and_data(&db), [("b".into(), Some("2".into()))]);
+    Ok(())
+}
+
+/// The events of a finished raw watch.
+async fn raw_watch(client: &Client, query: &str) -> Result<Vec<Value>> {
+    let (code, _, body) =
+        raw(client, "GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&{query}"), &[], b"")
+            .await?;
+    anyhow::ensure!(code == 200, "watch answered {code}: {body}");
+    Ok(body.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
+}
+
+#[tokio::test]
+async fn watch_bookmarks_carry_the_progress_and_only_when_allowed() -> Result<()> {
+    let f = fixture()?;
+    let api: Api<ConfigMap> = Api::namespaced(f.client.clone(), "default");
+    let mut web = config_map("a", &[]);
+    web.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    let a = api.create(&PostParams::default(), &web).await?;
+    let mut db = config_map("b", &[]);
+    db.metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+    let b = api.create(&PostParams::default(), &db).await?;
+    // Another kind's write moves the store past b; it is no event of this watch.
+    let mut s = Secret::default();
+    s.metadata.name = Some("s".into());
+    let secret = api_secret(&f.client).create(&PostParams::default(), &s).await?;
+
+    // From before a: a is delivered, b filtered out; the bookmark at the end says the watcher
+    // has seen everything up to b (resuming from there misses nothing), not the store's newer
+    // revision from the Secret.
+    let from = (rv(&a).parse::<u64>()? - 1).to_string();
+    let events = raw_watch(
+        &f.client,
+        &format!("labelSelector=app%3Dweb&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion={from}"),
+    )
+    .await?;
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["ADDED", "BOOKMARK"], "{events:?}");
+    assert_eq!(events[1]["object"]["metadata"]["resourceVersion"], rv(&b).as_str());
+    assert!(rv(&secret).parse::<u64>()? > rv(&b).parse::<u64>()?);
+
+    // Without allowWatchBookmarks there is none.
+    let events =
+        raw_watch(&f.client, &format!("timeoutSeconds=1&resourceVersion={from}")).await?;
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["ADDED", "ADDED"], "{events:?}");
+
+    // A revision from the future: one ERROR event (504), never a bookmark claiming it.
+    let events = raw_watch(&f.client, "allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=999999").await?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(events[0]["object"]["code"], 504);
+
+    // Streaming lists need bookmarks allowed; resourceVersionMatch needs sendInitialEvents.
+    for query in [
+        "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+        "watch=1&resourceVersionMatch=NotOlderThan&resourceVersion=1",
+    ] {
+        let (code, _, body) =
+            raw(&f.client, "GET", &format!("/api/v1/namespaces/default/configmaps?{query}"), &[], b"")
+                .await?;
+        assert_eq!(code, 422, "{query}: {body}");
+    }
+    Ok(())
+}
+
+fn api_secret(client: &Client) -> Api<Secret> {
+    Api::namespaced(client.clone(), "default")
+}
+
+fn pod(name: &str, owners: &[(&str, &str, &str)], containers: &[&str]) -> Result<k8s_openapi::api::core::v1::Pod> {
+    let refs: Vec<Value> = owners
+        .iter()
+        .map(|(kind, owner, uid)| {
+            json!({"apiVersion": if *kind == "Job" { "batch/v1" } else { "v1" }, "kind": kind, "name": owner, "uid": uid})
+        })
+        .collect();
+    let containers: Vec<Value> =
+        containers.iter().map(|c| json!({"name": c, "image": "busybox"})).collect();
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "ownerReferences": refs},
+        "spec": {"containers": containers, "restartPolicy": "Never"},
+    }))?)
+}
+
+fn job(name: &str) -> Result<Job> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "busybox"}],
+                                       "restartPolicy": "Never"}}},
+    }))?)
+}
+
+#[tokio::test]
+async fn delete_propagation_cascades_to_owned_objects() -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let f = fixture()?;
+    let jobs: Api<Job> = Api::namespaced(f.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), "default");
+    let names = |l: kube::core::ObjectList<Pod>| {
+        l.items.into_iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    };
+    let keeper = cms.create(&PostParams::default(), &config_map("keeper", &[])).await?;
+    let keeper_uid = keeper.uid().context("uid")?;
+
+    // Background: the Job's Pods go, and what those Pods own; a Pod with a second owner only
+    // loses the reference; a Pod elsewhere with the same owner uid is not the Job's.
+    let j1 = jobs.create(&PostParams::default(), &job("j1")?).await?;
+    let uid = j1.uid().context("uid")?;
+    let p1 = pods.create(&PostParams::default(), &pod("p1", &[("Job", "j1", &uid)], &["main"])?).await?;
+    pods.create(&PostParams::default(), &pod("p2", &[("Job", "j1", &uid)], &["main"])?).await?;
+    pods.create(
+        &PostParams::default(),
+        &pod("p3", &[("Job", "j1", &uid), ("ConfigMap", "keeper", &keeper_uid)], &["main"])?,
+    )
+    .await?;
+    let mut grandchild = config_map("of-p1", &[]);
+    grandchild.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: "p1".into(),
+        uid: p1.uid().context("uid")?,
+        ..Default::default()
+    }]);
+    cms.create(&PostParams::default(), &grandchild).await?;
+    f.server.ensure_namespace("elsewhere").await?;
+    let other: Api<Pod> = Api::namespaced(f.client.clone(), "elsewhere");
+    other.create(&PostParams::default(), &pod("p9", &[("Job", "j1", &uid)], &["main"])?).await?;
+    jobs.delete("j1", &DeleteParams::background()).await?;
+    assert_eq!(names(pods.list(&ListParams::default()).await?), ["p3"]);
+    let p3 = pods.get("p3").await?;
+    let owners: Vec<String> =
+        p3.owner_references().iter().map(|r| r.uid.clone()).collect();
+    assert_eq!(owners, [keeper_uid.clone()]);
+    assert!(cms.get_opt("of-p1").await?.is_none(), "the Pod's own dependent went too");
+    assert!(other.get_opt("p9").await?.is_some(), "no cascade across namespaces");
+
+    // Foreground: dependents first, then the owner.
+    let j2 = jobs.create(&PostParams::default(), &job("j2")?).await?;
+    let uid2 = j2.uid().context("uid")?;
+    pods.create(&PostParams::default(), &pod("q1", &[("Job", "j2", &uid2)], &["main"])?).await?;
+    jobs.delete("j2", &DeleteParams::foreground()).await?;
+    assert!(pods.get_opt("q1").await?.is_none());
+    assert!(jobs.get_opt("j2").await?.is_none());
+
+    // Orphan, and a Job's default (orphan, as upstream): the Pods stay, without the reference.
+    for (job_name, pod_name, params) in [
+        ("j3", "r1", DeleteParams::orphan()),
+        ("j4", "r2", DeleteParams::default()),
+    ] {
+        let j = jobs.create(&PostParams::default(), &job(job_name)?).await?;
+        let u = j.uid().context("uid")?;
+        pods.create(&PostParams::default(), &pod(pod_name, &[("Job", job_name, &u)], &["main"])?)
+            .await?;
+        jobs.delete(job_name, &params).await?;
+        assert!(jobs.get_opt(job_name).await?.is_none());
+        let kept = pods.get(pod_name).await?;
+        assert!(kept.owner_references().is_empty(), "{job_name}: {:?}", kept.metadata);
+    }
+
+    // A policy that does not exist is refused and deletes nothing.
+    let (code, _, body) = raw(
+        &f.client,
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps/keeper",
+        &[("content-type", "application/json")],
+        br#"{"propagationPolicy":"Sometimes"}"#,
+    )
+    .await?;
+    assert_eq!(code, 400, "{body}");
+    assert!(cms.get_opt("keeper").await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_logs_are_served_from_the_log_directory() -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("store.db"))?;
+    let logs = dir.path().join("logs");
+    let server =
+        ApiServer::new(store, holdfast_api::registry()).with_pod_log_dir(logs.clone());
+    let client = Client::new(server.router(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("p", &[], &["main", "side"])?).await?;
+    let path = server.pod_log_path("default", "p", "main").context("log dir set")?;
+    assert_eq!(path, logs.join("default/p/main.log"));
+    std::fs::create_dir_all(path.parent().context("parent")?)?;
+    std::fs::write(&path, "one\ntwo\nthree\n")?;
+
+    // kube-rs (what `kubectl logs` asks for): the first container by default, tailLines.
+    assert_eq!(pods.logs("p", &kube::api::LogParams::default()).await?, "one\ntwo\nthree\n");
+    let tail = kube::api::LogParams { tail_lines: Some(2), ..Default::default() };
+    assert_eq!(pods.logs("p", &tail).await?, "two\nthree\n");
+    let (code, headers, body) =
+        raw(&client, "GET", "/api/v1/namespaces/default/pods/p/log?container=main&follow=false&limitBytes=3", &[], b"")
+            .await?;
+    assert_eq!((code, body.as_str()), (200, "one"));
+    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("text/plain"));
+
+    // A container without a log yet, a pod that does not exist: 404; a container the pod does
+    // not have: 400.
+    let side = kube::api::LogParams { container: Some("side".into()), ..Default::default() };
+    let s = status_of(pods.logs("p", &side).await)?;
+    assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
+    let s = status_of(pods.logs("nope", &kube::api::LogParams::default()).await)?;
+    assert_eq!(s.code, 404);
+    assert_eq!(s.message, "pods \"nope\" not found");
+    let bad = kube::api::LogParams { container: Some("other".into()), ..Default::default() };
+    assert_eq!(status_of(pods.logs("p", &bad).await)?.code, 400);
+    let (code, _, _) =
+        raw(&client, "POST", "/api/v1/namespaces/default/pods/p/log", &[], b"{}").await?;
+    assert_eq!(code, 405);
+    Ok(())
+}

@@ -56,7 +56,8 @@ impl Cluster {
     async fn start() -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(&dir.path().join("store.db"))?;
-        let api = ApiServer::new(store, holdfast_api::registry());
+        let api = ApiServer::new(store, holdfast_api::registry())
+            .with_pod_log_dir(dir.path().join("pod-logs"));
         let tls = load_or_create_tls(dir.path(), &[])?;
         let tokens = load_or_create_tokens(dir.path())?;
         let running =
@@ -408,5 +409,39 @@ async fn bad_token_must_log_in_and_viewer_writes_are_forbidden() -> Result<()> {
         delete.stderr
     );
     ensure!(c.kubectl(&["get", "vs", "guarded"]).await?.ok, "the viewer's delete went through");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_job_pod_and_cascading_delete() -> Result<()> {
+    require_kubectl!();
+    let c = Cluster::start().await?;
+    let manifest = c.write(
+        "job.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: restore\n  namespace: default\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: busybox\n",
+    )?;
+    c.ok(&["apply", "-f", manifest.to_str().context("utf-8 path")?]).await?;
+    let uid = c.ok(&["get", "job", "restore", "-o", "jsonpath={.metadata.uid}"]).await?;
+    let pod = c.write(
+        "pod.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: restore-x1\n  namespace: default\n  ownerReferences:\n  - apiVersion: batch/v1\n    kind: Job\n    name: restore\n    uid: {uid}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n"
+        ),
+    )?;
+    c.ok(&["apply", "-f", pod.to_str().context("utf-8 path")?]).await?;
+    let log = c.dir.path().join("pod-logs/default/restore-x1/main.log");
+    std::fs::create_dir_all(log.parent().context("parent")?)?;
+    std::fs::write(&log, "line 1\nline 2\nline 3\n")?;
+
+    ensure!(c.ok(&["logs", "restore-x1"]).await? == "line 1\nline 2\nline 3\n");
+    ensure!(c.ok(&["logs", "restore-x1", "--tail=1"]).await? == "line 3\n");
+    ensure!(c.ok(&["logs", "restore-x1", "-c", "main"]).await?.starts_with("line 1"));
+    let missing = c.kubectl(&["logs", "restore-x1", "-c", "nope"]).await?;
+    ensure!(!missing.ok && missing.stderr.contains("not valid for pod"), "{}", missing.stderr);
+
+    // kubectl deletes with propagationPolicy=Background: the Job's Pod goes with it.
+    c.ok(&["delete", "job", "restore"]).await?;
+    let pods = c.ok(&["get", "pods", "-o", "name"]).await?;
+    ensure!(pods.trim().is_empty(), "pods left: {pods}");
     Ok(())
 }

@@ -177,6 +177,12 @@ pub trait Backend: Send + Sync {
     /// # Errors
     /// `NotFound` or a transport error.
     fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo>;
+    /// How many pack uploads a backup keeps in flight by default. Each holds a whole pack in
+    /// memory, so a backend that gains nothing from more (a local disk, where every write ends in
+    /// an fsync on the same device) asks for fewer.
+    fn upload_concurrency(&self) -> usize {
+        4
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
@@ -206,5 +212,8 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
         (**self).stat(ft, name)
+    }
+    fn upload_concurrency(&self) -> usize {
+        (**self).upload_concurrency()
     }
 }

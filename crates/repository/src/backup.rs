@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{BlobType, FinishedPack, PackWriter};
 use crate::progress::{CancelToken, Counters, Progress, ProgressFn, Ticker};
-use crate::snapshot::{Snapshot, Summary};
+use crate::snapshot::{Snapshot, Summary, VirtualFile};
 use crate::tree::{Node, NodeType, Tree, Xattr};
 use crate::{Id, Repository};
 
@@ -61,7 +61,7 @@ pub struct BackupOptions {
     pub cancel: CancelToken,
     /// Worker threads for reading/chunking and for compression (default: the CPU count).
     pub threads: usize,
-    /// Concurrent uploads (default 4).
+    /// Concurrent pack uploads (default: what the backend asks for, 2 on a local disk, 4 on S3).
     pub uploads: usize,
     /// Record extended attributes.
     pub xattrs: bool,
@@ -69,6 +69,9 @@ pub struct BackupOptions {
     pub time: Option<jiff::Timestamp>,
     /// Count files and bytes first so progress has totals (default on through `new`).
     pub scan: bool,
+    /// For `backup_reader`: record the stream as this virtual file (its `size` is filled in and
+    /// the snapshot's `paths` become `[path]`). Ignored by `backup_paths`.
+    pub virtual_file: Option<VirtualFile>,
 }
 
 impl BackupOptions {
@@ -103,6 +106,10 @@ struct BlobJob {
     blob_type: BlobType,
     data: Vec<u8>,
 }
+
+/// Blobs travel in batches: one message per small-file batch instead of per blob keeps the
+/// thread hand-offs (the dominant cost with many small files on few cores) per batch.
+type BlobTx = SyncSender<Vec<BlobJob>>;
 
 struct Compressed {
     id: Id,
@@ -161,7 +168,7 @@ impl Shared {
 
 /// The running blob pipeline: compressors, packer and uploaders.
 struct BlobPipeline {
-    tx: Option<SyncSender<BlobJob>>,
+    tx: Option<BlobTx>,
     threads: Vec<std::thread::JoinHandle<()>>,
     indexer: Arc<Indexer>,
 }
@@ -230,10 +237,12 @@ impl BlobPipeline {
             repo: repo_ref.clone(),
             pending: Mutex::new((Vec::new(), Instant::now())),
         });
-        let (tx, rx) = sync_channel::<BlobJob>(threads * 2);
+        let (tx, rx) = sync_channel::<Vec<BlobJob>>(threads * 2);
         let rx = Arc::new(Mutex::new(rx));
-        let (ctx, crx) = sync_channel::<Compressed>(threads * 2);
-        let (utx, urx) = sync_channel::<FinishedPack>(1);
+        let (ctx, crx) = sync_channel::<Vec<Compressed>>(threads * 2);
+        // A rendezvous: a finished pack waits in the packer (which builds nothing meanwhile), not
+        // in a queue, so at most `uploads + 1` data packs are in memory.
+        let (utx, urx) = sync_channel::<FinishedPack>(0);
         let urx = Arc::new(Mutex::new(urx));
         let level = repo.config().compression.level;
         let mut handles = Vec::new();
@@ -269,7 +278,7 @@ impl BlobPipeline {
         Self { tx: Some(tx), threads: handles, indexer }
     }
 
-    fn sender(&self) -> SyncSender<BlobJob> {
+    fn sender(&self) -> BlobTx {
         self.tx.clone().expect("pipeline sender taken only at finish")
     }
 
@@ -290,26 +299,33 @@ impl BlobPipeline {
     }
 }
 
-fn compressor(rx: &Mutex<Receiver<BlobJob>>, tx: &SyncSender<Compressed>, level: i32) {
+fn compressor(rx: &Mutex<Receiver<Vec<BlobJob>>>, tx: &SyncSender<Vec<Compressed>>, level: i32) {
+    // One context per thread: creating a zstd context per blob costs more than compressing a
+    // small file.
+    let mut zctx = if level > 0 { zstd::bulk::Compressor::new(level).ok() } else { None };
     loop {
-        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(job) = job else { return };
-        let raw_len = job.data.len();
-        let (payload, ulen) = match (level > 0).then(|| zstd::bulk::compress(&job.data, level)) {
-            // Keep the compressed form only when it saves at least 3% (format §6).
-            Some(Ok(c)) if c.len() * 100 <= raw_len * 97 => {
-                (c, u32::try_from(raw_len).unwrap_or(0))
-            }
-            _ => (job.data, 0),
-        };
-        if tx.send(Compressed { id: job.id, blob_type: job.blob_type, payload, ulen }).is_err() {
+        let batch = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(batch) = batch else { return };
+        let mut out = Vec::with_capacity(batch.len());
+        for job in batch {
+            let raw_len = job.data.len();
+            let (payload, ulen) = match zctx.as_mut().map(|z| z.compress(&job.data)) {
+                // Keep the compressed form only when it saves at least 3% (format §6).
+                Some(Ok(c)) if c.len() * 100 <= raw_len * 97 => {
+                    (c, u32::try_from(raw_len).unwrap_or(0))
+                }
+                _ => (job.data, 0),
+            };
+            out.push(Compressed { id: job.id, blob_type: job.blob_type, payload, ulen });
+        }
+        if tx.send(out).is_err() {
             return;
         }
     }
 }
 
 fn packer(
-    rx: &Receiver<Compressed>,
+    rx: &Receiver<Vec<Compressed>>,
     tx: &SyncSender<FinishedPack>,
     master: &crate::crypto::MasterKey,
     pack_size: usize,
@@ -317,19 +333,21 @@ fn packer(
 ) {
     let mut data: Option<PackWriter> = None;
     let mut tree: Option<PackWriter> = None;
-    while let Ok(c) = rx.recv() {
-        let slot = match c.blob_type {
-            BlobType::Data => &mut data,
-            BlobType::Tree => &mut tree,
-        };
-        let w = slot.get_or_insert_with(|| PackWriter::new(master, pack_size));
-        let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen);
-        Counters::add(&shared.data_added_packed, u64::from(stored));
-        if w.size() >= pack_size
-            && let Some(w) = slot.take()
-            && tx.send(w.finish()).is_err()
-        {
-            return;
+    while let Ok(batch) = rx.recv() {
+        for c in batch {
+            let slot = match c.blob_type {
+                BlobType::Data => &mut data,
+                BlobType::Tree => &mut tree,
+            };
+            let w = slot.get_or_insert_with(|| PackWriter::new(master, pack_size));
+            let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen);
+            Counters::add(&shared.data_added_packed, u64::from(stored));
+            if w.size() >= pack_size
+                && let Some(w) = slot.take()
+                && tx.send(w.finish()).is_err()
+            {
+                return;
+            }
         }
     }
     for w in [data, tree].into_iter().flatten() {
@@ -351,13 +369,13 @@ fn upload(repo: &RepoRef, indexer: &Indexer, pack: FinishedPack) -> Result<()> {
     indexer.add(IndexPack { id: pack.id, salt: pack.salt, size, blobs: pack.blobs })
 }
 
-/// Hashes one chunk and queues it when new; returns its id.
+/// Hashes one chunk and adds it to `batch` when new; returns its id.
 fn save_chunk(
     repo: &Repository,
     shared: &Shared,
-    tx: &SyncSender<BlobJob>,
+    batch: &mut Vec<BlobJob>,
     data: Vec<u8>,
-) -> Result<Id> {
+) -> Id {
     let len = data.len() as u64;
     Counters::add(&shared.counters.bytes_read, len);
     Counters::add(&shared.counters.bytes_done, len);
@@ -365,42 +383,84 @@ fn save_chunk(
     if shared.need(&id) {
         Counters::add(&shared.data_blobs, 1);
         Counters::add(&shared.data_added, len);
-        tx.send(BlobJob { id, blob_type: BlobType::Data, data })
-            .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
+        batch.push(BlobJob { id, blob_type: BlobType::Data, data });
     }
-    Ok(id)
+    id
+}
+
+/// Hands a batch of blobs to the compressors (nothing when it is empty).
+fn send_blobs(tx: &BlobTx, batch: &mut Vec<BlobJob>) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    tx.send(std::mem::take(batch)).map_err(|_| Error::Pipeline("blob pipeline closed".into()))
 }
 
 /// Chunks a stream and queues its new blobs; returns the content ids and the byte count.
+///
+/// Reads into a window of twice the maximum chunk size and cuts in memory with the same
+/// parameters as [`cut_points`]: a cut is only taken while at least `max_size` bytes follow its
+/// start (or the stream has ended), which is exactly what FastCDC's own streaming chunker sees,
+/// so the chunks are the same. Unlike that chunker, which shifts its whole `max_size` buffer
+/// after every chunk (about 8 bytes moved per byte at the default sizes), this moves at most one
+/// `max_size` tail per window.
 fn save_stream(
     repo: &Repository,
     shared: &Shared,
-    tx: &SyncSender<BlobJob>,
-    reader: impl Read,
+    tx: &BlobTx,
+    mut reader: impl Read,
     path: &Path,
 ) -> Result<(Vec<Id>, u64)> {
     let p = repo.config().chunker;
-    let chunker = fastcdc::v2020::StreamCDC::with_level_and_seed(
-        reader,
-        p.min_size as usize,
-        p.avg_size as usize,
-        p.max_size as usize,
-        p.level(),
-        repo.master.chunker_seed(),
-    );
+    let max = p.max_size as usize;
+    let mut buf = vec![0u8; 2 * max];
+    let mut len = 0usize;
+    let mut eof = false;
     let mut ids = Vec::new();
     let mut total = 0u64;
-    for chunk in chunker {
+    loop {
         shared.check()?;
-        let chunk = chunk.map_err(|e| {
-            let io = match e {
-                fastcdc::v2020::Error::IoError(io) => io,
-                other => std::io::Error::other(other.to_string()),
-            };
-            Error::io("read", path, io)
-        })?;
-        total += chunk.data.len() as u64;
-        ids.push(save_chunk(repo, shared, tx, chunk.data)?);
+        while !eof && len < buf.len() {
+            match reader.read(&mut buf[len..]) {
+                Ok(0) => eof = true,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", path, e)),
+            }
+        }
+        if len == 0 {
+            break;
+        }
+        let mut cuts = Vec::new();
+        for c in fastcdc::v2020::FastCDC::with_level_and_seed(
+            &buf[..len],
+            p.min_size as usize,
+            p.avg_size as usize,
+            max,
+            p.level(),
+            repo.master.chunker_seed(),
+        ) {
+            if !eof && len - c.offset < max {
+                break;
+            }
+            cuts.push((c.offset, c.length));
+        }
+        let mut consumed = 0;
+        let mut batch = Vec::new();
+        for (offset, length) in cuts {
+            shared.check()?;
+            total += length as u64;
+            ids.push(save_chunk(repo, shared, &mut batch, buf[offset..offset + length].to_vec()));
+            // Large chunks go one by one: the hand-off is cheap next to their size, and the
+            // compressors start sooner.
+            send_blobs(tx, &mut batch)?;
+            consumed = offset + length;
+        }
+        buf.copy_within(consumed..len, 0);
+        len -= consumed;
+        if eof && len == 0 {
+            break;
+        }
     }
     Ok((ids, total))
 }
@@ -429,7 +489,7 @@ pub(crate) fn cut_points(repo: &Repository, data: &[u8]) -> Vec<(usize, usize)> 
 fn save_small_file(
     repo: &Repository,
     shared: &Shared,
-    tx: &SyncSender<BlobJob>,
+    batch: &mut Vec<BlobJob>,
     mut file: std::fs::File,
     size: u64,
     path: &Path,
@@ -440,11 +500,11 @@ fn save_small_file(
     let cuts = cut_points(repo, &data);
     let mut ids = Vec::with_capacity(cuts.len());
     if cuts.len() == 1 {
-        ids.push(save_chunk(repo, shared, tx, data)?);
+        ids.push(save_chunk(repo, shared, batch, data));
     } else {
         for (offset, length) in cuts {
             shared.check()?;
-            ids.push(save_chunk(repo, shared, tx, data[offset..offset + length].to_vec())?);
+            ids.push(save_chunk(repo, shared, batch, data[offset..offset + length].to_vec()));
         }
     }
     Ok((ids, total))
@@ -454,7 +514,7 @@ fn save_small_file(
 fn save_tree(
     repo: &Repository,
     shared: &Shared,
-    tx: &SyncSender<BlobJob>,
+    tx: &BlobTx,
     mut tree: Tree,
 ) -> Result<Id> {
     tree.sort();
@@ -463,7 +523,7 @@ fn save_tree(
     if shared.need(&id) {
         Counters::add(&shared.tree_blobs, 1);
         Counters::add(&shared.data_added, data.len() as u64);
-        tx.send(BlobJob { id, blob_type: BlobType::Tree, data })
+        tx.send(vec![BlobJob { id, blob_type: BlobType::Tree, data }])
             .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
     }
     Ok(id)
@@ -534,25 +594,35 @@ fn read_xattrs(path: &Path) -> Vec<Xattr> {
     out
 }
 
+/// What reading one file produced: its content ids and byte count.
+type FileResult = Result<(Vec<Id>, u64)>;
+
 enum Event {
     Enter,
     Leaf(Node),
-    File(Node, Receiver<Result<(Vec<Id>, u64)>>),
+    /// Files of one directory read as one job, in walk order; their results arrive together.
+    Files(Vec<Node>, Receiver<Vec<FileResult>>),
     Leave(Node),
 }
 
+/// Files read by one worker in one go: a large file alone, or a batch of small ones.
 struct FileJob {
-    path: PathBuf,
-    size: u64,
-    result: SyncSender<Result<(Vec<Id>, u64)>>,
+    files: Vec<(PathBuf, u64)>,
+    result: SyncSender<Vec<FileResult>>,
 }
+
+/// Small files are batched up to this many per job...
+const BATCH_FILES: usize = 64;
+/// ...and this many bytes; a file larger than `BATCH_FILE_MAX` goes alone.
+const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+const BATCH_FILE_MAX: u64 = 1024 * 1024;
 
 /// The tree assembler: consumes walk events in order, builds and saves trees.
 fn assembler(
     repo: &Repository,
     shared: &Shared,
     rx: &Receiver<Event>,
-    tx: &SyncSender<BlobJob>,
+    tx: &BlobTx,
 ) -> Result<Id> {
     let mut stack: Vec<Tree> = Vec::new();
     let mut root = None;
@@ -564,17 +634,22 @@ fn assembler(
                 .ok_or_else(|| Error::Pipeline("leaf outside a dir".into()))?
                 .nodes
                 .push(n),
-            Event::File(mut n, result) => {
-                let (content, size) =
-                    result.recv().map_err(|_| Error::Pipeline("file worker vanished".into()))??;
-                // A file that changed while being read is stored as read.
-                n.content = content;
-                n.size = size;
-                stack
+            Event::Files(nodes, result) => {
+                let results =
+                    result.recv().map_err(|_| Error::Pipeline("file worker vanished".into()))?;
+                if results.len() != nodes.len() {
+                    return Err(Error::Pipeline("file worker lost results".into()));
+                }
+                let dir = stack
                     .last_mut()
-                    .ok_or_else(|| Error::Pipeline("file outside a dir".into()))?
-                    .nodes
-                    .push(n);
+                    .ok_or_else(|| Error::Pipeline("file outside a dir".into()))?;
+                for (mut n, r) in nodes.into_iter().zip(results) {
+                    let (content, size) = r?;
+                    // A file that changed while being read is stored as read.
+                    n.content = content;
+                    n.size = size;
+                    dir.nodes.push(n);
+                }
             }
             Event::Leave(mut dir) => {
                 let tree = stack.pop().ok_or_else(|| Error::Pipeline("unbalanced walk".into()))?;
@@ -596,41 +671,43 @@ fn file_worker(
     repo: &Repository,
     shared: &Shared,
     jobs: &Mutex<Receiver<FileJob>>,
-    tx: &SyncSender<BlobJob>,
+    tx: &BlobTx,
 ) {
+    let max = u64::from(repo.config().chunker.max_size);
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
-        let max = u64::from(repo.config().chunker.max_size);
-        let result = std::fs::File::open(&job.path)
-            .map_err(|e| Error::io("open", &job.path, e))
-            .and_then(|f| {
-                if job.size <= max {
-                    save_small_file(repo, shared, tx, f, job.size, &job.path)
+        let mut batch = Vec::new();
+        let mut results = Vec::with_capacity(job.files.len());
+        for (path, size) in &job.files {
+            let result = shared.check().and_then(|()| {
+                let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+                if *size <= max {
+                    save_small_file(repo, shared, &mut batch, f, *size, path)
                 } else {
-                    save_stream(
-                        repo,
-                        shared,
-                        tx,
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                        &job.path,
-                    )
+                    save_stream(repo, shared, tx, f, path)
                 }
             });
-        let result = result.inspect(|_| {
-            Counters::add(&shared.counters.files_read, 1);
-            Counters::add(&shared.counters.files_done, 1);
-        });
-        // The original error goes to the shared slot (it is what the caller sees); the assembler
-        // only learns that this file failed.
-        let result = match result {
-            Err(e) if !matches!(e, Error::Cancelled | Error::Pipeline(_)) => {
-                shared.fail(e);
-                Err(Error::Pipeline("a file could not be read".into()))
+            let result = result.inspect(|_| {
+                Counters::add(&shared.counters.files_read, 1);
+                Counters::add(&shared.counters.files_done, 1);
+            });
+            // The original error goes to the shared slot (it is what the caller sees); the
+            // assembler only learns that this file failed.
+            results.push(match result {
+                Err(e) if !matches!(e, Error::Cancelled | Error::Pipeline(_)) => {
+                    shared.fail(e);
+                    Err(Error::Pipeline("a file could not be read".into()))
+                }
+                other => other,
+            });
+        }
+        if let Err(e) = send_blobs(tx, &mut batch) {
+            for r in &mut results {
+                *r = Err(Error::Pipeline(e.to_string()));
             }
-            other => other,
-        };
-        let _ = job.result.send(result);
+        }
+        let _ = job.result.send(results);
     }
 }
 
@@ -640,11 +717,49 @@ struct Walker<'a> {
     events: SyncSender<Event>,
     jobs: SyncSender<FileJob>,
     xattrs: bool,
+    /// Files to read, not yet handed to a worker: nodes, (path, size), bytes.
+    pending: std::cell::RefCell<PendingFiles>,
+}
+
+#[derive(Default)]
+struct PendingFiles {
+    nodes: Vec<Node>,
+    files: Vec<(PathBuf, u64)>,
+    bytes: u64,
 }
 
 impl Walker<'_> {
+    /// Sends an event, after the pending files (events stay in walk order).
     fn send(&self, ev: Event) -> Result<()> {
+        self.flush_files()?;
         self.events.send(ev).map_err(|_| Error::Pipeline("tree assembler stopped".into()))
+    }
+
+    /// Queues a file to be read; small files are batched within their directory.
+    fn queue_file(&self, node: Node, path: &Path) -> Result<()> {
+        let full = {
+            let mut p = self.pending.borrow_mut();
+            p.bytes += node.size;
+            p.files.push((path.to_path_buf(), node.size));
+            let big = node.size > BATCH_FILE_MAX;
+            p.nodes.push(node);
+            big || p.files.len() >= BATCH_FILES || p.bytes >= BATCH_BYTES
+        };
+        if full { self.flush_files() } else { Ok(()) }
+    }
+
+    fn flush_files(&self) -> Result<()> {
+        let p = std::mem::take(&mut *self.pending.borrow_mut());
+        if p.files.is_empty() {
+            return Ok(());
+        }
+        let (rtx, rrx) = sync_channel(1);
+        self.jobs
+            .send(FileJob { files: p.files, result: rtx })
+            .map_err(|_| Error::Pipeline("file workers stopped".into()))?;
+        self.events
+            .send(Event::Files(p.nodes, rrx))
+            .map_err(|_| Error::Pipeline("tree assembler stopped".into()))
     }
 
     fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
@@ -673,19 +788,21 @@ impl Walker<'_> {
                 Counters::add(&self.shared.dirs, 1);
                 self.send(Event::Enter)?;
                 let ptree = self.parent_tree(parent);
-                let mut entries: Vec<(Vec<u8>, PathBuf)> = std::fs::read_dir(path)
-                    .map_err(|e| Error::io("read directory", path, e))?
-                    .map(|e| e.map(|e| (e.file_name().as_bytes().to_vec(), e.path())))
-                    .collect::<std::io::Result<_>>()
-                    .map_err(|e| Error::io("read directory", path, e))?;
-                entries.sort();
-                for (child_name, child_path) in entries {
-                    let meta = match std::fs::symlink_metadata(&child_path) {
+                let mut entries: Vec<(Vec<u8>, PathBuf, Metadata)> = Vec::new();
+                for e in std::fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))? {
+                    let e = e.map_err(|e| Error::io("read directory", path, e))?;
+                    // DirEntry::metadata is an lstat relative to the open directory: no walk of
+                    // the whole path per entry.
+                    let meta = match e.metadata() {
                         Ok(m) => m,
                         // Deleted between readdir and lstat: it is simply not in the snapshot.
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(Error::io("stat", &child_path, e)),
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(err) => return Err(Error::io("stat", e.path(), err)),
                     };
+                    entries.push((e.file_name().as_bytes().to_vec(), e.path(), meta));
+                }
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                for (child_name, child_path, meta) in entries {
                     let pnode = ptree.as_ref().and_then(|t| t.find(&child_name));
                     self.entry(&child_path, &child_name, &meta, pnode)?;
                 }
@@ -713,11 +830,7 @@ impl Walker<'_> {
                     },
                     1,
                 );
-                let (rtx, rrx) = sync_channel(1);
-                self.jobs
-                    .send(FileJob { path: path.to_path_buf(), size: node.size, result: rtx })
-                    .map_err(|_| Error::Pipeline("file workers stopped".into()))?;
-                self.send(Event::File(node, rrx))
+                self.queue_file(node, path)
             }
             _ => self.send(Event::Leaf(node)),
         }
@@ -854,7 +967,9 @@ pub fn backup_paths(
     let threads = threads_of(opts);
     let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
     let root_id = std::thread::scope(|s| -> Result<Id> {
-        if opts.scan {
+        // The pre-scan only feeds progress totals: without a progress callback it would be a
+        // second walk of the whole tree (an lstat per file) for nothing.
+        if opts.scan && opts.progress.is_some() {
             let counters = counters.clone();
             let cancel = opts.cancel.clone();
             let scan_paths: Vec<PathBuf> = roots.iter().map(|r| r.0.clone()).collect();
@@ -864,7 +979,7 @@ pub fn backup_paths(
             repo,
             shared.clone(),
             threads,
-            if opts.uploads == 0 { 4 } else { opts.uploads },
+            if opts.uploads == 0 { repo.backend.upload_concurrency() } else { opts.uploads },
         );
         let (jtx, jrx) = sync_channel::<FileJob>(threads * 8);
         let jrx = Arc::new(Mutex::new(jrx));
@@ -889,7 +1004,14 @@ pub fn backup_paths(
         };
         let walked = {
             let walker =
-                Walker { repo, shared: &shared, events: etx, jobs: jtx, xattrs: opts.xattrs };
+                Walker {
+                    repo,
+                    shared: &shared,
+                    events: etx,
+                    jobs: jtx,
+                    xattrs: opts.xattrs,
+                    pending: Default::default(),
+                };
             let r = (|| {
                 walker.send(Event::Enter)?;
                 for (abs, name, meta) in &roots {
@@ -922,6 +1044,12 @@ pub fn backup_paths(
         root
     })?;
 
+    if !counters.totals_known.load(Ordering::Relaxed) {
+        // No scan ran: at the end the totals are what was done.
+        counters.files_total.store(counters.files_done.load(Ordering::Relaxed), Ordering::Relaxed);
+        counters.bytes_total.store(counters.bytes_done.load(Ordering::Relaxed), Ordering::Relaxed);
+        counters.totals_known.store(true, Ordering::Relaxed);
+    }
     let progress = counters.get();
     let snapshot = Snapshot {
         time: opts.time.unwrap_or(start),
@@ -933,6 +1061,7 @@ pub fn backup_paths(
         parent: parent.map(|p| p.id),
         program_version: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
         summary: summary(&shared, start, &progress),
+        virtual_file: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     repo.reload_index()?;
@@ -963,9 +1092,10 @@ pub fn backup_reader(
         repo,
         shared.clone(),
         threads_of(opts),
-        if opts.uploads == 0 { 4 } else { opts.uploads },
+        if opts.uploads == 0 { repo.backend.upload_concurrency() } else { opts.uploads },
     );
     let tx = pipeline.sender();
+    let mut stream_size = 0;
     let saved = save_stream(
         repo,
         &shared,
@@ -974,6 +1104,7 @@ pub fn backup_reader(
         Path::new(filename),
     )
     .and_then(|(content, size)| {
+        stream_size = size;
         Counters::add(&counters.files_read, 1);
         Counters::add(&counters.files_done, 1);
         Counters::add(&shared.files_new, 1);
@@ -1005,16 +1136,22 @@ pub fn backup_reader(
     let root = saved?;
     counters.totals_known.store(true, Ordering::Relaxed);
     let progress = counters.get();
+    let virtual_file = opts.virtual_file.clone().map(|v| VirtualFile { size: stream_size, ..v });
+    let paths = match &virtual_file {
+        Some(v) => vec![v.path.clone()],
+        None => vec![format!("/{filename}")],
+    };
     let snapshot = Snapshot {
         time: opts.time.unwrap_or(start),
         tree: root,
-        paths: vec![format!("/{filename}")],
+        paths,
         hostname: host,
         username: crate::snapshot::username(),
         tags: opts.tags.clone(),
         parent: None,
         program_version: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
         summary: summary(&shared, start, &progress),
+        virtual_file,
     };
     let id = repo.save_snapshot(&snapshot)?;
     repo.reload_index()?;
@@ -1068,5 +1205,83 @@ mod tests {
         .collect();
         assert!(streamed.len() > 2);
         assert_eq!(cut_points(&repo, &data), streamed);
+    }
+
+    #[test]
+    fn windowed_stream_chunking_matches_fastcdc_streaming() {
+        let opts = crate::InitOptions {
+            chunker: ChunkerParams {
+                min_size: 1024,
+                avg_size: 4096,
+                max_size: 65536,
+                ..Default::default()
+            },
+            kdf: KdfParams::insecure_fast(),
+            ..Default::default()
+        };
+        let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        // Random bytes with long zero runs, so some chunks hit max_size and the window edge.
+        let data: Vec<u8> = (0..700_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if (i / 150_000) % 2 == 1 { 0 } else { x as u8 }
+            })
+            .collect();
+        let p = repo.config().chunker;
+        let want: Vec<Id> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            data.as_slice(),
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            p.level(),
+            repo.master.chunker_seed(),
+        )
+        .map(|c| repo.blob_id(&c.unwrap().data))
+        .collect();
+        assert!(want.len() > 20);
+        // A reader that returns short reads, as pipes and sockets do.
+        struct Dribble<'a>(&'a [u8]);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = out.len().min(self.0.len()).min(10_007);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let r = backup_reader(&repo, Dribble(&data), "f", &BackupOptions::new()).unwrap();
+        let tree = repo.load_tree(&r.snapshot.tree).unwrap();
+        assert_eq!(tree.nodes[0].content, want);
+        assert_eq!(tree.nodes[0].size, data.len() as u64);
+    }
+
+    #[test]
+    fn a_virtual_file_stream_records_its_path_size_and_compression() {
+        let opts = crate::InitOptions { kdf: KdfParams::insecure_fast(), ..Default::default() };
+        let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap();
+        let data = vec![7u8; 300_000];
+        let bo = BackupOptions {
+            virtual_file: Some(VirtualFile {
+                path: "/base/x.tar.zst".into(),
+                kind: crate::snapshot::VirtualKind::File,
+                size: 0,
+                compression: Some("zstd-fastest".into()),
+            }),
+            ..BackupOptions::new()
+        };
+        let r = backup_reader(&repo, data.as_slice(), "x.tar.zst", &bo).unwrap();
+        let stored = repo.load_snapshot(&r.id).unwrap();
+        let v = stored.virtual_file.expect("virtual_file survives the round trip");
+        assert_eq!((v.path.as_str(), v.size), ("/base/x.tar.zst", 300_000));
+        assert_eq!(v.compression.as_deref(), Some("zstd-fastest"));
+        assert_eq!(stored.paths, vec!["/base/x.tar.zst".to_string()]);
+        // Ordinary stdin backups carry no virtual file, and old manifests without the field load.
+        let plain = backup_reader(&repo, data.as_slice(), "x", &BackupOptions::new()).unwrap();
+        assert_eq!(repo.load_snapshot(&plain.id).unwrap().virtual_file, None);
+        let json = serde_json::to_value(&repo.load_snapshot(&plain.id).unwrap()).unwrap();
+        assert!(json.get("virtual_file").is_none(), "absent field is not written: {json}");
     }
 }

@@ -2,13 +2,15 @@
 //! AES-256-GCM sealing with random nonces, the encrypted-object envelope, and password-wrapped key
 //! files (Argon2id).
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Bytes of the nonce that starts a sealed message.
+pub const NONCE_LEN: usize = aws_lc_rs::aead::NONCE_LEN;
 /// Bytes a sealed message adds to its plaintext: nonce and tag.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
 
@@ -39,20 +41,47 @@ impl SealKey {
 
     /// `nonce ‖ ciphertext ‖ tag` for `plaintext`, bound to `aad`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let nonce = random::<NONCE_LEN>();
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        self.seal_into(aad, plaintext, &mut out);
+        out
+    }
+
+    /// Appends `nonce ‖ ciphertext ‖ tag` for `plaintext` to `out`; returns the sealed length.
+    /// Encrypts in place in `out`, so a pack is built with one copy of each blob.
+    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> usize {
+        let nonce = random::<NONCE_LEN>();
+        let start = out.len();
+        out.reserve(plaintext.len() + SEAL_OVERHEAD);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let mut body = out.split_off(NONCE_LEN);
-        self.0
-            .seal_in_place_append_tag(
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
-                &mut body,
+                &mut out[start + NONCE_LEN..],
             )
             .expect("AES-GCM seal of an in-memory buffer");
-        out.extend_from_slice(&body);
-        out
+        out.extend_from_slice(tag.as_ref());
+        out.len() - start
+    }
+
+    /// Verifies and decrypts a sealed message in its own buffer; returns the plaintext length
+    /// (the plaintext then sits at `sealed[NONCE_LEN..NONCE_LEN + len]`), `None` when it does
+    /// not authenticate.
+    pub fn open_in_place(&self, aad: &[u8], sealed: &mut [u8]) -> Option<usize> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return None;
+        }
+        let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().ok()?;
+        self.0
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut sealed[NONCE_LEN..],
+            )
+            .ok()
+            .map(|p| p.len())
     }
 
     /// Verifies and decrypts a sealed message; `None` when it does not authenticate.

@@ -180,6 +180,7 @@ mod tests {
                 parent: None,
                 program_version: String::new(),
                 summary: Default::default(),
+                virtual_file: None,
             },
         }
     }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::Id;
-use crate::crypto::{MasterKey, SealKey};
+use crate::crypto::{MasterKey, NONCE_LEN, SealKey};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"HFPACK\x01\x00";
@@ -64,7 +64,9 @@ impl PackWriter {
     /// An empty pack with a fresh salt.
     pub fn new(master: &MasterKey, capacity: usize) -> Self {
         let salt = crate::crypto::random::<16>();
-        let mut buf = Vec::with_capacity(capacity + 4096);
+        // Room for one more blob past the target size, so the last add never reallocates (and
+        // briefly doubles) a pack-sized buffer; untouched capacity costs no memory.
+        let mut buf = Vec::with_capacity(capacity + 8 * 1024 * 1024 + 4096);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&salt);
         Self { salt, key: master.pack_key(&salt), buf, blobs: Vec::new() }
@@ -72,16 +74,10 @@ impl PackWriter {
 
     /// Seals and appends a blob whose payload is already compressed (or not, `ulen == 0`).
     pub fn add(&mut self, id: Id, blob_type: BlobType, payload: &[u8], ulen: u32) -> u32 {
-        let sealed = self.key.seal(&id.0, payload);
-        let length = u32::try_from(sealed.len()).unwrap_or(u32::MAX);
-        self.blobs.push(PackBlob {
-            id,
-            blob_type,
-            offset: self.buf.len() as u64,
-            length,
-            uncompressed_length: ulen,
-        });
-        self.buf.extend_from_slice(&sealed);
+        let offset = self.buf.len() as u64;
+        let sealed = self.key.seal_into(&id.0, payload, &mut self.buf);
+        let length = u32::try_from(sealed).unwrap_or(u32::MAX);
+        self.blobs.push(PackBlob { id, blob_type, offset, length, uncompressed_length: ulen });
         length
     }
 
@@ -190,25 +186,63 @@ pub fn open_blob(
     blob: &PackBlob,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
+    open_blob_owned(master, pack, salt, blob, sealed.to_vec())
+}
+
+/// [`open_blob`] for a sealed blob the caller no longer needs: decrypts in its buffer instead of
+/// a copy (a blob read from the backend arrives in a buffer of its own).
+///
+/// # Errors
+/// `CorruptBlob` naming blob and pack.
+pub fn open_blob_owned(
+    master: &MasterKey,
+    pack: &Id,
+    salt: &[u8; 16],
+    blob: &PackBlob,
+    mut sealed: Vec<u8>,
+) -> Result<Vec<u8>> {
     let corrupt = |reason: &str| Error::CorruptBlob {
         blob: blob.id.to_hex(),
         pack: pack.to_hex(),
         reason: reason.to_string(),
     };
-    let payload = master
+    let len = master
         .pack_key(salt)
-        .open(&blob.id.0, sealed)
+        .open_in_place(&blob.id.0, &mut sealed)
         .ok_or_else(|| corrupt("authentication failed (bit rot or tampering)"))?;
+    let payload = NONCE_LEN..NONCE_LEN + len;
     let plain = if blob.uncompressed_length > 0 {
-        zstd::bulk::decompress(&payload, blob.uncompressed_length as usize)
+        decompress(&sealed[payload], blob.uncompressed_length as usize)
             .map_err(|e| corrupt(&format!("decompression failed: {e}")))?
     } else {
-        payload
+        sealed.truncate(payload.end);
+        sealed.drain(..NONCE_LEN);
+        sealed
     };
     if master.blob_id(&plain) != blob.id {
         return Err(corrupt("content does not match its id"));
     }
     Ok(plain)
+}
+
+thread_local! {
+    /// A zstd context per thread: creating one per blob costs more than decompressing a small
+    /// blob.
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DCTX.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let mut d = match slot.take() {
+            Some(d) => d,
+            None => zstd::bulk::Decompressor::new()?,
+        };
+        let r = d.decompress(payload, capacity);
+        *slot = Some(d);
+        r
+    })
 }
 
 #[cfg(test)]

@@ -98,13 +98,15 @@ impl Repository {
         let key_name = write_key(&*backend, &master, password, opts.kdf)?;
         let json = serde_json::to_vec(&config).map_err(|e| Error::Invalid(e.to_string()))?;
         let sealed = master.seal_object(ObjectKind::Config, &json);
-        backend.create(FileType::Config, "config", Bytes::from(sealed)).map_err(|e| {
+        if let Err(e) = backend.create(FileType::Config, "config", Bytes::from(sealed)) {
             if e.is_already_exists() {
-                Error::AlreadyInitialized { location: location.clone() }
-            } else {
-                e.into()
+                // Another init won the race: our key wraps a master key no config uses, and
+                // `open` would try it (and fail on the config) before the winner's key.
+                let _ = backend.delete(FileType::Key, &key_name);
+                return Err(Error::AlreadyInitialized { location });
             }
-        })?;
+            return Err(e.into());
+        }
         Ok(Self {
             backend,
             master: Arc::new(master),

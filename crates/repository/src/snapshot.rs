@@ -57,6 +57,36 @@ pub struct Snapshot {
     /// Statistics.
     #[serde(default)]
     pub summary: Summary,
+    /// Set when the snapshot is a file of the virtual file tree kept by `holdfast datasafed`
+    /// (format §10.1); absent on ordinary backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_file: Option<VirtualFile>,
+}
+
+/// What a virtual-tree snapshot holds (format §10.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtualKind {
+    /// A file: the snapshot's single stream.
+    File,
+    /// An empty-directory marker.
+    Dir,
+}
+
+/// A file (or directory marker) of the virtual file tree: one snapshot per pushed stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualFile {
+    /// Absolute, cleaned virtual path ("/base/x.tar.zst").
+    pub path: String,
+    /// File or directory marker.
+    #[serde(rename = "type")]
+    pub kind: VirtualKind,
+    /// Plaintext length of the stream.
+    #[serde(default)]
+    pub size: u64,
+    /// The compression the writer asked for; the stored bytes are the plain stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
 }
 
 /// A snapshot together with its object name.

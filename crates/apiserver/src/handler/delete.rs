@@ -14,6 +14,7 @@ use holdfast_api::ResourceDef;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::dependents::{Propagation, cascade, uid_of};
 use super::events::{from_storage, to_storage};
 use super::list::{Filter, ensure_type_meta, list_body};
 use super::write::{Req, has_finalizers, is_deleting, now_seconds};
@@ -61,14 +62,12 @@ impl DeleteOptions {
         if opts.propagation_policy.is_none() {
             opts.propagation_policy = rq.params.propagation_policy.clone();
         }
-        match opts.propagation_policy.as_deref() {
-            // There is no garbage collector of dependents here, so every policy deletes just
-            // the object; the values are still checked as upstream checks them.
-            None | Some("Background" | "Foreground" | "Orphan") => Ok(opts),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "DeletionPropagation: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
-            ))),
-        }
+        Propagation::of(opts.propagation_policy.as_deref(), &rq.def)?;
+        Ok(opts)
+    }
+
+    fn propagation(&self, def: &ResourceDef) -> Propagation {
+        Propagation::of(self.propagation_policy.as_deref(), def).unwrap_or(Propagation::Background)
     }
 
     fn dry_run(&self) -> bool {
@@ -180,7 +179,7 @@ pub(crate) async fn delete(rq: &Req) -> Result<Response, ApiError> {
         let result = if is_namespace(&rq.def) {
             delete_namespace(&rq.server, current, opts.dry_run()).await
         } else {
-            delete_stored(&rq.server, &rq.def, current, opts.dry_run()).await
+            delete_owner(rq, &opts, current).await
         };
         match result {
             Err(e)
@@ -192,6 +191,28 @@ pub(crate) async fn delete(rq: &Req) -> Result<Response, ApiError> {
             Ok((code, obj)) => return Ok(json_response(code, &obj)),
         }
     }
+}
+
+/// Deletes one object of the request's kind and applies the propagation policy to its
+/// dependents: `Foreground` deletes them first, the others handle them once the owner is
+/// deleted (or marked, when finalizers hold it).
+async fn delete_owner(
+    rq: &Req,
+    opts: &DeleteOptions,
+    current: Stored,
+) -> Result<(StatusCode, Value), ApiError> {
+    let policy = opts.propagation(&rq.def);
+    let owner = uid_of(&current.object).filter(|_| !opts.dry_run());
+    let namespace = rq.def.namespaced.then(|| current.key.namespace.clone());
+    let namespace = namespace.as_deref();
+    if let Some(uid) = owner.clone().filter(|_| policy == Propagation::Foreground) {
+        cascade(&rq.server, namespace, uid, policy).await?;
+    }
+    let result = delete_stored(&rq.server, &rq.def, current, opts.dry_run()).await?;
+    if let Some(uid) = owner.filter(|_| policy != Propagation::Foreground) {
+        cascade(&rq.server, namespace, uid, policy).await?;
+    }
+    Ok(result)
 }
 
 /// DELETE of a collection: every object in scope that matches the selectors.
@@ -212,7 +233,7 @@ pub(crate) async fn delete_collection(rq: &Req) -> Result<Response, ApiError> {
         let result = if is_namespace(&rq.def) {
             delete_namespace(&rq.server, item, opts.dry_run()).await
         } else {
-            delete_stored(&rq.server, &rq.def, item, opts.dry_run()).await
+            delete_owner(rq, &opts, item).await
         };
         match result {
             Ok((_, obj)) => deleted.push(obj),

@@ -40,6 +40,10 @@ pub(crate) struct Params {
     pub timeout_seconds: Option<u64>,
     pub send_initial_events: bool,
     pub propagation_policy: Option<String>,
+    /// Pod logs: which container, how many lines from the end, at most how many bytes.
+    pub container: Option<String>,
+    pub tail_lines: Option<u64>,
+    pub limit_bytes: Option<u64>,
 }
 
 fn flag(v: &str) -> bool {
@@ -101,6 +105,9 @@ impl Params {
                 "timeoutSeconds" if !v.is_empty() => p.timeout_seconds = Some(number(&k, &v)?),
                 "sendInitialEvents" => p.send_initial_events = flag(&v),
                 "propagationPolicy" => p.propagation_policy = non_empty,
+                "container" => p.container = non_empty,
+                "tailLines" if !v.is_empty() => p.tail_lines = Some(number(&k, &v)?),
+                "limitBytes" if !v.is_empty() => p.limit_bytes = Some(number(&k, &v)?),
                 _ => {}
             }
         }

@@ -1,5 +1,6 @@
 //! SQLite plumbing: the schema, connection set-up, and the queries both sides share.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{Event, EventType, Key, StoreError, Stored};
+use super::{Event, EventType, Key, RawObject, StoreError, Stored};
 
 /// Bumped when the layout changes incompatibly; a newer file is refused rather than misread.
 const SCHEMA_VERSION: i64 = 1;
@@ -190,6 +191,145 @@ pub(super) fn get(conn: &Connection, key: &Key) -> Result<Option<Stored>, StoreE
     Ok(Some(Stored { key: key.clone(), object, mod_rev, create_rev }))
 }
 
+/// One page of unparsed rows, the revision they are the state at, and how many rows follow.
+pub(super) type RawPage = (Vec<RawObject>, u64, u64);
+
+/// Objects of `resource` as of revision `at` (the latest when `None`), raw.
+///
+/// Past states come from the log: the state at `at` of an object written after `at` is the
+/// `prev` of its first log entry after `at` (absent if that entry created it), so any revision
+/// the log still covers (`at >= compacted_rev`) can be read exactly, in the same snapshot as the
+/// current rows.
+pub(super) fn list_raw(
+    conn: &mut Connection,
+    resource: &str,
+    namespace: Option<&str>,
+    after: Option<(&str, &str)>,
+    limit: Option<usize>,
+    at: Option<u64>,
+) -> Result<RawPage, StoreError> {
+    let what = || format!("listing {resource}");
+    // One read transaction: the rows and the revision come from the same WAL snapshot.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Deferred)
+        .map_err(StoreError::sqlite(what()))?;
+    let current = snapshot_rev(&tx)?;
+    let mut filter = String::from("resource = ?1");
+    if namespace.is_some() {
+        filter.push_str(" AND namespace = ?2");
+    }
+    // ("", "") sorts before every real key: names are never empty.
+    let (after_ns, after_name) = after.unwrap_or(("", ""));
+    let ns_param = namespace.unwrap_or("");
+
+    // Keys written after `at`, with their state at `at` (None: did not exist yet).
+    let mut past: BTreeMap<(String, String), Option<Vec<u8>>> = BTreeMap::new();
+    let rev = match at {
+        Some(at) if at > current => {
+            return Err(StoreError::FutureRevision { requested: at, current });
+        }
+        Some(at) if at < current => {
+            let compacted = compacted_rev(&tx)?;
+            if at < compacted {
+                return Err(StoreError::Compacted { requested: at, compacted });
+            }
+            let sql = format!(
+                "SELECT namespace, name, type, prev FROM log \
+                 WHERE {filter} AND rev > ?3 AND (namespace, name) > (?4, ?5) ORDER BY rev"
+            );
+            let mut stmt = tx.prepare_cached(&sql).map_err(StoreError::sqlite(what()))?;
+            let mut rows = stmt
+                .query(params![resource, ns_param, to_sql_rev(at), after_ns, after_name])
+                .map_err(StoreError::sqlite(what()))?;
+            while let Some(row) = rows.next().map_err(StoreError::sqlite(what()))? {
+                let read = || -> rusqlite::Result<_> {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, Option<Vec<u8>>>(3)?,
+                    ))
+                };
+                let (ns, name, code, prev) = read().map_err(StoreError::sqlite(what()))?;
+                // Only the first entry after `at` tells the state at `at`.
+                past.entry((ns, name)).or_insert_with(|| {
+                    if code == EventType::Added.code() { None } else { prev }
+                });
+            }
+            at
+        }
+        _ => current,
+    };
+
+    let page_sql = format!(
+        "SELECT namespace, name, value FROM objects \
+         WHERE {filter} AND (namespace, name) > (?3, ?4) ORDER BY namespace, name LIMIT ?5"
+    );
+    // With past states to merge in, the page boundary is only known after the merge.
+    let sql_limit = match limit {
+        Some(l) if past.is_empty() => i64::try_from(l).unwrap_or(i64::MAX),
+        _ => -1,
+    };
+    let mut items = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(&page_sql).map_err(StoreError::sqlite(what()))?;
+        let mut rows = stmt
+            .query(params![resource, ns_param, after_ns, after_name, sql_limit])
+            .map_err(StoreError::sqlite(what()))?;
+        while let Some(row) = rows.next().map_err(StoreError::sqlite(what()))? {
+            let read = || -> rusqlite::Result<_> {
+                Ok(RawObject {
+                    namespace: row.get::<_, String>(0)?,
+                    name: row.get::<_, String>(1)?,
+                    raw: row.get::<_, Vec<u8>>(2)?,
+                })
+            };
+            items.push(read().map_err(StoreError::sqlite(what()))?);
+        }
+    }
+
+    let remaining = if past.is_empty() {
+        match (limit, items.last()) {
+            (Some(limit), Some(last)) if items.len() >= limit => {
+                let count_sql = format!(
+                    "SELECT count(*) FROM objects WHERE {filter} AND (namespace, name) > (?3, ?4)"
+                );
+                tx.prepare_cached(&count_sql)
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![resource, ns_param, last.namespace, last.name],
+                            |r| r.get::<_, i64>(0),
+                        )
+                    })
+                    .map(from_sql_rev)
+                    .map_err(StoreError::sqlite(what()))?
+            }
+            _ => 0,
+        }
+    } else {
+        let mut merged: BTreeMap<(String, String), Vec<u8>> = items
+            .drain(..)
+            .map(|o| ((o.namespace, o.name), o.raw))
+            .collect();
+        for (key, state) in past {
+            match state {
+                Some(raw) => merged.insert(key, raw),
+                None => merged.remove(&key),
+            };
+        }
+        let total = merged.len();
+        let take = limit.unwrap_or(total).min(total);
+        items = merged
+            .into_iter()
+            .take(take)
+            .map(|((namespace, name), raw)| RawObject { namespace, name, raw })
+            .collect();
+        (total - take) as u64
+    };
+    tx.finish().map_err(StoreError::sqlite(what()))?;
+    Ok((items, rev, remaining))
+}
+
 pub(super) fn list(
     conn: &mut Connection,
     resource: &str,
@@ -263,6 +403,30 @@ pub(super) fn list(
     };
     tx.finish().map_err(StoreError::sqlite(what()))?;
     Ok((items, rev, remaining))
+}
+
+/// Keys of the objects (in `namespace`, if given) whose stored JSON contains `needle`, searched
+/// inside SQLite so no row leaves it unless it matches.
+pub(super) fn keys_containing(
+    conn: &Connection,
+    namespace: Option<&str>,
+    needle: &str,
+) -> Result<Vec<Key>, StoreError> {
+    let what = || format!("searching objects for {needle:?}");
+    let sql = if namespace.is_some() {
+        "SELECT resource, namespace, name FROM objects \
+         WHERE namespace = ?1 AND instr(value, CAST(?2 AS BLOB)) > 0"
+    } else {
+        // ?1 is bound but unused: both queries take the same parameters.
+        "SELECT resource, namespace, name FROM objects WHERE instr(value, CAST(?2 AS BLOB)) > 0"
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(StoreError::sqlite(what()))?;
+    let rows = stmt
+        .query_map(params![namespace.unwrap_or(""), needle], |r| {
+            Ok(Key { resource: r.get(0)?, namespace: r.get(1)?, name: r.get(2)? })
+        })
+        .map_err(StoreError::sqlite(what()))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite(what()))
 }
 
 /// Up to `limit` log entries of `resource` with `rev > after`, and the compacted revision, read

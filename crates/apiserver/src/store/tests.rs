@@ -408,3 +408,92 @@ async fn reopen_keeps_objects_revisions_and_log() {
     assert_eq!(next.mod_rev, 2 + 30 + 2);
     assert!(matches!(store.watch(PODS, 1), Err(StoreError::Compacted { .. })));
 }
+
+/// (namespace, name, label) of raw rows.
+fn raw_rows(rows: &[RawObject]) -> Vec<(String, String, String)> {
+    rows.iter()
+        .map(|o| {
+            let v: Value = serde_json::from_slice(&o.raw).unwrap();
+            (o.namespace.clone(), o.name.clone(), v["metadata"]["labels"]["l"].as_str().unwrap().into())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn list_raw_at_every_past_revision_matches_what_was_current_then() {
+    let store = Store::open_in_memory().unwrap();
+    // Another resource's writes interleave: they move the revision but are no part of the list.
+    let other = |n: usize| Key::new("/configmaps", "a", format!("cm{n}"));
+    let mut snapshots = BTreeMap::new();
+    let record = |store: &Store, snapshots: &mut BTreeMap<u64, Vec<(String, String, String)>>| {
+        let (rows, rev, _) = store.list_raw(PODS, None, None, None, None).unwrap();
+        snapshots.insert(rev, raw_rows(&rows));
+    };
+    record(&store, &mut snapshots);
+    for i in 0..6 {
+        let ns = if i % 2 == 0 { "a" } else { "b" };
+        store.create(Key::new(PODS, ns, format!("p{i}")), pod(ns, &format!("p{i}"), "v0")).await.unwrap();
+        record(&store, &mut snapshots);
+        store.create(other(i), json!({"metadata": {"name": format!("cm{i}")}})).await.unwrap();
+        record(&store, &mut snapshots);
+    }
+    for (i, step) in ["v1", "v2"].iter().enumerate() {
+        let key = Key::new(PODS, "a", format!("p{}", i * 2));
+        let cur = store.get(&key).unwrap().unwrap();
+        store.update(key, pod("a", &format!("p{}", i * 2), step), cur.mod_rev).await.unwrap();
+        record(&store, &mut snapshots);
+    }
+    store.delete(Key::new(PODS, "b", "p1"), None).await.unwrap();
+    record(&store, &mut snapshots);
+    store.create(Key::new(PODS, "b", "p1"), pod("b", "p1", "again")).await.unwrap();
+    record(&store, &mut snapshots);
+
+    for (&rev, expected) in &snapshots {
+        let (rows, at, _) = store.list_raw(PODS, None, None, None, Some(rev)).unwrap();
+        assert_eq!(at, rev);
+        assert_eq!(&raw_rows(&rows), expected, "at revision {rev}");
+        // Paged two at a time, with the remaining count, the same rows come back.
+        let mut paged = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let a = after.as_ref().map(|(n, m)| (n.as_str(), m.as_str()));
+            let (rows, _, remaining) = store.list_raw(PODS, None, a, Some(2), Some(rev)).unwrap();
+            paged.extend(raw_rows(&rows));
+            assert_eq!(remaining as usize, expected.len() - paged.len(), "at {rev}");
+            match rows.last() {
+                Some(last) if remaining > 0 => after = Some((last.namespace.clone(), last.name.clone())),
+                _ => break,
+            }
+        }
+        assert_eq!(&paged, expected, "paged at revision {rev}");
+        // One namespace.
+        let (rows, _, _) = store.list_raw(PODS, Some("b"), None, None, Some(rev)).unwrap();
+        let only_b: Vec<_> = expected.iter().filter(|r| r.0 == "b").cloned().collect();
+        assert_eq!(raw_rows(&rows), only_b, "namespace b at {rev}");
+    }
+
+    let current = store.current_rev();
+    assert!(matches!(
+        store.list_raw(PODS, None, None, None, Some(current + 1)),
+        Err(StoreError::FutureRevision { requested, current: c }) if requested == current + 1 && c == current
+    ));
+    store.compact(0, Duration::ZERO).unwrap();
+    assert!(matches!(
+        store.list_raw(PODS, None, None, None, Some(current - 1)),
+        Err(StoreError::Compacted { .. })
+    ));
+    assert_eq!(store.list_raw(PODS, None, None, None, Some(current)).unwrap().1, current);
+}
+
+#[tokio::test]
+async fn keys_containing_finds_rows_by_bytes() {
+    let store = Store::open_in_memory().unwrap();
+    let mut owned = pod("a", "p1", "x");
+    owned["metadata"]["ownerReferences"] = json!([{"uid": "1f0e-owner"}]);
+    store.create(Key::new(PODS, "a", "p1"), owned.clone()).await.unwrap();
+    store.create(Key::new(PODS, "b", "p1"), owned).await.unwrap();
+    store.create(Key::new(PODS, "a", "p2"), pod("a", "p2", "x")).await.unwrap();
+    assert_eq!(store.keys_containing(Some("a"), "1f0e-owner").unwrap(), [Key::new(PODS, "a", "p1")]);
+    assert_eq!(store.keys_containing(None, "1f0e-owner").unwrap().len(), 2);
+    assert!(store.keys_containing(None, "no-such-uid").unwrap().is_empty());
+}

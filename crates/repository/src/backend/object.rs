@@ -45,6 +45,8 @@ pub struct ObjectStoreBackend {
     prefix: Option<StorePath>,
     location: String,
     runtime: tokio::runtime::Runtime,
+    /// Pack uploads in flight during a backup (see [`Backend::upload_concurrency`]).
+    uploads: usize,
 }
 
 fn runtime(location: &str) -> BackendResult<tokio::runtime::Runtime> {
@@ -80,7 +82,14 @@ impl ObjectStoreBackend {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| perm(e.to_string()))?
             .with_fsync(true);
-        Ok(Self { store: Arc::new(store), prefix: None, runtime: runtime(&location)?, location })
+        // Two: one pack being written while the previous one is fsynced; more only adds memory.
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: None,
+            runtime: runtime(&location)?,
+            location,
+            uploads: 2,
+        })
     }
 
     /// A repository in an S3 bucket under a prefix.
@@ -127,7 +136,7 @@ impl ObjectStoreBackend {
             message: one_line(&e),
         })?;
         let prefix = (!opts.prefix.is_empty()).then(|| StorePath::from(opts.prefix.as_str()));
-        Ok(Self { store: Arc::new(store), prefix, runtime: runtime(&location)?, location })
+        Ok(Self { store: Arc::new(store), prefix, runtime: runtime(&location)?, location, uploads: 4 })
     }
 
     fn store_path(&self, rel: &str) -> StorePath {
@@ -191,6 +200,10 @@ fn one_line(e: &dyn std::error::Error) -> String {
 impl Backend for ObjectStoreBackend {
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn upload_concurrency(&self) -> usize {
+        self.uploads
     }
 
     fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {

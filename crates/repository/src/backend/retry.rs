@@ -43,6 +43,9 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn upload_concurrency(&self) -> usize {
+        self.inner.upload_concurrency()
+    }
     fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
         self.run(|| self.inner.create(ft, name, data.clone()))
     }

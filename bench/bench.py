@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Runs the backup tools over the data sets of gen.py and reports the numbers (see bench/run.sh).
+
+    bench.py WORKDIR --tools holdfast,restic,borg,rustic [--holdfast BIN] [--rustic BIN]
+
+For each tool, one repository: backup of big/, backup of changed/ (deduplicating against big/),
+backup of small/, then a restore of each snapshot. Every step runs under `/usr/bin/time -v`
+(wall, user+sys CPU, peak RSS); the repository is measured with `du -sb` after each backup.
+Each restore is checked against its source (file count and apparent size). Writes
+WORKDIR/results/results.json and results.md and prints the table.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+OPS = [
+    ("backup", "big"),
+    ("backup", "changed"),
+    ("backup", "small"),
+    ("restore", "big"),
+    ("restore", "changed"),
+    ("restore", "small"),
+]
+
+
+def run_timed(cmd, env, cwd, log):
+    """Runs cmd under /usr/bin/time -v; returns (stdout, wall, cpu, peak_kib)."""
+    tfile = log + ".time"
+    subprocess.run(["sync"], check=True)
+    with open(log, "ab") as errf:
+        errf.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        errf.flush()
+        p = subprocess.run(
+            ["/usr/bin/time", "-v", "-o", tfile] + cmd,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=errf,
+        )
+    with open(log, "ab") as errf:
+        errf.write(p.stdout)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (exit %d); see %s" % (" ".join(cmd), p.returncode, log))
+    t = open(tfile).read()
+
+    def field(name):
+        m = re.search(re.escape(name) + r":\s*(.+)", t)
+        if not m:
+            raise RuntimeError("no %r in %s" % (name, tfile))
+        return m.group(1).strip()
+
+    wall_s = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
+    parts = [float(x) for x in wall_s.split(":")]
+    wall = 0.0
+    for x in parts:
+        wall = wall * 60 + x
+    cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+    peak = int(field("Maximum resident set size (kbytes)"))
+    return p.stdout.decode(errors="replace"), wall, cpu, peak
+
+
+def du(path):
+    out = subprocess.run(["du", "-sb", path], check=True, stdout=subprocess.PIPE).stdout
+    return int(out.split()[0])
+
+
+def tree_stats(path):
+    """(regular files, apparent bytes) below path."""
+    files = 0
+    size = 0
+    for root, _dirs, names in os.walk(path):
+        for n in names:
+            st = os.lstat(os.path.join(root, n))
+            if not os.path.islink(os.path.join(root, n)):
+                files += 1
+                size += st.st_size
+    return files, size
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, work, pwfile):
+        self.work = work
+        self.repo = os.path.join(work, "repos", self.name)
+        self.pwfile = pwfile
+        self.env = dict(os.environ)
+        self.snaps = {}
+
+    def init(self):
+        raise NotImplementedError
+
+    def backup_cmd(self, src):
+        raise NotImplementedError
+
+    def snapshot_id(self, stdout, src):
+        raise NotImplementedError
+
+    def restore_cmd(self, snap, target):
+        raise NotImplementedError
+
+    def restored_root(self, target, src):
+        """Where the restored copy of src ends up below target."""
+        return os.path.join(target, src.lstrip("/"))
+
+    def restore_cwd(self, target):
+        return None
+
+
+class Holdfast(Tool):
+    name = "holdfast"
+
+    def __init__(self, work, pwfile, binary):
+        super().__init__(work, pwfile)
+        self.bin = binary
+        self.env["HOLDFAST_PASSWORD_FILE"] = pwfile
+
+    def base(self):
+        return [self.bin, "repo", "--repo", self.repo, "--quiet"]
+
+    def init(self):
+        subprocess.run(self.base() + ["init"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+
+    def backup_cmd(self, src):
+        return self.base() + ["--json", "backup", src]
+
+    def snapshot_id(self, stdout, src):
+        return json.loads(stdout)["snapshot_id"]
+
+    def restore_cmd(self, snap, target):
+        return self.base() + ["restore", snap, "--target", target]
+
+    def restored_root(self, target, src):
+        # holdfast names the root entry by the path's last component.
+        return os.path.join(target, os.path.basename(src))
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def __init__(self, work, pwfile, binary="restic"):
+        super().__init__(work, pwfile)
+        self.bin = binary
+        self.env["RESTIC_PASSWORD_FILE"] = pwfile
+        self.env["RESTIC_CACHE_DIR"] = os.path.join(work, "cache", self.name)
+
+    def base(self):
+        return [self.bin, "--repo", self.repo, "--quiet"]
+
+    def init(self):
+        subprocess.run(self.base() + ["init"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+
+    def backup_cmd(self, src):
+        return self.base() + ["backup", "--json", src]
+
+    def snapshot_id(self, stdout, src):
+        for line in stdout.splitlines():
+            try:
+                m = json.loads(line)
+            except ValueError:
+                continue
+            if m.get("message_type") == "summary":
+                return m["snapshot_id"]
+        raise RuntimeError("no snapshot id in restic output")
+
+    def restore_cmd(self, snap, target):
+        return self.base() + ["restore", snap, "--target", target]
+
+
+class Rustic(Tool):
+    name = "rustic"
+
+    def __init__(self, work, pwfile, binary):
+        super().__init__(work, pwfile)
+        self.bin = binary
+        self.env["RUSTIC_PASSWORD_FILE"] = pwfile
+        self.env["RUSTIC_REPOSITORY"] = self.repo
+        self.env["RUSTIC_CACHE_DIR"] = os.path.join(work, "cache", self.name)
+
+    def base(self):
+        return [self.bin, "--no-progress"]
+
+    def init(self):
+        subprocess.run(self.base() + ["init"], env=self.env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def backup_cmd(self, src):
+        return self.base() + ["backup", "--json", src]
+
+    def snapshot_id(self, stdout, src):
+        start = stdout.find("{")
+        return json.loads(stdout[start:])["id"]
+
+    def restore_cmd(self, snap, target):
+        return self.base() + ["restore", snap, target]
+
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def __init__(self, work, pwfile):
+        super().__init__(work, pwfile)
+        self.env["BORG_PASSCOMMAND"] = "cat " + pwfile
+        self.env["BORG_BASE_DIR"] = os.path.join(work, "cache", self.name)
+        self.env["BORG_RELOCATED_REPO_ACCESS_IS_OK"] = "yes"
+        self.env["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "yes"
+        self.count = 0
+
+    def init(self):
+        # borg makes the mode a required choice; repokey (AES-CTR + HMAC-SHA256) is the
+        # documented default choice and uses this CPU's SHA extensions.
+        subprocess.run(["borg", "init", "--encryption=repokey", self.repo], env=self.env,
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def backup_cmd(self, src):
+        self.count += 1
+        self.pending = "s%d-%s" % (self.count, os.path.basename(src))
+        return ["borg", "create", "%s::%s" % (self.repo, self.pending), src]
+
+    def snapshot_id(self, stdout, src):
+        return self.pending
+
+    def restore_cmd(self, snap, target):
+        return ["borg", "extract", "%s::%s" % (self.repo, snap)]
+
+    def restore_cwd(self, target):
+        return target
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workdir")
+    ap.add_argument("--tools", default="holdfast,restic,borg,rustic")
+    ap.add_argument("--holdfast", default="holdfast")
+    ap.add_argument("--rustic", default="rustic")
+    ap.add_argument("--command", default="", help="the command line, recorded in the results")
+    a = ap.parse_args()
+    work = os.path.abspath(a.workdir)
+    data = os.path.join(work, "data")
+    pwfile = os.path.join(work, "password")
+    if not os.path.exists(pwfile):
+        with open(pwfile, "w") as f:
+            f.write("holdfast-bench-password\n")
+    results_dir = os.path.join(work, "results")
+    os.makedirs(results_dir, exist_ok=True)
+    sizes = {s: tree_stats(os.path.join(data, s)) for s in ("big", "changed", "small")}
+    tools = []
+    for t in a.tools.split(","):
+        if t == "holdfast":
+            tools.append(Holdfast(work, pwfile, a.holdfast))
+        elif t == "restic":
+            tools.append(Restic(work, pwfile))
+        elif t == "rustic":
+            tools.append(Rustic(work, pwfile, a.rustic))
+        elif t == "borg":
+            tools.append(Borg(work, pwfile))
+        else:
+            sys.exit("unknown tool " + t)
+    results = {
+        "command": a.command,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_before": open("/proc/loadavg").read().split()[:3],
+        "datasets": {k: {"files": v[0], "bytes": v[1]} for k, v in sizes.items()},
+        "versions": {},
+        "runs": {},
+    }
+    for tool in tools:
+        log = os.path.join(results_dir, tool.name + ".log")
+        if os.path.exists(log):
+            os.remove(log)
+        shutil.rmtree(tool.repo, ignore_errors=True)
+        shutil.rmtree(os.path.join(work, "cache", tool.name), ignore_errors=True)
+        os.makedirs(os.path.dirname(tool.repo), exist_ok=True)
+        tool.init()
+        runs = {}
+        for op, ds in OPS:
+            src = os.path.join(data, ds)
+            key = "%s %s" % (op, ds)
+            print("[%s] %s ..." % (tool.name, key), file=sys.stderr, flush=True)
+            if op == "backup":
+                out, wall, cpu, peak = run_timed(tool.backup_cmd(src), tool.env, None, log)
+                tool.snaps[ds] = tool.snapshot_id(out, src)
+                repo = du(tool.repo)
+                ok = True
+            else:
+                target = os.path.join(work, "restore", tool.name)
+                shutil.rmtree(target, ignore_errors=True)
+                os.makedirs(target)
+                out, wall, cpu, peak = run_timed(
+                    tool.restore_cmd(tool.snaps[ds], target), tool.env,
+                    tool.restore_cwd(target), log)
+                got = tree_stats(tool.restored_root(target, src))
+                ok = got == sizes[ds]
+                if not ok:
+                    print("  restore mismatch: got %s want %s" % (got, sizes[ds]),
+                          file=sys.stderr)
+                shutil.rmtree(target, ignore_errors=True)
+                repo = None
+            runs[key] = {"wall_s": wall, "cpu_s": cpu, "peak_mib": peak / 1024.0,
+                         "repo_mib": None if repo is None else repo / 2**20,
+                         "mib_per_s": sizes[ds][1] / 2**20 / wall if wall > 0 else None,
+                         "verified": ok}
+            print("  %.1f s wall, %.1f s cpu, %.0f MiB peak%s" % (
+                wall, cpu, peak / 1024.0,
+                "" if repo is None else ", repo %.0f MiB" % (repo / 2**20)),
+                file=sys.stderr, flush=True)
+        results["runs"][tool.name] = runs
+        # Keep disk use bounded: each repository is only needed for its own tool's steps.
+        shutil.rmtree(tool.repo, ignore_errors=True)
+        shutil.rmtree(os.path.join(work, "cache", tool.name), ignore_errors=True)
+    results["load_after"] = open("/proc/loadavg").read().split()[:3]
+    md = table(results)
+    with open(os.path.join(results_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(results_dir, "results.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
+def table(r):
+    lines = []
+    ds = r["datasets"]
+    lines.append("Data: big %d files %.0f MiB; changed %d files %.0f MiB; small %d files %.0f MiB. "
+                 "Load before %s, after %s.\n" % (
+                     ds["big"]["files"], ds["big"]["bytes"] / 2**20,
+                     ds["changed"]["files"], ds["changed"]["bytes"] / 2**20,
+                     ds["small"]["files"], ds["small"]["bytes"] / 2**20,
+                     "/".join(r["load_before"]), "/".join(r.get("load_after", []))))
+    lines.append("| tool | operation | wall s | CPU s | peak MiB | repo MiB | MiB/s | ok |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---|")
+    for tool, runs in r["runs"].items():
+        for key, v in runs.items():
+            lines.append("| %s | %s | %.1f | %.1f | %.0f | %s | %.0f | %s |" % (
+                tool, key, v["wall_s"], v["cpu_s"], v["peak_mib"],
+                "" if v["repo_mib"] is None else "%.0f" % v["repo_mib"],
+                v["mib_per_s"] or 0, "yes" if v["verified"] else "**NO**"))
+    runs = r["runs"]
+    if "holdfast" in runs and len(runs) > 1:
+        others = [t for t in runs if t != "holdfast"]
+        lines.append("")
+        lines.append("Speed ratios (other tool's wall time / holdfast's; higher is better for "
+                     "holdfast), peak memory and final repository size against restic:\n")
+        lines.append("| operation | vs restic (target >= 2) | vs best other (target >= 1.5) | "
+                     "best other | peak MiB holdfast / restic |")
+        lines.append("|---|---:|---:|---|---|")
+        h = runs["holdfast"]
+        for key in h:
+            best = min(others, key=lambda t: runs[t][key]["wall_s"])
+            vs_r = (runs["restic"][key]["wall_s"] / h[key]["wall_s"]) if "restic" in runs else None
+            vs_b = runs[best][key]["wall_s"] / h[key]["wall_s"]
+            mem = ("%.0f / %.0f" % (h[key]["peak_mib"], runs["restic"][key]["peak_mib"])
+                   if "restic" in runs else "")
+            lines.append("| %s | %s | %.2f | %s | %s |" % (
+                key, "" if vs_r is None else "%.2f" % vs_r, vs_b, best, mem))
+        last = "backup small"
+        sizes = ", ".join("%s %.0f MiB" % (t, runs[t][last]["repo_mib"]) for t in runs)
+        lines.append("\nFinal repository sizes (after all three backups): %s.\n" % sizes)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

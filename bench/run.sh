@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Backup benchmark: holdfast against restic, borg (Debian packages) and rustic (crates.io).
+#
+#   bench/run.sh [--work DIR] [--big-mib N] [--small-files N] [--insert-mib N]
+#                [--tools holdfast,restic,borg,rustic] [--no-build]
+#
+# Generates the data sets deterministically (bench/gen.py), installs what is missing, builds the
+# release `holdfast` binary, then runs every tool on the same data in one run (bench/bench.py) and
+# writes WORK/results/results.{json,md}. Defaults: WORK=/var/tmp/holdfast-bench (or
+# $HOLDFAST_BENCH_DIR), a 2 GiB mixed set, 200,000 small files, a 64 MiB insertion.
+#
+# Caches: the page cache is not dropped (that needs root and a quiet machine); the data sets fit
+# in RAM, so every tool reads its source from the cache and the comparison is of CPU and write
+# paths, the same for all tools. Each step is preceded by `sync`.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+work="${HOLDFAST_BENCH_DIR:-/var/tmp/holdfast-bench}"
+big_mib=2048
+small_files=200000
+insert_mib=64
+tools="holdfast,restic,borg,rustic"
+build=1
+cmdline="bench/run.sh $*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --work) work="$2"; shift 2 ;;
+        --big-mib) big_mib="$2"; shift 2 ;;
+        --small-files) small_files="$2"; shift 2 ;;
+        --insert-mib) insert_mib="$2"; shift 2 ;;
+        --tools) tools="$2"; shift 2 ;;
+        --no-build) build=0; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$work/tools"
+
+# Bench-only dependencies, installed here rather than by scripts/install-deps.sh.
+apt_missing=()
+[ -x /usr/bin/time ] || apt_missing+=(time)
+case ",$tools," in *,restic,*) command -v restic >/dev/null || apt_missing+=(restic) ;; esac
+case ",$tools," in *,borg,*) command -v borg >/dev/null || apt_missing+=(borgbackup) ;; esac
+if [ ${#apt_missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${apt_missing[@]}"
+fi
+
+rustic="$work/tools/rustic/bin/rustic"
+case ",$tools," in *,rustic,*)
+    if [ ! -x "$rustic" ]; then
+        if command -v rustic >/dev/null; then
+            rustic="$(command -v rustic)"
+        else
+            # Long compile on 2 cores; the optional server/TUI features are left out.
+            echo "installing rustic-rs from crates.io (slow)" >&2
+            CARGO_TARGET_DIR="$work/tools/rustic-target" nice -n 19 \
+                cargo install rustic-rs --locked --no-default-features --root "$work/tools/rustic"
+        fi
+    fi ;;
+esac
+
+target_dir="${CARGO_TARGET_DIR:-/work/target-repo}"
+holdfast="$target_dir/release/holdfast"
+if [ "$build" = 1 ]; then
+    (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release -p holdfast)
+fi
+
+python3 "$here/gen.py" "$work" --big-mib "$big_mib" --small-files "$small_files" \
+    --insert-mib "$insert_mib"
+{
+    echo "holdfast: $("$holdfast" --version 2>/dev/null || echo "$holdfast")"
+    case ",$tools," in *,restic,*) echo "restic: $(restic version)" ;; esac
+    case ",$tools," in *,borg,*) echo "borg: $(borg --version)" ;; esac
+    case ",$tools," in *,rustic,*) echo "rustic: $("$rustic" --version)" ;; esac
+    echo "cpus: $(nproc), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$work/versions.txt" >&2
+python3 "$here/bench.py" "$work" --tools "$tools" --holdfast "$holdfast" --rustic "$rustic" \
+    --command "$cmdline"

@@ -1,0 +1,145 @@
+//! The ActionSets holdfast ships (`src/actionsets/*.yaml`), installed when the controllers start
+//! so a BackupPolicy can name them at once, as the KubeBlocks PostgreSQL addon installs its own:
+//! - `postgresql-basebackup`: pg_basebackup → datasafed; restore untars into `DATA_DIR`;
+//! - `postgresql-pgdump`: pg_dump → datasafed; restore is a postReady pg_restore Job;
+//! - `volume-files`: a tar of a target volume; restore untars into the restore claim.
+//!
+//! An ActionSet that already exists is never touched: users may edit the shipped ones, and an
+//! upgrade must not undo that. Each shipped object carries `app.kubernetes.io/managed-by=holdfast`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_api::kubeblocks::ActionSet;
+use kube::api::{Api, PostParams};
+
+use crate::{Context, Error};
+
+/// The label value marking objects holdfast installed itself.
+pub const MANAGED_BY_HOLDFAST: &str = "holdfast";
+
+/// The shipped manifests: (file name, YAML).
+pub const SHIPPED: [(&str, &str); 3] = [
+    ("postgresql-basebackup.yaml", include_str!("actionsets/postgresql-basebackup.yaml")),
+    ("postgresql-pgdump.yaml", include_str!("actionsets/postgresql-pgdump.yaml")),
+    ("volume-files.yaml", include_str!("actionsets/volume-files.yaml")),
+];
+
+/// The shipped ActionSets, parsed.
+///
+/// # Errors
+/// A manifest that does not parse (a build defect the unit tests catch).
+pub fn shipped() -> Result<Vec<ActionSet>, Error> {
+    SHIPPED
+        .iter()
+        .map(|(file, yaml)| {
+            serde_saphyr::from_str::<ActionSet>(yaml)
+                .map_err(|e| Error::Invalid(format!("shipped ActionSet {file}: {e}")))
+        })
+        .collect()
+}
+
+/// Creates every shipped ActionSet that does not exist yet; returns the names created.
+///
+/// # Errors
+/// An API error other than "already exists".
+pub async fn install(client: &kube::Client) -> Result<Vec<String>, Error> {
+    let api: Api<ActionSet> = Api::all(client.clone());
+    let mut created = Vec::new();
+    for action_set in shipped()? {
+        let name = action_set.metadata.name.clone().unwrap_or_default();
+        if api.get_opt(&name).await?.is_some() {
+            continue;
+        }
+        match api.create(&PostParams::default(), &action_set).await {
+            Ok(_) => created.push(name),
+            // Another holdfast instance (or a user) created it meanwhile: theirs stays.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(created)
+}
+
+/// Installs the shipped ActionSets, retrying while the API server is not answering, then stays
+/// idle: the controller set treats a returning task as a stopped controller.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match install(&ctx.client).await {
+            Ok(created) => {
+                if !created.is_empty() {
+                    tracing::info!(actionsets = ?created, "installed the shipped ActionSets");
+                }
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot install the shipped ActionSets yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_api::kubeblocks::actionset::BackupType;
+    use holdfast_api::resource::Admit;
+
+    #[test]
+    fn shipped_action_sets_parse_validate_and_are_labelled() {
+        let sets = shipped().unwrap();
+        let names: Vec<_> = sets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+        assert_eq!(names, ["postgresql-basebackup", "postgresql-pgdump", "volume-files"]);
+        for set in &sets {
+            let errors = set.validate();
+            assert!(errors.is_empty(), "{names:?}: {errors:?}");
+            assert_eq!(
+                set.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+                MANAGED_BY_HOLDFAST
+            );
+            assert_eq!(set.spec.backup_type, BackupType::Full);
+        }
+    }
+
+    #[test]
+    fn every_script_fails_on_a_failed_pipeline_stage() {
+        for set in shipped().unwrap() {
+            let name = set.metadata.name.clone().unwrap();
+            let backup = set.spec.backup.as_ref().unwrap();
+            let restore = set.spec.restore.as_ref().unwrap();
+            let scripts = std::iter::once(&backup.backup_data.job.base.command)
+                .chain(restore.prepare_data.iter().map(|j| &j.base.command))
+                .chain(
+                    restore
+                        .post_ready
+                        .iter()
+                        .flatten()
+                        .filter_map(|a| a.job.as_ref())
+                        .map(|j| &j.base.command),
+                );
+            for command in scripts {
+                assert_eq!(command[..2], ["bash", "-c"], "{name}");
+                assert!(command[2].contains("pipefail"), "{name}: {}", command[2]);
+                assert!(command[2].contains("datasafed"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn basebackup_streams_one_tar_and_restores_it_into_data_dir() {
+        let sets = shipped().unwrap();
+        let set = &sets[0];
+        let backup = &set.spec.backup.as_ref().unwrap().backup_data.job.base.command[2];
+        assert!(backup.contains("pg_basebackup -Ft -Pv -c fast -Xf -D -"));
+        assert!(backup.contains("datasafed push - \"/${DP_BACKUP_NAME}.tar\""));
+        let restore =
+            &set.spec.restore.as_ref().unwrap().prepare_data.as_ref().unwrap().base.command[2];
+        assert!(restore.contains("datasafed pull \"/${DP_BACKUP_NAME}.tar\" -"));
+        assert!(restore.contains("chmod 0700 \"$DATA_DIR\""));
+    }
+}

@@ -1,0 +1,196 @@
+//! Incremental and differential chains (reference §1.6): which backup a new one builds on.
+//!
+//! - An Incremental backup builds on the latest Incremental of the same policy and repo when that
+//!   one is newer than the latest Full and belongs to it; otherwise on the latest Full.
+//! - A Differential backup builds on the latest Full (upstream rejects the type at run time;
+//!   here it runs as a Job like Incremental, with parent = base = that Full).
+//! - `spec.parentBackupName` overrides the choice on on-demand backups only, and is validated.
+//!
+//! The base is the Full at the root: the parent itself when it is Full, else the parent's base.
+
+use holdfast_api::kubeblocks::actionset::BackupType;
+use holdfast_api::kubeblocks::backup::BackupPhase;
+use holdfast_api::kubeblocks::{Backup, BackupPolicy, BackupRepo};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use super::{
+    ANNOTATION_BASE, LABEL_AUTOBACKUP, LABEL_BACKUP_POLICY, LABEL_BACKUP_REPO,
+    LABEL_BACKUP_SCHEDULE, LABEL_BACKUP_TYPE, annotation, label, phase, target_pods,
+};
+use crate::Context;
+
+/// The parent and the base (root Full) of a chained backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub parent: String,
+    pub base: String,
+}
+
+/// Why no parent can be used.
+#[derive(Debug)]
+pub enum ChainError {
+    /// The text says what to fix.
+    Invalid(String),
+    Api(kube::Error),
+}
+
+impl From<kube::Error> for ChainError {
+    fn from(error: kube::Error) -> Self {
+        ChainError::Api(error)
+    }
+}
+
+/// The chain of `backup`, a `kind` (Incremental or Differential) backup with `targets` target
+/// pods, in `repo`.
+pub async fn resolve(
+    ctx: &Context,
+    backup: &Backup,
+    policy: &BackupPolicy,
+    repo: &BackupRepo,
+    kind: BackupType,
+    targets: usize,
+) -> Result<Chain, ChainError> {
+    let ns = backup.namespace().unwrap_or_default();
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
+    let parent = match backup.spec.parent_backup_name.as_deref().filter(|p| !p.is_empty()) {
+        Some(name) => {
+            if label(backup, LABEL_BACKUP_SCHEDULE).is_some()
+                || label(backup, LABEL_AUTOBACKUP) == Some("true")
+            {
+                return Err(ChainError::Invalid(
+                    "spec.parentBackupName is only allowed on on-demand backups, not on backups \
+                     a BackupSchedule creates"
+                        .into(),
+                ));
+            }
+            api.get_opt(name).await?.ok_or_else(|| {
+                ChainError::Invalid(format!(
+                    "parent backup {name} (spec.parentBackupName) not found in namespace {ns}"
+                ))
+            })?
+        }
+        None => {
+            let selector = format!(
+                "{LABEL_BACKUP_POLICY}={},{LABEL_BACKUP_REPO}={}",
+                policy.name_any(),
+                repo.name_any()
+            );
+            let siblings = api.list(&ListParams::default().labels(&selector)).await?.items;
+            pick_parent(backup, kind, siblings).ok_or_else(|| {
+                ChainError::Invalid(format!(
+                    "no Completed Full backup of backuppolicy {} in backuprepo {} to base this \
+                     {kind:?} backup on; take a Full backup first",
+                    policy.name_any(),
+                    repo.name_any()
+                ))
+            })?
+        }
+    };
+    validate(backup, &parent, policy, repo, kind, targets)?;
+    let base = if backup_type(&parent) == Some(BackupType::Full) {
+        parent.name_any()
+    } else {
+        annotation(&parent, ANNOTATION_BASE).map(str::to_string).ok_or_else(|| {
+            ChainError::Invalid(format!(
+                "parent backup {} is not Full and records no base backup",
+                parent.name_any()
+            ))
+        })?
+    };
+    Ok(Chain { parent: parent.name_any(), base })
+}
+
+/// The automatic choice among the Completed backups of the same policy and repo.
+pub fn pick_parent(backup: &Backup, kind: BackupType, siblings: Vec<Backup>) -> Option<Backup> {
+    let mut done: Vec<Backup> = siblings
+        .into_iter()
+        .filter(|b| b.name_any() != backup.name_any())
+        .filter(|b| b.metadata.deletion_timestamp.is_none())
+        .filter(|b| phase(b) == Some(BackupPhase::Completed))
+        .filter(|b| end_time(b).is_some())
+        .collect();
+    done.sort_by_key(|b| (end_time(b), b.name_any()));
+    let latest_full = done.iter().rev().find(|b| backup_type(b) == Some(BackupType::Full))?;
+    if kind == BackupType::Differential {
+        return Some(latest_full.clone());
+    }
+    let latest_incremental =
+        done.iter().rev().find(|b| backup_type(b) == Some(BackupType::Incremental));
+    match latest_incremental {
+        Some(inc)
+            if end_time(inc) > end_time(latest_full)
+                && annotation(inc, ANNOTATION_BASE) == Some(latest_full.name_any().as_str()) =>
+        {
+            Some(inc.clone())
+        }
+        _ => Some(latest_full.clone()),
+    }
+}
+
+fn validate(
+    backup: &Backup,
+    parent: &Backup,
+    policy: &BackupPolicy,
+    repo: &BackupRepo,
+    kind: BackupType,
+    targets: usize,
+) -> Result<(), ChainError> {
+    let name = parent.name_any();
+    let invalid = |why: String| Err(ChainError::Invalid(format!("parent backup {name} {why}")));
+    if phase(parent) != Some(BackupPhase::Completed) {
+        return invalid(format!("is not Completed (it is {:?})", phase(parent)));
+    }
+    if label(parent, LABEL_BACKUP_POLICY) != Some(policy.name_any().as_str()) {
+        return invalid(format!("does not belong to backuppolicy {}", policy.name_any()));
+    }
+    if label(parent, LABEL_BACKUP_REPO) != Some(repo.name_any().as_str()) {
+        return invalid(format!("is not stored in backuprepo {}", repo.name_any()));
+    }
+    let parent_type = backup_type(parent);
+    // This API version has no compatibleMethod: a Full of the same policy is compatible, and a
+    // chained parent must have been taken with the same method.
+    if parent_type != Some(BackupType::Full)
+        && parent.spec.backup_method != backup.spec.backup_method
+    {
+        return invalid(format!(
+            "was taken with method {}, not {}",
+            parent.spec.backup_method, backup.spec.backup_method
+        ));
+    }
+    if kind == BackupType::Differential && parent_type != Some(BackupType::Full) {
+        return invalid("is not a Full backup; a Differential backup builds on a Full".into());
+    }
+    if end_time(parent).is_none() {
+        return invalid("has no end time".into());
+    }
+    let parent_targets = target_pods(parent).len();
+    if parent_targets != targets {
+        return invalid(format!(
+            "has {parent_targets} target pods and this backup {targets}; the shard counts must match"
+        ));
+    }
+    Ok(())
+}
+
+/// The ActionSet type recorded on a backup.
+pub fn backup_type(backup: &Backup) -> Option<BackupType> {
+    match label(backup, LABEL_BACKUP_TYPE)? {
+        "Full" => Some(BackupType::Full),
+        "Incremental" => Some(BackupType::Incremental),
+        "Differential" => Some(BackupType::Differential),
+        "Continuous" => Some(BackupType::Continuous),
+        _ => None,
+    }
+}
+
+/// When the backed-up data ends: `timeRange.end`, else the completion time.
+pub fn end_time(backup: &Backup) -> Option<Timestamp> {
+    let st = backup.status.as_ref()?;
+    st.time_range
+        .as_ref()
+        .and_then(|r| r.end.as_ref())
+        .or(st.completion_timestamp.as_ref())
+        .map(|t| t.0)
+}

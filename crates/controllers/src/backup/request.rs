@@ -1,0 +1,352 @@
+//! Resolving a Backup into everything its Jobs need: policy → method → ActionSet → repo → target
+//! pods (→ parent backup), with an error that says what to fix when a link is missing.
+
+use holdfast_api::kubeblocks::actionset::{BackupActionSpec, BackupType};
+use holdfast_api::kubeblocks::backup_policy::{BackupMethod, BackupTarget, PodSelectionStrategy};
+use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
+use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Phase};
+use holdfast_api::selector::LabelSelector;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use super::chain::{self, Chain};
+use super::{LABEL_BACKUP_REPO, annotation, target_pods};
+use crate::Context;
+
+/// How long a BackupRepo may stay Failed before the backups waiting for it fail too: a repo
+/// that fails its pre-check is often fixed within moments (a credential typo), and a backup
+/// should not be lost to that.
+const REPO_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why a request cannot be resolved.
+#[derive(Debug)]
+pub enum Blocker {
+    /// The backup cannot go on; the text says what to fix.
+    Fatal(String),
+    /// Something it needs is not ready yet; the text says what.
+    Wait(String),
+    /// The API server could not be asked.
+    Api(kube::Error),
+}
+
+impl From<kube::Error> for Blocker {
+    fn from(error: kube::Error) -> Self {
+        Blocker::Api(error)
+    }
+}
+
+/// When the request is resolved: at the start, or again while the backup runs (the choices made
+/// at the start, recorded on the Backup, are kept then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    New,
+    Running,
+}
+
+/// Everything a backup's Jobs are built from.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub backup: Backup,
+    pub policy: BackupPolicy,
+    pub method: BackupMethod,
+    pub action_set: ActionSet,
+    pub actions: BackupActionSpec,
+    pub backup_type: BackupType,
+    pub repo: BackupRepo,
+    /// The method's target, or the policy's.
+    pub target: BackupTarget,
+    /// Target pods, in action order.
+    pub pods: Vec<Pod>,
+    /// The tool-config Secret (in the backup's namespace) that Jobs mount at /etc/datasafed.
+    pub tool_config_secret: String,
+    /// Parent and base of an incremental or differential backup.
+    pub chain: Option<Chain>,
+}
+
+/// Resolves `backup`.
+pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Request, Blocker> {
+    let ns = backup.namespace().unwrap_or_default();
+    let policy_name = &backup.spec.backup_policy_name;
+    let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(policy) = policies.get_opt(policy_name).await? else {
+        return Err(Blocker::Fatal(format!(
+            "backuppolicy {policy_name} not found in namespace {ns}; create it or set \
+             spec.backupPolicyName to an existing BackupPolicy"
+        )));
+    };
+    if let Some(st) = &policy.status
+        && st.phase == Some(Phase::Unavailable)
+    {
+        return Err(Blocker::Fatal(format!(
+            "backuppolicy {policy_name} is Unavailable: {}",
+            st.message.as_deref().unwrap_or("no reason given")
+        )));
+    }
+    let method_name = &backup.spec.backup_method;
+    let Some(method) = policy.spec.backup_methods.iter().find(|m| &m.name == method_name).cloned()
+    else {
+        let known: Vec<&str> = policy.spec.backup_methods.iter().map(|m| m.name.as_str()).collect();
+        return Err(Blocker::Fatal(format!(
+            "backupMethod {method_name} is not defined in backuppolicy {policy_name} (it has: {})",
+            known.join(", ")
+        )));
+    };
+    if method.takes_snapshots() {
+        return Err(Blocker::Fatal(format!(
+            "backupMethod {method_name}: volume snapshot methods are not supported yet; use a \
+             method with actionSetName"
+        )));
+    }
+    let Some(action_set_name) = method.action_set_name.clone().filter(|n| !n.is_empty()) else {
+        return Err(Blocker::Fatal(format!(
+            "backupMethod {method_name} of backuppolicy {policy_name} sets neither \
+             snapshotVolumes nor actionSetName"
+        )));
+    };
+    let action_sets: Api<ActionSet> = Api::all(ctx.client.clone());
+    let Some(action_set) = action_sets.get_opt(&action_set_name).await? else {
+        return Err(Blocker::Fatal(format!(
+            "actionset {action_set_name} not found (referenced by backupMethod {method_name} of \
+             backuppolicy {policy_name}); create it or fix the method's actionSetName"
+        )));
+    };
+    let Some(actions) = action_set.spec.backup.clone() else {
+        return Err(Blocker::Fatal(format!(
+            "actionset {action_set_name} has no spec.backup actions, so it cannot take backups"
+        )));
+    };
+    let backup_type = action_set.spec.backup_type;
+    if backup_type == BackupType::Continuous {
+        return Err(Blocker::Fatal(format!(
+            "actionset {action_set_name} is of backupType Continuous; continuous backups are \
+             not supported yet"
+        )));
+    }
+    let target = method.target.clone().unwrap_or_else(|| policy.spec.target.clone());
+
+    let repo = match stage {
+        Stage::New => resolve_repo(ctx, backup, &policy).await?,
+        Stage::Running => {
+            let name =
+                backup.status.as_ref().and_then(|s| s.backup_repo_name.clone()).unwrap_or_default();
+            let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
+            repos.get_opt(&name).await?.ok_or_else(|| {
+                Blocker::Fatal(format!("backuprepo {name} was deleted while the backup ran"))
+            })?
+        }
+    };
+    let tool_config_secret = tool_config(ctx, &repo, &ns).await?;
+
+    let pods = match stage {
+        Stage::New => select_pods(ctx, &ns, &target, policy_name).await?,
+        Stage::Running => recorded_pods(ctx, backup).await?,
+    };
+
+    let chain = match (backup_type, stage) {
+        (BackupType::Incremental | BackupType::Differential, Stage::New) => Some(
+            chain::resolve(ctx, backup, &policy, &repo, backup_type, pods.len()).await.map_err(
+                |e| match e {
+                    chain::ChainError::Invalid(m) => Blocker::Fatal(m),
+                    chain::ChainError::Api(e) => Blocker::Api(e),
+                },
+            )?,
+        ),
+        (BackupType::Incremental | BackupType::Differential, Stage::Running) => {
+            match (
+                annotation(backup, super::ANNOTATION_PARENT),
+                annotation(backup, super::ANNOTATION_BASE),
+            ) {
+                (Some(parent), Some(base)) => {
+                    Some(Chain { parent: parent.to_string(), base: base.to_string() })
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+
+    Ok(Request {
+        backup: backup.clone(),
+        policy,
+        method,
+        action_set,
+        actions,
+        backup_type,
+        repo,
+        target,
+        pods,
+        tool_config_secret,
+        chain,
+    })
+}
+
+/// The repo: the Backup's label, else the policy's `backupRepoName`, else the single default.
+async fn resolve_repo(
+    ctx: &Context,
+    backup: &Backup,
+    policy: &BackupPolicy,
+) -> Result<BackupRepo, Blocker> {
+    let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
+    let named =
+        super::label(backup, LABEL_BACKUP_REPO)
+            .map(|n| (n.to_string(), format!("the Backup's label {LABEL_BACKUP_REPO}")))
+            .or_else(|| {
+                policy.spec.backup_repo_name.clone().map(|n| {
+                    (n, format!("spec.backupRepoName of backuppolicy {}", policy.name_any()))
+                })
+            });
+    let repo = match named {
+        Some((name, source)) => repos.get_opt(&name).await?.ok_or_else(|| {
+            Blocker::Fatal(format!(
+                "backuprepo {name} not found (named by {source}); create it or name an existing \
+                 BackupRepo"
+            ))
+        })?,
+        None => {
+            let defaults: Vec<BackupRepo> = repos
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|r| r.is_annotated_default() && r.metadata.deletion_timestamp.is_none())
+                .collect();
+            match defaults.len() {
+                0 => {
+                    return Err(Blocker::Fatal(format!(
+                        "no default BackupRepo found: set spec.backupRepoName on backuppolicy {} \
+                         or annotate one BackupRepo with {}=true",
+                        policy.name_any(),
+                        holdfast_api::kubeblocks::backup_repo::DEFAULT_REPO_ANNOTATION
+                    )));
+                }
+                1 => defaults
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Blocker::Fatal("no default BackupRepo found".to_string()))?,
+                _ => {
+                    let names: Vec<String> = defaults.iter().map(|r| r.name_any()).collect();
+                    return Err(Blocker::Fatal(format!(
+                        "more than one default BackupRepo ({}); keep the annotation {} on one",
+                        names.join(", "),
+                        holdfast_api::kubeblocks::backup_repo::DEFAULT_REPO_ANNOTATION
+                    )));
+                }
+            }
+        }
+    };
+    check_repo_ready(&repo)?;
+    Ok(repo)
+}
+
+/// Ready goes on; PreChecking waits; Failed waits a little, then fails the backup with the repo's
+/// own explanation.
+fn check_repo_ready(repo: &BackupRepo) -> Result<(), Blocker> {
+    let name = repo.name_any();
+    if repo.metadata.deletion_timestamp.is_some() {
+        return Err(Blocker::Fatal(format!("backuprepo {name} is being deleted")));
+    }
+    let status = repo.status.clone().unwrap_or_default();
+    match status.phase {
+        Some(BackupRepoPhase::Ready) => Ok(()),
+        Some(BackupRepoPhase::Failed) => {
+            let conditions = status.conditions.unwrap_or_default();
+            let failing = conditions.iter().find(|c| c.status == "False");
+            let why = failing
+                .map(|c| format!("{}: {}", c.type_, c.message))
+                .unwrap_or_else(|| "no condition says why".into());
+            let since = conditions.iter().map(|c| c.last_transition_time.0).max();
+            let failed_for = since.map(|t| Timestamp::now().duration_since(t).unsigned_abs());
+            if failed_for.is_some_and(|d| d >= REPO_FAILED_GRACE) || since.is_none() {
+                Err(Blocker::Fatal(format!(
+                    "backuprepo {name} is Failed ({why}); fix the BackupRepo and create a new \
+                     Backup"
+                )))
+            } else {
+                Err(Blocker::Wait(format!("backuprepo {name} is Failed ({why}); waiting")))
+            }
+        }
+        Some(BackupRepoPhase::Deleting) => {
+            Err(Blocker::Fatal(format!("backuprepo {name} is being deleted")))
+        }
+        Some(BackupRepoPhase::PreChecking) | None => Err(Blocker::Wait(format!(
+            "waiting for backuprepo {name} to become Ready (it is {})",
+            status.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not checked yet".into())
+        ))),
+    }
+}
+
+/// The tool-config Secret of `repo` in `ns`, created (or brought up to date) by the BackupRepo
+/// controller's helper.
+pub async fn tool_config(ctx: &Context, repo: &BackupRepo, ns: &str) -> Result<String, Blocker> {
+    crate::backup_repo::ensure_tool_config(ctx, repo, ns).await.map_err(|e| match e {
+        crate::Error::Kube(e) => Blocker::Api(e),
+        other => Blocker::Wait(format!(
+            "the tool configuration of backuprepo {} is not ready in namespace {ns}: {other}",
+            repo.name_any()
+        )),
+    })
+}
+
+/// Pods matching the target's selector that are running (or, being stored descriptions in
+/// embedded mode, have no status): one for strategy Any, all for All; sorted by name.
+async fn select_pods(
+    ctx: &Context,
+    ns: &str,
+    target: &BackupTarget,
+    policy_name: &str,
+) -> Result<Vec<Pod>, Blocker> {
+    let selector = LabelSelector::from_k8s(&target.pod_selector.label_selector).map_err(|e| {
+        Blocker::Fatal(format!(
+            "the target podSelector of backuppolicy {policy_name} is invalid: {e}"
+        ))
+    })?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let mut candidates: Vec<Pod> = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| selector.matches(&p.labels().clone()))
+        .filter(pod_is_usable)
+        .collect();
+    candidates.sort_by_key(|p| p.name_any());
+    if candidates.is_empty() {
+        return Err(Blocker::Fatal(format!(
+            "no running pod in namespace {ns} matches the target podSelector of backuppolicy \
+             {policy_name}; start the database pods or fix the selector"
+        )));
+    }
+    if target.pod_selector.strategy == PodSelectionStrategy::Any {
+        candidates.truncate(1);
+    }
+    Ok(candidates)
+}
+
+/// Running, or no status at all (a stored description of a workload that runs on this host).
+fn pod_is_usable(pod: &Pod) -> bool {
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        None => true,
+        Some(phase) => phase == "Running",
+    }
+}
+
+/// The pods chosen when the backup started.
+async fn recorded_pods(ctx: &Context, backup: &Backup) -> Result<Vec<Pod>, Blocker> {
+    let ns = backup.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut pods = Vec::new();
+    for name in target_pods(backup) {
+        // A pod that is gone only matters if an action still has to run for it; the Job
+        // builder refuses a pod without a spec.
+        let pod = api.get_opt(&name).await?.unwrap_or_else(|| {
+            let mut gone = Pod::default();
+            gone.metadata.name = Some(name.clone());
+            gone
+        });
+        pods.push(pod);
+    }
+    Ok(pods)
+}

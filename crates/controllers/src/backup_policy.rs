@@ -1,0 +1,140 @@
+//! The BackupPolicy controller: `status.phase` Available/Unavailable with a message.
+//!
+//! A policy is Available when every method's ActionSet exists and is not Unavailable, its
+//! `backupRepoName` (if set) names an existing BackupRepo, and each target's pod selector is
+//! valid. Methods that take volume snapshots need no ActionSet; they are accepted with a note,
+//! since embedded mode has no CSI snapshotter. Changes to ActionSets and BackupRepos re-evaluate
+//! the policies that name them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use holdfast_api::kubeblocks::Phase;
+use holdfast_api::kubeblocks::backup_policy::{BackupPolicy, BackupPolicyStatus, BackupTarget};
+use holdfast_api::kubeblocks::{ActionSet, BackupRepo};
+use holdfast_api::selector::LabelSelector;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use serde_json::json;
+
+use crate::{Context, Error};
+
+/// Runs the controller.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let controller =
+        Controller::new(Api::<BackupPolicy>::all(client.clone()), watcher::Config::default());
+    let (by_action_set, by_repo) = (controller.store(), controller.store());
+    controller
+        .watches(
+            Api::<ActionSet>::all(client.clone()),
+            watcher::Config::default(),
+            move |a: ActionSet| {
+                let name = a.name_any();
+                by_action_set
+                    .state()
+                    .into_iter()
+                    .filter(|p| {
+                        p.spec
+                            .backup_methods
+                            .iter()
+                            .any(|m| m.action_set_name.as_deref() == Some(name.as_str()))
+                    })
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<BackupRepo>::all(client),
+            watcher::Config::default(),
+            move |r: BackupRepo| {
+                let name = r.name_any();
+                by_repo
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.spec.backup_repo_name.as_deref() == Some(name.as_str()))
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "backuppolicy reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(policy: Arc<BackupPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), %error, "backuppolicy reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn check_target(target: &BackupTarget, field: &str, problems: &mut Vec<String>) {
+    if let Err(e) = LabelSelector::from_k8s(&target.pod_selector.label_selector) {
+        problems.push(format!("{field}.podSelector is invalid: {e}"));
+    }
+}
+
+async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let action_sets: Api<ActionSet> = Api::all(ctx.client.clone());
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    check_target(&policy.spec.target, "spec.target", &mut problems);
+    for method in &policy.spec.backup_methods {
+        if let Some(target) = &method.target {
+            check_target(target, &format!("backupMethods[{}].target", method.name), &mut problems);
+        }
+        match method.action_set_name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => match action_sets.get_opt(name).await? {
+                None => problems.push(format!("method {}: actionset {name} not found", method.name)),
+                Some(a) if a.status.as_ref().and_then(|s| s.phase) == Some(Phase::Unavailable) => {
+                    let why = a.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+                    problems.push(format!("method {}: actionset {name} is Unavailable: {why}", method.name));
+                }
+                Some(_) => {}
+            },
+            None if method.takes_snapshots() => notes.push(format!(
+                "method {} takes volume snapshots, which need a CSI snapshotter (none in embedded mode)",
+                method.name
+            )),
+            None => problems.push(format!("method {} has no actionSetName and does not take volume snapshots", method.name)),
+        }
+    }
+    if let Some(repo) = policy.spec.backup_repo_name.as_deref().filter(|n| !n.is_empty()) {
+        let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
+        if repos.get_opt(repo).await?.is_none() {
+            problems.push(format!("backuprepo {repo} not found"));
+        }
+    }
+    let status = if problems.is_empty() {
+        BackupPolicyStatus {
+            phase: Some(Phase::Available),
+            message: (!notes.is_empty()).then(|| notes.join("; ")),
+            observed_generation: policy.metadata.generation,
+        }
+    } else {
+        BackupPolicyStatus {
+            phase: Some(Phase::Unavailable),
+            message: Some(problems.join("; ")),
+            observed_generation: policy.metadata.generation,
+        }
+    };
+    if policy.status.as_ref() != Some(&status) {
+        let api: Api<BackupPolicy> =
+            Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+        let patch = json!({"status": {
+            "phase": status.phase,
+            "message": status.message,
+            "observedGeneration": status.observed_generation,
+        }});
+        api.patch_status(&policy.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    }
+    Ok(Action::await_change())
+}

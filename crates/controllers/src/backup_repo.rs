@@ -1,0 +1,933 @@
+//! The BackupRepo controller (reference/kubeblocks-postgres.md §1.8).
+//!
+//! Conditions, in order: `StorageProviderReady`, `ParametersChecked`, (Mount only:
+//! `StorageClassCreated`), `PreCheckPassed`; phase `PreChecking` → `Ready` | `Failed` with the
+//! cause in the condition message. The parameters are the schema defaults, overlaid by
+//! `spec.config`, overlaid by every key of the credential Secret.
+//!
+//! Tool access (datasafed) is pre-checked in-process: the provider's `datasafedConfigTemplate`
+//! is rendered, the location it names gets a real write/read/delete, and the holdfast repository
+//! there is opened with the repo's key (created when the location holds none). The key is a
+//! generated Secret `<repo>-repository-key` in the system namespace, created once and kept when
+//! the repo is deleted: backups retained in storage must stay readable. A digest of parameters
+//! and templates in the annotation `dataprotection.kubeblocks.io/backup-repo-digest` makes any
+//! change re-run the pre-check.
+//!
+//! Once Ready, the tool-config Secret `tool-config-<repo>` (key `datasafed.conf`, the rendered
+//! config plus a `[holdfast] password` section) is kept in the system namespace and in every
+//! namespace whose Backups or Restores use the repo; [`ensure_tool_config`] creates it on
+//! demand for the Backup and Restore controllers.
+//!
+//! Deletion waits (condition `DerivedObjectsDeleted`, reason `HaveAssociatedBackups`) while
+//! Backups labelled with the repo that are not Failed exist, then deletes the tool-config Secrets.
+
+mod location;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use holdfast_api::kubeblocks::backup::BackupPhase;
+use holdfast_api::kubeblocks::backup_repo::{AccessMethod, BackupRepoPhase, BackupRepoStatus};
+use holdfast_api::kubeblocks::{Backup, BackupRepo, Restore};
+use holdfast_api::storage::StorageProvider;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use serde_json::json;
+
+pub use location::{RepositoryLocation, repository_location};
+
+use crate::storage_provider::{csi_driver_installed, set_condition, set_condition_status};
+use crate::template::{RenderContext, Template, render};
+use crate::{Context, Error};
+
+/// The finalizer of every dataprotection object.
+pub const FINALIZER: &str = "dataprotection.kubeblocks.io/finalizer";
+/// Digest of the parameters and templates the last pre-check ran with.
+pub const DIGEST_ANNOTATION: &str = "dataprotection.kubeblocks.io/backup-repo-digest";
+/// The label naming the repo of a Backup (and of the Secrets generated for a repo).
+pub const LABEL_BACKUP_REPO: &str = "dataprotection.kubeblocks.io/backup-repo-name";
+const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const MANAGED_BY: &str = "holdfast";
+/// The key of the rendered config in a tool-config Secret.
+pub const TOOL_CONFIG_KEY: &str = "datasafed.conf";
+/// The key of the password in a repository-key Secret.
+pub const REPOSITORY_KEY_KEY: &str = "password";
+
+pub const CONDITION_STORAGE_PROVIDER_READY: &str = "StorageProviderReady";
+pub const CONDITION_PARAMETERS_CHECKED: &str = "ParametersChecked";
+pub const CONDITION_STORAGE_CLASS_CREATED: &str = "StorageClassCreated";
+pub const CONDITION_PRECHECK_PASSED: &str = "PreCheckPassed";
+pub const CONDITION_DERIVED_OBJECTS_DELETED: &str = "DerivedObjectsDeleted";
+
+/// How long one pre-check may take (S3 retries of an unreachable endpoint take ~20 s).
+const PRECHECK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The name of the tool-config Secret of a repo (in any namespace).
+pub fn tool_config_secret_name(repo: &str) -> String {
+    format!("tool-config-{repo}")
+}
+
+/// The name of the repository-key Secret of a repo (in the system namespace).
+pub fn repository_key_secret_name(repo: &str) -> String {
+    format!("{repo}-repository-key")
+}
+
+/// Runs the controller.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let controller =
+        Controller::new(Api::<BackupRepo>::all(client.clone()), watcher::Config::default());
+    let (by_provider, by_secret, by_backup, by_restore) =
+        (controller.store(), controller.store(), controller.store(), controller.store());
+    controller
+        .watches(
+            Api::<StorageProvider>::all(client.clone()),
+            watcher::Config::default(),
+            move |p: StorageProvider| {
+                let name = p.name_any();
+                by_provider
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.spec.storage_provider_ref == name)
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            move |s: Secret| {
+                let (name, ns) = (s.name_any(), s.namespace().unwrap_or_default());
+                by_secret
+                    .state()
+                    .into_iter()
+                    .filter(|r| {
+                        r.spec.credential.as_ref().is_some_and(|c| {
+                            c.name.as_deref() == Some(name.as_str())
+                                && c.namespace.as_deref() == Some(ns.as_str())
+                        })
+                    })
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<Backup>::all(client.clone()),
+            watcher::Config::default(),
+            move |b: Backup| {
+                let names = backup_repo_names(&b);
+                by_backup
+                    .state()
+                    .into_iter()
+                    .filter(|r| names.contains(&r.name_any()))
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        // A Restore names a Backup, not a repo: any Restore event re-checks where tool
+        // configurations are needed (repos are few).
+        .watches(Api::<Restore>::all(client), watcher::Config::default(), move |_: Restore| {
+            by_restore.state().into_iter().map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>()
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "backuprepo reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn backup_repo_names(b: &Backup) -> Vec<String> {
+    let mut names: Vec<String> = b.labels().get(LABEL_BACKUP_REPO).cloned().into_iter().collect();
+    names.extend(b.status.as_ref().and_then(|s| s.backup_repo_name.clone()));
+    names
+}
+
+fn error_policy(repo: Arc<BackupRepo>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(repo = %repo.name_any(), %error, "backuprepo reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Why a repo cannot be used: the condition that failed.
+struct Failure {
+    condition: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+fn fail(condition: &'static str, reason: &'static str, message: impl Into<String>) -> Failure {
+    Failure { condition, reason, message: message.into() }
+}
+
+/// What the checks before the pre-check establish.
+struct Resolved {
+    provider: StorageProvider,
+    parameters: BTreeMap<String, String>,
+}
+
+async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<BackupRepo> = Api::all(ctx.client.clone());
+    // Decide on the current object, not a cache that may predate our own last patch.
+    let Some(repo) = api.get_opt(&obj.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if repo.metadata.deletion_timestamp.is_some() {
+        return delete(&ctx, &repo).await;
+    }
+    if !repo.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = repo.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
+        api.patch(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        // The patch comes back as an event; the next pass sees the finalizer.
+        return Ok(Action::await_change());
+    }
+
+    let generation = repo.metadata.generation;
+    let mut conditions =
+        repo.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut evaluated: Vec<&'static str> = Vec::new();
+    let resolved = resolve(&ctx, &repo).await?;
+    let resolved = match resolved {
+        Ok(r) => {
+            set_condition(
+                &mut conditions,
+                CONDITION_STORAGE_PROVIDER_READY,
+                true,
+                "StorageProviderReady",
+                "the storage provider is ready",
+                generation,
+            );
+            set_condition(
+                &mut conditions,
+                CONDITION_PARAMETERS_CHECKED,
+                true,
+                "ParametersChecked",
+                "parameters checked",
+                generation,
+            );
+            evaluated.extend([CONDITION_STORAGE_PROVIDER_READY, CONDITION_PARAMETERS_CHECKED]);
+            r
+        }
+        Err((passed, failure)) => {
+            for c in passed {
+                evaluated.push(c);
+            }
+            if evaluated.contains(&CONDITION_STORAGE_PROVIDER_READY) {
+                set_condition(
+                    &mut conditions,
+                    CONDITION_STORAGE_PROVIDER_READY,
+                    true,
+                    "StorageProviderReady",
+                    "the storage provider is ready",
+                    generation,
+                );
+            }
+            set_condition(
+                &mut conditions,
+                failure.condition,
+                false,
+                failure.reason,
+                &failure.message,
+                generation,
+            );
+            evaluated.push(failure.condition);
+            let status =
+                status_of(&repo, BackupRepoPhase::Failed, ordered(conditions, &evaluated), None);
+            write_status(&ctx, &repo, status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    if repo.spec.access_method == AccessMethod::Mount {
+        // Only reached when the provider's CSI driver is installed (StorageProviderReady).
+        set_condition(
+            &mut conditions,
+            CONDITION_STORAGE_CLASS_CREATED,
+            false,
+            "NotSupported",
+            "holdfast does not yet create StorageClasses for CSI drivers nor run Mount pre-check Jobs; use spec.accessMethod: Tool",
+            generation,
+        );
+        evaluated.push(CONDITION_STORAGE_CLASS_CREATED);
+        let status =
+            status_of(&repo, BackupRepoPhase::Failed, ordered(conditions, &evaluated), None);
+        write_status(&ctx, &repo, status).await?;
+        return Ok(Action::await_change());
+    }
+    evaluated.push(CONDITION_PRECHECK_PASSED);
+
+    let digest = digest(&repo, &resolved);
+    let checked = repo.annotations().get(DIGEST_ANNOTATION) == Some(&digest)
+        && conditions.iter().any(|c| c.type_ == CONDITION_PRECHECK_PASSED && c.status != "Unknown");
+    let ready = if checked {
+        conditions.iter().any(|c| c.type_ == CONDITION_PRECHECK_PASSED && c.status == "True")
+    } else {
+        set_condition_status(
+            &mut conditions,
+            CONDITION_PRECHECK_PASSED,
+            "Unknown",
+            "PreChecking",
+            "checking that the storage can be written, read and deleted",
+            generation,
+        );
+        let status = status_of(
+            &repo,
+            BackupRepoPhase::PreChecking,
+            ordered(conditions.clone(), &evaluated),
+            None,
+        );
+        write_status(&ctx, &repo, status).await?;
+        let outcome = precheck(&ctx, &repo, &resolved).await?;
+        let ok = outcome.is_ok();
+        match outcome {
+            Ok(message) => set_condition(
+                &mut conditions,
+                CONDITION_PRECHECK_PASSED,
+                true,
+                "PreCheckPassed",
+                &message,
+                generation,
+            ),
+            Err(message) => set_condition(
+                &mut conditions,
+                CONDITION_PRECHECK_PASSED,
+                false,
+                "PreCheckFailed",
+                &message,
+                generation,
+            ),
+        }
+        let patch = json!({"metadata": {"annotations": {DIGEST_ANNOTATION: digest}}});
+        api.patch(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        ok
+    };
+    let phase = if ready { BackupRepoPhase::Ready } else { BackupRepoPhase::Failed };
+    let tool_config = ready.then(|| tool_config_secret_name(&repo.name_any()));
+    let status = status_of(&repo, phase, ordered(conditions, &evaluated), tool_config);
+    write_status(&ctx, &repo, status).await?;
+    if ready {
+        let rendered = rendered_config(&ctx, &repo, &resolved).await?;
+        for ns in namespaces_in_use(&ctx, &repo).await? {
+            upsert_tool_config(&ctx, &repo, &ns, &rendered).await?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Keeps the evaluated conditions, in evaluation order; drops those of steps not reached.
+fn ordered(conditions: Vec<Condition>, evaluated: &[&str]) -> Vec<Condition> {
+    evaluated.iter().filter_map(|t| conditions.iter().find(|c| c.type_ == *t).cloned()).collect()
+}
+
+fn status_of(
+    repo: &BackupRepo,
+    phase: BackupRepoPhase,
+    conditions: Vec<Condition>,
+    tool_config: Option<String>,
+) -> BackupRepoStatus {
+    let old = repo.status.clone().unwrap_or_default();
+    BackupRepoStatus {
+        phase: Some(phase),
+        conditions: Some(conditions),
+        observed_generation: repo.metadata.generation,
+        tool_config_secret_name: tool_config,
+        is_default: Some(repo.is_annotated_default()),
+        ..old
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    repo: &BackupRepo,
+    status: BackupRepoStatus,
+) -> Result<(), Error> {
+    if repo.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let mut value = serde_json::to_value(&status)?;
+    // A merge patch keeps fields it does not mention: clear the one that may go away.
+    if status.tool_config_secret_name.is_none()
+        && let Some(map) = value.as_object_mut()
+    {
+        map.insert("toolConfigSecretName".into(), serde_json::Value::Null);
+    }
+    let api: Api<BackupRepo> = Api::all(ctx.client.clone());
+    api.patch_status(
+        &repo.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": value})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Checks the provider and the parameters. The outer error is an API failure (retried); the
+/// inner one the failed condition and the conditions passed before it.
+async fn resolve(
+    ctx: &Context,
+    repo: &BackupRepo,
+) -> Result<Result<Resolved, (Vec<&'static str>, Failure)>, Error> {
+    let providers: Api<StorageProvider> = Api::all(ctx.client.clone());
+    let provider_name = &repo.spec.storage_provider_ref;
+    let Some(provider) = providers.get_opt(provider_name).await? else {
+        return Ok(Err((
+            Vec::new(),
+            fail(
+                CONDITION_STORAGE_PROVIDER_READY,
+                "StorageProviderNotFound",
+                format!("storage provider {provider_name} not found"),
+            ),
+        )));
+    };
+    if let Err(failure) = provider_ready(&provider, repo.spec.access_method) {
+        return Ok(Err((Vec::new(), failure)));
+    }
+    let parameters = match parameters(ctx, repo, &provider).await? {
+        Ok(p) => p,
+        Err(failure) => return Ok(Err((vec![CONDITION_STORAGE_PROVIDER_READY], failure))),
+    };
+    Ok(Ok(Resolved { provider, parameters }))
+}
+
+fn provider_ready(provider: &StorageProvider, access: AccessMethod) -> Result<(), Failure> {
+    let name = provider.name_any();
+    let spec = &provider.spec;
+    let present = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.trim().is_empty());
+    let invalid = |m: String| fail(CONDITION_STORAGE_PROVIDER_READY, "InvalidStorageProvider", m);
+    let check_parses =
+        |field: &str, t: &Option<String>| match t.as_deref().filter(|t| !t.trim().is_empty()) {
+            Some(src) => Template::parse(&format!("{name}/{field}"), src)
+                .map(|_| ())
+                .map_err(|e| invalid(e.to_string())),
+            None => Ok(()),
+        };
+    match access {
+        AccessMethod::Tool => {
+            if !present(&spec.datasafed_config_template) {
+                return Err(invalid(format!(
+                    "storage provider {name} has no datasafedConfigTemplate, so it cannot serve accessMethod Tool"
+                )));
+            }
+            check_parses("datasafedConfigTemplate", &spec.datasafed_config_template)
+        }
+        AccessMethod::Mount => {
+            if !present(&spec.storage_class_template)
+                && !present(&spec.persistent_volume_claim_template)
+            {
+                return Err(invalid(format!(
+                    "storage provider {name} has neither storageClassTemplate nor persistentVolumeClaimTemplate, so it cannot serve accessMethod Mount"
+                )));
+            }
+            if !csi_driver_installed(provider) {
+                let driver = spec.csi_driver_name.as_deref().filter(|d| !d.is_empty());
+                let why = match driver {
+                    Some(d) => format!("its CSI driver {d} is not installed"),
+                    None => "it names no CSI driver".to_owned(),
+                };
+                let tool = if present(&spec.datasafed_config_template) {
+                    "; use spec.accessMethod: Tool"
+                } else {
+                    ""
+                };
+                return Err(fail(
+                    CONDITION_STORAGE_PROVIDER_READY,
+                    "StorageProviderNotReady",
+                    format!("storage provider {name} cannot be mounted: {why}{tool}"),
+                ));
+            }
+            check_parses("csiDriverSecretTemplate", &spec.csi_driver_secret_template)?;
+            check_parses("storageClassTemplate", &spec.storage_class_template)?;
+            check_parses("persistentVolumeClaimTemplate", &spec.persistent_volume_claim_template)
+        }
+    }
+}
+
+/// Schema defaults < `spec.config` < the credential Secret's keys, validated against the schema.
+async fn parameters(
+    ctx: &Context,
+    repo: &BackupRepo,
+    provider: &StorageProvider,
+) -> Result<Result<BTreeMap<String, String>, Failure>, Error> {
+    let schema =
+        provider.spec.parameters_schema.as_ref().and_then(|p| p.open_api_v3_schema.as_ref());
+    let properties =
+        schema.and_then(|s| s.get("properties")).and_then(serde_json::Value::as_object);
+    let mut params: BTreeMap<String, String> = properties
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, p)| p.get("default").map(|d| (k.clone(), go_string(d))))
+        .collect();
+    params.extend(repo.spec.config.clone().unwrap_or_default());
+    if let Some(cred) = &repo.spec.credential {
+        let (name, ns) =
+            (cred.name.clone().unwrap_or_default(), cred.namespace.clone().unwrap_or_default());
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let Some(secret) = secrets.get_opt(&name).await? else {
+            return Ok(Err(fail(
+                CONDITION_PARAMETERS_CHECKED,
+                "CredentialSecretNotFound",
+                format!("credential secret {ns}/{name} not found"),
+            )));
+        };
+        for (k, v) in secret.data.unwrap_or_default() {
+            match String::from_utf8(v.0) {
+                Ok(v) => {
+                    params.insert(k, v);
+                }
+                Err(_) => {
+                    return Ok(Err(fail(
+                        CONDITION_PARAMETERS_CHECKED,
+                        "InvalidParameters",
+                        format!("key {k} of credential secret {ns}/{name} is not UTF-8 text"),
+                    )));
+                }
+            }
+        }
+    }
+    let problems = validate(&params, schema);
+    if !problems.is_empty() {
+        return Ok(Err(fail(
+            CONDITION_PARAMETERS_CHECKED,
+            "InvalidParameters",
+            problems.join("; "),
+        )));
+    }
+    Ok(Ok(params))
+}
+
+/// A JSON default as Go's `fmt` prints the value KubeBlocks puts into the parameters map.
+fn go_string(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Required parameters present and non-empty; typed and enumerated ones well-formed.
+fn validate(params: &BTreeMap<String, String>, schema: Option<&serde_json::Value>) -> Vec<String> {
+    let Some(schema) = schema else { return Vec::new() };
+    let mut problems = Vec::new();
+    let missing: Vec<&str> = schema
+        .get("required")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .filter(|k| params.get(*k).is_none_or(|v| v.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!("missing required parameter(s): {}", missing.join(", ")));
+    }
+    let properties = schema.get("properties").and_then(serde_json::Value::as_object);
+    for (name, prop) in properties.into_iter().flatten() {
+        let Some(value) = params.get(name).filter(|v| !v.is_empty()) else { continue };
+        let ok = match prop.get("type").and_then(serde_json::Value::as_str) {
+            Some("integer") => value.parse::<i64>().is_ok(),
+            Some("number") => value.parse::<f64>().is_ok(),
+            Some("boolean") => value == "true" || value == "false",
+            _ => true,
+        };
+        if !ok {
+            let ty = prop.get("type").and_then(serde_json::Value::as_str).unwrap_or("?");
+            problems.push(format!("parameter {name}: {value:?} is not a valid {ty}"));
+        }
+        if let Some(allowed) = prop.get("enum").and_then(serde_json::Value::as_array)
+            && !allowed.iter().any(|a| go_string(a) == *value)
+        {
+            let list: Vec<String> = allowed.iter().map(go_string).collect();
+            problems.push(format!("parameter {name}: {value:?} is not one of {}", list.join(", ")));
+        }
+    }
+    problems
+}
+
+/// Digest of what the pre-check depends on: parameters, templates, access method.
+fn digest(repo: &BackupRepo, resolved: &Resolved) -> String {
+    let spec = &resolved.provider.spec;
+    let input = json!({
+        "accessMethod": repo.spec.access_method,
+        "parameters": resolved.parameters,
+        "csiDriverSecretTemplate": spec.csi_driver_secret_template,
+        "storageClassTemplate": spec.storage_class_template,
+        "persistentVolumeClaimTemplate": spec.persistent_volume_claim_template,
+        "datasafedConfigTemplate": spec.datasafed_config_template,
+    });
+    let hash = blake3::hash(input.to_string().as_bytes());
+    hash.to_hex()[..32].to_owned()
+}
+
+/// The pre-check of a Tool repo; `Ok` carries the condition message, the inner `Err` the cause.
+async fn precheck(
+    ctx: &Context,
+    repo: &BackupRepo,
+    resolved: &Resolved,
+) -> Result<Result<String, String>, Error> {
+    let conf = match render_datasafed(resolved) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let location = match repository_location(&conf) {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let key = ensure_repository_key(ctx, repo).await?;
+    let shown = location.to_string();
+    let task = tokio::task::spawn_blocking(move || location.precheck(&key));
+    let outcome = match tokio::time::timeout(PRECHECK_TIMEOUT, task).await {
+        Err(_) => Err(format!(
+            "pre-check of {shown} did not finish within {} s",
+            PRECHECK_TIMEOUT.as_secs()
+        )),
+        Ok(Err(join)) => Err(format!("pre-check of {shown} crashed: {join}")),
+        Ok(Ok(Ok(true))) => {
+            Ok(format!("created the repository at {shown}; write, read and delete succeeded"))
+        }
+        Ok(Ok(Ok(false))) => {
+            Ok(format!("the repository at {shown} opens; write, read and delete succeeded"))
+        }
+        Ok(Ok(Err(e))) => Err(e),
+    };
+    Ok(outcome)
+}
+
+fn render_datasafed(resolved: &Resolved) -> Result<String, String> {
+    let name = resolved.provider.name_any();
+    let src = resolved.provider.spec.datasafed_config_template.as_deref().unwrap_or_default();
+    render(
+        &format!("{name}/datasafedConfigTemplate"),
+        src,
+        &RenderContext::with_parameters(resolved.parameters.clone()),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The repo's key, creating the Secret on first use. It is never replaced: a new key would
+/// not open the repository the old one created.
+async fn ensure_repository_key(ctx: &Context, repo: &BackupRepo) -> Result<String, Error> {
+    let name = repository_key_secret_name(&repo.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.system_namespace);
+    if let Some(existing) = secrets.get_opt(&name).await? {
+        return key_of(&existing, &ctx.system_namespace);
+    }
+    ensure_namespace(ctx, &ctx.system_namespace).await?;
+    let key = STANDARD.encode(rand::random::<[u8; 32]>());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ctx.system_namespace.clone()),
+            labels: Some(labels(repo)),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some([(REPOSITORY_KEY_KEY.to_owned(), ByteString(key.clone().into_bytes()))].into()),
+        ..Secret::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(key),
+        // Created concurrently: the stored one wins.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = secrets.get(&name).await?;
+            key_of(&existing, &ctx.system_namespace)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn key_of(secret: &Secret, ns: &str) -> Result<String, Error> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(REPOSITORY_KEY_KEY))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "secret {ns}/{} has no text key {REPOSITORY_KEY_KEY}",
+                secret.name_any()
+            ))
+        })
+}
+
+async fn ensure_namespace(ctx: &Context, ns: &str) -> Result<(), Error> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    if api.get_opt(ns).await?.is_some() {
+        return Ok(());
+    }
+    let namespace = Namespace {
+        metadata: ObjectMeta { name: Some(ns.to_owned()), ..ObjectMeta::default() },
+        ..Namespace::default()
+    };
+    match api.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn labels(repo: &BackupRepo) -> BTreeMap<String, String> {
+    [
+        (LABEL_BACKUP_REPO.to_owned(), repo.name_any()),
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+    ]
+    .into()
+}
+
+/// The rendered datasafed config with the `[holdfast]` password section appended.
+async fn rendered_config(
+    ctx: &Context,
+    repo: &BackupRepo,
+    resolved: &Resolved,
+) -> Result<String, Error> {
+    let conf = render_datasafed(resolved).map_err(Error::Invalid)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.system_namespace);
+    let key_name = repository_key_secret_name(&repo.name_any());
+    let Some(secret) = secrets.get_opt(&key_name).await? else {
+        return Err(Error::Invalid(format!(
+            "the repository key secret {}/{key_name} of backuprepo {} is missing",
+            ctx.system_namespace,
+            repo.name_any()
+        )));
+    };
+    let key = key_of(&secret, &ctx.system_namespace)?;
+    let mut out = conf;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!("\n[holdfast]\npassword = {key}\n"));
+    Ok(out)
+}
+
+/// The tool-config Secret of `repo` in `namespace`, created or brought up to date; returns its
+/// name. For the Backup and Restore controllers, for the namespace of their object.
+///
+/// # Errors
+/// [`Error::Invalid`] when the repo is not Ready or its provider, parameters or key are gone;
+/// API errors.
+pub async fn ensure_tool_config(
+    ctx: &Context,
+    repo: &BackupRepo,
+    namespace: &str,
+) -> Result<String, Error> {
+    let name = repo.name_any();
+    let phase = repo.status.as_ref().and_then(|s| s.phase);
+    if phase != Some(BackupRepoPhase::Ready) {
+        return Err(Error::Invalid(format!(
+            "backuprepo {name} is not Ready (phase {})",
+            phase.map_or_else(|| "unset".to_owned(), |p| format!("{p:?}"))
+        )));
+    }
+    let resolved = match resolve(ctx, repo).await? {
+        Ok(r) => r,
+        Err((_, failure)) => {
+            return Err(Error::Invalid(format!("backuprepo {name}: {}", failure.message)));
+        }
+    };
+    let rendered = rendered_config(ctx, repo, &resolved).await?;
+    upsert_tool_config(ctx, repo, namespace, &rendered).await
+}
+
+async fn upsert_tool_config(
+    ctx: &Context,
+    repo: &BackupRepo,
+    namespace: &str,
+    rendered: &str,
+) -> Result<String, Error> {
+    let name = tool_config_secret_name(&repo.name_any());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let data: BTreeMap<String, ByteString> =
+        [(TOOL_CONFIG_KEY.to_owned(), ByteString(rendered.as_bytes().to_vec()))].into();
+    match secrets.get_opt(&name).await? {
+        Some(existing) if existing.data.as_ref() == Some(&data) => {}
+        Some(_) => {
+            let patch = json!({"metadata": {"labels": labels(repo)}, "data": {TOOL_CONFIG_KEY: STANDARD.encode(rendered)}});
+            secrets.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        }
+        None => {
+            if namespace == ctx.system_namespace {
+                ensure_namespace(ctx, namespace).await?;
+            }
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.to_owned()),
+                    labels: Some(labels(repo)),
+                    ..ObjectMeta::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(data),
+                ..Secret::default()
+            };
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(name)
+}
+
+/// The system namespace and every namespace whose Backups or Restores use the repo.
+async fn namespaces_in_use(ctx: &Context, repo: &BackupRepo) -> Result<BTreeSet<String>, Error> {
+    let name = repo.name_any();
+    let mut namespaces = BTreeSet::from([ctx.system_namespace.clone()]);
+    let backups: Api<Backup> = Api::all(ctx.client.clone());
+    let all = backups.list(&ListParams::default()).await?.items;
+    let mut repo_of: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for b in &all {
+        let names = backup_repo_names(b);
+        if names.contains(&name) {
+            namespaces.insert(b.namespace().unwrap_or_default());
+        }
+        repo_of.insert((b.namespace().unwrap_or_default(), b.name_any()), names);
+    }
+    let restores: Api<Restore> = Api::all(ctx.client.clone());
+    for r in restores.list(&ListParams::default()).await?.items {
+        let ns = r.namespace().unwrap_or_default();
+        let backup_ns = Some(r.spec.backup.namespace.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| ns.clone());
+        if repo_of.get(&(backup_ns, r.spec.backup.name.clone())).is_some_and(|n| n.contains(&name))
+        {
+            namespaces.insert(ns);
+        }
+    }
+    Ok(namespaces)
+}
+
+async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
+    if !repo.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = repo.name_any();
+    let generation = repo.metadata.generation;
+    let backups: Api<Backup> = Api::all(ctx.client.clone());
+    let selector = format!("{LABEL_BACKUP_REPO}={name}");
+    let blocking: Vec<String> = backups
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .iter()
+        .filter(|b| b.status.as_ref().and_then(|s| s.phase) != Some(BackupPhase::Failed))
+        .map(|b| format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()))
+        .collect();
+    let mut conditions =
+        repo.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    if !blocking.is_empty() {
+        let message = format!(
+            "{} backup(s) still use this repo and must be deleted first: {}",
+            blocking.len(),
+            blocking.join(", ")
+        );
+        set_condition(
+            &mut conditions,
+            CONDITION_DERIVED_OBJECTS_DELETED,
+            false,
+            "HaveAssociatedBackups",
+            &message,
+            generation,
+        );
+        let status = BackupRepoStatus {
+            phase: Some(BackupRepoPhase::Deleting),
+            conditions: Some(conditions),
+            ..repo.status.clone().unwrap_or_default()
+        };
+        write_status(ctx, repo, status).await?;
+        // Backup events also wake this up; the requeue covers a missed one.
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    set_condition(
+        &mut conditions,
+        CONDITION_DERIVED_OBJECTS_DELETED,
+        true,
+        "DerivedObjectsDeleted",
+        "no backups use this repo",
+        generation,
+    );
+    let status = BackupRepoStatus {
+        phase: Some(BackupRepoPhase::Deleting),
+        conditions: Some(conditions),
+        ..repo.status.clone().unwrap_or_default()
+    };
+    write_status(ctx, repo, status).await?;
+
+    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    let tool_config = tool_config_secret_name(&name);
+    for s in secrets.list(&ListParams::default().labels(&selector)).await?.items {
+        if s.name_any() != tool_config {
+            continue;
+        }
+        let ns_api: Api<Secret> =
+            Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+        match ns_api.delete(&tool_config, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let finalizers: Vec<String> =
+        repo.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let api: Api<BackupRepo> = Api::all(ctx.client.clone());
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn validation_names_each_problem() {
+        let schema = json!({
+            "properties": {
+                "bucket": {"type": "string"},
+                "size": {"type": "integer"},
+                "insecure": {"type": "boolean"},
+                "tier": {"type": "string", "enum": ["hot", "cold"]}
+            },
+            "required": ["bucket", "region"]
+        });
+        let params: BTreeMap<String, String> =
+            [("size", "12x"), ("insecure", "yes"), ("tier", "warm")]
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect();
+        assert_eq!(
+            validate(&params, Some(&schema)),
+            [
+                "missing required parameter(s): bucket, region",
+                "parameter insecure: \"yes\" is not a valid boolean",
+                "parameter size: \"12x\" is not a valid integer",
+                "parameter tier: \"warm\" is not one of hot, cold",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_print_as_go_does() {
+        assert_eq!(go_string(&json!(512)), "512");
+        assert_eq!(go_string(&json!(false)), "false");
+        assert_eq!(go_string(&json!("x")), "x");
+    }
+}

@@ -1,0 +1,76 @@
+//! The controllers of holdfast: one reconciler per kind, talking to whichever API server through
+//! `kube::Client` (the embedded one in-process, or a real cluster's), plus the parts a cluster
+//! normally provides that embedded mode plays itself: the Job runner (host processes in a private
+//! mount namespace), the volume resolver and the local-path provisioner (DESIGN.md §2).
+//!
+//! [`run`] starts every controller on one shared [`Context`]; each controller module exposes
+//! `pub async fn run(ctx: Arc<Context>) -> Result<(), Error>`.
+
+use std::sync::Arc;
+
+pub mod action_set;
+pub mod actionsets;
+pub mod backup;
+pub mod backup_policy;
+pub mod backup_repo;
+pub mod backup_schedule;
+pub mod builtin_providers;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod job_runner;
+pub mod provisioner;
+pub mod restore;
+pub mod retention;
+pub mod storage_provider;
+pub mod template;
+pub mod volume;
+
+pub use context::Context;
+pub use error::Error;
+
+/// Runs every controller until one of them stops. A controller that returns (with an error or,
+/// unexpectedly, without one) ends the whole set, so the caller can restart it with a backoff:
+/// half a control plane must not look healthy.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    let mut set = tokio::task::JoinSet::new();
+    spawn(&mut set, "job-runner", job_runner::run(ctx.clone()));
+    spawn(&mut set, "local-path-provisioner", provisioner::run(ctx.clone()));
+    spawn(&mut set, "backup", backup::run(ctx.clone()));
+    spawn(&mut set, "backup-schedule", backup_schedule::run(ctx.clone()));
+    spawn(&mut set, "backup-retention", retention::run(ctx.clone()));
+    spawn(&mut set, "shipped-actionsets", actionsets::run(ctx.clone()));
+    spawn(&mut set, "restore", restore::run(ctx.clone()));
+    spawn(&mut set, "storage-provider", storage_provider::run(ctx.clone()));
+    spawn(&mut set, "backup-repo", backup_repo::run(ctx.clone()));
+    spawn(&mut set, "action-set", action_set::run(ctx.clone()));
+    spawn(&mut set, "backup-policy", backup_policy::run(ctx.clone()));
+
+    let result = match set.join_next().await {
+        Some(Ok((_, Err(error)))) => Err(error),
+        Some(Ok((name, Ok(())))) => {
+            Err(Error::ControllerStopped { name: name.to_string(), reason: "it returned".into() })
+        }
+        Some(Err(join)) => Err(Error::ControllerStopped {
+            name: "unknown".into(),
+            reason: format!("the task failed: {join}"),
+        }),
+        None => Ok(()),
+    };
+    set.abort_all();
+    result
+}
+
+fn spawn(
+    set: &mut tokio::task::JoinSet<(&'static str, Result<(), Error>)>,
+    name: &'static str,
+    controller: impl std::future::Future<Output = Result<(), Error>> + Send + 'static,
+) {
+    set.spawn(async move {
+        let result = controller.await;
+        if let Err(error) = &result {
+            tracing::error!(controller = name, %error, "controller stopped");
+        }
+        (name, result)
+    });
+}

@@ -1,0 +1,292 @@
+//! The embedded local-path provisioner: binds PVCs of the `local-path` StorageClass (or of no
+//! class, while it is the default) to PersistentVolumes backed by directories under
+//! `<data_dir>/volumes`, and deletes those directories when the claim goes (reclaim `Delete`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use serde_json::json;
+
+use crate::events::{EventType, publish};
+use crate::{Context, Error};
+
+/// Name of the StorageClass the provisioner serves.
+pub const STORAGE_CLASS: &str = "local-path";
+/// The `provisioner` field of that StorageClass.
+pub const PROVISIONER: &str = "holdfast.io/local-path";
+/// Annotation marking the default StorageClass.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
+/// Annotation Kubernetes puts on dynamically provisioned PVs.
+pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+
+/// Ensures the StorageClass exists, then binds PVCs and reclaims released PVs until a watch
+/// fails fatally.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    ensure_storage_class(&ctx).await?;
+    let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let bind = Controller::new(claims.clone(), watcher::Config::default())
+        .run(reconcile_claim, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    // A PV is reconciled when it changes and when its claim changes or disappears.
+    let reclaim = Controller::new(volumes, watcher::Config::default())
+        .watches(claims, watcher::Config::default(), |pvc: PersistentVolumeClaim| {
+            let pv =
+                pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty());
+            pv.map(|name| ObjectRef::<PersistentVolume>::new(&name))
+        })
+        .run(reconcile_volume, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    futures::future::join(bind, reclaim).await;
+    Err(Error::ControllerStopped {
+        name: "local-path-provisioner".into(),
+        reason: "the watch ended".into(),
+    })
+}
+
+/// Creates the `local-path` StorageClass, default, unless it exists (a user's edits are kept).
+pub async fn ensure_storage_class(ctx: &Context) -> Result<(), Error> {
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    if classes.get_opt(STORAGE_CLASS).await?.is_some() {
+        return Ok(());
+    }
+    let class = StorageClass {
+        metadata: ObjectMeta {
+            name: Some(STORAGE_CLASS.into()),
+            annotations: Some(BTreeMap::from([(DEFAULT_CLASS_ANNOTATION.into(), "true".into())])),
+            ..ObjectMeta::default()
+        },
+        provisioner: PROVISIONER.into(),
+        reclaim_policy: Some("Delete".into()),
+        volume_binding_mode: Some("Immediate".into()),
+        ..StorageClass::default()
+    };
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The directory of a claim's volume: `<data_dir>/volumes/<ns>/<pvc>-<uid8>`.
+pub fn volume_dir(ctx: &Context, ns: &str, pvc: &str, uid: &str) -> PathBuf {
+    let short: String = uid.chars().take(8).collect();
+    ctx.volumes_dir().join(ns).join(format!("{pvc}-{short}"))
+}
+
+fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
+where
+    K: kube::Resource,
+{
+    tracing::warn!(name = %obj.meta().name.as_deref().unwrap_or_default(), %error, "local-path provisioner: retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Whether the provisioner serves this claim's class.
+async fn serves(ctx: &Context, pvc: &PersistentVolumeClaim) -> Result<bool, Error> {
+    match pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()) {
+        Some(STORAGE_CLASS) => Ok(true),
+        // "" asks for no dynamic provisioning at all.
+        Some(_) => Ok(false),
+        None => {
+            let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+            let class = classes.get_opt(STORAGE_CLASS).await?;
+            Ok(class.is_some_and(|c| {
+                c.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true")
+            }))
+        }
+    }
+}
+
+async fn reconcile_claim(
+    pvc: Arc<PersistentVolumeClaim>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let ns = pvc.namespace().unwrap_or_else(|| "default".into());
+    let name = pvc.name_any();
+    let Some(uid) = pvc.uid() else { return Ok(Action::await_change()) };
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    if pvc.metadata.deletion_timestamp.is_some() || phase == Some("Bound") || phase == Some("Lost")
+    {
+        return Ok(Action::await_change());
+    }
+    let spec = pvc.spec.clone().unwrap_or_default();
+    if spec.volume_name.as_deref().is_some_and(|v| !v.is_empty() && !v.starts_with("pvc-")) {
+        // Pre-bound to a volume someone else made: not ours to provision.
+        return Ok(Action::await_change());
+    }
+    if !serves(&ctx, &pvc).await? {
+        return Ok(Action::await_change());
+    }
+    if let Some(source) = spec
+        .data_source_ref
+        .as_ref()
+        .map(|r| (r.kind.clone(), r.name.clone()))
+        .or_else(|| spec.data_source.as_ref().map(|r| (r.kind.clone(), r.name.clone())))
+    {
+        publish(
+            &ctx,
+            pvc.as_ref(),
+            EventType::Warning,
+            "ProvisioningFailed",
+            "Provision",
+            &format!(
+                "cannot provision from dataSource {} {}: not supported by the embedded \
+                 local-path provisioner yet; the claim stays Pending",
+                source.0, source.1
+            ),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+
+    let pv_name = format!("pvc-{uid}");
+    let dir = volume_dir(&ctx, &ns, &name, &uid);
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    let capacity = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .cloned();
+    let access_modes = spec
+        .access_modes
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
+    let pv = PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(pv_name.clone()),
+            annotations: Some(BTreeMap::from([(PROVISIONED_BY.into(), PROVISIONER.into())])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            access_modes: Some(access_modes.clone()),
+            capacity: capacity.clone().map(|q| BTreeMap::from([("storage".into(), q)])),
+            claim_ref: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: Some(ns.clone()),
+                name: Some(name.clone()),
+                uid: Some(uid.clone()),
+                ..ObjectReference::default()
+            }),
+            host_path: Some(HostPathVolumeSource {
+                path: dir.to_string_lossy().into_owned(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            persistent_volume_reclaim_policy: Some("Delete".into()),
+            storage_class_name: Some(STORAGE_CLASS.into()),
+            volume_mode: spec.volume_mode.clone(),
+            ..PersistentVolumeSpec::default()
+        }),
+        status: None,
+    };
+    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    match volumes.create(&PostParams::default(), &pv).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    volumes
+        .patch_status(
+            &pv_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"phase": "Bound"}})),
+        )
+        .await?;
+
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut meta_spec = json!({
+        "metadata": {"annotations": {
+            "pv.kubernetes.io/bind-completed": "yes",
+            "pv.kubernetes.io/bound-by-controller": "yes",
+            "volume.kubernetes.io/storage-provisioner": PROVISIONER,
+        }},
+        "spec": {"volumeName": pv_name},
+    });
+    if spec.storage_class_name.is_none() {
+        // Kubernetes records the default class it used on the claim.
+        meta_spec["spec"]["storageClassName"] = json!(STORAGE_CLASS);
+    }
+    claims.patch(&name, &PatchParams::default(), &Patch::Merge(&meta_spec)).await?;
+    let mut status = json!({"phase": "Bound", "accessModes": access_modes});
+    if let Some(q) = capacity {
+        status["capacity"] = json!({"storage": q});
+    }
+    claims
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
+        .await?;
+    publish(
+        &ctx,
+        pvc.as_ref(),
+        EventType::Normal,
+        "ProvisioningSucceeded",
+        "Provision",
+        &format!("Successfully provisioned volume {pv_name} at {}", dir.display()),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// A provisioned PV whose claim is gone is deleted with its directory (reclaim `Delete`) or
+/// marked Released (`Retain`).
+async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if pv.annotations().get(PROVISIONED_BY).map(String::as_str) != Some(PROVISIONER)
+        || pv.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let spec = pv.spec.clone().unwrap_or_default();
+    let Some(claim) = spec.claim_ref.as_ref() else { return Ok(Action::await_change()) };
+    let ns = claim.namespace.clone().unwrap_or_else(|| "default".into());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = claims.get_opt(claim.name.as_deref().unwrap_or_default()).await?;
+    let claim_alive =
+        current.is_some_and(|c| c.uid() == claim.uid && c.metadata.deletion_timestamp.is_none());
+    if claim_alive {
+        return Ok(Action::await_change());
+    }
+    let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    if spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete") {
+        if let Some(host) = &spec.host_path {
+            let dir = PathBuf::from(&host.path);
+            // Only ever delete inside our own volumes directory.
+            if dir.starts_with(ctx.volumes_dir()) {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("cannot delete {}", dir.display()))(e)),
+                }
+            }
+        }
+        match volumes.delete(&pv.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Released") {
+        volumes
+            .patch_status(
+                &pv.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"phase": "Released"}})),
+            )
+            .await?;
+    }
+    Ok(Action::await_change())
+}

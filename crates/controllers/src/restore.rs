@@ -1,0 +1,944 @@
+//! The Restore controller (reference §1.10): validates the request, checks the backup's repo,
+//! runs the ActionSet's prepareData Jobs into the restore claims (created if missing), then the
+//! postReady actions once the readiness probe passes, and records every action in the status.
+//!
+//! Stages, each recorded as a condition: `ValidationPassed`, `CheckBackupRepo`, `PrepareData`,
+//! `ReadinessProbe`, `PostReady`. Phase: Running, then Completed or Failed (terminal).
+//!
+//! prepareData runs once per backup of the chain (see [`plan`]), in order. Within one backup,
+//! `Parallel` starts every replica's Job at once; `Serial` runs one replica at a time and deletes
+//! each completed Job before the next, releasing its claims. Any failed Job fails the Restore.
+//!
+//! postReady `exec` actions: embedded pods are descriptions of work on this host, so an exec runs
+//! as a Job with the pod container's env and volume mounts (the nearest thing to running inside
+//! it). In a cluster the same Job runs where the scheduler puts it.
+
+pub mod job;
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use holdfast_api::kubeblocks::actionset::ActionSpec;
+use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
+use holdfast_api::kubeblocks::restore::{
+    RestoreActionStatus, RestorePhase, RestoreStatus, RestoreStatusAction, VolumeClaimRestorePolicy,
+};
+use holdfast_api::kubeblocks::{BackupRepo, Restore};
+use holdfast_api::selector::LabelSelector;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::{Controller, watcher};
+use serde_json::json;
+
+use crate::backup::job::{JobState, parse_go_duration_secs, state};
+use crate::backup::status::go_duration;
+use crate::events::{EventType, publish};
+use crate::{Context, Error};
+use job::{JobParts, Unit};
+use plan::{Blocker, Plan};
+
+/// Condition types, in the order the stages run.
+pub const CONDITION_VALIDATION: &str = "ValidationPassed";
+pub const CONDITION_REPO: &str = "CheckBackupRepo";
+pub const CONDITION_PREPARE: &str = "PrepareData";
+pub const CONDITION_READINESS: &str = "ReadinessProbe";
+pub const CONDITION_POST_READY: &str = "PostReady";
+
+/// How often a running restore looks again at what it waits for (Jobs are also watched).
+const POLL: Duration = Duration::from_secs(2);
+
+/// Runs the Restore controller until its watch ends.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    let restores: Api<Restore> = Api::all(ctx.client.clone());
+    let jobs: Api<Job> = Api::all(ctx.client.clone());
+    Controller::new(restores, watcher::Config::default())
+        .owns(jobs, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "restore reconcile");
+            }
+        })
+        .await;
+    Err(Error::ControllerStopped { name: "restore".into(), reason: "its watch ended".into() })
+}
+
+fn error_policy(restore: Arc<Restore>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(restore = %restore.name_any(), %error, "restore reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if restore.metadata.deletion_timestamp.is_some() {
+        // Owned Jobs go with it (owner references); nothing else to undo.
+        return Ok(Action::await_change());
+    }
+    let status = restore.status.clone().unwrap_or_default();
+    match status.phase {
+        None => start(&ctx, &restore, status).await,
+        Some(RestorePhase::Running) => progress(&ctx, &restore, status).await,
+        Some(RestorePhase::Completed | RestorePhase::Failed | RestorePhase::AsDataSource) => {
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Validation: moves a new Restore to Running, or to Failed with the reason.
+async fn start(
+    ctx: &Context,
+    restore: &Restore,
+    mut status: RestoreStatus,
+) -> Result<Action, Error> {
+    let now = Time(Timestamp::now());
+    status.start_timestamp.get_or_insert(now);
+    if let Err(message) = validate_spec(restore) {
+        return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message).await;
+    }
+    match plan::resolve(ctx, restore).await {
+        Ok(_) => {}
+        Err(Blocker::Fatal(message)) => {
+            return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message)
+                .await;
+        }
+        Err(Blocker::Wait(message)) => {
+            set_condition(restore, &mut status, CONDITION_VALIDATION, false, "Waiting", &message);
+            write_status(ctx, restore, &status).await?;
+            return Ok(Action::requeue(POLL));
+        }
+        Err(Blocker::Api(error)) => return Err(error.into()),
+    }
+    if spec_has_data_source(restore) {
+        // PVCs with dataSourceRef are filled by a volume populator (upstream's AsDataSource).
+        status.phase = Some(RestorePhase::AsDataSource);
+        set_condition(
+            restore,
+            &mut status,
+            CONDITION_VALIDATION,
+            true,
+            "ValidateSuccessfully",
+            "the restore is a volume data source",
+        );
+        write_status(ctx, restore, &status).await?;
+        return Ok(Action::await_change());
+    }
+    status.phase = Some(RestorePhase::Running);
+    set_condition(
+        restore,
+        &mut status,
+        CONDITION_VALIDATION,
+        true,
+        "ValidateSuccessfully",
+        "validation passed",
+    );
+    write_status(ctx, restore, &status).await?;
+    publish(ctx, restore, EventType::Normal, "Running", "Restore", "validation passed; restoring")
+        .await;
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// What the API schema cannot check: there must be something to restore into.
+fn validate_spec(restore: &Restore) -> Result<(), String> {
+    let has_claims = restore.spec.prepare_data_config.as_ref().is_some_and(|p| {
+        p.volume_claims.as_ref().is_some_and(|c| !c.is_empty())
+            || p.volume_claims_template.is_some()
+            || p.data_source_ref.is_some()
+    });
+    if !has_claims && restore.spec.ready_config.is_none() {
+        return Err("nothing to restore into: set spec.prepareDataConfig.volumeClaims, \
+                    spec.prepareDataConfig.volumeClaimsTemplate or spec.readyConfig"
+            .into());
+    }
+    Ok(())
+}
+
+fn spec_has_data_source(restore: &Restore) -> bool {
+    restore.spec.prepare_data_config.as_ref().is_some_and(|p| p.data_source_ref.is_some())
+}
+
+/// One step of a running restore.
+async fn progress(
+    ctx: &Context,
+    restore: &Restore,
+    mut status: RestoreStatus,
+) -> Result<Action, Error> {
+    let plan = match plan::resolve(ctx, restore).await {
+        Ok(plan) => plan,
+        Err(Blocker::Fatal(message)) => {
+            return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message)
+                .await;
+        }
+        Err(Blocker::Wait(_)) => return Ok(Action::requeue(POLL)),
+        Err(Blocker::Api(error)) => return Err(error.into()),
+    };
+    let before = status.clone();
+
+    // CheckBackupRepo: the repo is Ready and its tool configuration is in this namespace.
+    let tool_config = match check_repo(ctx, restore, &plan).await {
+        Ok(secret) => {
+            set_condition(
+                restore,
+                &mut status,
+                CONDITION_REPO,
+                true,
+                "CheckBackupRepoSuccessfully",
+                "the backup repo is ready",
+            );
+            secret
+        }
+        Err(Blocker::Fatal(message)) => {
+            return fail(ctx, restore, status, CONDITION_REPO, "CheckBackupRepoFailed", &message)
+                .await;
+        }
+        Err(Blocker::Wait(message)) => {
+            set_condition(restore, &mut status, CONDITION_REPO, false, "Waiting", &message);
+            return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
+        }
+        Err(Blocker::Api(error)) => return Err(error.into()),
+    };
+
+    // PrepareData.
+    if !condition_true(&status, CONDITION_PREPARE) {
+        match prepare_data(ctx, restore, &plan, tool_config.as_deref(), &mut status).await? {
+            Step::Done => {
+                set_condition(
+                    restore,
+                    &mut status,
+                    CONDITION_PREPARE,
+                    true,
+                    "PrepareDataSuccessfully",
+                    "the data is in place",
+                );
+            }
+            Step::Wait(message) => {
+                set_condition(
+                    restore,
+                    &mut status,
+                    CONDITION_PREPARE,
+                    false,
+                    "Processing",
+                    &message,
+                );
+                return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
+            }
+            Step::Failed(message) => {
+                return fail(
+                    ctx,
+                    restore,
+                    status,
+                    CONDITION_PREPARE,
+                    "PrepareDataFailed",
+                    &message,
+                )
+                .await;
+            }
+        }
+    }
+
+    // ReadinessProbe, then PostReady.
+    if restore.spec.ready_config.is_some() && !condition_true(&status, CONDITION_POST_READY) {
+        if !condition_true(&status, CONDITION_READINESS) {
+            match readiness(ctx, restore, &plan).await? {
+                Step::Done => {
+                    set_condition(
+                        restore,
+                        &mut status,
+                        CONDITION_READINESS,
+                        true,
+                        "ReadinessProbeSucceeded",
+                        "the restored service is ready",
+                    );
+                }
+                Step::Wait(message) => {
+                    set_condition(
+                        restore,
+                        &mut status,
+                        CONDITION_READINESS,
+                        false,
+                        "Probing",
+                        &message,
+                    );
+                    return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
+                }
+                Step::Failed(message) => {
+                    return fail(
+                        ctx,
+                        restore,
+                        status,
+                        CONDITION_READINESS,
+                        "ReadinessProbeFailed",
+                        &message,
+                    )
+                    .await;
+                }
+            }
+        }
+        match post_ready(ctx, restore, &plan, tool_config.as_deref(), &mut status).await? {
+            Step::Done => {
+                set_condition(
+                    restore,
+                    &mut status,
+                    CONDITION_POST_READY,
+                    true,
+                    "PostReadySuccessfully",
+                    "the post-ready actions completed",
+                );
+            }
+            Step::Wait(message) => {
+                set_condition(
+                    restore,
+                    &mut status,
+                    CONDITION_POST_READY,
+                    false,
+                    "Processing",
+                    &message,
+                );
+                return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
+            }
+            Step::Failed(message) => {
+                return fail(
+                    ctx,
+                    restore,
+                    status,
+                    CONDITION_POST_READY,
+                    "PostReadyFailed",
+                    &message,
+                )
+                .await;
+            }
+        }
+    }
+
+    let now = Timestamp::now();
+    status.phase = Some(RestorePhase::Completed);
+    status.completion_timestamp = Some(Time(now));
+    status.duration = Some(duration(&status, now));
+    write_status(ctx, restore, &status).await?;
+    publish(
+        ctx,
+        restore,
+        EventType::Normal,
+        "Completed",
+        "Restore",
+        &format!("restored backup {}", plan.backup.name_any()),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Writes the status if it changed and returns `action`.
+async fn finish_step(
+    ctx: &Context,
+    restore: &Restore,
+    before: &RestoreStatus,
+    status: RestoreStatus,
+    action: Action,
+) -> Result<Action, Error> {
+    if &status != before {
+        write_status(ctx, restore, &status).await?;
+    }
+    Ok(action)
+}
+
+/// The outcome of a stage so far.
+enum Step {
+    Done,
+    Wait(String),
+    Failed(String),
+}
+
+/// The tool-config Secret name in the restore's namespace (None for a backup without a repo).
+async fn check_repo(
+    ctx: &Context,
+    restore: &Restore,
+    plan: &Plan,
+) -> Result<Option<String>, Blocker> {
+    let Some(repo_name) = plan
+        .backup
+        .status
+        .as_ref()
+        .and_then(|s| s.backup_repo_name.clone())
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(None);
+    };
+    let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
+    let Some(repo) = repos.get_opt(&repo_name).await? else {
+        return Err(Blocker::Fatal(format!(
+            "backuprepo {repo_name} of backup {} not found; its data cannot be reached",
+            plan.backup.name_any()
+        )));
+    };
+    match repo.status.as_ref().and_then(|s| s.phase) {
+        Some(BackupRepoPhase::Ready) => {}
+        Some(BackupRepoPhase::Failed) => {
+            return Err(Blocker::Fatal(format!(
+                "backuprepo {repo_name} is Failed; fix it and create the Restore again"
+            )));
+        }
+        other => {
+            return Err(Blocker::Wait(format!(
+                "waiting for backuprepo {repo_name} to become Ready (it is {})",
+                other.map(|p| format!("{p:?}")).unwrap_or_else(|| "not checked yet".into())
+            )));
+        }
+    }
+    let ns = restore.namespace().unwrap_or_default();
+    let name = format!("tool-config-{repo_name}");
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if secrets.get_opt(&name).await?.is_none() {
+        return Err(Blocker::Wait(format!(
+            "waiting for the tool configuration {name} of backuprepo {repo_name} in namespace {ns}"
+        )));
+    }
+    Ok(Some(name))
+}
+
+/// Runs the prepareData Jobs of every backup of the chain, in order.
+async fn prepare_data(
+    ctx: &Context,
+    restore: &Restore,
+    plan: &Plan,
+    tool_config: Option<&str>,
+    status: &mut RestoreStatus,
+) -> Result<Step, Error> {
+    let Some(cfg) = restore.spec.prepare_data_config.clone() else {
+        return Ok(Step::Done);
+    };
+    let units = job::units(&cfg);
+    let ns = restore.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    for (set_index, set) in plan.sets.iter().enumerate() {
+        let Some(action) =
+            set.action_set.spec.restore.as_ref().and_then(|r| r.prepare_data.clone())
+        else {
+            continue;
+        };
+        let mut waiting = Vec::new();
+        for (unit_index, unit) in units.iter().enumerate() {
+            let name = job::prepare_data_job_name(restore, set_index, unit_index);
+            if action_done(status, "prepareData", &name) {
+                continue;
+            }
+            if !ensure_claims(ctx, &ns, unit).await? {
+                waiting.push(format!("claims of job {name} to be bound"));
+                if cfg.volume_claim_restore_policy == VolumeClaimRestorePolicy::Serial {
+                    break;
+                }
+                continue;
+            }
+            let existing = match jobs.get_opt(&name).await? {
+                Some(existing) => existing,
+                None => {
+                    let (volumes, mounts) = job::claim_volumes(unit);
+                    let parts = JobParts {
+                        name: name.clone(),
+                        container: "restore".into(),
+                        image: action.base.image.clone(),
+                        command: action.base.command.clone(),
+                        env: job::restore_env(&ctx.bin_dir(), restore, set, unit.pod_index),
+                        env_from: set.action_set.spec.env_from.clone().unwrap_or_default(),
+                        volumes,
+                        mounts,
+                        tool_config: tool_config.map(str::to_string),
+                        backoff_limit: restore.spec.backoff_limit,
+                        active_deadline_seconds: None,
+                    };
+                    create_job(&jobs, job::build(restore, parts)).await?
+                }
+            };
+            record(status, "prepareData", &set.backup.name_any(), &existing);
+            match state(&existing) {
+                JobState::Complete => {
+                    if cfg.volume_claim_restore_policy == VolumeClaimRestorePolicy::Serial {
+                        // Release the claims before the next replica starts.
+                        delete_job(&jobs, &name).await?;
+                    }
+                }
+                JobState::Failed(message) => {
+                    return Ok(Step::Failed(format!(
+                        "prepareData job {name} (backup {}) failed: {message}",
+                        set.backup.name_any()
+                    )));
+                }
+                JobState::Running => {
+                    waiting.push(format!("job {name}"));
+                    if cfg.volume_claim_restore_policy == VolumeClaimRestorePolicy::Serial {
+                        break;
+                    }
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            return Ok(Step::Wait(format!(
+                "restoring backup {}: waiting for {}",
+                set.backup.name_any(),
+                waiting.join(", ")
+            )));
+        }
+    }
+    Ok(Step::Done)
+}
+
+/// Creates the unit's claims that do not exist; whether all of them are Bound.
+async fn ensure_claims(ctx: &Context, ns: &str, unit: &Unit) -> Result<bool, Error> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let mut bound = true;
+    for claim in &unit.claims {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let existing = match api.get_opt(&name).await? {
+            Some(pvc) => pvc,
+            None => {
+                let pvc = PersistentVolumeClaim {
+                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(ns.to_string()),
+                        labels: claim.metadata.labels.clone(),
+                        annotations: claim.metadata.annotations.clone(),
+                        ..Default::default()
+                    },
+                    spec: Some(claim.volume_claim_spec.clone()),
+                    status: None,
+                };
+                match api.create(&PostParams::default(), &pvc).await {
+                    Ok(created) => created,
+                    Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        };
+        bound &= existing.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    }
+    Ok(bound)
+}
+
+/// Runs the readiness probe as a Job that retries the command every periodSeconds, each attempt
+/// limited to timeoutSeconds, until it succeeds.
+async fn readiness(ctx: &Context, restore: &Restore, plan: &Plan) -> Result<Step, Error> {
+    let Some(probe) = restore.spec.ready_config.as_ref().and_then(|r| r.readiness_probe.clone())
+    else {
+        return Ok(Step::Done);
+    };
+    let ns = restore.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = job::probe_job_name(restore);
+    let existing = match jobs.get_opt(&name).await? {
+        Some(j) => j,
+        None => {
+            let (env, env_from, volumes, mounts) = match post_ready_target(ctx, restore).await? {
+                Ok(target) => target_parts(ctx, restore, plan, target.as_ref()),
+                Err(message) => return Ok(Step::Failed(message)),
+            };
+            let script = "sleep \"$1\"; period=\"$2\"; limit=\"$3\"; shift 3; \
+                          until timeout \"$limit\" \"$@\"; do sleep \"$period\"; done";
+            let mut command = vec![
+                "sh".to_string(),
+                "-c".into(),
+                script.into(),
+                "readiness-probe".into(),
+                probe.initial_delay_seconds.unwrap_or(0).to_string(),
+                probe.period_seconds.unwrap_or(5).to_string(),
+                probe.timeout_seconds.unwrap_or(30).to_string(),
+            ];
+            command.extend(probe.exec.command.clone());
+            let parts = JobParts {
+                name: name.clone(),
+                container: "readiness-probe".into(),
+                image: probe.exec.image.clone(),
+                command,
+                env,
+                env_from,
+                volumes,
+                mounts,
+                tool_config: None,
+                backoff_limit: Some(0),
+                active_deadline_seconds: None,
+            };
+            create_job(&jobs, job::build(restore, parts)).await?
+        }
+    };
+    Ok(match state(&existing) {
+        JobState::Complete => Step::Done,
+        JobState::Failed(message) => {
+            Step::Failed(format!("readiness probe job {name} failed: {message}"))
+        }
+        JobState::Running => Step::Wait(format!("waiting for the readiness probe (job {name})")),
+    })
+}
+
+/// The pod `readyConfig.jobAction.target` selects, if any (Err: a message to fail with).
+async fn post_ready_target(
+    ctx: &Context,
+    restore: &Restore,
+) -> Result<Result<Option<Pod>, String>, Error> {
+    let Some(target) = restore
+        .spec
+        .ready_config
+        .as_ref()
+        .and_then(|r| r.job_action.as_ref())
+        .map(|j| j.target.clone())
+    else {
+        return Ok(Ok(None));
+    };
+    let pods = select_pods(ctx, restore, &target.pod_selector).await?;
+    match pods {
+        Ok(pods) => match pods.into_iter().next() {
+            Some(pod) => Ok(Ok(Some(pod))),
+            None => Ok(Err("no pod matches spec.readyConfig.jobAction.target.podSelector".into())),
+        },
+        Err(message) => Ok(Err(message)),
+    }
+}
+
+type Parts = (
+    Vec<k8s_openapi::api::core::v1::EnvVar>,
+    Vec<k8s_openapi::api::core::v1::EnvFromSource>,
+    Vec<k8s_openapi::api::core::v1::Volume>,
+    Vec<k8s_openapi::api::core::v1::VolumeMount>,
+);
+
+/// Env, envFrom and volumes of post-ready work on `pod`: the pod container's env, the `DP_*`
+/// and `DP_DB_*` variables, the merged ActionSet/Backup/Restore env, and the target's mounts.
+fn target_parts(ctx: &Context, restore: &Restore, plan: &Plan, pod: Option<&Pod>) -> Parts {
+    let mut env = Vec::new();
+    let mut env_from = Vec::new();
+    if let Some(pod) = pod {
+        let (pod_env, pod_env_from, _) = job::pod_env(pod, None);
+        env = pod_env;
+        env_from = pod_env_from;
+    }
+    let cred = restore.spec.ready_config.as_ref().and_then(|r| r.connection_credential.as_ref());
+    crate::backup::env::merge(&mut env, job::connection_env(cred, pod));
+    crate::backup::env::merge(&mut env, job::restore_env(&ctx.bin_dir(), restore, plan.last(), 0));
+    env_from.extend(plan.last().action_set.spec.env_from.clone().unwrap_or_default());
+    let mounts = restore
+        .spec
+        .ready_config
+        .as_ref()
+        .and_then(|r| r.job_action.as_ref())
+        .and_then(|j| j.target.volume_mounts.clone())
+        .unwrap_or_default();
+    let (volumes, mounts) = match pod {
+        Some(pod) => job::pod_volumes(pod, &mounts),
+        None => (Vec::new(), Vec::new()),
+    };
+    (env, env_from, volumes, mounts)
+}
+
+/// Pods in the restore's namespace matching `selector`, sorted by name.
+async fn select_pods(
+    ctx: &Context,
+    restore: &Restore,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> Result<Result<Vec<Pod>, String>, Error> {
+    let selector = match LabelSelector::from_k8s(selector) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("invalid pod selector: {e}"))),
+    };
+    let ns = restore.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut pods: Vec<Pod> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| selector.matches(&p.labels().clone()))
+        .collect();
+    pods.sort_by_key(|p| p.name_any());
+    Ok(Ok(pods))
+}
+
+/// Runs the ActionSet's postReady actions in order, each after the previous completed.
+async fn post_ready(
+    ctx: &Context,
+    restore: &Restore,
+    plan: &Plan,
+    tool_config: Option<&str>,
+    status: &mut RestoreStatus,
+) -> Result<Step, Error> {
+    let actions: Vec<ActionSpec> = plan
+        .last()
+        .action_set
+        .spec
+        .restore
+        .as_ref()
+        .and_then(|r| r.post_ready.clone())
+        .unwrap_or_default();
+    let ns = restore.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let backup_name = plan.last().backup.name_any();
+    for (index, action) in actions.iter().enumerate() {
+        // Each action expands to the Jobs that run it.
+        let mut planned: Vec<Job> = Vec::new();
+        if let Some(job_action) = &action.job {
+            let name = job::post_ready_job_name(restore, index, None);
+            if !action_done(status, "postReady", &name) {
+                let target = match post_ready_target(ctx, restore).await? {
+                    Ok(t) => t,
+                    Err(message) => return Ok(Step::Failed(message)),
+                };
+                let (env, env_from, volumes, mounts) =
+                    target_parts(ctx, restore, plan, target.as_ref());
+                planned.push(job::build(
+                    restore,
+                    JobParts {
+                        name,
+                        container: "post-ready".into(),
+                        image: job_action.base.image.clone(),
+                        command: job_action.base.command.clone(),
+                        env,
+                        env_from,
+                        volumes,
+                        mounts,
+                        tool_config: tool_config.map(str::to_string),
+                        backoff_limit: restore.spec.backoff_limit,
+                        active_deadline_seconds: None,
+                    },
+                ));
+            }
+        } else if let Some(exec) = &action.exec {
+            let Some(selector) = restore
+                .spec
+                .ready_config
+                .as_ref()
+                .and_then(|r| r.exec_action.as_ref())
+                .and_then(|e| e.target.as_ref())
+                .map(|t| t.pod_selector.clone())
+            else {
+                return Ok(Step::Failed(format!(
+                    "postReady action {index} of actionset {} is an exec action; set \
+                     spec.readyConfig.execAction.target.podSelector to choose the pods it runs in",
+                    plan.last().action_set.name_any()
+                )));
+            };
+            let pods =
+                match select_pods(ctx, restore, &selector).await? {
+                    Ok(pods) if !pods.is_empty() => pods,
+                    Ok(_) => return Ok(Step::Wait(
+                        "waiting for a pod matching spec.readyConfig.execAction.target.podSelector"
+                            .into(),
+                    )),
+                    Err(message) => return Ok(Step::Failed(message)),
+                };
+            for (p, pod) in pods.iter().enumerate() {
+                let name = job::post_ready_job_name(restore, index, Some(p));
+                if action_done(status, "postReady", &name) {
+                    continue;
+                }
+                let (mut env, env_from, container_mounts) =
+                    job::pod_env(pod, exec.container.as_deref());
+                let cred = restore
+                    .spec
+                    .ready_config
+                    .as_ref()
+                    .and_then(|r| r.connection_credential.as_ref());
+                crate::backup::env::merge(&mut env, job::connection_env(cred, Some(pod)));
+                crate::backup::env::merge(
+                    &mut env,
+                    job::restore_env(&ctx.bin_dir(), restore, plan.last(), 0),
+                );
+                let (volumes, mounts) = job::pod_volumes(pod, &container_mounts);
+                planned.push(job::build(
+                    restore,
+                    JobParts {
+                        name,
+                        container: exec.container.clone().unwrap_or_else(|| "exec".into()),
+                        image: "holdfast-exec".into(),
+                        command: exec.command.clone(),
+                        env,
+                        env_from,
+                        volumes,
+                        mounts,
+                        tool_config: None,
+                        backoff_limit: Some(0),
+                        active_deadline_seconds: exec
+                            .timeout
+                            .as_deref()
+                            .and_then(parse_go_duration_secs),
+                    },
+                ));
+            }
+        }
+        let mut running = Vec::new();
+        for wanted in planned {
+            let name = wanted.name_any();
+            let existing = match jobs.get_opt(&name).await? {
+                Some(j) => j,
+                None => create_job(&jobs, wanted).await?,
+            };
+            record(status, "postReady", &backup_name, &existing);
+            match state(&existing) {
+                JobState::Complete => {}
+                JobState::Failed(message) => {
+                    return Ok(Step::Failed(format!("postReady job {name} failed: {message}")));
+                }
+                JobState::Running => running.push(name),
+            }
+        }
+        if !running.is_empty() {
+            return Ok(Step::Wait(format!("waiting for postReady job(s) {}", running.join(", "))));
+        }
+    }
+    Ok(Step::Done)
+}
+
+async fn create_job(jobs: &Api<Job>, job: Job) -> Result<Job, Error> {
+    let name = job.name_any();
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(jobs.get(&name).await?),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), Error> {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match jobs.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Whether the action of `stage` run by Job `name` is recorded as Completed (its Job may be gone:
+/// Serial deletes completed Jobs).
+fn action_done(status: &RestoreStatus, stage: &str, name: &str) -> bool {
+    let key = format!("Job/{name}");
+    stage_actions(status, stage).is_some_and(|a| {
+        a.iter().any(|a| a.object_key == key && a.status == RestoreActionStatus::Completed)
+    })
+}
+
+fn stage_actions<'a>(
+    status: &'a RestoreStatus,
+    stage: &str,
+) -> Option<&'a Vec<RestoreStatusAction>> {
+    let actions = status.actions.as_ref()?;
+    if stage == "prepareData" { actions.prepare_data.as_ref() } else { actions.post_ready.as_ref() }
+}
+
+/// Records (or updates) the action a Job runs.
+fn record(status: &mut RestoreStatus, stage: &str, backup: &str, job: &Job) {
+    let name = job.name_any();
+    let key = format!("Job/{name}");
+    let actions = status.actions.get_or_insert_default();
+    let list = if stage == "prepareData" {
+        actions.prepare_data.get_or_insert_default()
+    } else {
+        actions.post_ready.get_or_insert_default()
+    };
+    let job_status = job.status.clone().unwrap_or_default();
+    let (state_now, message) = match state(job) {
+        JobState::Complete => (RestoreActionStatus::Completed, None),
+        JobState::Failed(m) => (RestoreActionStatus::Failed, Some(m)),
+        JobState::Running => (RestoreActionStatus::Processing, None),
+    };
+    let entry = RestoreStatusAction {
+        name: stage.to_string(),
+        backup_name: backup.to_string(),
+        object_key: key.clone(),
+        message,
+        status: state_now,
+        start_time: job_status.start_time.or_else(|| job.metadata.creation_timestamp.clone()),
+        end_time: job_status
+            .completion_time
+            .or_else(|| (state_now == RestoreActionStatus::Failed).then(|| Time(Timestamp::now()))),
+    };
+    match list.iter_mut().find(|a| a.object_key == key) {
+        Some(slot) => {
+            if slot.status != RestoreActionStatus::Completed {
+                let end = slot.end_time.clone();
+                *slot = entry;
+                if slot.end_time.is_none() {
+                    slot.end_time = end;
+                }
+            }
+        }
+        None => list.push(entry),
+    }
+}
+
+fn condition_true(status: &RestoreStatus, type_: &str) -> bool {
+    status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Sets a condition; its transition time changes only when its status does.
+fn set_condition(
+    restore: &Restore,
+    status: &mut RestoreStatus,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) {
+    let conditions = status.conditions.get_or_insert_default();
+    let value = if ok { "True" } else { "False" };
+    let generation = restore.metadata.generation;
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = Time(Timestamp::now());
+            }
+            c.status = value.into();
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Time(Timestamp::now()),
+            observed_generation: generation,
+        }),
+    }
+}
+
+fn duration(status: &RestoreStatus, now: Timestamp) -> String {
+    let start = status.start_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    let elapsed = now.duration_since(start);
+    go_duration(Duration::try_from(elapsed).unwrap_or_default())
+}
+
+/// Marks the restore Failed at `condition` with `message` (terminal), with a Warning event.
+async fn fail(
+    ctx: &Context,
+    restore: &Restore,
+    mut status: RestoreStatus,
+    condition: &str,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    set_condition(restore, &mut status, condition, false, reason, message);
+    status.phase = Some(RestorePhase::Failed);
+    status.start_timestamp.get_or_insert(Time(now));
+    status.completion_timestamp = Some(Time(now));
+    status.duration = Some(duration(&status, now));
+    write_status(ctx, restore, &status).await?;
+    publish(ctx, restore, EventType::Warning, reason, "Restore", message).await;
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    ctx: &Context,
+    restore: &Restore,
+    status: &RestoreStatus,
+) -> Result<(), Error> {
+    let ns = restore.namespace().unwrap_or_default();
+    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({ "status": status });
+    api.patch_status(&restore.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}

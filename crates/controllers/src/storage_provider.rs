@@ -1,0 +1,223 @@
+//! The StorageProvider controller: `status.phase` Ready/NotReady with the conditions
+//! `CSIDriverInstalled` (the `CSIDriver` named by `spec.csiDriverName` exists) and
+//! `TemplatesParsed` (every template is valid Go template syntax).
+//!
+//! A provider without a CSI driver is Ready when its templates parse: it serves Tool access
+//! (datasafed) only. A provider naming a CSI driver is NotReady until that driver is installed,
+//! as upstream; BackupRepos with Tool access still use its `datasafedConfigTemplate` (§1.8).
+//! At start the built-in providers are installed (`builtin_providers`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use holdfast_api::storage::{StorageProvider, StorageProviderPhase, StorageProviderStatus};
+use k8s_openapi::api::storage::v1::CSIDriver;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use serde_json::json;
+
+use crate::template::Template;
+use crate::{Context, Error, builtin_providers};
+
+/// Condition: the provider's CSI driver is installed.
+pub const CONDITION_CSI_DRIVER_INSTALLED: &str = "CSIDriverInstalled";
+/// Condition: every template of the provider parses.
+pub const CONDITION_TEMPLATES_PARSED: &str = "TemplatesParsed";
+
+/// Runs the controller after installing the built-in providers.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    builtin_providers::install(&ctx).await?;
+    let providers: Api<StorageProvider> = Api::all(ctx.client.clone());
+    let controller = Controller::new(providers, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(
+            Api::<CSIDriver>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |driver: CSIDriver| {
+                let name = driver.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.spec.csi_driver_name.as_deref() == Some(name.as_str()))
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "storageprovider reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(provider: Arc<StorageProvider>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(provider = %provider.name_any(), %error, "storageprovider reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(provider: Arc<StorageProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut conditions =
+        provider.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let generation = provider.metadata.generation;
+    let mut ready = true;
+
+    match provider.spec.csi_driver_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(driver) => {
+            let drivers: Api<CSIDriver> = Api::all(ctx.client.clone());
+            let installed = drivers.get_opt(driver).await?.is_some();
+            ready &= installed;
+            let (status, reason, message) = if installed {
+                (true, "CSIDriverInstalled", format!("CSI driver {driver} is installed"))
+            } else {
+                (
+                    false,
+                    "CSIDriverNotFound",
+                    format!(
+                        "CSI driver {driver} is not installed (no CSIDriver object of that name)"
+                    ),
+                )
+            };
+            set_condition(
+                &mut conditions,
+                CONDITION_CSI_DRIVER_INSTALLED,
+                status,
+                reason,
+                &message,
+                generation,
+            );
+        }
+        None => {
+            set_condition(
+                &mut conditions,
+                CONDITION_CSI_DRIVER_INSTALLED,
+                false,
+                "CSIDriverNotSpecified",
+                "the provider names no CSI driver; it serves Tool (datasafed) access only",
+                generation,
+            );
+        }
+    }
+
+    let parse_errors = template_errors(&provider);
+    if parse_errors.is_empty() {
+        set_condition(
+            &mut conditions,
+            CONDITION_TEMPLATES_PARSED,
+            true,
+            "TemplatesParsed",
+            "every template parses",
+            generation,
+        );
+    } else {
+        ready = false;
+        set_condition(
+            &mut conditions,
+            CONDITION_TEMPLATES_PARSED,
+            false,
+            "InvalidTemplate",
+            &parse_errors.join("; "),
+            generation,
+        );
+    }
+
+    let status = StorageProviderStatus {
+        phase: Some(if ready {
+            StorageProviderPhase::Ready
+        } else {
+            StorageProviderPhase::NotReady
+        }),
+        conditions: Some(conditions),
+    };
+    if provider.status.as_ref() != Some(&status) {
+        let api: Api<StorageProvider> = Api::all(ctx.client.clone());
+        api.patch_status(
+            &provider.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// The templates of a provider, each with the field it comes from.
+pub fn templates(provider: &StorageProvider) -> Vec<(&'static str, &str)> {
+    let spec = &provider.spec;
+    [
+        ("csiDriverSecretTemplate", spec.csi_driver_secret_template.as_deref()),
+        ("storageClassTemplate", spec.storage_class_template.as_deref()),
+        ("persistentVolumeClaimTemplate", spec.persistent_volume_claim_template.as_deref()),
+        ("datasafedConfigTemplate", spec.datasafed_config_template.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(field, t)| t.filter(|t| !t.trim().is_empty()).map(|t| (field, t)))
+    .collect()
+}
+
+/// The parse error of every template that does not parse, each naming provider and field.
+pub fn template_errors(provider: &StorageProvider) -> Vec<String> {
+    let name = provider.name_any();
+    templates(provider)
+        .into_iter()
+        .filter_map(|(field, src)| {
+            Template::parse(&format!("{name}/{field}"), src).err().map(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Whether the provider's `CSIDriverInstalled` condition is True.
+pub fn csi_driver_installed(provider: &StorageProvider) -> bool {
+    provider.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+        c.iter().any(|c| c.type_ == CONDITION_CSI_DRIVER_INSTALLED && c.status == "True")
+    })
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when the status does not change.
+pub(crate) fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = if status { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, generation);
+}
+
+/// [`set_condition`] with a literal status (`True`, `False`, `Unknown`).
+pub(crate) fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let existing = conditions.iter().position(|c| c.type_ == type_);
+    let last_transition_time = match existing.map(|i| &conditions[i]) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match existing {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}

@@ -1,0 +1,579 @@
+//! The Backup, BackupSchedule and retention controllers against the real in-process API server,
+//! with every controller running (Job runner, BackupRepo, Backup, …), a `holdfast-local`
+//! BackupRepo in a temporary directory, and ActionSets whose commands are real shell pipelines
+//! writing through `datasafed` (the holdfast binary).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use holdfast_api::kubeblocks::backup::{ActionPhase, BackupPhase};
+use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
+use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, BackupSchedule};
+use holdfast_controllers::backup::{FINALIZER, LABEL_BACKUP_SCHEDULE};
+use holdfast_testkit::EmbeddedServer;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+const NS: &str = "default";
+const REPO: &str = "local-repo";
+const POLICY: &str = "pg-policy";
+
+/// Polls `check` every 200 ms until it yields a value or `timeout` passes.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn create<K>(client: &Client, obj: Value) -> Result<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::Scope: ScopeApi,
+{
+    let typed: K = serde_json::from_value(obj)?;
+    let api: Api<K> = K::Scope::api(client);
+    Ok(api.create(&PostParams::default(), &typed).await?)
+}
+
+/// Namespaced kinds live in [`NS`]; cluster-scoped ones have no namespace.
+trait ScopeApi {
+    fn api<K>(client: &Client) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = ()>;
+}
+
+impl ScopeApi for k8s_openapi::NamespaceResourceScope {
+    fn api<K>(client: &Client) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        Api::namespaced_with(client.clone(), NS, &())
+    }
+}
+
+impl ScopeApi for k8s_openapi::ClusterResourceScope {
+    fn api<K>(client: &Client) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        Api::all_with(client.clone(), &())
+    }
+}
+
+/// A server with a Ready `holdfast-local` repo, a database pod and its credential Secret, and a
+/// policy with the methods the tests use.
+struct Setup {
+    server: EmbeddedServer,
+    repo_dir: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn start() -> Result<Setup> {
+        let server = EmbeddedServer::start().await?;
+        let repo_dir = server.scratch_dir("repo")?;
+        let client = server.client.clone();
+        create::<BackupRepo>(
+            &client,
+            json!({
+                "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupRepo",
+                "metadata": {"name": REPO},
+                "spec": {
+                    "storageProviderRef": "holdfast-local", "accessMethod": "Tool",
+                    "pvReclaimPolicy": "Retain",
+                    "config": {"path": repo_dir.to_string_lossy()}
+                }
+            }),
+        )
+        .await?;
+        create::<Secret>(
+            &client,
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "pg-account"},
+                "stringData": {"username": "postgres", "password": "s3cret", "host": "127.0.0.1", "port": "5432"}
+            }),
+        )
+        .await?;
+        create::<Pod>(
+            &client,
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "pg-0", "labels": {"app": "pg"}},
+                "spec": {"containers": [{
+                    "name": "postgres", "image": "postgres:16",
+                    "env": [{"name": "PGDATA", "value": "/var/lib/postgresql/data"}]
+                }]}
+            }),
+        )
+        .await?;
+        let repos: Api<BackupRepo> = Api::all(client.clone());
+        wait_for("the BackupRepo to be Ready", Duration::from_secs(120), || async {
+            let repo = repos.get(REPO).await?;
+            let phase = repo.status.as_ref().and_then(|s| s.phase);
+            if phase == Some(BackupRepoPhase::Failed) {
+                bail!("the BackupRepo failed its pre-check: {:?}", repo.status);
+            }
+            Ok((phase == Some(BackupRepoPhase::Ready)).then_some(()))
+        })
+        .await?;
+        Ok(Setup { server, repo_dir })
+    }
+
+    fn client(&self) -> Client {
+        self.server.client.clone()
+    }
+
+    async fn action_set(&self, name: &str, backup_data: &str, extra: Value) -> Result<()> {
+        let mut spec = json!({
+            "backupType": "Full",
+            "env": [{"name": "ACTIONSET_VAR", "value": "from-actionset"}],
+            "backup": {"backupData": {"image": "busybox", "command": ["sh", "-c", backup_data]}}
+        });
+        if let (Value::Object(backup), Value::Object(more)) = (&mut spec["backup"], extra) {
+            backup.extend(more);
+        }
+        create::<ActionSet>(
+            &self.client(),
+            json!({
+                "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "ActionSet",
+                "metadata": {"name": name}, "spec": spec
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn policy(&self, methods: Value) -> Result<()> {
+        create::<BackupPolicy>(
+            &self.client(),
+            json!({
+                "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
+                "metadata": {"name": POLICY},
+                "spec": {
+                    "backupRepoName": REPO,
+                    "pathPrefix": "pg",
+                    "backoffLimit": 0,
+                    "target": {
+                        "podSelector": {"matchLabels": {"app": "pg"}},
+                        "connectionCredential": {"secretName": "pg-account", "hostKey": "host", "portKey": "port"},
+                        "serviceAccountName": "default"
+                    },
+                    "backupMethods": methods
+                }
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn backup(&self, name: &str, method: &str, deletion: &str) -> Result<Backup> {
+        create::<Backup>(
+            &self.client(),
+            json!({
+                "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+                "metadata": {"name": name},
+                "spec": {"backupPolicyName": POLICY, "backupMethod": method, "deletionPolicy": deletion}
+            }),
+        )
+        .await
+    }
+
+    /// Waits until the backup is Completed or Failed.
+    async fn finished(&self, name: &str) -> Result<Backup> {
+        let api: Api<Backup> = Api::namespaced(self.client(), NS);
+        wait_for(&format!("backup {name} to finish"), Duration::from_secs(120), || async {
+            let b = api.get(name).await?;
+            let phase = b.status.as_ref().and_then(|s| s.phase);
+            Ok(matches!(phase, Some(BackupPhase::Completed | BackupPhase::Failed)).then_some(b))
+        })
+        .await
+    }
+
+    async fn gone(&self, name: &str) -> Result<()> {
+        let api: Api<Backup> = Api::namespaced(self.client(), NS);
+        wait_for(&format!("backup {name} to disappear"), Duration::from_secs(120), || async {
+            Ok(api.get_opt(name).await?.is_none().then_some(()))
+        })
+        .await
+    }
+
+    /// `datasafed list -r /` under `base` with the repo's tool config, as a Job would run it.
+    async fn list(&self, base: &str) -> Result<String> {
+        let secrets: Api<Secret> = Api::namespaced(self.client(), NS);
+        let secret = secrets.get(&format!("tool-config-{REPO}")).await?;
+        let conf = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("datasafed.conf"))
+            .context("the tool-config Secret has no datasafed.conf")?;
+        let conf_path = self.server.scratch_dir("conf")?.join("datasafed.conf");
+        std::fs::write(&conf_path, &conf.0)?;
+        datasafed(&conf_path, base, &["list", "-r", "/"])
+    }
+}
+
+fn datasafed(conf: &Path, base: &str, args: &[&str]) -> Result<String> {
+    let exe = holdfast_testkit::holdfast_binary()?;
+    let out = Command::new(exe)
+        .arg("datasafed")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .env("DATASAFED_BACKEND_BASE_PATH", base)
+        .output()?;
+    if !out.status.success() {
+        bail!("datasafed {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The backupData script of the happy path: 4 MB of random data and the job's DP_* env pushed
+/// through datasafed, and a backup.info with size and time range.
+const DUMP: &str = r#"set -e
+start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+head -c 4000000 /dev/urandom | datasafed push - /data.bin
+env | grep -E '^(DP_|DATASAFED_BACKEND|ACTIONSET_VAR|METHOD_VAR|PGDATA|KB_)' | sort | datasafed push - /env.txt
+end=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+echo "{\"totalSize\":\"4000000\",\"timeRange\":{\"start\":\"$start\",\"end\":\"$end\",\"timeZone\":\"+00:00\"},\"extras\":[{\"tool\":\"dump\"}]}" > "$DP_BACKUP_INFO_FILE"
+"#;
+
+async fn dump_setup() -> Result<Setup> {
+    let setup = Setup::start().await?;
+    setup.action_set("as-dump", DUMP, json!({})).await?;
+    setup
+        .action_set(
+            "as-broken",
+            "echo 'pg_dump: error: connection to server failed: Connection refused' >&2; exit 3",
+            json!({}),
+        )
+        .await?;
+    setup
+        .policy(json!([
+            {"name": "dump", "actionSetName": "as-dump",
+             "env": [{"name": "METHOD_VAR", "value": "from-method"}, {"name": "ACTIONSET_VAR", "value": "method-wins"}]},
+            {"name": "broken", "actionSetName": "as-broken"},
+            {"name": "missing", "actionSetName": "does-not-exist"},
+            {"name": "snap", "snapshotVolumes": true}
+        ]))
+        .await?;
+    Ok(setup)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_runs_its_actionset_records_backup_info_and_delete_removes_the_data() -> Result<()>
+{
+    let setup = dump_setup().await?;
+    setup.backup("b1", "dump", "Delete").await?;
+    let b = setup.finished("b1").await?;
+    let st = b.status.clone().context("status")?;
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{:?}", st.failure_reason);
+    assert_eq!(st.total_size.as_deref(), Some("4000000"));
+    assert_eq!(st.path.as_deref(), Some("/default/pg/b1"));
+    assert_eq!(st.backup_repo_name.as_deref(), Some(REPO));
+    assert_eq!(st.format_version.as_deref(), Some("0.1.0"));
+    let range = st.time_range.clone().context("timeRange")?;
+    assert!(range.start.is_some() && range.end.is_some() && range.start <= range.end);
+    assert_eq!(range.time_zone.as_deref(), Some("+00:00"));
+    assert_eq!(st.extras, Some(vec![r#"{"tool":"dump"}"#.to_string()]));
+    let duration = st.duration.clone().context("duration")?;
+    assert!(duration.ends_with('s') && !duration.contains('.'), "{duration}");
+    assert!(st.start_timestamp.is_some() && st.completion_timestamp.is_some());
+    assert_eq!(st.expiration, None, "no retentionPeriod: kept forever");
+    assert_eq!(st.backup_method.as_ref().map(|m| m.name.as_str()), Some("dump"));
+    let actions = st.actions.clone().context("actions")?;
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].phase, Some(ActionPhase::Completed));
+    assert_eq!(actions[0].total_size.as_deref(), Some("4000000"));
+    assert!(b.finalizers().contains(&FINALIZER.to_string()));
+    assert_eq!(
+        b.labels().get("dataprotection.kubeblocks.io/backup-repo-name").map(String::as_str),
+        Some(REPO)
+    );
+    assert_eq!(
+        b.labels().get("dataprotection.kubeblocks.io/backup-type").map(String::as_str),
+        Some("Full")
+    );
+
+    // The data and the job's environment are in the repo under status.path.
+    let listing = setup.list("/default/pg/b1").await?;
+    assert!(listing.contains("data.bin") && listing.contains("env.txt"), "{listing}");
+    let conf = setup.server.scratch_dir("conf")?.join("datasafed.conf");
+    let env = datasafed(&conf, "/default/pg/b1", &["pull", "/env.txt", "-"])?;
+    for expected in [
+        "DP_BACKUP_NAME=b1",
+        "DP_TARGET_POD_NAME=pg-0",
+        "DP_BACKUP_BASE_PATH=/default/pg/b1",
+        "DATASAFED_BACKEND_BASE_PATH=/default/pg/b1",
+        "DP_BACKUP_INFO_FILE=/dp-manager/backup.info",
+        "DP_DB_HOST=127.0.0.1",
+        "DP_DB_PORT=5432",
+        "DP_DB_USER=postgres",
+        "DP_DB_PASSWORD=s3cret",
+        "PGDATA=/var/lib/postgresql/data",
+        "ACTIONSET_VAR=method-wins",
+        "METHOD_VAR=from-method",
+        "KB_NAMESPACE=default",
+    ] {
+        assert!(env.lines().any(|l| l == expected), "{expected} missing from:\n{env}");
+    }
+    assert!(
+        !env.lines().any(|l| l.starts_with("DP_TTL=")),
+        "no retentionPeriod, no DP_TTL:\n{env}"
+    );
+
+    // The worker Job is cleaned up once the backup is Completed.
+    let jobs: Api<Job> = Api::namespaced(setup.client(), NS);
+    wait_for("the worker Job to be removed", Duration::from_secs(30), || async {
+        let left = jobs.list(&ListParams::default()).await?.items;
+        Ok(left.iter().all(|j| !j.name_any().starts_with("dp-backup-")).then_some(()))
+    })
+    .await?;
+
+    // Delete: the data goes, then the object.
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    api.delete("b1", &DeleteParams::default()).await?;
+    setup.gone("b1").await?;
+    let listing = setup.list("/default/pg/b1").await?;
+    assert!(!listing.contains("data.bin"), "data left after Delete: {listing}");
+    assert!(setup.repo_dir.exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retain_keeps_the_data_and_the_backup_object_goes() -> Result<()> {
+    let setup = dump_setup().await?;
+    setup.backup("kept", "dump", "Retain").await?;
+    let b = setup.finished("kept").await?;
+    assert_eq!(b.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Completed));
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    api.delete("kept", &DeleteParams::default()).await?;
+    setup.gone("kept").await?;
+    let listing = setup.list("/default/pg/kept").await?;
+    assert!(listing.contains("data.bin"), "Retain must keep the data: {listing}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_say_what_went_wrong() -> Result<()> {
+    let setup = dump_setup().await?;
+    setup.backup("fails", "broken", "Delete").await?;
+    setup.backup("no-actionset", "missing", "Delete").await?;
+    setup.backup("snapshot", "snap", "Delete").await?;
+    create::<Backup>(
+        &setup.client(),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "no-policy"},
+            "spec": {"backupPolicyName": "nope", "backupMethod": "dump"}
+        }),
+    )
+    .await?;
+
+    let reason =
+        |b: &Backup| b.status.as_ref().and_then(|s| s.failure_reason.clone()).unwrap_or_default();
+    let b = setup.finished("fails").await?;
+    assert_eq!(b.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Failed));
+    assert!(reason(&b).contains("Connection refused"), "log tail expected: {}", reason(&b));
+    assert!(reason(&b).contains("backupData on pod pg-0"), "{}", reason(&b));
+    let action = &b.status.as_ref().and_then(|s| s.actions.clone()).unwrap_or_default()[0];
+    assert_eq!(action.phase, Some(ActionPhase::Failed));
+
+    let b = setup.finished("no-actionset").await?;
+    assert_eq!(b.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Failed));
+    assert!(reason(&b).contains("actionset does-not-exist not found"), "{}", reason(&b));
+    assert!(b.finalizers().is_empty(), "nothing was written, so no finalizer");
+
+    let b = setup.finished("snapshot").await?;
+    assert!(
+        reason(&b).contains(
+            "volume snapshot methods are not supported yet; use a method with actionSetName"
+        ),
+        "{}",
+        reason(&b)
+    );
+    let b = setup.finished("no-policy").await?;
+    assert!(reason(&b).contains("backuppolicy nope not found"), "{}", reason(&b));
+
+    // A failed backup with data in the repo still deletes cleanly (nothing to remove is fine).
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    for name in ["fails", "no-actionset", "snapshot", "no-policy"] {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    for name in ["fails", "no-actionset", "snapshot", "no-policy"] {
+        setup.gone(name).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incremental_backups_chain_to_the_latest_full() -> Result<()> {
+    let setup = Setup::start().await?;
+    setup.action_set("as-full", "echo full | datasafed push - /full.txt", json!({})).await?;
+    create::<ActionSet>(
+        &setup.client(),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "ActionSet",
+            "metadata": {"name": "as-inc"},
+            "spec": {"backupType": "Incremental", "backup": {"backupData": {"image": "busybox", "command": ["sh", "-c",
+                "set -e; [ -n \"$DP_PARENT_BACKUP_NAME\" ]; DATASAFED_BACKEND_BASE_PATH=$DP_BACKUP_ROOT_PATH/$DP_PARENT_BACKUP_NAME/$DP_TARGET_RELATIVE_PATH datasafed list / | grep -q txt; echo \"$DP_PARENT_BACKUP_NAME $DP_BASE_BACKUP_NAME\" | datasafed push - /inc.txt"]}}}
+        }),
+    )
+    .await?;
+    setup
+        .policy(json!([
+            {"name": "full", "actionSetName": "as-full"},
+            {"name": "inc", "actionSetName": "as-inc"}
+        ]))
+        .await?;
+    // No Full yet: the incremental backup cannot start.
+    setup.backup("inc0", "inc", "Delete").await?;
+    let b = setup.finished("inc0").await?;
+    let reason = b.status.as_ref().and_then(|s| s.failure_reason.clone()).unwrap_or_default();
+    assert!(reason.contains("take a Full backup first"), "{reason}");
+
+    setup.backup("full1", "full", "Delete").await?;
+    assert_eq!(
+        setup.finished("full1").await?.status.and_then(|s| s.phase),
+        Some(BackupPhase::Completed)
+    );
+    setup.backup("inc1", "inc", "Delete").await?;
+    let inc1 = setup.finished("inc1").await?;
+    assert_eq!(
+        inc1.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Completed),
+        "{:?}",
+        inc1.status
+    );
+    let ann = |b: &Backup, k: &str| b.annotations().get(k).cloned();
+    assert_eq!(
+        ann(&inc1, "dataprotection.kubeblocks.io/parent-backup-name").as_deref(),
+        Some("full1")
+    );
+    assert_eq!(
+        ann(&inc1, "dataprotection.kubeblocks.io/base-backup-name").as_deref(),
+        Some("full1")
+    );
+    setup.backup("inc2", "inc", "Delete").await?;
+    let inc2 = setup.finished("inc2").await?;
+    assert_eq!(
+        inc2.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Completed),
+        "{:?}",
+        inc2.status
+    );
+    assert_eq!(
+        ann(&inc2, "dataprotection.kubeblocks.io/parent-backup-name").as_deref(),
+        Some("inc1")
+    );
+    assert_eq!(
+        ann(&inc2, "dataprotection.kubeblocks.io/base-backup-name").as_deref(),
+        Some("full1")
+    );
+    let conf = {
+        setup.list("/default/pg/inc2").await?;
+        setup.server.scratch_dir("conf")?.join("datasafed.conf")
+    };
+    assert_eq!(
+        datasafed(&conf, "/default/pg/inc2", &["pull", "/inc.txt", "-"])?.trim(),
+        "inc1 full1"
+    );
+
+    // Deleting the Full takes its chain with it.
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    api.delete("full1", &DeleteParams::default()).await?;
+    for name in ["full1", "inc1", "inc2"] {
+        setup.gone(name).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_backs_up_on_the_minute_and_expired_backups_are_collected_with_their_data()
+-> Result<()> {
+    let setup = Setup::start().await?;
+    setup.action_set("as-dump", "echo hello | datasafed push - /hello.txt", json!({})).await?;
+    setup.policy(json!([{"name": "dump", "actionSetName": "as-dump"}])).await?;
+    create::<BackupSchedule>(
+        &setup.client(),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupSchedule",
+            "metadata": {"name": "every-minute"},
+            "spec": {
+                "backupPolicyName": POLICY,
+                "schedules": [{"enabled": true, "backupMethod": "dump", "cronExpression": "*/1 * * * *", "retentionPeriod": "1m"}]
+            }
+        }),
+    )
+    .await?;
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    let selector = format!("{LABEL_BACKUP_SCHEDULE}=every-minute");
+    let first = wait_for("the schedule to create a backup", Duration::from_secs(75), || async {
+        let items = api.list(&ListParams::default().labels(&selector)).await?.items;
+        Ok(items.into_iter().next())
+    })
+    .await?;
+    let name = first.name_any();
+    let created = first.creation_timestamp().context("creationTimestamp")?.0;
+    // Named for its scheduled minute, created right at it.
+    let stamp = name.strip_prefix("every-minute-dump-").context("name pattern")?;
+    assert_eq!(stamp.len(), 14, "{name}");
+    assert!(stamp.ends_with("00"), "runs on the minute: {name}");
+    assert!(created.as_second() % 60 < 10, "created {created} for {name}");
+    assert_eq!(
+        first.labels().get("dataprotection.kubeblocks.io/autobackup").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(first.spec.retention_period.as_deref(), Some("1m"));
+
+    let done = setup.finished(&name).await?;
+    let st = done.status.clone().context("status")?;
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{:?}", st.failure_reason);
+    let expiration = st.expiration.clone().context("expiration")?.0;
+    let completed = st.completion_timestamp.clone().context("completion")?.0;
+    assert_eq!(expiration.as_second() - completed.as_second(), 60);
+    assert!(setup.list(st.path.as_deref().context("path")?).await?.contains("hello.txt"));
+
+    let schedules: Api<BackupSchedule> = Api::namespaced(setup.client(), NS);
+    let sched = schedules.get("every-minute").await?;
+    let sst = sched.status.context("schedule status")?;
+    assert_eq!(format!("{:?}", sst.phase), "Some(Available)");
+    let entry = sst.schedules.as_ref().and_then(|m| m.get("dump")).context("entry status")?;
+    assert!(entry.last_schedule_time.is_some());
+
+    // Stop the schedule so no more backups appear, then wait for the GC (every 60 s) to delete
+    // the expired one and its data.
+    let patch = json!({"spec": {"schedules": [{"enabled": false, "backupMethod": "dump", "cronExpression": "*/1 * * * *", "retentionPeriod": "1m"}]}});
+    schedules.patch("every-minute", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let api2 = api.clone();
+    let name2 = name.clone();
+    wait_for("the expired backup to be collected", Duration::from_secs(200), || {
+        let api = api2.clone();
+        let name = name2.clone();
+        async move { Ok(api.get_opt(&name).await?.is_none().then_some(())) }
+    })
+    .await?;
+    let listing = setup.list(st.path.as_deref().context("path")?).await?;
+    assert!(!listing.contains("hello.txt"), "GC must delete the data too: {listing}");
+    Ok(())
+}
