@@ -160,7 +160,7 @@ fn assert_one_line_error(o: &Output, needle: &str) {
 }
 
 #[test]
-fn stdin_push_pull_round_trips_and_a_similar_push_is_incremental() {
+fn datasafed_stdin_push_pull_round_trips_and_a_similar_push_is_incremental() {
     let env = Env::new();
     let mut data = random(1, 8 << 20);
     data.extend(text(4 << 20));
@@ -193,7 +193,7 @@ fn stdin_push_pull_round_trips_and_a_similar_push_is_incremental() {
 }
 
 #[test]
-fn regular_files_push_and_pull_to_local_paths() {
+fn datasafed_regular_files_push_and_pull_to_local_paths() {
     let env = Env::new();
     let data = random(3, 3 << 20);
     std::fs::write(env.path("in.bin"), &data).unwrap();
@@ -224,7 +224,7 @@ fn regular_files_push_and_pull_to_local_paths() {
 }
 
 #[test]
-fn list_and_stat_print_datasafed_formats() {
+fn datasafed_list_and_stat_print_datasafed_formats() {
     let env = Env::new();
     let t0 = jiff::Timestamp::now().as_second();
     let files: [(&str, usize); 5] = [
@@ -307,7 +307,7 @@ fn list_and_stat_print_datasafed_formats() {
 }
 
 #[test]
-fn rm_mkdir_and_rmdir_follow_datasafed() {
+fn datasafed_rm_mkdir_and_rmdir_follow_datasafed() {
     let env = Env::new();
     env.push("/keep/x", b"x", &[]);
     env.push("/gone/a", b"aa", &[]);
@@ -332,7 +332,7 @@ fn rm_mkdir_and_rmdir_follow_datasafed() {
 }
 
 #[test]
-fn the_base_path_scopes_every_command() {
+fn datasafed_the_base_path_scopes_every_command() {
     let mut env = Env::new();
     env.set("DATASAFED_BACKEND_BASE_PATH", "/ns/backup-1/");
     env.push("/data.tar.zst", b"payload", &["-z", "zstd"]);
@@ -347,7 +347,7 @@ fn the_base_path_scopes_every_command() {
 }
 
 #[test]
-fn configuration_password_and_errors() {
+fn datasafed_configuration_password_and_errors() {
     let mut env = Env::new();
     // No password anywhere: one line naming what to set, nothing created.
     env.unset("HOLDFAST_PASSWORD");
@@ -395,7 +395,7 @@ fn configuration_password_and_errors() {
 }
 
 #[test]
-fn a_failing_input_leaves_no_file() {
+fn datasafed_a_failing_input_leaves_no_file() {
     let env = Env::new();
     env.push("/ok", b"ok", &[]);
     // Reading a directory as stdin fails mid-push (EISDIR).
@@ -418,7 +418,7 @@ fn a_failing_input_leaves_no_file() {
 }
 
 #[test]
-fn concurrent_first_pushes_share_one_repository() {
+fn datasafed_concurrent_first_pushes_share_one_repository() {
     let env = Env::new();
     // Start all three before feeding any, so their opens and inits overlap.
     let mut children: Vec<Child> = (0..3)
@@ -482,7 +482,7 @@ impl Drop for Moto {
 }
 
 #[test]
-fn s3_storage_from_the_config_file() {
+fn datasafed_s3_storage_from_the_config_file() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = match Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])

@@ -61,7 +61,7 @@ pub struct BackupOptions {
     pub cancel: CancelToken,
     /// Worker threads for reading/chunking and for compression (default: the CPU count).
     pub threads: usize,
-    /// Concurrent pack uploads (default: what the backend asks for, 2 on a local disk, 4 on S3).
+    /// Concurrent pack uploads (default: what the backend asks for, 1 on a local disk, 4 on S3).
     pub uploads: usize,
     /// Record extended attributes.
     pub xattrs: bool,
@@ -237,9 +237,11 @@ impl BlobPipeline {
             repo: repo_ref.clone(),
             pending: Mutex::new((Vec::new(), Instant::now())),
         });
-        let (tx, rx) = sync_channel::<Vec<BlobJob>>(threads * 2);
+        // Short queues: a chunk is up to `max_size` (8 MiB) and every queued one is memory; on a
+        // few cores a deeper pipeline only holds more of them without going faster.
+        let (tx, rx) = sync_channel::<Vec<BlobJob>>(threads);
         let rx = Arc::new(Mutex::new(rx));
-        let (ctx, crx) = sync_channel::<Vec<Compressed>>(threads * 2);
+        let (ctx, crx) = sync_channel::<Vec<Compressed>>(threads);
         // A rendezvous: a finished pack waits in the packer (which builds nothing meanwhile), not
         // in a queue, so at most `uploads + 1` data packs are in memory.
         let (utx, urx) = sync_channel::<FinishedPack>(0);
@@ -410,10 +412,12 @@ fn save_stream(
     tx: &BlobTx,
     mut reader: impl Read,
     path: &Path,
+    buf: &mut Vec<u8>,
 ) -> Result<(Vec<Id>, u64)> {
     let p = repo.config().chunker;
     let max = p.max_size as usize;
-    let mut buf = vec![0u8; 2 * max];
+    // The caller keeps the window between files: one allocation per worker, not per file.
+    buf.resize(2 * max, 0);
     let mut len = 0usize;
     let mut eof = false;
     let mut ids = Vec::new();
@@ -674,6 +678,7 @@ fn file_worker(
     tx: &BlobTx,
 ) {
     let max = u64::from(repo.config().chunker.max_size);
+    let mut window = Vec::new();
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
@@ -685,7 +690,7 @@ fn file_worker(
                 if *size <= max {
                     save_small_file(repo, shared, &mut batch, f, *size, path)
                 } else {
-                    save_stream(repo, shared, tx, f, path)
+                    save_stream(repo, shared, tx, f, path, &mut window)
                 }
             });
             let result = result.inspect(|_| {
@@ -1102,6 +1107,7 @@ pub fn backup_reader(
         &tx,
         std::io::BufReader::with_capacity(1 << 20, reader),
         Path::new(filename),
+        &mut Vec::new(),
     )
     .and_then(|(content, size)| {
         stream_size = size;

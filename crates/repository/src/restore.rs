@@ -166,9 +166,10 @@ const WINDOW: u64 = 4 * 1024 * 1024;
 const WINDOWS: usize = 4;
 
 /// A small cache of pack byte ranges for restoring many small blobs. The walk visits files in
-/// the order the backup wrote them, so consecutive small blobs sit next to each other in a pack:
-/// one 4 MiB read serves hundreds of them instead of one backend request (open, read, close)
-/// each.
+/// about the order the backup wrote them, so consecutive small blobs sit next to each other in a
+/// pack: one 4 MiB read serves hundreds of them instead of one backend request (open, read,
+/// close) each. Windows are aligned to multiples of their size, so blobs stored slightly out of
+/// walk order (the backup compresses batches in parallel) still hit the window already read.
 struct PackWindows {
     sizes: HashMap<Id, u64>,
     windows: Mutex<std::collections::VecDeque<(Id, u64, bytes::Bytes)>>,
@@ -185,31 +186,38 @@ impl PackWindows {
         let (offset, length) = (loc.blob.offset, u64::from(loc.blob.length));
         let pack_size = self.sizes.get(&loc.pack).copied();
         let sealed = match pack_size {
-            Some(size) if loc.blob.length < SMALL_BLOB && offset + length <= size => {
-                let hit = self.windows.lock().unwrap_or_else(|e| e.into_inner()).iter().find_map(
-                    |(pack, start, data)| {
-                        (*pack == loc.pack
-                            && offset >= *start
-                            && offset + length <= start + data.len() as u64)
-                            .then(|| {
-                                let from = usize::try_from(offset - start).unwrap_or(usize::MAX);
-                                data.slice(from..from + loc.blob.length as usize)
-                            })
-                    },
-                );
+            Some(size)
+                if loc.blob.length < SMALL_BLOB
+                    && offset + length <= size
+                    // A blob across a window boundary is read by itself.
+                    && offset / WINDOW == (offset + length - 1) / WINDOW =>
+            {
+                // The lock is held across a miss's read: the workers restoring neighbouring small
+                // files all want the same window, and reading it once beats four racing reads.
+                let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+                let hit = w.iter().find_map(|(pack, start, data)| {
+                    (*pack == loc.pack
+                        && offset >= *start
+                        && offset + length <= start + data.len() as u64)
+                        .then(|| {
+                            let from = usize::try_from(offset - start).unwrap_or(usize::MAX);
+                            data.slice(from..from + loc.blob.length as usize)
+                        })
+                });
                 match hit {
                     Some(b) => b,
                     None => {
-                        let len = WINDOW.max(length).min(size - offset);
+                        let start = offset / WINDOW * WINDOW;
+                        let len = WINDOW.min(size - start);
                         let data = repo.backend.get_range(
                             crate::backend::FileType::Pack,
                             &loc.pack.to_hex(),
-                            offset,
+                            start,
                             len,
                         )?;
-                        let blob = data.slice(..loc.blob.length as usize);
-                        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-                        w.push_back((loc.pack, offset, data));
+                        let from = usize::try_from(offset - start).unwrap_or(usize::MAX);
+                        let blob = data.slice(from..from + loc.blob.length as usize);
+                        w.push_back((loc.pack, start, data));
                         if w.len() > WINDOWS {
                             w.pop_front();
                         }
