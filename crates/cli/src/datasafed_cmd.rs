@@ -543,8 +543,8 @@ fn list(session: &Session, a: &ListArgs) -> anyhow::Result<()> {
         let t = e.mtime.as_second();
         (!a.dirs_only || e.is_dir)
             && (!a.files_only || !e.is_dir)
-            && !(a.newer_than > 0 && a.newer_than >= t)
-            && !(a.older_than > 0 && a.older_than <= t)
+            && (a.newer_than <= 0 || t > a.newer_than)
+            && (a.older_than <= 0 || t < a.older_than)
             && a.name.as_deref().is_none_or(|p| vpath::glob_match(p, vpath::base_name(&e.path)))
     });
     let base = session.base_abs();

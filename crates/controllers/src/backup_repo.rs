@@ -180,7 +180,7 @@ struct Resolved {
 async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<BackupRepo> = Api::all(ctx.client.clone());
     // Decide on the current object, not a cache that may predate our own last patch.
-    let Some(repo) = api.get_opt(&obj.name_any()).await? else {
+    let Some(mut repo) = api.get_opt(&obj.name_any()).await? else {
         return Ok(Action::await_change());
     };
     if repo.metadata.deletion_timestamp.is_some() {
@@ -246,7 +246,7 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
             evaluated.push(failure.condition);
             let status =
                 status_of(&repo, BackupRepoPhase::Failed, ordered(conditions, &evaluated), None);
-            write_status(&ctx, &repo, status).await?;
+            write_status(&ctx, &mut repo, status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -264,7 +264,7 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
         evaluated.push(CONDITION_STORAGE_CLASS_CREATED);
         let status =
             status_of(&repo, BackupRepoPhase::Failed, ordered(conditions, &evaluated), None);
-        write_status(&ctx, &repo, status).await?;
+        write_status(&ctx, &mut repo, status).await?;
         return Ok(Action::await_change());
     }
     evaluated.push(CONDITION_PRECHECK_PASSED);
@@ -289,7 +289,7 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
             ordered(conditions.clone(), &evaluated),
             None,
         );
-        write_status(&ctx, &repo, status).await?;
+        write_status(&ctx, &mut repo, status).await?;
         let outcome = precheck(&ctx, &repo, &resolved).await?;
         let ok = outcome.is_ok();
         match outcome {
@@ -317,7 +317,7 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
     let phase = if ready { BackupRepoPhase::Ready } else { BackupRepoPhase::Failed };
     let tool_config = ready.then(|| tool_config_secret_name(&repo.name_any()));
     let status = status_of(&repo, phase, ordered(conditions, &evaluated), tool_config);
-    write_status(&ctx, &repo, status).await?;
+    write_status(&ctx, &mut repo, status).await?;
     if ready {
         let rendered = rendered_config(&ctx, &repo, &resolved).await?;
         for ns in namespaces_in_use(&ctx, &repo).await? {
@@ -349,9 +349,10 @@ fn status_of(
     }
 }
 
+/// Writes the status unless it is what `repo` (kept up to date here) already has.
 async fn write_status(
     ctx: &Context,
-    repo: &BackupRepo,
+    repo: &mut BackupRepo,
     status: BackupRepoStatus,
 ) -> Result<(), Error> {
     if repo.status.as_ref() == Some(&status) {
@@ -371,6 +372,7 @@ async fn write_status(
         &Patch::Merge(json!({"status": value})),
     )
     .await?;
+    repo.status = Some(status);
     Ok(())
 }
 
@@ -846,7 +848,7 @@ async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
             conditions: Some(conditions),
             ..repo.status.clone().unwrap_or_default()
         };
-        write_status(ctx, repo, status).await?;
+        write_status(ctx, &mut repo.clone(), status).await?;
         // Backup events also wake this up; the requeue covers a missed one.
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
@@ -863,7 +865,7 @@ async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
         conditions: Some(conditions),
         ..repo.status.clone().unwrap_or_default()
     };
-    write_status(ctx, repo, status).await?;
+    write_status(ctx, &mut repo.clone(), status).await?;
 
     let secrets: Api<Secret> = Api::all(ctx.client.clone());
     let tool_config = tool_config_secret_name(&name);

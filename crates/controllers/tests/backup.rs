@@ -42,43 +42,12 @@ where
     }
 }
 
-async fn create<K>(client: &Client, obj: Value) -> Result<K>
+async fn create<K>(api: Api<K>, obj: Value) -> Result<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::Scope: ScopeApi,
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let typed: K = serde_json::from_value(obj)?;
-    let api: Api<K> = K::Scope::api(client);
     Ok(api.create(&PostParams::default(), &typed).await?)
-}
-
-/// Namespaced kinds live in [`NS`]; cluster-scoped ones have no namespace.
-trait ScopeApi {
-    fn api<K>(client: &Client) -> Api<K>
-    where
-        K: kube::Resource<DynamicType = ()>;
-}
-
-impl ScopeApi for k8s_openapi::NamespaceResourceScope {
-    fn api<K>(client: &Client) -> Api<K>
-    where
-        K: kube::Resource<DynamicType = ()>,
-    {
-        Api::namespaced_with(client.clone(), NS, &())
-    }
-}
-
-impl ScopeApi for k8s_openapi::ClusterResourceScope {
-    fn api<K>(client: &Client) -> Api<K>
-    where
-        K: kube::Resource<DynamicType = ()>,
-    {
-        Api::all_with(client.clone(), &())
-    }
 }
 
 /// A server with a Ready `holdfast-local` repo, a database pod and its credential Secret, and a
@@ -93,8 +62,8 @@ impl Setup {
         let server = EmbeddedServer::start().await?;
         let repo_dir = server.scratch_dir("repo")?;
         let client = server.client.clone();
-        create::<BackupRepo>(
-            &client,
+        create(
+            Api::<BackupRepo>::all(client.clone()),
             json!({
                 "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupRepo",
                 "metadata": {"name": REPO},
@@ -106,8 +75,7 @@ impl Setup {
             }),
         )
         .await?;
-        create::<Secret>(
-            &client,
+        create(Api::<Secret>::namespaced(client.clone(), NS),
             json!({
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "pg-account"},
@@ -115,8 +83,8 @@ impl Setup {
             }),
         )
         .await?;
-        create::<Pod>(
-            &client,
+        create(
+            Api::<Pod>::namespaced(client.clone(), NS),
             json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "pg-0", "labels": {"app": "pg"}},
@@ -153,8 +121,8 @@ impl Setup {
         if let (Value::Object(backup), Value::Object(more)) = (&mut spec["backup"], extra) {
             backup.extend(more);
         }
-        create::<ActionSet>(
-            &self.client(),
+        create(
+            Api::<ActionSet>::all(self.client()),
             json!({
                 "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "ActionSet",
                 "metadata": {"name": name}, "spec": spec
@@ -165,8 +133,7 @@ impl Setup {
     }
 
     async fn policy(&self, methods: Value) -> Result<()> {
-        create::<BackupPolicy>(
-            &self.client(),
+        create(Api::<BackupPolicy>::namespaced(self.client(), NS),
             json!({
                 "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
                 "metadata": {"name": POLICY},
@@ -188,8 +155,7 @@ impl Setup {
     }
 
     async fn backup(&self, name: &str, method: &str, deletion: &str) -> Result<Backup> {
-        create::<Backup>(
-            &self.client(),
+        create(Api::<Backup>::namespaced(self.client(), NS),
             json!({
                 "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
                 "metadata": {"name": name},
@@ -380,8 +346,8 @@ async fn failures_say_what_went_wrong() -> Result<()> {
     setup.backup("fails", "broken", "Delete").await?;
     setup.backup("no-actionset", "missing", "Delete").await?;
     setup.backup("snapshot", "snap", "Delete").await?;
-    create::<Backup>(
-        &setup.client(),
+    create(
+        Api::<Backup>::namespaced(setup.client(), NS),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
             "metadata": {"name": "no-policy"},
@@ -430,8 +396,7 @@ async fn failures_say_what_went_wrong() -> Result<()> {
 async fn incremental_backups_chain_to_the_latest_full() -> Result<()> {
     let setup = Setup::start().await?;
     setup.action_set("as-full", "echo full | datasafed push - /full.txt", json!({})).await?;
-    create::<ActionSet>(
-        &setup.client(),
+    create(Api::<ActionSet>::all(setup.client()),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "ActionSet",
             "metadata": {"name": "as-inc"},
@@ -514,8 +479,7 @@ async fn a_schedule_backs_up_on_the_minute_and_expired_backups_are_collected_wit
     let setup = Setup::start().await?;
     setup.action_set("as-dump", "echo hello | datasafed push - /hello.txt", json!({})).await?;
     setup.policy(json!([{"name": "dump", "actionSetName": "as-dump"}])).await?;
-    create::<BackupSchedule>(
-        &setup.client(),
+    create(Api::<BackupSchedule>::namespaced(setup.client(), NS),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupSchedule",
             "metadata": {"name": "every-minute"},

@@ -104,7 +104,7 @@ where
     }
 }
 
-async fn create<K>(client: &Client, ns: Option<&str>, obj: Value) -> Result<K>
+async fn create<K>(api: Api<K>, obj: Value) -> Result<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -112,10 +112,6 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
-    let api: Api<K> = match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let typed: K = serde_json::from_value(obj)?;
     Ok(api.create(&PostParams::default(), &typed).await?)
 }
@@ -173,7 +169,7 @@ async fn local_repo_is_prechecked_creates_its_repository_and_follows_changes() -
     let mut obj = repo_json("local", "holdfast-local", json!({"path": path_str(&first)}));
     obj["metadata"]["annotations"] =
         json!({"dataprotection.kubeblocks.io/is-default-repo": "true"});
-    create::<BackupRepo>(&f.client, None, obj).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), obj).await?;
 
     let repo = wait_phase(&f.client, "local", BackupRepoPhase::Ready).await?;
     let conds = conditions(&repo);
@@ -281,7 +277,7 @@ async fn failures_name_their_cause_and_recover_when_fixed() -> Result<()> {
     let mut obj =
         repo_json("cred", "holdfast-local", json!({"path": path_str(&f.dir.path().join("cred"))}));
     obj["spec"]["credential"] = json!({"name": "repo-cred", "namespace": "team-a"});
-    create::<BackupRepo>(&f.client, None, obj).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), obj).await?;
     let repo = wait_phase(&f.client, "cred", BackupRepoPhase::Failed).await?;
     let conds = conditions(&repo);
     assert_eq!(conds[0].0, "StorageProviderReady");
@@ -295,9 +291,8 @@ async fn failures_name_their_cause_and_recover_when_fixed() -> Result<()> {
         )
     );
     // Creating it re-checks the repo.
-    create::<Secret>(
-        &f.client,
-        Some("team-a"),
+    create(
+        Api::<Secret>::namespaced(f.client.clone(), "team-a"),
         json!({"metadata": {"name": "repo-cred"}, "data": {"token": "dA=="}}),
     )
     .await?;
@@ -306,9 +301,8 @@ async fn failures_name_their_cause_and_recover_when_fixed() -> Result<()> {
     // An unwritable path: below a regular file (refused even to root).
     let file = f.dir.path().join("a-file");
     std::fs::write(&file, b"not a directory")?;
-    create::<BackupRepo>(
-        &f.client,
-        None,
+    create(
+        Api::<BackupRepo>::all(f.client.clone()),
         repo_json("unwritable", "holdfast-local", json!({"path": path_str(&file.join("repo"))})),
     )
     .await?;
@@ -335,20 +329,24 @@ async fn failures_name_their_cause_and_recover_when_fixed() -> Result<()> {
     assert!(good.join("config").is_file());
 
     // A required parameter missing.
-    create::<BackupRepo>(&f.client, None, repo_json("noparam", "holdfast-local", json!({})))
-        .await?;
+    create(
+        Api::<BackupRepo>::all(f.client.clone()),
+        repo_json("noparam", "holdfast-local", json!({})),
+    )
+    .await?;
     let repo = wait_phase(&f.client, "noparam", BackupRepoPhase::Failed).await?;
     let conds = conditions(&repo);
     assert_eq!(conds[1].2, "InvalidParameters");
     assert_eq!(conds[1].3, "missing required parameter(s): path");
 
     // A provider that does not exist, and Mount access to a provider without a CSI driver.
-    create::<BackupRepo>(&f.client, None, repo_json("noprovider", "nope", json!({}))).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), repo_json("noprovider", "nope", json!({})))
+        .await?;
     let repo = wait_phase(&f.client, "noprovider", BackupRepoPhase::Failed).await?;
     assert_eq!(conditions(&repo)[0].3, "storage provider nope not found");
     let mut mount = repo_json("mount", "holdfast-local", json!({"path": "/tmp/x"}));
     mount["spec"]["accessMethod"] = json!("Mount");
-    create::<BackupRepo>(&f.client, None, mount).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), mount).await?;
     let repo = wait_phase(&f.client, "mount", BackupRepoPhase::Failed).await?;
     let conds = conditions(&repo);
     assert_eq!(conds[0].2, "InvalidStorageProvider");
@@ -361,9 +359,7 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
     let moto = Moto::start()?.context("moto_server is not installed (scripts/install-deps.sh)")?;
     moto.create_bucket("backups")?;
     let f = fixture().await?;
-    create::<Secret>(
-        &f.client,
-        Some("team-a"),
+    create(Api::<Secret>::namespaced(f.client.clone(), "team-a"),
         json!({"metadata": {"name": "s3-cred"}, "data": {
             "accessKeyId": base64(moto::ACCESS_KEY_ID), "secretAccessKey": base64(moto::SECRET_ACCESS_KEY)}}),
     )
@@ -375,7 +371,7 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
         json!({"bucket": "backups", "endpoint": moto.endpoint(), "prefix": "/pg/"}),
     );
     obj["spec"]["credential"] = json!({"name": "s3-cred", "namespace": "team-a"});
-    create::<BackupRepo>(&f.client, None, obj).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), obj).await?;
     let repo = wait_phase(&f.client, "s3", BackupRepoPhase::Ready).await?;
     assert!(
         conditions(&repo)[2].3.contains("created the repository at s3://backups/pg"),
@@ -404,7 +400,7 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
 
     // Upstream KubeBlocks' `minio` provider, applied as a user would: its CSI driver is absent,
     // so the provider is NotReady, yet Tool access renders its datasafed template.
-    create::<StorageProvider>(&f.client, None, upstream_minio()).await?;
+    create(Api::<StorageProvider>::all(f.client.clone()), upstream_minio()).await?;
     let providers: Api<StorageProvider> = Api::all(f.client.clone());
     wait_for("minio provider NotReady", || async {
         let p = providers.get("minio").await?;
@@ -418,12 +414,11 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
     let mut obj =
         repo_json("minio", "minio", json!({"bucket": "backups", "endpoint": moto.endpoint()}));
     obj["spec"]["credential"] = json!({"name": "s3-cred", "namespace": "team-a"});
-    create::<BackupRepo>(&f.client, None, obj).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), obj).await?;
     wait_phase(&f.client, "minio", BackupRepoPhase::Ready).await?;
     // Installing its CSI driver makes the provider Ready.
-    create::<CSIDriver>(
-        &f.client,
-        None,
+    create(
+        Api::<CSIDriver>::all(f.client.clone()),
         json!({"metadata": {"name": "ru.yandex.s3.csi"}, "spec": {}}),
     )
     .await?;
@@ -451,7 +446,7 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
         json!({"bucket": "backups", "endpoint": format!("http://127.0.0.1:{dead}")}),
     );
     obj["spec"]["credential"] = json!({"name": "s3-cred", "namespace": "team-a"});
-    create::<BackupRepo>(&f.client, None, obj).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), obj).await?;
     let repo = wait_phase(&f.client, "unreachable", BackupRepoPhase::Failed).await?;
     let message = &conditions(&repo)[2].3;
     assert!(message.starts_with("pre-check of s3://backups at http://127.0.0.1:"), "{message}");
@@ -461,17 +456,14 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_waits_for_backups_then_removes_tool_configs() -> Result<()> {
     let f = fixture().await?;
-    create::<BackupRepo>(
-        &f.client,
-        None,
+    create(
+        Api::<BackupRepo>::all(f.client.clone()),
         repo_json("doomed", "holdfast-local", json!({"path": path_str(&f.dir.path().join("d"))})),
     )
     .await?;
     let repo = wait_phase(&f.client, "doomed", BackupRepoPhase::Ready).await?;
     backup_repo::ensure_tool_config(&f.ctx, &repo, "team-b").await?;
-    create::<Backup>(
-        &f.client,
-        Some("team-b"),
+    create(Api::<Backup>::namespaced(f.client.clone(), "team-b"),
         json!({"apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
                "metadata": {"name": "b1", "labels": {"dataprotection.kubeblocks.io/backup-repo-name": "doomed"}},
                "spec": {"backupPolicyName": "p", "backupMethod": "m"}}),
@@ -539,9 +531,7 @@ async fn action_sets_and_policies_report_availability() -> Result<()> {
     })
     .await?;
 
-    create::<ActionSet>(
-        &f.client,
-        None,
+    create(Api::<ActionSet>::all(f.client.clone()),
         json!({"apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "ActionSet", "metadata": {"name": "wal-restore-only"},
                "spec": {"backupType": "Continuous", "restore": {"prepareData": {"image": "i", "command": ["true"]}}}}),
     )
@@ -563,7 +553,7 @@ async fn action_sets_and_policies_report_availability() -> Result<()> {
         "spec": {"backupRepoName": "later", "target": {"podSelector": {"matchLabels": {"app": "pg"}}, "serviceAccountName": "sa"},
                  "backupMethods": [{"name": "basebackup", "actionSetName": "pg-basebackup"},
                                    {"name": "snap", "snapshotVolumes": true}]}});
-    create::<BackupPolicy>(&f.client, Some("team-a"), policy).await?;
+    create(Api::<BackupPolicy>::namespaced(f.client.clone(), "team-a"), policy).await?;
     let policies: Api<BackupPolicy> = Api::namespaced(f.client.clone(), "team-a");
     let policy_status = |want: holdfast_api::kubeblocks::Phase, contains: &'static str| {
         let policies = policies.clone();
@@ -588,18 +578,15 @@ async fn action_sets_and_policies_report_availability() -> Result<()> {
     assert!(msg.contains("backuprepo later not found"), "{msg}");
 
     // Creating what it names makes it Available (watches on ActionSets and BackupRepos).
-    create::<ActionSet>(
-        &f.client,
-        None,
+    create(Api::<ActionSet>::all(f.client.clone()),
         json!({"apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "ActionSet", "metadata": {"name": "pg-basebackup"},
                "spec": {"backupType": "Full", "backup": {"backupData": {"image": "i", "command": ["sh", "-c", "true"]}}}}),
     )
     .await?;
     policy_status(holdfast_api::kubeblocks::Phase::Unavailable, "backuprepo later not found")
         .await?;
-    create::<BackupRepo>(
-        &f.client,
-        None,
+    create(
+        Api::<BackupRepo>::all(f.client.clone()),
         repo_json("later", "holdfast-local", json!({"path": path_str(&f.dir.path().join("l"))})),
     )
     .await?;

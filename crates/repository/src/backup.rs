@@ -341,6 +341,16 @@ fn packer(
                 BlobType::Data => &mut data,
                 BlobType::Tree => &mut tree,
             };
+            // Close the pack before a blob would take it past its size, so a pack buffer never
+            // grows beyond `pack_size` (only a single blob larger than that makes a bigger one).
+            if slot.as_ref().is_some_and(|w| {
+                !w.is_empty()
+                    && w.size() + c.payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
+            }) && let Some(w) = slot.take()
+                && tx.send(w.finish()).is_err()
+            {
+                return;
+            }
             let w = slot.get_or_insert_with(|| PackWriter::new(master, pack_size));
             let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen);
             Counters::add(&shared.data_added_packed, u64::from(stored));
@@ -372,11 +382,13 @@ fn upload(repo: &RepoRef, indexer: &Indexer, pack: FinishedPack) -> Result<()> {
 }
 
 /// Hashes one chunk and adds it to `batch` when new; returns its id.
+///
+/// A borrowed chunk is copied only when it is new: deduplicated data is hashed in place.
 fn save_chunk(
     repo: &Repository,
     shared: &Shared,
     batch: &mut Vec<BlobJob>,
-    data: Vec<u8>,
+    data: std::borrow::Cow<'_, [u8]>,
 ) -> Id {
     let len = data.len() as u64;
     Counters::add(&shared.counters.bytes_read, len);
@@ -385,7 +397,7 @@ fn save_chunk(
     if shared.need(&id) {
         Counters::add(&shared.data_blobs, 1);
         Counters::add(&shared.data_added, len);
-        batch.push(BlobJob { id, blob_type: BlobType::Data, data });
+        batch.push(BlobJob { id, blob_type: BlobType::Data, data: data.into_owned() });
     }
     id
 }
@@ -454,7 +466,8 @@ fn save_stream(
         for (offset, length) in cuts {
             shared.check()?;
             total += length as u64;
-            ids.push(save_chunk(repo, shared, &mut batch, buf[offset..offset + length].to_vec()));
+            let chunk = std::borrow::Cow::Borrowed(&buf[offset..offset + length]);
+            ids.push(save_chunk(repo, shared, &mut batch, chunk));
             // Large chunks go one by one: the hand-off is cheap next to their size, and the
             // compressors start sooner.
             send_blobs(tx, &mut batch)?;
@@ -504,23 +517,19 @@ fn save_small_file(
     let cuts = cut_points(repo, &data);
     let mut ids = Vec::with_capacity(cuts.len());
     if cuts.len() == 1 {
-        ids.push(save_chunk(repo, shared, batch, data));
+        ids.push(save_chunk(repo, shared, batch, std::borrow::Cow::Owned(data)));
     } else {
         for (offset, length) in cuts {
             shared.check()?;
-            ids.push(save_chunk(repo, shared, batch, data[offset..offset + length].to_vec()));
+            let chunk = std::borrow::Cow::Borrowed(&data[offset..offset + length]);
+            ids.push(save_chunk(repo, shared, batch, chunk));
         }
     }
     Ok((ids, total))
 }
 
 /// Serializes a tree and queues it; returns its id.
-fn save_tree(
-    repo: &Repository,
-    shared: &Shared,
-    tx: &BlobTx,
-    mut tree: Tree,
-) -> Result<Id> {
+fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, mut tree: Tree) -> Result<Id> {
     tree.sort();
     let data = serde_json::to_vec(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
     let id = repo.master.blob_id(&data);
@@ -622,12 +631,7 @@ const BATCH_BYTES: u64 = 4 * 1024 * 1024;
 const BATCH_FILE_MAX: u64 = 1024 * 1024;
 
 /// The tree assembler: consumes walk events in order, builds and saves trees.
-fn assembler(
-    repo: &Repository,
-    shared: &Shared,
-    rx: &Receiver<Event>,
-    tx: &BlobTx,
-) -> Result<Id> {
+fn assembler(repo: &Repository, shared: &Shared, rx: &Receiver<Event>, tx: &BlobTx) -> Result<Id> {
     let mut stack: Vec<Tree> = Vec::new();
     let mut root = None;
     while let Ok(ev) = rx.recv() {
@@ -644,9 +648,8 @@ fn assembler(
                 if results.len() != nodes.len() {
                     return Err(Error::Pipeline("file worker lost results".into()));
                 }
-                let dir = stack
-                    .last_mut()
-                    .ok_or_else(|| Error::Pipeline("file outside a dir".into()))?;
+                let dir =
+                    stack.last_mut().ok_or_else(|| Error::Pipeline("file outside a dir".into()))?;
                 for (mut n, r) in nodes.into_iter().zip(results) {
                     let (content, size) = r?;
                     // A file that changed while being read is stored as read.
@@ -671,12 +674,7 @@ fn assembler(
     root.ok_or_else(|| Error::Pipeline("walk ended without a root".into()))
 }
 
-fn file_worker(
-    repo: &Repository,
-    shared: &Shared,
-    jobs: &Mutex<Receiver<FileJob>>,
-    tx: &BlobTx,
-) {
+fn file_worker(repo: &Repository, shared: &Shared, jobs: &Mutex<Receiver<FileJob>>, tx: &BlobTx) {
     let max = u64::from(repo.config().chunker.max_size);
     let mut window = Vec::new();
     loop {
@@ -794,7 +792,9 @@ impl Walker<'_> {
                 self.send(Event::Enter)?;
                 let ptree = self.parent_tree(parent);
                 let mut entries: Vec<(Vec<u8>, PathBuf, Metadata)> = Vec::new();
-                for e in std::fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))? {
+                for e in
+                    std::fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))?
+                {
                     let e = e.map_err(|e| Error::io("read directory", path, e))?;
                     // DirEntry::metadata is an lstat relative to the open directory: no walk of
                     // the whole path per entry.
@@ -1008,15 +1008,14 @@ pub fn backup_paths(
             })
         };
         let walked = {
-            let walker =
-                Walker {
-                    repo,
-                    shared: &shared,
-                    events: etx,
-                    jobs: jtx,
-                    xattrs: opts.xattrs,
-                    pending: Default::default(),
-                };
+            let walker = Walker {
+                repo,
+                shared: &shared,
+                events: etx,
+                jobs: jtx,
+                xattrs: opts.xattrs,
+                pending: Default::default(),
+            };
             let r = (|| {
                 walker.send(Event::Enter)?;
                 for (abs, name, meta) in &roots {

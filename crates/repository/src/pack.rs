@@ -64,9 +64,10 @@ impl PackWriter {
     /// An empty pack with a fresh salt.
     pub fn new(master: &MasterKey, capacity: usize) -> Self {
         let salt = crate::crypto::random::<16>();
-        // Room for one more blob past the target size, so the last add never reallocates (and
-        // briefly doubles) a pack-sized buffer; untouched capacity costs no memory.
-        let mut buf = Vec::with_capacity(capacity + 8 * 1024 * 1024 + 4096);
+        // Room for the header (49 bytes a blob, plus its seal) past the target size, so finishing
+        // a pack of many small blobs does not reallocate (and briefly double) a pack-sized
+        // buffer; untouched capacity costs no memory.
+        let mut buf = Vec::with_capacity(capacity + capacity / 32 + 4096);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&salt);
         Self { salt, key: master.pack_key(&salt), buf, blobs: Vec::new() }

@@ -362,4 +362,18 @@ mod tests {
         let b = super::ObjectStoreBackend::local(dir.path()).unwrap();
         super::super::conformance::run(&b);
     }
+
+    #[test]
+    fn local_range_reads_report_missing_objects_and_short_reads() {
+        use super::{Backend, FileType};
+        let dir = tempfile::tempdir().unwrap();
+        let b = super::ObjectStoreBackend::local(dir.path()).unwrap();
+        let name = "ab".repeat(32);
+        let err = b.get_range(FileType::Pack, &name, 0, 10).unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+        b.create(FileType::Pack, &name, bytes::Bytes::from(vec![7u8; 100])).unwrap();
+        assert_eq!(b.get_range(FileType::Pack, &name, 90, 10).unwrap(), vec![7u8; 10]);
+        let err = b.get_range(FileType::Pack, &name, 95, 10).unwrap_err();
+        assert!(!err.is_transient() && err.to_string().contains("short read"), "{err}");
+    }
 }
