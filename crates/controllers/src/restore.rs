@@ -28,7 +28,7 @@ use holdfast_api::kubeblocks::restore::{
 use holdfast_api::kubeblocks::{BackupRepo, Restore};
 use holdfast_api::selector::LabelSelector;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -390,13 +390,16 @@ async fn check_repo(
         }
     }
     let ns = restore.namespace().unwrap_or_default();
-    let name = format!("tool-config-{repo_name}");
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    if secrets.get_opt(&name).await?.is_none() {
-        return Err(Blocker::Wait(format!(
-            "waiting for the tool configuration {name} of backuprepo {repo_name} in namespace {ns}"
-        )));
-    }
+    // The repo's tool configuration in the restore's namespace (it may differ from the backup's).
+    let name = match crate::backup_repo::ensure_tool_config(ctx, &repo, &ns).await {
+        Ok(name) => name,
+        Err(Error::Kube(error)) => return Err(Blocker::Api(error)),
+        Err(error) => {
+            return Err(Blocker::Wait(format!(
+                "waiting for the tool configuration of backuprepo {repo_name} in namespace {ns}: {error}"
+            )));
+        }
+    };
     Ok(Some(name))
 }
 

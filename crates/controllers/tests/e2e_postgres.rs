@@ -42,7 +42,10 @@ fn checksums(pg: &Postgres) -> Result<BTreeMap<String, String>> {
         let sql = format!(
             "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY {key}), '')) FROM {table} t"
         );
-        sums.insert(table.to_string(), pg.psql(&sql).with_context(|| format!("checksum of {table}"))?);
+        sums.insert(
+            table.to_string(),
+            pg.psql(&sql).with_context(|| format!("checksum of {table}"))?,
+        );
     }
     Ok(sums)
 }
@@ -53,19 +56,30 @@ fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
 
 async fn create<K>(client: &Client, ns: Option<&str>, obj: Value) -> Result<K>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
 {
     let api: Api<K> = match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let obj: K = from_json(obj);
-    api.create(&PostParams::default(), &obj).await.with_context(|| format!("create {}", obj.name_any()))
+    api.create(&PostParams::default(), &obj)
+        .await
+        .with_context(|| format!("create {}", obj.name_any()))
 }
 
 /// Polls `name` until `done` says it is finished (Ok) or broken (Err), with the last state in
 /// the timeout error.
-async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, done: impl Fn(&K) -> Option<Result<(), String>>) -> Result<K>
+async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&K) -> Option<Result<(), String>>,
+) -> Result<K>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
 {
@@ -74,7 +88,9 @@ where
         let obj = api.get(name).await.with_context(|| format!("get {name}"))?;
         match done(&obj) {
             Some(Ok(())) => return Ok(obj),
-            Some(Err(why)) => bail!("{what} {name}: {why}\n{}", serde_json::to_string_pretty(&obj)?),
+            Some(Err(why)) => {
+                bail!("{what} {name}: {why}\n{}", serde_json::to_string_pretty(&obj)?)
+            }
             None => {}
         }
         if Instant::now() > deadline {
@@ -130,7 +146,10 @@ async fn describe_database(client: &Client, pg: &Postgres) -> Result<()> {
         data.insert(k.to_string(), ByteString(v.into_bytes()));
     }
     let secret = Secret {
-        metadata: kube::api::ObjectMeta { name: Some("pg-cluster-conn-credential".into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some("pg-cluster-conn-credential".into()),
+            ..Default::default()
+        },
         data: Some(data),
         ..Secret::default()
     };
@@ -211,33 +230,42 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     )
     .await?;
     let backups: Api<Backup> = Api::namespaced(client.clone(), NS);
-    let backup = wait_for(&backups, "pg-cluster-backup-1", "backup", |b| {
-        match b.status.as_ref()?.phase? {
+    let backup =
+        wait_for(&backups, "pg-cluster-backup-1", "backup", |b| match b.status.as_ref()?.phase? {
             BackupPhase::Completed => Some(Ok(())),
             BackupPhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(server)))),
             _ => None,
-        }
-    })
-    .await?;
+        })
+        .await?;
     // The backup-time data, read right after the backup completed and before any change.
     let at_backup = checksums(&pg)?;
 
     let status = backup.status.clone().context("backup status")?;
-    let size: u64 = status.total_size.as_deref().context("totalSize")?.parse().context("totalSize is bytes")?;
+    let size: u64 =
+        status.total_size.as_deref().context("totalSize")?.parse().context("totalSize is bytes")?;
     // pgbench scale 5 is ~75 MiB of table data; the tar holds at least the 500k account rows.
-    assert!(size > 10 * 1024 * 1024, "totalSize {size} is too small for a pgbench -s 5 base backup");
+    assert!(
+        size > 10 * 1024 * 1024,
+        "totalSize {size} is too small for a pgbench -s 5 base backup"
+    );
     let range = status.time_range.clone().context("timeRange")?;
     let (start, end) = (range.start.context("start")?.0, range.end.context("end")?.0);
     assert!(start <= end, "timeRange {start}..{end}");
     let created = backup.metadata.creation_timestamp.clone().context("creationTimestamp")?.0;
-    assert!(start.as_second() >= created.as_second() - 1, "timeRange starts before the Backup existed");
+    assert!(
+        start.as_second() >= created.as_second() - 1,
+        "timeRange starts before the Backup existed"
+    );
     assert_eq!(status.backup_repo_name.as_deref(), Some(repo));
 
     // Change the data after the backup: the restore must not see this.
     pg.pgbench(&["-t", "200", "-c", "2", "--no-vacuum"])?;
     pg.psql("UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid % 1000 = 0")?;
     let changed = checksums(&pg)?;
-    assert_ne!(changed["pgbench_accounts"], at_backup["pgbench_accounts"], "the change did not change the data");
+    assert_ne!(
+        changed["pgbench_accounts"], at_backup["pgbench_accounts"],
+        "the change did not change the data"
+    );
 
     create::<Restore>(
         client,
@@ -261,10 +289,12 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     )
     .await?;
     let restores: Api<Restore> = Api::namespaced(client.clone(), NS);
-    let restore = wait_for(&restores, "pg-cluster-restore-1", "restore", |r| match r.status.as_ref()?.phase? {
-        RestorePhase::Completed => Some(Ok(())),
-        RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(server)))),
-        _ => None,
+    let restore = wait_for(&restores, "pg-cluster-restore-1", "restore", |r| {
+        match r.status.as_ref()?.phase? {
+            RestorePhase::Completed => Some(Ok(())),
+            RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(server)))),
+            _ => None,
+        }
     })
     .await?;
     let rs = restore.status.clone().context("restore status")?;
@@ -279,7 +309,8 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     assert!(rs.duration.is_some() && rs.completion_timestamp.is_some());
 
     let data_dir = claim_dir(client, "data-pg-restored-postgresql-0").await?.join("pgroot/data");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&data_dir)?.permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&data_dir)?.permissions());
     assert_eq!(mode & 0o777, 0o700, "the restored data directory must be private");
     let restored = Postgres::start_existing(&data_dir)?;
     let after_restore = checksums(&restored)?;
@@ -293,7 +324,12 @@ async fn refused_restores(server: &EmbeddedServer) -> Result<()> {
     let client = &server.client;
     let restores: Api<Restore> = Api::namespaced(client.clone(), NS);
     let cases = [
-        ("restore-missing-backup", json!({"name": "no-such-backup", "namespace": NS}), None, "not found"),
+        (
+            "restore-missing-backup",
+            json!({"name": "no-such-backup", "namespace": NS}),
+            None,
+            "not found",
+        ),
         (
             "restore-time-on-full",
             json!({"name": "pg-cluster-backup-1", "namespace": NS}),
@@ -326,7 +362,8 @@ async fn refused_restores(server: &EmbeddedServer) -> Result<()> {
         })
         .await?;
         let c = r.status.and_then(|s| s.conditions).unwrap_or_default();
-        let validation = c.iter().find(|c| c.type_ == "ValidationPassed").context("ValidationPassed")?;
+        let validation =
+            c.iter().find(|c| c.type_ == "ValidationPassed").context("ValidationPassed")?;
         assert_eq!(validation.status, "False");
         assert!(validation.message.contains(expected), "{name}: {}", validation.message);
         // Nothing was created for a refused restore.
@@ -370,14 +407,25 @@ async fn basebackup_round_trip_through_an_s3_repo() -> Result<()> {
     moto.create_bucket("holdfast-e2e")?;
     let server = EmbeddedServer::start().await?;
     let mut data = BTreeMap::new();
-    data.insert("accessKeyId".to_string(), ByteString(holdfast_testkit::moto::ACCESS_KEY_ID.into()));
-    data.insert("secretAccessKey".to_string(), ByteString(holdfast_testkit::moto::SECRET_ACCESS_KEY.into()));
+    data.insert(
+        "accessKeyId".to_string(),
+        ByteString(holdfast_testkit::moto::ACCESS_KEY_ID.into()),
+    );
+    data.insert(
+        "secretAccessKey".to_string(),
+        ByteString(holdfast_testkit::moto::SECRET_ACCESS_KEY.into()),
+    );
     let secret = Secret {
-        metadata: kube::api::ObjectMeta { name: Some("e2e-s3-credential".into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some("e2e-s3-credential".into()),
+            ..Default::default()
+        },
         data: Some(data),
         ..Secret::default()
     };
-    Api::<Secret>::namespaced(server.client.clone(), NS).create(&PostParams::default(), &secret).await?;
+    Api::<Secret>::namespaced(server.client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await?;
     create::<BackupRepo>(
         &server.client,
         None,

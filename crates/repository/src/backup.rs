@@ -1286,7 +1286,7 @@ mod tests {
         // Ordinary stdin backups carry no virtual file, and old manifests without the field load.
         let plain = backup_reader(&repo, data.as_slice(), "x", &BackupOptions::new()).unwrap();
         assert_eq!(repo.load_snapshot(&plain.id).unwrap().virtual_file, None);
-        let json = serde_json::to_value(&repo.load_snapshot(&plain.id).unwrap()).unwrap();
+        let json = serde_json::to_value(repo.load_snapshot(&plain.id).unwrap()).unwrap();
         assert!(json.get("virtual_file").is_none(), "absent field is not written: {json}");
     }
 }

@@ -45,9 +45,9 @@ listed = custom.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, label_
 out("listed", ",".join(i["metadata"]["name"] for i in listed["items"]), listed["kind"])
 list_rv = listed["metadata"]["resourceVersion"]
 patched = custom.patch_namespaced_custom_object(
-    GROUP, VERSION, NS, PLURAL, "r1", {"spec": {"volume": "data2"}}
+    GROUP, VERSION, NS, PLURAL, "r1", {"spec": {"cancel": True}}
 )
-out("patched", patched["spec"]["volume"], patched["metadata"]["generation"])
+out("patched", patched["spec"]["cancel"], patched["metadata"]["generation"])
 
 seen = []
 w = watch.Watch()
@@ -62,7 +62,7 @@ for event in w.stream(
 ):
     seen.append(event["type"])
     if event["type"] == "MODIFIED":
-        out("watched", event["type"], event["object"]["spec"]["volume"],
+        out("watched", event["type"], event["object"]["spec"]["cancel"],
             event["object"]["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"])
         w.stop()
 if "MODIFIED" not in seen:
