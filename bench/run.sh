@@ -4,6 +4,8 @@
 #   bench/run.sh [--work DIR] [--big-mib N] [--small-files N] [--insert-mib N]
 #                [--tools holdfast,restic,borg,rustic] [--no-build]
 #
+# RUSTIC=/path/to/rustic uses an existing rustic binary instead of installing one under WORK.
+#
 # Generates the data sets deterministically (bench/gen.py), installs what is missing, builds the
 # release `holdfast` binary, then runs every tool on the same data in one run (bench/bench.py) and
 # writes WORK/results/results.{json,md}. Defaults: WORK=/var/tmp/holdfast-bench (or
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
         --insert-mib) insert_mib="$2"; shift 2 ;;
         --tools) tools="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -46,7 +48,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${apt_missing[@]}"
 fi
 
-rustic="$work/tools/rustic/bin/rustic"
+rustic="${RUSTIC:-$work/tools/rustic/bin/rustic}"
 case ",$tools," in *,rustic,*)
     if [ ! -x "$rustic" ]; then
         if command -v rustic >/dev/null; then

@@ -1285,9 +1285,14 @@ async fn list_at_exact_and_not_older_than_revisions() -> Result<()> {
         ("resourceVersion=abc", 400),
         (&*format!("resourceVersion={}&continue={token}", rv(&a)), 400),
     ] {
-        let (got, _, body) =
-            raw(&f.client, "GET", &format!("/api/v1/namespaces/default/configmaps?{query}"), &[], b"")
-                .await?;
+        let (got, _, body) = raw(
+            &f.client,
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps?{query}"),
+            &[],
+            b"",
+        )
+        .await?;
         assert_eq!(got, code, "{query}: {body}");
     }
 
@@ -1297,7 +1302,11 @@ async fn list_at_exact_and_not_older_than_revisions() -> Result<()> {
     tokio::task::spawn_blocking(move || store.compact(0, Duration::ZERO)).await??;
     let s = status_of(api.list(&exact(&rv(&b))).await)?;
     assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
-    assert!(s.message.starts_with(&format!("too old resource version: {}", rv(&b))), "{}", s.message);
+    assert!(
+        s.message.starts_with(&format!("too old resource version: {}", rv(&b))),
+        "{}",
+        s.message
+    );
     let now = api.list(&ListParams::default()).await?;
     let again = api.list(&exact(now.metadata.resource_version.as_deref().unwrap_or(""))).await?;
     assert_eq!(names_and_data(&again), names_and_data(&now));
@@ -1329,7 +1338,10 @@ async fn list_copies_stored_rows_and_fills_missing_type_meta() -> Result<()> {
     let items = list["items"].as_array().context("items")?;
     assert_eq!(items.len(), 2, "{body}");
     for item in items {
-        assert_eq!((item["apiVersion"].as_str(), item["kind"].as_str()), (Some("v1"), Some("ConfigMap")));
+        assert_eq!(
+            (item["apiVersion"].as_str(), item["kind"].as_str()),
+            (Some("v1"), Some("ConfigMap"))
+        );
     }
     assert_eq!(items[1]["data"]["v"], "2");
     // Label selectors work on the unparsed rows too.
@@ -1342,9 +1354,14 @@ async fn list_copies_stored_rows_and_fills_missing_type_meta() -> Result<()> {
 
 /// The events of a finished raw watch.
 async fn raw_watch(client: &Client, query: &str) -> Result<Vec<Value>> {
-    let (code, _, body) =
-        raw(client, "GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&{query}"), &[], b"")
-            .await?;
+    let (code, _, body) = raw(
+        client,
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&{query}"),
+        &[],
+        b"",
+    )
+    .await?;
     anyhow::ensure!(code == 200, "watch answered {code}: {body}");
     Ok(body.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
 }
@@ -1379,13 +1396,14 @@ async fn watch_bookmarks_carry_the_progress_and_only_when_allowed() -> Result<()
     assert!(rv(&secret).parse::<u64>()? > rv(&b).parse::<u64>()?);
 
     // Without allowWatchBookmarks there is none.
-    let events =
-        raw_watch(&f.client, &format!("timeoutSeconds=1&resourceVersion={from}")).await?;
+    let events = raw_watch(&f.client, &format!("timeoutSeconds=1&resourceVersion={from}")).await?;
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(types, ["ADDED", "ADDED"], "{events:?}");
 
     // A revision from the future: one ERROR event (504), never a bookmark claiming it.
-    let events = raw_watch(&f.client, "allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=999999").await?;
+    let events =
+        raw_watch(&f.client, "allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=999999")
+            .await?;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "ERROR");
     assert_eq!(events[0]["object"]["code"], 504);
@@ -1395,9 +1413,14 @@ async fn watch_bookmarks_carry_the_progress_and_only_when_allowed() -> Result<()
         "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
         "watch=1&resourceVersionMatch=NotOlderThan&resourceVersion=1",
     ] {
-        let (code, _, body) =
-            raw(&f.client, "GET", &format!("/api/v1/namespaces/default/configmaps?{query}"), &[], b"")
-                .await?;
+        let (code, _, body) = raw(
+            &f.client,
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps?{query}"),
+            &[],
+            b"",
+        )
+        .await?;
         assert_eq!(code, 422, "{query}: {body}");
     }
     Ok(())
@@ -1407,7 +1430,11 @@ fn api_secret(client: &Client) -> Api<Secret> {
     Api::namespaced(client.clone(), "default")
 }
 
-fn pod(name: &str, owners: &[(&str, &str, &str)], containers: &[&str]) -> Result<k8s_openapi::api::core::v1::Pod> {
+fn pod(
+    name: &str,
+    owners: &[(&str, &str, &str)],
+    containers: &[&str],
+) -> Result<k8s_openapi::api::core::v1::Pod> {
     let refs: Vec<Value> = owners
         .iter()
         .map(|(kind, owner, uid)| {
@@ -1447,7 +1474,8 @@ async fn delete_propagation_cascades_to_owned_objects() -> Result<()> {
     // loses the reference; a Pod elsewhere with the same owner uid is not the Job's.
     let j1 = jobs.create(&PostParams::default(), &job("j1")?).await?;
     let uid = j1.uid().context("uid")?;
-    let p1 = pods.create(&PostParams::default(), &pod("p1", &[("Job", "j1", &uid)], &["main"])?).await?;
+    let p1 =
+        pods.create(&PostParams::default(), &pod("p1", &[("Job", "j1", &uid)], &["main"])?).await?;
     pods.create(&PostParams::default(), &pod("p2", &[("Job", "j1", &uid)], &["main"])?).await?;
     pods.create(
         &PostParams::default(),
@@ -1455,13 +1483,14 @@ async fn delete_propagation_cascades_to_owned_objects() -> Result<()> {
     )
     .await?;
     let mut grandchild = config_map("of-p1", &[]);
-    grandchild.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        name: "p1".into(),
-        uid: p1.uid().context("uid")?,
-        ..Default::default()
-    }]);
+    grandchild.metadata.owner_references =
+        Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "p1".into(),
+            uid: p1.uid().context("uid")?,
+            ..Default::default()
+        }]);
     cms.create(&PostParams::default(), &grandchild).await?;
     f.server.ensure_namespace("elsewhere").await?;
     let other: Api<Pod> = Api::namespaced(f.client.clone(), "elsewhere");
@@ -1469,9 +1498,8 @@ async fn delete_propagation_cascades_to_owned_objects() -> Result<()> {
     jobs.delete("j1", &DeleteParams::background()).await?;
     assert_eq!(names(pods.list(&ListParams::default()).await?), ["p3"]);
     let p3 = pods.get("p3").await?;
-    let owners: Vec<String> =
-        p3.owner_references().iter().map(|r| r.uid.clone()).collect();
-    assert_eq!(owners, [keeper_uid.clone()]);
+    let owners: Vec<String> = p3.owner_references().iter().map(|r| r.uid.clone()).collect();
+    assert_eq!(owners, [keeper_uid]);
     assert!(cms.get_opt("of-p1").await?.is_none(), "the Pod's own dependent went too");
     assert!(other.get_opt("p9").await?.is_some(), "no cascade across namespaces");
 
@@ -1484,10 +1512,9 @@ async fn delete_propagation_cascades_to_owned_objects() -> Result<()> {
     assert!(jobs.get_opt("j2").await?.is_none());
 
     // Orphan, and a Job's default (orphan, as upstream): the Pods stay, without the reference.
-    for (job_name, pod_name, params) in [
-        ("j3", "r1", DeleteParams::orphan()),
-        ("j4", "r2", DeleteParams::default()),
-    ] {
+    for (job_name, pod_name, params) in
+        [("j3", "r1", DeleteParams::orphan()), ("j4", "r2", DeleteParams::default())]
+    {
         let j = jobs.create(&PostParams::default(), &job(job_name)?).await?;
         let u = j.uid().context("uid")?;
         pods.create(&PostParams::default(), &pod(pod_name, &[("Job", job_name, &u)], &["main"])?)
@@ -1518,8 +1545,7 @@ async fn pod_logs_are_served_from_the_log_directory() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join("store.db"))?;
     let logs = dir.path().join("logs");
-    let server =
-        ApiServer::new(store, holdfast_api::registry()).with_pod_log_dir(logs.clone());
+    let server = ApiServer::new(store, holdfast_api::registry()).with_pod_log_dir(logs.clone());
     let client = Client::new(server.router(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(&PostParams::default(), &pod("p", &[], &["main", "side"])?).await?;
@@ -1532,9 +1558,14 @@ async fn pod_logs_are_served_from_the_log_directory() -> Result<()> {
     assert_eq!(pods.logs("p", &kube::api::LogParams::default()).await?, "one\ntwo\nthree\n");
     let tail = kube::api::LogParams { tail_lines: Some(2), ..Default::default() };
     assert_eq!(pods.logs("p", &tail).await?, "two\nthree\n");
-    let (code, headers, body) =
-        raw(&client, "GET", "/api/v1/namespaces/default/pods/p/log?container=main&follow=false&limitBytes=3", &[], b"")
-            .await?;
+    let (code, headers, body) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/pods/p/log?container=main&follow=false&limitBytes=3",
+        &[],
+        b"",
+    )
+    .await?;
     assert_eq!((code, body.as_str()), (200, "one"));
     assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("text/plain"));
 

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod crds_cmd;
+mod logs_cmd;
 mod datasafed_cmd;
 mod repo_cmd;
 mod server_cmd;
@@ -27,6 +28,8 @@ enum Command {
     Crds(crds_cmd::CrdsArgs),
     /// Work with a deduplicating, encrypted backup repository (restic-style commands).
     Repo(repo_cmd::RepoArgs),
+    /// Print the log of an embedded Job's pod from the data directory.
+    Logs(logs_cmd::LogsArgs),
     /// datasafed-compatible storage commands (push, pull, list, stat, rm, mkdir, rmdir) over a
     /// holdfast repository; also what the binary does when started as `datasafed`.
     Datasafed(datasafed_cmd::DatasafedArgs),
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => server_cmd::run(args),
         Command::Crds(args) => crds_cmd::run(args),
         Command::Repo(args) => repo_cmd::run(args),
+        Command::Logs(args) => logs_cmd::run(args),
         Command::Datasafed(args) => datasafed_cmd::run(args),
     }
 }

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use holdfast_apiserver::ApiServer;
@@ -30,6 +32,9 @@ pub struct ServerArgs {
     /// and localhost are always included.
     #[arg(long = "tls-san", value_name = "HOST")]
     pub tls_sans: Vec<String>,
+    /// Serve the API only: run no controllers (no Job runner, no provisioner, no reconcilers).
+    #[arg(long)]
+    pub no_controllers: bool,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -105,8 +110,11 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     let store = Store::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
 
-    let api = ApiServer::new(store, holdfast_api::registry());
+    let api =
+        ApiServer::new(store, holdfast_api::registry()).with_pod_log_dir(data_dir.join("logs"));
     let compactor = api.spawn_compactor();
+    let controllers =
+        if args.no_controllers { None } else { Some(spawn_controllers(&api, &data_dir).await?) };
 
     let client = client_addr(local);
     let url = format!("https://{client}");
@@ -120,9 +128,51 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
 
     let result = serve(api.router(), tokens, tls, listener, shutdown_signal()).await;
     compactor.abort();
+    if let Some(controllers) = controllers {
+        controllers.abort();
+    }
     result.context("server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts every controller on an in-process client (the router without the serving layer's
+/// authentication: the controllers are part of this process). A failing controller set is logged
+/// and restarted with a growing delay; it never takes the API server down with it.
+async fn spawn_controllers(
+    api: &ApiServer,
+    data_dir: &Path,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    const SYSTEM_NAMESPACE: &str = "holdfast-system";
+    api.ensure_namespace(SYSTEM_NAMESPACE)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create namespace {SYSTEM_NAMESPACE}: {e}"))?;
+    let holdfast_exe =
+        std::env::current_exe().context("cannot find the holdfast executable's path")?;
+    let ctx = Arc::new(holdfast_controllers::Context {
+        client: kube::Client::new(api.router(), "default"),
+        data_dir: data_dir.to_path_buf(),
+        system_namespace: SYSTEM_NAMESPACE.into(),
+        holdfast_exe,
+    });
+    Ok(tokio::spawn(async move {
+        const FIRST: Duration = Duration::from_secs(1);
+        const MAX: Duration = Duration::from_secs(60);
+        let mut delay = FIRST;
+        loop {
+            let started = Instant::now();
+            match holdfast_controllers::run(ctx.clone()).await {
+                Ok(()) => tracing::warn!(?delay, "controllers stopped; restarting"),
+                Err(error) => tracing::error!(%error, ?delay, "controllers failed; restarting"),
+            }
+            // A run that lasted a while was healthy: start the backoff over.
+            if started.elapsed() > MAX {
+                delay = FIRST;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX);
+        }
+    }))
 }
 
 fn print_banner(url: &str, data_dir: &Path, kubeconfig_path: &Path) {

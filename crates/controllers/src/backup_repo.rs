@@ -46,6 +46,7 @@ use serde_json::json;
 
 pub use location::{RepositoryLocation, repository_location};
 
+use crate::events::{self, EventType};
 use crate::storage_provider::{csi_driver_installed, set_condition, set_condition_status};
 use crate::template::{RenderContext, Template, render};
 use crate::{Context, Error};
@@ -292,24 +293,19 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
         write_status(&ctx, &mut repo, status).await?;
         let outcome = precheck(&ctx, &repo, &resolved).await?;
         let ok = outcome.is_ok();
-        match outcome {
-            Ok(message) => set_condition(
-                &mut conditions,
-                CONDITION_PRECHECK_PASSED,
-                true,
-                "PreCheckPassed",
-                &message,
-                generation,
-            ),
-            Err(message) => set_condition(
-                &mut conditions,
-                CONDITION_PRECHECK_PASSED,
-                false,
-                "PreCheckFailed",
-                &message,
-                generation,
-            ),
-        }
+        let (passed, reason, message, event) = match &outcome {
+            Ok(m) => (true, "PreCheckPassed", m.as_str(), EventType::Normal),
+            Err(m) => (false, "PreCheckFailed", m.as_str(), EventType::Warning),
+        };
+        set_condition(
+            &mut conditions,
+            CONDITION_PRECHECK_PASSED,
+            passed,
+            reason,
+            message,
+            generation,
+        );
+        events::publish(&ctx, &repo, event, reason, "PreCheck", message).await;
         let patch = json!({"metadata": {"annotations": {DIGEST_ANNOTATION: digest}}});
         api.patch(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
         ok
@@ -919,8 +915,8 @@ mod tests {
             validate(&params, Some(&schema)),
             [
                 "missing required parameter(s): bucket, region",
-                "parameter insecure: \"yes\" is not a valid boolean",
                 "parameter size: \"12x\" is not a valid integer",
+                "parameter insecure: \"yes\" is not a valid boolean",
                 "parameter tier: \"warm\" is not one of hot, cold",
             ]
         );

@@ -30,10 +30,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
-use kube::ResourceExt as _;
 use tokio::sync::watch;
 
 use self::pod::{CONTROLLER_UID, failed_container, finished_at, phase};
@@ -305,11 +305,11 @@ async fn reconcile(job: Arc<Job>, runner: Arc<Runner>) -> Result<Action, Error> 
                 pods.push(created);
             }
         }
-        for i in 0..pods.len() {
-            if phase(&pods[i]) != "Pending" || runner.state().started.contains(&uid_of(&pods[i])) {
+        for p in pods.iter_mut() {
+            if phase(p) != "Pending" || runner.state().started.contains(&uid_of(p)) {
                 continue;
             }
-            match try_start(&runner, &uid, &pods_api, &mut pods[i]).await? {
+            match try_start(&runner, &uid, &pods_api, p).await? {
                 Started::Yes | Started::Failed => {}
                 Started::Waiting => {
                     requeue = Some(requeue.map_or(WAIT_RETRY, |r| r.min(WAIT_RETRY)));

@@ -133,10 +133,14 @@ impl Setup {
     }
 
     async fn policy(&self, methods: Value) -> Result<()> {
+        self.named_policy(POLICY, methods).await
+    }
+
+    async fn named_policy(&self, name: &str, methods: Value) -> Result<()> {
         create(Api::<BackupPolicy>::namespaced(self.client(), NS),
             json!({
                 "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
-                "metadata": {"name": POLICY},
+                "metadata": {"name": name},
                 "spec": {
                     "backupRepoName": REPO,
                     "pathPrefix": "pg",
@@ -239,7 +243,6 @@ async fn dump_setup() -> Result<Setup> {
             {"name": "dump", "actionSetName": "as-dump",
              "env": [{"name": "METHOD_VAR", "value": "from-method"}, {"name": "ACTIONSET_VAR", "value": "method-wins"}]},
             {"name": "broken", "actionSetName": "as-broken"},
-            {"name": "missing", "actionSetName": "does-not-exist"},
             {"name": "snap", "snapshotVolumes": true}
         ]))
         .await?;
@@ -344,7 +347,22 @@ async fn retain_keeps_the_data_and_the_backup_object_goes() -> Result<()> {
 async fn failures_say_what_went_wrong() -> Result<()> {
     let setup = dump_setup().await?;
     setup.backup("fails", "broken", "Delete").await?;
-    setup.backup("no-actionset", "missing", "Delete").await?;
+    // A policy naming a missing ActionSet (its controller marks it Unavailable for that).
+    setup
+        .named_policy(
+            "other-policy",
+            json!([{"name": "missing", "actionSetName": "does-not-exist"}]),
+        )
+        .await?;
+    create(
+        Api::<Backup>::namespaced(setup.client(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "no-actionset"},
+            "spec": {"backupPolicyName": "other-policy", "backupMethod": "missing"}
+        }),
+    )
+    .await?;
     setup.backup("snapshot", "snap", "Delete").await?;
     create(
         Api::<Backup>::namespaced(setup.client(), NS),

@@ -54,7 +54,7 @@ fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).expect("test manifest matches the type")
 }
 
-async fn create<K>(client: &Client, ns: Option<&str>, obj: Value) -> Result<K>
+async fn create<K>(api: &Api<K>, obj: Value) -> Result<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -62,10 +62,6 @@ where
         + serde::Serialize
         + serde::de::DeserializeOwned,
 {
-    let api: Api<K> = match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let obj: K = from_json(obj);
     api.create(&PostParams::default(), &obj)
         .await
@@ -154,9 +150,8 @@ async fn describe_database(client: &Client, pg: &Postgres) -> Result<()> {
         ..Secret::default()
     };
     Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
-    create::<Pod>(
-        client,
-        Some(NS),
+    create(
+        &Api::<Pod>::namespaced(client.clone(), NS),
         json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "pg-cluster-postgresql-0", "labels": {
@@ -195,9 +190,8 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     })
     .await?;
 
-    create::<BackupPolicy>(
-        client,
-        Some(NS),
+    create(
+        &Api::<BackupPolicy>::namespaced(client.clone(), NS),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
             "metadata": {"name": "pg-cluster-postgresql-backup-policy"},
@@ -219,9 +213,8 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     )
     .await?;
 
-    create::<Backup>(
-        client,
-        Some(NS),
+    create(
+        &Api::<Backup>::namespaced(client.clone(), NS),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
             "metadata": {"name": "pg-cluster-backup-1"},
@@ -267,9 +260,8 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
         "the change did not change the data"
     );
 
-    create::<Restore>(
-        client,
-        Some(NS),
+    create(
+        &Api::<Restore>::namespaced(client.clone(), NS),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore",
             "metadata": {"name": "pg-cluster-restore-1"},
@@ -349,9 +341,8 @@ async fn refused_restores(server: &EmbeddedServer) -> Result<()> {
         if let Some(t) = time {
             spec["restoreTime"] = json!(t);
         }
-        create::<Restore>(
-            client,
-            Some(NS),
+        create(
+        &Api::<Restore>::namespaced(client.clone(), NS),
             json!({"apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore", "metadata": {"name": name}, "spec": spec}),
         )
         .await?;
@@ -378,9 +369,8 @@ async fn basebackup_round_trip_through_a_local_repo() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let server = EmbeddedServer::start().await?;
     let repo_dir = server.scratch_dir("repo")?;
-    create::<BackupRepo>(
-        &server.client,
-        None,
+    create(
+        &Api::<BackupRepo>::all(server.client.clone()),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupRepo",
             "metadata": {"name": "e2e-local"},
@@ -426,9 +416,8 @@ async fn basebackup_round_trip_through_an_s3_repo() -> Result<()> {
     Api::<Secret>::namespaced(server.client.clone(), NS)
         .create(&PostParams::default(), &secret)
         .await?;
-    create::<BackupRepo>(
-        &server.client,
-        None,
+    create(
+        &Api::<BackupRepo>::all(server.client.clone()),
         json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupRepo",
             "metadata": {"name": "e2e-s3"},

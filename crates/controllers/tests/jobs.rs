@@ -230,7 +230,9 @@ async fn env_comes_from_secrets_config_maps_and_fields_with_expansion() -> Resul
         }))
     })
     .await?;
-    assert!(waiting.unwrap_or_default().contains("creds"));
+    let waiting = waiting.unwrap_or_default();
+    // envFrom is resolved first, so the ConfigMap is the first thing found missing.
+    assert!(waiting.contains("ConfigMap default/settings not found"), "{waiting}");
 
     let cms: Api<ConfigMap> = Api::default_namespaced(f.client());
     let cm: ConfigMap = serde_json::from_value(

@@ -19,6 +19,7 @@ use holdfast_controllers::backup_repo::{
 use holdfast_controllers::{Context, action_set, backup_policy, storage_provider};
 use holdfast_testkit::moto::{self, Moto};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::api::storage::v1::CSIDriver;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -316,6 +317,17 @@ async fn failures_name_their_cause_and_recover_when_fixed() -> Result<()> {
         conds[2].3.contains("cannot open storage") && conds[2].3.contains("a-file"),
         "{conds:?}"
     );
+    // The failure is also an Event on the repo (cluster-scoped: in "default").
+    let events: Api<EventV1> = Api::namespaced(f.client.clone(), "default");
+    let listed = events.list(&Default::default()).await?.items;
+    let warning = listed
+        .iter()
+        .find(|e| {
+            e.reason.as_deref() == Some("PreCheckFailed")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("unwritable")
+        })
+        .context("a PreCheckFailed event")?;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
     // Fixing the path re-runs the pre-check.
     let api: Api<BackupRepo> = Api::all(f.client.clone());
     let good = f.dir.path().join("fixed");

@@ -51,7 +51,10 @@ impl Propagation {
 
 /// The uid an object's owner references must carry to point at `obj`.
 pub(crate) fn uid_of(obj: &Value) -> Option<String> {
-    obj.pointer("/metadata/uid").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string)
+    obj.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
 }
 
 /// Applies `policy` to the dependents of the deleted owner with `uid`, in `namespace` (`None`:
@@ -96,7 +99,9 @@ fn owner_refs(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .map(|refs| {
-            refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string)).collect()
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string))
+                .collect()
         })
         .unwrap_or_default()
 }
@@ -138,7 +143,10 @@ async fn drop_reference(
             .get("ownerReferences")
             .and_then(Value::as_array)
             .map(|refs| {
-                refs.iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner)).cloned().collect()
+                refs.iter()
+                    .filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner))
+                    .cloned()
+                    .collect()
             })
             .unwrap_or_default();
         if left.is_empty() {

@@ -138,8 +138,9 @@ fn read_revision(
 ) -> Result<Option<u64>, ApiError> {
     let rv = params.resource_version.as_deref();
     let mode = params.resource_version_match.as_deref();
-    let forbidden =
-        |msg: &str| ApiError::invalid_list_options(&[FieldError::forbidden("resourceVersionMatch", msg)]);
+    let forbidden = |msg: &str| {
+        ApiError::invalid_list_options(&[FieldError::forbidden("resourceVersionMatch", msg)])
+    };
     if let Some(m) = mode
         && m != "Exact"
         && m != "NotOlderThan"
@@ -163,9 +164,9 @@ fn read_revision(
     }
     let Some(rv) = rv else {
         return match mode {
-            Some(_) => {
-                Err(forbidden("resourceVersionMatch is forbidden unless resourceVersion is provided"))
-            }
+            Some(_) => Err(forbidden(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )),
             None => Ok(None),
         };
     };
@@ -277,12 +278,19 @@ struct HeadMeta {
 /// fault, reported as such.
 fn parse_stored(o: &RawObject) -> Result<Value, ApiError> {
     serde_json::from_slice(&o.raw).map_err(|e| {
-        ApiError::internal(format!("storage error: stored {}/{} is not JSON: {e}", o.namespace, o.name))
+        ApiError::internal(format!(
+            "storage error: stored {}/{} is not JSON: {e}",
+            o.namespace, o.name
+        ))
     })
 }
 
 /// The `def` view of a stored object if it passes `filter`.
-fn keep_parsed(def: &ResourceDef, filter: &Filter, o: &RawObject) -> Result<Option<Value>, ApiError> {
+fn keep_parsed(
+    def: &ResourceDef,
+    filter: &Filter,
+    o: &RawObject,
+) -> Result<Option<Value>, ApiError> {
     let stored = parse_stored(o)?;
     let mut view = if is_event_v1(def) {
         let view = from_storage(def, stored.clone());

@@ -252,9 +252,8 @@ pub(super) fn list_raw(
                 };
                 let (ns, name, code, prev) = read().map_err(StoreError::sqlite(what()))?;
                 // Only the first entry after `at` tells the state at `at`.
-                past.entry((ns, name)).or_insert_with(|| {
-                    if code == EventType::Added.code() { None } else { prev }
-                });
+                past.entry((ns, name))
+                    .or_insert_with(|| if code == EventType::Added.code() { None } else { prev });
             }
             at
         }
@@ -296,10 +295,9 @@ pub(super) fn list_raw(
                 );
                 tx.prepare_cached(&count_sql)
                     .and_then(|mut s| {
-                        s.query_row(
-                            params![resource, ns_param, last.namespace, last.name],
-                            |r| r.get::<_, i64>(0),
-                        )
+                        s.query_row(params![resource, ns_param, last.namespace, last.name], |r| {
+                            r.get::<_, i64>(0)
+                        })
                     })
                     .map(from_sql_rev)
                     .map_err(StoreError::sqlite(what()))?
@@ -307,10 +305,8 @@ pub(super) fn list_raw(
             _ => 0,
         }
     } else {
-        let mut merged: BTreeMap<(String, String), Vec<u8>> = items
-            .drain(..)
-            .map(|o| ((o.namespace, o.name), o.raw))
-            .collect();
+        let mut merged: BTreeMap<(String, String), Vec<u8>> =
+            items.drain(..).map(|o| ((o.namespace, o.name), o.raw)).collect();
         for (key, state) in past {
             match state {
                 Some(raw) => merged.insert(key, raw),

@@ -414,7 +414,11 @@ fn raw_rows(rows: &[RawObject]) -> Vec<(String, String, String)> {
     rows.iter()
         .map(|o| {
             let v: Value = serde_json::from_slice(&o.raw).unwrap();
-            (o.namespace.clone(), o.name.clone(), v["metadata"]["labels"]["l"].as_str().unwrap().into())
+            (
+                o.namespace.clone(),
+                o.name.clone(),
+                v["metadata"]["labels"]["l"].as_str().unwrap().into(),
+            )
         })
         .collect()
 }
@@ -432,7 +436,10 @@ async fn list_raw_at_every_past_revision_matches_what_was_current_then() {
     record(&store, &mut snapshots);
     for i in 0..6 {
         let ns = if i % 2 == 0 { "a" } else { "b" };
-        store.create(Key::new(PODS, ns, format!("p{i}")), pod(ns, &format!("p{i}"), "v0")).await.unwrap();
+        store
+            .create(Key::new(PODS, ns, format!("p{i}")), pod(ns, &format!("p{i}"), "v0"))
+            .await
+            .unwrap();
         record(&store, &mut snapshots);
         store.create(other(i), json!({"metadata": {"name": format!("cm{i}")}})).await.unwrap();
         record(&store, &mut snapshots);
@@ -461,7 +468,9 @@ async fn list_raw_at_every_past_revision_matches_what_was_current_then() {
             paged.extend(raw_rows(&rows));
             assert_eq!(remaining as usize, expected.len() - paged.len(), "at {rev}");
             match rows.last() {
-                Some(last) if remaining > 0 => after = Some((last.namespace.clone(), last.name.clone())),
+                Some(last) if remaining > 0 => {
+                    after = Some((last.namespace.clone(), last.name.clone()))
+                }
                 _ => break,
             }
         }
@@ -493,7 +502,10 @@ async fn keys_containing_finds_rows_by_bytes() {
     store.create(Key::new(PODS, "a", "p1"), owned.clone()).await.unwrap();
     store.create(Key::new(PODS, "b", "p1"), owned).await.unwrap();
     store.create(Key::new(PODS, "a", "p2"), pod("a", "p2", "x")).await.unwrap();
-    assert_eq!(store.keys_containing(Some("a"), "1f0e-owner").unwrap(), [Key::new(PODS, "a", "p1")]);
+    assert_eq!(
+        store.keys_containing(Some("a"), "1f0e-owner").unwrap(),
+        [Key::new(PODS, "a", "p1")]
+    );
     assert_eq!(store.keys_containing(None, "1f0e-owner").unwrap().len(), 2);
     assert!(store.keys_containing(None, "no-such-uid").unwrap().is_empty());
 }

@@ -367,9 +367,11 @@ mod tests {
 
     #[test]
     fn restore_env_wins_over_backup_and_action_set_env() {
+        use holdfast_api::kubeblocks::ActionSet;
+        use holdfast_api::kubeblocks::actionset::ActionSetSpec;
         use holdfast_api::kubeblocks::backup::BackupStatus;
         use holdfast_api::kubeblocks::backup_policy::BackupMethod;
-        use holdfast_api::kubeblocks::{ActionSet, ActionSetSpec, RestoreSpec};
+        use holdfast_api::kubeblocks::restore::RestoreSpec;
         let mut backup = Backup::new("b1", Default::default());
         backup.status = Some(BackupStatus {
             path: Some("/ns/b1".into()),
