@@ -151,6 +151,10 @@ enum RepoCommand {
         /// Only report.
         #[arg(long)]
         dry_run: bool,
+        /// Unused space tolerated inside partly used packs, in percent of the repository
+        /// (`5%`); above it the emptiest packs are repacked. `100%` never repacks.
+        #[arg(long, default_value = "5%", value_parser = parse_percent)]
+        max_unused: f64,
     },
     /// Verify the repository.
     Check {
@@ -195,10 +199,31 @@ enum KeyCommand {
 pub fn run(args: RepoArgs) -> anyhow::Result<()> {
     if let Err(e) = execute(args) {
         eprintln!("holdfast: {}", format!("{e:#}").replace('\n', " "));
-        std::process::exit(1);
+        // restic's convention: 3 means the snapshot was saved but some entries were left out.
+        let code = if e.downcast_ref::<IncompleteSnapshot>().is_some() { 3 } else { 1 };
+        std::process::exit(code);
     }
     Ok(())
 }
+
+/// A backup that saved its snapshot but had to leave unreadable entries out (exit code 3).
+#[derive(Debug)]
+struct IncompleteSnapshot {
+    snapshot: String,
+    skipped: usize,
+}
+
+impl std::fmt::Display for IncompleteSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "snapshot {} saved, but {} entries could not be read and were left out",
+            self.snapshot, self.skipped
+        )
+    }
+}
+
+impl std::error::Error for IncompleteSnapshot {}
 
 fn backend(args: &RepoArgs) -> anyhow::Result<Arc<dyn Backend>> {
     let Some(url) = &args.repo else {
@@ -362,10 +387,15 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
+            for w in &r.warnings {
+                eprintln!("warning: {}", w.replace('\n', " "));
+            }
             if args.json {
-                print_json(
-                    &serde_json::json!({"snapshot_id": r.id.to_hex(), "summary": r.snapshot.summary}),
-                )?;
+                print_json(&serde_json::json!({
+                    "snapshot_id": r.id.to_hex(),
+                    "summary": r.snapshot.summary,
+                    "warnings": r.warnings,
+                }))?;
             } else {
                 let s = &r.snapshot.summary;
                 println!(
@@ -379,6 +409,13 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                     human(s.total_bytes_processed),
                     r.id.short()
                 );
+            }
+            if !r.warnings.is_empty() {
+                return Err(IncompleteSnapshot {
+                    snapshot: r.id.short(),
+                    skipped: r.warnings.len(),
+                }
+                .into());
             }
         }
         RepoCommand::Restore { snapshot, target, include, sparse } => {
@@ -578,11 +615,15 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
                 report_prune(&args, &r)?;
             }
         }
-        RepoCommand::Prune { safety_delay, dry_run } => {
+        RepoCommand::Prune { safety_delay, dry_run, max_unused } => {
             let repo = open(&args)?;
             let r = prune::prune(
                 &repo,
-                &PruneOptions { safety_delay: (*safety_delay).into(), dry_run: *dry_run },
+                &PruneOptions {
+                    safety_delay: (*safety_delay).into(),
+                    dry_run: *dry_run,
+                    max_unused: *max_unused,
+                },
             )?;
             report_prune(&args, &r)?;
         }
@@ -685,14 +726,26 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `5%` or `5` → 0.05.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (like 5%)"))?;
+    if (0.0..=100.0).contains(&n) { Ok(n / 100.0) } else { Err(format!("{s} is outside 0%..100%")) }
+}
+
 fn report_prune(args: &RepoArgs, r: &prune::PruneReport) -> anyhow::Result<()> {
     if args.json {
         return print_json(r);
     }
     println!(
-        "marked {} unused packs ({}); deleted {} packs ({}); {} re-indexed; {} plans waiting for the safety delay",
+        "marked {} packs ({}, {} of them repacked into {} new); deleted {} packs ({}); {} re-indexed; {} plans waiting for the safety delay",
         r.marked_packs,
         human(r.marked_bytes),
+        r.repacked_packs,
+        r.new_packs,
         r.deleted_packs,
         human(r.deleted_bytes),
         r.resurrected_packs,

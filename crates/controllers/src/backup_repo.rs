@@ -425,8 +425,13 @@ fn provider_ready(provider: &StorageProvider, access: AccessMethod) -> Result<()
             if !present(&spec.storage_class_template)
                 && !present(&spec.persistent_volume_claim_template)
             {
+                let tool = if present(&spec.datasafed_config_template) {
+                    " (it serves accessMethod Tool: set spec.accessMethod: Tool)"
+                } else {
+                    ""
+                };
                 return Err(invalid(format!(
-                    "storage provider {name} has neither storageClassTemplate nor persistentVolumeClaimTemplate, so it cannot serve accessMethod Mount"
+                    "storage provider {name} has neither storageClassTemplate nor persistentVolumeClaimTemplate, so it cannot serve accessMethod Mount{tool}"
                 )));
             }
             if !csi_driver_installed(provider) {

@@ -470,3 +470,37 @@ async fn a_pod_running_across_a_restart_fails_with_node_restart_and_is_retried()
     assert_eq!(restarted.status.as_ref().unwrap().reason.as_deref(), Some("NodeRestart"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_deadline_fails_and_its_process_is_killed() -> Result<()> {
+    let f = fixture().await?;
+    let pid_file = f.dir.path().join("pid");
+    let jobs: Api<Job> = Api::default_namespaced(f.client());
+    let mut j = job(
+        "slow",
+        3,
+        json!({"containers": [{
+            "name": "main",
+            "command": ["sh", "-c", format!("echo $$ > {}.tmp; mv {0}.tmp {0}; exec sleep 1000", pid_file.display())],
+        }]}),
+    )?;
+    j.spec.as_mut().unwrap().active_deadline_seconds = Some(1);
+    jobs.create(&PostParams::default(), &j).await?;
+    let done = finished(&f.client(), "slow").await?;
+    let (reason, _) = condition(&done, "Failed").context("Failed condition")?;
+    assert_eq!(reason.as_deref(), Some("DeadlineExceeded"));
+    let pid: u32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    eventually("the process to be killed", || async { Ok((!process_alive(pid)).then_some(())) })
+        .await?;
+    let pod = eventually("the pod to be marked failed", || async {
+        let pods = pods_of(&f.client(), "slow").await?;
+        Ok(pods
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")))
+    })
+    .await?;
+    assert_eq!(pod.status.unwrap().reason.as_deref(), Some("DeadlineExceeded"));
+    // No retry after the deadline, whatever the backoff limit.
+    assert_eq!(pods_of(&f.client(), "slow").await?.len(), 1);
+    Ok(())
+}

@@ -99,6 +99,9 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// Final progress counters.
     pub progress: Progress,
+    /// Entries that could not be read and were left out of the snapshot, one line each (the
+    /// snapshot is still complete for everything else, as restic does).
+    pub warnings: Vec<String>,
 }
 
 struct BlobJob {
@@ -124,6 +127,8 @@ struct Shared {
     seen: Mutex<HashSet<Id>>,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
+    /// Unreadable entries left out (see [`BackupResult::warnings`]).
+    warnings: Mutex<Vec<String>>,
     cancel: CancelToken,
     counters: Arc<Counters>,
     data_blobs: AtomicU64,
@@ -159,6 +164,12 @@ impl Shared {
             return Err(Error::Pipeline("another stage failed".into()));
         }
         Ok(())
+    }
+
+    /// Records an entry that could not be read; the backup goes on without it.
+    fn skip(&self, e: &Error) {
+        tracing::warn!(error = %e, "skipping an unreadable entry");
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(e.to_string());
     }
 
     fn take_error(&self) -> Option<Error> {
@@ -651,7 +662,11 @@ fn assembler(repo: &Repository, shared: &Shared, rx: &Receiver<Event>, tx: &Blob
                 let dir =
                     stack.last_mut().ok_or_else(|| Error::Pipeline("file outside a dir".into()))?;
                 for (mut n, r) in nodes.into_iter().zip(results) {
-                    let (content, size) = r?;
+                    let (content, size) = match r {
+                        // Unreadable (already recorded as a warning): left out of the tree.
+                        Err(Error::Io { .. }) => continue,
+                        r => r?,
+                    };
                     // A file that changed while being read is stored as read.
                     n.content = content;
                     n.size = size;
@@ -698,6 +713,11 @@ fn file_worker(repo: &Repository, shared: &Shared, jobs: &Mutex<Receiver<FileJob
             // The original error goes to the shared slot (it is what the caller sees); the
             // assembler only learns that this file failed.
             results.push(match result {
+                // Opening or reading the source file failed: skip it, keep backing up.
+                Err(e @ Error::Io { .. }) => {
+                    shared.skip(&e);
+                    Err(e)
+                }
                 Err(e) if !matches!(e, Error::Cancelled | Error::Pipeline(_)) => {
                     shared.fail(e);
                     Err(Error::Pipeline("a file could not be read".into()))
@@ -788,21 +808,36 @@ impl Walker<'_> {
         let mut node = node_from_metadata(name, path, meta, self.xattrs);
         match node.kind() {
             NodeType::Dir => {
+                // An unreadable directory is left out with a warning, like an unreadable file.
+                let listing = match std::fs::read_dir(path) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.shared.skip(&Error::io("read directory", path, e));
+                        return Ok(());
+                    }
+                };
                 Counters::add(&self.shared.dirs, 1);
                 self.send(Event::Enter)?;
                 let ptree = self.parent_tree(parent);
                 let mut entries: Vec<(Vec<u8>, PathBuf, Metadata)> = Vec::new();
-                for e in
-                    std::fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))?
-                {
-                    let e = e.map_err(|e| Error::io("read directory", path, e))?;
+                for e in listing {
+                    let e = match e {
+                        Ok(e) => e,
+                        Err(err) => {
+                            self.shared.skip(&Error::io("read directory", path, err));
+                            break;
+                        }
+                    };
                     // DirEntry::metadata is an lstat relative to the open directory: no walk of
                     // the whole path per entry.
                     let meta = match e.metadata() {
                         Ok(m) => m,
                         // Deleted between readdir and lstat: it is simply not in the snapshot.
                         Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(err) => return Err(Error::io("stat", e.path(), err)),
+                        Err(err) => {
+                            self.shared.skip(&Error::io("stat", e.path(), err));
+                            continue;
+                        }
                     };
                     entries.push((e.file_name().as_bytes().to_vec(), e.path(), meta));
                 }
@@ -879,6 +914,7 @@ fn new_shared(repo: &Repository, opts: &BackupOptions, counters: Arc<Counters>) 
         seen: Mutex::new(HashSet::new()),
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
+        warnings: Mutex::new(Vec::new()),
         cancel: opts.cancel.clone(),
         counters,
         data_blobs: AtomicU64::new(0),
@@ -1069,7 +1105,8 @@ pub fn backup_paths(
     };
     let id = repo.save_snapshot(&snapshot)?;
     repo.reload_index()?;
-    Ok(BackupResult { id, snapshot, progress })
+    let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(BackupResult { id, snapshot, progress, warnings })
 }
 
 /// Backs up a stream (stdin) as a snapshot holding one file named `filename`.
@@ -1160,7 +1197,8 @@ pub fn backup_reader(
     };
     let id = repo.save_snapshot(&snapshot)?;
     repo.reload_index()?;
-    Ok(BackupResult { id, snapshot, progress })
+    let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(BackupResult { id, snapshot, progress, warnings })
 }
 
 #[cfg(test)]

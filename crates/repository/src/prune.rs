@@ -4,6 +4,10 @@
 //! backups stop deduplicating against them. Phase 2 (sweep), on a run at least the safety delay
 //! later, deletes them unless a snapshot written meanwhile references them, in which case they go
 //! back into the index.
+//!
+//! Phase 1 also repacks: when more than `max_unused` of the repository's bytes sit unused inside
+//! packs that still hold live blobs, the live blobs of the emptiest such packs are copied into new
+//! packs and the old packs are marked exactly like unused ones.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -13,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::FileType;
 use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
-use crate::index::{IndexFile, IndexPack};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::{BlobType, PackWriter};
 use crate::tree::NodeType;
 use crate::{Id, Repository};
 
@@ -25,11 +30,14 @@ pub struct PruneOptions {
     pub safety_delay: Duration,
     /// Report only.
     pub dry_run: bool,
+    /// Fraction of the repository's pack bytes that may stay unused inside partly used packs
+    /// (restic's `--max-unused`); above it the emptiest packs are repacked. 1.0 never repacks.
+    pub max_unused: f64,
 }
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        Self { safety_delay: Duration::from_secs(24 * 3600), dry_run: false }
+        Self { safety_delay: Duration::from_secs(24 * 3600), dry_run: false, max_unused: 0.05 }
     }
 }
 
@@ -52,6 +60,13 @@ pub struct PruneReport {
     pub pending_plans: usize,
     /// Index files replaced by one consolidated file.
     pub index_files_replaced: usize,
+    /// Partly used packs whose live blobs were copied into new packs (counted in
+    /// `marked_packs` too: the old packs are marked).
+    pub repacked_packs: usize,
+    /// Live bytes copied by repacking.
+    pub repacked_bytes: u64,
+    /// New packs written by repacking.
+    pub new_packs: usize,
 }
 
 /// A phase-1 plan.
@@ -139,7 +154,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             if index.has_pack(&p.id) {
                 continue; // already back in the index
             }
-            if p.blobs.iter().any(|b| used.contains(&b.id)) {
+            // Resurrect only for a used blob that no live pack holds: a repacked pack's blobs live
+            // on in the new packs, so it can go.
+            if p.blobs.iter().any(|b| used.contains(&b.id) && !index.contains(&b.id)) {
                 report.resurrected_packs += 1;
                 resurrect.push(p);
             } else {
@@ -188,13 +205,28 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             report.marked_bytes += size;
         }
     }
+    let to_repack = choose_repacks(&index, &pack_blobs, &marked, &used, opts.max_unused);
     let old_files = repo.index_files();
-    if opts.dry_run || (marked.is_empty() && old_files.len() <= 1) {
+    if opts.dry_run {
+        report.repacked_packs = to_repack.len();
+        report.marked_packs += to_repack.len();
         return Ok(report);
     }
+    if marked.is_empty() && to_repack.is_empty() && old_files.len() <= 1 {
+        return Ok(report);
+    }
+    // New packs first: until the index below lists them they are unindexed and young, so a
+    // crash here leaves nothing a later prune would not collect.
+    let new_packs = repack(repo, &index, &pack_blobs, &to_repack, &used, &mut report)?;
+    for (id, size) in index.packs().filter(|(id, _)| to_repack.contains(id)) {
+        marked.insert(id);
+        report.marked_packs += 1;
+        report.marked_bytes += size;
+    }
     let all = index.to_packs(&HashSet::new());
-    let (plan_packs, live): (Vec<IndexPack>, Vec<IndexPack>) =
+    let (plan_packs, mut live): (Vec<IndexPack>, Vec<IndexPack>) =
         all.into_iter().partition(|p| marked.contains(&p.id));
+    live.extend(new_packs);
     if !plan_packs.is_empty() {
         let plan = PrunePlan { created: jiff::Timestamp::now(), packs: plan_packs };
         let json = serde_json::to_vec(&plan).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -209,4 +241,118 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.index_files_replaced = old_files.len();
     repo.reload_index()?;
     Ok(report)
+}
+
+/// Partly used packs to repack: the emptiest first, until the unused bytes left in partly used
+/// packs are at most `max_unused` of what stays.
+fn choose_repacks(
+    index: &Index,
+    pack_blobs: &std::collections::HashMap<Id, Vec<Id>>,
+    marked: &HashSet<Id>,
+    used: &HashSet<Id>,
+    max_unused: f64,
+) -> HashSet<Id> {
+    let mut total = 0u64;
+    let mut unused_total = 0u64;
+    let mut partial: Vec<(f64, Id, u64)> = Vec::new();
+    for (pack, size) in index.packs().filter(|(id, _)| !marked.contains(id)) {
+        total += size;
+        let unused: u64 = pack_blobs
+            .get(&pack)
+            .into_iter()
+            .flatten()
+            .filter(|b| !used.contains(b))
+            .filter_map(|b| index.get(b))
+            .map(|l| u64::from(l.blob.length))
+            .sum();
+        if unused > 0 {
+            unused_total += unused;
+            #[allow(clippy::cast_precision_loss)]
+            partial.push((unused as f64 / size.max(1) as f64, pack, unused));
+        }
+    }
+    partial.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let limit = (total as f64 * max_unused.max(0.0)) as u64;
+    let mut out = HashSet::new();
+    for (_, pack, unused) in partial {
+        if unused_total <= limit {
+            break;
+        }
+        out.insert(pack);
+        unused_total -= unused;
+    }
+    out
+}
+
+/// Copies the used blobs of `packs` into new packs and uploads them; returns their index entries.
+/// Every blob is verified on the way (a corrupt one aborts the prune before anything is marked).
+fn repack(
+    repo: &Repository,
+    index: &Index,
+    pack_blobs: &std::collections::HashMap<Id, Vec<Id>>,
+    packs: &HashSet<Id>,
+    used: &HashSet<Id>,
+    report: &mut PruneReport,
+) -> Result<Vec<IndexPack>> {
+    let pack_size = repo.config().pack_size as usize;
+    let level = repo.config().compression.level;
+    let mut out = Vec::new();
+    let mut writers: [Option<PackWriter>; 2] = [None, None];
+    let flush = |w: PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
+        let p = w.finish();
+        let size = p.data.len() as u64;
+        match repo.backend.create(FileType::Pack, &p.id.to_hex(), p.data) {
+            Ok(()) => {}
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
+        }
+        out.push(IndexPack { id: p.id, salt: p.salt, size, blobs: p.blobs });
+        Ok(())
+    };
+    let mut sorted: Vec<&Id> = packs.iter().collect();
+    sorted.sort();
+    for pack in sorted {
+        let data = repo.backend.get(FileType::Pack, &pack.to_hex())?;
+        report.repacked_packs += 1;
+        for id in pack_blobs.get(pack).into_iter().flatten().filter(|b| used.contains(b)) {
+            let Some(loc) = index.get(id) else { continue };
+            let (start, len) = (loc.blob.offset as usize, loc.blob.length as usize);
+            let sealed = data.get(start..start + len).ok_or_else(|| Error::CorruptBlob {
+                blob: id.to_hex(),
+                pack: pack.to_hex(),
+                reason: "lies beyond the end of the pack".into(),
+            })?;
+            let plain = crate::pack::open_blob(&repo.master, pack, &loc.salt, &loc.blob, sealed)?;
+            // Stored compressed before: compress again with the repository's level.
+            let (payload, ulen) = if loc.blob.uncompressed_length > 0 {
+                let z = zstd::bulk::compress(&plain, level)
+                    .map_err(|e| Error::io("compress", "<repack>", e))?;
+                (z, loc.blob.uncompressed_length)
+            } else {
+                (plain, 0)
+            };
+            report.repacked_bytes += payload.len() as u64;
+            let slot = &mut writers[usize::from(loc.blob.blob_type == BlobType::Tree)];
+            if slot.as_ref().is_some_and(|w| {
+                !w.is_empty() && w.size() + payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
+            }) && let Some(w) = slot.take()
+            {
+                flush(w, &mut out)?;
+            }
+            slot.get_or_insert_with(|| PackWriter::new(&repo.master, pack_size)).add(
+                *id,
+                loc.blob.blob_type,
+                &payload,
+                ulen,
+            );
+        }
+    }
+    for w in writers.into_iter().flatten() {
+        if !w.is_empty() {
+            flush(w, &mut out)?;
+        }
+    }
+    report.new_packs = out.len();
+    Ok(out)
 }

@@ -147,6 +147,41 @@ fn set_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) ->
     f.set_times(times).map_err(|e| Error::io("set times", path, e))
 }
 
+/// Recreates a FIFO or device node with its metadata. Device nodes need CAP_MKNOD; without it
+/// they are skipped with a warning (as restic does) rather than failing the whole restore.
+fn restore_special(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
+    use rustix::fs::{CWD, FileType, Mode, Timespec, Timestamps};
+    let ft = match node.kind() {
+        NodeType::Fifo => FileType::Fifo,
+        NodeType::Chardev => FileType::CharacterDevice,
+        _ => FileType::BlockDevice,
+    };
+    let mode = Mode::from_raw_mode(node.mode & 0o7777);
+    match rustix::fs::mknodat(CWD, path, ft, mode, node.rdev) {
+        Ok(()) => {}
+        Err(e) if ft != FileType::Fifo && e == rustix::io::Errno::PERM => {
+            tracing::warn!(path = %path.display(), "not permitted to create a device node; skipped");
+            return Ok(());
+        }
+        Err(e) => return Err(Error::io("create special file", path, e.into())),
+    }
+    // By path, never by opening: opening a FIFO blocks until a writer appears.
+    if ctx.owners {
+        std::os::unix::fs::chown(path, Some(node.uid), Some(node.gid))
+            .map_err(|e| Error::io("chown", path, e))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
+        .map_err(|e| Error::io("chmod", path, e))?;
+    let ts = |ns: i64| Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000),
+    };
+    let atime = if node.atime == 0 { node.mtime } else { node.atime };
+    let times = Timestamps { last_access: ts(atime), last_modification: ts(node.mtime) };
+    rustix::fs::utimensat(CWD, path, &times, rustix::fs::AtFlags::empty())
+        .map_err(|e| Error::io("set times", path, e.into()))
+}
+
 /// Plaintext length of an indexed blob.
 fn blob_len(repo: &Repository, index: &crate::index::Index, id: &Id) -> Result<u64> {
     let _ = repo;
@@ -437,8 +472,14 @@ pub fn restore(
                         }
                     }
                 }
+                NodeType::Fifo | NodeType::Chardev | NodeType::Blockdev => {
+                    if !fresh {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    restore_special(&ctx, &path, &node)?;
+                }
                 other => {
-                    tracing::warn!(path = %path.display(), kind = ?other, "special files are not restored");
+                    tracing::warn!(path = %path.display(), kind = ?other, "sockets are not restored");
                 }
             }
         }

@@ -18,3 +18,6 @@ mod crash;
 
 #[path = "integration/s3.rs"]
 mod s3;
+
+#[path = "integration/acceptance.rs"]
+mod acceptance;

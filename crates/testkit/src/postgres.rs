@@ -149,7 +149,8 @@ impl Postgres {
         self.port = free_port()?;
         let options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
-             -c wal_level=replica -c max_wal_senders=10 -c fsync=off",
+             -c wal_level=replica -c max_wal_senders=10 -c fsync=off \
+             -c max_wal_size=64MB -c min_wal_size=32MB",
             self.port,
             run_dir.display()
         );

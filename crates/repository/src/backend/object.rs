@@ -109,6 +109,29 @@ impl ObjectStoreBackend {
         };
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&opts.bucket);
         let endpoint = opts.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let set = |v: &Option<String>, var: &str| {
+            v.is_some() || std::env::var_os(var).is_some_and(|x| !x.is_empty())
+        };
+        let key = set(&opts.access_key_id, "AWS_ACCESS_KEY_ID");
+        let secret = set(&opts.secret_access_key, "AWS_SECRET_ACCESS_KEY");
+        let other_source = [
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+        // Without static keys object_store falls back to the EC2 instance metadata service, which
+        // only exists on AWS: against an S3-compatible endpoint that is a slow, confusing failure.
+        if key != secret || (!key && !other_source && endpoint.is_some()) {
+            return Err(BackendError::Permanent {
+                backend: location,
+                op: "configure",
+                path: String::new(),
+                message: "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    .into(),
+            });
+        }
         let allow_http = endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://"));
         if let Some(ep) = endpoint {
             b = b.with_endpoint(ep);

@@ -129,7 +129,8 @@ fn forget_then_two_phase_prune_frees_space_and_keeps_survivors_whole() {
     assert_eq!(groups[0].remove.len(), 2);
     let bytes_before: u64 =
         repo.backend().list(FileType::Pack).unwrap().iter().map(|o| o.size).sum();
-    let zero = PruneOptions { safety_delay: Duration::ZERO, dry_run: false };
+    let zero =
+        PruneOptions { safety_delay: Duration::ZERO, dry_run: false, ..PruneOptions::default() };
     let mark = prune::prune(&repo, &zero).unwrap();
     assert!(mark.marked_packs > 0);
     assert_eq!(mark.deleted_packs, 0, "phase 1 only marks");
@@ -160,7 +161,8 @@ fn prune_keeps_packs_that_a_backup_started_before_the_mark_reuses() {
     let running = Repository::open(local_backend(&dir), PASSWORD).unwrap();
     // Meanwhile the only snapshot is forgotten and prune marks every pack unused.
     forget::remove_snapshots(&repo, &[first.id]).unwrap();
-    let zero = PruneOptions { safety_delay: Duration::ZERO, dry_run: false };
+    let zero =
+        PruneOptions { safety_delay: Duration::ZERO, dry_run: false, ..PruneOptions::default() };
     let mark = prune::prune(&repo, &zero).unwrap();
     assert!(mark.marked_packs > 0);
     // The running backup deduplicates against the marked packs and commits its snapshot.
@@ -210,7 +212,11 @@ fn concurrent_backups_and_prune_leave_every_snapshot_restorable() {
             let dir = dir.clone();
             sc.spawn(move || {
                 let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
-                let opts = PruneOptions { safety_delay: Duration::from_secs(3600), dry_run: false };
+                let opts = PruneOptions {
+                    safety_delay: Duration::from_secs(3600),
+                    dry_run: false,
+                    ..PruneOptions::default()
+                };
                 for _ in 0..3 {
                     prune::prune(&repo, &opts).unwrap();
                 }
@@ -220,7 +226,8 @@ fn concurrent_backups_and_prune_leave_every_snapshot_restorable() {
         backups.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
     });
     let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
-    let zero = PruneOptions { safety_delay: Duration::ZERO, dry_run: false };
+    let zero =
+        PruneOptions { safety_delay: Duration::ZERO, dry_run: false, ..PruneOptions::default() };
     prune::prune(&repo, &zero).unwrap();
     prune::prune(&repo, &zero).unwrap();
     let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();

@@ -1,0 +1,673 @@
+//! Issue 3's acceptance criteria, proven through the real `holdfast repo` binary against real
+//! repositories on the real file system (and a real tmpfs for the full-disk case).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const HOLDFAST: &str = env!("CARGO_BIN_EXE_holdfast");
+
+/// A repository directory, its password file and a scratch area.
+struct Env {
+    tmp: tempfile::TempDir,
+    repo: PathBuf,
+    pw: PathBuf,
+}
+
+impl Env {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let pw = tmp.path().join("pw");
+        fs::write(&pw, "acceptance secret\n").unwrap();
+        Env { tmp, repo, pw }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(HOLDFAST);
+        c.arg("repo").arg("--quiet").arg("--repo").arg(&self.repo);
+        c.arg("--password-file").arg(&self.pw).args(args);
+        c.env_remove("HOLDFAST_PASSWORD").env_remove("HOLDFAST_REPOSITORY");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and insists on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "holdfast repo {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn init(&self) {
+        self.ok(&["init", "--pack-size-mib", "1", "--chunk-avg-kib", "64"]);
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    fn check_read_data(&self) {
+        let out = self.ok(&["check", "--read-data"]);
+        assert!(out.contains("no errors were found"), "{out}");
+    }
+}
+
+/// Asserts a failed run: exit code 1 and exactly one line on stderr; returns that line.
+fn one_line_failure(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(out.status.code(), Some(1), "expected exit 1, got {}: {err}", out.status);
+    assert_eq!(err.lines().count(), 1, "expected one line on stderr, got: {err}");
+    err
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Sets the mtime without opening the entry (opening a FIFO would block).
+fn set_mtime(p: &Path, secs: u64) {
+    let st = Command::new("touch")
+        .args(["-m", "-h", "-d", &format!("@{secs}.987654321")])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success(), "touch {}", p.display());
+}
+
+/// Everything observable about one entry.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime_ns: i128,
+    content: Option<(u64, u64)>,
+    target: Option<Vec<u8>>,
+    rdev: u64,
+    link_group: Option<Vec<u8>>,
+}
+
+/// Length and a 64-bit hash of the content (enough to tell any realistic difference).
+fn digest(data: &[u8]) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    (data.len() as u64, h.finish())
+}
+
+fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+            let ft = m.file_type();
+            let (kind, content, target) = if ft.is_dir() {
+                stack.push(p.clone());
+                ("dir", None, None)
+            } else if ft.is_symlink() {
+                ("symlink", None, Some(fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()))
+            } else if ft.is_fifo() {
+                ("fifo", None, None)
+            } else if ft.is_char_device() {
+                ("chardev", None, None)
+            } else if ft.is_block_device() {
+                ("blockdev", None, None)
+            } else {
+                ("file", Some(digest(&fs::read(&p).unwrap())), None)
+            };
+            let link_group = (kind == "file" && m.nlink() > 1)
+                .then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
+            let symlink = kind == "symlink";
+            out.insert(
+                rel,
+                Entry {
+                    kind,
+                    mode: if symlink { 0 } else { m.mode() & 0o7777 },
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if kind == "file" { m.size() } else { 0 },
+                    mtime_ns: if symlink {
+                        0
+                    } else {
+                        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+                    },
+                    content,
+                    target,
+                    rdev: if kind.ends_with("dev") { m.rdev() } else { 0 },
+                    link_group,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let (da, db) = (describe(a), describe(b));
+    for (k, ea) in &da {
+        let eb = db
+            .get(k)
+            .unwrap_or_else(|| panic!("{} missing from restore", String::from_utf8_lossy(k)));
+        assert_eq!(ea, eb, "entry {} differs", String::from_utf8_lossy(k));
+    }
+    assert_eq!(da.len(), db.len(), "the restore has extra entries");
+}
+
+fn is_root() -> bool {
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+#[test]
+fn every_kind_of_entry_and_stdin_round_trip_exactly() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a/b/c")).unwrap();
+    fs::create_dir_all(src.join("empty/also-empty")).unwrap();
+    fs::write(src.join("large.bin"), random_bytes(1, 9 * 1024 * 1024 + 13)).unwrap();
+    let text: String = (0..100_000).map(|i| format!("row {i} compresses well\n")).collect();
+    fs::write(src.join("a/text.txt"), &text).unwrap();
+    fs::write(src.join("a/b/zero-length"), b"").unwrap();
+    fs::write(src.join("a/b/c/deep"), b"deep").unwrap();
+    fs::write(src.join("a/private"), b"0600").unwrap();
+    fs::set_permissions(src.join("a/private"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(src.join("a/setgid-tool"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("a/setgid-tool"), fs::Permissions::from_mode(0o2755)).unwrap();
+    // A sparse disk image: 48 MiB with two islands of data.
+    let img = fs::File::create(src.join("disk.img")).unwrap();
+    img.set_len(48 * 1024 * 1024).unwrap();
+    use std::os::unix::fs::FileExt;
+    img.write_all_at(&random_bytes(2, 70_000), 0).unwrap();
+    img.write_all_at(&random_bytes(3, 70_000), 30 * 1024 * 1024).unwrap();
+    drop(img);
+    std::os::unix::fs::symlink("a/text.txt", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/does/not/exist", src.join("dangling")).unwrap();
+    fs::write(src.join("hard1"), b"one inode, two names").unwrap();
+    fs::hard_link(src.join("hard1"), src.join("a/hard2")).unwrap();
+    fs::write(src.join(OsStr::from_bytes(b"bad \xff\xfe utf8\nnewline")), b"odd").unwrap();
+    fs::write(src.join("spaces and ünïcödé 日本 -- $HOME ; *"), b"odd too").unwrap();
+    fs::write(src.join("-starts-with-dash"), b"dash").unwrap();
+    let fifo = Command::new("mkfifo").arg(src.join("a/pipe")).status().unwrap();
+    assert!(fifo.success(), "mkfifo failed");
+    if is_root() {
+        // /dev/null's numbers: a character device restored as one.
+        let st = Command::new("mknod").arg(src.join("a/null-dev")).args(["c", "1", "3"]).status();
+        assert!(st.unwrap().success(), "mknod failed");
+    }
+    for (p, t) in [
+        ("a/text.txt", 1_600_000_000),
+        ("large.bin", 1_500_000_000),
+        ("a/pipe", 1_400_000_000),
+        ("a/b", 1_300_000_000),
+        ("empty/also-empty", 1_200_000_000),
+        ("empty", 1_100_000_000),
+    ] {
+        set_mtime(&src.join(p), t);
+    }
+
+    env.init();
+    let backup = env.json(&["backup", src.to_str().unwrap()]);
+    let snap = backup["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(backup["summary"]["files_new"], 12, "{backup}");
+
+    let target = env.path("restore");
+    env.ok(&["restore", &snap[..8], "--target", target.to_str().unwrap(), "--sparse"]);
+    assert_same_tree(&src, &target.join("src"));
+    let restored = fs::metadata(target.join("src/disk.img")).unwrap();
+    assert_eq!(restored.len(), 48 * 1024 * 1024);
+    assert!(restored.blocks() * 512 < 8 * 1024 * 1024, "holes were filled: {restored:?}");
+    let (h1, h2) = (
+        fs::metadata(target.join("src/hard1")).unwrap(),
+        fs::metadata(target.join("src/a/hard2")).unwrap(),
+    );
+    assert_eq!(h1.ino(), h2.ino(), "hardlinks restore as one inode");
+
+    // A stream from stdin comes back byte for byte, through restore and through `cat file`.
+    let stream = random_bytes(4, 3 * 1024 * 1024 + 5);
+    let mut child = env
+        .cmd(&["--json", "backup", "--stdin", "--stdin-filename", "dump.sql"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&stream).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdin_snap = v["snapshot_id"].as_str().unwrap().to_string();
+    let dumped = env.cmd(&["cat", "file", &stdin_snap, "/dump.sql"]).output().unwrap();
+    assert!(dumped.status.success());
+    assert!(dumped.stdout == stream, "cat file returned different bytes");
+    let t2 = env.path("restore-stdin");
+    env.ok(&["restore", &stdin_snap, "--target", t2.to_str().unwrap()]);
+    assert!(fs::read(t2.join("dump.sql")).unwrap() == stream, "restored stream differs");
+    env.check_read_data();
+}
+
+#[test]
+fn two_hundred_thousand_small_files_round_trip() {
+    let env = Env::new();
+    // 400,000 files of one block each take about 1.6 GB of disk; on a RAM disk when we may mount
+    // one, so the test does not depend on the free space of a shared build disk.
+    let _ram = Mount::tmpfs(env.tmp.path(), "4g");
+    fs::write(&env.pw, "acceptance secret\n").unwrap();
+    let src = env.path("many");
+    for d in 0..200 {
+        let dir = src.join(format!("d{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::write(dir.join(format!("{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    env.init();
+    let v = env.json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(v["summary"]["files_new"], 200_000, "{v}");
+    let target = env.path("out");
+    let r = env.json(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(r["files_done"], 200_000, "{r}");
+    assert_same_tree(&src, &target.join("many"));
+}
+
+#[test]
+fn kill_9_mid_backup_leaves_a_checkable_repository_that_the_rerun_reuses() {
+    let env = Env::new();
+    env.init();
+    let early = env.path("early");
+    fs::create_dir_all(&early).unwrap();
+    fs::write(early.join("before"), random_bytes(9, 300_000)).unwrap();
+    env.ok(&["backup", early.to_str().unwrap()]);
+
+    let src = env.path("big");
+    fs::create_dir_all(&src).unwrap();
+    let (files, size) = (16u64, 4 * 1024 * 1024usize);
+    for i in 0..files {
+        fs::write(src.join(format!("f{i:02}")), random_bytes(100 + i, size)).unwrap();
+    }
+    let mut child = env
+        .cmd(&["backup", src.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has committed at least two index files beyond the first backup's one.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let indexes = fs::read_dir(env.repo.join("index")).map(|d| d.count()).unwrap_or(0);
+        if indexes >= 3 {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("backup finished ({status}) before it could be killed; enlarge the input");
+        }
+        assert!(Instant::now() < deadline, "the backup made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "the killed backup wrote no snapshot");
+
+    env.check_read_data();
+    let t = env.path("early-restore");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_same_tree(&early, &t.join("early"));
+
+    let v = env.json(&["backup", src.to_str().unwrap()]);
+    let added = v["summary"]["data_added"].as_u64().unwrap();
+    assert!(
+        added < files * size as u64,
+        "the rerun stored {added} bytes of {}: uploaded packs were not reused",
+        files * size as u64
+    );
+    env.check_read_data();
+    let t = env.path("big-restore");
+    env.ok(&["restore", v["snapshot_id"].as_str().unwrap(), "--target", t.to_str().unwrap()]);
+    assert_same_tree(&src, &t.join("big"));
+}
+
+/// The largest file under `dir` (a pack with data blobs in it).
+fn largest_file(dir: &Path) -> PathBuf {
+    let mut best = (0, PathBuf::new());
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.len() > best.0 {
+                best = (m.len(), p);
+            }
+        }
+    }
+    best.1
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 0x40;
+    let mut perms = fs::metadata(path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    fs::set_permissions(path, perms).unwrap();
+    fs::write(path, &bytes).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_flipped_byte_in_any_object_is_named_by_check_and_fails_the_restore() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data"), random_bytes(5, 600_000)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let pristine = env.path("pristine");
+    copy_dir(&env.repo, &pristine);
+
+    // A pack: check --read-data names it, a restore that needs it exits non-zero.
+    let pack = largest_file(&env.repo.join("data"));
+    let pack_name = pack.file_name().unwrap().to_str().unwrap().to_string();
+    let len = fs::metadata(&pack).unwrap().len() as usize;
+    flip_byte(&pack, len / 2);
+    let out = env.run(&["check"]);
+    assert!(out.status.success(), "the structure is intact");
+    let out = env.run(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&pack_name), "check must name pack {pack_name}: {err}");
+    let target = env.path("restore");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let line = one_line_failure(&out);
+    assert!(line.contains("corrupt") && line.contains(&pack_name), "{line}");
+    // Nothing that failed verification was written as if it were the file.
+    let restored = fs::read(target.join("src/data")).unwrap_or_default();
+    assert!(restored != random_bytes(5, 600_000) || restored.is_empty());
+    assert!(
+        restored.iter().all(|b| *b == 0) || restored.is_empty(),
+        "a failed restore must not leave wrong bytes"
+    );
+
+    // An index file and a snapshot file, each in a fresh copy: check names the object.
+    for dir in ["index", "snapshots"] {
+        let repo = env.path(&format!("copy-{dir}"));
+        copy_dir(&pristine, &repo);
+        let obj = largest_file(&repo.join(dir));
+        let name = obj.file_name().unwrap().to_str().unwrap().to_string();
+        flip_byte(&obj, fs::metadata(&obj).unwrap().len() as usize - 3);
+        let mut c = env.cmd(&["check", "--read-data"]);
+        c.arg("--repo").arg(&repo);
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{dir}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&name), "check must name {dir}/{name}: {err}");
+    }
+}
+
+#[test]
+fn concurrent_backups_and_prune_leave_every_snapshot_restorable() {
+    let env = Env::new();
+    env.init();
+    // Something for prune to collect while the backups run.
+    let gone = env.path("gone");
+    fs::create_dir_all(&gone).unwrap();
+    fs::write(gone.join("x"), random_bytes(70, 2_000_000)).unwrap();
+    let v = env.json(&["backup", gone.to_str().unwrap()]);
+    env.ok(&["forget", v["snapshot_id"].as_str().unwrap()]);
+
+    let srcs: Vec<PathBuf> = (0..2).map(|i| env.path(&format!("src{i}"))).collect();
+    for (i, s) in srcs.iter().enumerate() {
+        fs::create_dir_all(s).unwrap();
+        for f in 0..6u64 {
+            fs::write(s.join(format!("f{f}")), random_bytes(40 + 10 * i as u64 + f, 700_000))
+                .unwrap();
+        }
+        // The same content in both: concurrent deduplication of identical blobs.
+        fs::write(s.join("shared"), random_bytes(99, 900_000)).unwrap();
+    }
+    let mut snaps: Vec<(String, PathBuf)> = Vec::new();
+    std::thread::scope(|sc| {
+        let backups: Vec<_> = srcs
+            .iter()
+            .map(|s| {
+                let env = &env;
+                sc.spawn(move || {
+                    (0..2)
+                        .map(|_| {
+                            let v = env.json(&["backup", "--force", s.to_str().unwrap()]);
+                            (v["snapshot_id"].as_str().unwrap().to_string(), s.clone())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let env = &env;
+        let pruner = sc.spawn(move || {
+            for _ in 0..3 {
+                env.ok(&["prune", "--safety-delay", "1h"]);
+            }
+        });
+        pruner.join().unwrap();
+        for b in backups {
+            snaps.extend(b.join().unwrap());
+        }
+    });
+    // Both phases with no delay now that the writers are done.
+    env.ok(&["prune", "--safety-delay", "0s"]);
+    let r = env.json(&["prune", "--safety-delay", "0s"]);
+    assert_eq!(r["pending_plans"], 0, "{r}");
+    assert!(!env.repo.join("data").read_dir().unwrap().next().is_none());
+    env.check_read_data();
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 4);
+    for (i, (id, src)) in snaps.iter().enumerate() {
+        let t = env.path(&format!("r{i}"));
+        env.ok(&["restore", id, "--target", t.to_str().unwrap()]);
+        assert_same_tree(src, &t.join(src.file_name().unwrap()));
+    }
+}
+
+/// A tmpfs mounted for the life of the value.
+struct Mount(PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs of `size` on `dir`; `None` when not permitted.
+    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        out.status.success().then(|| Mount(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+    }
+}
+
+/// A TCP port nothing listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn wrong_password_missing_repository_and_unreachable_s3_fail_in_one_line() {
+    let env = Env::new();
+    env.init();
+    let before = describe(&env.repo);
+
+    let bad = env.path("bad-pw");
+    fs::write(&bad, "not it\n").unwrap();
+    let mut c = env.cmd(&["snapshots"]);
+    c.arg("--password-file").arg(&bad);
+    let line = one_line_failure(&c.output().unwrap());
+    assert!(line.contains("wrong password"), "{line}");
+    let mut c = env.cmd(&["backup", env.pw.to_str().unwrap()]);
+    c.arg("--password-file").arg(&bad);
+    one_line_failure(&c.output().unwrap());
+    assert_eq!(describe(&env.repo), before, "a failed open wrote something");
+
+    let missing = env.path("no-such-repo");
+    let mut c = env.cmd(&["backup", env.pw.to_str().unwrap()]);
+    c.arg("--repo").arg(&missing);
+    let line = one_line_failure(&c.output().unwrap());
+    assert!(line.contains("no repository at"), "{line}");
+    assert!(!missing.exists(), "a failed backup created the repository directory");
+    let empty = env.path("empty-dir");
+    fs::create_dir_all(&empty).unwrap();
+    let mut c = env.cmd(&["snapshots"]);
+    c.arg("--repo").arg(&empty);
+    let line = one_line_failure(&c.output().unwrap());
+    assert!(line.contains("no repository at") && line.contains("init"), "{line}");
+
+    // An S3 endpoint nothing listens on: one line naming it, quickly (retries are bounded).
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = env
+        .cmd(&["snapshots", "--repo", "s3://bucket/prefix", "--s3-endpoint", &endpoint])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "the endpoint is named: {line}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+
+    // S3 without any credentials: says what to set instead of hanging on instance metadata.
+    let started = Instant::now();
+    let mut c = env.cmd(&["snapshots", "--repo", "s3://bucket/prefix", "--s3-endpoint", &endpoint]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    let line = one_line_failure(&c.output().unwrap());
+    assert!(line.contains("AWS_ACCESS_KEY_ID"), "says what to set: {line}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_full_disk_fails_in_one_line_and_the_rerun_after_freeing_space_succeeds() {
+    let env = Env::new();
+    let mnt = env.path("small-disk");
+    fs::create_dir_all(&mnt).unwrap();
+    let Some(_guard) = Mount::tmpfs(&mnt, "8m") else {
+        eprintln!("NOTICE: cannot mount a tmpfs here (not root?); skipping the full-disk test");
+        return;
+    };
+    let env = Env { repo: mnt.join("repo"), ..env };
+    env.init();
+    let small = env.path("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("s"), random_bytes(1, 200_000)).unwrap();
+    env.ok(&["backup", small.to_str().unwrap()]);
+
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        fs::write(src.join(format!("f{i}")), random_bytes(20 + i, 2 * 1024 * 1024)).unwrap();
+    }
+    let line = one_line_failure(&env.run(&["backup", src.to_str().unwrap()]));
+    assert!(line.contains("No space left"), "{line}");
+    // What is there still checks clean, with the disk still full.
+    env.check_read_data();
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+
+    // Free space (grow the tmpfs) and run again.
+    let st = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&mnt).status().unwrap();
+    assert!(st.success());
+    let v = env.json(&["backup", src.to_str().unwrap()]);
+    env.check_read_data();
+    let t = env.path("restore");
+    env.ok(&["restore", v["snapshot_id"].as_str().unwrap(), "--target", t.to_str().unwrap()]);
+    assert_same_tree(&src, &t.join("src"));
+}
+
+#[test]
+fn unreadable_entries_are_skipped_with_a_warning_and_exit_code_3() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("locked-dir")).unwrap();
+    fs::write(src.join("locked-dir/inside"), b"cannot list me").unwrap();
+    fs::write(src.join("readable"), b"fine").unwrap();
+    fs::write(src.join("secret"), b"cannot read me").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("locked-dir"), fs::Permissions::from_mode(0o000)).unwrap();
+    env.init();
+
+    // Root reads everything, so the backup runs as an unprivileged user when we are root.
+    let mut c = env.cmd(&["--json", "backup", src.to_str().unwrap()]);
+    if is_root() {
+        for p in [env.tmp.path(), src.as_path()] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::set_permissions(&env.pw, fs::Permissions::from_mode(0o644)).unwrap();
+        let st = Command::new("chown").args(["-R", "65534:65534"]).arg(&env.repo).status();
+        assert!(st.unwrap().success());
+        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+        c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", HOLDFAST]).args(args);
+        c.stdin(Stdio::null()).env_remove("HOLDFAST_PASSWORD");
+    }
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "exit 3 = snapshot saved, some files unreadable: {err}");
+    assert!(err.contains("secret") && err.contains("locked-dir"), "warnings name both: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(2), "{v}");
+    let id = v["snapshot_id"].as_str().unwrap();
+
+    let t = env.path("restore");
+    env.ok(&["restore", id, "--target", t.to_str().unwrap()]);
+    assert_eq!(fs::read(t.join("src/readable")).unwrap(), b"fine");
+    assert!(!t.join("src/secret").exists(), "an unreadable file is left out, not stored empty");
+    env.check_read_data();
+}
