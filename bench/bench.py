@@ -278,43 +278,20 @@ def main():
         shutil.rmtree(tool.repo, ignore_errors=True)
         shutil.rmtree(os.path.join(work, "cache", tool.name), ignore_errors=True)
         os.makedirs(os.path.dirname(tool.repo), exist_ok=True)
-        tool.init()
         runs = {}
-        for op, ds in OPS:
-            src = os.path.join(data, ds)
-            key = "%s %s" % (op, ds)
-            print("[%s] %s ..." % (tool.name, key), file=sys.stderr, flush=True)
-            if op == "backup":
-                out, wall, cpu, peak = run_timed(tool.backup_cmd(src), tool.env, None, log)
-                tool.snaps[ds] = tool.snapshot_id(out, src)
-                repo = du(tool.repo)
-                ok = True
-            else:
-                target = os.path.join(work, "restore", tool.name)
-                shutil.rmtree(target, ignore_errors=True)
-                os.makedirs(target)
-                out, wall, cpu, peak = run_timed(
-                    tool.restore_cmd(tool.snaps[ds], target), tool.env,
-                    tool.restore_cwd(target), log)
-                got = tree_stats(tool.restored_root(target, src))
-                ok = got == sizes[ds]
-                if not ok:
-                    print("  restore mismatch: got %s want %s" % (got, sizes[ds]),
-                          file=sys.stderr)
-                shutil.rmtree(target, ignore_errors=True)
-                repo = None
-            runs[key] = {"wall_s": wall, "cpu_s": cpu, "peak_mib": peak / 1024.0,
-                         "repo_mib": None if repo is None else repo / 2**20,
-                         "mib_per_s": sizes[ds][1] / 2**20 / wall if wall > 0 else None,
-                         "verified": ok}
-            print("  %.1f s wall, %.1f s cpu, %.0f MiB peak%s" % (
-                wall, cpu, peak / 1024.0,
-                "" if repo is None else ", repo %.0f MiB" % (repo / 2**20)),
-                file=sys.stderr, flush=True)
+        try:
+            tool.init()
+            run_ops(tool, work, data, sizes, log, runs)
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            # Report the failure and go on with the other tools: one broken tool (or a full disk)
+            # should not discard the whole run.
+            print("[%s] FAILED: %s" % (tool.name, e), file=sys.stderr, flush=True)
+            results.setdefault("failures", {})[tool.name] = str(e)
         results["runs"][tool.name] = runs
         # Keep disk use bounded: each repository is only needed for its own tool's steps.
         shutil.rmtree(tool.repo, ignore_errors=True)
         shutil.rmtree(os.path.join(work, "cache", tool.name), ignore_errors=True)
+        shutil.rmtree(os.path.join(work, "restore", tool.name), ignore_errors=True)
     results["load_after"] = open("/proc/loadavg").read().split()[:3]
     md = table(results)
     with open(os.path.join(results_dir, "results.json"), "w") as f:
@@ -322,6 +299,41 @@ def main():
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write(md)
     print(md)
+
+
+def run_ops(tool, work, data, sizes, log, runs):
+    """Runs the six steps of one tool, filling runs."""
+    for op, ds in OPS:
+        src = os.path.join(data, ds)
+        key = "%s %s" % (op, ds)
+        print("[%s] %s ..." % (tool.name, key), file=sys.stderr, flush=True)
+        if op == "backup":
+            out, wall, cpu, peak = run_timed(tool.backup_cmd(src), tool.env, None, log)
+            tool.snaps[ds] = tool.snapshot_id(out, src)
+            repo = du(tool.repo)
+            ok = True
+        else:
+            target = os.path.join(work, "restore", tool.name)
+            shutil.rmtree(target, ignore_errors=True)
+            os.makedirs(target)
+            out, wall, cpu, peak = run_timed(
+                tool.restore_cmd(tool.snaps[ds], target), tool.env,
+                tool.restore_cwd(target), log)
+            got = tree_stats(tool.restored_root(target, src))
+            ok = got == sizes[ds]
+            if not ok:
+                print("  restore mismatch: got %s want %s" % (got, sizes[ds]),
+                      file=sys.stderr)
+            shutil.rmtree(target, ignore_errors=True)
+            repo = None
+        runs[key] = {"wall_s": wall, "cpu_s": cpu, "peak_mib": peak / 1024.0,
+                     "repo_mib": None if repo is None else repo / 2**20,
+                     "mib_per_s": sizes[ds][1] / 2**20 / wall if wall > 0 else None,
+                     "verified": ok}
+        print("  %.1f s wall, %.1f s cpu, %.0f MiB peak%s" % (
+            wall, cpu, peak / 1024.0,
+            "" if repo is None else ", repo %.0f MiB" % (repo / 2**20)),
+            file=sys.stderr, flush=True)
 
 
 def table(r):
@@ -352,16 +364,23 @@ def table(r):
         lines.append("|---|---:|---:|---|---|")
         h = runs["holdfast"]
         for key in h:
-            best = min(others, key=lambda t: runs[t][key]["wall_s"])
-            vs_r = (runs["restic"][key]["wall_s"] / h[key]["wall_s"]) if "restic" in runs else None
+            have = [t for t in others if key in runs[t]]
+            if not have:
+                continue
+            best = min(have, key=lambda t: runs[t][key]["wall_s"])
+            has_r = key in runs.get("restic", {})
+            vs_r = (runs["restic"][key]["wall_s"] / h[key]["wall_s"]) if has_r else None
             vs_b = runs[best][key]["wall_s"] / h[key]["wall_s"]
             mem = ("%.0f / %.0f" % (h[key]["peak_mib"], runs["restic"][key]["peak_mib"])
-                   if "restic" in runs else "")
+                   if has_r else "")
             lines.append("| %s | %s | %.2f | %s | %s |" % (
                 key, "" if vs_r is None else "%.2f" % vs_r, vs_b, best, mem))
         last = "backup small"
-        sizes = ", ".join("%s %.0f MiB" % (t, runs[t][last]["repo_mib"]) for t in runs)
+        sizes = ", ".join("%s %.0f MiB" % (t, runs[t][last]["repo_mib"])
+                          for t in runs if last in runs[t])
         lines.append("\nFinal repository sizes (after all three backups): %s.\n" % sizes)
+    for tool, why in r.get("failures", {}).items():
+        lines.append("**%s failed:** %s\n" % (tool, why))
     return "\n".join(lines) + "\n"
 
 

@@ -68,6 +68,13 @@ if [ "$build" = 1 ]; then
     (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release -p holdfast)
 fi
 
+# Data (big + changed + small) plus one tool's repository and one restore at a time.
+need_mib=$(( big_mib * 4 + small_files / 45 ))
+free_mib=$(df -Pm "$work" | awk 'NR==2 {print $4}')
+if [ "$free_mib" -lt "$need_mib" ]; then
+    echo "warning: $free_mib MiB free under $work, the run may need about $need_mib MiB" >&2
+fi
+
 python3 "$here/gen.py" "$work" --big-mib "$big_mib" --small-files "$small_files" \
     --insert-mib "$insert_mib"
 {
