@@ -24,6 +24,15 @@ pub struct LogsArgs {
 }
 
 pub fn run(args: LogsArgs) -> anyhow::Result<()> {
+    if let Err(error) = show(&args) {
+        // One line with its causes and a non-zero exit, like `holdfast server`.
+        eprintln!("holdfast logs: {error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn show(args: &LogsArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(crate::server_cmd::default_data_dir);
     let ns_dir = data_dir.join("logs").join(&args.namespace);
     let pod_dir = match args.target.split_once('/') {

@@ -29,9 +29,9 @@ pub mod volume;
 pub use context::Context;
 pub use error::Error;
 
-/// Runs every controller until one of them stops. A controller that returns (with an error or,
-/// unexpectedly, without one) ends the whole set, so the caller can restart it with a backoff:
-/// half a control plane must not look healthy.
+/// Runs every controller until one of them fails. A failing controller ends the whole set (the
+/// others are aborted), so the caller can restart it with a backoff: half a control plane must
+/// not look healthy. A task that returns `Ok` (one-shot setup) just ends; the rest keep running.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let mut set = tokio::task::JoinSet::new();
     spawn(&mut set, "job-runner", job_runner::run(ctx.clone()));
@@ -46,16 +46,19 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     spawn(&mut set, "action-set", action_set::run(ctx.clone()));
     spawn(&mut set, "backup-policy", backup_policy::run(ctx.clone()));
 
-    let result = match set.join_next().await {
-        Some(Ok((_, Err(error)))) => Err(error),
-        Some(Ok((name, Ok(())))) => {
-            Err(Error::ControllerStopped { name: name.to_string(), reason: "it returned".into() })
+    let result = loop {
+        match set.join_next().await {
+            // A one-shot task (installing defaults) that is done: the others keep running.
+            Some(Ok((name, Ok(())))) => tracing::debug!(controller = name, "finished"),
+            Some(Ok((_, Err(error)))) => break Err(error),
+            Some(Err(join)) => {
+                break Err(Error::ControllerStopped {
+                    name: "unknown".into(),
+                    reason: format!("the task failed: {join}"),
+                });
+            }
+            None => break Ok(()),
         }
-        Some(Err(join)) => Err(Error::ControllerStopped {
-            name: "unknown".into(),
-            reason: format!("the task failed: {join}"),
-        }),
-        None => Ok(()),
     };
     set.abort_all();
     result

@@ -559,3 +559,52 @@ async fn a_schedule_backs_up_on_the_minute_and_expired_backups_are_collected_wit
     assert!(!listing.contains("hello.txt"), "GC must delete the data too: {listing}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_pre_delete_is_reported_and_retain_still_lets_the_backup_go() -> Result<()> {
+    let setup = Setup::start().await?;
+    setup
+        .action_set(
+            "as-guarded",
+            "echo data | datasafed push - /data.txt",
+            json!({"preDelete": {"image": "busybox", "command": ["sh", "-c",
+                "echo \"wal-g: cannot reach storage for $DP_BACKUP_NAME\" >&2; exit 1"]}}),
+        )
+        .await?;
+    setup.policy(json!([{"name": "guarded", "actionSetName": "as-guarded"}])).await?;
+    setup.backup("guarded", "guarded", "Delete").await?;
+    let b = setup.finished("guarded").await?;
+    assert_eq!(b.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Completed));
+
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    api.delete("guarded", &DeleteParams::default()).await?;
+    let stuck =
+        wait_for("the preDelete failure to be reported", Duration::from_secs(60), || async {
+            let b = api.get("guarded").await?;
+            let reason =
+                b.status.as_ref().and_then(|s| s.failure_reason.clone()).unwrap_or_default();
+            Ok(reason.contains("cannot reach storage for guarded").then_some(b))
+        })
+        .await?;
+    let st = stuck.status.clone().context("status")?;
+    assert_eq!(st.phase, Some(BackupPhase::Deleting));
+    let reason = st.failure_reason.unwrap_or_default();
+    assert!(
+        reason.contains("preDelete for pod pg-0 failed") && reason.contains("to retry"),
+        "{reason}"
+    );
+    assert!(setup.list("/default/pg/guarded").await?.contains("data.txt"), "nothing deleted yet");
+
+    // The user gives up on deleting the data: Retain lets the Backup go and keeps the data.
+    let patch = json!({"spec": {"deletionPolicy": "Retain"}});
+    api.patch("guarded", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    setup.gone("guarded").await?;
+    assert!(setup.list("/default/pg/guarded").await?.contains("data.txt"));
+    let jobs: Api<Job> = Api::namespaced(setup.client(), NS);
+    wait_for("the backup's Jobs to be removed", Duration::from_secs(30), || async {
+        let left = jobs.list(&ListParams::default()).await?.items;
+        Ok(left.iter().all(|j| !j.name_any().contains("guarded")).then_some(()))
+    })
+    .await?;
+    Ok(())
+}

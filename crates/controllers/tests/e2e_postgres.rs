@@ -129,7 +129,7 @@ async fn claim_dir(client: &Client, claim: &str) -> Result<PathBuf> {
 }
 
 /// The database side: a connection Secret and a Pod object describing the running server.
-async fn describe_database(client: &Client, pg: &Postgres) -> Result<()> {
+async fn describe_database(client: &Client, pg: &Postgres, cluster: &str) -> Result<()> {
     let mut data = BTreeMap::new();
     for (k, v) in [
         ("host", "127.0.0.1".to_string()),
@@ -141,7 +141,7 @@ async fn describe_database(client: &Client, pg: &Postgres) -> Result<()> {
     }
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some("pg-cluster-conn-credential".into()),
+            name: Some(format!("{cluster}-conn-credential")),
             ..Default::default()
         },
         data: Some(data),
@@ -152,8 +152,8 @@ async fn describe_database(client: &Client, pg: &Postgres) -> Result<()> {
         &Api::<Pod>::namespaced(client.clone(), NS),
         json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "pg-cluster-postgresql-0", "labels": {
-                "app.kubernetes.io/instance": "pg-cluster",
+            "metadata": {"name": format!("{cluster}-postgresql-0"), "labels": {
+                "app.kubernetes.io/instance": cluster,
                 "apps.kubeblocks.io/component-name": "postgresql",
                 "kubeblocks.io/role": "primary"}},
             "spec": {
@@ -170,24 +170,8 @@ async fn describe_database(client: &Client, pg: &Postgres) -> Result<()> {
     Ok(())
 }
 
-/// Backup → change → Restore → start on the restored directory → same data as at backup time.
-async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
-    let client = &server.client;
-    let pg = Postgres::start()?;
-    pg.pgbench(&["-i", "-s", "5", "-q"])?;
-    describe_database(client, &pg).await?;
-
-    let repos: Api<BackupRepo> = Api::all(client.clone());
-    wait_for(&repos, repo, "backuprepo", |r| {
-        let status = r.status.as_ref()?;
-        match status.phase.map(|p| format!("{p:?}")).as_deref() {
-            Some("Ready") => Some(Ok(())),
-            Some("Failed") => Some(Err("Failed".into())),
-            _ => None,
-        }
-    })
-    .await?;
-
+/// The BackupPolicy of pg-cluster: both PostgreSQL methods, into `repo`.
+async fn create_policy(client: &Client, repo: &str) -> Result<()> {
     create(
         &Api::<BackupPolicy>::namespaced(client.clone(), NS),
         json!({
@@ -205,11 +189,36 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
                     },
                     "serviceAccountName": "default"
                 },
-                "backupMethods": [{"name": "pg-basebackup", "actionSetName": "postgresql-basebackup"}]
+                "backupMethods": [
+                    {"name": "pg-basebackup", "actionSetName": "postgresql-basebackup"},
+                    {"name": "pgdump", "actionSetName": "postgresql-pgdump"}
+                ]
             }
         }),
     )
     .await?;
+    Ok(())
+}
+
+/// Backup → change → Restore → start on the restored directory → same data as at backup time.
+async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
+    let client = &server.client;
+    let pg = Postgres::start()?;
+    pg.pgbench(&["-i", "-s", "5", "-q"])?;
+    describe_database(client, &pg, "pg-cluster").await?;
+
+    let repos: Api<BackupRepo> = Api::all(client.clone());
+    wait_for(&repos, repo, "backuprepo", |r| {
+        let status = r.status.as_ref()?;
+        match status.phase.map(|p| format!("{p:?}")).as_deref() {
+            Some("Ready") => Some(Ok(())),
+            Some("Failed") => Some(Err("Failed".into())),
+            _ => None,
+        }
+    })
+    .await?;
+
+    create_policy(client, repo).await?;
 
     create(
         &Api::<Backup>::namespaced(client.clone(), NS),
@@ -434,5 +443,90 @@ async fn basebackup_round_trip_through_an_s3_repo() -> Result<()> {
     .await?;
     round_trip(&server, "e2e-s3").await?;
     assert!(server.controllers_running());
+    Ok(())
+}
+
+/// The logical path: a pg_dump backup restored by the ActionSet's postReady Job into another,
+/// running server chosen by `readyConfig.jobAction` and reached through its connection Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pgdump_round_trip_restores_into_a_running_server() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let server = EmbeddedServer::start().await?;
+    let client = &server.client;
+    let repo_dir = server.scratch_dir("repo")?;
+    create(
+        &Api::<BackupRepo>::all(client.clone()),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupRepo",
+            "metadata": {"name": "e2e-dump"},
+            "spec": {
+                "storageProviderRef": "holdfast-local", "accessMethod": "Tool", "pvReclaimPolicy": "Retain",
+                "config": {"path": repo_dir.display().to_string()}
+            }
+        }),
+    )
+    .await?;
+    let source = Postgres::start()?;
+    source.pgbench(&["-i", "-s", "1", "-q"])?;
+    describe_database(client, &source, "pg-cluster").await?;
+    create_policy(client, "e2e-dump").await?;
+    create(
+        &Api::<Backup>::namespaced(client.clone(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "pg-cluster-dump-1"},
+            "spec": {"backupPolicyName": "pg-cluster-postgresql-backup-policy", "backupMethod": "pgdump"}
+        }),
+    )
+    .await?;
+    let backups: Api<Backup> = Api::namespaced(client.clone(), NS);
+    wait_for(&backups, "pg-cluster-dump-1", "backup", |b| match b.status.as_ref()?.phase? {
+        BackupPhase::Completed => Some(Ok(())),
+        BackupPhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(&server)))),
+        _ => None,
+    })
+    .await?;
+    let at_backup = checksums(&source)?;
+    source.psql("DELETE FROM pgbench_history; UPDATE pgbench_branches SET bbalance = 99")?;
+
+    let target = Postgres::start()?;
+    describe_database(client, &target, "pg-restored").await?;
+    create(
+        &Api::<Restore>::namespaced(client.clone(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore",
+            "metadata": {"name": "pg-restored-from-dump"},
+            "spec": {
+                "backup": {"name": "pg-cluster-dump-1", "namespace": NS},
+                "readyConfig": {
+                    "jobAction": {"target": {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "pg-restored"}}}},
+                    "connectionCredential": {
+                        "secretName": "pg-restored-conn-credential",
+                        "usernameKey": "username", "passwordKey": "password",
+                        "hostKey": "host", "portKey": "port"
+                    }
+                },
+                "backoffLimit": 0
+            }
+        }),
+    )
+    .await?;
+    let restores: Api<Restore> = Api::namespaced(client.clone(), NS);
+    let restore = wait_for(&restores, "pg-restored-from-dump", "restore", |r| {
+        match r.status.as_ref()?.phase? {
+            RestorePhase::Completed => Some(Ok(())),
+            RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(&server)))),
+            _ => None,
+        }
+    })
+    .await?;
+    let rs = restore.status.context("restore status")?;
+    let post_ready = rs.conditions.iter().flatten().find(|c| c.type_ == "PostReady");
+    assert_eq!(post_ready.map(|c| c.status.as_str()), Some("True"), "{post_ready:?}");
+    let actions = rs.actions.and_then(|a| a.post_ready).unwrap_or_default();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(format!("{:?}", actions[0].status), "Completed");
+    assert_eq!(checksums(&target)?, at_backup, "the restored database differs from the dump");
+    assert_ne!(checksums(&source)?, at_backup);
     Ok(())
 }

@@ -481,7 +481,8 @@ async fn a_job_past_its_deadline_fails_and_its_process_is_killed() -> Result<()>
         3,
         json!({"containers": [{
             "name": "main",
-            "command": ["sh", "-c", format!("echo $$ > {}.tmp; mv {0}.tmp {0}; exec sleep 1000", pid_file.display())],
+            "command": ["sh", "-c", // `$$$$` is `$$` once Kubernetes-style `$(VAR)` expansion has unescaped it.
+            format!("echo $$$$ > {}.tmp; mv {0}.tmp {0}; exec sleep 1000", pid_file.display())],
         }]}),
     )?;
     j.spec.as_mut().unwrap().active_deadline_seconds = Some(1);
