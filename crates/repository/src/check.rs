@@ -63,18 +63,30 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     // Index files, one by one, so one bad file is reported rather than aborting.
     let mut index = crate::index::Index::default();
-    let mut files = Vec::new();
-    for info in repo.backend.list(FileType::Index)? {
-        match info
-            .name
-            .parse::<Id>()
-            .map_err(|e| Error::corrupt(format!("index/{}", info.name), e.to_string()))
-            .and_then(|id| repo.load_index_file(&id).map(|f| (id, f)))
-        {
-            Ok(f) => files.push(f),
-            Err(e) => report.errors.push(e.to_string()),
+    // An index file that vanishes between list and read was consolidated by a concurrent prune,
+    // which writes the replacement first: list again rather than report a false error.
+    let mut attempt = 0;
+    let files = loop {
+        let (mut files, mut errors, mut vanished) = (Vec::new(), Vec::new(), false);
+        for info in repo.backend.list(FileType::Index)? {
+            match info
+                .name
+                .parse::<Id>()
+                .map_err(|e| Error::corrupt(format!("index/{}", info.name), e.to_string()))
+                .and_then(|id| repo.load_index_file(&id).map(|f| (id, f)))
+            {
+                Ok(f) => files.push(f),
+                Err(Error::Backend(e)) if e.is_not_found() && attempt < 10 => vanished = true,
+                Err(e) => errors.push(e.to_string()),
+            }
         }
-    }
+        if vanished {
+            attempt += 1;
+            continue;
+        }
+        report.errors.extend(errors);
+        break files;
+    };
     let superseded: HashSet<Id> =
         files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
     for (id, f) in &files {

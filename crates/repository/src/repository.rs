@@ -187,14 +187,16 @@ impl Repository {
     /// # Errors
     /// Backend errors, corrupt index files.
     pub fn reload_index(&self) -> Result<()> {
-        let mut files = Vec::new();
-        for info in self.backend.list(FileType::Index)? {
-            let id: Id = info
-                .name
-                .parse()
-                .map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))?;
-            files.push((id, self.load_index_file(&id)?));
-        }
+        // A concurrent prune deletes the index files it consolidated, but only after writing the
+        // file that supersedes them: one vanishing between list and read means a fresh listing
+        // holds its replacement.
+        let mut attempt = 0;
+        let files = loop {
+            match self.read_index_files() {
+                Err(Error::Backend(e)) if e.is_not_found() && attempt < 10 => attempt += 1,
+                other => break other?,
+            }
+        };
         let superseded: HashSet<Id> =
             files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut index = Index::default();
@@ -213,6 +215,18 @@ impl Repository {
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
         *self.index_files.write().unwrap_or_else(|e| e.into_inner()) = names;
         Ok(())
+    }
+
+    fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let mut files = Vec::new();
+        for info in self.backend.list(FileType::Index)? {
+            let id: Id = info
+                .name
+                .parse()
+                .map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))?;
+            files.push((id, self.load_index_file(&id)?));
+        }
+        Ok(files)
     }
 
     /// Index files in force (not superseded).
