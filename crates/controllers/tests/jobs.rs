@@ -334,13 +334,16 @@ async fn a_failing_job_retries_up_to_its_backoff_limit_and_reports_the_log_tail(
     }
 
     let events: Api<Event> = Api::default_namespaced(f.client());
-    let warning = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .find(|e| e.reason.as_deref() == Some("BackoffLimitExceeded"))
-        .context("a BackoffLimitExceeded event")?;
+    // The event follows the status write: wait for it.
+    let warning = eventually("a BackoffLimitExceeded event", || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("BackoffLimitExceeded")))
+    })
+    .await?;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     assert_eq!(warning.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("fails"));
     assert!(warning.note.unwrap_or_default().contains("line-29\nline-30\nboom"));
@@ -485,12 +488,16 @@ async fn a_job_past_its_deadline_fails_and_its_process_is_killed() -> Result<()>
             format!("echo $$$$ > {}.tmp; mv {0}.tmp {0}; exec sleep 1000", pid_file.display())],
         }]}),
     )?;
-    j.spec.as_mut().unwrap().active_deadline_seconds = Some(1);
+    // Long enough for the process to start even on a loaded machine.
+    j.spec.as_mut().unwrap().active_deadline_seconds = Some(3);
     jobs.create(&PostParams::default(), &j).await?;
+    let pid: u32 = eventually("the sleep to start", || async {
+        Ok(std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()))
+    })
+    .await?;
     let done = finished(&f.client(), "slow").await?;
     let (reason, _) = condition(&done, "Failed").context("Failed condition")?;
     assert_eq!(reason.as_deref(), Some("DeadlineExceeded"));
-    let pid: u32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
     eventually("the process to be killed", || async { Ok((!process_alive(pid)).then_some(())) })
         .await?;
     let pod = eventually("the pod to be marked failed", || async {
