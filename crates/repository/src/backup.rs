@@ -267,7 +267,8 @@ impl BlobPipeline {
         drop(ctx);
         {
             let master = repo.master.clone();
-            let pack_size = repo.config().pack_size as usize;
+            let limit = repo.backend.pack_size_limit().unwrap_or(u32::MAX);
+            let pack_size = repo.config().pack_size.min(limit) as usize;
             let shared = shared.clone();
             handles
                 .push(std::thread::spawn(move || packer(&crx, &utx, &master, pack_size, &shared)));

@@ -1,0 +1,414 @@
+//! The real `holdfast server` binary killed with SIGKILL in the middle of a Backup and of a
+//! Restore, then restarted on the same data directory (issue 4: "restarting the server in the
+//! middle of a backup or restore neither loses the object nor leaves it stuck: it resumes or
+//! fails clearly").
+//!
+//! The workloads pace themselves (a loop of short sleeps, as a slow dump would), so the kill
+//! lands while their Job pod is running. After the restart the pod must be marked Failed with
+//! reason `NodeRestart`, the killed server's job processes must be gone by then (an orphan
+//! writing into the repository or the restore volume beside the retry would corrupt them), the
+//! Job retries, and the Backup/Restore completes with its status intact. The repository must
+//! then pass `holdfast repo check`, and the restored file must be the whole backed-up file.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use holdfast_api::kubeblocks::backup::BackupPhase;
+use holdfast_api::kubeblocks::restore::RestorePhase;
+use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Restore};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
+const NS: &str = "default";
+const REPO: &str = "restart-repo";
+/// Generous: two CPU cores are shared with parallel builds.
+const TIMEOUT: Duration = Duration::from_secs(180);
+/// The backup pushes CHUNKS x CHUNK_BYTES bytes, a chunk every quarter second.
+const CHUNKS: u64 = 60;
+const CHUNK_BYTES: u64 = 100_000;
+
+/// The ActionSet: a backupData that streams slowly into the repository, and a prepareData that
+/// waits as long before pulling the file into the restore volume.
+fn action_set() -> Value {
+    let backup = format!(
+        r#"set -euo pipefail
+export DATASAFED_BACKEND_BASE_PATH="$DP_BACKUP_BASE_PATH"
+for i in $(seq 1 {CHUNKS}); do head -c {CHUNK_BYTES} /dev/urandom; sleep 0.25; done \\
+  | datasafed push - /data.bin
+echo '{{"totalSize":"{}"}}' > "$DP_BACKUP_INFO_FILE"
+"#,
+        CHUNKS * CHUNK_BYTES
+    );
+    let restore = format!(
+        r#"set -euo pipefail
+export DATASAFED_BACKEND_BASE_PATH="$DP_BACKUP_BASE_PATH"
+for i in $(seq 1 {CHUNKS}); do sleep 0.25; done
+datasafed pull /data.bin /restore-data/data.bin.part
+mv /restore-data/data.bin.part /restore-data/data.bin
+echo restored
+"#
+    );
+    json!({
+        "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "ActionSet",
+        "metadata": {"name": "slow-file"},
+        "spec": {
+            "backupType": "Full",
+            "backup": {"backupData": {
+                "image": "busybox", "runOnTargetPodNode": false,
+                "command": ["bash", "-c", backup]
+            }},
+            "restore": {"prepareData": {"image": "busybox", "command": ["bash", "-c", restore]}}
+        }
+    })
+}
+
+/// `holdfast server` on a free port; returns it once its banner is printed.
+async fn start(data_dir: &Path) -> Result<Child> {
+    let mut child = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("no banner from holdfast server")??
+        .context("holdfast server exited before printing its banner")?;
+    ensure!(first.starts_with("holdfast server listening on "), "unexpected banner {first:?}");
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(child)
+}
+
+/// A client from the kubeconfig the server (re)wrote, once the API answers.
+async fn client(data_dir: &Path) -> Result<kube::Client> {
+    let text = std::fs::read_to_string(data_dir.join("kubeconfig"))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::from_yaml(&text)?,
+        &KubeConfigOptions::default(),
+    )
+    .await?;
+    let client = kube::Client::try_from(config)?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    poll("the API to answer", || async {
+        Ok(namespaces.get_opt("default").await.ok().flatten().map(|_| ()))
+    })
+    .await?;
+    Ok(client)
+}
+
+/// Polls `check` every 100 ms until it yields a value, or fails after [`TIMEOUT`].
+async fn poll<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create<K>(api: &Api<K>, obj: Value) -> Result<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let obj: K = serde_json::from_value(obj)?;
+    api.create(&PostParams::default(), &obj)
+        .await
+        .with_context(|| format!("create {}", obj.name_any()))
+}
+
+/// Pids of live processes started for pod `pod` (the runner sets HOSTNAME to the pod name).
+fn pod_processes(pod: &str) -> Vec<u32> {
+    let needle = format!("HOSTNAME={pod}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        // A zombie has an empty environ: it runs nothing and writes nothing.
+        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The name of a running job pod (not the workload's own description) whose processes run.
+async fn running_job_pod(client: &kube::Client) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    poll("a running job pod with live processes", || async {
+        let list = pods.list(&ListParams::default().labels("job-name")).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .map(|p| p.name_any())
+            .find(|name| !pod_processes(name).is_empty()))
+    })
+    .await
+}
+
+/// SIGKILLs the server (no shutdown path runs), restarts it on the same data directory, then
+/// waits until the old pod is marked Failed for the restart and checks that none of its
+/// processes outlived that.
+async fn kill_and_restart(
+    server: &mut Child,
+    data_dir: &Path,
+    old_pod: &str,
+) -> Result<(Child, kube::Client)> {
+    server.start_kill()?;
+    server.wait().await?;
+    ensure!(!pod_processes(old_pod).is_empty(), "the workload of {old_pod} ended before the kill");
+    let restarted = start(data_dir).await?;
+    let client = client(data_dir).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let status = poll("the interrupted pod to be marked failed", || async {
+        let pod = pods.get(old_pod).await?;
+        let status = pod.status.unwrap_or_default();
+        Ok((status.phase.as_deref() == Some("Failed")).then_some(status))
+    })
+    .await?;
+    assert_eq!(status.reason.as_deref(), Some("NodeRestart"), "{status:?}");
+    let message = status.message.unwrap_or_default();
+    ensure!(message.contains("restart"), "the failure must say why: {message:?}");
+    let left = pod_processes(old_pod);
+    ensure!(left.is_empty(), "processes of {old_pod} outlived the restart: {left:?}");
+    Ok((restarted, client))
+}
+
+/// The Job (found by label) that ran `pod`, and its failed attempts.
+async fn job_failures(client: &kube::Client, pod: &str) -> Result<i32> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let job = pods.get(pod).await?.labels().get("job-name").cloned().context("job-name")?;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), NS);
+    Ok(jobs.get(&job).await?.status.and_then(|s| s.failed).unwrap_or(0))
+}
+
+fn logs(data_dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![data_dir.join("logs")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                out.push_str(&format!("--- {}\n{text}\n", path.display()));
+            }
+        }
+    }
+    out
+}
+
+async fn claim_dir(client: &kube::Client, claim: &str) -> Result<PathBuf> {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS).get(claim).await?;
+    let volume = pvc.spec.and_then(|s| s.volume_name).context("the claim is not bound")?;
+    let spec = Api::<PersistentVolume>::all(client.clone())
+        .get(&volume)
+        .await?
+        .spec
+        .context("pv spec")?;
+    let path = spec.host_path.map(|h| h.path).or(spec.local.map(|l| l.path)).context("pv path")?;
+    Ok(PathBuf::from(path))
+}
+
+async fn setup(client: &kube::Client, repo_dir: &Path) -> Result<()> {
+    create(
+        &Api::<BackupRepo>::all(client.clone()),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupRepo",
+            "metadata": {"name": REPO},
+            "spec": {
+                "storageProviderRef": "holdfast-local", "accessMethod": "Tool",
+                "pvReclaimPolicy": "Retain", "config": {"path": repo_dir.display().to_string()}
+            }
+        }),
+    )
+    .await?;
+    let repos: Api<BackupRepo> = Api::all(client.clone());
+    poll("the BackupRepo to be Ready", || async {
+        let phase = repos.get(REPO).await?.status.and_then(|s| s.phase);
+        match phase.map(|p| format!("{p:?}")).as_deref() {
+            Some("Ready") => Ok(Some(())),
+            Some("Failed") => bail!("BackupRepo failed"),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    create(&Api::<ActionSet>::all(client.clone()), action_set()).await?;
+    create(
+        &Api::<Pod>::namespaced(client.clone(), NS),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "app-0", "labels": {"app": "restart-test"}},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]}
+        }),
+    )
+    .await?;
+    create(
+        &Api::<BackupPolicy>::namespaced(client.clone(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "app-policy"},
+            "spec": {
+                "backupRepoName": REPO,
+                "backoffLimit": 2,
+                "target": {"podSelector": {"matchLabels": {"app": "restart-test"}}},
+                "backupMethods": [{"name": "slow", "actionSetName": "slow-file"}]
+            }
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The repository's password, from the Secret the BackupRepo controller generated.
+async fn repository_password(client: &kube::Client) -> Result<String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "holdfast-system");
+    let secret = secrets.get(&format!("{REPO}-repository-key")).await?;
+    let bytes = secret.data.and_then(|d| d.get("password").cloned()).context("password key")?;
+    Ok(String::from_utf8(bytes.0)?)
+}
+
+async fn repo_check(repo_dir: &Path, password: &str) -> Result<()> {
+    let out = Command::new(BIN)
+        .args(["repo", "check", "--quiet", "--read-data", "-r"])
+        .arg(repo_dir)
+        .env("HOLDFAST_PASSWORD", password)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "holdfast repo check failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let repo_dir = dir.path().join("repo");
+    std::fs::create_dir_all(&repo_dir)?;
+    let mut server = start(&data_dir).await?;
+    let kube = client(&data_dir).await?;
+    setup(&kube, &repo_dir).await?;
+
+    // --- Backup, killed while backupData streams.
+    create(
+        &Api::<Backup>::namespaced(kube.clone(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "b1"},
+            "spec": {"backupPolicyName": "app-policy", "backupMethod": "slow"}
+        }),
+    )
+    .await?;
+    let backups: Api<Backup> = Api::namespaced(kube.clone(), NS);
+    poll("the Backup to be Running", || async {
+        let phase = backups.get("b1").await?.status.and_then(|s| s.phase);
+        Ok((phase == Some(BackupPhase::Running)).then_some(()))
+    })
+    .await?;
+    let old_pod = running_job_pod(&kube).await?;
+    let (mut server2, kube) = kill_and_restart(&mut server, &data_dir, &old_pod).await?;
+
+    let backups: Api<Backup> = Api::namespaced(kube.clone(), NS);
+    let backup = poll("the Backup to finish after the restart", || async {
+        let b = backups.get("b1").await?;
+        match b.status.as_ref().and_then(|s| s.phase) {
+            Some(BackupPhase::Completed) => Ok(Some(b)),
+            Some(BackupPhase::Failed) => {
+                bail!("backup failed after the restart: {:?}\n{}", b.status, logs(&data_dir))
+            }
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    let status = backup.status.context("backup status")?;
+    assert_eq!(status.total_size.as_deref(), Some((CHUNKS * CHUNK_BYTES).to_string().as_str()));
+    assert_eq!(status.backup_repo_name.as_deref(), Some(REPO));
+    ensure!(status.path.is_some(), "the status lost its path: {status:?}");
+    ensure!(job_failures(&kube, &old_pod).await? >= 1, "the interrupted attempt is not counted");
+    let password = repository_password(&kube).await?;
+    repo_check(&repo_dir, &password).await?;
+
+    // --- Restore of that backup, killed while prepareData runs.
+    create(
+        &Api::<Restore>::namespaced(kube.clone(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore",
+            "metadata": {"name": "r1"},
+            "spec": {
+                "backup": {"name": "b1", "namespace": NS},
+                "prepareDataConfig": {
+                    "volumeClaims": [{
+                        "metadata": {"name": "restored-data"},
+                        "volumeClaimSpec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                        "mountPath": "/restore-data"
+                    }],
+                    "volumeClaimRestorePolicy": "Serial"
+                },
+                "backoffLimit": 2
+            }
+        }),
+    )
+    .await?;
+    let restores: Api<Restore> = Api::namespaced(kube.clone(), NS);
+    poll("the Restore to be Running", || async {
+        let phase = restores.get("r1").await?.status.and_then(|s| s.phase);
+        Ok((phase == Some(RestorePhase::Running)).then_some(()))
+    })
+    .await?;
+    let old_pod = running_job_pod(&kube).await?;
+    let (_server3, kube) = kill_and_restart(&mut server2, &data_dir, &old_pod).await?;
+
+    let restores: Api<Restore> = Api::namespaced(kube.clone(), NS);
+    let restore = poll("the Restore to finish after the restart", || async {
+        let r = restores.get("r1").await?;
+        match r.status.as_ref().and_then(|s| s.phase) {
+            Some(RestorePhase::Completed) => Ok(Some(r)),
+            Some(RestorePhase::Failed) => {
+                bail!("restore failed after the restart: {:?}\n{}", r.status, logs(&data_dir))
+            }
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    let status = restore.status.context("restore status")?;
+    ensure!(status.completion_timestamp.is_some(), "{status:?}");
+    ensure!(job_failures(&kube, &old_pod).await? >= 1, "the interrupted attempt is not counted");
+    let restored = claim_dir(&kube, "restored-data").await?.join("data.bin");
+    let size = std::fs::metadata(&restored)
+        .with_context(|| format!("restored file {}", restored.display()))?
+        .len();
+    assert_eq!(size, CHUNKS * CHUNK_BYTES, "the restored file is not the backed-up file");
+    repo_check(&repo_dir, &password).await?;
+    Ok(())
+}
