@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 
 mod crds_cmd;
-mod logs_cmd;
 mod datasafed_cmd;
+mod logs_cmd;
 mod repo_cmd;
 mod server_cmd;
 

@@ -41,7 +41,7 @@ fn action_set() -> Value {
     let backup = format!(
         r#"set -euo pipefail
 export DATASAFED_BACKEND_BASE_PATH="$DP_BACKUP_BASE_PATH"
-for i in $(seq 1 {CHUNKS}); do head -c {CHUNK_BYTES} /dev/urandom; sleep 0.25; done \\
+for i in $(seq 1 {CHUNKS}); do head -c {CHUNK_BYTES} /dev/urandom; sleep 0.25; done \
   | datasafed push - /data.bin
 echo '{{"totalSize":"{}"}}' > "$DP_BACKUP_INFO_FILE"
 "#,
@@ -227,11 +227,8 @@ fn logs(data_dir: &Path) -> String {
 async fn claim_dir(client: &kube::Client, claim: &str) -> Result<PathBuf> {
     let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS).get(claim).await?;
     let volume = pvc.spec.and_then(|s| s.volume_name).context("the claim is not bound")?;
-    let spec = Api::<PersistentVolume>::all(client.clone())
-        .get(&volume)
-        .await?
-        .spec
-        .context("pv spec")?;
+    let spec =
+        Api::<PersistentVolume>::all(client.clone()).get(&volume).await?.spec.context("pv spec")?;
     let path = spec.host_path.map(|h| h.path).or(spec.local.map(|l| l.path)).context("pv path")?;
     Ok(PathBuf::from(path))
 }
