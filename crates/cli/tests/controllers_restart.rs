@@ -274,7 +274,10 @@ async fn setup(client: &kube::Client, repo_dir: &Path) -> Result<()> {
             "spec": {
                 "backupRepoName": REPO,
                 "backoffLimit": 2,
-                "target": {"podSelector": {"matchLabels": {"app": "restart-test"}}},
+                "target": {
+                    "podSelector": {"matchLabels": {"app": "restart-test"}},
+                    "serviceAccountName": "default"
+                },
                 "backupMethods": [{"name": "slow", "actionSetName": "slow-file"}]
             }
         }),

@@ -128,19 +128,36 @@ impl Repository {
             Err(e) if e.is_not_found() => return Err(Error::NoRepository { location }),
             Err(e) => return Err(e.into()),
         };
+        // A key that unwraps with this password but does not open the config is the stray key
+        // of a concurrent `init` that lost the race (it deletes it again right away, so it may
+        // also vanish between list and get): skip it and try the others. Only when no key opens
+        // the config is the config's own error reported.
         let mut found = None;
+        let mut config_error = None;
         for info in backend.list(FileType::Key)? {
-            let data = backend.get(FileType::Key, &info.name)?;
+            let data = match backend.get(FileType::Key, &info.name) {
+                Ok(data) => data,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
             let object = format!("keys/{}", info.name);
             let kf: KeyFile = serde_json::from_slice(&data)
                 .map_err(|e| Error::corrupt(&object, e.to_string()))?;
             if let Some(m) = kf.unwrap_key(password, &object)? {
-                found = Some((m, info.name));
-                break;
+                match m.open_object(ObjectKind::Config, "config", &config_bytes) {
+                    Ok(json) => {
+                        found = Some((m, info.name, json));
+                        break;
+                    }
+                    Err(e) => config_error = Some(e),
+                }
             }
         }
-        let (master, key_name) = found.ok_or(Error::WrongPassword { location })?;
-        let json = master.open_object(ObjectKind::Config, "config", &config_bytes)?;
+        let (master, key_name, json) = match (found, config_error) {
+            (Some(found), _) => found,
+            (None, Some(e)) => return Err(e),
+            (None, None) => return Err(Error::WrongPassword { location }),
+        };
         let config: Config =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", e.to_string()))?;
         if config.version != 1 {
