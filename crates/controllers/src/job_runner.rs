@@ -239,7 +239,13 @@ async fn reconcile(job: Arc<Job>, runner: Arc<Runner>) -> Result<Action, Error> 
     // Restart recovery: a Running pod this process never started lost its process.
     for p in pods.iter_mut() {
         if phase(p) == "Running" && !runner.state().started.contains(&uid_of(p)) {
-            let message = "the holdfast server restarted while the pod was running".to_string();
+            // Processes the killed server started outlive it (own process groups); the retry
+            // must not run beside them, writing to the same repository or volume.
+            let stopped = process::kill_leftovers(ctx, &ns, &p.name_any()).await;
+            let mut message = "the holdfast server restarted while the pod was running".to_string();
+            if stopped > 0 {
+                message.push_str(&format!("; its {stopped} leftover process group(s) were killed"));
+            }
             fail_pod(&pods_api, p, NODE_RESTART, &message).await?;
         }
     }
@@ -614,6 +620,8 @@ async fn remove_job_pods(runner: &Arc<Runner>, ns: &str, job_uid: &str) {
     };
     for p in list {
         let name = p.name_any();
+        // Pods of a Job deleted while the server was down may have left processes running.
+        process::kill_leftovers(ctx, ns, &name).await;
         match pods.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}

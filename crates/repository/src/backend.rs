@@ -183,13 +183,6 @@ pub trait Backend: Send + Sync {
     fn upload_concurrency(&self) -> usize {
         4
     }
-    /// The largest pack a backup builds here, below the repository's `pack_size` when the
-    /// backend gains nothing from bigger ones (`None`: the repository's size). Every pack is built
-    /// in memory, so on a local disk, where the object count costs nothing, a smaller pack bounds
-    /// a backup's memory; readers take packs of any size (format §7).
-    fn pack_size_limit(&self) -> Option<u32> {
-        None
-    }
 }
 
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
@@ -222,8 +215,5 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn upload_concurrency(&self) -> usize {
         (**self).upload_concurrency()
-    }
-    fn pack_size_limit(&self) -> Option<u32> {
-        (**self).pack_size_limit()
     }
 }

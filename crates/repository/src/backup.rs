@@ -139,45 +139,6 @@ struct Shared {
     files_changed: AtomicU64,
     files_unmodified: AtomicU64,
     dirs: AtomicU64,
-    /// Chunk buffers for reuse.
-    buffers: BufferPool,
-}
-
-/// Chunk buffers handed back by the compressors and the packer for the next chunks.
-///
-/// A new chunk is copied out of its file's read window, and compressed into another buffer; with
-/// one allocation per chunk in four threads, glibc kept the freed chunk buffers in its per-thread
-/// arenas, tens of MiB of a large-file backup's peak memory. Reused buffers stay few: about as
-/// many as chunks in flight.
-#[derive(Default)]
-struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
-}
-
-/// Smaller buffers (small files' chunks) are not kept.
-const POOL_MIN_CAPACITY: usize = 256 * 1024;
-/// Idle buffers kept at most, by count and by total capacity.
-const POOL_KEEP: usize = 6;
-const POOL_KEEP_BYTES: usize = 24 * 1024 * 1024;
-
-impl BufferPool {
-    /// An empty buffer, reused when one is idle.
-    fn take(&self) -> Vec<u8> {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
-    }
-
-    /// Returns a buffer for reuse (or frees it when enough are idle).
-    fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() < POOL_MIN_CAPACITY {
-            return;
-        }
-        buf.clear();
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let idle: usize = free.iter().map(Vec::capacity).sum();
-        if free.len() < POOL_KEEP && idle + buf.capacity() <= POOL_KEEP_BYTES {
-            free.push(buf);
-        }
-    }
 }
 
 impl Shared {
@@ -301,14 +262,12 @@ impl BlobPipeline {
         for _ in 0..threads {
             let rx = rx.clone();
             let ctx = ctx.clone();
-            let shared = shared.clone();
-            handles.push(std::thread::spawn(move || compressor(&rx, &ctx, level, &shared.buffers)));
+            handles.push(std::thread::spawn(move || compressor(&rx, &ctx, level)));
         }
         drop(ctx);
         {
             let master = repo.master.clone();
-            let limit = repo.backend.pack_size_limit().unwrap_or(u32::MAX);
-            let pack_size = repo.config().pack_size.min(limit) as usize;
+            let pack_size = repo.config().pack_size as usize;
             let shared = shared.clone();
             handles
                 .push(std::thread::spawn(move || packer(&crx, &utx, &master, pack_size, &shared)));
@@ -353,12 +312,7 @@ impl BlobPipeline {
     }
 }
 
-fn compressor(
-    rx: &Mutex<Receiver<Vec<BlobJob>>>,
-    tx: &SyncSender<Vec<Compressed>>,
-    level: i32,
-    buffers: &BufferPool,
-) {
+fn compressor(rx: &Mutex<Receiver<Vec<BlobJob>>>, tx: &SyncSender<Vec<Compressed>>, level: i32) {
     // One context per thread: creating a zstd context per blob costs more than compressing a
     // small file.
     let mut zctx = if level > 0 { zstd::bulk::Compressor::new(level).ok() } else { None };
@@ -368,20 +322,10 @@ fn compressor(
         let mut out = Vec::with_capacity(batch.len());
         for job in batch {
             let raw_len = job.data.len();
-            let compressed = zctx.as_mut().map(|z| {
-                let mut c = buffers.take();
-                c.reserve(zstd::zstd_safe::compress_bound(raw_len));
-                z.compress_to_buffer(job.data.as_slice(), &mut c).map(|_| c)
-            });
-            let (payload, ulen) = match compressed {
+            let (payload, ulen) = match zctx.as_mut().map(|z| z.compress(&job.data)) {
                 // Keep the compressed form only when it saves at least 3% (format §6).
                 Some(Ok(c)) if c.len() * 100 <= raw_len * 97 => {
-                    buffers.give(job.data);
                     (c, u32::try_from(raw_len).unwrap_or(0))
-                }
-                Some(Ok(c)) => {
-                    buffers.give(c);
-                    (job.data, 0)
                 }
                 _ => (job.data, 0),
             };
@@ -420,7 +364,6 @@ fn packer(
             }
             let w = slot.get_or_insert_with(|| PackWriter::new(master, pack_size));
             let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen);
-            shared.buffers.give(c.payload);
             Counters::add(&shared.data_added_packed, u64::from(stored));
             if w.size() >= pack_size
                 && let Some(w) = slot.take()
@@ -465,15 +408,7 @@ fn save_chunk(
     if shared.need(&id) {
         Counters::add(&shared.data_blobs, 1);
         Counters::add(&shared.data_added, len);
-        let data = match data {
-            std::borrow::Cow::Owned(v) => v,
-            std::borrow::Cow::Borrowed(b) => {
-                let mut v = shared.buffers.take();
-                v.extend_from_slice(b);
-                v
-            }
-        };
-        batch.push(BlobJob { id, blob_type: BlobType::Data, data });
+        batch.push(BlobJob { id, blob_type: BlobType::Data, data: data.into_owned() });
     }
     id
 }
@@ -990,7 +925,6 @@ fn new_shared(repo: &Repository, opts: &BackupOptions, counters: Arc<Counters>) 
         files_changed: AtomicU64::new(0),
         files_unmodified: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
-        buffers: BufferPool::default(),
     })
 }
 

@@ -76,11 +76,21 @@ pub struct PodPlan {
     pub scratch: PathBuf,
     /// Absolute path of `unshare`, when this host can make mount namespaces.
     pub unshare: Option<PathBuf>,
+    /// Where the process groups of running containers are recorded ([`pid_dir`]).
+    pub pids: PathBuf,
 }
 
 /// The log file of a container: `<data_dir>/logs/<ns>/<pod>/<container>.log`.
 pub fn log_path(ctx: &Context, ns: &str, pod: &str, container: &str) -> PathBuf {
     ctx.logs_dir().join(ns).join(pod).join(format!("{container}.log"))
+}
+
+/// Where the process groups of a pod's running containers are recorded (one file per container:
+/// `<pid> <start time>`), so that a server started after a crash can stop what the crashed one
+/// left running: `<data_dir>/jobs/.pids/<ns>/<pod>`. Namespace names never start with a dot, so
+/// this never meets a pod's scratch directory.
+pub fn pid_dir(ctx: &Context, ns: &str, pod: &str) -> PathBuf {
+    ctx.jobs_dir().join(".pids").join(ns).join(pod)
 }
 
 /// Resolves volumes, environment and commands of every container of `pod`.
@@ -101,6 +111,7 @@ pub async fn prepare(
         main: Vec::new(),
         scratch: pod_scratch_dir(ctx, &ns, &name),
         unshare: unshare.as_ref().ok().cloned(),
+        pids: pid_dir(ctx, &ns, &name),
     };
     for c in spec.init_containers.iter().flatten() {
         plan.init.push(container_plan(ctx, pod, c, &volume_dirs).await?);
@@ -259,6 +270,8 @@ pub async fn execute(
         }
     }
     write(&status, &init_statuses, &main_statuses).await?;
+    // Every container has ended; an empty record directory is just clutter.
+    let _ = std::fs::remove_dir(&plan.pids);
     // The scratch dir holds Secret material; nothing needs it once the pod is done.
     if let Err(error) = tokio::fs::remove_dir_all(&plan.scratch).await
         && error.kind() != std::io::ErrorKind::NotFound
@@ -315,7 +328,8 @@ async fn run_container(
         }
         Ok(mut child) => {
             let pid = child.id();
-            tokio::select! {
+            let record = pid.and_then(|pid| record_group(&plan.pids, &c.name, pid));
+            let result = tokio::select! {
                 status = child.wait() => match status {
                     Ok(s) => (exit_code_of(s), String::new()),
                     Err(e) => {
@@ -329,7 +343,11 @@ async fn run_container(
                     let _ = child.wait().await;
                     (137, reason)
                 }
+            };
+            if let Some(path) = record {
+                let _ = std::fs::remove_file(path);
             }
+            result
         }
     };
     if reason.is_empty() {
@@ -392,6 +410,92 @@ fn spawn(plan: &PodPlan, c: &ContainerPlan) -> Result<tokio::process::Child, Str
         .process_group(0)
         .kill_on_drop(true);
     cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", c.argv[0]))
+}
+
+/// Records the process group `pid` leads (with its start time, so a reused pid is never
+/// mistaken for it) for [`kill_leftovers`]. Returns the record's path.
+fn record_group(dir: &Path, container: &str, pid: u32) -> Option<PathBuf> {
+    let path = dir.join(container);
+    let start = start_time(pid)?;
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, format!("{pid} {start}\n")));
+    match written {
+        Ok(()) => Some(path),
+        Err(error) => {
+            // The pod still runs; only a crash in the middle of it would leave it unstopped.
+            tracing::warn!(%error, path = %path.display(), "cannot record a job process group");
+            None
+        }
+    }
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name (which may hold spaces and parentheses):
+/// index 0 is the state, 2 the process group, 19 the start time.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+fn start_time(pid: u32) -> Option<String> {
+    proc_stat(pid)?.get(19).cloned()
+}
+
+/// Whether a live (not zombie) process is in process group `pgid`.
+fn group_alive(pgid: u32) -> bool {
+    let pgid = pgid.to_string();
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(proc_stat)
+            .is_some_and(|f| f.first().is_some_and(|s| s != "Z") && f.get(2) == Some(&pgid))
+    })
+}
+
+/// Stops the process groups a previous run of the server recorded for `pod` (it was killed
+/// while they ran, so nothing stopped them) and waits until they are gone, so that a retry
+/// never runs beside its predecessor. Returns how many groups were stopped.
+pub async fn kill_leftovers(ctx: &Context, ns: &str, pod: &str) -> usize {
+    /// SIGKILL is not refused; this only bounds an uninterruptible sleep (a hung mount).
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    let dir = pid_dir(ctx, ns, pod);
+    let mut groups = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let mut fields = text.split_whitespace();
+        let (Some(Ok(pid)), Some(recorded)) = (fields.next().map(str::parse::<u32>), fields.next())
+        else {
+            continue;
+        };
+        // A leader with another start time is an unrelated process that got the pid. A leader
+        // that is gone may have left members behind, and its pid cannot be reused while they
+        // live, so the group is still ours to stop.
+        if start_time(pid).is_some_and(|now| now != recorded) {
+            continue;
+        }
+        if group_alive(pid) {
+            groups.push(pid);
+        }
+    }
+    for &pgid in &groups {
+        kill_group(Some(pgid)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while groups.iter().any(|g| group_alive(*g)) {
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!(pod, ?groups, "leftover job processes survived SIGKILL");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if let Err(error) = std::fs::remove_dir_all(&dir)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%error, dir = %dir.display(), "cannot remove job process records");
+    }
+    groups.len()
 }
 
 /// SIGKILLs the process group led by `pid`.

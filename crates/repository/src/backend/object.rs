@@ -51,9 +51,6 @@ pub struct ObjectStoreBackend {
     local_root: Option<std::path::PathBuf>,
 }
 
-/// The largest pack a backup builds in a local repository (see [`Backend::pack_size_limit`]).
-const LOCAL_PACK_SIZE: u32 = 16 * 1024 * 1024;
-
 fn runtime(location: &str) -> BackendResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -276,11 +273,6 @@ impl Backend for ObjectStoreBackend {
 
     fn upload_concurrency(&self) -> usize {
         self.uploads
-    }
-
-    fn pack_size_limit(&self) -> Option<u32> {
-        // A local disk: 16 MiB packs (restic's default) halve what a backup holds in memory.
-        self.local_root.as_ref().map(|_| LOCAL_PACK_SIZE)
     }
 
     fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {

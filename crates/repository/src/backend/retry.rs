@@ -46,9 +46,6 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn upload_concurrency(&self) -> usize {
         self.inner.upload_concurrency()
     }
-    fn pack_size_limit(&self) -> Option<u32> {
-        self.inner.pack_size_limit()
-    }
     fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
         self.run(|| self.inner.create(ft, name, data.clone()))
     }
