@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use super::{
-    ANNOTATION_BASE, LABEL_AUTOBACKUP, LABEL_BACKUP_POLICY, LABEL_BACKUP_REPO,
+    ANNOTATION_BASE, ANNOTATION_PARENT, LABEL_AUTOBACKUP, LABEL_BACKUP_POLICY, LABEL_BACKUP_REPO,
     LABEL_BACKUP_SCHEDULE, LABEL_BACKUP_TYPE, annotation, label, phase, target_pods,
 };
 use crate::Context;
@@ -116,17 +116,20 @@ pub fn pick_parent(backup: &Backup, kind: BackupType, siblings: Vec<Backup>) -> 
     if kind == BackupType::Differential {
         return Some(latest_full.clone());
     }
-    let latest_incremental =
-        done.iter().rev().find(|b| backup_type(b) == Some(BackupType::Incremental));
-    match latest_incremental {
-        Some(inc)
-            if end_time(inc) > end_time(latest_full)
-                && annotation(inc, ANNOTATION_BASE) == Some(latest_full.name_any().as_str()) =>
-        {
-            Some(inc.clone())
-        }
-        _ => Some(latest_full.clone()),
-    }
+    // The incrementals built on that Full were all taken after it, whatever their timestamps
+    // say (times have one-second resolution, so a quick chain ties). The newest of them is the
+    // chain's tip: the one no other incremental of the chain names as its parent; if the chain
+    // ever branched, the latest-ending tip wins.
+    let full_name = latest_full.name_any();
+    let chain: Vec<&Backup> = done
+        .iter()
+        .filter(|b| backup_type(b) == Some(BackupType::Incremental))
+        .filter(|b| annotation(*b, ANNOTATION_BASE) == Some(full_name.as_str()))
+        .collect();
+    let is_parent =
+        |name: &str| chain.iter().any(|b| annotation(*b, ANNOTATION_PARENT) == Some(name));
+    let tip = chain.iter().rev().find(|b| !is_parent(&b.name_any()));
+    Some(tip.map_or_else(|| latest_full.clone(), |b| (*b).clone()))
 }
 
 fn validate(
@@ -193,4 +196,47 @@ pub fn end_time(backup: &Backup) -> Option<Timestamp> {
         .and_then(|r| r.end.as_ref())
         .or(st.completion_timestamp.as_ref())
         .map(|t| t.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(name: &str, kind: &str, parent: Option<&str>, base: Option<&str>) -> Backup {
+        let mut annotations = serde_json::Map::new();
+        if let Some(p) = parent {
+            annotations.insert(ANNOTATION_PARENT.into(), p.into());
+        }
+        if let Some(b) = base {
+            annotations.insert(ANNOTATION_BASE.into(), b.into());
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1",
+            "kind": "Backup",
+            "metadata": {"name": name, "labels": {LABEL_BACKUP_TYPE: kind}, "annotations": annotations},
+            "spec": {"backupPolicyName": "p", "backupMethod": "m"},
+            // Every backup ends in the same second: a quick chain ties on timestamps.
+            "status": {"phase": "Completed", "completionTimestamp": "2026-11-22T00:00:00Z"}
+        }))
+        .expect("a valid Backup")
+    }
+
+    #[test]
+    fn the_chain_tip_is_picked_even_when_timestamps_tie() {
+        let new = done("inc3", "Incremental", None, None);
+        let siblings = vec![
+            done("inc2", "Incremental", Some("inc1"), Some("full1")),
+            done("full1", "Full", None, None),
+            done("inc1", "Incremental", Some("full1"), Some("full1")),
+        ];
+        let parent = pick_parent(&new, BackupType::Incremental, siblings.clone());
+        assert_eq!(parent.map(|b| b.name_any()).as_deref(), Some("inc2"));
+        // A Differential always builds on the Full.
+        let parent = pick_parent(&new, BackupType::Differential, siblings);
+        assert_eq!(parent.map(|b| b.name_any()).as_deref(), Some("full1"));
+        // Only the Full: it is the parent.
+        let parent =
+            pick_parent(&new, BackupType::Incremental, vec![done("full1", "Full", None, None)]);
+        assert_eq!(parent.map(|b| b.name_any()).as_deref(), Some("full1"));
+    }
 }
