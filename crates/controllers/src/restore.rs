@@ -47,9 +47,36 @@ use plan::{Blocker, Plan};
 /// Condition types, in the order the stages run.
 pub const CONDITION_VALIDATION: &str = "ValidationPassed";
 pub const CONDITION_REPO: &str = "CheckBackupRepo";
-pub const CONDITION_PREPARE: &str = "PrepareData";
-pub const CONDITION_READINESS: &str = "ReadinessProbe";
-pub const CONDITION_POST_READY: &str = "PostReady";
+pub const STAGE_PREPARE_DATA: Stage = Stage {
+    condition: "PrepareData",
+    done: ("PrepareDataSuccessfully", "the data is in place"),
+    waiting: "Processing",
+    failed: "PrepareDataFailed",
+};
+pub const STAGE_READINESS_PROBE: Stage = Stage {
+    condition: "ReadinessProbe",
+    done: ("ReadinessProbeSucceeded", "the restored service is ready"),
+    waiting: "Probing",
+    failed: "ReadinessProbeFailed",
+};
+pub const STAGE_POST_READY: Stage = Stage {
+    condition: "PostReady",
+    done: ("PostReadySuccessfully", "the post-ready actions completed"),
+    waiting: "Processing",
+    failed: "PostReadyFailed",
+};
+
+/// A stage of the restore after the repo check, and the condition reasons it reports.
+pub struct Stage {
+    /// The condition type.
+    pub condition: &'static str,
+    /// Reason and message once the stage is done.
+    pub done: (&'static str, &'static str),
+    /// Reason while it runs.
+    pub waiting: &'static str,
+    /// Reason when it failed (terminal).
+    pub failed: &'static str,
+}
 
 /// How often a running restore looks again at what it waits for (Jobs are also watched).
 const POLL: Duration = Duration::from_secs(2);
@@ -204,114 +231,30 @@ async fn progress(
     };
 
     // PrepareData.
-    if !condition_true(&status, CONDITION_PREPARE) {
-        match prepare_data(ctx, restore, &plan, tool_config.as_deref(), &mut status).await? {
-            Step::Done => {
-                set_condition(
-                    restore,
-                    &mut status,
-                    CONDITION_PREPARE,
-                    true,
-                    "PrepareDataSuccessfully",
-                    "the data is in place",
-                );
-            }
-            Step::Wait(message) => {
-                set_condition(
-                    restore,
-                    &mut status,
-                    CONDITION_PREPARE,
-                    false,
-                    "Processing",
-                    &message,
-                );
-                return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
-            }
-            Step::Failed(message) => {
-                return fail(
-                    ctx,
-                    restore,
-                    status,
-                    CONDITION_PREPARE,
-                    "PrepareDataFailed",
-                    &message,
-                )
-                .await;
-            }
+    if !condition_true(&status, STAGE_PREPARE_DATA.condition) {
+        let step = prepare_data(ctx, restore, &plan, tool_config.as_deref(), &mut status).await?;
+        if let Some(action) =
+            settle(ctx, restore, &before, &mut status, &STAGE_PREPARE_DATA, step).await?
+        {
+            return Ok(action);
         }
     }
 
     // ReadinessProbe, then PostReady.
-    if restore.spec.ready_config.is_some() && !condition_true(&status, CONDITION_POST_READY) {
-        if !condition_true(&status, CONDITION_READINESS) {
-            match readiness(ctx, restore, &plan).await? {
-                Step::Done => {
-                    set_condition(
-                        restore,
-                        &mut status,
-                        CONDITION_READINESS,
-                        true,
-                        "ReadinessProbeSucceeded",
-                        "the restored service is ready",
-                    );
-                }
-                Step::Wait(message) => {
-                    set_condition(
-                        restore,
-                        &mut status,
-                        CONDITION_READINESS,
-                        false,
-                        "Probing",
-                        &message,
-                    );
-                    return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
-                }
-                Step::Failed(message) => {
-                    return fail(
-                        ctx,
-                        restore,
-                        status,
-                        CONDITION_READINESS,
-                        "ReadinessProbeFailed",
-                        &message,
-                    )
-                    .await;
-                }
+    if restore.spec.ready_config.is_some() && !condition_true(&status, STAGE_POST_READY.condition) {
+        if !condition_true(&status, STAGE_READINESS_PROBE.condition) {
+            let step = readiness(ctx, restore, &plan).await?;
+            if let Some(action) =
+                settle(ctx, restore, &before, &mut status, &STAGE_READINESS_PROBE, step).await?
+            {
+                return Ok(action);
             }
         }
-        match post_ready(ctx, restore, &plan, tool_config.as_deref(), &mut status).await? {
-            Step::Done => {
-                set_condition(
-                    restore,
-                    &mut status,
-                    CONDITION_POST_READY,
-                    true,
-                    "PostReadySuccessfully",
-                    "the post-ready actions completed",
-                );
-            }
-            Step::Wait(message) => {
-                set_condition(
-                    restore,
-                    &mut status,
-                    CONDITION_POST_READY,
-                    false,
-                    "Processing",
-                    &message,
-                );
-                return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
-            }
-            Step::Failed(message) => {
-                return fail(
-                    ctx,
-                    restore,
-                    status,
-                    CONDITION_POST_READY,
-                    "PostReadyFailed",
-                    &message,
-                )
-                .await;
-            }
+        let step = post_ready(ctx, restore, &plan, tool_config.as_deref(), &mut status).await?;
+        if let Some(action) =
+            settle(ctx, restore, &before, &mut status, &STAGE_POST_READY, step).await?
+        {
+            return Ok(action);
         }
     }
 
@@ -344,6 +287,35 @@ async fn finish_step(
         write_status(ctx, restore, &status).await?;
     }
     Ok(action)
+}
+
+/// Records a stage's step in its condition. `Some(action)`: the reconcile ends here (the status
+/// is written and the restore polled again, or failed); `None`: the stage is done, go on.
+async fn settle(
+    ctx: &Context,
+    restore: &Restore,
+    before: &RestoreStatus,
+    status: &mut RestoreStatus,
+    stage: &Stage,
+    step: Step,
+) -> Result<Option<Action>, Error> {
+    match step {
+        Step::Done => {
+            let (reason, message) = stage.done;
+            set_condition(restore, status, stage.condition, true, reason, message);
+            Ok(None)
+        }
+        Step::Wait(message) => {
+            set_condition(restore, status, stage.condition, false, stage.waiting, &message);
+            let action = Action::requeue(POLL);
+            finish_step(ctx, restore, before, status.clone(), action).await.map(Some)
+        }
+        Step::Failed(message) => {
+            fail(ctx, restore, status.clone(), stage.condition, stage.failed, &message)
+                .await
+                .map(Some)
+        }
+    }
 }
 
 /// The outcome of a stage so far.
