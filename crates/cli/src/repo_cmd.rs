@@ -751,6 +751,9 @@ fn report_prune(args: &RepoArgs, r: &prune::PruneReport) -> anyhow::Result<()> {
         r.resurrected_packs,
         r.pending_plans
     );
+    if r.stale_staged_files > 0 {
+        println!("removed {} staged pack files left by interrupted backups", r.stale_staged_files);
+    }
     Ok(())
 }
 

@@ -617,6 +617,9 @@ fn a_full_disk_fails_in_one_line_and_the_rerun_after_freeing_space_succeeds() {
     }
     let line = one_line_failure(&env.run(&["backup", src.to_str().unwrap()]));
     assert!(line.contains("No space left"), "{line}");
+    // The failed backup's staged pack files went with it: they would only hold the space.
+    let staged = fs::read_dir(env.repo.join("tmp")).map(Iterator::count).unwrap_or(0);
+    assert_eq!(staged, 0, "staged pack files left behind");
     // What is there still checks clean, with the disk still full.
     env.check_read_data();
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);

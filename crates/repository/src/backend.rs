@@ -183,6 +183,31 @@ pub trait Backend: Send + Sync {
     fn upload_concurrency(&self) -> usize {
         4
     }
+    /// A directory on the same file system as the objects where packs can be staged while they
+    /// are written, then stored with [`Backend::create_from_file`] (format §7.1). `None` (the
+    /// default) means packs are built in memory and stored with [`Backend::create`].
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// Stores a complete, durable file as `name`, create-only like [`Backend::create`]. The
+    /// caller removes `file` afterwards.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when the name is taken, otherwise a storage error.
+    fn create_from_file(
+        &self,
+        ft: FileType,
+        name: &str,
+        file: &std::path::Path,
+    ) -> BackendResult<()> {
+        let data = std::fs::read(file).map_err(|e| BackendError::Permanent {
+            backend: self.location(),
+            op: "read staged file",
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.create(ft, name, Bytes::from(data))
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
@@ -215,5 +240,16 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn upload_concurrency(&self) -> usize {
         (**self).upload_concurrency()
+    }
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        (**self).staging_dir()
+    }
+    fn create_from_file(
+        &self,
+        ft: FileType,
+        name: &str,
+        file: &std::path::Path,
+    ) -> BackendResult<()> {
+        (**self).create_from_file(ft, name, file)
     }
 }

@@ -268,9 +268,11 @@ impl BlobPipeline {
         {
             let master = repo.master.clone();
             let pack_size = repo.config().pack_size as usize;
+            let staging = repo.backend.staging_dir();
             let shared = shared.clone();
-            handles
-                .push(std::thread::spawn(move || packer(&crx, &utx, &master, pack_size, &shared)));
+            handles.push(std::thread::spawn(move || {
+                packer(&crx, &utx, &master, pack_size, staging.as_deref(), &shared);
+            }));
         }
         for _ in 0..uploads.max(1) {
             let urx = urx.clone();
@@ -342,8 +344,35 @@ fn packer(
     tx: &SyncSender<FinishedPack>,
     master: &crate::crypto::MasterKey,
     pack_size: usize,
+    staging: Option<&Path>,
     shared: &Shared,
 ) {
+    if let Err(e) = pack_blobs(rx, tx, master, pack_size, staging, shared) {
+        shared.fail(e);
+    }
+}
+
+/// A new pack writer: staged in a file where the backend offers a directory, else in memory.
+pub(crate) fn new_pack(
+    master: &crate::crypto::MasterKey,
+    pack_size: usize,
+    staging: Option<&Path>,
+) -> Result<PackWriter> {
+    match staging {
+        Some(dir) => PackWriter::staged(master, dir),
+        None => Ok(PackWriter::new(master, pack_size)),
+    }
+}
+
+fn pack_blobs(
+    rx: &Receiver<Vec<Compressed>>,
+    tx: &SyncSender<FinishedPack>,
+    master: &crate::crypto::MasterKey,
+    pack_size: usize,
+    staging: Option<&Path>,
+    shared: &Shared,
+) -> Result<()> {
+    let closed = || Error::Pipeline("pack uploaders stopped".into());
     let mut data: Option<PackWriter> = None;
     let mut tree: Option<PackWriter> = None;
     while let Ok(batch) = rx.recv() {
@@ -352,44 +381,38 @@ fn packer(
                 BlobType::Data => &mut data,
                 BlobType::Tree => &mut tree,
             };
-            // Close the pack before a blob would take it past its size, so a pack buffer never
-            // grows beyond `pack_size` (only a single blob larger than that makes a bigger one).
+            // Close the pack before a blob would take it past its size, so a pack never grows
+            // beyond `pack_size` (only a single blob larger than that makes a bigger one).
             if slot.as_ref().is_some_and(|w| {
                 !w.is_empty()
                     && w.size() + c.payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
             }) && let Some(w) = slot.take()
-                && tx.send(w.finish()).is_err()
             {
-                return;
+                tx.send(w.finish()?).map_err(|_| closed())?;
             }
-            let w = slot.get_or_insert_with(|| PackWriter::new(master, pack_size));
-            let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen);
+            let w = match slot {
+                Some(w) => w,
+                None => slot.insert(new_pack(master, pack_size, staging)?),
+            };
+            let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen)?;
             Counters::add(&shared.data_added_packed, u64::from(stored));
             if w.size() >= pack_size
                 && let Some(w) = slot.take()
-                && tx.send(w.finish()).is_err()
             {
-                return;
+                tx.send(w.finish()?).map_err(|_| closed())?;
             }
         }
     }
     for w in [data, tree].into_iter().flatten() {
-        if !w.is_empty() && tx.send(w.finish()).is_err() {
-            return;
+        if !w.is_empty() {
+            tx.send(w.finish()?).map_err(|_| closed())?;
         }
     }
+    Ok(())
 }
 
 fn upload(repo: &RepoRef, indexer: &Indexer, pack: FinishedPack) -> Result<()> {
-    let name = pack.id.to_hex();
-    let size = pack.data.len() as u64;
-    match repo.backend.create(FileType::Pack, &name, pack.data) {
-        Ok(()) => {}
-        // Same name, same content: a retried or duplicate upload.
-        Err(e) if e.is_already_exists() => {}
-        Err(e) => return Err(e.into()),
-    }
-    indexer.add(IndexPack { id: pack.id, salt: pack.salt, size, blobs: pack.blobs })
+    indexer.add(pack.store(repo.backend.as_ref())?)
 }
 
 /// Hashes one chunk and adds it to `batch` when new; returns its id.

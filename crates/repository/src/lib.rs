@@ -21,6 +21,7 @@ pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;
+pub mod staging;
 pub mod stats;
 pub mod tree;
 

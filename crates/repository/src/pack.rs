@@ -3,9 +3,14 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use std::path::Path;
+
 use crate::Id;
+use crate::backend::{Backend, FileType};
 use crate::crypto::{MasterKey, NONCE_LEN, SealKey};
 use crate::error::{Error, Result};
+use crate::index::IndexPack;
+use crate::staging::{StagedFile, StagedPath};
 
 const MAGIC: &[u8; 8] = b"HFPACK\x01\x00";
 const HEADER_AAD: &[u8] = b"holdfast v1 pack header";
@@ -39,52 +44,143 @@ pub struct PackBlob {
     pub uncompressed_length: u32,
 }
 
-/// Builds one pack in memory.
+/// Builds one pack, in memory or in a staged file (format §7.1).
 pub struct PackWriter {
     salt: [u8; 16],
     key: SealKey,
-    buf: Vec<u8>,
+    body: Body,
+    size: usize,
     blobs: Vec<PackBlob>,
 }
 
-/// A finished pack, ready to upload.
+enum Body {
+    Memory(Vec<u8>),
+    /// The file, the hash of what was written so far, and a buffer each blob is sealed into.
+    Staged {
+        file: StagedFile,
+        hasher: Box<blake3::Hasher>,
+        sealed: Vec<u8>,
+    },
+}
+
+/// Where a finished pack's bytes are.
+#[derive(Debug)]
+pub enum PackData {
+    /// In memory.
+    Memory(Bytes),
+    /// In a durable staged file, removed when this is dropped.
+    Staged(StagedPath),
+}
+
+/// A finished pack, ready to store.
 #[derive(Debug)]
 pub struct FinishedPack {
     /// Its name: BLAKE3 of the bytes.
     pub id: Id,
     /// Its salt (recorded in the index so a blob can be opened with one range read).
     pub salt: [u8; 16],
+    /// Its size in bytes.
+    pub size: u64,
     /// The file.
-    pub data: Bytes,
+    pub data: PackData,
     /// What it holds.
     pub blobs: Vec<PackBlob>,
 }
 
+impl FinishedPack {
+    /// Stores the pack under its name and returns its index entry. A pack of that name already
+    /// stored is the same pack (names are content hashes): a retried or duplicate upload.
+    ///
+    /// # Errors
+    /// The backend's.
+    pub fn store(self, backend: &dyn Backend) -> Result<IndexPack> {
+        let name = self.id.to_hex();
+        let stored = match &self.data {
+            PackData::Memory(bytes) => backend.create(FileType::Pack, &name, bytes.clone()),
+            PackData::Staged(path) => backend.create_from_file(FileType::Pack, &name, path.path()),
+        };
+        match stored {
+            Ok(()) => {}
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(IndexPack { id: self.id, salt: self.salt, size: self.size, blobs: self.blobs })
+    }
+}
+
+fn prefix(salt: &[u8; 16]) -> [u8; PREFIX_LEN as usize] {
+    let mut p = [0u8; PREFIX_LEN as usize];
+    p[..8].copy_from_slice(MAGIC);
+    p[8..].copy_from_slice(salt);
+    p
+}
+
 impl PackWriter {
-    /// An empty pack with a fresh salt.
+    /// An empty pack built in memory, with a fresh salt.
     pub fn new(master: &MasterKey, capacity: usize) -> Self {
         let salt = crate::crypto::random::<16>();
         // Room for the header (49 bytes a blob, plus its seal) past the target size, so finishing
         // a pack of many small blobs does not reallocate (and briefly double) a pack-sized
         // buffer; untouched capacity costs no memory.
         let mut buf = Vec::with_capacity(capacity + capacity / 32 + 4096);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&salt);
-        Self { salt, key: master.pack_key(&salt), buf, blobs: Vec::new() }
+        buf.extend_from_slice(&prefix(&salt));
+        Self {
+            salt,
+            key: master.pack_key(&salt),
+            body: Body::Memory(buf),
+            size: PREFIX_LEN as usize,
+            blobs: Vec::new(),
+        }
     }
 
-    /// Seals and appends a blob whose payload is already compressed (or not, `ulen == 0`).
-    pub fn add(&mut self, id: Id, blob_type: BlobType, payload: &[u8], ulen: u32) -> u32 {
-        let offset = self.buf.len() as u64;
-        let sealed = self.key.seal_into(&id.0, payload, &mut self.buf);
+    /// An empty pack written straight into a new file in `dir`, with a fresh salt: the memory it
+    /// needs does not depend on the pack size.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn staged(master: &MasterKey, dir: &Path) -> Result<Self> {
+        let salt = crate::crypto::random::<16>();
+        let mut file =
+            StagedFile::create(dir).map_err(|e| Error::io("create staged pack in", dir, e))?;
+        let head = prefix(&salt);
+        file.write(&head).map_err(|e| Error::io("write staged pack in", dir, e))?;
+        let mut hasher = Box::new(blake3::Hasher::new());
+        hasher.update(&head);
+        Ok(Self {
+            salt,
+            key: master.pack_key(&salt),
+            body: Body::Staged { file, hasher, sealed: Vec::new() },
+            size: PREFIX_LEN as usize,
+            blobs: Vec::new(),
+        })
+    }
+
+    /// Seals and appends a blob whose payload is already compressed (or not, `ulen == 0`);
+    /// returns its stored length.
+    ///
+    /// # Errors
+    /// Writing a staged pack failed.
+    pub fn add(&mut self, id: Id, blob_type: BlobType, payload: &[u8], ulen: u32) -> Result<u32> {
+        let offset = self.size as u64;
+        let sealed = match &mut self.body {
+            Body::Memory(buf) => self.key.seal_into(&id.0, payload, buf),
+            Body::Staged { file, hasher, sealed } => {
+                sealed.clear();
+                let n = self.key.seal_into(&id.0, payload, sealed);
+                hasher.update(sealed);
+                file.write(sealed).map_err(|e| Error::io("write staged pack", file.path(), e))?;
+                n
+            }
+        };
+        self.size += sealed;
         let length = u32::try_from(sealed).unwrap_or(u32::MAX);
         self.blobs.push(PackBlob { id, blob_type, offset, length, uncompressed_length: ulen });
-        length
+        Ok(length)
     }
 
     /// Bytes so far.
     pub fn size(&self) -> usize {
-        self.buf.len()
+        self.size
     }
 
     /// Whether no blob was added.
@@ -92,8 +188,11 @@ impl PackWriter {
         self.blobs.is_empty()
     }
 
-    /// Appends the sealed header and names the pack.
-    pub fn finish(mut self) -> FinishedPack {
+    /// Appends the sealed header and names the pack; a staged pack is made durable.
+    ///
+    /// # Errors
+    /// Writing a staged pack failed.
+    pub fn finish(self) -> Result<FinishedPack> {
         let mut header = Vec::with_capacity(self.blobs.len() * (ENTRY_LEN + 4));
         for b in &self.blobs {
             header.push(match b.blob_type {
@@ -107,11 +206,25 @@ impl PackWriter {
         for b in &self.blobs {
             header.extend_from_slice(&b.uncompressed_length.to_le_bytes());
         }
-        let sealed = self.key.seal(HEADER_AAD, &header);
-        self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&u32::try_from(sealed.len()).unwrap_or(u32::MAX).to_le_bytes());
-        let data = Bytes::from(self.buf);
-        FinishedPack { id: Id::of_object(&data), salt: self.salt, data, blobs: self.blobs }
+        let mut tail = self.key.seal(HEADER_AAD, &header);
+        let sealed_len = u32::try_from(tail.len()).unwrap_or(u32::MAX);
+        tail.extend_from_slice(&sealed_len.to_le_bytes());
+        let size = (self.size + tail.len()) as u64;
+        let (id, data) = match self.body {
+            Body::Memory(mut buf) => {
+                buf.extend_from_slice(&tail);
+                let data = Bytes::from(buf);
+                (Id::of_object(&data), PackData::Memory(data))
+            }
+            Body::Staged { mut file, mut hasher, .. } => {
+                let at = file.path().to_path_buf();
+                file.write(&tail).map_err(|e| Error::io("write staged pack", &at, e))?;
+                hasher.update(&tail);
+                let path = file.finish().map_err(|e| Error::io("write staged pack", &at, e))?;
+                (Id(*hasher.finalize().as_bytes()), PackData::Staged(path))
+            }
+        };
+        Ok(FinishedPack { id, salt: self.salt, size, data, blobs: self.blobs })
     }
 }
 
@@ -250,31 +363,45 @@ fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// Two blobs through a writer; the finished pack and its bytes.
+    fn build(m: &MasterKey, mut w: PackWriter, a: &[u8], b: &[u8]) -> (FinishedPack, Vec<u8>) {
+        w.add(m.blob_id(a), BlobType::Data, a, 0).unwrap();
+        let cb = zstd::bulk::compress(b, 3).unwrap();
+        w.add(m.blob_id(b), BlobType::Tree, &cb, u32::try_from(b.len()).unwrap()).unwrap();
+        let p = w.finish().unwrap();
+        let bytes = match &p.data {
+            PackData::Memory(data) => data.to_vec(),
+            PackData::Staged(path) => std::fs::read(path.path()).unwrap(),
+        };
+        (p, bytes)
+    }
+
     #[test]
-    fn pack_round_trip() {
+    fn pack_round_trip_in_memory_and_staged() {
         let m = MasterKey::generate();
-        let mut w = PackWriter::new(&m, 1024);
         let a = b"hello world".to_vec();
-        let ida = m.blob_id(&a);
-        w.add(ida, BlobType::Data, &a, 0);
         let b = vec![0u8; 5000];
-        let idb = m.blob_id(&b);
-        let cb = zstd::bulk::compress(&b, 3).unwrap();
-        w.add(idb, BlobType::Tree, &cb, 5000);
-        let p = w.finish();
-        assert_eq!(p.id, Id::of_object(&p.data));
-        let (salt, blobs) = read_header(&m, &p.id.to_hex(), &p.data).unwrap();
-        assert_eq!(blobs, p.blobs);
-        for (blob, want) in blobs.iter().zip([&a, &b]) {
-            let s = &p.data[blob.offset as usize..blob.offset as usize + blob.length as usize];
-            assert_eq!(&open_blob(&m, &p.id, &salt, blob, s).unwrap(), want);
+        let dir = tempfile::tempdir().unwrap();
+        let writers = [PackWriter::new(&m, 1024), PackWriter::staged(&m, dir.path()).unwrap()];
+        for w in writers {
+            let (p, data) = build(&m, w, &a, &b);
+            assert_eq!(p.id, Id::of_object(&data), "the name is the hash of the bytes");
+            assert_eq!(p.size, data.len() as u64);
+            let (salt, blobs) = read_header(&m, &p.id.to_hex(), &data).unwrap();
+            assert_eq!(salt, p.salt);
+            assert_eq!(blobs, p.blobs);
+            for (blob, want) in blobs.iter().zip([&a, &b]) {
+                let s = &data[blob.offset as usize..blob.offset as usize + blob.length as usize];
+                assert_eq!(&open_blob(&m, &p.id, &salt, blob, s).unwrap(), want);
+            }
+            let mut bad = data.clone();
+            bad[30] ^= 0xff;
+            let s = &bad[blobs[0].offset as usize..][..blobs[0].length as usize];
+            assert!(matches!(
+                open_blob(&m, &p.id, &salt, &blobs[0], s),
+                Err(Error::CorruptBlob { .. })
+            ));
         }
-        let mut bad = p.data.to_vec();
-        bad[30] ^= 0xff;
-        let s = &bad[blobs[0].offset as usize..][..blobs[0].length as usize];
-        assert!(matches!(
-            open_blob(&m, &p.id, &salt, &blobs[0], s),
-            Err(Error::CorruptBlob { .. })
-        ));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "staged files removed");
     }
 }

@@ -67,6 +67,9 @@ pub struct PruneReport {
     pub repacked_bytes: u64,
     /// New packs written by repacking.
     pub new_packs: usize,
+    /// Staged pack files (format §7.1) older than the safety delay, left by crashed backups,
+    /// deleted by this run.
+    pub stale_staged_files: usize,
 }
 
 /// A phase-1 plan.
@@ -194,6 +197,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
 
+    report.stale_staged_files = sweep_staged_files(repo, &old_enough, opts.dry_run);
+
     // Phase 1: mark unused packs and write an index without them.
     let pack_blobs = index.pack_blobs();
     let mut marked: HashSet<Id> = HashSet::new();
@@ -287,6 +292,28 @@ fn choose_repacks(
 
 /// Copies the used blobs of `packs` into new packs and uploads them; returns their index entries.
 /// Every blob is verified on the way (a corrupt one aborts the prune before anything is marked).
+/// Deletes staged pack files older than the safety delay: a running backup writes to its files
+/// continuously and stores each pack long before that, so an old one was left by a crash. Best
+/// effort: a staging directory that cannot be read holds nothing any snapshot needs.
+fn sweep_staged_files(
+    repo: &Repository,
+    old_enough: &dyn Fn(SystemTime) -> bool,
+    dry_run: bool,
+) -> usize {
+    let Some(dir) = repo.backend.staging_dir() else { return 0 };
+    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() && meta.modified().is_ok_and(old_enough) {
+            if dry_run || std::fs::remove_file(entry.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 fn repack(
     repo: &Repository,
     index: &Index,
@@ -299,15 +326,9 @@ fn repack(
     let level = repo.config().compression.level;
     let mut out = Vec::new();
     let mut writers: [Option<PackWriter>; 2] = [None, None];
+    let staging = repo.backend.staging_dir();
     let flush = |w: PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
-        let p = w.finish();
-        let size = p.data.len() as u64;
-        match repo.backend.create(FileType::Pack, &p.id.to_hex(), p.data) {
-            Ok(()) => {}
-            Err(e) if e.is_already_exists() => {}
-            Err(e) => return Err(e.into()),
-        }
-        out.push(IndexPack { id: p.id, salt: p.salt, size, blobs: p.blobs });
+        out.push(w.finish()?.store(repo.backend.as_ref())?);
         Ok(())
     };
     let mut sorted: Vec<&Id> = packs.iter().collect();
@@ -340,12 +361,15 @@ fn repack(
             {
                 flush(w, &mut out)?;
             }
-            slot.get_or_insert_with(|| PackWriter::new(&repo.master, pack_size)).add(
-                *id,
-                loc.blob.blob_type,
-                &payload,
-                ulen,
-            );
+            let w = match slot {
+                Some(w) => w,
+                None => slot.insert(crate::backup::new_pack(
+                    &repo.master,
+                    pack_size,
+                    staging.as_deref(),
+                )?),
+            };
+            w.add(*id, loc.blob.blob_type, &payload, ulen)?;
         }
     }
     for w in writers.into_iter().flatten() {

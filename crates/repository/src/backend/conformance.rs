@@ -55,6 +55,22 @@ pub fn run(b: &dyn Backend) {
     b.delete(FileType::Pack, &name).expect("delete twice");
     assert!(b.list(FileType::Pack).expect("list after delete").is_empty());
 
+    // A staged file is stored under its name, create-only; the staging name stays the caller's.
+    let dir = b.staging_dir().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).expect("staging dir");
+    let staged = dir.join(format!("conformance-{}", std::process::id()));
+    std::fs::write(&staged, &data).expect("write staged file");
+    b.create_from_file(FileType::Pack, &name, &staged).expect("create from file");
+    assert_eq!(b.get(FileType::Pack, &name).expect("get staged"), data);
+    std::fs::remove_file(&staged).expect("the staged file is still there to remove");
+    assert_eq!(b.get(FileType::Pack, &name).expect("get after removal"), data);
+    std::fs::write(&staged, b"other").expect("write another staged file");
+    let err = b.create_from_file(FileType::Pack, &name, &staged).expect_err("2nd from file");
+    assert!(err.is_already_exists(), "second create from file gave {err}");
+    assert_eq!(b.get(FileType::Pack, &name).expect("get after"), data, "overwritten");
+    std::fs::remove_file(&staged).expect("remove the second staged file");
+    b.delete(FileType::Pack, &name).expect("delete staged");
+
     // Concurrent creates of one name: exactly one wins.
     let wins = std::thread::scope(|s| {
         let hs: Vec<_> = (0..4)

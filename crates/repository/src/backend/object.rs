@@ -251,6 +251,14 @@ impl ObjectStoreBackend {
     }
 }
 
+/// Where a local repository stages packs while they are written (format §2, §7.1).
+pub const STAGING_DIR: &str = "tmp";
+
+/// Makes a directory's entries durable.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The whole error chain on one line.
 fn one_line(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -273,6 +281,51 @@ impl Backend for ObjectStoreBackend {
 
     fn upload_concurrency(&self) -> usize {
         self.uploads
+    }
+
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(STAGING_DIR))
+    }
+
+    fn create_from_file(
+        &self,
+        ft: FileType,
+        name: &str,
+        file: &std::path::Path,
+    ) -> BackendResult<()> {
+        let Some(root) = &self.local_root else {
+            let data = std::fs::read(file).map_err(|e| BackendError::Permanent {
+                backend: self.location.clone(),
+                op: "read staged file",
+                path: file.display().to_string(),
+                message: e.to_string(),
+            })?;
+            return self.create(ft, name, Bytes::from(data));
+        };
+        let rel = ft.path(name);
+        let fail = |op: &'static str, e: std::io::Error| BackendError::Permanent {
+            backend: self.location.clone(),
+            op,
+            path: rel.clone(),
+            message: e.to_string(),
+        };
+        let dest = root.join(&rel);
+        let dir = dest.parent().unwrap_or(root);
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| fail("create directory", e))?;
+            // The new directory's own entry must be durable too.
+            if let Some(up) = dir.parent() {
+                sync_dir(up).map_err(|e| fail("sync directory", e))?;
+            }
+        }
+        // A hard link is create-only: it fails when the name exists and never replaces it.
+        match std::fs::hard_link(file, &dest) {
+            Ok(()) => sync_dir(dir).map_err(|e| fail("sync directory", e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(BackendError::AlreadyExists { backend: self.location.clone(), path: rel })
+            }
+            Err(e) => Err(fail("link staged file", e)),
+        }
     }
 
     fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {

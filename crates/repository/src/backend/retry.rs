@@ -70,6 +70,17 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
         self.run(|| self.inner.stat(ft, name))
     }
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.staging_dir()
+    }
+    fn create_from_file(
+        &self,
+        ft: FileType,
+        name: &str,
+        file: &std::path::Path,
+    ) -> BackendResult<()> {
+        self.run(|| self.inner.create_from_file(ft, name, file))
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use holdfast_repository::Repository;
 use holdfast_repository::backend::FileType;
 use holdfast_repository::backup::{self, BackupOptions};
 use holdfast_repository::check::{self, CheckOptions};
+use holdfast_repository::prune::{self, PruneOptions};
 
 use crate::support::*;
 
@@ -86,4 +87,13 @@ fn kill_9_mid_backup_leaves_a_consistent_reusable_repository() {
     let report =
         check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    // The killed backup's half-written staged pack files are ignored by everything above; a prune
+    // (with no backup running, so no safety delay is needed) removes them.
+    let staged = |dir: &std::path::Path| fs::read_dir(dir).map(Iterator::count).unwrap_or(0);
+    let left = staged(&repo_dir.join("tmp"));
+    let zero = PruneOptions { safety_delay: Duration::ZERO, ..PruneOptions::default() };
+    let pruned = prune::prune(&repo, &zero).unwrap();
+    assert_eq!(pruned.stale_staged_files, left);
+    assert_eq!(staged(&repo_dir.join("tmp")), 0, "stale staged files remain");
 }

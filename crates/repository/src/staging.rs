@@ -1,0 +1,217 @@
+//! Pack files staged on local disk while they are built (format §7.1).
+//!
+//! A pack is written straight into a file under the repository's `tmp/` directory instead of a
+//! pack-sized buffer in memory, and linked to its content-addressed name once complete. That keeps
+//! a backup's memory independent of the pack size, and the bulk of the file is written with
+//! `O_DIRECT` from a small aligned buffer: a repository's packs are written once and rarely read
+//! soon after, so pushing them through the page cache only costs CPU (allocating and filling
+//! cache pages is about as expensive as compressing the data on this class of machine) and evicts
+//! the pages the user's workload is using. File systems that refuse `O_DIRECT` get ordinary
+//! buffered writes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Alignment `O_DIRECT` needs for buffer addresses, file offsets and lengths: the largest logical
+/// block size in common use.
+const BLOCK: usize = 4096;
+/// Bytes gathered before each direct write.
+const BUFFER: usize = 4 << 20;
+
+/// A staged file being written. Dropped unfinished (a failed or cancelled backup), it deletes
+/// its file.
+pub(crate) struct StagedFile {
+    file: File,
+    guard: StagedPath,
+    /// `BUFFER + BLOCK` bytes, of which `[start, start + BUFFER)` is block-aligned in memory.
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+    direct: bool,
+}
+
+/// A staged file's path; the file is removed when this is dropped. Once the file has been linked
+/// to its final name, removing the staging name is exactly what is wanted; before that, it
+/// cleans up after a pack that was never stored.
+#[derive(Debug)]
+pub struct StagedPath(PathBuf);
+
+impl StagedPath {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StagedPath {
+    fn drop(&mut self) {
+        // Already linked and removed by the backend, or never stored: either way it must go.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn direct_flag() -> i32 {
+    // The flag's bit pattern fits an i32 (it is a C `int` flag).
+    rustix::fs::OFlags::DIRECT.bits().cast_signed()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn direct_flag() -> i32 {
+    0
+}
+
+impl StagedFile {
+    /// A new, uniquely named file in `dir` (created when missing).
+    pub(crate) fn create(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let name: String =
+            crate::crypto::random::<12>().iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("pack-{name}"));
+        let flag = direct_flag();
+        let opened = OpenOptions::new().write(true).create_new(true).custom_flags(flag).open(&path);
+        let (file, direct) = match opened {
+            Ok(f) => (f, flag != 0),
+            // No O_DIRECT on this file system (tmpfs on older kernels, some FUSE and network
+            // file systems). Opening may have created the file before failing, so no create_new.
+            Err(e)
+                if flag != 0
+                    && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                (OpenOptions::new().write(true).create(true).truncate(true).open(&path)?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        let buf = vec![0u8; BUFFER + BLOCK];
+        let start = buf.as_ptr().align_offset(BLOCK).min(BLOCK);
+        Ok(Self { file, guard: StagedPath(path), buf, start, filled: 0, direct })
+    }
+
+    /// Where the file is.
+    pub(crate) fn path(&self) -> &Path {
+        self.guard.path()
+    }
+
+    /// Appends bytes.
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = data.len().min(BUFFER - self.filled);
+            let at = self.start + self.filled;
+            self.buf[at..at + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == BUFFER {
+                self.flush_blocks(BUFFER)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the first `len` buffered bytes (a multiple of [`BLOCK`]) and moves the rest to the
+    /// front of the buffer.
+    fn flush_blocks(&mut self, len: usize) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            let range = self.start + done..self.start + len;
+            match self.file.write(&self.buf[range]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    done += n;
+                    // A short direct write leaves the rest unaligned; finish it buffered.
+                    if self.direct && done % BLOCK != 0 {
+                        self.buffered()?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The file system took the open but not this write (alignment it wants larger
+                // than BLOCK, or no direct I/O after all): the same bytes, buffered.
+                Err(e)
+                    if self.direct
+                        && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                {
+                    self.buffered()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.copy_within(self.start + len..self.start + self.filled, self.start);
+        self.filled -= len;
+        Ok(())
+    }
+
+    /// Turns `O_DIRECT` off for the rest of the file.
+    fn buffered(&mut self) -> io::Result<()> {
+        self.direct = false;
+        let flags = rustix::fs::fcntl_getfl(&self.file)?;
+        rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+        Ok(())
+    }
+
+    /// Writes what is buffered, makes the file durable, and hands over its path.
+    pub(crate) fn finish(mut self) -> io::Result<StagedPath> {
+        let aligned = self.filled / BLOCK * BLOCK;
+        if aligned > 0 {
+            self.flush_blocks(aligned)?;
+        }
+        if self.filled > 0 {
+            if self.direct {
+                self.buffered()?;
+            }
+            let range = self.start..self.start + self.filled;
+            self.file.write_all(&self.buf[range])?;
+            self.filled = 0;
+        }
+        self.file.sync_data()?;
+        Ok(self.guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    #[test]
+    fn bytes_written_in_odd_pieces_arrive_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(3 * BUFFER + 12_345);
+        let mut f = StagedFile::create(dir.path()).unwrap();
+        let mut rest = &data[..];
+        for piece in [1usize, 4095, 4097, BUFFER, 3, 2 * BUFFER] {
+            let n = piece.min(rest.len());
+            f.write(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        f.write(rest).unwrap();
+        let staged = f.finish().unwrap();
+        assert_eq!(std::fs::read(staged.path()).unwrap(), data);
+        let path = staged.path().to_path_buf();
+        drop(staged);
+        assert!(!path.exists(), "the staged file is removed with its guard");
+    }
+
+    #[test]
+    fn an_unfinished_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = StagedFile::create(&dir.path().join("tmp")).unwrap();
+        f.write(&pattern(BUFFER + 1)).unwrap();
+        drop(f);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn small_and_empty_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0usize, 1, BLOCK - 1, BLOCK, BLOCK + 1] {
+            let mut f = StagedFile::create(dir.path()).unwrap();
+            f.write(&pattern(n)).unwrap();
+            let staged = f.finish().unwrap();
+            assert_eq!(std::fs::read(staged.path()).unwrap(), pattern(n), "{n} bytes");
+        }
+    }
+}
