@@ -11,6 +11,7 @@ pub mod backup;
 pub mod check;
 pub mod config;
 pub mod crypto;
+mod direct;
 pub mod error;
 pub mod forget;
 pub mod id;

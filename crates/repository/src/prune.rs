@@ -305,10 +305,11 @@ fn sweep_staged_files(
     let mut n = 0;
     for entry in entries.flatten() {
         let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_file() && meta.modified().is_ok_and(old_enough) {
-            if dry_run || std::fs::remove_file(entry.path()).is_ok() {
-                n += 1;
-            }
+        if meta.is_file()
+            && meta.modified().is_ok_and(old_enough)
+            && (dry_run || std::fs::remove_file(entry.path()).is_ok())
+        {
+            n += 1;
         }
     }
     n

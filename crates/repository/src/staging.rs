@@ -14,9 +14,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Alignment `O_DIRECT` needs for buffer addresses, file offsets and lengths: the largest logical
-/// block size in common use.
-const BLOCK: usize = 4096;
+use crate::direct::{self, AlignedBuf, BLOCK};
+
 /// Bytes gathered before each direct write.
 const BUFFER: usize = 4 << 20;
 
@@ -25,9 +24,7 @@ const BUFFER: usize = 4 << 20;
 pub(crate) struct StagedFile {
     file: File,
     guard: StagedPath,
-    /// `BUFFER + BLOCK` bytes, of which `[start, start + BUFFER)` is block-aligned in memory.
-    buf: Vec<u8>,
-    start: usize,
+    buf: AlignedBuf,
     filled: usize,
     direct: bool,
 }
@@ -52,17 +49,6 @@ impl Drop for StagedPath {
     }
 }
 
-#[cfg(target_os = "linux")]
-fn direct_flag() -> i32 {
-    // The flag's bit pattern fits an i32 (it is a C `int` flag).
-    rustix::fs::OFlags::DIRECT.bits().cast_signed()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn direct_flag() -> i32 {
-    0
-}
-
 impl StagedFile {
     /// A new, uniquely named file in `dir` (created when missing).
     pub(crate) fn create(dir: &Path) -> io::Result<Self> {
@@ -70,23 +56,18 @@ impl StagedFile {
         let name: String =
             crate::crypto::random::<12>().iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("pack-{name}"));
-        let flag = direct_flag();
+        let flag = direct::flag();
         let opened = OpenOptions::new().write(true).create_new(true).custom_flags(flag).open(&path);
         let (file, direct) = match opened {
             Ok(f) => (f, flag != 0),
             // No O_DIRECT on this file system (tmpfs on older kernels, some FUSE and network
             // file systems). Opening may have created the file before failing, so no create_new.
-            Err(e)
-                if flag != 0
-                    && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
-            {
+            Err(e) if direct::unsupported(&e) => {
                 (OpenOptions::new().write(true).create(true).truncate(true).open(&path)?, false)
             }
             Err(e) => return Err(e),
         };
-        let buf = vec![0u8; BUFFER + BLOCK];
-        let start = buf.as_ptr().align_offset(BLOCK).min(BLOCK);
-        Ok(Self { file, guard: StagedPath(path), buf, start, filled: 0, direct })
+        Ok(Self { file, guard: StagedPath(path), buf: AlignedBuf::new(BUFFER), filled: 0, direct })
     }
 
     /// Where the file is.
@@ -98,8 +79,8 @@ impl StagedFile {
     pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let n = data.len().min(BUFFER - self.filled);
-            let at = self.start + self.filled;
-            self.buf[at..at + n].copy_from_slice(&data[..n]);
+            let at = self.filled;
+            self.buf.as_mut_slice()[at..at + n].copy_from_slice(&data[..n]);
             self.filled += n;
             data = &data[n..];
             if self.filled == BUFFER {
@@ -114,8 +95,7 @@ impl StagedFile {
     fn flush_blocks(&mut self, len: usize) -> io::Result<()> {
         let mut done = 0;
         while done < len {
-            let range = self.start + done..self.start + len;
-            match self.file.write(&self.buf[range]) {
+            match self.file.write(&self.buf.as_slice()[done..len]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     done += n;
@@ -127,16 +107,13 @@ impl StagedFile {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The file system took the open but not this write (alignment it wants larger
                 // than BLOCK, or no direct I/O after all): the same bytes, buffered.
-                Err(e)
-                    if self.direct
-                        && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
-                {
+                Err(e) if self.direct && direct::unsupported(&e) => {
                     self.buffered()?;
                 }
                 Err(e) => return Err(e),
             }
         }
-        self.buf.copy_within(self.start + len..self.start + self.filled, self.start);
+        self.buf.as_mut_slice().copy_within(len..self.filled, 0);
         self.filled -= len;
         Ok(())
     }
@@ -159,8 +136,7 @@ impl StagedFile {
             if self.direct {
                 self.buffered()?;
             }
-            let range = self.start..self.start + self.filled;
-            self.file.write_all(&self.buf[range])?;
+            self.file.write_all(&self.buf.as_slice()[..self.filled])?;
             self.filled = 0;
         }
         self.file.sync_data()?;
