@@ -29,10 +29,29 @@ OPS = [
 ]
 
 
-def run_timed(cmd, env, cwd, log):
-    """Runs cmd under /usr/bin/time -v; returns (stdout, wall, cpu, peak_kib)."""
-    tfile = log + ".time"
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def cold_cache():
+    """Writes back and drops the page cache (when permitted), so every step starts cold.
+
+    On this class of machine (a VM whose kernel reclaims cold pages and hands free memory back to
+    the host) what is cached depends on timing; dropping it before each step gives every tool the
+    same start: sources and repositories read from disk, as a nightly backup reads them.
+    Returns whether the cache was dropped."""
     subprocess.run(["sync"], check=True)
+    try:
+        with open(DROP_CACHES, "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def run_timed(cmd, env, cwd, log):
+    """Runs cmd under /usr/bin/time -v; returns (stdout, wall, (user, sys), peak_kib)."""
+    tfile = log + ".time"
+    cold_cache()
     with open(log, "ab") as errf:
         errf.write(("\n$ " + " ".join(cmd) + "\n").encode())
         errf.flush()
@@ -60,7 +79,7 @@ def run_timed(cmd, env, cwd, log):
     wall = 0.0
     for x in parts:
         wall = wall * 60 + x
-    cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+    cpu = (float(field("User time (seconds)")), float(field("System time (seconds)")))
     peak = int(field("Maximum resident set size (kbytes)"))
     return p.stdout.decode(errors="replace"), wall, cpu, peak
 
@@ -267,6 +286,7 @@ def main():
         "command": a.command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_before": open("/proc/loadavg").read().split()[:3],
+        "cold_cache": cold_cache(),
         "datasets": {k: {"files": v[0], "bytes": v[1]} for k, v in sizes.items()},
         "versions": {},
         "runs": {},
@@ -326,7 +346,10 @@ def run_ops(tool, work, data, sizes, log, runs):
                       file=sys.stderr)
             shutil.rmtree(target, ignore_errors=True)
             repo = None
-        runs[key] = {"wall_s": wall, "cpu_s": cpu, "peak_mib": peak / 1024.0,
+        user, system = cpu
+        cpu = user + system
+        runs[key] = {"wall_s": wall, "cpu_s": cpu, "user_s": user, "sys_s": system,
+                     "peak_mib": peak / 1024.0,
                      "repo_mib": None if repo is None else repo / 2**20,
                      "mib_per_s": sizes[ds][1] / 2**20 / wall if wall > 0 else None,
                      "verified": ok}
@@ -345,12 +368,16 @@ def table(r):
                      ds["changed"]["files"], ds["changed"]["bytes"] / 2**20,
                      ds["small"]["files"], ds["small"]["bytes"] / 2**20,
                      "/".join(r["load_before"]), "/".join(r.get("load_after", []))))
-    lines.append("| tool | operation | wall s | CPU s | peak MiB | repo MiB | MiB/s | ok |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---|")
+    if "cold_cache" in r:
+        lines.append("Page cache dropped before every step: %s.\n"
+                     % ("yes" if r["cold_cache"] else "no (not permitted)"))
+    lines.append("| tool | operation | wall s | CPU s | of it sys s | peak MiB | repo MiB | MiB/s | ok |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for tool, runs in r["runs"].items():
         for key, v in runs.items():
-            lines.append("| %s | %s | %.1f | %.1f | %.0f | %s | %.0f | %s |" % (
-                tool, key, v["wall_s"], v["cpu_s"], v["peak_mib"],
+            lines.append("| %s | %s | %.1f | %.1f | %s | %.0f | %s | %.0f | %s |" % (
+                tool, key, v["wall_s"], v["cpu_s"],
+                "%.1f" % v["sys_s"] if "sys_s" in v else "", v["peak_mib"],
                 "" if v["repo_mib"] is None else "%.0f" % v["repo_mib"],
                 v["mib_per_s"] or 0, "yes" if v["verified"] else "**NO**"))
     runs = r["runs"]

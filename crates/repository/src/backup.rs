@@ -722,10 +722,12 @@ fn file_worker(repo: &Repository, shared: &Shared, jobs: &Mutex<Receiver<FileJob
         let mut results = Vec::with_capacity(job.files.len());
         for (path, size) in &job.files {
             let result = shared.check().and_then(|()| {
-                let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
                 if *size <= max {
+                    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
                     save_small_file(repo, shared, &mut batch, f, *size, path)
                 } else {
+                    let f = crate::direct::SequentialReader::open(path)
+                        .map_err(|e| Error::io("open", path, e))?;
                     save_stream(repo, shared, tx, f, path, &mut window)
                 }
             });
