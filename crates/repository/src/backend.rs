@@ -200,14 +200,21 @@ pub trait Backend: Send + Sync {
         name: &str,
         file: &std::path::Path,
     ) -> BackendResult<()> {
-        let data = std::fs::read(file).map_err(|e| BackendError::Permanent {
-            backend: self.location(),
-            op: "read staged file",
-            path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-        self.create(ft, name, Bytes::from(data))
+        self.create(ft, name, read_staged(&self.location(), file)?)
     }
+}
+
+/// The bytes of a staged file, for backends that upload whole objects from memory.
+///
+/// # Errors
+/// The file cannot be read.
+pub(crate) fn read_staged(location: &str, file: &std::path::Path) -> BackendResult<Bytes> {
+    std::fs::read(file).map(Bytes::from).map_err(|e| BackendError::Permanent {
+        backend: location.to_string(),
+        op: "read staged file",
+        path: file.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {

@@ -271,7 +271,10 @@ impl BlobPipeline {
             let staging = repo.backend.staging_dir();
             let shared = shared.clone();
             handles.push(std::thread::spawn(move || {
-                packer(&crx, &utx, &master, pack_size, staging.as_deref(), &shared);
+                if let Err(e) = packer(&crx, &utx, &master, pack_size, staging.as_deref(), &shared)
+                {
+                    shared.fail(e);
+                }
             }));
         }
         for _ in 0..uploads.max(1) {
@@ -339,19 +342,6 @@ fn compressor(rx: &Mutex<Receiver<Vec<BlobJob>>>, tx: &SyncSender<Vec<Compressed
     }
 }
 
-fn packer(
-    rx: &Receiver<Vec<Compressed>>,
-    tx: &SyncSender<FinishedPack>,
-    master: &crate::crypto::MasterKey,
-    pack_size: usize,
-    staging: Option<&Path>,
-    shared: &Shared,
-) {
-    if let Err(e) = pack_blobs(rx, tx, master, pack_size, staging, shared) {
-        shared.fail(e);
-    }
-}
-
 /// A new pack writer: staged in a file where the backend offers a directory, else in memory.
 pub(crate) fn new_pack(
     master: &crate::crypto::MasterKey,
@@ -364,7 +354,8 @@ pub(crate) fn new_pack(
     }
 }
 
-fn pack_blobs(
+/// Seals compressed blobs into packs and hands each finished pack to the uploaders.
+fn packer(
     rx: &Receiver<Vec<Compressed>>,
     tx: &SyncSender<FinishedPack>,
     master: &crate::crypto::MasterKey,

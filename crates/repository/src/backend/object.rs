@@ -303,13 +303,7 @@ impl Backend for ObjectStoreBackend {
         file: &std::path::Path,
     ) -> BackendResult<()> {
         let Some(root) = &self.local_root else {
-            let data = std::fs::read(file).map_err(|e| BackendError::Permanent {
-                backend: self.location.clone(),
-                op: "read staged file",
-                path: file.display().to_string(),
-                message: e.to_string(),
-            })?;
-            return self.create(ft, name, Bytes::from(data));
+            return self.create(ft, name, super::read_staged(&self.location, file)?);
         };
         let rel = ft.path(name);
         let fail = |op: &'static str, e: std::io::Error| BackendError::Permanent {
