@@ -36,6 +36,13 @@ pub(crate) fn unsupported(e: &io::Error) -> bool {
     flag() != 0 && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
 }
 
+/// Turns `O_DIRECT` off for the rest of an open file (Linux lets `F_SETFL` clear it on any file).
+pub(crate) fn stop_direct(file: &File) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    rustix::fs::fcntl_setfl(file, flags - rustix::fs::OFlags::DIRECT)?;
+    Ok(())
+}
+
 /// A heap buffer whose usable part starts at a [`BLOCK`]-aligned address. Allocated with a block
 /// of slack and offset into, which needs no unsafe code.
 pub(crate) struct AlignedBuf {
@@ -125,7 +132,6 @@ const READ_AHEAD: usize = 1 << 20;
 /// Linux writes back dirty cached pages of the range before a direct read, so the reader sees
 /// what buffered writers wrote.
 pub(crate) struct SequentialReader {
-    path: std::path::PathBuf,
     file: File,
     buf: AlignedBuf,
     pos: usize,
@@ -142,7 +148,7 @@ impl SequentialReader {
             None => (File::open(path)?, false),
         };
         let buf = AlignedBuf::new(READ_AHEAD);
-        Ok(Self { path: path.to_path_buf(), file, buf, pos: 0, len: 0, offset: 0, direct })
+        Ok(Self { file, buf, pos: 0, len: 0, offset: 0, direct })
     }
 
     fn refill(&mut self) -> io::Result<()> {
@@ -151,7 +157,8 @@ impl SequentialReader {
                 Ok(n) => {
                     // A direct read returns whole blocks except at the end of the file; after a
                     // short one the next offset is unaligned, so the rest goes buffered.
-                    if n % BLOCK != 0 {
+                    if self.direct && n % BLOCK != 0 {
+                        stop_direct(&self.file)?;
                         self.direct = false;
                     }
                     self.offset += n as u64;
@@ -161,8 +168,7 @@ impl SequentialReader {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if self.direct && unsupported(&e) => {
-                    // Reopened: turning O_DIRECT off with fcntl is not honoured everywhere.
-                    self.file = File::open(&self.path)?;
+                    stop_direct(&self.file)?;
                     self.direct = false;
                 }
                 Err(e) => return Err(e),

@@ -1,13 +1,9 @@
 //! Pack files staged on local disk while they are built (format §7.1).
 //!
 //! A pack is written straight into a file under the repository's `tmp/` directory instead of a
-//! pack-sized buffer in memory, and linked to its content-addressed name once complete. That keeps
-//! a backup's memory independent of the pack size, and the bulk of the file is written with
-//! `O_DIRECT` from a small aligned buffer: a repository's packs are written once and rarely read
-//! soon after, so pushing them through the page cache only costs CPU (allocating and filling
-//! cache pages is about as expensive as compressing the data on this class of machine) and evicts
-//! the pages the user's workload is using. File systems that refuse `O_DIRECT` get ordinary
-//! buffered writes.
+//! pack-sized buffer in memory, and linked to its content-addressed name once complete, so a
+//! backup's memory does not depend on the pack size. The bulk of the file is written with
+//! `O_DIRECT` from a small aligned buffer (why: see [`crate::direct`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -44,7 +40,8 @@ impl StagedPath {
 
 impl Drop for StagedPath {
     fn drop(&mut self) {
-        // Already linked and removed by the backend, or never stored: either way it must go.
+        // Linked to its content name by the backend (this removes only the staging name), or
+        // never stored: either way the staging name must go.
         let _ = std::fs::remove_file(&self.0);
     }
 }
@@ -121,9 +118,7 @@ impl StagedFile {
     /// Turns `O_DIRECT` off for the rest of the file.
     fn buffered(&mut self) -> io::Result<()> {
         self.direct = false;
-        let flags = rustix::fs::fcntl_getfl(&self.file)?;
-        rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
-        Ok(())
+        direct::stop_direct(&self.file)
     }
 
     /// Writes what is buffered, makes the file durable, and hands over its path.
