@@ -62,7 +62,7 @@ case ",$tools," in *,rustic,*)
     fi ;;
 esac
 
-target_dir="${CARGO_TARGET_DIR:-/work/target-repo}"
+target_dir="${CARGO_TARGET_DIR:-$HOME/.cache/holdfast-target}"
 holdfast="$target_dir/release/holdfast"
 if [ "$build" = 1 ]; then
     (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release -p holdfast)

@@ -1,7 +1,7 @@
-//! `middleware.alauda.io/v1`: PostgresBackup (`spec/alauda-postgresbackup-v1.txt`), a base backup
+//! `middleware.alauda.io/v1`: PostgresBackup (Alauda's published API reference), a base backup
 //! of one PostgreSQL cluster's primary, recording the LSNs and version a point-in-time restore needs.
 //!
-//! No public source of the upstream CRD exists (`reference/kubeblocks-postgres.md`), so the spec
+//! No public source of the upstream CRD exists, so the published reference
 //! file is the whole contract; columns and rules beyond it are holdfast's own.
 
 // kube's `printcolumn(...)` repeats keys such as `type_ = "string"` across columns, which clippy's

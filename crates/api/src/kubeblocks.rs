@@ -1,5 +1,5 @@
 //! `dataprotection.kubeblocks.io/v1alpha1`: ActionSet, Backup, BackupPolicy, BackupRepo,
-//! BackupSchedule and Restore (`spec/kubeblocks-dataprotection-v1alpha1.txt`; upstream
+//! BackupSchedule and Restore (KubeBlocks' published API reference; upstream
 //! KubeBlocks' kubebuilder markers for defaults, ranges and immutability where the spec is silent).
 //!
 //! One module per kind; the types several kinds share (targets, credentials, phases) live in

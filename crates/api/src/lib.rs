@@ -19,7 +19,7 @@ pub mod velero;
 pub use field::{FieldError, FieldErrorKind};
 pub use resource::{Admit, PrinterColumn, ResourceDef};
 
-/// Every kind holdfast serves: the custom kinds of DESIGN.md §1 and the built-in core kinds the
+/// Every kind holdfast serves: the custom kinds listed in docs/architecture.md and the built-in core kinds the
 /// controllers need.
 pub fn registry() -> Vec<ResourceDef> {
     let mut defs = Vec::new();

@@ -1,5 +1,5 @@
 //! `snapshot.storage.k8s.io/v1`: VolumeSnapshot, VolumeSnapshotContent, VolumeSnapshotClass
-//! (`spec/volumesnapshot-v1.md`; the upstream CSI snapshot API where the spec is silent).
+//! (the published v1 API reference; the upstream CSI snapshot API where the spec is silent).
 
 // kube's `printcolumn(...)` repeats keys such as `type_ = "string"` across columns, which clippy's
 // duplicated_attributes lint takes for duplicate attributes.

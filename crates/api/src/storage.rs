@@ -1,4 +1,4 @@
-//! `storage.kubeblocks.io/v1alpha1`: StorageProvider (`spec/kubeblocks-dataprotection-v1alpha1.txt`,
+//! `storage.kubeblocks.io/v1alpha1`: StorageProvider (KubeBlocks' published API reference,
 //! last section). A StorageProvider tells a BackupRepo how to reach one kind of storage: through a
 //! CSI driver (templates for a Secret, a StorageClass and a PVC) or through the datasafed tool
 //! (a template for its configuration). Templates are Go `text/template` with sprig, rendered by

@@ -1,10 +1,10 @@
 //! `velero.io`: the Velero kinds holdfast serves.
 //!
-//! - `v1`: PodVolumeRestore (`spec/velero-podvolumerestore-v1.txt`) and its twins PodVolumeBackup,
+//! - `v1`: PodVolumeRestore (Velero's published v1 API reference) and its twins PodVolumeBackup,
 //!   BackupStorageLocation and BackupRepository (upstream Velero's CRDs).
-//! - `v2alpha1`: DataDownload (`spec/velero-datadownload-v2alpha1.txt`) and its twin DataUpload.
+//! - `v2alpha1`: DataDownload (Velero's published v2alpha1 API reference) and its twin DataUpload.
 //!
-//! Where the spec is silent, upstream Velero is followed (`reference/velero-csi.md`).
+//! Where the spec is silent, upstream Velero's behaviour is followed.
 
 // kube's `printcolumn(...)` repeats keys such as `type_ = "string"` across columns, which clippy's
 // duplicated_attributes lint takes for duplicate attributes.

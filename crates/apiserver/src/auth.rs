@@ -6,7 +6,7 @@
 //! `watch`. The file is created with an admin token (user `admin`) and a view token (user
 //! `viewer`) on first start.
 //!
-//! Error bodies follow the apiserver byte for byte (k8s-api-server.md §1): kubectl turns a 401
+//! Error bodies follow the apiserver byte for byte: kubectl turns a 401
 //! into "You must be logged in to the server" and prints a 403's message as it is.
 
 use std::fmt::Write as _;
@@ -417,7 +417,7 @@ fn is_anonymous_path(path: &str) -> bool {
         || ["/healthz/", "/livez/", "/readyz/"].iter().any(|p| path.starts_with(p))
 }
 
-/// The 401 body (k8s-api-server.md §1).
+/// The 401 body, as the Kubernetes API server writes it.
 pub fn unauthorized_body() -> Value {
     json!({
         "kind": "Status",

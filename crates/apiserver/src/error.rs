@@ -3,7 +3,7 @@
 //! Every failure the server reports is one [`ApiError`]; it renders as the `Status` JSON kubectl,
 //! kube-rs and the Python client parse (`kind`, `apiVersion`, `metadata`, `status: Failure`,
 //! `message`, `reason`, `details`, `code`), with the codes, reasons and messages of the real API
-//! server (reference §1), so clients print and branch on them exactly as they would for a cluster.
+//! server, so clients print and branch on them exactly as they would for a cluster.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

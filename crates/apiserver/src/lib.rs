@@ -1,4 +1,4 @@
-//! The embedded Kubernetes-compatible API server of holdfast (DESIGN.md §2, issue 2).
+//! The embedded Kubernetes-compatible API server of holdfast (docs/architecture.md, docs/api.md).
 //!
 //! It serves every kind of `holdfast_api::registry()` over the Kubernetes REST API, backed by a
 //! durable SQLite store, so kubectl, kube-rs and the Python client work against it unchanged.

@@ -1,4 +1,4 @@
-//! OpenAPI v3 documents (reference §3): the `/openapi/v3` index and one document per group
+//! OpenAPI v3 documents: the `/openapi/v3` index and one document per group
 //! version.
 //!
 //! kubectl needs them for two things: `apply`/`create`/`replace`/`edit` look for a PATCH operation

@@ -1,4 +1,4 @@
-//! PATCH semantics (reference §5): RFC 7386 merge patch, RFC 6902 JSON patch, strategic merge
+//! PATCH semantics: RFC 7386 merge patch, RFC 6902 JSON patch, strategic merge
 //! patch for the built-in kinds, and a minimal server-side apply with `managedFields`.
 //!
 //! Everything here is a pure function over `serde_json::Value`; the engine decides which one to run
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn json_patch_finalizer_helper_sequence_works() {
-        // kube-runtime finalizer(): add the first finalizer when none exist (reference §5).
+        // kube-runtime finalizer(): add the first finalizer when none exist.
         let obj = json!({"metadata":{"name":"b1"}});
         let add = json!([{"op":"test","path":"/metadata/finalizers","value":null},
             {"op":"add","path":"/metadata/finalizers","value":["x"]}]);

@@ -1,4 +1,4 @@
-//! Structural schema processing of custom kinds, in the order the apiserver runs it (reference §4):
+//! Structural schema processing of custom kinds, in the order the apiserver runs it:
 //! prune unknown fields, apply `default`s, then validate. Built-in kinds are checked by their typed
 //! round trip instead; [`removed_paths`] reports what that round trip dropped.
 //!

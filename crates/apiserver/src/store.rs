@@ -1,6 +1,6 @@
 //! The durable object store behind the API server: SQLite in WAL mode with one global revision.
 //!
-//! Layout (see `/work/shared/reference/k8s-api-server.md` §8 for the design precedent, k3s's kine):
+//! Layout (the design precedent is k3s's kine: a key-value table plus a revision log):
 //! - `objects` holds the current state of every object, keyed by (resource, namespace, name);
 //! - `log` holds one row per write, keyed by the global revision, for watch replay;
 //! - `meta` holds `compacted_rev`.

@@ -1,4 +1,4 @@
-//! `meta.k8s.io/v1` Table output for `kubectl get` (reference §7), converted the way the
+//! `meta.k8s.io/v1` Table output for `kubectl get`, converted the way the
 //! apiserver's CRD table convertor does: a `Name` column, then the kind's printer columns evaluated
 //! with JSONPath, `date` cells as human ages, and `PartialObjectMetadata` rows (kubectl reads the
 //! namespace from them under `-A`).

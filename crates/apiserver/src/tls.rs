@@ -2,7 +2,7 @@
 //! certificate signed by it.
 //!
 //! client-go sends the kubeconfig's bearer token only over TLS, and Go and rustls check the
-//! subject alternative names, never the CN (k8s-api-server.md §1), so the server certificate
+//! subject alternative names, never the CN, so the server certificate
 //! always carries `IP:127.0.0.1`, `IP:::1` and `DNS:localhost` plus any extra host names. The CA
 //! survives restarts so kubeconfigs written earlier stay valid; the server certificate is
 //! re-issued when it is missing, near its expiry, not signed by the CA, or lacks a wanted name.

@@ -1,4 +1,4 @@
-//! WATCH: a chunked stream of newline-delimited JSON events (reference §6).
+//! WATCH: a chunked stream of newline-delimited JSON events.
 //!
 //! A watch from `resourceVersion` unset or `0` (or with `sendInitialEvents`) starts with a
 //! synthetic ADDED per current object; from `N` it replays the store's log after `N` and goes

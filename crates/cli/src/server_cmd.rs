@@ -1,4 +1,4 @@
-//! `holdfast server`: the embedded mode (DESIGN.md §2). One process serving the
+//! `holdfast server`: the embedded mode (docs/architecture.md). One process serving the
 //! Kubernetes-compatible API over HTTPS from a SQLite store in the data directory, with a
 //! kubeconfig written so kubectl works at once.
 

@@ -1,5 +1,5 @@
 //! The real `holdfast server` binary killed with SIGKILL in the middle of a Backup and of a
-//! Restore, then restarted on the same data directory (issue 4: "restarting the server in the
+//! Restore, then restarted on the same data directory ("restarting the server in the
 //! middle of a backup or restore neither loses the object nor leaves it stuck: it resumes or
 //! fails clearly").
 //!

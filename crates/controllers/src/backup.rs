@@ -1,4 +1,4 @@
-//! The Backup controller (reference/kubeblocks-postgres.md §1.1–§1.6).
+//! The Backup controller (KubeBlocks' Backup semantics; docs/architecture.md has the flow).
 //!
 //! A Backup moves `New → Running → Completed | Failed`, and `Deleting` once it is deleted. Every
 //! decision is derived from API objects (the Backup's status and annotations, its Jobs and their

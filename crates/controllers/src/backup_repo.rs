@@ -1,4 +1,4 @@
-//! The BackupRepo controller (reference/kubeblocks-postgres.md §1.8).
+//! The BackupRepo controller, with KubeBlocks' phases, conditions and parameter rules.
 //!
 //! Conditions, in order: `StorageProviderReady`, `ParametersChecked`, (Mount only:
 //! `StorageClassCreated`), `PreCheckPassed`; phase `PreChecking` → `Ready` | `Failed` with the

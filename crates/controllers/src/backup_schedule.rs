@@ -1,4 +1,4 @@
-//! The BackupSchedule controller (reference §1.9), playing the CronJob upstream creates per
+//! The BackupSchedule controller, playing the CronJob upstream creates per
 //! enabled entry:
 //!
 //! - cron expressions are evaluated in UTC; the next run is computed from the entry's

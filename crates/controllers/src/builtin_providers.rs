@@ -5,7 +5,7 @@
 //! - `holdfast-s3`: an S3 bucket (`bucket`, `endpoint`, `region`, `prefix`; the credentials
 //!   `accessKeyId`/`secretAccessKey` come from the BackupRepo's credential Secret).
 //!
-//! Both render a datasafed configuration (CONTROLLERS.md, "Repository access"). Upstream's own
+//! Both render a datasafed configuration (see docs/datasafed.md). Upstream's own
 //! providers (`s3`, `minio`, …) need nothing from here: applied by a user they are ordinary
 //! StorageProviders whose templates the template engine renders.
 

@@ -1,4 +1,4 @@
-//! The embedded Job runner (CONTROLLERS.md, "The Job seam"): runs `batch/v1` Jobs the way the
+//! The embedded Job runner (the executor seam of docs/architecture.md): runs `batch/v1` Jobs the way the
 //! Kubernetes Job controller and kubelet together would, with host processes instead of
 //! containers.
 //!

@@ -1,7 +1,7 @@
 //! The controllers of holdfast: one reconciler per kind, talking to whichever API server through
 //! `kube::Client` (the embedded one in-process, or a real cluster's), plus the parts a cluster
 //! normally provides that embedded mode plays itself: the Job runner (host processes in a private
-//! mount namespace), the volume resolver and the local-path provisioner (DESIGN.md §2).
+//! mount namespace), the volume resolver and the local-path provisioner (docs/architecture.md).
 //!
 //! [`run`] starts every controller on one shared [`Context`]; each controller module exposes
 //! `pub async fn run(ctx: Arc<Context>) -> Result<(), Error>`.

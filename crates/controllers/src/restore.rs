@@ -1,4 +1,4 @@
-//! The Restore controller (reference §1.10): validates the request, checks the backup's repo,
+//! The Restore controller: validates the request, checks the backup's repo,
 //! runs the ActionSet's prepareData Jobs into the restore claims (created if missing), then the
 //! postReady actions once the readiness probe passes, and records every action in the status.
 //!

@@ -1,4 +1,4 @@
-//! Expiration GC (reference §1.5): every interval, each Backup whose `status.expiration` has
+//! Expiration GC: every interval, each Backup whose `status.expiration` has
 //! passed and that may be deleted is deleted through the API — so its finalizer runs the normal
 //! deletion path and the repository data goes per its deletionPolicy.
 //!

@@ -4,7 +4,7 @@
 //!
 //! A provider without a CSI driver is Ready when its templates parse: it serves Tool access
 //! (datasafed) only. A provider naming a CSI driver is NotReady until that driver is installed,
-//! as upstream; BackupRepos with Tool access still use its `datasafedConfigTemplate` (§1.8).
+//! as upstream; BackupRepos with Tool access still use its `datasafedConfigTemplate`.
 //! At start the built-in providers are installed (`builtin_providers`).
 
 use std::sync::Arc;

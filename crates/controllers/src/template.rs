@@ -2,7 +2,7 @@
 //!
 //! KubeBlocks renders a StorageProvider's templates (`datasafedConfigTemplate`,
 //! `csiDriverSecretTemplate`, `storageClassTemplate`, `persistentVolumeClaimTemplate`) with Go's
-//! `text/template` and sprig's `TxtFuncMap` (reference/kubeblocks-postgres.md §1.8). Users copy
+//! `text/template` and sprig's `TxtFuncMap`. Users copy
 //! upstream providers verbatim, so the syntax and the edge cases that show in output must match:
 //! trim markers, `.Parameters.absent` printing `<no value>` while `index .Parameters "absent"`
 //! gives `""`, sprig's argument orders, Go's `printf` notation for bad arguments.

@@ -1,4 +1,4 @@
-//! Finding the host directory behind a pod volume (DESIGN.md §2, "Volume resolver").
+//! Finding the host directory behind a pod volume (the volume-resolver seam of docs/architecture.md).
 
 use std::future::Future;
 use std::path::PathBuf;

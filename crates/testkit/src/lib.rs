@@ -1,4 +1,4 @@
-//! Launchers for the real parts holdfast's tests drive (dev-only, DESIGN.md §3):
+//! Launchers for the real parts holdfast's tests drive (dev-only; docs/architecture.md):
 //! - [`Postgres`]: a throw-away PostgreSQL server (initdb + pg_ctl) on a free port;
 //! - [`Moto`]: the moto S3-compatible server on a free port;
 //! - [`EmbeddedServer`]: an in-process API server with every controller running, and a

@@ -1,5 +1,5 @@
 //! DataUpload and DataDownload (`velero.io/v2alpha1`): the data mover's backup of a CSI snapshot
-//! into a repository, and its restore into a new volume (`spec/velero-datadownload-v2alpha1.txt`;
+//! into a repository, and its restore into a new volume (Velero's v2alpha1 API reference;
 //! upstream Velero for the upload).
 
 use std::collections::BTreeMap;

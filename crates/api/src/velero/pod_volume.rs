@@ -1,5 +1,5 @@
 //! PodVolumeBackup and PodVolumeRestore (`velero.io/v1`): file-system backup of one volume of one
-//! pod, and its restore (`spec/velero-podvolumerestore-v1.txt`; upstream Velero for the backup).
+//! pod, and its restore (Velero's v1 API reference; upstream Velero for the backup).
 
 use std::collections::BTreeMap;
 

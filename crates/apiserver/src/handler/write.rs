@@ -1,5 +1,5 @@
 //! GET, POST, PUT and PATCH of one object: the object semantics of the Kubernetes API server
-//! (reference §4) in the order it applies them.
+//! in the order it applies them.
 //!
 //! A write is decoded, patched onto the current object (PATCH), pruned and checked against the
 //! kind's schema (custom kinds), admitted by the kind's own rules, given its server-owned

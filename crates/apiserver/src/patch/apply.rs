@@ -1,4 +1,4 @@
-//! Minimal server-side apply (reference §5): create-or-merge, per-manager field sets in
+//! Minimal server-side apply: create-or-merge, per-manager field sets in
 //! `managedFields` (operation `Apply`), removal of fields a manager stopped applying, and
 //! conflicts with other managers unless forced.
 

@@ -1,4 +1,4 @@
-//! RFC 6902 JSON patch with the one leniency Kubernetes has (reference §5): a `test` whose value is
+//! RFC 6902 JSON patch with the one leniency Kubernetes has: a `test` whose value is
 //! `null` succeeds when the path does not exist. kube-runtime's `finalizer()` helper relies on it.
 
 use json_patch::{PatchOperation, jsonptr::Pointer};

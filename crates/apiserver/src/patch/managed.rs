@@ -1,5 +1,5 @@
 //! `metadata.managedFields` bookkeeping: field sets in FieldsV1 notation, per-manager entries, and
-//! the ownership transfer an Update performs (reference §4 "managedFields").
+//! the ownership transfer an Update performs (as the apiserver's managedFields handling does).
 //!
 //! A field set is a set of paths; each path element is written as FieldsV1 does: `f:<name>` for a
 //! map field, `k:{"type":"Ready"}` for an element of a keyed list, `v:<json>` for an element of a

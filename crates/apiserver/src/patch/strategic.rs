@@ -1,4 +1,4 @@
-//! Strategic merge patch for the built-in kinds (reference §5): what `kubectl apply`, `kubectl edit`
+//! Strategic merge patch for the built-in kinds: what `kubectl apply`, `kubectl edit`
 //! and `kubectl patch` (default `--type=strategic`) send for core kinds.
 //!
 //! Maps merge like RFC 7386 (`null` deletes a key); lists with a merge key merge element-wise; the
@@ -255,7 +255,7 @@ mod tests {
             "spec":{"backoffLimit":2,"template":{"spec":{"restartPolicy":"Never","containers":[
                 {"name":"a","image":"busybox:1","env":[{"name":"OLD","value":"1"},{"name":"KEEP","value":"k"}]},
                 {"name":"b","image":"busybox:1"}]}}}});
-        // The exact body kubectl apply sent (reference §5).
+        // The exact body kubectl apply sent.
         let patch = json!({"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"a"},{"name":"b"}],"containers":[{"name":"a","image":"busybox:2","$setElementOrder/env":[{"name":"NEW"}],"env":[{"name":"NEW","value":"2"},{"$patch":"delete","name":"OLD"}]}]}}}});
         let out = strategic(&job, &patch, "Job").expect("patch");
         assert_eq!(

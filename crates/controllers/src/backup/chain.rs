@@ -1,4 +1,4 @@
-//! Incremental and differential chains (reference §1.6): which backup a new one builds on.
+//! Incremental and differential chains: which backup a new one builds on.
 //!
 //! - An Incremental backup builds on the latest Incremental of the same policy and repo when that
 //!   one is newer than the latest Full and belongs to it; otherwise on the latest Full.

@@ -1,4 +1,4 @@
-//! The environment of backup Jobs, merged in upstream's order (reference §1.2): target container
+//! The environment of backup Jobs, merged in upstream's order: target container
 //! env, `DP_*` vars, connection vars, ActionSet env, `KB_*` vars, and BackupMethod env last.
 //! A later entry with the same name replaces an earlier one in place, so the list has no
 //! duplicates and the winner is the one upstream's order makes win.

@@ -1,4 +1,4 @@
-//! The `batch/v1` Jobs of a backup, built like KubeBlocks builds them (reference §1.2–§1.4), and
+//! The `batch/v1` Jobs of a backup, built like KubeBlocks builds them, and
 //! reading their outcome back (Job conditions; the backupData container's termination message,
 //! which carries `backup.info`).
 

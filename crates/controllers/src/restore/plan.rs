@@ -1,4 +1,4 @@
-//! What a Restore restores (reference §1.10, §1.6): the backup, its ActionSet, and the chain of
+//! What a Restore restores: the backup, its ActionSet, and the chain of
 //! backups whose prepareData runs, in order.
 //!
 //! - Full: the backup itself.
