@@ -11,6 +11,7 @@ pub mod field;
 pub mod kubeblocks;
 pub mod quantity;
 pub mod resource;
+pub mod schema;
 pub mod selector;
 pub mod snapshot;
 pub mod storage;

@@ -23,7 +23,6 @@ pub mod provisioner;
 pub mod restore;
 pub mod retention;
 pub mod storage_provider;
-pub mod template;
 pub mod volume;
 
 pub use context::Context;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use holdfast_api::storage::{StorageProvider, StorageProviderPhase, StorageProviderStatus};
+use holdfast_template::Template;
 use k8s_openapi::api::storage::v1::CSIDriver;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
@@ -21,7 +22,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
-use crate::template::Template;
 use crate::{Context, Error, builtin_providers};
 
 /// Condition: the provider's CSI driver is installed.
