@@ -20,6 +20,8 @@ use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+/// The binary job processes run as `datasafed`, built by Cargo for this test.
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const NS: &str = "default";
 const REPO: &str = "local-repo";
 const POLICY: &str = "pg-policy";
@@ -59,7 +61,7 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Result<Setup> {
-        let server = EmbeddedServer::start().await?;
+        let server = EmbeddedServer::start(Path::new(BIN)).await?;
         let repo_dir = server.scratch_dir("repo")?;
         let client = server.client.clone();
         create(
@@ -204,8 +206,7 @@ impl Setup {
 }
 
 fn datasafed(conf: &Path, base: &str, args: &[&str]) -> Result<String> {
-    let exe = holdfast_testkit::holdfast_binary()?;
-    let out = Command::new(exe)
+    let out = Command::new(BIN)
         .arg("datasafed")
         .arg("-c")
         .arg(conf)
