@@ -1,8 +1,8 @@
 //! `middleware.alauda.io/v1`: PostgresBackup (Alauda's published API reference), a base backup
 //! of one PostgreSQL cluster's primary, recording the LSNs and version a point-in-time restore needs.
 //!
-//! No public source of the upstream CRD exists, so the published reference
-//! file is the whole contract; columns and rules beyond it are holdfast's own.
+//! No public source of the upstream CRD exists, so the published reference is the whole
+//! contract; columns and rules beyond it are holdfast's own.
 
 // kube's `printcolumn(...)` repeats keys such as `type_ = "string"` across columns, which clippy's
 // duplicated_attributes lint takes for duplicate attributes.

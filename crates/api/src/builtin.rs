@@ -1,4 +1,4 @@
-//! The built-in kinds the controllers need, stored as plain objects (docs/architecture.md: nothing runs
+//! The built-in kinds the controllers need, stored as plain objects (nothing runs
 //! containers). They are admitted through their k8s-openapi types, which checks field types and
 //! prunes unknown fields, and get hand-written printer columns like kubectl shows for a cluster.
 

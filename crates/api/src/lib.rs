@@ -19,8 +19,8 @@ pub mod velero;
 pub use field::{FieldError, FieldErrorKind};
 pub use resource::{Admit, PrinterColumn, ResourceDef};
 
-/// Every kind holdfast serves: the custom kinds listed in docs/architecture.md and the built-in core kinds the
-/// controllers need.
+/// Every kind holdfast serves: the custom kinds of the five upstream APIs and the built-in core
+/// kinds the controllers need.
 pub fn registry() -> Vec<ResourceDef> {
     let mut defs = Vec::new();
     defs.extend(velero::definitions());

@@ -1,4 +1,5 @@
-//! API discovery documents, generated from the served kinds, in the shapes kubectl and client-go expect.
+//! API discovery documents, generated from the served kinds, in the shapes
+//! kubectl and client-go expect.
 //!
 //! kubectl 1.32 asks `/api` and `/apis` for the aggregated `apidiscovery.k8s.io/v2` form first and
 //! needs nothing else when it gets it; kube-rs and the Python client use the legacy documents

@@ -1,4 +1,4 @@
-//! The repository's acceptance criteria, proven through the real `holdfast repo` binary against real
+//! The repository's acceptance criteria, shown through the real `holdfast repo` binary against real
 //! repositories on the real file system (and a real tmpfs for the full-disk case).
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
-//! The embedded Job runner (the executor seam of docs/architecture.md): runs `batch/v1` Jobs the way the
-//! Kubernetes Job controller and kubelet together would, with host processes instead of
+//! The embedded Job runner (the executor seam, docs/architecture.md): runs `batch/v1` Jobs the
+//! way the Kubernetes Job controller and kubelet together would, with host processes instead of
 //! containers.
 //!
 //! Each attempt is a real Pod object (`<job>-<5 random>`) whose status this runner keeps. Its

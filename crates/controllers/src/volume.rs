@@ -1,4 +1,5 @@
-//! Finding the host directory behind a pod volume (the volume-resolver seam of docs/architecture.md).
+//! Finding the host directory behind a pod volume (the volume-resolver seam,
+//! docs/architecture.md).
 
 use std::future::Future;
 use std::path::PathBuf;

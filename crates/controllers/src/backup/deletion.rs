@@ -1,4 +1,4 @@
-//! Deleting a Backup, as KubeBlocks does it, in order: `Deleting` phase; backups chained to this one
+//! Deleting a Backup as KubeBlocks does, in order: `Deleting` phase; backups chained to this one
 //! are deleted too; the worker Jobs go; then per `deletionPolicy`:
 //!
 //! - **Retain**: the data stays in the repo and the finalizer is removed. (Upstream leaves such a

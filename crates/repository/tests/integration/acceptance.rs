@@ -1,4 +1,4 @@
-//! The repository's acceptance criteria at the library level: repacking prune, a full disk (through a
+//! The repository's acceptance criteria, library level: repacking prune, a full disk (through a
 //! backend that runs out of space the way a disk does) and special files.
 
 use std::fs;
