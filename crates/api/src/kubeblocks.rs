@@ -101,21 +101,6 @@ pub(crate) fn check_retention_period(errors: &mut Vec<FieldError>, field: &str, 
     }
 }
 
-/// A `meta/v1.Duration` as Go writes it: `30s`, `1h2m0.5s`.
-pub(crate) fn check_go_duration(errors: &mut Vec<FieldError>, field: &str, value: &str) {
-    match value.parse::<kube::core::Duration>() {
-        Ok(d) if d.is_negative() => {
-            errors.push(FieldError::invalid(field, value, "may not be negative"))
-        }
-        Ok(_) => {}
-        Err(e) => errors.push(FieldError::invalid(
-            field,
-            value,
-            format!("{e}; expected a duration like 30s or 1h2m0.5s"),
-        )),
-    }
-}
-
 /// An integer inside `[min, max]` (upstream's `Minimum`/`Maximum` markers).
 pub(crate) fn check_range(
     errors: &mut Vec<FieldError>,
@@ -279,18 +264,6 @@ mod tests {
         for bad in ["", "Pg", "-pg", "pg-", "pg_policy", "pg policy", ".pg"] {
             assert!(!is_reference_name(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn go_durations_are_checked() {
-        let mut errors = Vec::new();
-        check_go_duration(&mut errors, "spec.x", "1h2m0.5s");
-        check_go_duration(&mut errors, "spec.x", "30s");
-        assert!(errors.is_empty(), "{errors:?}");
-        check_go_duration(&mut errors, "spec.x", "soon");
-        check_go_duration(&mut errors, "spec.y", "-5s");
-        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["spec.x", "spec.y"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod alauda;
 pub mod builtin;
 pub mod duration;
 pub mod field;
+pub mod go_duration;
 pub mod kubeblocks;
 pub mod quantity;
 pub mod resource;

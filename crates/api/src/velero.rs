@@ -11,7 +11,6 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod data_mover;
-pub mod duration;
 pub mod pod_volume;
 pub mod repository;
 pub mod storage_location;
@@ -21,7 +20,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use data_mover::{DataDownload, DataUpload};
-pub use duration::{GoDurationError, parse_go_duration};
 pub use pod_volume::{PodVolumeBackup, PodVolumeRestore};
 pub use repository::BackupRepository;
 pub use storage_location::BackupStorageLocation;
@@ -136,13 +134,6 @@ fn check_progress(errors: &mut Vec<FieldError>, field: &str, progress: Option<&D
     if let Some(p) = progress {
         require_non_negative(errors, &crate::field::path(field, "totalBytes"), p.total_bytes);
         require_non_negative(errors, &crate::field::path(field, "bytesDone"), p.bytes_done);
-    }
-}
-
-/// A Go duration such as `10m0s`.
-fn check_go_duration(errors: &mut Vec<FieldError>, field: &str, value: &str) {
-    if let Err(e) = parse_go_duration(value) {
-        errors.push(FieldError::invalid(field, value, e.to_string()));
     }
 }
 

@@ -143,18 +143,14 @@ async fn spawn_controllers(
     api: &ApiServer,
     data_dir: &Path,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    const SYSTEM_NAMESPACE: &str = "holdfast-system";
-    api.ensure_namespace(SYSTEM_NAMESPACE)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create namespace {SYSTEM_NAMESPACE}: {e}"))?;
     let holdfast_exe =
         std::env::current_exe().context("cannot find the holdfast executable's path")?;
-    let ctx = Arc::new(holdfast_controllers::Context {
-        client: kube::Client::new(api.router(), "default"),
-        data_dir: data_dir.to_path_buf(),
-        system_namespace: SYSTEM_NAMESPACE.into(),
-        holdfast_exe,
-    });
+    let client = kube::Client::new(api.router(), "default");
+    let ctx = Arc::new(holdfast_controllers::Context::new(client, data_dir, holdfast_exe));
+    let system_namespace = &ctx.system_namespace;
+    api.ensure_namespace(system_namespace)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create namespace {system_namespace}: {e}"))?;
     Ok(tokio::spawn(async move {
         const FIRST: Duration = Duration::from_secs(1);
         const MAX: Duration = Duration::from_secs(60);

@@ -6,9 +6,7 @@
 //! (The v1alpha1 ActionSet has no `parametersSchema`, so there is none to check.)
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use holdfast_api::kubeblocks::Phase;
 use holdfast_api::kubeblocks::actionset::{ActionSet, ActionSetStatus};
 use kube::ResourceExt;
@@ -17,24 +15,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
-use crate::{Context, Error};
+use crate::{Context, Error, reconciler};
 
 /// Runs the controller.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
-    Controller::new(Api::<ActionSet>::all(ctx.client.clone()), watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "actionset reconcile");
-            }
-        })
-        .await;
-    Ok(())
-}
-
-fn error_policy(action_set: Arc<ActionSet>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(actionset = %action_set.name_any(), %error, "actionset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let controller =
+        Controller::new(Api::<ActionSet>::all(ctx.client.clone()), watcher::Config::default());
+    reconciler::run("action-set", controller, ctx, reconcile).await
 }
 
 /// Whether the ActionSet is usable, and why not.

@@ -24,25 +24,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use holdfast_api::kubeblocks::Backup;
 use holdfast_api::kubeblocks::backup::{ActionPhase, ActionStatus, ActionType, BackupPhase};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::events::{self, EventType};
-use crate::{Context, Error};
+use crate::{Context, Error, finalizer, object, owner, reconciler};
 
-use request::{Blocker, Request};
+use request::Request;
 
 /// Keeps a Backup until its data has been dealt with according to its deletionPolicy.
-pub const FINALIZER: &str = "dataprotection.kubeblocks.io/finalizer";
+pub const FINALIZER: &str = finalizer::DATA_PROTECTION;
 /// The BackupRepo holding a backup's data.
 pub const LABEL_BACKUP_REPO: &str = "dataprotection.kubeblocks.io/backup-repo-name";
 /// The BackupPolicy a backup followed.
@@ -84,21 +82,9 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let backups: Api<Backup> = Api::all(ctx.client.clone());
     let jobs: Api<Job> = Api::all(ctx.client.clone());
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-    Controller::new(backups, watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels(&managed))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "backup reconcile");
-            }
-        })
-        .await;
-    Ok(())
-}
-
-fn error_policy(backup: Arc<Backup>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(backup = %backup.name_any(), %error, "backup reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let controller = Controller::new(backups, watcher::Config::default())
+        .owns(jobs, watcher::Config::default().labels(&managed));
+    reconciler::run("backup", controller, ctx, reconcile).await
 }
 
 async fn reconcile(obj: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -150,7 +136,7 @@ pub fn target_pods(backup: &Backup) -> Vec<String> {
 async fn handle_new(ctx: &Context, backup: Backup) -> Result<Action, Error> {
     let req = match request::resolve(ctx, &backup, request::Stage::New).await {
         Ok(req) => req,
-        Err(blocker) => return blocked(ctx, &backup, blocker).await,
+        Err(error) => return blocked(ctx, &backup, error).await,
     };
     let api = backup_api(ctx, &backup);
     let name = backup.name_any();
@@ -167,19 +153,15 @@ async fn handle_new(ctx: &Context, backup: Backup) -> Result<Action, Error> {
         annotations.insert(ANNOTATION_PARENT.to_string(), Value::from(chain.parent.clone()));
         annotations.insert(ANNOTATION_BASE.to_string(), Value::from(chain.base.clone()));
     }
-    let mut finalizers = backup.finalizers().to_vec();
-    if !finalizers.iter().any(|f| f == FINALIZER) {
-        finalizers.push(FINALIZER.to_string());
-    }
     let meta = json!({"metadata": {
         "labels": labels,
         "annotations": annotations,
-        "finalizers": finalizers,
+        "finalizers": finalizer::added(&backup, FINALIZER),
         "resourceVersion": backup.resource_version(),
     }});
     let backup = api.patch(&name, &PatchParams::default(), &Patch::Merge(&meta)).await?;
 
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     let actions: Vec<ActionStatus> = job::plan(&req)
         .iter()
         .map(|a| ActionStatus {
@@ -221,12 +203,12 @@ async fn handle_new(ctx: &Context, backup: Backup) -> Result<Action, Error> {
     handle_running(ctx, backup).await
 }
 
-/// What to do when the request cannot be resolved (yet).
-async fn blocked(ctx: &Context, backup: &Backup, blocker: Blocker) -> Result<Action, Error> {
-    match blocker {
-        Blocker::Fatal(reason) => fail(ctx, backup, reason).await,
-        Blocker::Api(error) => Err(error.into()),
-        Blocker::Wait(reason) => {
+/// What to do when the request cannot be resolved (yet): an invalid one fails the backup, one
+/// waiting for something marks it waiting, and any other error is the reconcile's.
+async fn blocked(ctx: &Context, backup: &Backup, error: Error) -> Result<Action, Error> {
+    match error {
+        Error::Invalid(reason) => fail(ctx, backup, reason).await,
+        Error::NotReady(reason) => {
             // The label is the visible "waiting" state (this status has no conditions); the event
             // says for what, once.
             if label(backup, LABEL_WAIT_REPO) != Some("true") {
@@ -239,6 +221,7 @@ async fn blocked(ctx: &Context, backup: &Backup, blocker: Blocker) -> Result<Act
             tracing::debug!(backup = %backup.name_any(), %reason, "backup waits");
             Ok(Action::requeue(WAIT_REQUEUE))
         }
+        other => Err(other),
     }
 }
 
@@ -246,7 +229,7 @@ async fn blocked(ctx: &Context, backup: &Backup, blocker: Blocker) -> Result<Act
 async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> {
     let req = match request::resolve(ctx, &backup, request::Stage::Running).await {
         Ok(req) => req,
-        Err(blocker) => return blocked(ctx, &backup, blocker).await,
+        Err(error) => return blocked(ctx, &backup, error).await,
     };
     let plan = job::plan(&req);
     let ns = backup.namespace().unwrap_or_default();
@@ -278,10 +261,10 @@ async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> 
                 Ok(job) => job,
                 Err(reason) => return fail(ctx, &backup, reason).await,
             };
-            create_job(&jobs, &job).await?;
+            object::create_unless_exists(&jobs, &job).await?;
             let action = &mut actions[i];
             action.phase = Some(ActionPhase::Running);
-            action.start_timestamp = Some(Time(Timestamp::now()));
+            action.start_timestamp = Some(Time(ctx.clock.now()));
             action.action_type = Some(ActionType::Job);
             action.object_ref = Some(job::object_ref(&job));
             patch_status(ctx, &backup, json!({"actions": actions})).await?;
@@ -294,7 +277,7 @@ async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> 
                     actions[i].phase = Some(ActionPhase::Running);
                     actions[i].object_ref = Some(job::object_ref(&existing));
                     if actions[i].start_timestamp.is_none() {
-                        actions[i].start_timestamp = Some(Time(Timestamp::now()));
+                        actions[i].start_timestamp = Some(Time(ctx.clock.now()));
                     }
                     patch_status(ctx, &backup, json!({"actions": actions})).await?;
                 }
@@ -305,7 +288,7 @@ async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> 
                 let reason = format!("{} (Job {job_name}) failed: {message}", planned.describe());
                 action.phase = Some(ActionPhase::Failed);
                 action.failure_reason = Some(reason.clone());
-                action.completion_timestamp = Some(Time(Timestamp::now()));
+                action.completion_timestamp = Some(Time(ctx.clock.now()));
                 action.object_ref = Some(job::object_ref(&existing));
                 patch_status(ctx, &backup, json!({"actions": actions})).await?;
                 return fail(ctx, &backup, reason).await;
@@ -320,7 +303,7 @@ async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> 
                 }
                 let action = &mut actions[i];
                 action.phase = Some(ActionPhase::Completed);
-                action.completion_timestamp = Some(Time(Timestamp::now()));
+                action.completion_timestamp = Some(Time(ctx.clock.now()));
                 action.object_ref = Some(job::object_ref(&existing));
                 patch_status(ctx, &backup, json!({"actions": actions, "extras": st.extras}))
                     .await?;
@@ -336,7 +319,7 @@ async fn complete(
     backup: &Backup,
     actions: &[ActionStatus],
 ) -> Result<Action, Error> {
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     let st = backup.status.clone().unwrap_or_default();
     let start = st
         .start_timestamp
@@ -349,7 +332,7 @@ async fn complete(
     done.status.get_or_insert_default().completion_timestamp = Some(Time(now));
     done.status.get_or_insert_default().phase = Some(BackupPhase::Completed);
     let expiration = status::expiration(now, &done);
-    let duration = status::go_duration(now.duration_since(start).unsigned_abs());
+    let duration = status::status_duration(now.duration_since(start).unsigned_abs());
     let patch = json!({
         "phase": BackupPhase::Completed,
         "completionTimestamp": Time(now),
@@ -387,7 +370,7 @@ async fn handle_completed(ctx: &Context, backup: &Backup) -> Result<Action, Erro
 
 /// Marks the backup Failed with a reason that says what to fix, and a Warning event.
 pub(crate) async fn fail(ctx: &Context, backup: &Backup, reason: String) -> Result<Action, Error> {
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     let mut failed = backup.clone();
     let st = failed.status.get_or_insert_default();
     let start = st.start_timestamp.as_ref().map(|t| t.0);
@@ -425,15 +408,6 @@ pub(crate) async fn patch_status(
         .await?)
 }
 
-/// Creates a Job; one that already exists (a previous attempt got this far) is fine.
-pub(crate) async fn create_job(jobs: &Api<Job>, job: &Job) -> Result<(), Error> {
-    match jobs.create(&PostParams::default(), job).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
-
 /// The Jobs working for this backup (by label, confirmed by owner uid: label values are
 /// truncated, names are not).
 pub(crate) async fn owned_jobs(ctx: &Context, backup: &Backup) -> Result<Vec<Job>, Error> {
@@ -445,11 +419,7 @@ pub(crate) async fn owned_jobs(ctx: &Context, backup: &Backup) -> Result<Vec<Job
     );
     let uid = backup.uid().unwrap_or_default();
     let list = jobs.list(&ListParams::default().labels(&selector)).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
-        .collect())
+    Ok(list.items.into_iter().filter(|j| owner::is_owned_by(j, &uid)).collect())
 }
 
 /// Deletes this backup's Jobs that `which` selects (with their Pods); returns how many were
@@ -471,11 +441,7 @@ pub(crate) async fn delete_jobs(
         if job.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        match jobs.delete(&job.name_any(), &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
-        }
+        object::delete_if_exists(&jobs, &job.name_any(), &dp).await?;
     }
     Ok(left)
 }

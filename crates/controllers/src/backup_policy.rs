@@ -7,9 +7,7 @@
 //! the policies that name them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use holdfast_api::kubeblocks::Phase;
 use holdfast_api::kubeblocks::backup_policy::{BackupPolicy, BackupPolicyStatus, BackupTarget};
 use holdfast_api::kubeblocks::{ActionSet, BackupRepo};
@@ -21,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
-use crate::{Context, Error};
+use crate::{Context, Error, reconciler};
 
 /// Runs the controller.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
@@ -29,7 +27,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let controller =
         Controller::new(Api::<BackupPolicy>::all(client.clone()), watcher::Config::default());
     let (by_action_set, by_repo) = (controller.store(), controller.store());
-    controller
+    let controller = controller
         .watches(
             Api::<ActionSet>::all(client.clone()),
             watcher::Config::default(),
@@ -60,20 +58,8 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
             },
-        )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "backuppolicy reconcile");
-            }
-        })
-        .await;
-    Ok(())
-}
-
-fn error_policy(policy: Arc<BackupPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(policy = %policy.name_any(), %error, "backuppolicy reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+        );
+    reconciler::run("backup-policy", controller, ctx, reconcile).await
 }
 
 fn check_target(target: &BackupTarget, field: &str, problems: &mut Vec<String>) {

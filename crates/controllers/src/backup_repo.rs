@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use futures::StreamExt;
 use holdfast_api::kubeblocks::backup::BackupPhase;
 use holdfast_api::kubeblocks::backup_repo::{AccessMethod, BackupRepoPhase, BackupRepoStatus};
 use holdfast_api::kubeblocks::{Backup, BackupRepo, Restore};
@@ -38,7 +37,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -47,12 +46,12 @@ use serde_json::json;
 pub use location::{RepositoryLocation, repository_location};
 
 use crate::events::{self, EventType};
-use crate::storage_provider::{csi_driver_installed, set_condition, set_condition_status};
+use crate::storage_provider::csi_driver_installed;
 use crate::template::{RenderContext, Template, render};
-use crate::{Context, Error};
+use crate::{Context, Error, condition, finalizer, object, reconciler};
 
 /// The finalizer of every dataprotection object.
-pub const FINALIZER: &str = "dataprotection.kubeblocks.io/finalizer";
+pub const FINALIZER: &str = finalizer::DATA_PROTECTION;
 /// Digest of the parameters and templates the last pre-check ran with.
 pub const DIGEST_ANNOTATION: &str = "dataprotection.kubeblocks.io/backup-repo-digest";
 /// The label naming the repo of a Backup (and of the Secrets generated for a repo).
@@ -90,7 +89,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
         Controller::new(Api::<BackupRepo>::all(client.clone()), watcher::Config::default());
     let (by_provider, by_secret, by_backup, by_restore) =
         (controller.store(), controller.store(), controller.store(), controller.store());
-    controller
+    let controller = controller
         .watches(
             Api::<StorageProvider>::all(client.clone()),
             watcher::Config::default(),
@@ -139,26 +138,14 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
         // configurations are needed (repos are few).
         .watches(Api::<Restore>::all(client), watcher::Config::default(), move |_: Restore| {
             by_restore.state().into_iter().map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>()
-        })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "backuprepo reconcile");
-            }
-        })
-        .await;
-    Ok(())
+        });
+    reconciler::run("backup-repo", controller, ctx, reconcile).await
 }
 
 fn backup_repo_names(b: &Backup) -> Vec<String> {
     let mut names: Vec<String> = b.labels().get(LABEL_BACKUP_REPO).cloned().into_iter().collect();
     names.extend(b.status.as_ref().and_then(|s| s.backup_repo_name.clone()));
     names
-}
-
-fn error_policy(repo: Arc<BackupRepo>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(repo = %repo.name_any(), %error, "backuprepo reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }
 
 /// Why a repo cannot be used: the condition that failed.
@@ -187,37 +174,36 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
     if repo.metadata.deletion_timestamp.is_some() {
         return delete(&ctx, &repo).await;
     }
-    if !repo.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = repo.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_owned());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
-        api.patch(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    if finalizer::add(&api, &repo, FINALIZER).await? {
         // The patch comes back as an event; the next pass sees the finalizer.
         return Ok(Action::await_change());
     }
 
     let generation = repo.metadata.generation;
+    let now = ctx.clock.now();
     let mut conditions =
         repo.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let mut evaluated: Vec<&'static str> = Vec::new();
     let resolved = resolve(&ctx, &repo).await?;
     let resolved = match resolved {
         Ok(r) => {
-            set_condition(
+            condition::set(
                 &mut conditions,
                 CONDITION_STORAGE_PROVIDER_READY,
                 true,
                 "StorageProviderReady",
                 "the storage provider is ready",
                 generation,
+                now,
             );
-            set_condition(
+            condition::set(
                 &mut conditions,
                 CONDITION_PARAMETERS_CHECKED,
                 true,
                 "ParametersChecked",
                 "parameters checked",
                 generation,
+                now,
             );
             evaluated.extend([CONDITION_STORAGE_PROVIDER_READY, CONDITION_PARAMETERS_CHECKED]);
             r
@@ -227,22 +213,24 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
                 evaluated.push(c);
             }
             if evaluated.contains(&CONDITION_STORAGE_PROVIDER_READY) {
-                set_condition(
+                condition::set(
                     &mut conditions,
                     CONDITION_STORAGE_PROVIDER_READY,
                     true,
                     "StorageProviderReady",
                     "the storage provider is ready",
                     generation,
+                    now,
                 );
             }
-            set_condition(
+            condition::set(
                 &mut conditions,
                 failure.condition,
                 false,
                 failure.reason,
                 &failure.message,
                 generation,
+                now,
             );
             evaluated.push(failure.condition);
             let status =
@@ -254,13 +242,14 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
 
     if repo.spec.access_method == AccessMethod::Mount {
         // Only reached when the provider's CSI driver is installed (StorageProviderReady).
-        set_condition(
+        condition::set(
             &mut conditions,
             CONDITION_STORAGE_CLASS_CREATED,
             false,
             "NotSupported",
             "holdfast does not yet create StorageClasses for CSI drivers nor run Mount pre-check Jobs; use spec.accessMethod: Tool",
             generation,
+            now,
         );
         evaluated.push(CONDITION_STORAGE_CLASS_CREATED);
         let status =
@@ -276,13 +265,14 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
     let ready = if checked {
         conditions.iter().any(|c| c.type_ == CONDITION_PRECHECK_PASSED && c.status == "True")
     } else {
-        set_condition_status(
+        condition::set(
             &mut conditions,
             CONDITION_PRECHECK_PASSED,
-            "Unknown",
+            condition::Status::Unknown,
             "PreChecking",
             "checking that the storage can be written, read and deleted",
             generation,
+            now,
         );
         let status = status_of(
             &repo,
@@ -297,13 +287,14 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
             Ok(m) => (true, "PreCheckPassed", m.as_str(), EventType::Normal),
             Err(m) => (false, "PreCheckFailed", m.as_str(), EventType::Warning),
         };
-        set_condition(
+        condition::set(
             &mut conditions,
             CONDITION_PRECHECK_PASSED,
             passed,
             reason,
             message,
             generation,
+            now,
         );
         events::publish(&ctx, &repo, event, reason, "PreCheck", message).await;
         let patch = json!({"metadata": {"annotations": {DIGEST_ANNOTATION: digest}}});
@@ -639,15 +630,9 @@ async fn ensure_repository_key(ctx: &Context, repo: &BackupRepo) -> Result<Strin
         data: Some([(REPOSITORY_KEY_KEY.to_owned(), ByteString(key.clone().into_bytes()))].into()),
         ..Secret::default()
     };
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(key),
-        // Created concurrently: the stored one wins.
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let existing = secrets.get(&name).await?;
-            key_of(&existing, &ctx.system_namespace)
-        }
-        Err(e) => Err(e.into()),
-    }
+    // Created concurrently: the stored one wins.
+    let stored = object::create_or_get(&secrets, &secret).await?;
+    key_of(&stored, &ctx.system_namespace)
 }
 
 fn key_of(secret: &Secret, ns: &str) -> Result<String, Error> {
@@ -674,11 +659,8 @@ async fn ensure_namespace(ctx: &Context, ns: &str) -> Result<(), Error> {
         metadata: ObjectMeta { name: Some(ns.to_owned()), ..ObjectMeta::default() },
         ..Namespace::default()
     };
-    match api.create(&PostParams::default(), &namespace).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    object::create_unless_exists(&api, &namespace).await?;
+    Ok(())
 }
 
 fn labels(repo: &BackupRepo) -> BTreeMap<String, String> {
@@ -699,7 +681,7 @@ async fn rendered_config(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.system_namespace);
     let key_name = repository_key_secret_name(&repo.name_any());
     let Some(secret) = secrets.get_opt(&key_name).await? else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::NotReady(format!(
             "the repository key secret {}/{key_name} of backuprepo {} is missing",
             ctx.system_namespace,
             repo.name_any()
@@ -718,8 +700,8 @@ async fn rendered_config(
 /// name. For the Backup and Restore controllers, for the namespace of their object.
 ///
 /// # Errors
-/// [`Error::Invalid`] when the repo is not Ready or its provider, parameters or key are gone;
-/// API errors.
+/// [`Error::NotReady`] when the repo is not Ready; [`Error::Invalid`] when its provider,
+/// parameters or key are gone; API errors.
 pub async fn ensure_tool_config(
     ctx: &Context,
     repo: &BackupRepo,
@@ -728,7 +710,7 @@ pub async fn ensure_tool_config(
     let name = repo.name_any();
     let phase = repo.status.as_ref().and_then(|s| s.phase);
     if phase != Some(BackupRepoPhase::Ready) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::NotReady(format!(
             "backuprepo {name} is not Ready (phase {})",
             phase.map_or_else(|| "unset".to_owned(), |p| format!("{p:?}"))
         )));
@@ -774,11 +756,7 @@ async fn upsert_tool_config(
                 data: Some(data),
                 ..Secret::default()
             };
-            match secrets.create(&PostParams::default(), &secret).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
+            object::create_unless_exists(&secrets, &secret).await?;
         }
     }
     Ok(name)
@@ -813,11 +791,12 @@ async fn namespaces_in_use(ctx: &Context, repo: &BackupRepo) -> Result<BTreeSet<
 }
 
 async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
-    if !repo.finalizers().iter().any(|f| f == FINALIZER) {
+    if !finalizer::has(repo, FINALIZER) {
         return Ok(Action::await_change());
     }
     let name = repo.name_any();
     let generation = repo.metadata.generation;
+    let now = ctx.clock.now();
     let backups: Api<Backup> = Api::all(ctx.client.clone());
     let selector = format!("{LABEL_BACKUP_REPO}={name}");
     let blocking: Vec<String> = backups
@@ -836,13 +815,14 @@ async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
             blocking.len(),
             blocking.join(", ")
         );
-        set_condition(
+        condition::set(
             &mut conditions,
             CONDITION_DERIVED_OBJECTS_DELETED,
             false,
             "HaveAssociatedBackups",
             &message,
             generation,
+            now,
         );
         let status = BackupRepoStatus {
             phase: Some(BackupRepoPhase::Deleting),
@@ -853,13 +833,14 @@ async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
         // Backup events also wake this up; the requeue covers a missed one.
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
-    set_condition(
+    condition::set(
         &mut conditions,
         CONDITION_DERIVED_OBJECTS_DELETED,
         true,
         "DerivedObjectsDeleted",
         "no backups use this repo",
         generation,
+        now,
     );
     let status = BackupRepoStatus {
         phase: Some(BackupRepoPhase::Deleting),
@@ -876,22 +857,10 @@ async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
         }
         let ns_api: Api<Secret> =
             Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
-        match ns_api.delete(&tool_config, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        object::delete_if_exists(&ns_api, &tool_config, &DeleteParams::default()).await?;
     }
-    let finalizers: Vec<String> =
-        repo.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     let api: Api<BackupRepo> = Api::all(ctx.client.clone());
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": repo.resource_version()}});
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    finalizer::remove(&api, repo, FINALIZER).await?;
     Ok(Action::await_change())
 }
 

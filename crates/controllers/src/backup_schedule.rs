@@ -17,16 +17,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use croner::Cron;
-use futures::StreamExt;
 use holdfast_api::kubeblocks::backup::{BackupPhase, BackupSpec};
 use holdfast_api::kubeblocks::backup_schedule::{
     BackupSchedulePhase, SchedulePhase, SchedulePolicy, ScheduleStatus, parse_cron,
 };
-use holdfast_api::kubeblocks::{Backup, BackupPolicy, BackupSchedule};
+use holdfast_api::kubeblocks::{Backup, BackupSchedule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -34,7 +33,7 @@ use serde_json::{Value, json};
 
 use crate::backup::{LABEL_AUTOBACKUP, LABEL_BACKUP_POLICY, LABEL_BACKUP_SCHEDULE, phase};
 use crate::events::{self, EventType};
-use crate::{Context, Error};
+use crate::{Context, Error, backup_method, object, reconciler};
 
 /// How often a schedule whose policy is missing looks again (policy creation does not wake it).
 const BROKEN_REQUEUE: Duration = Duration::from_secs(10);
@@ -45,7 +44,7 @@ const MAX_MISSED: usize = 100;
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let schedules: Api<BackupSchedule> = Api::all(ctx.client.clone());
     let backups: Api<Backup> = Api::all(ctx.client.clone());
-    Controller::new(schedules, watcher::Config::default())
+    let controller = Controller::new(schedules, watcher::Config::default())
         .watches(backups, watcher::Config::default().labels(LABEL_BACKUP_SCHEDULE), |b: Backup| {
             let ns = b.namespace();
             b.labels().get(LABEL_BACKUP_SCHEDULE).map(|s| {
@@ -56,19 +55,9 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
                 }
             })
         })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "backup schedule reconcile");
-            }
-        })
-        .await;
-    Ok(())
-}
-
-fn error_policy(schedule: Arc<BackupSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(schedule = %schedule.name_any(), %error, "schedule reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+        // A clock that jumps (in tests) changes what is due: every schedule looks again.
+        .reconcile_all_on(ctx.clock.jumps());
+    reconciler::run("backup-schedule", controller, ctx, reconcile).await
 }
 
 /// The run of an entry that is due now, and the one after.
@@ -119,27 +108,26 @@ async fn reconcile(obj: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     }
     let name = schedule.name_any();
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     let old = schedule.status.clone().unwrap_or_default();
     let old_entries = old.schedules.clone().unwrap_or_default();
 
-    let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let policy_name = &schedule.spec.backup_policy_name;
-    let Some(policy) = policies.get_opt(policy_name).await? else {
-        let reason = format!(
-            "backuppolicy {policy_name} not found in namespace {ns}; create it or fix \
-             spec.backupPolicyName"
-        );
-        write_status(
-            &ctx,
-            &schedule,
-            BackupSchedulePhase::Failed,
-            Some(&reason),
-            &old_entries,
-            &BTreeMap::new(),
-        )
-        .await?;
-        return Ok(Action::requeue(BROKEN_REQUEUE));
+    let policy = match backup_method::policy(&ctx, &ns, policy_name).await {
+        Ok(policy) => policy,
+        Err(Error::Invalid(reason)) => {
+            write_status(
+                &ctx,
+                &schedule,
+                BackupSchedulePhase::Failed,
+                Some(&reason),
+                &old_entries,
+                &BTreeMap::new(),
+            )
+            .await?;
+            return Ok(Action::requeue(BROKEN_REQUEUE));
+        }
+        Err(other) => return Err(other),
     };
 
     let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
@@ -155,11 +143,8 @@ async fn reconcile(obj: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action
         let mut st = old_entries.get(&key).cloned().unwrap_or_default();
         st.phase = Some(SchedulePhase::Running);
         st.failure_reason = None;
-        if !policy.spec.backup_methods.iter().any(|m| m.name == entry.backup_method) {
-            let reason = format!(
-                "backupMethod {} is not defined in backuppolicy {policy_name}",
-                entry.backup_method
-            );
+        if let Err(error) = backup_method::method(&policy, &entry.backup_method) {
+            let reason = error.to_string();
             st.phase = Some(SchedulePhase::Failed);
             st.failure_reason = Some(reason.clone());
             problems.push(reason);
@@ -277,16 +262,11 @@ async fn run_entry(
     ]));
     let api: Api<Backup> =
         Api::namespaced(ctx.client.clone(), &schedule.namespace().unwrap_or_default());
-    match api.create(&PostParams::default(), &backup).await {
-        Ok(_) => {
-            let note = format!("created backup {name} for the run at {due}");
-            events::publish(ctx, schedule, EventType::Normal, "BackupCreated", "Schedule", &note)
-                .await;
-            Ok(Run::Created)
-        }
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Run::Created),
-        Err(e) => Err(e.into()),
+    if object::create_unless_exists(&api, &backup).await? {
+        let note = format!("created backup {name} for the run at {due}");
+        events::publish(ctx, schedule, EventType::Normal, "BackupCreated", "Schedule", &note).await;
     }
+    Ok(Run::Created)
 }
 
 /// Writes phase, reason and the per-entry status; entries no longer enabled are removed (merge

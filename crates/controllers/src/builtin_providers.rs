@@ -10,10 +10,10 @@
 //! StorageProviders whose templates the template engine renders.
 
 use holdfast_api::storage::{ParametersSchema, StorageProvider, StorageProviderSpec};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
 
-use crate::{Context, Error};
+use crate::{Context, Error, object};
 
 /// Name of the local-directory provider.
 pub const LOCAL: &str = "holdfast-local";
@@ -91,11 +91,9 @@ pub async fn install(ctx: &Context) -> Result<(), Error> {
         if api.get_opt(&name).await?.is_some() {
             continue;
         }
-        match api.create(&PostParams::default(), &provider).await {
-            Ok(_) => tracing::info!(provider = %name, "installed built-in storage provider"),
-            // Another holdfast instance (or the user) created it meanwhile: theirs stands.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
+        // Another holdfast instance (or the user) may create it meanwhile: theirs stands.
+        if object::create_unless_exists(&api, &provider).await? {
+            tracing::info!(provider = %name, "installed built-in storage provider");
         }
     }
     Ok(())

@@ -1,8 +1,18 @@
-//! What every controller shares: the API client and where embedded mode keeps its files.
+//! What every controller shares: the API client, where embedded mode keeps its files, the clock
+//! and the intervals of the periodic work.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Shared by all controllers (wrapped in an `Arc`).
+use crate::clock::{Clock, SystemClock};
+use crate::retention;
+
+/// The namespace of holdfast's own objects unless told otherwise.
+pub const DEFAULT_SYSTEM_NAMESPACE: &str = "holdfast-system";
+
+/// Shared by all controllers (wrapped in an `Arc`). Built with [`Context::new`] and the `with_*`
+/// setters.
 #[derive(Clone)]
 pub struct Context {
     pub client: kube::Client,
@@ -13,9 +23,51 @@ pub struct Context {
     pub system_namespace: String,
     /// the running holdfast executable; job processes get a PATH dir with `datasafed` -> this binary
     pub holdfast_exe: PathBuf,
+    /// What "now" is for schedules, expirations and the timestamps the controllers write.
+    pub clock: Arc<dyn Clock>,
+    /// How often expired backups are looked for ([`retention`]).
+    pub retention_interval: Duration,
 }
 
 impl Context {
+    /// A context with the defaults: system namespace [`DEFAULT_SYSTEM_NAMESPACE`], the system
+    /// clock, and the retention interval of [`retention::configured_interval`].
+    pub fn new(
+        client: kube::Client,
+        data_dir: impl Into<PathBuf>,
+        holdfast_exe: impl Into<PathBuf>,
+    ) -> Context {
+        Context {
+            client,
+            data_dir: data_dir.into(),
+            system_namespace: DEFAULT_SYSTEM_NAMESPACE.to_owned(),
+            holdfast_exe: holdfast_exe.into(),
+            clock: Arc::new(SystemClock),
+            retention_interval: retention::configured_interval(),
+        }
+    }
+
+    /// Another namespace for holdfast's own objects.
+    #[must_use]
+    pub fn with_system_namespace(mut self, namespace: impl Into<String>) -> Context {
+        self.system_namespace = namespace.into();
+        self
+    }
+
+    /// Another clock (tests move an [`crate::clock::AdjustableClock`] forward).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Context {
+        self.clock = clock;
+        self
+    }
+
+    /// Another interval between two looks for expired backups.
+    #[must_use]
+    pub fn with_retention_interval(mut self, interval: Duration) -> Context {
+        self.retention_interval = interval;
+        self
+    }
+
     /// Root of the provisioned volumes: `<data_dir>/volumes`.
     pub fn volumes_dir(&self) -> PathBuf {
         self.data_dir.join("volumes")

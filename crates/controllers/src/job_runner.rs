@@ -40,7 +40,7 @@ use self::pod::{CONTROLLER_UID, failed_container, finished_at, phase};
 use self::process::{StartError, log_path, patch_status, tail_lines, waiting_named};
 use crate::events::{EventType, publish};
 use crate::volume::EmbeddedVolumes;
-use crate::{Context, Error};
+use crate::{Context, Error, object, owner, reconciler};
 
 /// First delay before retrying a failed attempt; doubles per failure up to [`BACKOFF_MAX`].
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
@@ -112,17 +112,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let gc = tokio::spawn(collect_garbage(runner.clone()));
     let jobs: Api<Job> = Api::all(ctx.client.clone());
     let pods: Api<Pod> = Api::all(ctx.client.clone());
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default().labels(CONTROLLER_UID))
-        .run(reconcile, error_policy, runner)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "job reconcile");
-            }
-        })
-        .await;
+    let controller = Controller::new(jobs, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(CONTROLLER_UID));
+    let stopped = reconciler::run("job-runner", controller, runner, reconcile).await;
     gc.abort();
-    Err(Error::ControllerStopped { name: "job-runner".into(), reason: "the watch ended".into() })
+    stopped
 }
 
 /// `<data_dir>/bin/datasafed` -> the holdfast executable.
@@ -180,15 +174,6 @@ async fn detect_unshare(ctx: &Context) -> Result<PathBuf, String> {
     }
 }
 
-fn error_policy(job: Arc<Job>, error: &Error, _runner: Arc<Runner>) -> Action {
-    tracing::warn!(job = %job.name_any(), %error, "cannot reconcile job; retrying");
-    Action::requeue(Duration::from_secs(5))
-}
-
-fn owned_by(pod: &Pod, uid: &str) -> bool {
-    pod.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
-}
-
 fn is_finished(status: &JobStatus) -> bool {
     status
         .conditions
@@ -221,7 +206,7 @@ async fn reconcile(job: Arc<Job>, runner: Arc<Runner>) -> Result<Action, Error> 
         .list(&ListParams::default().labels(&format!("{CONTROLLER_UID}={uid}")))
         .await?
         .items;
-    pods.retain(|p| owned_by(p, &uid) && p.metadata.deletion_timestamp.is_none());
+    pods.retain(|p| owner::is_controlled_by(p, &uid) && p.metadata.deletion_timestamp.is_none());
     let live: HashSet<String> = pods.iter().map(uid_of).collect();
     runner.kill(&uid, Some(&live), "PodDeleted");
 
@@ -622,12 +607,8 @@ async fn remove_job_pods(runner: &Arc<Runner>, ns: &str, job_uid: &str) {
         let name = p.name_any();
         // Pods of a Job deleted while the server was down may have left processes running.
         process::kill_leftovers(ctx, ns, &name).await;
-        match pods.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(error) => {
-                tracing::warn!(%error, pod = %name, "cannot delete a pod of a deleted job")
-            }
+        if let Err(error) = object::delete_if_exists(&pods, &name, &DeleteParams::default()).await {
+            tracing::warn!(%error, pod = %name, "cannot delete a pod of a deleted job");
         }
         for dir in [ctx.logs_dir().join(ns).join(&name), mounts::pod_scratch_dir(ctx, ns, &name)] {
             if let Err(error) = tokio::fs::remove_dir_all(&dir).await

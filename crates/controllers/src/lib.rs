@@ -4,30 +4,41 @@
 //! mount namespace), the volume resolver and the local-path provisioner (docs/architecture.md).
 //!
 //! [`run`] starts every controller on one shared [`Context`]; each controller module exposes
-//! `pub async fn run(ctx: Arc<Context>) -> Result<(), Error>`.
+//! `pub async fn run(ctx: Arc<Context>) -> Result<(), Error>`, built on [`reconciler::run`],
+//! which turns the [`ErrorKind`] of a failed reconcile into when to try again.
 
 use std::sync::Arc;
 
 pub mod action_set;
-pub mod actionsets;
 pub mod backup;
+pub mod backup_method;
 pub mod backup_policy;
 pub mod backup_repo;
 pub mod backup_schedule;
 pub mod builtin_providers;
+pub mod clock;
+pub mod condition;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod finalizer;
 pub mod job_runner;
+pub mod kubeblocks_env;
+pub mod object;
+pub mod owner;
 pub mod provisioner;
+pub mod reconciler;
 pub mod restore;
 pub mod retention;
+pub mod shipped_action_sets;
 pub mod storage_provider;
+pub mod target_pod;
 pub mod template;
 pub mod volume;
 
+pub use clock::{AdjustableClock, Clock, SystemClock};
 pub use context::Context;
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 
 /// Runs every controller until one of them fails. A failing controller ends the whole set (the
 /// others are aborted), so the caller can restart it with a backoff: half a control plane must
@@ -39,7 +50,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     spawn(&mut set, "backup", backup::run(ctx.clone()));
     spawn(&mut set, "backup-schedule", backup_schedule::run(ctx.clone()));
     spawn(&mut set, "backup-retention", retention::run(ctx.clone()));
-    spawn(&mut set, "shipped-actionsets", actionsets::run(ctx.clone()));
+    spawn(&mut set, "shipped-actionsets", shipped_action_sets::run(ctx.clone()));
     spawn(&mut set, "restore", restore::run(ctx.clone()));
     spawn(&mut set, "storage-provider", storage_provider::run(ctx.clone()));
     spawn(&mut set, "backup-repo", backup_repo::run(ctx.clone()));

@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
     PersistentVolumeSpec,
@@ -15,14 +13,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
 use crate::events::{EventType, publish};
-use crate::{Context, Error};
+use crate::{Context, Error, object, reconciler};
 
 /// Name of the StorageClass the provisioner serves.
 pub const STORAGE_CLASS: &str = "local-path";
@@ -39,23 +37,22 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     ensure_storage_class(&ctx).await?;
     let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let bind = Controller::new(claims.clone(), watcher::Config::default())
-        .run(reconcile_claim, error_policy, ctx.clone())
-        .for_each(|_| async {});
+    let bind = Controller::new(claims.clone(), watcher::Config::default());
     // A PV is reconciled when it changes and when its claim changes or disappears.
-    let reclaim = Controller::new(volumes, watcher::Config::default())
-        .watches(claims, watcher::Config::default(), |pvc: PersistentVolumeClaim| {
+    let reclaim = Controller::new(volumes, watcher::Config::default()).watches(
+        claims,
+        watcher::Config::default(),
+        |pvc: PersistentVolumeClaim| {
             let pv =
                 pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty());
             pv.map(|name| ObjectRef::<PersistentVolume>::new(&name))
-        })
-        .run(reconcile_volume, error_policy, ctx.clone())
-        .for_each(|_| async {});
-    futures::future::join(bind, reclaim).await;
-    Err(Error::ControllerStopped {
-        name: "local-path-provisioner".into(),
-        reason: "the watch ended".into(),
-    })
+        },
+    );
+    // Either loop ending ends the provisioner.
+    tokio::select! {
+        stopped = reconciler::run("local-path-provisioner", bind, ctx.clone(), reconcile_claim) => stopped,
+        stopped = reconciler::run("local-path-reclaimer", reclaim, ctx, reconcile_volume) => stopped,
+    }
 }
 
 /// Creates the `local-path` StorageClass, default, unless it exists (a user's edits are kept).
@@ -75,25 +72,14 @@ pub async fn ensure_storage_class(ctx: &Context) -> Result<(), Error> {
         volume_binding_mode: Some("Immediate".into()),
         ..StorageClass::default()
     };
-    match classes.create(&PostParams::default(), &class).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    object::create_unless_exists(&classes, &class).await?;
+    Ok(())
 }
 
 /// The directory of a claim's volume: `<data_dir>/volumes/<ns>/<pvc>-<uid8>`.
 pub fn volume_dir(ctx: &Context, ns: &str, pvc: &str, uid: &str) -> PathBuf {
     let short: String = uid.chars().take(8).collect();
     ctx.volumes_dir().join(ns).join(format!("{pvc}-{short}"))
-}
-
-fn error_policy<K>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action
-where
-    K: kube::Resource,
-{
-    tracing::warn!(name = %obj.meta().name.as_deref().unwrap_or_default(), %error, "local-path provisioner: retrying");
-    Action::requeue(Duration::from_secs(5))
 }
 
 /// Whether the provisioner serves this claim's class.
@@ -197,11 +183,7 @@ async fn reconcile_claim(
         status: None,
     };
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    match volumes.create(&PostParams::default(), &pv).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
+    object::create_unless_exists(&volumes, &pv).await?;
     volumes
         .patch_status(
             &pv_name,
@@ -274,11 +256,7 @@ async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Resul
                 }
             }
         }
-        match volumes.delete(&pv.name_any(), &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        object::delete_if_exists(&volumes, &pv.name_any(), &DeleteParams::default()).await?;
     } else if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Released") {
         volumes
             .patch_status(

@@ -19,30 +19,29 @@ pub mod plan;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use holdfast_api::kubeblocks::actionset::ActionSpec;
 use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
 use holdfast_api::kubeblocks::restore::{
     RestoreActionStatus, RestorePhase, RestoreStatus, RestoreStatusAction, VolumeClaimRestorePolicy,
 };
 use holdfast_api::kubeblocks::{BackupRepo, Restore};
-use holdfast_api::selector::LabelSelector;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
-use crate::backup::job::{JobState, parse_go_duration_secs, state};
-use crate::backup::status::go_duration;
+use crate::backup::job::{JobState, deadline_seconds, state};
+use crate::backup::status::status_duration;
 use crate::events::{EventType, publish};
-use crate::{Context, Error};
+use crate::kubeblocks_env::{connection_env, merge};
+use crate::{Context, Error, condition, object, reconciler, target_pod};
 use job::{JobParts, Unit};
-use plan::{Blocker, Plan};
+use plan::Plan;
 
 /// Condition types, in the order the stages run.
 pub const CONDITION_VALIDATION: &str = "ValidationPassed";
@@ -85,21 +84,9 @@ const POLL: Duration = Duration::from_secs(2);
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let restores: Api<Restore> = Api::all(ctx.client.clone());
     let jobs: Api<Job> = Api::all(ctx.client.clone());
-    Controller::new(restores, watcher::Config::default())
-        .owns(jobs, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "restore reconcile");
-            }
-        })
-        .await;
-    Err(Error::ControllerStopped { name: "restore".into(), reason: "its watch ended".into() })
-}
-
-fn error_policy(restore: Arc<Restore>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(restore = %restore.name_any(), %error, "restore reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let controller = Controller::new(restores, watcher::Config::default())
+        .owns(jobs, watcher::Config::default());
+    reconciler::run("restore", controller, ctx, reconcile).await
 }
 
 async fn reconcile(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -123,28 +110,36 @@ async fn start(
     restore: &Restore,
     mut status: RestoreStatus,
 ) -> Result<Action, Error> {
-    let now = Time(Timestamp::now());
-    status.start_timestamp.get_or_insert(now);
+    status.start_timestamp.get_or_insert(Time(ctx.clock.now()));
     if let Err(message) = validate_spec(restore) {
         return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message).await;
     }
     match plan::resolve(ctx, restore).await {
         Ok(_) => {}
-        Err(Blocker::Fatal(message)) => {
+        Err(Error::Invalid(message)) => {
             return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message)
                 .await;
         }
-        Err(Blocker::Wait(message)) => {
-            set_condition(restore, &mut status, CONDITION_VALIDATION, false, "Waiting", &message);
+        Err(Error::NotReady(message)) => {
+            set_condition(
+                ctx,
+                restore,
+                &mut status,
+                CONDITION_VALIDATION,
+                false,
+                "Waiting",
+                &message,
+            );
             write_status(ctx, restore, &status).await?;
             return Ok(Action::requeue(POLL));
         }
-        Err(Blocker::Api(error)) => return Err(error.into()),
+        Err(error) => return Err(error),
     }
     if spec_has_data_source(restore) {
         // PVCs with dataSourceRef are filled by a volume populator (upstream's AsDataSource).
         status.phase = Some(RestorePhase::AsDataSource);
         set_condition(
+            ctx,
             restore,
             &mut status,
             CONDITION_VALIDATION,
@@ -157,6 +152,7 @@ async fn start(
     }
     status.phase = Some(RestorePhase::Running);
     set_condition(
+        ctx,
         restore,
         &mut status,
         CONDITION_VALIDATION,
@@ -197,12 +193,12 @@ async fn progress(
 ) -> Result<Action, Error> {
     let plan = match plan::resolve(ctx, restore).await {
         Ok(plan) => plan,
-        Err(Blocker::Fatal(message)) => {
+        Err(Error::Invalid(message)) => {
             return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message)
                 .await;
         }
-        Err(Blocker::Wait(_)) => return Ok(Action::requeue(POLL)),
-        Err(Blocker::Api(error)) => return Err(error.into()),
+        Err(Error::NotReady(_)) => return Ok(Action::requeue(POLL)),
+        Err(error) => return Err(error),
     };
     let before = status.clone();
 
@@ -210,6 +206,7 @@ async fn progress(
     let tool_config = match check_repo(ctx, restore, &plan).await {
         Ok(secret) => {
             set_condition(
+                ctx,
                 restore,
                 &mut status,
                 CONDITION_REPO,
@@ -219,15 +216,15 @@ async fn progress(
             );
             secret
         }
-        Err(Blocker::Fatal(message)) => {
+        Err(Error::Invalid(message)) => {
             return fail(ctx, restore, status, CONDITION_REPO, "CheckBackupRepoFailed", &message)
                 .await;
         }
-        Err(Blocker::Wait(message)) => {
-            set_condition(restore, &mut status, CONDITION_REPO, false, "Waiting", &message);
+        Err(Error::NotReady(message)) => {
+            set_condition(ctx, restore, &mut status, CONDITION_REPO, false, "Waiting", &message);
             return finish_step(ctx, restore, &before, status, Action::requeue(POLL)).await;
         }
-        Err(Blocker::Api(error)) => return Err(error.into()),
+        Err(error) => return Err(error),
     };
 
     // PrepareData.
@@ -258,7 +255,7 @@ async fn progress(
         }
     }
 
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     status.phase = Some(RestorePhase::Completed);
     status.completion_timestamp = Some(Time(now));
     status.duration = Some(duration(&status, now));
@@ -302,11 +299,11 @@ async fn settle(
     match step {
         Step::Done => {
             let (reason, message) = stage.done;
-            set_condition(restore, status, stage.condition, true, reason, message);
+            set_condition(ctx, restore, status, stage.condition, true, reason, message);
             Ok(None)
         }
         Step::Wait(message) => {
-            set_condition(restore, status, stage.condition, false, stage.waiting, &message);
+            set_condition(ctx, restore, status, stage.condition, false, stage.waiting, &message);
             let action = Action::requeue(POLL);
             finish_step(ctx, restore, before, status.clone(), action).await.map(Some)
         }
@@ -330,7 +327,7 @@ async fn check_repo(
     ctx: &Context,
     restore: &Restore,
     plan: &Plan,
-) -> Result<Option<String>, Blocker> {
+) -> Result<Option<String>, Error> {
     let Some(repo_name) = plan
         .backup
         .status
@@ -342,7 +339,7 @@ async fn check_repo(
     };
     let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
     let Some(repo) = repos.get_opt(&repo_name).await? else {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backuprepo {repo_name} of backup {} not found; its data cannot be reached",
             plan.backup.name_any()
         )));
@@ -350,12 +347,12 @@ async fn check_repo(
     match repo.status.as_ref().and_then(|s| s.phase) {
         Some(BackupRepoPhase::Ready) => {}
         Some(BackupRepoPhase::Failed) => {
-            return Err(Blocker::Fatal(format!(
+            return Err(Error::Invalid(format!(
                 "backuprepo {repo_name} is Failed; fix it and create the Restore again"
             )));
         }
         other => {
-            return Err(Blocker::Wait(format!(
+            return Err(Error::NotReady(format!(
                 "waiting for backuprepo {repo_name} to become Ready (it is {})",
                 other.map(|p| format!("{p:?}")).unwrap_or_else(|| "not checked yet".into())
             )));
@@ -365,9 +362,9 @@ async fn check_repo(
     // The repo's tool configuration in the restore's namespace (it may differ from the backup's).
     let name = match crate::backup_repo::ensure_tool_config(ctx, &repo, &ns).await {
         Ok(name) => name,
-        Err(Error::Kube(error)) => return Err(Blocker::Api(error)),
+        Err(error @ Error::Kube(_)) => return Err(error),
         Err(error) => {
-            return Err(Blocker::Wait(format!(
+            return Err(Error::NotReady(format!(
                 "waiting for the tool configuration of backuprepo {repo_name} in namespace {ns}: {error}"
             )));
         }
@@ -425,15 +422,19 @@ async fn prepare_data(
                         backoff_limit: restore.spec.backoff_limit,
                         active_deadline_seconds: None,
                     };
-                    create_job(&jobs, job::build(restore, parts)).await?
+                    object::create_or_get(&jobs, &job::build(restore, parts)).await?
                 }
             };
-            record(status, "prepareData", &set.backup.name_any(), &existing);
+            record(ctx, status, "prepareData", &set.backup.name_any(), &existing);
             match state(&existing) {
                 JobState::Complete => {
                     if cfg.volume_claim_restore_policy == VolumeClaimRestorePolicy::Serial {
                         // Release the claims before the next replica starts.
-                        delete_job(&jobs, &name).await?;
+                        let dp = DeleteParams {
+                            propagation_policy: Some(PropagationPolicy::Background),
+                            ..DeleteParams::default()
+                        };
+                        object::delete_if_exists(&jobs, &name, &dp).await?;
                     }
                 }
                 JobState::Failed(message) => {
@@ -481,11 +482,7 @@ async fn ensure_claims(ctx: &Context, ns: &str, unit: &Unit) -> Result<bool, Err
                     spec: Some(claim.volume_claim_spec.clone()),
                     status: None,
                 };
-                match api.create(&PostParams::default(), &pvc).await {
-                    Ok(created) => created,
-                    Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
-                    Err(error) => return Err(error.into()),
-                }
+                object::create_or_get(&api, &pvc).await?
             }
         };
         bound &= existing.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
@@ -535,7 +532,7 @@ async fn readiness(ctx: &Context, restore: &Restore, plan: &Plan) -> Result<Step
                 backoff_limit: Some(0),
                 active_deadline_seconds: None,
             };
-            create_job(&jobs, job::build(restore, parts)).await?
+            object::create_or_get(&jobs, &job::build(restore, parts)).await?
         }
     };
     Ok(match state(&existing) {
@@ -561,7 +558,8 @@ async fn post_ready_target(
     else {
         return Ok(Ok(None));
     };
-    let pods = select_pods(ctx, restore, &target.pod_selector).await?;
+    let what = "spec.readyConfig.jobAction.target.podSelector";
+    let pods = select_pods(ctx, restore, &target.pod_selector, what).await?;
     match pods {
         Ok(pods) => match pods.into_iter().next() {
             Some(pod) => Ok(Ok(Some(pod))),
@@ -589,8 +587,8 @@ fn target_parts(ctx: &Context, restore: &Restore, plan: &Plan, pod: Option<&Pod>
         env_from = pod_env_from;
     }
     let cred = restore.spec.ready_config.as_ref().and_then(|r| r.connection_credential.as_ref());
-    crate::backup::env::merge(&mut env, job::connection_env(cred, pod));
-    crate::backup::env::merge(&mut env, job::restore_env(&ctx.bin_dir(), restore, plan.last(), 0));
+    merge(&mut env, connection_env(cred, pod));
+    merge(&mut env, job::restore_env(&ctx.bin_dir(), restore, plan.last(), 0));
     env_from.extend(plan.last().action_set.spec.env_from.clone().unwrap_or_default());
     let mounts = restore
         .spec
@@ -606,28 +604,20 @@ fn target_parts(ctx: &Context, restore: &Restore, plan: &Plan, pod: Option<&Pod>
     (env, env_from, volumes, mounts)
 }
 
-/// Pods in the restore's namespace matching `selector`, sorted by name.
+/// Pods in the restore's namespace matching `selector` (the field `what`), sorted by name; the
+/// inner error says why the selector is invalid.
 async fn select_pods(
     ctx: &Context,
     restore: &Restore,
     selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    what: &str,
 ) -> Result<Result<Vec<Pod>, String>, Error> {
-    let selector = match LabelSelector::from_k8s(selector) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(format!("invalid pod selector: {e}"))),
-    };
     let ns = restore.namespace().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut pods: Vec<Pod> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| selector.matches(&p.labels().clone()))
-        .collect();
-    pods.sort_by_key(|p| p.name_any());
-    Ok(Ok(pods))
+    match target_pod::matching(ctx, &ns, selector, what).await {
+        Ok(pods) => Ok(Ok(pods)),
+        Err(Error::Invalid(message)) => Ok(Err(message)),
+        Err(error) => Err(error),
+    }
 }
 
 /// Runs the ActionSet's postReady actions in order, each after the previous completed.
@@ -693,8 +683,9 @@ async fn post_ready(
                     plan.last().action_set.name_any()
                 )));
             };
+            let what = "spec.readyConfig.execAction.target.podSelector";
             let pods =
-                match select_pods(ctx, restore, &selector).await? {
+                match select_pods(ctx, restore, &selector, what).await? {
                     Ok(pods) if !pods.is_empty() => pods,
                     Ok(_) => return Ok(Step::Wait(
                         "waiting for a pod matching spec.readyConfig.execAction.target.podSelector"
@@ -714,11 +705,8 @@ async fn post_ready(
                     .ready_config
                     .as_ref()
                     .and_then(|r| r.connection_credential.as_ref());
-                crate::backup::env::merge(&mut env, job::connection_env(cred, Some(pod)));
-                crate::backup::env::merge(
-                    &mut env,
-                    job::restore_env(&ctx.bin_dir(), restore, plan.last(), 0),
-                );
+                merge(&mut env, connection_env(cred, Some(pod)));
+                merge(&mut env, job::restore_env(&ctx.bin_dir(), restore, plan.last(), 0));
                 let (volumes, mounts) = job::pod_volumes(pod, &container_mounts);
                 planned.push(job::build(
                     restore,
@@ -736,7 +724,7 @@ async fn post_ready(
                         active_deadline_seconds: exec
                             .timeout
                             .as_deref()
-                            .and_then(parse_go_duration_secs),
+                            .and_then(|t| deadline_seconds(t).ok()),
                     },
                 ));
             }
@@ -746,9 +734,9 @@ async fn post_ready(
             let name = wanted.name_any();
             let existing = match jobs.get_opt(&name).await? {
                 Some(j) => j,
-                None => create_job(&jobs, wanted).await?,
+                None => object::create_or_get(&jobs, &wanted).await?,
             };
-            record(status, "postReady", &backup_name, &existing);
+            record(ctx, status, "postReady", &backup_name, &existing);
             match state(&existing) {
                 JobState::Complete => {}
                 JobState::Failed(message) => {
@@ -762,27 +750,6 @@ async fn post_ready(
         }
     }
     Ok(Step::Done)
-}
-
-async fn create_job(jobs: &Api<Job>, job: Job) -> Result<Job, Error> {
-    let name = job.name_any();
-    match jobs.create(&PostParams::default(), &job).await {
-        Ok(created) => Ok(created),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(jobs.get(&name).await?),
-        Err(error) => Err(error.into()),
-    }
-}
-
-async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), Error> {
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
-    match jobs.delete(name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// Whether the action of `stage` run by Job `name` is recorded as Completed (its Job may be gone:
@@ -803,7 +770,7 @@ fn stage_actions<'a>(
 }
 
 /// Records (or updates) the action a Job runs.
-fn record(status: &mut RestoreStatus, stage: &str, backup: &str, job: &Job) {
+fn record(ctx: &Context, status: &mut RestoreStatus, stage: &str, backup: &str, job: &Job) {
     let name = job.name_any();
     let key = format!("Job/{name}");
     let actions = status.actions.get_or_insert_default();
@@ -827,7 +794,7 @@ fn record(status: &mut RestoreStatus, stage: &str, backup: &str, job: &Job) {
         start_time: job_status.start_time.or_else(|| job.metadata.creation_timestamp.clone()),
         end_time: job_status
             .completion_time
-            .or_else(|| (state_now == RestoreActionStatus::Failed).then(|| Time(Timestamp::now()))),
+            .or_else(|| (state_now == RestoreActionStatus::Failed).then(|| Time(ctx.clock.now()))),
     };
     match list.iter_mut().find(|a| a.object_key == key) {
         Some(slot) => {
@@ -844,11 +811,12 @@ fn record(status: &mut RestoreStatus, stage: &str, backup: &str, job: &Job) {
 }
 
 fn condition_true(status: &RestoreStatus, type_: &str) -> bool {
-    status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+    condition::is_true(status.conditions.as_deref().unwrap_or_default(), type_)
 }
 
-/// Sets a condition; its transition time changes only when its status does.
+/// Sets a condition of the restore; its transition time changes only when its status does.
 fn set_condition(
+    ctx: &Context,
     restore: &Restore,
     status: &mut RestoreStatus,
     type_: &str,
@@ -857,33 +825,14 @@ fn set_condition(
     message: &str,
 ) {
     let conditions = status.conditions.get_or_insert_default();
-    let value = if ok { "True" } else { "False" };
     let generation = restore.metadata.generation;
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != value {
-                c.last_transition_time = Time(Timestamp::now());
-            }
-            c.status = value.into();
-            c.reason = reason.into();
-            c.message = message.into();
-            c.observed_generation = generation;
-        }
-        None => conditions.push(Condition {
-            type_: type_.into(),
-            status: value.into(),
-            reason: reason.into(),
-            message: message.into(),
-            last_transition_time: Time(Timestamp::now()),
-            observed_generation: generation,
-        }),
-    }
+    condition::set(conditions, type_, ok, reason, message, generation, ctx.clock.now());
 }
 
 fn duration(status: &RestoreStatus, now: Timestamp) -> String {
     let start = status.start_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
     let elapsed = now.duration_since(start);
-    go_duration(Duration::try_from(elapsed).unwrap_or_default())
+    status_duration(Duration::try_from(elapsed).unwrap_or_default())
 }
 
 /// Marks the restore Failed at `condition` with `message` (terminal), with a Warning event.
@@ -895,8 +844,8 @@ async fn fail(
     reason: &str,
     message: &str,
 ) -> Result<Action, Error> {
-    let now = Timestamp::now();
-    set_condition(restore, &mut status, condition, false, reason, message);
+    let now = ctx.clock.now();
+    set_condition(ctx, restore, &mut status, condition, false, reason, message);
     status.phase = Some(RestorePhase::Failed);
     status.start_timestamp.get_or_insert(Time(now));
     status.completion_timestamp = Some(Time(now));

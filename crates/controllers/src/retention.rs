@@ -11,13 +11,13 @@ use std::time::Duration;
 use holdfast_api::kubeblocks::Backup;
 use holdfast_api::kubeblocks::actionset::BackupType;
 use holdfast_api::kubeblocks::backup::BackupPhase;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::backup::chain::backup_type;
 use crate::backup::phase;
-use crate::{Context, Error};
+use crate::{Context, Error, object};
 
 /// How often expired backups are looked for in embedded mode (upstream's default is an hour;
 /// a single host with short retention periods wants to free space sooner).
@@ -25,23 +25,21 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Overrides [`DEFAULT_INTERVAL`], in seconds (upstream's variable name).
 pub const INTERVAL_ENV: &str = "GC_FREQUENCY_SECONDS";
 
-/// Runs the GC every [`INTERVAL_ENV`] seconds (default [`DEFAULT_INTERVAL`]) until the process
-/// ends.
-pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
-    let interval = std::env::var(INTERVAL_ENV)
+/// The interval [`INTERVAL_ENV`] sets, else [`DEFAULT_INTERVAL`]: the default of
+/// [`Context::retention_interval`].
+pub fn configured_interval() -> Duration {
+    std::env::var(INTERVAL_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|s| *s > 0)
-        .map_or(DEFAULT_INTERVAL, Duration::from_secs);
-    run_every(ctx, interval).await
+        .map_or(DEFAULT_INTERVAL, Duration::from_secs)
 }
 
-/// Runs the GC every `interval`.
-pub async fn run_every(ctx: Arc<Context>, interval: Duration) -> Result<(), Error> {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Runs the GC at once and then every [`Context::retention_interval`] of the context's clock,
+/// until the process ends.
+pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
+    let interval = SignedDuration::try_from(ctx.retention_interval).unwrap_or(SignedDuration::MAX);
     loop {
-        ticker.tick().await;
         // One failed pass (the API briefly unavailable) must not stop the GC for good.
         match collect(&ctx).await {
             Ok(deleted) if !deleted.is_empty() => {
@@ -50,13 +48,15 @@ pub async fn run_every(ctx: Arc<Context>, interval: Duration) -> Result<(), Erro
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "expired backup collection failed"),
         }
+        let next = ctx.clock.now().saturating_add(interval).unwrap_or(Timestamp::MAX);
+        ctx.clock.sleep_until(next).await;
     }
 }
 
 /// One pass: deletes every expired, deletable Backup; returns their `namespace/name`.
 pub async fn collect(ctx: &Context) -> Result<Vec<String>, Error> {
     let all: Api<Backup> = Api::all(ctx.client.clone());
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     let mut deleted = Vec::new();
     for backup in all.list(&ListParams::default()).await?.items {
         if !expired_and_deletable(&backup, now) {
@@ -64,10 +64,8 @@ pub async fn collect(ctx: &Context) -> Result<Vec<String>, Error> {
         }
         let ns = backup.namespace().unwrap_or_default();
         let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
-        match api.delete(&backup.name_any(), &DeleteParams::default()).await {
-            Ok(_) => deleted.push(format!("{ns}/{}", backup.name_any())),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
+        if object::delete_if_exists(&api, &backup.name_any(), &DeleteParams::default()).await? {
+            deleted.push(format!("{ns}/{}", backup.name_any()));
         }
     }
     Ok(deleted)

@@ -8,12 +8,9 @@
 //! At start the built-in providers are installed (`builtin_providers`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use holdfast_api::storage::{StorageProvider, StorageProviderPhase, StorageProviderStatus};
 use k8s_openapi::api::storage::v1::CSIDriver;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -22,7 +19,7 @@ use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
 use crate::template::Template;
-use crate::{Context, Error, builtin_providers};
+use crate::{Context, Error, builtin_providers, condition, reconciler};
 
 /// Condition: the provider's CSI driver is installed.
 pub const CONDITION_CSI_DRIVER_INSTALLED: &str = "CSIDriverInstalled";
@@ -35,39 +32,27 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let providers: Api<StorageProvider> = Api::all(ctx.client.clone());
     let controller = Controller::new(providers, watcher::Config::default());
     let store = controller.store();
-    controller
-        .watches(
-            Api::<CSIDriver>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |driver: CSIDriver| {
-                let name = driver.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.spec.csi_driver_name.as_deref() == Some(name.as_str()))
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "storageprovider reconcile");
-            }
-        })
-        .await;
-    Ok(())
-}
-
-fn error_policy(provider: Arc<StorageProvider>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(provider = %provider.name_any(), %error, "storageprovider reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let controller = controller.watches(
+        Api::<CSIDriver>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        move |driver: CSIDriver| {
+            let name = driver.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|p| p.spec.csi_driver_name.as_deref() == Some(name.as_str()))
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        },
+    );
+    reconciler::run("storage-provider", controller, ctx, reconcile).await
 }
 
 async fn reconcile(provider: Arc<StorageProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut conditions =
         provider.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let generation = provider.metadata.generation;
+    let now = ctx.clock.now();
     let mut ready = true;
 
     match provider.spec.csi_driver_name.as_deref().filter(|n| !n.is_empty()) {
@@ -86,46 +71,50 @@ async fn reconcile(provider: Arc<StorageProvider>, ctx: Arc<Context>) -> Result<
                     ),
                 )
             };
-            set_condition(
+            condition::set(
                 &mut conditions,
                 CONDITION_CSI_DRIVER_INSTALLED,
                 status,
                 reason,
                 &message,
                 generation,
+                now,
             );
         }
         None => {
-            set_condition(
+            condition::set(
                 &mut conditions,
                 CONDITION_CSI_DRIVER_INSTALLED,
                 false,
                 "CSIDriverNotSpecified",
                 "the provider names no CSI driver; it serves Tool (datasafed) access only",
                 generation,
+                now,
             );
         }
     }
 
     let parse_errors = template_errors(&provider);
     if parse_errors.is_empty() {
-        set_condition(
+        condition::set(
             &mut conditions,
             CONDITION_TEMPLATES_PARSED,
             true,
             "TemplatesParsed",
             "every template parses",
             generation,
+            now,
         );
     } else {
         ready = false;
-        set_condition(
+        condition::set(
             &mut conditions,
             CONDITION_TEMPLATES_PARSED,
             false,
             "InvalidTemplate",
             &parse_errors.join("; "),
             generation,
+            now,
         );
     }
 
@@ -176,48 +165,6 @@ pub fn template_errors(provider: &StorageProvider) -> Vec<String> {
 
 /// Whether the provider's `CSIDriverInstalled` condition is True.
 pub fn csi_driver_installed(provider: &StorageProvider) -> bool {
-    provider.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-        c.iter().any(|c| c.type_ == CONDITION_CSI_DRIVER_INSTALLED && c.status == "True")
-    })
-}
-
-/// Sets a condition, keeping `lastTransitionTime` when the status does not change.
-pub(crate) fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let status = if status { "True" } else { "False" };
-    set_condition_status(conditions, type_, status, reason, message, generation);
-}
-
-/// [`set_condition`] with a literal status (`True`, `False`, `Unknown`).
-pub(crate) fn set_condition_status(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let existing = conditions.iter().position(|c| c.type_ == type_);
-    let last_transition_time = match existing.map(|i| &conditions[i]) {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(k8s_openapi::jiff::Timestamp::now()),
-    };
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time,
-    };
-    match existing {
-        Some(i) => conditions[i] = condition,
-        None => conditions.push(condition),
-    }
+    let conditions = provider.status.as_ref().and_then(|s| s.conditions.as_deref());
+    conditions.is_some_and(|c| condition::is_true(c, CONDITION_CSI_DRIVER_INSTALLED))
 }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -12,9 +13,11 @@ use holdfast_api::kubeblocks::backup::{ActionPhase, BackupPhase};
 use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
 use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, BackupSchedule};
 use holdfast_controllers::backup::{FINALIZER, LABEL_BACKUP_SCHEDULE};
+use holdfast_controllers::{AdjustableClock, Clock, Context};
 use holdfast_testkit::EmbeddedServer;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -59,7 +62,12 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Result<Setup> {
-        let server = EmbeddedServer::start().await?;
+        Self::start_with(|ctx| ctx).await
+    }
+
+    /// A setup whose controllers' context is adjusted first (another clock).
+    async fn start_with(configure: impl FnOnce(Context) -> Context) -> Result<Setup> {
+        let server = EmbeddedServer::start_with(configure).await?;
         let repo_dir = server.scratch_dir("repo")?;
         let client = server.client.clone();
         create(
@@ -494,7 +502,12 @@ async fn incremental_backups_chain_to_the_latest_full() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schedule_backs_up_on_the_minute_and_expired_backups_are_collected_with_their_data()
 -> Result<()> {
-    let setup = Setup::start().await?;
+    // The controllers go by a clock this test moves forward: the minute of cron and the minute
+    // of retention pass in a moment of real time. The API server keeps the system clock, so its
+    // timestamps are read in the controllers' time by adding the clock's offset.
+    let clock = Arc::new(AdjustableClock::new());
+    let controllers_clock: Arc<dyn Clock> = clock.clone();
+    let setup = Setup::start_with(|ctx| ctx.with_clock(controllers_clock)).await?;
     setup.action_set("as-dump", "echo hello | datasafed push - /hello.txt", json!({})).await?;
     setup.policy(json!([{"name": "dump", "actionSetName": "as-dump"}])).await?;
     create(Api::<BackupSchedule>::namespaced(setup.client(), NS),
@@ -510,13 +523,16 @@ async fn a_schedule_backs_up_on_the_minute_and_expired_backups_are_collected_wit
     .await?;
     let api: Api<Backup> = Api::namespaced(setup.client(), NS);
     let selector = format!("{LABEL_BACKUP_SCHEDULE}=every-minute");
-    let first = wait_for("the schedule to create a backup", Duration::from_secs(75), || async {
+    // Move to the next minute (at least a few seconds ahead, so it is not reached by itself).
+    let soon = clock.now().as_second() + 5;
+    clock.advance_to(Timestamp::from_second(soon + 60 - soon.rem_euclid(60))?);
+    let first = wait_for("the schedule to create a backup", Duration::from_secs(15), || async {
         let items = api.list(&ListParams::default().labels(&selector)).await?.items;
         Ok(items.into_iter().next())
     })
     .await?;
     let name = first.name_any();
-    let created = first.creation_timestamp().context("creationTimestamp")?.0;
+    let created = first.creation_timestamp().context("creationTimestamp")?.0 + clock.offset();
     // Named for its scheduled minute, created right at it.
     let stamp = name.strip_prefix("every-minute-dump-").context("name pattern")?;
     assert_eq!(stamp.len(), 14, "{name}");
@@ -543,13 +559,14 @@ async fn a_schedule_backs_up_on_the_minute_and_expired_backups_are_collected_wit
     let entry = sst.schedules.as_ref().and_then(|m| m.get("dump")).context("entry status")?;
     assert!(entry.last_schedule_time.is_some());
 
-    // Stop the schedule so no more backups appear, then wait for the GC (every 60 s) to delete
-    // the expired one and its data.
+    // Stop the schedule so no more backups appear, then let the retention period and the GC
+    // interval (60 s each) pass: the GC deletes the expired backup and its data.
     let patch = json!({"spec": {"schedules": [{"enabled": false, "backupMethod": "dump", "cronExpression": "*/1 * * * *", "retentionPeriod": "1m"}]}});
     schedules.patch("every-minute", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    clock.advance(Duration::from_secs(61));
     let api2 = api.clone();
     let name2 = name.clone();
-    wait_for("the expired backup to be collected", Duration::from_secs(200), || {
+    wait_for("the expired backup to be collected", Duration::from_secs(60), || {
         let api = api2.clone();
         let name = name2.clone();
         async move { Ok(api.get_opt(&name).await?.is_none().then_some(())) }

@@ -68,12 +68,7 @@ async fn fixture() -> Result<Fixture> {
     let server =
         ApiServer::new(store, holdfast_api::registry()).with_pod_log_dir(data_dir.join("logs"));
     let client = Client::new(server.router(), "default");
-    let ctx = Arc::new(Context {
-        client,
-        data_dir,
-        system_namespace: "holdfast-system".into(),
-        holdfast_exe: PathBuf::from("/bin/echo"),
-    });
+    let ctx = Arc::new(Context::new(client, data_dir, PathBuf::from("/bin/echo")));
     let mut f = Fixture { dir, ctx: ctx.clone(), tasks: Vec::new(), host_roots: Vec::new() };
     f.start_runner();
     f.tasks.push(tokio::spawn(async move {

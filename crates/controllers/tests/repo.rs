@@ -50,12 +50,10 @@ async fn fixture() -> Result<Fixture> {
     let store = Store::open(&dir.path().join("store.db"))?;
     let server = ApiServer::new(store, holdfast_api::registry());
     let client = Client::new(server.router(), "default");
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        data_dir: dir.path().join("data"),
-        system_namespace: SYSTEM.into(),
-        holdfast_exe: "/nonexistent/holdfast".into(),
-    });
+    let ctx = Arc::new(
+        Context::new(client.clone(), dir.path().join("data"), "/nonexistent/holdfast")
+            .with_system_namespace(SYSTEM),
+    );
     let mut tasks = Vec::new();
     macro_rules! spawn {
         ($m:path) => {{

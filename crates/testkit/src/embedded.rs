@@ -27,6 +27,14 @@ impl EmbeddedServer {
     /// Starts the API server and the controllers. Must be called inside a multi-threaded Tokio
     /// runtime (`#[tokio::test(flavor = "multi_thread")]`): the controllers run as tasks on it.
     pub async fn start() -> Result<EmbeddedServer, Error> {
+        Self::start_with(|ctx| ctx).await
+    }
+
+    /// [`EmbeddedServer::start`] with the controllers' context adjusted first (another clock,
+    /// other intervals).
+    pub async fn start_with(
+        configure: impl FnOnce(Context) -> Context,
+    ) -> Result<EmbeddedServer, Error> {
         let holdfast_exe = holdfast_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("holdfast-embedded-")
@@ -39,12 +47,7 @@ impl EmbeddedServer {
             Store::open(&dir.path().join("store.db")).map_err(|e| Error::Store(e.to_string()))?;
         let api = ApiServer::new(store, holdfast_api::registry());
         let client = kube::Client::new(api.router(), "default");
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            data_dir,
-            system_namespace: "holdfast-system".into(),
-            holdfast_exe,
-        });
+        let ctx = Arc::new(configure(Context::new(client.clone(), data_dir, holdfast_exe)));
         let run_ctx = ctx.clone();
         let controllers = tokio::spawn(async move {
             if let Err(error) = holdfast_controllers::run(run_ctx).await {

@@ -5,8 +5,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ActionErrorMode, Phase, check_go_duration, check_non_empty, check_range};
+use super::{ActionErrorMode, Phase, check_non_empty, check_range};
 use crate::field::{FieldError, index, path};
+use crate::go_duration::check_go_duration;
 use crate::resource::Admit;
 
 /// How the backup is taken, and so how it is restored.

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::pod_volume::immutable_except_cancel;
 use super::{
-    DataMovePhase, DataMoveProgress, NodeOs, check_go_duration, check_progress, require_non_empty,
+    DataMovePhase, DataMoveProgress, NodeOs, check_progress, require_non_empty,
     require_non_negative,
 };
 use crate::field::FieldError;
+use crate::go_duration::check_go_duration;
 use crate::resource::Admit;
 
 /// A data mover backup of one volume snapshot.

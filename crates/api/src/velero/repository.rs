@@ -8,8 +8,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{check_go_duration, require_non_empty};
+use super::require_non_empty;
 use crate::field::{FieldError, path};
+use crate::go_duration::check_go_duration;
 use crate::resource::Admit;
 
 /// The maintenance period Velero gives a kopia repository that names none (`defaultMaintainCheckPeriod`).

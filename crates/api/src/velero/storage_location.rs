@@ -10,8 +10,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{check_go_duration, require_non_empty};
+use super::require_non_empty;
 use crate::field::{FieldError, path};
+use crate::go_duration::check_go_duration;
 use crate::resource::Admit;
 
 /// Where Velero stores backup objects and repositories.

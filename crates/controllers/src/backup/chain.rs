@@ -19,7 +19,7 @@ use super::{
     ANNOTATION_BASE, ANNOTATION_PARENT, LABEL_AUTOBACKUP, LABEL_BACKUP_POLICY, LABEL_BACKUP_REPO,
     LABEL_BACKUP_SCHEDULE, LABEL_BACKUP_TYPE, annotation, label, phase, target_pods,
 };
-use crate::Context;
+use crate::{Context, Error};
 
 /// The parent and the base (root Full) of a chained backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,22 +28,11 @@ pub struct Chain {
     pub base: String,
 }
 
-/// Why no parent can be used.
-#[derive(Debug)]
-pub enum ChainError {
-    /// The text says what to fix.
-    Invalid(String),
-    Api(kube::Error),
-}
-
-impl From<kube::Error> for ChainError {
-    fn from(error: kube::Error) -> Self {
-        ChainError::Api(error)
-    }
-}
-
 /// The chain of `backup`, a `kind` (Incremental or Differential) backup with `targets` target
 /// pods, in `repo`.
+///
+/// # Errors
+/// [`Error::Invalid`] saying why no parent can be used; API errors.
 pub async fn resolve(
     ctx: &Context,
     backup: &Backup,
@@ -51,7 +40,7 @@ pub async fn resolve(
     repo: &BackupRepo,
     kind: BackupType,
     targets: usize,
-) -> Result<Chain, ChainError> {
+) -> Result<Chain, Error> {
     let ns = backup.namespace().unwrap_or_default();
     let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
     let parent = match backup.spec.parent_backup_name.as_deref().filter(|p| !p.is_empty()) {
@@ -59,14 +48,14 @@ pub async fn resolve(
             if label(backup, LABEL_BACKUP_SCHEDULE).is_some()
                 || label(backup, LABEL_AUTOBACKUP) == Some("true")
             {
-                return Err(ChainError::Invalid(
+                return Err(Error::Invalid(
                     "spec.parentBackupName is only allowed on on-demand backups, not on backups \
                      a BackupSchedule creates"
                         .into(),
                 ));
             }
             api.get_opt(name).await?.ok_or_else(|| {
-                ChainError::Invalid(format!(
+                Error::Invalid(format!(
                     "parent backup {name} (spec.parentBackupName) not found in namespace {ns}"
                 ))
             })?
@@ -79,7 +68,7 @@ pub async fn resolve(
             );
             let siblings = api.list(&ListParams::default().labels(&selector)).await?.items;
             pick_parent(backup, kind, siblings).ok_or_else(|| {
-                ChainError::Invalid(format!(
+                Error::Invalid(format!(
                     "no Completed Full backup of backuppolicy {} in backuprepo {} to base this \
                      {kind:?} backup on; take a Full backup first",
                     policy.name_any(),
@@ -93,7 +82,7 @@ pub async fn resolve(
         parent.name_any()
     } else {
         annotation(&parent, ANNOTATION_BASE).map(str::to_string).ok_or_else(|| {
-            ChainError::Invalid(format!(
+            Error::Invalid(format!(
                 "parent backup {} is not Full and records no base backup",
                 parent.name_any()
             ))
@@ -139,9 +128,9 @@ fn validate(
     repo: &BackupRepo,
     kind: BackupType,
     targets: usize,
-) -> Result<(), ChainError> {
+) -> Result<(), Error> {
     let name = parent.name_any();
-    let invalid = |why: String| Err(ChainError::Invalid(format!("parent backup {name} {why}")));
+    let invalid = |why: String| Err(Error::Invalid(format!("parent backup {name} {why}")));
     if phase(parent) != Some(BackupPhase::Completed) {
         return invalid(format!("is not Completed (it is {:?})", phase(parent)));
     }

@@ -16,25 +16,25 @@ use holdfast_api::kubeblocks::backup::{BackupDeletionPolicy, BackupPhase};
 use holdfast_api::kubeblocks::{Backup, BackupRepo};
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::job::{self, JobState};
-use super::request::{self, Blocker, Stage};
+use super::request::{self, Stage};
 use super::{
-    ANNOTATION_BASE, ANNOTATION_PARENT, FINALIZER, annotation, backup_api, create_job, delete_jobs,
+    ANNOTATION_BASE, ANNOTATION_PARENT, FINALIZER, annotation, backup_api, delete_jobs,
     patch_status, phase, target_pods,
 };
 use crate::events::{self, EventType};
-use crate::{Context, Error};
+use crate::{Context, Error, finalizer, object};
 
 /// Backoff of the delete Job (upstream's policy default; the policy may be gone by now).
 const DELETE_BACKOFF_LIMIT: i32 = 2;
 
 /// Drives a Backup with a deletionTimestamp towards having no finalizer.
 pub async fn handle(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
-    if !backup.finalizers().iter().any(|f| f == FINALIZER) {
+    if !finalizer::has(backup, FINALIZER) {
         return Ok(Action::await_change());
     }
     if phase(backup) != Some(BackupPhase::Deleting) {
@@ -85,8 +85,8 @@ pub async fn handle(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     let ns = backup.namespace().unwrap_or_default();
     let secret = match request::tool_config(ctx, &repo, &ns).await {
         Ok(secret) => secret,
-        Err(Blocker::Api(e)) => return Err(e.into()),
-        Err(Blocker::Wait(reason) | Blocker::Fatal(reason)) => {
+        Err(error @ Error::Kube(_)) => return Err(error),
+        Err(reason) => {
             let reason = format!(
                 "cannot delete the backup data at {where_} yet: {reason}; fix the BackupRepo or \
                  set deletionPolicy Retain"
@@ -104,7 +104,7 @@ pub async fn handle(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     let delete_job = job::build_delete_job(ctx, backup, &secret, &path, DELETE_BACKOFF_LIMIT);
     let job_name = delete_job.name_any();
     let Some(existing) = jobs.get_opt(&job_name).await? else {
-        create_job(&jobs, &delete_job).await?;
+        object::create_unless_exists(&jobs, &delete_job).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
     match job::state(&existing) {
@@ -133,8 +133,8 @@ async fn pre_delete(
 ) -> Result<Option<Action>, Error> {
     let req = match request::resolve(ctx, backup, Stage::Running).await {
         Ok(req) => req,
-        Err(Blocker::Api(e)) => return Err(e.into()),
-        Err(Blocker::Wait(reason) | Blocker::Fatal(reason)) => {
+        Err(error @ Error::Kube(_)) => return Err(error),
+        Err(reason) => {
             // Without the policy or ActionSet there is no preDelete to run; the data still goes.
             tracing::info!(backup = %backup.name_any(), %reason, "no preDelete action");
             return Ok(None);
@@ -147,7 +147,7 @@ async fn pre_delete(
         let job = job::build_pre_delete_job(ctx, &req, index, pod_name, &spec);
         let job_name = job.name_any();
         let Some(existing) = jobs.get_opt(&job_name).await? else {
-            create_job(jobs, &job).await?;
+            object::create_unless_exists(jobs, &job).await?;
             return Ok(Some(Action::requeue(Duration::from_secs(60))));
         };
         match job::state(&existing) {
@@ -178,11 +178,7 @@ async fn cascade(ctx: &Context, backup: &Backup) -> Result<(), Error> {
             || other.spec.parent_backup_name.as_deref() == Some(name.as_str());
         if child {
             tracing::info!(backup = %name, child = %other.name_any(), "deleting a chained backup");
-            match api.delete(&other.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            object::delete_if_exists(&api, &other.name_any(), &DeleteParams::default()).await?;
         }
     }
     Ok(())
@@ -208,17 +204,6 @@ async fn deletion_failed(ctx: &Context, backup: &Backup, reason: String) -> Resu
 /// the finalizer, which lets the API server delete the Backup.
 async fn remove_finalizer(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     delete_jobs(ctx, backup, |_| true).await?;
-    let finalizers: Vec<&String> = backup.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": backup.resource_version(),
-    }});
-    match backup_api(ctx, backup)
-        .patch(&backup.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(Action::await_change()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
-        Err(e) => Err(e.into()),
-    }
+    finalizer::remove(&backup_api(ctx, backup), backup, FINALIZER).await?;
+    Ok(Action::await_change())
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use holdfast_api::go_duration::{GoDurationError, parse_go_duration, whole_seconds_up};
 use holdfast_api::kubeblocks::Backup;
 use holdfast_api::kubeblocks::actionset::{
     ActionSpec, BaseJobActionSpec, ExecActionSpec, JobActionSpec,
@@ -11,25 +12,22 @@ use holdfast_api::kubeblocks::actionset::{
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, ObjectReference, Pod, PodSpec, PodTemplateSpec,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::{Resource, ResourceExt};
 
 use super::env::{self, BACKUP_INFO_FILE};
 use super::request::Request;
 use super::{LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY};
-use crate::{Context, Error};
+use crate::kubeblocks_env::{self, tool_config_mount, tool_config_volume};
+use crate::{Context, Error, owner, target_pod};
 
 /// The emptyDir shared with the backupData container, holding `backup.info`.
 pub const MANAGER_VOLUME: &str = "dp-manager";
 /// Where [`MANAGER_VOLUME`] is mounted.
 pub const MANAGER_MOUNT: &str = "/dp-manager";
-/// The volume of the repo's tool-config Secret.
-pub const TOOL_CONFIG_VOLUME: &str = "dp-tool-config";
-/// Where datasafed looks for `datasafed.conf`.
-pub const TOOL_CONFIG_MOUNT: &str = "/etc/datasafed";
 /// The name of the backupData container (its termination message is `backup.info`).
 pub const BACKUP_DATA_CONTAINER: &str = "backupdata";
 /// Upstream's default `BackupPolicy.spec.backoffLimit`.
@@ -227,7 +225,7 @@ fn exec_job(
     exec: &ExecActionSpec,
     planned: &PlannedAction,
 ) -> Result<Job, String> {
-    let container = env::target_container(pod, exec.container.as_deref()).ok_or_else(|| {
+    let container = target_pod::container(pod, exec.container.as_deref()).ok_or_else(|| {
         format!(
             "{}: container {} not found in pod {}",
             planned.describe(),
@@ -240,9 +238,10 @@ fn exec_job(
     let volumes: Vec<Volume> =
         source.into_iter().filter(|v| mounts.iter().any(|m| m.name == v.name)).collect();
     let deadline = match exec.timeout.as_deref().filter(|t| !t.is_empty()) {
-        Some(t) => Some(parse_go_duration_secs(t).ok_or_else(|| {
-            format!("{}: timeout {t:?} is not a duration like 30s or 5m", planned.describe())
-        })?),
+        Some(t) => Some(
+            deadline_seconds(t)
+                .map_err(|e| format!("{}: exec timeout: {e}", planned.describe()))?,
+        ),
         None => None,
     };
     let pod_spec = PodSpec {
@@ -333,9 +332,9 @@ pub fn build_delete_job(
                 backup.name_any(),
             ]),
             env: Some(vec![
-                env::var("DATASAFED_KOPIA_MAINTENANCE", "true"),
-                env::var("DP_BACKUP_NAME", backup.name_any()),
-                env::var("DP_DATASAFED_BIN_PATH", ctx.bin_dir().to_string_lossy()),
+                kubeblocks_env::var("DATASAFED_KOPIA_MAINTENANCE", "true"),
+                kubeblocks_env::var("DP_BACKUP_NAME", backup.name_any()),
+                kubeblocks_env::var("DP_DATASAFED_BIN_PATH", ctx.bin_dir().to_string_lossy()),
             ]),
             volume_mounts: Some(vec![tool_config_mount()]),
             security_context: Some(root_security_context()),
@@ -373,7 +372,7 @@ fn job_object(
             name: Some(name.into()),
             namespace: backup.namespace(),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![owner_reference(backup)]),
+            owner_references: Some(vec![owner::controller_reference(backup)]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -389,17 +388,6 @@ fn job_object(
     }
 }
 
-fn owner_reference(backup: &Backup) -> OwnerReference {
-    OwnerReference {
-        api_version: Backup::api_version(&()).into(),
-        kind: Backup::kind(&()).into(),
-        name: backup.name_any(),
-        uid: backup.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 fn manager_volume() -> Volume {
     Volume {
         name: MANAGER_VOLUME.into(),
@@ -412,26 +400,6 @@ fn manager_mount() -> VolumeMount {
     VolumeMount {
         name: MANAGER_VOLUME.into(),
         mount_path: MANAGER_MOUNT.into(),
-        ..VolumeMount::default()
-    }
-}
-
-fn tool_config_volume(secret: &str) -> Volume {
-    Volume {
-        name: TOOL_CONFIG_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
-
-fn tool_config_mount() -> VolumeMount {
-    VolumeMount {
-        name: TOOL_CONFIG_VOLUME.into(),
-        mount_path: TOOL_CONFIG_MOUNT.into(),
-        read_only: Some(true),
         ..VolumeMount::default()
     }
 }
@@ -456,33 +424,14 @@ fn expand_vars(text: &str, env: &[EnvVar]) -> String {
     out
 }
 
-/// Seconds in a Go duration (`30s`, `5m`, `1h30m`, `1.5h`, `500ms`), rounded up; `None` when it
-/// is not one.
-pub fn parse_go_duration_secs(text: &str) -> Option<i64> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let number: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * factor;
-    }
-    // Whole seconds only; a positive deadline of less than one second still gets one.
-    Some(total.ceil() as i64)
+/// `activeDeadlineSeconds` of a Go duration such as an exec action's `timeout`: whole seconds,
+/// rounded up (`500ms` still gets one).
+///
+/// # Errors
+/// The text is not a Go duration.
+pub fn deadline_seconds(text: &str) -> Result<i64, GoDurationError> {
+    let secs = whole_seconds_up(parse_go_duration(text.trim())?);
+    Ok(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// Where a Job is.
@@ -566,18 +515,18 @@ mod tests {
     }
 
     #[test]
-    fn go_durations_parse_to_whole_seconds() {
-        assert_eq!(parse_go_duration_secs("30s"), Some(30));
-        assert_eq!(parse_go_duration_secs("1h30m"), Some(5400));
-        assert_eq!(parse_go_duration_secs("1.5m"), Some(90));
-        assert_eq!(parse_go_duration_secs("500ms"), Some(1));
-        assert_eq!(parse_go_duration_secs("5 minutes"), None);
-        assert_eq!(parse_go_duration_secs("10"), None);
+    fn deadlines_are_go_durations_in_whole_seconds() {
+        assert_eq!(deadline_seconds("30s"), Ok(30));
+        assert_eq!(deadline_seconds("1h30m"), Ok(5400));
+        assert_eq!(deadline_seconds("1.5m"), Ok(90));
+        assert_eq!(deadline_seconds("500ms"), Ok(1));
+        assert!(deadline_seconds("5 minutes").is_err());
+        assert!(deadline_seconds("10").is_err());
     }
 
     #[test]
     fn images_expand_env_references() {
-        let env = vec![env::var("IMAGE_TAG", "16.4")];
+        let env = vec![kubeblocks_env::var("IMAGE_TAG", "16.4")];
         assert_eq!(expand_vars("postgres:$(IMAGE_TAG)", &env), "postgres:16.4");
     }
 }

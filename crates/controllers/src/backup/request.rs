@@ -5,7 +5,6 @@ use holdfast_api::kubeblocks::actionset::{BackupActionSpec, BackupType};
 use holdfast_api::kubeblocks::backup_policy::{BackupMethod, BackupTarget, PodSelectionStrategy};
 use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
 use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Phase};
-use holdfast_api::selector::LabelSelector;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -13,29 +12,12 @@ use kube::api::{Api, ListParams};
 
 use super::chain::{self, Chain};
 use super::{LABEL_BACKUP_REPO, annotation, target_pods};
-use crate::Context;
+use crate::{Context, Error, backup_method, target_pod};
 
 /// How long a BackupRepo may stay Failed before the backups waiting for it fail too: a repo
 /// that fails its pre-check is often fixed within moments (a credential typo), and a backup
 /// should not be lost to that.
 const REPO_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Why a request cannot be resolved.
-#[derive(Debug)]
-pub enum Blocker {
-    /// The backup cannot go on; the text says what to fix.
-    Fatal(String),
-    /// Something it needs is not ready yet; the text says what.
-    Wait(String),
-    /// The API server could not be asked.
-    Api(kube::Error),
-}
-
-impl From<kube::Error> for Blocker {
-    fn from(error: kube::Error) -> Self {
-        Blocker::Api(error)
-    }
-}
 
 /// When the request is resolved: at the start, or again while the backup runs (the choices made
 /// at the start, recorded on the Backup, are kept then).
@@ -66,60 +48,51 @@ pub struct Request {
 }
 
 /// Resolves `backup`.
-pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Request, Blocker> {
+///
+/// # Errors
+/// [`Error::Invalid`] when the backup cannot go on (the message says what to fix),
+/// [`Error::NotReady`] when something it needs is not ready yet, API errors.
+pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Request, Error> {
     let ns = backup.namespace().unwrap_or_default();
     let policy_name = &backup.spec.backup_policy_name;
-    let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(policy) = policies.get_opt(policy_name).await? else {
-        return Err(Blocker::Fatal(format!(
-            "backuppolicy {policy_name} not found in namespace {ns}; create it or set \
-             spec.backupPolicyName to an existing BackupPolicy"
-        )));
-    };
+    let policy = backup_method::policy(ctx, &ns, policy_name).await?;
     if let Some(st) = &policy.status
         && st.phase == Some(Phase::Unavailable)
     {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backuppolicy {policy_name} is Unavailable: {}",
             st.message.as_deref().unwrap_or("no reason given")
         )));
     }
     let method_name = &backup.spec.backup_method;
-    let Some(method) = policy.spec.backup_methods.iter().find(|m| &m.name == method_name).cloned()
-    else {
-        let known: Vec<&str> = policy.spec.backup_methods.iter().map(|m| m.name.as_str()).collect();
-        return Err(Blocker::Fatal(format!(
-            "backupMethod {method_name} is not defined in backuppolicy {policy_name} (it has: {})",
-            known.join(", ")
-        )));
-    };
+    let method = backup_method::method(&policy, method_name)?;
     if method.takes_snapshots() {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backupMethod {method_name}: volume snapshot methods are not supported yet; use a \
              method with actionSetName"
         )));
     }
     let Some(action_set_name) = method.action_set_name.clone().filter(|n| !n.is_empty()) else {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backupMethod {method_name} of backuppolicy {policy_name} sets neither \
              snapshotVolumes nor actionSetName"
         )));
     };
-    let action_sets: Api<ActionSet> = Api::all(ctx.client.clone());
-    let Some(action_set) = action_sets.get_opt(&action_set_name).await? else {
-        return Err(Blocker::Fatal(format!(
-            "actionset {action_set_name} not found (referenced by backupMethod {method_name} of \
-             backuppolicy {policy_name}); create it or fix the method's actionSetName"
-        )));
-    };
+    let action_set = backup_method::action_set(
+        ctx,
+        &action_set_name,
+        &format!("backupMethod {method_name} of backuppolicy {policy_name}"),
+        "create it or fix the method's actionSetName",
+    )
+    .await?;
     let Some(actions) = action_set.spec.backup.clone() else {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "actionset {action_set_name} has no spec.backup actions, so it cannot take backups"
         )));
     };
     let backup_type = action_set.spec.backup_type;
     if backup_type == BackupType::Continuous {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "actionset {action_set_name} is of backupType Continuous; continuous backups are \
              not supported yet"
         )));
@@ -133,7 +106,7 @@ pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Req
                 backup.status.as_ref().and_then(|s| s.backup_repo_name.clone()).unwrap_or_default();
             let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
             repos.get_opt(&name).await?.ok_or_else(|| {
-                Blocker::Fatal(format!("backuprepo {name} was deleted while the backup ran"))
+                Error::Invalid(format!("backuprepo {name} was deleted while the backup ran"))
             })?
         }
     };
@@ -145,14 +118,9 @@ pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Req
     };
 
     let chain = match (backup_type, stage) {
-        (BackupType::Incremental | BackupType::Differential, Stage::New) => Some(
-            chain::resolve(ctx, backup, &policy, &repo, backup_type, pods.len()).await.map_err(
-                |e| match e {
-                    chain::ChainError::Invalid(m) => Blocker::Fatal(m),
-                    chain::ChainError::Api(e) => Blocker::Api(e),
-                },
-            )?,
-        ),
+        (BackupType::Incremental | BackupType::Differential, Stage::New) => {
+            Some(chain::resolve(ctx, backup, &policy, &repo, backup_type, pods.len()).await?)
+        }
         (BackupType::Incremental | BackupType::Differential, Stage::Running) => {
             match (
                 annotation(backup, super::ANNOTATION_PARENT),
@@ -187,7 +155,7 @@ async fn resolve_repo(
     ctx: &Context,
     backup: &Backup,
     policy: &BackupPolicy,
-) -> Result<BackupRepo, Blocker> {
+) -> Result<BackupRepo, Error> {
     let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
     let named =
         super::label(backup, LABEL_BACKUP_REPO)
@@ -199,7 +167,7 @@ async fn resolve_repo(
             });
     let repo = match named {
         Some((name, source)) => repos.get_opt(&name).await?.ok_or_else(|| {
-            Blocker::Fatal(format!(
+            Error::Invalid(format!(
                 "backuprepo {name} not found (named by {source}); create it or name an existing \
                  BackupRepo"
             ))
@@ -214,7 +182,7 @@ async fn resolve_repo(
                 .collect();
             match defaults.len() {
                 0 => {
-                    return Err(Blocker::Fatal(format!(
+                    return Err(Error::Invalid(format!(
                         "no default BackupRepo found: set spec.backupRepoName on backuppolicy {} \
                          or annotate one BackupRepo with {}=true",
                         policy.name_any(),
@@ -224,10 +192,10 @@ async fn resolve_repo(
                 1 => defaults
                     .into_iter()
                     .next()
-                    .ok_or_else(|| Blocker::Fatal("no default BackupRepo found".to_string()))?,
+                    .ok_or_else(|| Error::Invalid("no default BackupRepo found".to_string()))?,
                 _ => {
                     let names: Vec<String> = defaults.iter().map(|r| r.name_any()).collect();
-                    return Err(Blocker::Fatal(format!(
+                    return Err(Error::Invalid(format!(
                         "more than one default BackupRepo ({}); keep the annotation {} on one",
                         names.join(", "),
                         holdfast_api::kubeblocks::backup_repo::DEFAULT_REPO_ANNOTATION
@@ -236,16 +204,16 @@ async fn resolve_repo(
             }
         }
     };
-    check_repo_ready(&repo)?;
+    check_repo_ready(&repo, ctx.clock.now())?;
     Ok(repo)
 }
 
 /// Ready goes on; PreChecking waits; Failed waits a little, then fails the backup with the repo's
 /// own explanation.
-fn check_repo_ready(repo: &BackupRepo) -> Result<(), Blocker> {
+fn check_repo_ready(repo: &BackupRepo, now: Timestamp) -> Result<(), Error> {
     let name = repo.name_any();
     if repo.metadata.deletion_timestamp.is_some() {
-        return Err(Blocker::Fatal(format!("backuprepo {name} is being deleted")));
+        return Err(Error::Invalid(format!("backuprepo {name} is being deleted")));
     }
     let status = repo.status.clone().unwrap_or_default();
     match status.phase {
@@ -257,20 +225,20 @@ fn check_repo_ready(repo: &BackupRepo) -> Result<(), Blocker> {
                 .map(|c| format!("{}: {}", c.type_, c.message))
                 .unwrap_or_else(|| "no condition says why".into());
             let since = conditions.iter().map(|c| c.last_transition_time.0).max();
-            let failed_for = since.map(|t| Timestamp::now().duration_since(t).unsigned_abs());
+            let failed_for = since.map(|t| now.duration_since(t).unsigned_abs());
             if failed_for.is_some_and(|d| d >= REPO_FAILED_GRACE) || since.is_none() {
-                Err(Blocker::Fatal(format!(
+                Err(Error::Invalid(format!(
                     "backuprepo {name} is Failed ({why}); fix the BackupRepo and create a new \
                      Backup"
                 )))
             } else {
-                Err(Blocker::Wait(format!("backuprepo {name} is Failed ({why}); waiting")))
+                Err(Error::NotReady(format!("backuprepo {name} is Failed ({why}); waiting")))
             }
         }
         Some(BackupRepoPhase::Deleting) => {
-            Err(Blocker::Fatal(format!("backuprepo {name} is being deleted")))
+            Err(Error::Invalid(format!("backuprepo {name} is being deleted")))
         }
-        Some(BackupRepoPhase::PreChecking) | None => Err(Blocker::Wait(format!(
+        Some(BackupRepoPhase::PreChecking) | None => Err(Error::NotReady(format!(
             "waiting for backuprepo {name} to become Ready (it is {})",
             status.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not checked yet".into())
         ))),
@@ -279,10 +247,12 @@ fn check_repo_ready(repo: &BackupRepo) -> Result<(), Blocker> {
 
 /// The tool-config Secret of `repo` in `ns`, created (or brought up to date) by the BackupRepo
 /// controller's helper.
-pub async fn tool_config(ctx: &Context, repo: &BackupRepo, ns: &str) -> Result<String, Blocker> {
+pub async fn tool_config(ctx: &Context, repo: &BackupRepo, ns: &str) -> Result<String, Error> {
     crate::backup_repo::ensure_tool_config(ctx, repo, ns).await.map_err(|e| match e {
-        crate::Error::Kube(e) => Blocker::Api(e),
-        other => Blocker::Wait(format!(
+        e @ Error::Kube(_) => e,
+        // Whatever keeps the repo's configuration from this namespace, the repo's controller
+        // is the one to fix it: the backup waits for it.
+        other => Error::NotReady(format!(
             "the tool configuration of backuprepo {} is not ready in namespace {ns}: {other}",
             repo.name_any()
         )),
@@ -296,25 +266,16 @@ async fn select_pods(
     ns: &str,
     target: &BackupTarget,
     policy_name: &str,
-) -> Result<Vec<Pod>, Blocker> {
-    let selector = LabelSelector::from_k8s(&target.pod_selector.label_selector).map_err(|e| {
-        Blocker::Fatal(format!(
-            "the target podSelector of backuppolicy {policy_name} is invalid: {e}"
-        ))
-    })?;
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let mut candidates: Vec<Pod> = pods
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| selector.matches(&p.labels().clone()))
-        .filter(pod_is_usable)
-        .collect();
-    candidates.sort_by_key(|p| p.name_any());
+) -> Result<Vec<Pod>, Error> {
+    let what = format!("the target podSelector of backuppolicy {policy_name}");
+    let mut candidates: Vec<Pod> =
+        target_pod::matching(ctx, ns, &target.pod_selector.label_selector, &what)
+            .await?
+            .into_iter()
+            .filter(target_pod::is_usable)
+            .collect();
     if candidates.is_empty() {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "no running pod in namespace {ns} matches the target podSelector of backuppolicy \
              {policy_name}; start the database pods or fix the selector"
         )));
@@ -325,16 +286,8 @@ async fn select_pods(
     Ok(candidates)
 }
 
-/// Running, or no status at all (a stored description of a workload that runs on this host).
-fn pod_is_usable(pod: &Pod) -> bool {
-    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
-        None => true,
-        Some(phase) => phase == "Running",
-    }
-}
-
 /// The pods chosen when the backup started.
-async fn recorded_pods(ctx: &Context, backup: &Backup) -> Result<Vec<Pod>, Blocker> {
+async fn recorded_pods(ctx: &Context, backup: &Backup) -> Result<Vec<Pod>, Error> {
     let ns = backup.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut pods = Vec::new();

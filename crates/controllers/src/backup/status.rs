@@ -1,8 +1,9 @@
-//! Pieces of a Backup's status: paths, expiration, the Go duration string, and the `backup.info`
+//! Pieces of a Backup's status: paths, expiration, the duration string, and the `backup.info`
 //! result a backupData script writes.
 
 use std::time::Duration;
 
+use holdfast_api::go_duration::{format_go_duration, round_to_second};
 use holdfast_api::kubeblocks::Backup;
 use holdfast_api::kubeblocks::backup::{ActionStatus, BackupStatus, BackupTimeRange};
 use holdfast_api::quantity::parse_bytes;
@@ -23,18 +24,10 @@ pub fn expiration(base: Timestamp, backup: &Backup) -> Option<Timestamp> {
     base.checked_add(keep).ok()
 }
 
-/// A duration as Go's `time.Duration.String()` prints it after rounding to seconds, as
-/// KubeBlocks stores `status.duration`: `0s`, `45s`, `1m30s`, `2h0m5s`.
-pub fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
+/// `status.duration` as KubeBlocks writes it: Go's `Duration.String()` of the time taken,
+/// rounded to seconds (`0s`, `45s`, `1m30s`, `2h0m5s`).
+pub fn status_duration(took: Duration) -> String {
+    format_go_duration(round_to_second(took))
 }
 
 /// The result a backupData script writes to `$DP_BACKUP_INFO_FILE`: a partial BackupStatus.
@@ -149,12 +142,12 @@ mod tests {
     }
 
     #[test]
-    fn go_durations_match_kubeblocks() {
-        assert_eq!(go_duration(Duration::from_millis(400)), "0s");
-        assert_eq!(go_duration(Duration::from_millis(44_600)), "45s");
-        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
-        assert_eq!(go_duration(Duration::from_secs(7205)), "2h0m5s");
+    fn status_durations_match_kubeblocks() {
+        assert_eq!(status_duration(Duration::from_millis(400)), "0s");
+        assert_eq!(status_duration(Duration::from_millis(44_600)), "45s");
+        assert_eq!(status_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(status_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(status_duration(Duration::from_secs(7205)), "2h0m5s");
     }
 
     #[test]

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
-use crate::Error;
+use crate::{Error, owner};
 
 /// Label holding the Job's uid on its pods (both spellings Kubernetes sets).
 pub const CONTROLLER_UID: &str = "controller-uid";
@@ -57,7 +57,7 @@ pub fn new_pod(job: &Job, node_name: &str) -> Result<Pod, Error> {
     labels.insert(JOB_NAME.into(), name.clone());
     labels.insert(BATCH_JOB_NAME.into(), name.clone());
     labels.insert(CONTROLLER_UID.into(), uid.clone());
-    labels.insert(BATCH_CONTROLLER_UID.into(), uid.clone());
+    labels.insert(BATCH_CONTROLLER_UID.into(), uid);
     let mut spec: PodSpec = template.spec.ok_or_else(|| {
         Error::Invalid(format!("Job {ns}/{name}: spec.template.spec is required"))
     })?;
@@ -71,14 +71,7 @@ pub fn new_pod(job: &Job, node_name: &str) -> Result<Pod, Error> {
             namespace: Some(ns),
             labels: Some(labels),
             annotations: template_meta.annotations,
-            owner_references: Some(vec![OwnerReference {
-                api_version: "batch/v1".into(),
-                kind: "Job".into(),
-                name,
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![owner::controller_reference(job)]),
             ..ObjectMeta::default()
         },
         spec: Some(spec),

@@ -5,28 +5,26 @@
 
 use std::collections::BTreeMap;
 
-use holdfast_api::kubeblocks::backup_policy::{ConnectionCredential, PodSelectionStrategy};
+use holdfast_api::kubeblocks::backup_policy::PodSelectionStrategy;
 use holdfast_api::kubeblocks::restore::{PrepareDataConfig, RestoreVolumeClaim};
 use holdfast_api::kubeblocks::{Backup, Restore};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, Pod,
-    PodSpec, PodTemplateSpec, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
+    PodTemplateSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 
 use super::plan::BackupSet;
-use crate::backup::env::{merge, target_container, var};
 use crate::backup::job::label_value;
 use crate::backup::status::join_path;
 use crate::backup::{LABEL_MANAGED_BY, MANAGED_BY, target_pods};
+use crate::kubeblocks_env::{data_env, merge, tool_config_mount, tool_config_volume, var};
+use crate::{owner, target_pod};
 
 /// On restore Jobs: the Restore they work for.
 pub const LABEL_RESTORE: &str = "dataprotection.kubeblocks.io/restore";
-/// The volume of the repo's tool-config Secret and where it is mounted.
-const TOOL_CONFIG_VOLUME: &str = "dp-tool-config";
-const TOOL_CONFIG_MOUNT: &str = "/etc/datasafed";
 
 /// One prepareData Job's worth of claims: the `volumeClaims`, or one replica of the template.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,13 +111,8 @@ pub fn restore_env(
     let backup = &set.backup;
     let base = base_path(backup, pod_index);
     let root = base.rsplit_once('/').map(|(r, _)| r).filter(|r| !r.is_empty()).unwrap_or("/");
-    let mut env = vec![
-        var("DP_BACKUP_NAME", backup.name_any()),
-        var("DP_BACKUP_BASE_PATH", &base),
-        var("DATASAFED_BACKEND_BASE_PATH", &base),
-        var("DP_BACKUP_ROOT_PATH", root),
-        var("DP_DATASAFED_BIN_PATH", bin_dir.to_string_lossy()),
-    ];
+    let mut env = data_env(&backup.name_any(), &base, bin_dir);
+    env.push(var("DP_BACKUP_ROOT_PATH", root));
     let range = backup.status.as_ref().and_then(|s| s.time_range.as_ref());
     if let Some(start) = range.and_then(|r| r.start.as_ref()) {
         env.push(var("DP_BACKUP_START_TIME", start.0.to_string()));
@@ -133,54 +126,6 @@ pub fn restore_env(
         backup.status.as_ref().and_then(|s| s.backup_method.as_ref()).and_then(|m| m.env.clone());
     merge(&mut env, method_env.unwrap_or_default());
     merge(&mut env, restore.spec.env.clone().unwrap_or_default());
-    env
-}
-
-fn secret_var(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
-/// `DP_DB_*` for post-ready work: from the readyConfig connection credential, the host falling
-/// back to the pod (its IP, else this host: embedded pods describe processes on this host).
-pub fn connection_env(cred: Option<&ConnectionCredential>, pod: Option<&Pod>) -> Vec<EnvVar> {
-    let mut env = Vec::new();
-    match cred.and_then(|c| c.host_key.as_deref().map(|k| (c, k))) {
-        Some((c, key)) => env.push(secret_var("DP_DB_HOST", &c.secret_name, key)),
-        None => {
-            if let Some(pod) = pod {
-                let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-                env.push(var("DP_DB_HOST", ip.unwrap_or_else(|| "127.0.0.1".into())));
-            }
-        }
-    }
-    match cred.and_then(|c| c.port_key.as_deref().map(|k| (c, k))) {
-        Some((c, key)) => env.push(secret_var("DP_DB_PORT", &c.secret_name, key)),
-        None => {
-            let port = pod
-                .and_then(|p| target_container(p, None))
-                .and_then(|c| c.ports.as_ref())
-                .and_then(|p| p.first())
-                .map(|p| p.container_port);
-            if let Some(port) = port {
-                env.push(var("DP_DB_PORT", port.to_string()));
-            }
-        }
-    }
-    if let Some(c) = cred {
-        env.push(secret_var("DP_DB_USER", &c.secret_name, &c.username_key));
-        env.push(secret_var("DP_DB_PASSWORD", &c.secret_name, &c.password_key));
-    }
     env
 }
 
@@ -239,20 +184,8 @@ pub fn build(restore: &Restore, mut parts: JobParts) -> Job {
     labels.insert(LABEL_RESTORE.to_string(), label_value(&restore.name_any()));
     labels.insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
     if let Some(secret) = &parts.tool_config {
-        parts.volumes.push(Volume {
-            name: TOOL_CONFIG_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-        parts.mounts.push(VolumeMount {
-            name: TOOL_CONFIG_VOLUME.into(),
-            mount_path: TOOL_CONFIG_MOUNT.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
+        parts.volumes.push(tool_config_volume(secret));
+        parts.mounts.push(tool_config_mount());
     }
     let scheduling = restore
         .spec
@@ -275,7 +208,7 @@ pub fn build(restore: &Restore, mut parts: JobParts) -> Job {
             name: Some(parts.name),
             namespace: Some(ns),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![owner(restore)]),
+            owner_references: Some(vec![owner::controller_reference(restore)]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -303,23 +236,12 @@ pub fn build(restore: &Restore, mut parts: JobParts) -> Job {
     }
 }
 
-fn owner(restore: &Restore) -> OwnerReference {
-    OwnerReference {
-        api_version: Restore::api_version(&()).into_owned(),
-        kind: Restore::kind(&()).into_owned(),
-        name: restore.name_any(),
-        uid: restore.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// The container env and envFrom of `pod` (its `container`, or its first).
 pub fn pod_env(
     pod: &Pod,
     container: Option<&str>,
 ) -> (Vec<EnvVar>, Vec<EnvFromSource>, Vec<VolumeMount>) {
-    let c = target_container(pod, container);
+    let c = target_pod::container(pod, container);
     (
         c.and_then(|c| c.env.clone()).unwrap_or_default(),
         c.and_then(|c| c.env_from.clone()).unwrap_or_default(),

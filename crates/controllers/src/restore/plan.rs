@@ -17,27 +17,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
-use crate::Context;
 use crate::backup::chain::{backup_type, end_time};
-use crate::backup::env::var;
 use crate::backup::{ANNOTATION_BASE, ANNOTATION_PARENT, LABEL_BACKUP_POLICY, annotation, label};
-
-/// Why a restore cannot go on.
-#[derive(Debug)]
-pub enum Blocker {
-    /// The restore fails; the text says what to fix.
-    Fatal(String),
-    /// Something is not there yet; look again later.
-    Wait(String),
-    /// The API call failed (retried by the error policy).
-    Api(kube::Error),
-}
-
-impl From<kube::Error> for Blocker {
-    fn from(error: kube::Error) -> Self {
-        Blocker::Api(error)
-    }
-}
+use crate::kubeblocks_env::var;
+use crate::{Context, Error, backup_method};
 
 /// One backup whose restore actions run, with the env only it gets.
 #[derive(Debug, Clone)]
@@ -67,16 +50,19 @@ impl Plan {
 }
 
 /// Resolves and validates what `restore` restores.
-pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Blocker> {
+///
+/// # Errors
+/// [`Error::Invalid`] when the restore cannot go on (the message says what to fix); API errors.
+pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Error> {
     let spec = &restore.spec;
     let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &spec.backup.namespace);
     let Some(backup) = backups.get_opt(&spec.backup.name).await? else {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backup {}/{} not found; spec.backup must name an existing Backup",
             spec.backup.namespace, spec.backup.name
         )));
     };
-    let action_set = action_set_of(ctx, &backup).await?;
+    let action_set = backup_method::recorded_action_set(ctx, &backup).await?;
     let kind = action_set.spec.backup_type;
     let phase = backup.status.as_ref().and_then(|s| s.phase);
     let usable = match kind {
@@ -86,14 +72,14 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Blocker> 
         _ => phase == Some(BackupPhase::Completed),
     };
     if !usable {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backup {} is {}; only a Completed backup can be restored",
             backup.name_any(),
             phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not started".into())
         )));
     }
     if action_set.spec.restore.is_none() {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "actionset {} of backup {} has no spec.restore actions, so it cannot restore",
             action_set.name_any(),
             backup.name_any()
@@ -102,16 +88,16 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Blocker> 
     let restore_time = match (&spec.restore_time, kind) {
         (Some(time), BackupType::Continuous) => Some(
             parse_restore_time(time)
-                .map_err(|e| Blocker::Fatal(format!("spec.restoreTime {time:?}: {e}")))?,
+                .map_err(|e| Error::Invalid(format!("spec.restoreTime {time:?}: {e}")))?,
         ),
         (Some(_), other) => {
-            return Err(Blocker::Fatal(format!(
+            return Err(Error::Invalid(format!(
                 "spec.restoreTime is only valid for a Continuous backup; backup {} is {other:?}",
                 backup.name_any()
             )));
         }
         (None, BackupType::Continuous) => {
-            return Err(Blocker::Fatal(format!(
+            return Err(Error::Invalid(format!(
                 "backup {} is Continuous; set spec.restoreTime to the point in time to restore",
                 backup.name_any()
             )));
@@ -124,7 +110,7 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Blocker> 
         BackupType::Differential => {
             let parent_name = chain_link(&backup, ANNOTATION_PARENT)?;
             let parent = completed(ctx, &backup, &parent_name).await?;
-            let parent_set = action_set_of(ctx, &parent).await?;
+            let parent_set = backup_method::recorded_action_set(ctx, &parent).await?;
             let parent_kind = parent_set.spec.backup_type;
             vec![
                 set(parent, parent_set, parent_kind, Vec::new()),
@@ -141,7 +127,7 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Blocker> 
         }
         BackupType::Continuous => {
             // `restore_time` is Some for Continuous (checked above).
-            let at = restore_time.unwrap_or_else(Timestamp::now);
+            let at = restore_time.unwrap_or_else(|| ctx.clock.now());
             continuous(ctx, &backup, action_set, at, spec.restore_time.clone().unwrap_or_default())
                 .await?
         }
@@ -158,34 +144,9 @@ fn set(
     BackupSet { backup, action_set, backup_type, env }
 }
 
-/// The ActionSet a backup was taken with (`status.backupMethod.actionSetName`).
-async fn action_set_of(ctx: &Context, backup: &Backup) -> Result<ActionSet, Blocker> {
-    let name = backup
-        .status
-        .as_ref()
-        .and_then(|s| s.backup_method.as_ref())
-        .and_then(|m| m.action_set_name.clone())
-        .filter(|n| !n.is_empty());
-    let Some(name) = name else {
-        return Err(Blocker::Fatal(format!(
-            "backup {} records no status.backupMethod.actionSetName; only backups taken with an \
-             ActionSet can be restored by a Restore",
-            backup.name_any()
-        )));
-    };
-    let api: Api<ActionSet> = Api::all(ctx.client.clone());
-    match api.get_opt(&name).await? {
-        Some(set) => Ok(set),
-        None => Err(Blocker::Fatal(format!(
-            "actionset {name} of backup {} not found; recreate it to restore this backup",
-            backup.name_any()
-        ))),
-    }
-}
-
-fn chain_link(backup: &Backup, key: &str) -> Result<String, Blocker> {
+fn chain_link(backup: &Backup, key: &str) -> Result<String, Error> {
     annotation(backup, key).filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| {
-        Blocker::Fatal(format!(
+        Error::Invalid(format!(
             "backup {} has no {key} annotation; its chain is unknown",
             backup.name_any()
         ))
@@ -193,17 +154,17 @@ fn chain_link(backup: &Backup, key: &str) -> Result<String, Blocker> {
 }
 
 /// A Completed backup of the chain, by name, in `of`'s namespace.
-async fn completed(ctx: &Context, of: &Backup, name: &str) -> Result<Backup, Blocker> {
+async fn completed(ctx: &Context, of: &Backup, name: &str) -> Result<Backup, Error> {
     let ns = of.namespace().unwrap_or_default();
     let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(found) = api.get_opt(name).await? else {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backup {name}, in the chain of backup {}, not found; the chain cannot be restored",
             of.name_any()
         )));
     };
     if found.status.as_ref().and_then(|s| s.phase) != Some(BackupPhase::Completed) {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "backup {name}, in the chain of backup {}, is not Completed",
             of.name_any()
         )));
@@ -216,14 +177,14 @@ async fn incremental(
     ctx: &Context,
     backup: Backup,
     action_set: ActionSet,
-) -> Result<BackupSet, Blocker> {
+) -> Result<BackupSet, Error> {
     let base = chain_link(&backup, ANNOTATION_BASE)?;
     let mut ancestors = Vec::new();
     let mut parent = chain_link(&backup, ANNOTATION_PARENT)?;
     // Walk parents up to the base; a cycle or a chain longer than any real one is a corrupt chain.
     while parent != base {
         if ancestors.contains(&parent) || ancestors.len() > 10_000 {
-            return Err(Blocker::Fatal(format!("the chain of backup {} loops", backup.name_any())));
+            return Err(Error::Invalid(format!("the chain of backup {} loops", backup.name_any())));
         }
         let p = completed(ctx, &backup, &parent).await?;
         ancestors.push(parent);
@@ -245,7 +206,7 @@ async fn continuous(
     action_set: ActionSet,
     at: Timestamp,
     at_text: String,
-) -> Result<Vec<BackupSet>, Blocker> {
+) -> Result<Vec<BackupSet>, Error> {
     let st = backup.status.clone().unwrap_or_default();
     let start = st
         .time_range
@@ -255,7 +216,7 @@ async fn continuous(
         .map(|t| t.0);
     let end = end_time(backup);
     if start.is_none_or(|s| at < s) || end.is_none_or(|e| at > e) {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "spec.restoreTime {at_text} is outside the recoverable range of backup {} ({} to {})",
             backup.name_any(),
             start.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
@@ -278,13 +239,13 @@ async fn continuous(
         .collect();
     candidates.sort_by_key(|(e, _)| *e);
     let Some((base_end, base)) = candidates.pop() else {
-        return Err(Blocker::Fatal(format!(
+        return Err(Error::Invalid(format!(
             "no Completed Full or Incremental backup of policy {policy} ends between the start of \
              backup {} and spec.restoreTime {at_text}; take a full backup first",
             backup.name_any()
         )));
     };
-    let base_set_spec = action_set_of(ctx, &base).await?;
+    let base_set_spec = backup_method::recorded_action_set(ctx, &base).await?;
     let base_set = match base_set_spec.spec.backup_type {
         BackupType::Incremental => incremental(ctx, base.clone(), base_set_spec).await?,
         kind => set(base.clone(), base_set_spec, kind, Vec::new()),

@@ -1,4 +1,4 @@
-//! The ActionSets holdfast ships (`src/actionsets/*.yaml`), installed when the controllers start
+//! The ActionSets holdfast ships (`src/shipped_action_sets/*.yaml`), installed when the controllers start
 //! so a BackupPolicy can name them at once, as the KubeBlocks PostgreSQL addon installs its own:
 //! - `postgresql-basebackup`: pg_basebackup → datasafed; restore untars into `DATA_DIR`;
 //! - `postgresql-pgdump`: pg_dump → datasafed; restore is a postReady pg_restore Job;
@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_api::kubeblocks::ActionSet;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 
-use crate::{Context, Error};
+use crate::{Context, Error, object};
 
 /// The label value marking objects holdfast installed itself.
 pub const MANAGED_BY_HOLDFAST: &str = "holdfast";
 
 /// The shipped manifests: (file name, YAML).
 pub const SHIPPED: [(&str, &str); 3] = [
-    ("postgresql-basebackup.yaml", include_str!("actionsets/postgresql-basebackup.yaml")),
-    ("postgresql-pgdump.yaml", include_str!("actionsets/postgresql-pgdump.yaml")),
-    ("volume-files.yaml", include_str!("actionsets/volume-files.yaml")),
+    ("postgresql-basebackup.yaml", include_str!("shipped_action_sets/postgresql-basebackup.yaml")),
+    ("postgresql-pgdump.yaml", include_str!("shipped_action_sets/postgresql-pgdump.yaml")),
+    ("volume-files.yaml", include_str!("shipped_action_sets/volume-files.yaml")),
 ];
 
 /// The shipped ActionSets, parsed.
@@ -51,11 +51,9 @@ pub async fn install(client: &kube::Client) -> Result<Vec<String>, Error> {
         if api.get_opt(&name).await?.is_some() {
             continue;
         }
-        match api.create(&PostParams::default(), &action_set).await {
-            Ok(_) => created.push(name),
-            // Another holdfast instance (or a user) created it meanwhile: theirs stays.
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => return Err(error.into()),
+        // Another holdfast instance (or a user) may create it meanwhile: theirs stays.
+        if object::create_unless_exists(&api, &action_set).await? {
+            created.push(name);
         }
     }
     Ok(created)
