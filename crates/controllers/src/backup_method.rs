@@ -87,7 +87,7 @@ mod tests {
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
             "metadata": {"name": "pg", "namespace": "default"},
             "spec": {
-                "target": {"podSelector": {"matchLabels": {"app": "pg"}}},
+                "target": {"podSelector": {"matchLabels": {"app": "pg"}}, "serviceAccountName": "pg"},
                 "backupMethods": [{"name": "dump", "actionSetName": "as-dump"}, {"name": "base", "actionSetName": "as-base"}]
             }
         }))
