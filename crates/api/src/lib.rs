@@ -12,6 +12,7 @@ pub mod go_duration;
 pub mod kubeblocks;
 pub mod quantity;
 pub mod resource;
+pub mod schema;
 pub mod selector;
 pub mod snapshot;
 pub mod storage;

@@ -33,6 +33,7 @@ use holdfast_api::kubeblocks::backup::BackupPhase;
 use holdfast_api::kubeblocks::backup_repo::{AccessMethod, BackupRepoPhase, BackupRepoStatus};
 use holdfast_api::kubeblocks::{Backup, BackupRepo, Restore};
 use holdfast_api::storage::StorageProvider;
+use holdfast_template::{RenderContext, Template, render};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
@@ -47,7 +48,6 @@ pub use location::{RepositoryLocation, repository_location};
 
 use crate::events::{self, EventType};
 use crate::storage_provider::csi_driver_installed;
-use crate::template::{RenderContext, Template, render};
 use crate::{Context, Error, condition, finalizer, object, reconciler};
 
 /// The finalizer of every dataprotection object.
@@ -511,42 +511,49 @@ fn go_string(v: &serde_json::Value) -> String {
     }
 }
 
-/// Required parameters present and non-empty; typed and enumerated ones well-formed.
+/// The parameters checked against the provider's schema by the API's structural validator, one
+/// message per problem with the parameter's path (`parameters.bucket: Required value`).
 fn validate(params: &BTreeMap<String, String>, schema: Option<&serde_json::Value>) -> Vec<String> {
     let Some(schema) = schema else { return Vec::new() };
-    let mut problems = Vec::new();
-    let missing: Vec<&str> = schema
-        .get("required")
-        .and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(serde_json::Value::as_str)
-        .filter(|k| params.get(*k).is_none_or(|v| v.is_empty()))
+    match holdfast_api::schema::validate(schema, &typed_parameters(params, schema), "parameters") {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The parameters as the JSON object the schema describes. They are strings (`spec.config`, a
+/// Secret's keys) while the schema types them, so a value becomes the enum member or the type
+/// its property names when it reads as one (`"512"` an integer); one that does not stays a
+/// string for the validator to refuse. An empty value counts as missing: `index .Parameters`, as
+/// templates read them, cannot tell the two apart.
+fn typed_parameters(
+    params: &BTreeMap<String, String>,
+    schema: &serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let properties = schema.get("properties");
+    let object = params
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(name, v)| {
+            let prop = properties.and_then(|p| p.get(name));
+            let member = prop
+                .and_then(|p| p.get("enum"))
+                .and_then(Value::as_array)
+                .and_then(|members| members.iter().find(|m| go_string(m) == *v))
+                .cloned();
+            let typed = member.or_else(|| match prop?.get("type")?.as_str()? {
+                "integer" => v.parse::<i64>().ok().map(Value::from),
+                "number" => {
+                    v.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number)
+                }
+                "boolean" => v.parse::<bool>().ok().map(Value::from),
+                _ => None,
+            });
+            (name.clone(), typed.unwrap_or_else(|| Value::from(v.as_str())))
+        })
         .collect();
-    if !missing.is_empty() {
-        problems.push(format!("missing required parameter(s): {}", missing.join(", ")));
-    }
-    let properties = schema.get("properties").and_then(serde_json::Value::as_object);
-    for (name, prop) in properties.into_iter().flatten() {
-        let Some(value) = params.get(name).filter(|v| !v.is_empty()) else { continue };
-        let ok = match prop.get("type").and_then(serde_json::Value::as_str) {
-            Some("integer") => value.parse::<i64>().is_ok(),
-            Some("number") => value.parse::<f64>().is_ok(),
-            Some("boolean") => value == "true" || value == "false",
-            _ => true,
-        };
-        if !ok {
-            let ty = prop.get("type").and_then(serde_json::Value::as_str).unwrap_or("?");
-            problems.push(format!("parameter {name}: {value:?} is not a valid {ty}"));
-        }
-        if let Some(allowed) = prop.get("enum").and_then(serde_json::Value::as_array)
-            && !allowed.iter().any(|a| go_string(a) == *value)
-        {
-            let list: Vec<String> = allowed.iter().map(go_string).collect();
-            problems.push(format!("parameter {name}: {value:?} is not one of {}", list.join(", ")));
-        }
-    }
-    problems
+    Value::Object(object)
 }
 
 /// Digest of what the pre-check depends on: parameters, templates, access method.
@@ -876,24 +883,48 @@ mod tests {
                 "bucket": {"type": "string"},
                 "size": {"type": "integer"},
                 "insecure": {"type": "boolean"},
-                "tier": {"type": "string", "enum": ["hot", "cold"]}
+                "tier": {"type": "string", "enum": ["hot", "cold"]},
+                "level": {"enum": [1, 2]},
+                "ratio": {"type": "number", "minimum": 0}
             },
             "required": ["bucket", "region"]
         });
-        let params: BTreeMap<String, String> =
-            [("size", "12x"), ("insecure", "yes"), ("tier", "warm")]
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect();
+        let params = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        };
         assert_eq!(
-            validate(&params, Some(&schema)),
+            validate(
+                &params(&[("bucket", ""), ("size", "12x"), ("insecure", "yes"), ("tier", "warm")]),
+                Some(&schema)
+            ),
             [
-                "missing required parameter(s): bucket, region",
-                "parameter size: \"12x\" is not a valid integer",
-                "parameter insecure: \"yes\" is not a valid boolean",
-                "parameter tier: \"warm\" is not one of hot, cold",
+                "parameters.insecure: Invalid value: \"string\": parameters.insecure in body must be of type boolean: \"string\"",
+                "parameters.size: Invalid value: \"string\": parameters.size in body must be of type integer: \"string\"",
+                "parameters.tier: Unsupported value: \"warm\": supported values: \"hot\", \"cold\"",
+                "parameters.bucket: Required value",
+                "parameters.region: Required value",
             ]
         );
+        let good = params(&[
+            ("bucket", "b"),
+            ("region", "r"),
+            ("size", "12"),
+            ("insecure", "false"),
+            ("tier", "cold"),
+            ("level", "2"),
+            ("ratio", "0.5"),
+            ("unknown", "kept"),
+        ]);
+        assert_eq!(validate(&good, Some(&schema)), Vec::<String>::new());
+        let mut negative = good.clone();
+        negative.insert("ratio".into(), "-1".into());
+        assert_eq!(
+            validate(&negative, Some(&schema)),
+            [
+                "parameters.ratio: Invalid value: -1.0: parameters.ratio in body should be greater than or equal to 0"
+            ]
+        );
+        assert!(validate(&params(&[]), None).is_empty());
     }
 
     #[test]

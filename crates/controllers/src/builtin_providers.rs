@@ -102,7 +102,7 @@ pub async fn install(ctx: &Context) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::{RenderContext, render};
+    use holdfast_template::{RenderContext, render};
 
     fn params(pairs: &[(&str, &str)]) -> RenderContext {
         RenderContext::with_parameters(

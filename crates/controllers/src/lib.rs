@@ -33,7 +33,6 @@ pub mod retention;
 pub mod shipped_action_sets;
 pub mod storage_provider;
 pub mod target_pod;
-pub mod template;
 pub mod volume;
 
 pub use clock::{AdjustableClock, Clock, SystemClock};

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use holdfast_api::storage::{StorageProvider, StorageProviderPhase, StorageProviderStatus};
+use holdfast_template::Template;
 use k8s_openapi::api::storage::v1::CSIDriver;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -18,7 +19,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
-use crate::template::Template;
 use crate::{Context, Error, builtin_providers, condition, reconciler};
 
 /// Condition: the provider's CSI driver is installed.

@@ -347,7 +347,7 @@ async fn failures_name_their_cause_and_recover_when_fixed() -> Result<()> {
     let repo = wait_phase(&f.client, "noparam", BackupRepoPhase::Failed).await?;
     let conds = conditions(&repo);
     assert_eq!(conds[1].2, "InvalidParameters");
-    assert_eq!(conds[1].3, "missing required parameter(s): path");
+    assert_eq!(conds[1].3, "parameters.path: Required value");
 
     // A provider that does not exist, and Mount access to a provider without a CSI driver.
     create(Api::<BackupRepo>::all(f.client.clone()), repo_json("noprovider", "nope", json!({})))

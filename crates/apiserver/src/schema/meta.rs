@@ -2,6 +2,7 @@
 //! apiserver never lets a CRD schema loosen these rules, and unknown fields inside are pruned.
 
 use holdfast_api::FieldError;
+use holdfast_api::schema::type_error;
 use serde_json::Value;
 
 /// ObjectMeta's fields; anything else under `metadata` is pruned.
@@ -200,25 +201,6 @@ fn string_map(
         Value::Null => {}
         other => errs.push(type_error(path, other, "object")),
     }
-}
-
-/// The JSON type name of a value, as Kubernetes reports it in type errors.
-pub(super) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// `spec.x: Invalid value: "string": spec.x in body must be of type boolean: "string"`.
-pub(super) fn type_error(path: &str, v: &Value, want: &str) -> FieldError {
-    let got = type_name(v);
-    FieldError::invalid(path, got, format!("{path} in body must be of type {want}: \"{got}\""))
 }
 
 fn is_label_char(c: char) -> bool {

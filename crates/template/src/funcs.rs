@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::format::{go_quote, sprintf};
-use super::value::Value;
+use crate::format::{go_quote, sprintf};
+use crate::value::Value;
 
 const NAMES: &[&str] = &[
     // Go text/template builtins.

@@ -89,6 +89,33 @@ impl From<BTreeMap<String, String>> for Value {
     }
 }
 
+/// JSON data as a template sees it after Go's `encoding/json` decodes it into `interface{}`:
+/// objects are `map[string]interface{}`, arrays `[]interface{}`, `null` is nil. Integers stay
+/// integers (Go would make every number a float64) so that `printf "%d"` and `range 3` work on
+/// them as template authors expect.
+impl From<&serde_json::Value> for Value {
+    fn from(v: &serde_json::Value) -> Self {
+        match v {
+            serde_json::Value::Null => Value::Nil,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => {
+                n.as_i64().map_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN)), Value::Int)
+            }
+            serde_json::Value::String(s) => Value::String(s.clone()),
+            serde_json::Value::Array(items) => Value::List(items.iter().map(Value::from).collect()),
+            serde_json::Value::Object(m) => {
+                Value::Map(m.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect())
+            }
+        }
+    }
+}
+
+impl From<serde_json::Value> for Value {
+    fn from(v: serde_json::Value) -> Self {
+        Value::from(&v)
+    }
+}
+
 /// Formats a float like Go's `%v` (`strconv.FormatFloat(f, 'g', -1, 64)`).
 pub(crate) fn format_float(f: f64) -> String {
     if f.is_nan() {
@@ -137,28 +164,22 @@ impl fmt::Display for Value {
                 }
                 f.write_str("]")
             }
-            Value::Map(m) => {
-                f.write_str("map[")?;
-                for (i, (k, v)) in m.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(" ")?;
-                    }
-                    write!(f, "{k}:{v}")?;
-                }
-                f.write_str("]")
-            }
-            Value::StringMap(m) => {
-                f.write_str("map[")?;
-                for (i, (k, v)) in m.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(" ")?;
-                    }
-                    write!(f, "{k}:{v}")?;
-                }
-                f.write_str("]")
-            }
+            Value::Map(m) => write_map(f, m),
+            Value::StringMap(m) => write_map(f, m),
         }
     }
+}
+
+/// A map as Go's `fmt` prints one: `map[k1:v1 k2:v2]`, keys in order.
+fn write_map(f: &mut fmt::Formatter<'_>, m: &BTreeMap<String, impl fmt::Display>) -> fmt::Result {
+    f.write_str("map[")?;
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            f.write_str(" ")?;
+        }
+        write!(f, "{k}:{v}")?;
+    }
+    f.write_str("]")
 }
 
 #[cfg(test)]
@@ -180,5 +201,20 @@ mod tests {
         let map: BTreeMap<String, String> =
             [("b".into(), "2".into()), ("a".into(), "1".into())].into();
         assert_eq!(Value::from(map).to_string(), "map[a:1 b:2]");
+    }
+
+    #[test]
+    fn json_becomes_go_interface_values() {
+        let v = Value::from(serde_json::json!({
+            "n": 3, "f": 1.5, "big": u64::MAX, "s": "x", "b": true, "z": null, "l": [1, "a"]
+        }));
+        let Value::Map(m) = v else { panic!("not a map: {v:?}") };
+        assert_eq!(m["n"], Value::Int(3));
+        assert_eq!(m["f"], Value::Float(1.5));
+        assert_eq!(m["big"], Value::Float(u64::MAX as f64));
+        assert_eq!(m["s"], Value::from("x"));
+        assert_eq!(m["b"], Value::Bool(true));
+        assert_eq!(m["z"], Value::Nil);
+        assert_eq!(m["l"], Value::List(vec![Value::Int(1), Value::from("a")]));
     }
 }

@@ -1,10 +1,10 @@
 //! Builds the tree of a template from its pieces: text, actions, and the control structures
 //! `if`/`else if`/`else`, `with`/`else with`, `range` (with `break`/`continue`) closed by `end`.
 
-use super::TemplateError;
-use super::funcs;
-use super::lex::{Piece, Tok, Token};
-use super::value::Value;
+use crate::TemplateError;
+use crate::funcs;
+use crate::lex::{Piece, Tok, Token};
+use crate::value::Value;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
@@ -393,4 +393,100 @@ fn parse_number(n: &str) -> Option<Value> {
         return Some(Value::Int(if neg { -i } else { i }));
     }
     clean.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::Float)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lex::lex;
+
+    fn parse(src: &str) -> Result<Vec<Node>, TemplateError> {
+        Parser::new("t", src, lex("t", src)?).parse()
+    }
+
+    fn error(src: &str) -> String {
+        parse(src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn else_if_chains_nest_and_share_one_end() {
+        let nodes = parse("a{{ if .x }}b{{ else if .y }}c{{ else }}d{{ end }}e").unwrap();
+        let [Node::Text(a), Node::If(outer), Node::Text(e)] = nodes.as_slice() else {
+            panic!("{nodes:?}")
+        };
+        assert_eq!((a.as_str(), e.as_str()), ("a", "e"));
+        assert!(matches!(outer.body.as_slice(), [Node::Text(b)] if b == "b"));
+        let [Node::If(inner)] = outer.otherwise.as_slice() else { panic!("{outer:?}") };
+        assert!(matches!(inner.body.as_slice(), [Node::Text(c)] if c == "c"));
+        assert!(matches!(inner.otherwise.as_slice(), [Node::Text(d)] if d == "d"));
+    }
+
+    #[test]
+    fn pipelines_declare_variables_and_chain_commands() {
+        let nodes = parse("{{ $v := .a.b | printf \"%s\" }}{{ $v = (len $v) }}").unwrap();
+        let [Node::Action(declare), Node::Action(assign)] = nodes.as_slice() else {
+            panic!("{nodes:?}")
+        };
+        assert_eq!(
+            (declare.vars.as_slice(), declare.assign),
+            (["$v".to_owned()].as_slice(), false)
+        );
+        assert_eq!(declare.cmds.len(), 2);
+        assert!(
+            matches!(&declare.cmds[0].args[0].term, Term::Field(f) if f == &["a", "b"]),
+            "{declare:?}"
+        );
+        assert!(matches!(&declare.cmds[1].args[0].term, Term::Function(f) if f == "printf"));
+        assert!(assign.assign);
+        assert!(matches!(&assign.cmds[0].args[0].term, Term::Pipeline(_)), "{assign:?}");
+    }
+
+    #[test]
+    fn range_takes_index_and_element_variables() {
+        let nodes =
+            parse("{{ range $i, $v := .l }}{{ $i }}{{ break }}{{ else }}none{{ end }}").unwrap();
+        let [Node::Range(r)] = nodes.as_slice() else { panic!("{nodes:?}") };
+        assert_eq!(r.pipe.vars, ["$i", "$v"]);
+        assert!(matches!(r.body.as_slice(), [Node::Action(_), Node::Break]), "{r:?}");
+        assert!(matches!(r.otherwise.as_slice(), [Node::Text(t)] if t == "none"));
+    }
+
+    #[test]
+    fn numbers_follow_go_literal_syntax() {
+        assert_eq!(parse_number("0x1F"), Some(Value::Int(31)));
+        assert_eq!(parse_number("0o17"), Some(Value::Int(15)));
+        assert_eq!(parse_number("017"), Some(Value::Int(15)));
+        assert_eq!(parse_number("0b101"), Some(Value::Int(5)));
+        assert_eq!(parse_number("-1_000"), Some(Value::Int(-1000)));
+        assert_eq!(parse_number("1.5e+3"), Some(Value::Float(1500.0)));
+        assert_eq!(parse_number("1x"), None);
+    }
+
+    #[test]
+    fn variables_end_with_their_branch() {
+        assert_eq!(
+            error("{{ if true }}{{ $x := 1 }}{{ end }}{{ $x }}"),
+            "template: t:1:39: undefined variable \"$x\""
+        );
+        assert_eq!(error("{{ $y = 1 }}"), "template: t:1:1: undefined variable \"$y\"");
+    }
+
+    #[test]
+    fn structural_errors_name_their_position() {
+        assert_eq!(error("{{ break }}"), "template: t:1:1: {{break}} outside {{range}}");
+        assert_eq!(error("{{ define \"x\" }}"), "template: t:1:1: {{define}} is not supported");
+        assert_eq!(
+            error("{{ if 1 }}{{ else }}{{ else }}"),
+            "template: t:1:21: expected end; found {{else}}"
+        );
+        assert_eq!(error("{{ else }}"), "template: t:1:1: unexpected {{else}}");
+        assert_eq!(error("{{ end 1 }}"), "template: t:1:8: unexpected token in {{end}}");
+        assert_eq!(error("{{ (print 1 }}"), "template: t:1:4: unclosed left paren");
+        assert_eq!(
+            error("{{ print \"a\"\"b\" }}"),
+            "template: t:1:13: missing space between operands"
+        );
+        assert_eq!(error("{{ 1 | }}"), "template: t:1:1: missing value for command");
+        assert_eq!(error("{{ 1x }}"), "template: t:1:4: bad number syntax: \"1x\"");
+    }
 }

@@ -2,10 +2,10 @@
 //! `range` (over lists, maps in key order and integers) with `break`/`continue`, and lazy
 //! `and`/`or`.
 
-use super::TemplateError;
-use super::funcs;
-use super::parse::{Branch, Command, Node, Operand, Pipeline, Term};
-use super::value::Value;
+use crate::TemplateError;
+use crate::funcs;
+use crate::parse::{Branch, Command, Node, Operand, Pipeline, Term};
+use crate::value::Value;
 
 /// Rendering stops past this much output or this many steps: a template is configuration,
 /// and a runaway `range` must not stall a controller.

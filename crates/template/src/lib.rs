@@ -2,10 +2,10 @@
 //!
 //! KubeBlocks renders a StorageProvider's templates (`datasafedConfigTemplate`,
 //! `csiDriverSecretTemplate`, `storageClassTemplate`, `persistentVolumeClaimTemplate`) with Go's
-//! `text/template` and sprig's `TxtFuncMap`. Users copy
-//! upstream providers verbatim, so the syntax and the edge cases that show in output must match:
-//! trim markers, `.Parameters.absent` printing `<no value>` while `index .Parameters "absent"`
-//! gives `""`, sprig's argument orders, Go's `printf` notation for bad arguments.
+//! `text/template` and sprig's `TxtFuncMap`. Users copy upstream providers verbatim, so the
+//! syntax and the edge cases that show in output must match: trim markers, `.Parameters.absent`
+//! printing `<no value>` while `index .Parameters "absent"` gives `""`, sprig's argument orders,
+//! Go's `printf` notation for bad arguments.
 //!
 //! Supported: text, comments, `{{- -}}`, fields and chains, variables (`$x :=`, `$x =`, `$`),
 //! pipelines, parentheses, `if`/`else if`/`else`, `with`/`else with`, `range` (lists, maps,
@@ -14,7 +14,12 @@
 //! squote toString trim trimAll trimPrefix trimSuffix lower upper title replace hasPrefix
 //! hasSuffix contains b64enc b64dec indent nindent trunc repeat cat join splitList split list dict
 //! int int64 atoi toJson`. `define`/`template`/`block` are refused with a clear error.
+//!
+//! [`Template::parse`] reports syntax errors with the template's name, line and column, as Go
+//! does; [`Template::render`] takes any [`Value`] (build one from JSON with `From`), and
+//! [`render`] renders with a StorageProvider's [`RenderContext`]. No I/O happens here.
 
+mod context;
 mod exec;
 mod format;
 mod funcs;
@@ -22,8 +27,7 @@ mod lex;
 mod parse;
 mod value;
 
-use std::collections::BTreeMap;
-
+pub use context::{RenderContext, render};
 pub use value::Value;
 
 /// A parse or execution error, in Go's format: `template: NAME:LINE:COL: message`.
@@ -87,47 +91,6 @@ impl Template {
     pub fn render(&self, data: &Value) -> Result<String, TemplateError> {
         exec::Exec::new(&self.name, &self.src, data).run(&self.nodes, data)
     }
-}
-
-/// What KubeBlocks' BackupRepo controller hands its templates (`renderContext`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RenderContext {
-    /// `.Parameters`: schema defaults < `spec.config` < credential Secret keys.
-    pub parameters: BTreeMap<String, String>,
-    /// `.CSIDriverSecretRef` (`.Name`, `.Namespace`) of the generated CSI driver Secret.
-    pub csi_driver_secret_ref: Option<(String, String)>,
-    /// `.GeneratedStorageClassName`, for the PVC template.
-    pub generated_storage_class_name: Option<String>,
-}
-
-impl RenderContext {
-    /// A context with only `.Parameters`, as the datasafed config template gets.
-    pub fn with_parameters(parameters: BTreeMap<String, String>) -> Self {
-        Self { parameters, ..Self::default() }
-    }
-
-    /// The context as template data.
-    pub fn to_value(&self) -> Value {
-        let mut root = BTreeMap::new();
-        root.insert("Parameters".to_owned(), Value::StringMap(self.parameters.clone()));
-        let (name, namespace) = self.csi_driver_secret_ref.clone().unwrap_or_default();
-        let secret_ref: BTreeMap<String, Value> = [
-            ("Name".to_owned(), Value::String(name)),
-            ("Namespace".to_owned(), Value::String(namespace)),
-        ]
-        .into();
-        root.insert("CSIDriverSecretRef".to_owned(), Value::Map(secret_ref));
-        root.insert(
-            "GeneratedStorageClassName".to_owned(),
-            Value::String(self.generated_storage_class_name.clone().unwrap_or_default()),
-        );
-        Value::Map(root)
-    }
-}
-
-/// Parses and renders `src` in one step.
-pub fn render(name: &str, src: &str, ctx: &RenderContext) -> Result<String, TemplateError> {
-    Template::parse(name, src)?.render(&ctx.to_value())
 }
 
 #[cfg(test)]

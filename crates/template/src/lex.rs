@@ -1,7 +1,7 @@
 //! Splits a template into text and actions, and an action into tokens, with Go's rules for
 //! delimiters, trim markers (`{{- ` / ` -}}`) and comments (`{{/* */}}`).
 
-use super::TemplateError;
+use crate::TemplateError;
 
 /// A piece of the template source: literal text or the tokens of one `{{ }}` action.
 #[derive(Debug, Clone, PartialEq)]

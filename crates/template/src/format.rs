@@ -2,7 +2,7 @@
 //! %x %X %o %b %c %%`) with flags, width and precision, and Go's in-band error notation
 //! (`%!d(string=x)`, `%!s(MISSING)`, `%!(EXTRA ...)`).
 
-use super::value::{Value, format_float};
+use crate::value::{Value, format_float};
 
 #[derive(Default, Clone, Copy)]
 struct Spec {
