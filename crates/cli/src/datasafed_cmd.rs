@@ -11,21 +11,17 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use holdfast_repository::backend::Backend;
-use holdfast_repository::backend::object::ObjectStoreBackend;
-use holdfast_repository::backend::retry::RetryBackend;
 use holdfast_repository::backup::{self, BackupOptions, ParentChoice};
 use holdfast_repository::forget;
+use holdfast_repository::location::{DatasafedConfig, Location, LocationError};
 use holdfast_repository::snapshot::{VirtualFile, VirtualKind};
 use holdfast_repository::tree::NodeType;
 use holdfast_repository::{Error as RepoError, Id, InitOptions, Repository};
 
-use config::Location;
 use tree::{Listed, Tree};
 
 /// The environment variable that scopes every remote path (datasafed's).
@@ -201,10 +197,10 @@ struct Session {
 }
 
 impl Session {
-    fn new(ini: &config::Ini, conf: &Path) -> anyhow::Result<Self> {
-        let location = config::location(ini)?;
+    fn new(config: &DatasafedConfig, conf: &Path) -> anyhow::Result<Self> {
+        let location = config.location()?;
         let base = vpath::base(&std::env::var(BASE_PATH_ENV).unwrap_or_default())?;
-        let password = config::password(ini, conf)?;
+        let password = config::password(config, conf)?;
         Ok(Self { location, password, base })
     }
 
@@ -217,28 +213,15 @@ impl Session {
         vpath::absolute(&self.base, rpath)
     }
 
-    fn backend(&self) -> anyhow::Result<Arc<dyn Backend>> {
-        let b = match &self.location {
-            Location::Local(dir) => ObjectStoreBackend::local(dir)?,
-            Location::S3(o) => {
-                if o.bucket.is_empty() {
-                    bail!("storage.root names no bucket");
-                }
-                ObjectStoreBackend::s3(o)?
-            }
-        };
-        Ok(Arc::new(RetryBackend::new(b, 3, Duration::from_millis(200))))
-    }
-
     /// The repository, or `None` when the location holds none (readers see an empty tree).
     fn open_existing(&self) -> anyhow::Result<Option<Repository>> {
-        // Opening a local backend creates its directory; a reader must not.
-        if let Location::Local(dir) = &self.location
-            && !dir.join("config").exists()
-        {
-            return Ok(None);
-        }
-        match Repository::open(self.backend()?, self.password.as_bytes()) {
+        // A reader must not create a local directory: none means no repository.
+        let backend = match self.location.open_existing() {
+            Ok(b) => b,
+            Err(LocationError::NoDirectory { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match Repository::open(backend, self.password.as_bytes()) {
             Ok(r) => Ok(Some(r)),
             Err(RepoError::NoRepository { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -247,7 +230,7 @@ impl Session {
 
     /// The repository, created with the defaults if the location holds none.
     fn open_or_create(&self) -> anyhow::Result<Repository> {
-        let backend = self.backend()?;
+        let backend = self.location.open()?;
         match Repository::open(backend.clone(), self.password.as_bytes()) {
             Ok(r) => Ok(r),
             Err(RepoError::NoRepository { .. }) => {
@@ -281,11 +264,11 @@ fn execute(args: DatasafedArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         DsCommand::Getconf { item } => {
-            let ini = config::load(&args.conf)?;
+            let config = config::load(&args.conf)?;
             let Some((section, key)) = item.split_once('.') else {
                 bail!("invalid config item name {item:?}");
             };
-            let Some(v) = ini.get(section, key) else {
+            let Some(v) = config.get(section, key) else {
                 bail!("config item {item:?} not found");
             };
             writeln!(std::io::stdout().lock(), "{v}")?;
@@ -293,8 +276,8 @@ fn execute(args: DatasafedArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let ini = config::load(&args.conf)?;
-    let session = Session::new(&ini, &args.conf)?;
+    let config = config::load(&args.conf)?;
+    let session = Session::new(&config, &args.conf)?;
     match args.command {
         DsCommand::Push { compress, lpath, rpath } => push(&session, compress, &lpath, &rpath),
         DsCommand::Pull { decompress, rpath, lpath } => pull(&session, decompress, &rpath, &lpath),

@@ -44,7 +44,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
-pub use location::{RepositoryLocation, repository_location};
+pub use location::{RepositoryLocation, precheck_repository, repository_location};
 
 use crate::events::{self, EventType};
 use crate::storage_provider::csi_driver_installed;
@@ -587,7 +587,7 @@ async fn precheck(
     };
     let key = ensure_repository_key(ctx, repo).await?;
     let shown = location.to_string();
-    let task = tokio::task::spawn_blocking(move || location.precheck(&key));
+    let task = tokio::task::spawn_blocking(move || precheck_repository(&location, &key));
     let outcome = match tokio::time::timeout(PRECHECK_TIMEOUT, task).await {
         Err(_) => Err(format!(
             "pre-check of {shown} did not finish within {} s",

@@ -405,7 +405,8 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
     let key = secret_text(&f.client, SYSTEM, &repository_key_secret_name("s3"), "password")
         .await?
         .context("key")?;
-    let existing = tokio::task::spawn_blocking(move || location.precheck(&key)).await?;
+    let existing =
+        tokio::task::spawn_blocking(move || backup_repo::precheck_repository(&location, &key)).await?;
     assert_eq!(existing, Ok(false), "the repository exists and opens with the generated key");
 
     // Upstream KubeBlocks' `minio` provider, applied as a user would: its CSI driver is absent,

@@ -4,7 +4,8 @@
 //! overwritten), reads them whole or by range, lists them by [`FileType`], stats and deletes them.
 //! Implementations: [`object::ObjectStoreBackend`] (local disk and S3 through `object_store`),
 //! [`memory::MemoryBackend`] for tests, and the [`retry::RetryBackend`] decorator. The shared
-//! [`conformance`] suite runs against each.
+//! [`conformance`] suite runs against each. Callers open backends through
+//! [`crate::location::Location::open`], which applies the decorators.
 
 use std::time::SystemTime;
 

@@ -1,10 +1,10 @@
 //! holdfast's deduplicating, compressed, encrypted repository. Knows nothing of Kubernetes.
 //!
 //! The on-disk format is specified in `docs/repository-format.md` (version 1). Entry points:
-//! [`Repository::init`] / [`Repository::open`] over any [`backend::Backend`], then
-//! [`backup::backup_paths`], [`restore::restore`], [`check::check`], [`forget::forget`] and
-//! [`prune::prune`]. The engine is synchronous and runs its own threads; call it from
-//! `spawn_blocking` in async code.
+//! [`location::Location::open`] for a backend, [`Repository::init`] / [`Repository::open`] over it
+//! (or over any [`backend::Backend`]), then [`backup::backup_paths`], [`restore::restore`],
+//! [`check::check`], [`forget::forget`] and [`prune::prune`]. The engine is synchronous and runs
+//! its own threads; call it from `spawn_blocking` in async code.
 
 pub mod backend;
 pub mod backup;
@@ -16,6 +16,7 @@ pub mod error;
 pub mod forget;
 pub mod id;
 pub mod index;
+pub mod location;
 pub mod pack;
 pub mod progress;
 pub mod prune;

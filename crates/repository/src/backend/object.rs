@@ -19,23 +19,45 @@ use object_store::{
 
 use super::{Backend, BackendError, BackendResult, FileType, ObjectInfo};
 
-/// Where an S3 repository lives and how to reach it. Unset fields fall back to the standard AWS
-/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL`).
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
+/// Everything the S3 backend needs, resolved: the caller (`crate::location`) has filled in
+/// defaults and the environment and checked the credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Connection {
     /// Bucket name.
     pub bucket: String,
     /// Key prefix inside the bucket (may be empty).
     pub prefix: String,
-    /// Endpoint URL for S3-compatible servers (`http://127.0.0.1:9000`).
+    /// Endpoint URL of an S3-compatible server; `None` is AWS.
     pub endpoint: Option<String>,
-    /// Region; `us-east-1` when unset anywhere.
-    pub region: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Path-style (`endpoint/bucket/key`) rather than virtual-hosted-style requests.
+    pub path_style: bool,
+    /// Static keys; `None` leaves authentication to object_store's credential chain (web
+    /// identity, container credentials, instance metadata).
+    pub keys: Option<S3Keys>,
+}
+
+/// A static access key pair.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Keys {
     /// Access key id.
-    pub access_key_id: Option<String>,
+    pub access_key_id: String,
     /// Secret access key.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Connection")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.keys.as_ref().map(|k| &k.access_key_id))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A backend over any `object_store` implementation.
@@ -100,55 +122,32 @@ impl ObjectStoreBackend {
     /// A repository in an S3 bucket under a prefix.
     ///
     /// # Errors
-    /// The configuration is incomplete (no bucket, bad endpoint URL).
-    pub fn s3(opts: &S3Options) -> BackendResult<Self> {
-        let location = if opts.prefix.is_empty() {
-            format!("s3://{}", opts.bucket)
+    /// object_store refuses the configuration (a bad endpoint URL).
+    pub fn s3(conn: &S3Connection) -> BackendResult<Self> {
+        let location = if conn.prefix.is_empty() {
+            format!("s3://{}", conn.bucket)
         } else {
-            format!("s3://{}/{}", opts.bucket, opts.prefix)
+            format!("s3://{}/{}", conn.bucket, conn.prefix)
         };
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(&opts.bucket);
-        let endpoint = opts.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-        let set = |v: &Option<String>, var: &str| {
-            v.is_some() || std::env::var_os(var).is_some_and(|x| !x.is_empty())
-        };
-        let key = set(&opts.access_key_id, "AWS_ACCESS_KEY_ID");
-        let secret = set(&opts.secret_access_key, "AWS_SECRET_ACCESS_KEY");
-        let other_source = [
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        ]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
-        // Without static keys object_store falls back to the EC2 instance metadata service, which
-        // only exists on AWS: against an S3-compatible endpoint that is a slow, confusing failure.
-        if key != secret || (!key && !other_source && endpoint.is_some()) {
-            return Err(BackendError::Permanent {
-                backend: location,
-                op: "configure",
-                path: String::new(),
-                message: "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                    .into(),
-            });
-        }
-        let allow_http = endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://"));
-        if let Some(ep) = endpoint {
+        // The environment supplies only what the connection leaves to object_store: the
+        // credential chain (web identity, container credentials, a session token).
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&conn.bucket)
+            .with_region(&conn.region)
+            .with_virtual_hosted_style_request(!conn.path_style);
+        let allow_http = conn.endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://"));
+        if let Some(ep) = &conn.endpoint {
             b = b.with_endpoint(ep);
         }
-        let region = opts.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
-        b = b.with_region(region.unwrap_or_else(|| "us-east-1".into()));
-        if let Some(k) = &opts.access_key_id {
-            b = b.with_access_key_id(k);
+        if let Some(k) = &conn.keys {
+            b = b.with_access_key_id(&k.access_key_id).with_secret_access_key(&k.secret_access_key);
         }
-        if let Some(s) = &opts.secret_access_key {
-            b = b.with_secret_access_key(s);
-        }
-        // object_store's defaults retry for up to 3 minutes; an unreachable endpoint should fail
-        // within seconds, and RetryBackend adds the retries the engine wants on top.
+        // This is the only retry layer of S3 operations (`Location::open` adds none on top): it
+        // sees HTTP status codes and resumes interrupted downloads. object_store's default retries
+        // for up to 3 minutes; an unreachable endpoint should fail within seconds.
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
-            max_retries: 3,
+            max_retries: 5,
             retry_timeout: Duration::from_secs(20),
         };
         b = b.with_retry(retry).with_client_options(
@@ -163,7 +162,7 @@ impl ObjectStoreBackend {
             path: String::new(),
             message: one_line(&e),
         })?;
-        let prefix = (!opts.prefix.is_empty()).then(|| StorePath::from(opts.prefix.as_str()));
+        let prefix = (!conn.prefix.is_empty()).then(|| StorePath::from(conn.prefix.as_str()));
         Ok(Self {
             store: Arc::new(store),
             prefix,

@@ -7,10 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast_repository::backend::object::{ObjectStoreBackend, S3Options};
 use holdfast_repository::backend::{Backend, conformance};
 use holdfast_repository::backup::{self, BackupOptions};
 use holdfast_repository::check::{self, CheckOptions};
+use holdfast_repository::location::{Location, S3Options};
 use holdfast_repository::restore::{self, RestoreOptions};
 use holdfast_repository::{Error, Repository};
 
@@ -76,17 +76,17 @@ fn start_moto() -> Option<Moto> {
 }
 
 fn s3(port: u16, prefix: &str) -> Arc<dyn Backend> {
-    Arc::new(
-        ObjectStoreBackend::s3(&S3Options {
-            bucket: "holdfast-test".into(),
-            prefix: prefix.into(),
-            endpoint: Some(format!("http://127.0.0.1:{port}")),
-            region: Some("us-east-1".into()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-        })
-        .unwrap(),
-    )
+    Location::S3(S3Options {
+        bucket: "holdfast-test".into(),
+        prefix: prefix.into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: Some("us-east-1".into()),
+        path_style: Some(true),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+    })
+    .open()
+    .unwrap()
 }
 
 #[test]
