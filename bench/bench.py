@@ -6,15 +6,18 @@
 For each tool, one repository: backup of big/, backup of changed/ (deduplicating against big/),
 backup of small/, then a restore of each snapshot. Every step runs under `/usr/bin/time -v`
 (wall, user+sys CPU, peak RSS); the repository is measured with `du -sb` after each backup.
-Each restore is checked against its source (file count and apparent size). Writes
-WORKDIR/results/results.json and results.md and prints the table.
+Each restore is checked against its source by content: a digest over every entry's path, type,
+permission bits and content (or link target). Writes WORKDIR/results/results.json and results.md,
+prints the table, and exits non-zero when any step failed or any restore differs from its source.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -89,17 +92,64 @@ def du(path):
     return int(out.split()[0])
 
 
-def tree_stats(path):
-    """(regular files, apparent bytes) below path."""
-    files = 0
-    size = 0
-    for root, _dirs, names in os.walk(path):
-        for n in names:
-            st = os.lstat(os.path.join(root, n))
-            if not os.path.islink(os.path.join(root, n)):
-                files += 1
-                size += st.st_size
-    return files, size
+class Tree:
+    """What a restore must reproduce below a directory (the directory itself excluded): per entry,
+    keyed by relative path, its type, permission bits and a BLAKE2b of its content (a regular
+    file) or its target (a symlink); plus the regular file count and apparent bytes for the
+    report. Times and owners are left out: the tools differ in what they restore there by
+    default, and the comparison is of the data."""
+
+    def __init__(self, path):
+        self.entries = {}
+        self.files = 0
+        self.bytes = 0
+        top = os.fsencode(path)
+        for root, dirs, names in os.walk(top):
+            for n in dirs + names:
+                full = os.path.join(root, n)
+                st = os.lstat(full)
+                rel = os.path.relpath(full, top)
+                if stat.S_ISLNK(st.st_mode):
+                    entry = ("link", 0, hashlib.blake2b(os.readlink(full)).hexdigest())
+                elif stat.S_ISREG(st.st_mode):
+                    self.files += 1
+                    self.bytes += st.st_size
+                    entry = ("file", stat.S_IMODE(st.st_mode), file_digest(full))
+                elif stat.S_ISDIR(st.st_mode):
+                    entry = ("dir", stat.S_IMODE(st.st_mode), "")
+                else:
+                    entry = ("other", stat.S_IMODE(st.st_mode), "")
+                self.entries[rel] = entry
+
+    def digest(self):
+        """One BLAKE2b over the sorted entries."""
+        h = hashlib.blake2b()
+        for rel in sorted(self.entries):
+            kind, mode, content = self.entries[rel]
+            h.update(b"%s\0%s\0%o\0%s\n" % (rel, kind.encode(), mode, content.encode()))
+        return h.hexdigest()
+
+    def differences(self, restored, limit=5):
+        """Up to `limit` lines saying how `restored` differs from this tree."""
+        out = []
+        for rel in sorted(set(self.entries) | set(restored.entries)):
+            want, got = self.entries.get(rel), restored.entries.get(rel)
+            if want != got:
+                out.append("%s: want %s, got %s" % (os.fsdecode(rel), want, got))
+                if len(out) == limit:
+                    break
+        return out
+
+
+def file_digest(path):
+    h = hashlib.blake2b()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
 
 
 class Tool:
@@ -269,7 +319,7 @@ def main():
             f.write("holdfast-bench-password\n")
     results_dir = os.path.join(work, "results")
     os.makedirs(results_dir, exist_ok=True)
-    sizes = {s: tree_stats(os.path.join(data, s)) for s in ("big", "changed", "small")}
+    sources = {s: Tree(os.path.join(data, s)) for s in ("big", "changed", "small")}
     tools = []
     for t in a.tools.split(","):
         if t == "holdfast":
@@ -287,7 +337,8 @@ def main():
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_before": open("/proc/loadavg").read().split()[:3],
         "cold_cache": cold_cache(),
-        "datasets": {k: {"files": v[0], "bytes": v[1]} for k, v in sizes.items()},
+        "datasets": {k: {"files": v.files, "bytes": v.bytes, "digest": v.digest()}
+                     for k, v in sources.items()},
         "versions": {},
         "runs": {},
     }
@@ -301,7 +352,7 @@ def main():
         runs = {}
         try:
             tool.init()
-            run_ops(tool, work, data, sizes, log, runs)
+            run_ops(tool, work, data, sources, log, runs)
         except (RuntimeError, subprocess.CalledProcessError) as e:
             # Report the failure and go on with the other tools: one broken tool (or a full disk)
             # should not discard the whole run.
@@ -319,9 +370,15 @@ def main():
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write(md)
     print(md)
+    unverified = ["%s %s" % (tool, key) for tool, runs in results["runs"].items()
+                  for key, v in runs.items() if not v["verified"]]
+    if results.get("failures") or unverified:
+        sys.exit("bench failed: %s" % "; ".join(
+            ["%s: %s" % kv for kv in results.get("failures", {}).items()] +
+            ["%s: restore differs from its source" % k for k in unverified]))
 
 
-def run_ops(tool, work, data, sizes, log, runs):
+def run_ops(tool, work, data, sources, log, runs):
     """Runs the six steps of one tool, filling runs."""
     for op, ds in OPS:
         src = os.path.join(data, ds)
@@ -339,11 +396,11 @@ def run_ops(tool, work, data, sizes, log, runs):
             out, wall, cpu, peak = run_timed(
                 tool.restore_cmd(tool.snaps[ds], target), tool.env,
                 tool.restore_cwd(target), log)
-            got = tree_stats(tool.restored_root(target, src))
-            ok = got == sizes[ds]
+            restored = Tree(tool.restored_root(target, src))
+            ok = restored.digest() == sources[ds].digest()
             if not ok:
-                print("  restore mismatch: got %s want %s" % (got, sizes[ds]),
-                      file=sys.stderr)
+                print("  restore differs from its source:\n    %s" % "\n    ".join(
+                    sources[ds].differences(restored)), file=sys.stderr)
             shutil.rmtree(target, ignore_errors=True)
             repo = None
         user, system = cpu
@@ -351,7 +408,7 @@ def run_ops(tool, work, data, sizes, log, runs):
         runs[key] = {"wall_s": wall, "cpu_s": cpu, "user_s": user, "sys_s": system,
                      "peak_mib": peak / 1024.0,
                      "repo_mib": None if repo is None else repo / 2**20,
-                     "mib_per_s": sizes[ds][1] / 2**20 / wall if wall > 0 else None,
+                     "mib_per_s": sources[ds].bytes / 2**20 / wall if wall > 0 else None,
                      "verified": ok}
         print("  %.1f s wall, %.1f s cpu, %.0f MiB peak%s" % (
             wall, cpu, peak / 1024.0,

@@ -7,73 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
-use holdfast_apiserver::auth::{Tokens, load_or_create_tokens};
-use holdfast_apiserver::kubeconfig::kubeconfig;
-use holdfast_apiserver::serve::{RunningServer, spawn};
-use holdfast_apiserver::tls::{TlsMaterial, load_or_create_tls};
-use holdfast_apiserver::{ApiServer, Store};
+use holdfast_testkit::{HttpsApi, kubeconfig};
 use http_body_util::BodyExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-struct Server {
-    _dir: tempfile::TempDir,
-    running: RunningServer,
-    tokens: Tokens,
-    tls: TlsMaterial,
-}
-
-impl Server {
-    async fn start() -> Result<Server> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(&dir.path().join("store.db"))?;
-        let api = ApiServer::new(store, holdfast_api::registry());
-        let tls = load_or_create_tls(dir.path(), &[])?;
-        let tokens = load_or_create_tokens(dir.path())?;
-        let running =
-            spawn(api.router(), tokens.clone(), tls.clone(), "127.0.0.1:0".parse()?).await?;
-        let server = Server { _dir: dir, running, tokens, tls };
-        server.wait_ready().await?;
-        Ok(server)
-    }
-
-    fn kubeconfig(&self, token: &str) -> String {
-        kubeconfig(&self.running.url(), &self.tls.ca_pem, token)
-    }
-
-    async fn client(&self, token: &str) -> Result<kube::Client> {
-        let kc = Kubeconfig::from_yaml(&self.kubeconfig(token))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(kube::Client::try_from(config)?)
-    }
-
-    async fn admin(&self) -> Result<kube::Client> {
-        self.client(self.tokens.admin_token().context("no admin token")?).await
-    }
-
-    async fn viewer(&self) -> Result<kube::Client> {
-        self.client(self.tokens.view_token().context("no view token")?).await
-    }
-
-    /// Polls `/readyz` (no token needed) until it answers 200.
-    async fn wait_ready(&self) -> Result<()> {
-        let client = self.client("not-a-token").await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = raw(&client, http::Method::GET, "/readyz", None).await {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("server at {} never became ready", self.running.url());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 /// Sends one request and returns the status code and body text.
 async fn raw(
@@ -106,7 +45,7 @@ fn config_map(name: &str) -> ConfigMap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_over_https_creates_lists_and_watches() -> Result<()> {
-    let server = Server::start().await?;
+    let server = HttpsApi::start().await?;
     let client = server.admin().await?;
     let version = client.apiserver_version().await?;
     assert_eq!(version.major, "1");
@@ -147,7 +86,7 @@ async fn kube_rs_over_https_creates_lists_and_watches() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_bad_token_gets_the_exact_401_status() -> Result<()> {
-    let server = Server::start().await?;
+    let server = HttpsApi::start().await?;
     let expected = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401});
     let bad = server.client("0123456789abcdef").await?;
     for path in [
@@ -164,12 +103,7 @@ async fn missing_or_bad_token_gets_the_exact_401_status() -> Result<()> {
 
     // No Authorization header at all: a kubeconfig without a user token.
     let kc = server.kubeconfig("x").replace("    token: \"x\"\n", "");
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::from_yaml(&kc)?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
-    let anonymous = kube::Client::try_from(config)?;
+    let anonymous = kubeconfig::client(&kc).await?;
     let (status, body) = raw(&anonymous, http::Method::GET, "/api/v1/namespaces", None).await?;
     assert_eq!((status, body), (401, expected.to_string()));
 
@@ -187,7 +121,7 @@ async fn missing_or_bad_token_gets_the_exact_401_status() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_reads_but_every_write_gets_the_exact_403_status() -> Result<()> {
-    let server = Server::start().await?;
+    let server = HttpsApi::start().await?;
     let admin = server.admin().await?;
     Api::<ConfigMap>::namespaced(admin, "default")
         .create(&PostParams::default(), &config_map("seen"))
@@ -236,7 +170,7 @@ async fn viewer_reads_but_every_write_gets_the_exact_403_status() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_version_need_no_token() -> Result<()> {
-    let server = Server::start().await?;
+    let server = HttpsApi::start().await?;
     let bad = server.client("wrong").await?;
     for path in ["/healthz", "/livez", "/readyz"] {
         let (status, _) = raw(&bad, http::Method::GET, path, None).await?;
@@ -266,20 +200,20 @@ fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> Result<tokio_rustls::TlsConnector
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_covers_loopback_names_and_alpn_offers_h2() -> Result<()> {
-    let server = Server::start().await?;
-    let port = server.running.addr().port();
+    let server = HttpsApi::start().await?;
+    let port = server.running().addr().port();
     for (name, alpn, expected) in [
         ("localhost", &[b"h2".as_slice(), b"http/1.1"][..], b"h2".as_slice()),
         ("127.0.0.1", &[b"http/1.1".as_slice()][..], b"http/1.1".as_slice()),
     ] {
-        let connector = tls_client(&server.tls.ca_pem, alpn)?;
+        let connector = tls_client(&server.tls().ca_pem, alpn)?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let server_name = rustls::pki_types::ServerName::try_from(name.to_string())?;
         let stream = connector.connect(server_name, tcp).await?;
         assert_eq!(stream.get_ref().1.alpn_protocol(), Some(expected), "{name}");
     }
     // ::1 is in the certificate too; the server listens on IPv4 only, so check the name alone.
-    let connector = tls_client(&server.tls.ca_pem, &[])?;
+    let connector = tls_client(&server.tls().ca_pem, &[])?;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let wrong = rustls::pki_types::ServerName::try_from("example.com")?;
     assert!(
@@ -291,8 +225,8 @@ async fn certificate_covers_loopback_names_and_alpn_offers_h2() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_clients_do_not_stop_the_server() -> Result<()> {
-    let server = Server::start().await?;
-    let addr = server.running.addr();
+    let server = HttpsApi::start().await?;
+    let addr = server.running().addr();
     // Plain HTTP on the TLS port.
     let mut plain = tokio::net::TcpStream::connect(addr).await?;
     plain.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n").await?;
@@ -300,7 +234,7 @@ async fn bad_clients_do_not_stop_the_server() -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut buf)).await;
     // A client that connects and hangs up at once, and one that sends garbage after TLS.
     drop(tokio::net::TcpStream::connect(addr).await?);
-    let connector = tls_client(&server.tls.ca_pem, &[b"http/1.1"])?;
+    let connector = tls_client(&server.tls().ca_pem, &[b"http/1.1"])?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let mut tls =
         connector.connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp).await?;
@@ -317,14 +251,13 @@ async fn bad_clients_do_not_stop_the_server() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_while_a_watch_is_open() -> Result<()> {
-    let server = Server::start().await?;
+    let server = HttpsApi::start().await?;
     let client = server.admin().await?;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let created = cms.create(&PostParams::default(), &config_map("w")).await?;
     let rv = created.metadata.resource_version.unwrap_or_default();
     let mut events = cms.watch(&WatchParams::default(), &rv).await?.boxed();
-    let Server { running, _dir, .. } = server;
-    tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+    tokio::time::timeout(Duration::from_secs(30), server.shutdown())
         .await
         .context("shutdown did not finish")??;
     // The open watch ends (or errors) once the server is gone.

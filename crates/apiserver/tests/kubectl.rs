@@ -1,41 +1,17 @@
 //! The real kubectl against the server over HTTPS with the kubeconfig it would write: apply the
 //! shipped examples, get (columns, -A, -o yaml, -o wide), describe, explain, patch, label, edit,
 //! delete, wait, get -w, server-side dry run, field validation, and the auth errors kubectl
-//! prints. `scripts/install-deps.sh` installs kubectl; without it these tests print a notice
-//! and pass.
+//! prints. `scripts/install-deps.sh` installs kubectl; without it these tests fail saying so.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use holdfast_apiserver::auth::{Tokens, load_or_create_tokens};
-use holdfast_apiserver::kubeconfig::{kubeconfig, write_kubeconfig};
-use holdfast_apiserver::serve::{RunningServer, spawn};
-use holdfast_apiserver::tls::{TlsMaterial, load_or_create_tls};
-use holdfast_apiserver::{ApiServer, Store};
+use holdfast_testkit::HttpsApi;
+use holdfast_testkit::kubeconfig::{kubectl, require_kubectl};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
-
-fn kubectl_installed() -> bool {
-    std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-macro_rules! require_kubectl {
-    () => {
-        if !kubectl_installed() {
-            eprintln!(
-                "NOTICE: kubectl is not installed; skipping (scripts/install-deps.sh installs it)"
-            );
-            return Ok(());
-        }
-    };
-}
 
 struct Output {
     ok: bool,
@@ -43,59 +19,21 @@ struct Output {
     stderr: String,
 }
 
+/// The API server behind HTTPS and kubectl with its admin kubeconfig.
 struct Cluster {
-    dir: tempfile::TempDir,
-    _running: RunningServer,
-    url: String,
-    tls: TlsMaterial,
-    tokens: Tokens,
+    api: HttpsApi,
     kubeconfig: PathBuf,
 }
 
 impl Cluster {
     async fn start() -> Result<Cluster> {
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(&dir.path().join("store.db"))?;
-        let api = ApiServer::new(store, holdfast_api::registry())
-            .with_pod_log_dir(dir.path().join("pod-logs"));
-        let tls = load_or_create_tls(dir.path(), &[])?;
-        let tokens = load_or_create_tokens(dir.path())?;
-        let running =
-            spawn(api.router(), tokens.clone(), tls.clone(), "127.0.0.1:0".parse()?).await?;
-        let url = running.url();
-        let path = dir.path().join("kubeconfig");
-        let admin = tokens.admin_token().context("admin token")?;
-        write_kubeconfig(&path, &kubeconfig(&url, &tls.ca_pem, admin))?;
-        let cluster = Cluster { dir, _running: running, url, tls, tokens, kubeconfig: path };
-        cluster.wait_ready().await?;
-        Ok(cluster)
-    }
-
-    /// Polls until kubectl gets an answer from /readyz and the initial namespaces exist.
-    async fn wait_ready(&self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = self.kubectl(&["get", "--raw", "/readyz"]).await?;
-            let ns = self.kubectl(&["get", "ns", "default", "-o", "name"]).await?;
-            if ready.ok && ns.ok {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("server never became ready: {} {}", ready.stderr, ns.stderr);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let api = HttpsApi::start().await?;
+        let kubeconfig = api.kubeconfig_path().to_path_buf();
+        Ok(Cluster { api, kubeconfig })
     }
 
     fn command_with(&self, kubeconfig: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
-        cmd.env("KUBECONFIG", kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("kubectl-cache"))
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        cmd
+        kubectl(kubeconfig, &self.api.dir().join("kubectl-cache"), args)
     }
 
     async fn run(&self, mut cmd: Command) -> Result<Output> {
@@ -122,13 +60,11 @@ impl Cluster {
 
     /// A kubeconfig with another token.
     fn kubeconfig_with(&self, name: &str, token: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join(name);
-        write_kubeconfig(&path, &kubeconfig(&self.url, &self.tls.ca_pem, token))?;
-        Ok(path)
+        Ok(self.api.write_kubeconfig(name, token)?)
     }
 
     fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join(name);
+        let path = self.api.dir().join(name);
         std::fs::write(&path, text)?;
         Ok(path)
     }
@@ -146,7 +82,7 @@ fn snapshot_yaml(name: &str, extra_spec: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_examples_then_get_every_kind_with_its_columns() -> Result<()> {
-    require_kubectl!();
+    require_kubectl()?;
     let c = Cluster::start().await?;
     let examples = examples_dir();
     let examples = examples.to_str().context("utf-8 path")?;
@@ -211,7 +147,7 @@ async fn apply_examples_then_get_every_kind_with_its_columns() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_label_edit_wait_and_delete() -> Result<()> {
-    require_kubectl!();
+    require_kubectl()?;
     let c = Cluster::start().await?;
     let file = c.write("vs.yaml", &snapshot_yaml("snap", ""))?;
     let file = file.to_str().context("utf-8")?;
@@ -297,7 +233,7 @@ async fn patch_label_edit_wait_and_delete() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_prints_a_change_as_it_happens() -> Result<()> {
-    require_kubectl!();
+    require_kubectl()?;
     let c = Cluster::start().await?;
     let file = c.write("vs.yaml", &snapshot_yaml("watched", ""))?;
     c.ok(&["apply", "-f", file.to_str().context("utf-8")?]).await?;
@@ -337,7 +273,7 @@ async fn get_watch_prints_a_change_as_it_happens() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_dry_run_changes_nothing_and_unknown_fields_follow_validate() -> Result<()> {
-    require_kubectl!();
+    require_kubectl()?;
     let c = Cluster::start().await?;
     let file = c.write("vs.yaml", &snapshot_yaml("dry", ""))?;
     c.ok(&["apply", "-f", file.to_str().context("utf-8")?]).await?;
@@ -389,7 +325,7 @@ async fn server_dry_run_changes_nothing_and_unknown_fields_follow_validate() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_token_must_log_in_and_viewer_writes_are_forbidden() -> Result<()> {
-    require_kubectl!();
+    require_kubectl()?;
     let c = Cluster::start().await?;
     let bad = c.kubeconfig_with("bad", "0000000000000000")?;
     let out = c.run(c.command_with(&bad, &["get", "vs"])).await?;
@@ -398,7 +334,7 @@ async fn bad_token_must_log_in_and_viewer_writes_are_forbidden() -> Result<()> {
 
     let file = c.write("vs.yaml", &snapshot_yaml("guarded", ""))?;
     c.ok(&["apply", "-f", file.to_str().context("utf-8")?]).await?;
-    let viewer = c.kubeconfig_with("viewer", c.tokens.view_token().context("view token")?)?;
+    let viewer = c.kubeconfig_with("viewer", c.api.tokens().view_token().context("view token")?)?;
     let read = c.run(c.command_with(&viewer, &["get", "vs", "guarded", "-o", "name"])).await?;
     ensure!(read.ok, "viewer cannot read: {}", read.stderr);
     let delete = c.run(c.command_with(&viewer, &["delete", "vs", "guarded"])).await?;
@@ -414,7 +350,7 @@ async fn bad_token_must_log_in_and_viewer_writes_are_forbidden() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_a_job_pod_and_cascading_delete() -> Result<()> {
-    require_kubectl!();
+    require_kubectl()?;
     let c = Cluster::start().await?;
     let manifest = c.write(
         "job.yaml",
@@ -429,7 +365,7 @@ async fn logs_of_a_job_pod_and_cascading_delete() -> Result<()> {
         ),
     )?;
     c.ok(&["apply", "-f", pod.to_str().context("utf-8 path")?]).await?;
-    let log = c.dir.path().join("pod-logs/default/restore-x1/main.log");
+    let log = c.api.dir().join("pod-logs/default/restore-x1/main.log");
     std::fs::create_dir_all(log.parent().context("parent")?)?;
     std::fs::write(&log, "line 1\nline 2\nline 3\n")?;
 

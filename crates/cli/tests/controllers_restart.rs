@@ -11,7 +11,6 @@
 //! then pass `holdfast repo check`, and the restored file must be the whole backed-up file.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -21,11 +20,10 @@ use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Rest
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt as _;
+use holdfast_testkit::HoldfastServer;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const NS: &str = "default";
@@ -69,44 +67,6 @@ echo restored
             "restore": {"prepareData": {"image": "busybox", "command": ["bash", "-c", restore]}}
         }
     })
-}
-
-/// `holdfast server` on a free port; returns it once its banner is printed.
-async fn start(data_dir: &Path) -> Result<Child> {
-    let mut child = Command::new(BIN)
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .context("no banner from holdfast server")??
-        .context("holdfast server exited before printing its banner")?;
-    ensure!(first.starts_with("holdfast server listening on "), "unexpected banner {first:?}");
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(child)
-}
-
-/// A client from the kubeconfig the server (re)wrote, once the API answers.
-async fn client(data_dir: &Path) -> Result<kube::Client> {
-    let text = std::fs::read_to_string(data_dir.join("kubeconfig"))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::from_yaml(&text)?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
-    let client = kube::Client::try_from(config)?;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    poll("the API to answer", || async {
-        Ok(namespaces.get_opt("default").await.ok().flatten().map(|_| ()))
-    })
-    .await?;
-    Ok(client)
 }
 
 /// Polls `check` every 100 ms until it yields a value, or fails after [`TIMEOUT`].
@@ -177,15 +137,14 @@ async fn running_job_pod(client: &kube::Client) -> Result<String> {
 /// waits until the old pod is marked Failed for the restart and checks that none of its
 /// processes outlived that.
 async fn kill_and_restart(
-    server: &mut Child,
+    server: &mut HoldfastServer,
     data_dir: &Path,
     old_pod: &str,
-) -> Result<(Child, kube::Client)> {
-    server.start_kill()?;
-    server.wait().await?;
+) -> Result<(HoldfastServer, kube::Client)> {
+    server.kill_9().await?;
     ensure!(!pod_processes(old_pod).is_empty(), "the workload of {old_pod} ended before the kill");
-    let restarted = start(data_dir).await?;
-    let client = client(data_dir).await?;
+    let restarted = HoldfastServer::start(Path::new(BIN), data_dir).await?;
+    let client = restarted.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let status = poll("the interrupted pod to be marked failed", || async {
         let pod = pods.get(old_pod).await?;
@@ -317,8 +276,8 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     let data_dir = dir.path().join("data");
     let repo_dir = dir.path().join("repo");
     std::fs::create_dir_all(&repo_dir)?;
-    let mut server = start(&data_dir).await?;
-    let kube = client(&data_dir).await?;
+    let mut server = HoldfastServer::start(Path::new(BIN), &data_dir).await?;
+    let kube = server.client().await?;
     setup(&kube, &repo_dir).await?;
 
     // --- Backup, killed while backupData streams.

@@ -1,6 +1,6 @@
 //! `datasafed` compatibility, end to end: the real binary, started through a `datasafed`
-//! symlink (and as `holdfast datasafed`), against a repository on the real filesystem and, when
-//! `moto_server` is installed, on a real S3-compatible server.
+//! symlink (and as `holdfast datasafed`), against a repository on the real filesystem and on a
+//! real S3-compatible server (moto).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -453,63 +453,11 @@ fn datasafed_concurrent_first_pushes_share_one_repository() {
     }
 }
 
-fn http(port: u16, request: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(request.as_bytes())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn datasafed_s3_storage_from_the_config_file() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = match Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("NOTICE: moto_server not found on PATH; skipping the S3 datasafed test");
-            return;
-        }
-        Err(e) => panic!("starting moto_server: {e}"),
-    };
-    let _moto = Moto(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let probe = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    while !http(port, &probe).map(|r| r.starts_with("HTTP/1.1 200")).unwrap_or(false) {
-        assert!(Instant::now() < deadline, "moto_server did not answer within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let create = format!(
-        "PUT /backups HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    assert!(http(port, &create).unwrap().starts_with("HTTP/1.1 200"));
+    let moto = holdfast_testkit::Moto::start().unwrap_or_else(|e| panic!("{e}"));
+    moto.create_bucket("backups").unwrap_or_else(|e| panic!("{e}"));
+    let port = moto.port();
 
     let mut env = Env::new();
     env.unset("DATASAFED_LOCAL_BACKEND_PATH");

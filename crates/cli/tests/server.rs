@@ -4,65 +4,17 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use futures::{StreamExt as _, TryStreamExt as _};
+use holdfast_testkit::HoldfastServer;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
-
-/// Starts `holdfast server` on a free port and returns it with its URL (read from the banner).
-async fn start(data_dir: &Path) -> Result<(Child, String)> {
-    let mut child = Command::new(BIN)
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .context("no banner from holdfast server")??
-        .context("holdfast server exited before printing its banner")?;
-    let url = first
-        .strip_prefix("holdfast server listening on ")
-        .with_context(|| format!("unexpected banner {first:?}"))?
-        .to_string();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, url))
-}
-
-async fn client(data_dir: &Path) -> Result<kube::Client> {
-    let text = std::fs::read_to_string(data_dir.join("kubeconfig"))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::from_yaml(&text)?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
-    let client = kube::Client::try_from(config)?;
-    // Poll readiness (the default namespace exists once the server has bootstrapped).
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(_)) = namespaces.get_opt("default").await {
-            return Ok(client);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("server never became ready");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn config_map(name: &str) -> ConfigMap {
     let mut cm = ConfigMap::default();
@@ -74,9 +26,10 @@ fn config_map(name: &str) -> ConfigMap {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_no_acknowledged_write_and_watch_resumes() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let (mut server, url) = start(dir.path()).await?;
+    let mut server = HoldfastServer::start(Path::new(BIN), dir.path()).await?;
+    let url = server.url();
     ensure!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let kube = client(dir.path()).await?;
+    let kube = server.client().await?;
     let cms: Api<ConfigMap> = Api::namespaced(kube.clone(), "default");
     let start_rv = cms
         .list(&ListParams::default())
@@ -108,15 +61,14 @@ async fn kill_9_mid_stream_loses_no_acknowledged_write_and_watch_resumes() -> Re
         ensure!(tokio::time::Instant::now() < deadline, "writes too slow");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    server.start_kill()?; // SIGKILL: no shutdown path runs.
-    server.wait().await?;
+    server.kill_9().await?; // SIGKILL: no shutdown path runs.
     for w in writers {
         w.await?;
     }
     let acked = acked.lock().expect("lock").clone();
 
-    let (_server, _url) = start(dir.path()).await?;
-    let kube = client(dir.path()).await?;
+    let server = HoldfastServer::start(Path::new(BIN), dir.path()).await?;
+    let kube = server.client().await?;
     let cms: Api<ConfigMap> = Api::namespaced(kube, "default");
     let list = cms.list(&ListParams::default()).await?;
     let stored: BTreeSet<String> =

@@ -366,7 +366,7 @@ async fn failures_name_their_cause_and_recover_when_fixed() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
-    let moto = Moto::start()?.context("moto_server is not installed (scripts/install-deps.sh)")?;
+    let moto = Moto::start()?;
     moto.create_bucket("backups")?;
     let f = fixture().await?;
     create(Api::<Secret>::namespaced(f.client.clone(), "team-a"),

@@ -1,5 +1,5 @@
 //! The repository's one integration test binary: real files, a real local backend, a real S3
-//! server (moto) where available. Modules live in `tests/integration/`.
+//! server (moto). Modules live in `tests/integration/`.
 
 #[path = "integration/support.rs"]
 mod support;

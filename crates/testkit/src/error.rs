@@ -1,5 +1,7 @@
 //! The error of the test launchers.
 
+use crate::process::INSTALL_SCRIPT;
+
 /// Why a launcher could not start or a helper failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,18 +15,28 @@ pub enum Error {
     /// A program ran but exited unsuccessfully.
     #[error("{program} failed ({status}): {stderr}")]
     Command { program: String, status: String, stderr: String },
-    /// A program the launcher needs is not installed.
-    #[error("{0} not found (looked on PATH and in /usr/lib/postgresql/*/bin)")]
+    /// A tool the tests drive is not installed. Tests fail on this instead of skipping, so a
+    /// machine without the tool cannot pass them without running them.
+    #[error("{tool} is not installed (looked {looked}); run {INSTALL_SCRIPT} to install it")]
+    Missing { tool: String, looked: String },
+    /// Something the launcher needs is not there (a system account, a file).
+    #[error("{0} not found")]
     NotFound(String),
     /// Something did not become ready in time.
     #[error("timed out: {0}")]
     Timeout(String),
     /// A call to the API server failed.
+    #[cfg(feature = "kube")]
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// The embedded API server's store could not be opened.
-    #[error("store: {0}")]
-    Store(String),
+    /// A kubeconfig could not be read or turned into a client.
+    #[cfg(feature = "kube")]
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// The in-process API server could not be set up (store, TLS material, tokens, listener).
+    #[cfg(feature = "apiserver")]
+    #[error("API server set-up: {0}")]
+    ApiServer(String),
 }
 
 impl Error {
@@ -32,5 +44,10 @@ impl Error {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
+    }
+
+    /// An [`Error::Missing`] for `tool`, looked for on PATH.
+    pub fn missing(tool: impl Into<String>) -> Error {
+        Error::Missing { tool: tool.into(), looked: "on PATH".into() }
     }
 }

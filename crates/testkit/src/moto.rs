@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::process::free_port;
+use crate::process::{free_port, spawn_tool};
 
 /// Credentials moto accepts (it accepts any).
 pub const ACCESS_KEY_ID: &str = "test";
@@ -22,25 +22,25 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts moto on a free port and waits until it answers. `Ok(None)` when `moto_server` is
-    /// not installed, so callers can skip with a notice.
-    pub fn start() -> Result<Option<Moto>, Error> {
+    /// Starts moto on a free port and waits until it answers.
+    ///
+    /// # Errors
+    /// [`Error::Missing`] (naming the install script) when `moto_server` is not installed: an
+    /// S3 test without its server fails rather than passing unrun.
+    pub fn start() -> Result<Moto, Error> {
         let port = free_port()?;
-        let child = match Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io { context: "start moto_server".into(), source: e }),
-        };
+        let child = spawn_tool(
+            "moto_server",
+            Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
         let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if moto.request("GET", "/").map(|r| r.starts_with("HTTP/1.1 200")).unwrap_or(false) {
-                return Ok(Some(moto));
+                return Ok(moto);
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout("moto_server did not answer within 60 s".into()));

@@ -229,7 +229,7 @@ impl Postgres {
         if beside.is_file() {
             return Ok(beside);
         }
-        on_path(name).ok_or_else(|| Error::NotFound(name.into()))
+        on_path(name).ok_or_else(|| Error::missing(name))
     }
 }
 
@@ -264,12 +264,10 @@ pub fn server_bin_dir() -> Result<PathBuf, Error> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, dir)| dir).ok_or_else(|| Error::NotFound("initdb".into()))
-}
-
-/// Whether a PostgreSQL server can be launched here (the tools are installed).
-pub fn available() -> bool {
-    server_bin_dir().is_ok() && on_path("psql").is_some()
+    versions.pop().map(|(_, dir)| dir).ok_or_else(|| Error::Missing {
+        tool: "PostgreSQL (initdb, pg_ctl, postgres)".into(),
+        looked: "on PATH and in /usr/lib/postgresql/*/bin".into(),
+    })
 }
 
 /// A scratch directory the server user can traverse, and that user when running as root.

@@ -1,12 +1,35 @@
-//! Small process helpers shared by the launchers: free ports, program lookup, running a
-//! command to completion, and running as an unprivileged user when the tests run as root.
+//! Small process helpers shared by the launchers: free ports, program lookup, starting the
+//! tools the tests need (failing, never skipping, when one is missing), running a command to
+//! completion, and running as an unprivileged user when the tests run as root.
 
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use crate::Error;
+
+/// The script that installs every tool the tests drive (kubectl, moto, PostgreSQL, the Python
+/// `kubernetes` client), relative to the repository root; every "not installed" error names it.
+pub const INSTALL_SCRIPT: &str = "scripts/install-deps.sh";
+
+/// Spawns `cmd`, whose program is the tool `tool`; a program that is not installed is
+/// [`Error::Missing`], so the test fails saying what to install.
+pub fn spawn_tool(tool: &str, cmd: &mut Command) -> Result<Child, Error> {
+    cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::missing(tool),
+        _ => Error::Io { context: format!("start {tool}"), source: e },
+    })
+}
+
+/// Fails with [`Error::Missing`] unless `probe` (a cheap invocation of `tool`, such as
+/// `kubectl version --client`) starts and exits successfully.
+pub fn require_tool(tool: &str, probe: &mut Command) -> Result<(), Error> {
+    let status = spawn_tool(tool, probe.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()))?
+        .wait()
+        .map_err(Error::io(format!("wait for {tool}")))?;
+    if status.success() { Ok(()) } else { Err(Error::missing(tool)) }
+}
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> Result<u16, Error> {
@@ -110,4 +133,21 @@ pub fn run(cmd: &mut Command) -> Result<String, Error> {
         return Err(Error::Command { program, status: status.to_string(), stderr: text });
     }
     Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_is_an_error_naming_the_install_script() {
+        let tool = "holdfast-testkit-no-such-tool";
+        let err = spawn_tool(tool, &mut Command::new(tool)).expect_err("the tool does not exist");
+        let message = err.to_string();
+        assert!(matches!(err, Error::Missing { .. }), "{message}");
+        assert!(message.contains(tool) && message.contains(INSTALL_SCRIPT), "{message}");
+        let err = require_tool("false", &mut Command::new("false")).expect_err("false fails");
+        assert!(err.to_string().contains(INSTALL_SCRIPT), "{err}");
+        require_tool("true", &mut Command::new("true")).expect("true is installed");
+    }
 }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use holdfast_repository::backend::{Backend, BackendError, BackendResult, FileType, ObjectInfo};
+use holdfast_repository::backend::{Backend, BackendError, FileType};
 use holdfast_repository::backup::{self, BackupOptions, ParentChoice};
 use holdfast_repository::check::{self, CheckOptions};
 use holdfast_repository::forget;
@@ -82,49 +81,24 @@ fn prune_repacks_partly_used_packs_and_everything_stays_restorable() {
     assert_eq!(again.repacked_packs, 0, "{again:?}");
 }
 
-/// A backend with a byte budget for new objects: past it, creates fail the way a full disk does.
-struct SmallDisk<B> {
-    inner: B,
-    free: AtomicU64,
-}
-
-impl<B: Backend> SmallDisk<B> {
-    fn full(&self, ft: FileType, name: &str) -> BackendError {
-        BackendError::Permanent {
-            backend: self.inner.location(),
-            op: "create",
-            path: ft.path(name),
-            message: "No space left on device (os error 28)".into(),
-        }
-    }
-}
-
-impl<B: Backend> Backend for SmallDisk<B> {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
-        let len = data.len() as u64;
-        self.free
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(len))
-            .map_err(|_| self.full(ft, name))?;
-        self.inner.create(ft, name, data)
-    }
-    fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
-        self.inner.get(ft, name)
-    }
-    fn get_range(&self, ft: FileType, name: &str, o: u64, l: u64) -> BackendResult<Bytes> {
-        self.inner.get_range(ft, name, o, l)
-    }
-    fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {
-        self.inner.list(ft)
-    }
-    fn delete(&self, ft: FileType, name: &str) -> BackendResult<()> {
-        self.inner.delete(ft, name)
-    }
-    fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
-        self.inner.stat(ft, name)
-    }
+/// A backend with a byte budget for new objects (`free`): past it, creates fail the way a full
+/// disk does.
+fn small_disk(dir: &Path, free: Arc<AtomicU64>) -> Arc<dyn Backend> {
+    let inner = local_backend(dir);
+    let location = inner.location();
+    Arc::new(CreateHook {
+        inner,
+        hook: move |ft: FileType, name: &str, len: u64| {
+            free.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(len))
+                .map(|_| ())
+                .map_err(|_| BackendError::Permanent {
+                    backend: location.clone(),
+                    op: "create",
+                    path: ft.path(name),
+                    message: "No space left on device (os error 28)".into(),
+                })
+        },
+    })
 }
 
 #[test]
@@ -132,11 +106,8 @@ fn a_full_backend_fails_the_backup_cleanly_and_a_rerun_with_space_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     init_local(&dir);
-    let disk = Arc::new(SmallDisk {
-        inner: holdfast_repository::backend::object::ObjectStoreBackend::local(&dir).unwrap(),
-        free: AtomicU64::new(3 * 1024 * 1024),
-    });
-    let repo = Repository::open(disk.clone(), PASSWORD).unwrap();
+    let free = Arc::new(AtomicU64::new(3 * 1024 * 1024));
+    let repo = Repository::open(small_disk(&dir, free.clone()), PASSWORD).unwrap();
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..8 {
@@ -150,7 +121,7 @@ fn a_full_backend_fails_the_backup_cleanly_and_a_rerun_with_space_succeeds() {
     assert!(repo.snapshots().unwrap().is_empty(), "no snapshot from a failed backup");
     assert_clean(&repo);
 
-    disk.free.store(u64::MAX, Ordering::SeqCst);
+    free.store(u64::MAX, Ordering::SeqCst);
     let opts = BackupOptions { parent: ParentChoice::None, ..BackupOptions::new() };
     let r = backup::backup_paths(&repo, std::slice::from_ref(&src), &opts).unwrap();
     assert_clean(&repo);

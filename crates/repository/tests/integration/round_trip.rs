@@ -6,13 +6,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use holdfast_repository::backend::FileType;
 use holdfast_repository::backup::{self, BackupOptions};
 use holdfast_repository::check::{self, CheckOptions};
 use holdfast_repository::progress::{CancelToken, Progress};
 use holdfast_repository::restore::{self, RestoreOptions};
-use holdfast_repository::{Error, stats};
+use holdfast_repository::{Error, Repository, stats};
 
 use crate::support::*;
 
@@ -169,10 +170,57 @@ fn progress_is_reported_and_cancellation_stops_the_backup() {
     assert_eq!((p.files_total, p.bytes_total), (5, 5 * 1024 * 1024));
     assert_eq!((p.files_done, p.bytes_done), (5, 5 * 1024 * 1024));
 
+
+    // Cancel mid-run: from the progress callback, once it has reported data read. The backend
+    // stores the first pack and holds later ones until the cancel, so the backup cannot finish
+    // first however fast the machine is.
+    let big = tmp.path().join("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..40 {
+        fs::write(big.join(format!("f{i:02}")), random_bytes(100 + i, 1024 * 1024)).unwrap();
+    }
     let cancel = CancelToken::new();
-    cancel.cancel();
-    let opts = BackupOptions { cancel, parent: backup::ParentChoice::None, ..BackupOptions::new() };
-    let err = backup::backup_paths(&repo, std::slice::from_ref(&src), &opts).unwrap_err();
+    let packs = Arc::new(AtomicU64::new(0));
+    let gate = {
+        let (open, packs) = (cancel.clone(), packs.clone());
+        CreateHook {
+            inner: local_backend(&tmp.path().join("repo")),
+            hook: move |ft: FileType, _: &str, _: u64| {
+                if ft == FileType::Pack && packs.fetch_add(1, Ordering::SeqCst) > 0 {
+                    // Held until the cancel; at most a minute, so a backup that ignores
+                    // cancellation finishes and fails the test instead of hanging it.
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !open.is_cancelled() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                Ok(())
+            },
+        }
+    };
+    let gated = Repository::open(Arc::new(gate), PASSWORD).unwrap();
+    let last = Arc::new(Mutex::new(Progress::default()));
+    let mut opts =
+        BackupOptions { cancel: cancel.clone(), parent: backup::ParentChoice::None, ..BackupOptions::new() };
+    {
+        let (last, cancel) = (last.clone(), cancel.clone());
+        opts.progress = Some(Arc::new(move |p: &Progress| {
+            if p.totals_known && p.bytes_done > 0 {
+                cancel.cancel();
+            }
+            *last.lock().unwrap() = *p;
+        }));
+    }
+    let err = backup::backup_paths(&gated, std::slice::from_ref(&big), &opts).unwrap_err();
     assert!(matches!(err, Error::Cancelled), "got {err}");
+    let p = *last.lock().unwrap();
+    assert_eq!((p.files_total, p.bytes_total), (40, 40 * 1024 * 1024), "{p:?}");
+    assert!(p.files_done < p.files_total && p.bytes_done < p.bytes_total, "ran to the end: {p:?}");
+    let packs = packs.load(Ordering::SeqCst);
+    assert!((1..40).contains(&packs), "{packs} packs written of 40 MiB in 1 MiB packs");
+    let repo = Repository::open(local_backend(&tmp.path().join("repo")), PASSWORD).unwrap();
     assert_eq!(repo.snapshots().unwrap().len(), 1, "a cancelled backup writes no snapshot");
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
 }

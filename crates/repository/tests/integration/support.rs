@@ -6,8 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use holdfast_repository::backend::Backend;
+use bytes::Bytes;
 use holdfast_repository::backend::object::ObjectStoreBackend;
+use holdfast_repository::backend::{Backend, BackendResult, FileType, ObjectInfo};
 use holdfast_repository::config::ChunkerParams;
 use holdfast_repository::crypto::KdfParams;
 use holdfast_repository::{InitOptions, Repository};
@@ -35,6 +36,41 @@ pub fn local_backend(dir: &Path) -> Arc<dyn Backend> {
 
 pub fn init_local(dir: &Path) -> Repository {
     Repository::init(local_backend(dir), PASSWORD, &small_opts()).unwrap()
+}
+
+/// A backend that asks `hook` (object type, name, length) before every `create` on `inner`, so a
+/// test can fail or hold writes, and passes everything else straight through.
+pub struct CreateHook<F> {
+    pub inner: Arc<dyn Backend>,
+    pub hook: F,
+}
+
+impl<F> Backend for CreateHook<F>
+where
+    F: Fn(FileType, &str, u64) -> BackendResult<()> + Send + Sync,
+{
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
+        (self.hook)(ft, name, data.len() as u64)?;
+        self.inner.create(ft, name, data)
+    }
+    fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
+        self.inner.get(ft, name)
+    }
+    fn get_range(&self, ft: FileType, name: &str, o: u64, l: u64) -> BackendResult<Bytes> {
+        self.inner.get_range(ft, name, o, l)
+    }
+    fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {
+        self.inner.list(ft)
+    }
+    fn delete(&self, ft: FileType, name: &str) -> BackendResult<()> {
+        self.inner.delete(ft, name)
+    }
+    fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
+        self.inner.stat(ft, name)
+    }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible.

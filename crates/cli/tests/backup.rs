@@ -23,6 +23,8 @@ use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+/// The binary job processes run as `datasafed`, built by Cargo for this test.
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const NS: &str = "default";
 const REPO: &str = "local-repo";
 const POLICY: &str = "pg-policy";
@@ -67,7 +69,7 @@ impl Setup {
 
     /// A setup whose controllers' context is adjusted first (another clock).
     async fn start_with(configure: impl FnOnce(Context) -> Context) -> Result<Setup> {
-        let server = EmbeddedServer::start_with(configure).await?;
+        let server = EmbeddedServer::start_with(Path::new(BIN), configure).await?;
         let repo_dir = server.scratch_dir("repo")?;
         let client = server.client.clone();
         create(
@@ -212,8 +214,7 @@ impl Setup {
 }
 
 fn datasafed(conf: &Path, base: &str, args: &[&str]) -> Result<String> {
-    let exe = holdfast_testkit::holdfast_binary()?;
-    let out = Command::new(exe)
+    let out = Command::new(BIN)
         .arg("datasafed")
         .arg("-c")
         .arg(conf)

@@ -1,0 +1,170 @@
+//! What the server refuses and how: 422 with field paths, `fieldValidation` Strict/Warn/Ignore, request bodies (YAML, size limits, mismatched names and kinds).
+
+use anyhow::{Context, Result};
+use holdfast_api::snapshot::VolumeSnapshot;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::fixture::{fixture, snapshot, config_map, status_of, raw};
+
+#[tokio::test]
+async fn invalid_objects_get_422_with_field_paths() -> Result<()> {
+    let f = fixture()?;
+    let api: Api<VolumeSnapshot> = Api::namespaced(f.client.clone(), "default");
+    let mut both = snapshot("bad", "data");
+    both.spec.source.volume_snapshot_content_name = Some("content".into());
+    let s = status_of(api.create(&PostParams::default(), &both).await)?;
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message.starts_with(
+            "VolumeSnapshot.snapshot.storage.k8s.io \"bad\" is invalid: spec.source: Forbidden"
+        ),
+        "{}",
+        s.message
+    );
+    let details = s.details.context("details")?;
+    assert_eq!(details.name, "bad");
+    assert_eq!(details.kind, "VolumeSnapshot");
+    assert_eq!(details.causes[0].field, "spec.source");
+    assert_eq!(details.causes[0].reason, "FieldValueForbidden");
+    assert!(api.get_opt("bad").await?.is_none(), "nothing half-written");
+
+    // Immutable source on update.
+    api.create(&PostParams::default(), &snapshot("ok", "data")).await?;
+    let s = status_of(
+        api.patch(
+            "ok",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"source": {"persistentVolumeClaimName": "other"}}})),
+        )
+        .await,
+    )?;
+    assert_eq!(s.code, 422);
+    assert_eq!(s.details.context("details")?.causes[0].field, "spec.source");
+    Ok(())
+}
+
+#[tokio::test]
+async fn field_validation_strict_warn_ignore() -> Result<()> {
+    let f = fixture()?;
+    let body = |name: &str| {
+        json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": name},
+            "spec": {"source": {"persistentVolumeClaimName": "data"}, "foo": 1}})
+        .to_string()
+    };
+    let uri = |v: &str| {
+        format!(
+            "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots?fieldValidation={v}"
+        )
+    };
+    let ct = [("content-type", "application/json")];
+
+    let (code, _, text) =
+        raw(&f.client, "POST", &uri("Strict"), &ct, body("s1").as_bytes()).await?;
+    assert_eq!(code, 400, "{text}");
+    let s: Value = serde_json::from_str(&text)?;
+    assert_eq!(s["reason"], "BadRequest");
+    assert_eq!(
+        s["message"],
+        "VolumeSnapshot in version \"v1\" cannot be handled as a VolumeSnapshot: strict decoding error: unknown field \"spec.foo\""
+    );
+
+    let (code, headers, text) =
+        raw(&f.client, "POST", &uri("Warn"), &ct, body("s2").as_bytes()).await?;
+    assert_eq!(code, 201, "{text}");
+    let warning = headers.get("warning").and_then(|v| v.to_str().ok()).context("Warning header")?;
+    assert_eq!(warning, r#"299 - "unknown field \"spec.foo\"""#);
+    let created: Value = serde_json::from_str(&text)?;
+    assert!(created["spec"].get("foo").is_none(), "pruned");
+
+    let (code, headers, _) =
+        raw(&f.client, "POST", &uri("Ignore"), &ct, body("s3").as_bytes()).await?;
+    assert_eq!(code, 201);
+    assert!(headers.get("warning").is_none());
+
+    // Built-in kinds: unknown fields found by the typed round trip.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "creationTimestamp": null}, "bogus": 1});
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+        &ct,
+        cm.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains(r#"unknown field \"bogus\""#), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bodies_yaml_limits_and_mismatches() -> Result<()> {
+    let f = fixture()?;
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: b\n";
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("content-type", "application/yaml")],
+        yaml.as_bytes(),
+    )
+    .await?;
+    assert_eq!(code, 201, "{text}");
+    // No Content-Type at all means JSON (the Python client).
+    let (code, _, _) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps?&",
+        &[],
+        br#"{"metadata":{"name":"no-ct"}}"#,
+    )
+    .await?;
+    assert_eq!(code, 201);
+
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("content-type", "application/json")],
+        b"{oops",
+    )
+    .await?;
+    assert_eq!(code, 400);
+    let s: Value = serde_json::from_str(&text)?;
+    assert_eq!((s["kind"].as_str(), s["reason"].as_str()), (Some("Status"), Some("BadRequest")));
+
+    let big = vec![b' '; 4 * 1024 * 1024];
+    let (code, _, text) =
+        raw(&f.client, "POST", "/api/v1/namespaces/default/configmaps", &[], &big).await?;
+    assert_eq!(code, 413, "{text}");
+    assert!(text.contains("RequestEntityTooLarge"));
+
+    let wrong_kind = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}});
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        wrong_kind.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(code, 400, "{text}");
+    let wrong_ns = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}});
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        wrong_ns.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(code, 400);
+    assert!(text.contains("does not match the namespace sent on the request"));
+
+    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), "missing");
+    let s = status_of(cms.create(&PostParams::default(), &config_map("x", &[])).await)?;
+    assert_eq!((s.code, s.message.as_str()), (404, "namespaces \"missing\" not found"));
+    Ok(())
+}
