@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use holdfast_testkit::HttpsApi;
 use holdfast_testkit::kubeconfig::{kubectl, require_kubectl};
 use tokio::io::{AsyncBufReadExt as _, BufReader};

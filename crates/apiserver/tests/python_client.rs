@@ -28,7 +28,7 @@ async fn python_kubernetes_client_round_trip() -> Result<()> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kubernetes_client.py");
     let run = tokio::process::Command::new("python3")
         .arg(script)
-        .arg(&path)
+        .arg(path)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -55,35 +55,3 @@ fn main() -> anyhow::Result<()> {
         Command::Datasafed(args) => datasafed_cmd::run(args),
     }
 }
-
-#[cfg(test)]
-#[path = "/tmp/orig_repo_cmd.rs"]
-mod orig_repo_cmd;
-
-#[cfg(test)]
-mod help_compare {
-    use clap::{Args, Command};
-    fn all(cmd: &mut Command, prefix: String, out: &mut Vec<(String, String)>) {
-        let h = cmd.render_long_help().to_string();
-        out.push((prefix.clone(), h));
-        let names: Vec<String> = cmd.get_subcommands().map(|c| c.get_name().to_string()).collect();
-        for n in names {
-            let sub = cmd.find_subcommand_mut(&n).unwrap();
-            all(sub, format!("{prefix} {n}"), out);
-        }
-    }
-    #[test]
-    fn help_is_identical() {
-        let mut a = super::repo_cmd::RepoArgs::augment_args(Command::new("repo"));
-        let mut b = super::orig_repo_cmd::RepoArgs::augment_args(Command::new("repo"));
-        a.build(); b.build();
-        let (mut ha, mut hb) = (Vec::new(), Vec::new());
-        all(&mut a, "repo".into(), &mut ha);
-        all(&mut b, "repo".into(), &mut hb);
-        assert_eq!(ha.len(), hb.len());
-        for (x, y) in ha.iter().zip(hb.iter()) {
-            assert_eq!(x, y);
-        }
-        println!("compared {} help pages", ha.len());
-    }
-}

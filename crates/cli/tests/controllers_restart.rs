@@ -3,8 +3,9 @@
 //! middle of a backup or restore neither loses the object nor leaves it stuck: it resumes or
 //! fails clearly").
 //!
-//! The workloads pace themselves (a loop of short sleeps, as a slow dump would), so the kill
-//! lands while their Job pod is running. After the restart the pod must be marked Failed with
+//! The first attempt of each workload paces itself (a loop of short sleeps, as a slow dump
+//! would), so the kill lands while its Job pod is running; the retry after the restart runs at
+//! full speed (the attempt that claimed a marker directory first is the paced one). After the restart the pod must be marked Failed with
 //! reason `NodeRestart`, the killed server's job processes must be gone by then (an orphan
 //! writing into the repository or the restore volume beside the retry would corrupt them), the
 //! Job retries, and the Backup/Restore completes with its status intact. The repository must
@@ -17,10 +18,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 use holdfast_api::kubeblocks::backup::BackupPhase;
 use holdfast_api::kubeblocks::restore::RestorePhase;
 use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Restore};
+use holdfast_testkit::HoldfastServer;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt as _;
-use holdfast_testkit::HoldfastServer;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -30,17 +31,21 @@ const NS: &str = "default";
 const REPO: &str = "restart-repo";
 /// Generous: two CPU cores are shared with parallel builds.
 const TIMEOUT: Duration = Duration::from_secs(180);
-/// The backup pushes CHUNKS x CHUNK_BYTES bytes, a chunk every quarter second.
+/// The backup pushes CHUNKS x CHUNK_BYTES bytes (its first attempt a chunk every quarter second).
 const CHUNKS: u64 = 60;
 const CHUNK_BYTES: u64 = 100_000;
 
-/// The ActionSet: a backupData that streams slowly into the repository, and a prepareData that
-/// waits as long before pulling the file into the restore volume.
-fn action_set() -> Value {
+/// The ActionSet: a backupData that streams into the repository, and a prepareData that pulls the
+/// file into the restore volume. The first attempt of each (the one that creates its marker
+/// directory under `markers`) is slow, a chunk or a wait every quarter second, so the kill lands
+/// mid-run; later attempts do the same work without the pauses.
+fn action_set(markers: &Path) -> Value {
+    let markers = markers.display();
     let backup = format!(
         r#"set -euo pipefail
 export DATASAFED_BACKEND_BASE_PATH="$DP_BACKUP_BASE_PATH"
-for i in $(seq 1 {CHUNKS}); do head -c {CHUNK_BYTES} /dev/urandom; sleep 0.25; done \
+pace=0; if mkdir "{markers}/backup" 2>/dev/null; then pace=0.25; fi
+for i in $(seq 1 {CHUNKS}); do head -c {CHUNK_BYTES} /dev/urandom; sleep $pace; done \
   | datasafed push - /data.bin
 echo '{{"totalSize":"{}"}}' > "$DP_BACKUP_INFO_FILE"
 "#,
@@ -49,7 +54,9 @@ echo '{{"totalSize":"{}"}}' > "$DP_BACKUP_INFO_FILE"
     let restore = format!(
         r#"set -euo pipefail
 export DATASAFED_BACKEND_BASE_PATH="$DP_BACKUP_BASE_PATH"
-for i in $(seq 1 {CHUNKS}); do sleep 0.25; done
+if mkdir "{markers}/restore" 2>/dev/null; then
+  for i in $(seq 1 {CHUNKS}); do sleep 0.25; done
+fi
 datasafed pull /data.bin /restore-data/data.bin.part
 mv /restore-data/data.bin.part /restore-data/data.bin
 echo restored
@@ -193,7 +200,7 @@ async fn claim_dir(client: &kube::Client, claim: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-async fn setup(client: &kube::Client, repo_dir: &Path) -> Result<()> {
+async fn setup(client: &kube::Client, repo_dir: &Path, markers: &Path) -> Result<()> {
     create(
         &Api::<BackupRepo>::all(client.clone()),
         json!({
@@ -216,7 +223,7 @@ async fn setup(client: &kube::Client, repo_dir: &Path) -> Result<()> {
         }
     })
     .await?;
-    create(&Api::<ActionSet>::all(client.clone()), action_set()).await?;
+    create(&Api::<ActionSet>::all(client.clone()), action_set(markers)).await?;
     create(
         &Api::<Pod>::namespaced(client.clone(), NS),
         json!({
@@ -275,10 +282,12 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
     let repo_dir = dir.path().join("repo");
+    let markers = dir.path().join("attempts");
     std::fs::create_dir_all(&repo_dir)?;
+    std::fs::create_dir_all(&markers)?;
     let mut server = HoldfastServer::start(Path::new(BIN), &data_dir).await?;
     let kube = server.client().await?;
-    setup(&kube, &repo_dir).await?;
+    setup(&kube, &repo_dir, &markers).await?;
 
     // --- Backup, killed while backupData streams.
     create(

@@ -2,11 +2,9 @@
 //! symlink (and as `holdfast datasafed`), against a repository on the real filesystem and on a
 //! real S3-compatible server (moto).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const HOLDFAST: &str = env!("CARGO_BIN_EXE_holdfast");
 

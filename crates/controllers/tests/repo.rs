@@ -406,7 +406,8 @@ async fn s3_repos_on_moto_with_builtin_and_upstream_providers() -> Result<()> {
         .await?
         .context("key")?;
     let existing =
-        tokio::task::spawn_blocking(move || backup_repo::precheck_repository(&location, &key)).await?;
+        tokio::task::spawn_blocking(move || backup_repo::precheck_repository(&location, &key))
+            .await?;
     assert_eq!(existing, Ok(false), "the repository exists and opens with the generated key");
 
     // Upstream KubeBlocks' `minio` provider, applied as a user would: its CSI driver is absent,

@@ -307,7 +307,8 @@ pub fn backup_reader(
     let counters = Arc::new(Counters::default());
     let shared = new_shared(repo, opts, counters.clone());
     let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
-    let pipeline = BlobPipeline::start(repo, shared.clone(), threads_of(opts), uploads_of(repo, opts));
+    let pipeline =
+        BlobPipeline::start(repo, shared.clone(), threads_of(opts), uploads_of(repo, opts));
     let tx = pipeline.sender();
     let mut stream_size = 0;
     let saved = save_stream(

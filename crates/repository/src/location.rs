@@ -56,7 +56,9 @@ pub enum LocationError {
         what: &'static str,
     },
     /// A storage type holdfast cannot keep a repository in.
-    #[error("{origin}: storage type {kind:?} is not supported by holdfast's datasafed (use local or s3)")]
+    #[error(
+        "{origin}: storage type {kind:?} is not supported by holdfast's datasafed (use local or s3)"
+    )]
     UnsupportedType {
         /// Where the configuration came from.
         origin: String,

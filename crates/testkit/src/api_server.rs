@@ -72,22 +72,16 @@ impl HttpsApi {
         let tls = load_or_create_tls(dir.path(), &[]).map_err(|e| setup(&e))?;
         let tokens = load_or_create_tokens(dir.path()).map_err(|e| setup(&e))?;
         let addr = "127.0.0.1:0".parse().map_err(|e| setup(&e))?;
-        let running =
-            spawn(server.router(), tokens.clone(), tls.clone(), addr).await.map_err(|e| setup(&e))?;
+        let running = spawn(server.router(), tokens.clone(), tls.clone(), addr)
+            .await
+            .map_err(|e| setup(&e))?;
         let url = running.url();
         let path = dir.path().join("kubeconfig");
         let admin = tokens.admin_token().ok_or_else(|| Error::NotFound("an admin token".into()))?;
         write_kubeconfig(&path, &kubeconfig(&url, &tls.ca_pem, admin))
             .map_err(Error::io(format!("write {}", path.display())))?;
-        let https = HttpsApi {
-            server,
-            running: Some(running),
-            url,
-            tls,
-            tokens,
-            kubeconfig: path,
-            dir,
-        };
+        let https =
+            HttpsApi { server, running: Some(running), url, tls, tokens, kubeconfig: path, dir };
         client::wait_ready(&https.admin().await?).await?;
         Ok(https)
     }
@@ -147,13 +141,15 @@ impl HttpsApi {
 
     /// A client with the admin token.
     pub async fn admin(&self) -> Result<kube::Client, Error> {
-        let token = self.tokens.admin_token().ok_or_else(|| Error::NotFound("an admin token".into()))?;
+        let token =
+            self.tokens.admin_token().ok_or_else(|| Error::NotFound("an admin token".into()))?;
         self.client(token).await
     }
 
     /// A client with the read-only token.
     pub async fn viewer(&self) -> Result<kube::Client, Error> {
-        let token = self.tokens.view_token().ok_or_else(|| Error::NotFound("a view token".into()))?;
+        let token =
+            self.tokens.view_token().ok_or_else(|| Error::NotFound("a view token".into()))?;
         self.client(token).await
     }
 

@@ -25,9 +25,10 @@ pub fn spawn_tool(tool: &str, cmd: &mut Command) -> Result<Child, Error> {
 /// Fails with [`Error::Missing`] unless `probe` (a cheap invocation of `tool`, such as
 /// `kubectl version --client`) starts and exits successfully.
 pub fn require_tool(tool: &str, probe: &mut Command) -> Result<(), Error> {
-    let status = spawn_tool(tool, probe.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()))?
-        .wait()
-        .map_err(Error::io(format!("wait for {tool}")))?;
+    let status =
+        spawn_tool(tool, probe.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()))?
+            .wait()
+            .map_err(Error::io(format!("wait for {tool}")))?;
     if status.success() { Ok(()) } else { Err(Error::missing(tool)) }
 }
 

@@ -4,14 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use futures::StreamExt;
 use holdfast_api::snapshot::VolumeSnapshot;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::{Controller, finalizer, watcher};
 use kube::runtime::controller::Action;
+use kube::runtime::{Controller, finalizer, watcher};
 use serde_json::json;
 
-use crate::fixture::{fixture, snapshot, eventually};
+use crate::fixture::{eventually, fixture, snapshot};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -1,12 +1,13 @@
 //! Built-in kinds with behaviour of their own: ConfigMaps and Secrets, Events in both API versions, Pod logs.
 
 use anyhow::{Context, Result};
+use holdfast_apiserver::{ApiServer, Store};
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Secret};
 use k8s_openapi::api::events::v1::Event as EventV1;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
-use crate::fixture::{fixture, config_map, status_of, raw, rv, pod};
+use crate::fixture::{config_map, fixture, pod, raw, rv, status_of};
 
 #[tokio::test]
 async fn configmaps_and_secrets() -> Result<()> {

@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::fixture::{fixture, snapshot, status_of, rv};
+use crate::fixture::{fixture, rv, snapshot, status_of};
 
 #[tokio::test]
 async fn custom_kind_create_get_list_replace_patch_delete() -> Result<()> {

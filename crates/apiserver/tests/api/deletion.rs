@@ -6,10 +6,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::finalizer;
 use serde_json::{Value, json};
 
-use crate::fixture::{fixture, snapshot, config_map, status_of, raw, eventually, pod, job};
+use crate::fixture::{config_map, eventually, fixture, job, pod, raw, snapshot, status_of};
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() -> Result<()> {

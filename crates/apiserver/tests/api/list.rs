@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::fixture::{fixture, config_map, status_of, raw, rv};
+use crate::fixture::{config_map, fixture, raw, rv, status_of};
 
 #[tokio::test]
 async fn list_paging_with_limit_and_continue() -> Result<()> {

@@ -1,12 +1,11 @@
 //! Table output (`as=Table`) for list, get and watch, as kubectl asks for it.
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use holdfast_api::snapshot::VolumeSnapshot;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 
-use crate::fixture::{fixture, snapshot, raw};
+use crate::fixture::{fixture, raw, snapshot};
 
 const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
 

@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 use holdfast_api::snapshot::VolumeSnapshot;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::fixture::{fixture, snapshot, config_map, status_of, raw};
+use crate::fixture::{config_map, fixture, raw, snapshot, status_of};
 
 #[tokio::test]
 async fn invalid_objects_get_422_with_field_paths() -> Result<()> {

@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::{Client, ResourceExt};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::fixture::{fixture, config_map, raw, rv};
+use crate::fixture::{config_map, fixture, raw, rv};
 
 #[tokio::test]
 async fn watcher_sees_added_modified_deleted_in_order() -> Result<()> {

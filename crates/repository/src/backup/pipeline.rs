@@ -157,7 +157,12 @@ impl Indexer {
 }
 
 impl BlobPipeline {
-    pub(super) fn start(repo: &Repository, shared: Arc<Shared>, threads: usize, uploads: usize) -> Self {
+    pub(super) fn start(
+        repo: &Repository,
+        shared: Arc<Shared>,
+        threads: usize,
+        uploads: usize,
+    ) -> Self {
         let repo_ref =
             Arc::new(RepoRef { backend: repo.backend.clone(), master: repo.master.clone() });
         let indexer = Arc::new(Indexer {
@@ -331,7 +336,12 @@ pub(super) fn send_blobs(tx: &BlobTx, batch: &mut Vec<BlobJob>) -> Result<()> {
 }
 
 /// Serializes a tree and queues it; returns its id.
-pub(super) fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, mut tree: Tree) -> Result<Id> {
+pub(super) fn save_tree(
+    repo: &Repository,
+    shared: &Shared,
+    tx: &BlobTx,
+    mut tree: Tree,
+) -> Result<Id> {
     tree.sort();
     let data = serde_json::to_vec(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
     let id = repo.master.blob_id(&data);
@@ -344,7 +354,11 @@ pub(super) fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, mut tre
     Ok(id)
 }
 
-pub(super) fn new_shared(repo: &Repository, opts: &BackupOptions, counters: Arc<Counters>) -> Arc<Shared> {
+pub(super) fn new_shared(
+    repo: &Repository,
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Arc<Shared> {
     Arc::new(Shared {
         repo_index: repo.index(),
         seen: Mutex::new(HashSet::new()),

@@ -41,7 +41,12 @@ const BATCH_BYTES: u64 = 4 * 1024 * 1024;
 const BATCH_FILE_MAX: u64 = 1024 * 1024;
 
 /// The tree assembler: consumes walk events in order, builds and saves trees.
-pub(super) fn assembler(repo: &Repository, shared: &Shared, rx: &Receiver<Event>, tx: &BlobTx) -> Result<Id> {
+pub(super) fn assembler(
+    repo: &Repository,
+    shared: &Shared,
+    rx: &Receiver<Event>,
+    tx: &BlobTx,
+) -> Result<Id> {
     let mut stack: Vec<Tree> = Vec::new();
     let mut root = None;
     while let Ok(ev) = rx.recv() {
@@ -88,7 +93,12 @@ pub(super) fn assembler(repo: &Repository, shared: &Shared, rx: &Receiver<Event>
     root.ok_or_else(|| Error::Pipeline("walk ended without a root".into()))
 }
 
-pub(super) fn file_worker(repo: &Repository, shared: &Shared, jobs: &Mutex<Receiver<FileJob>>, tx: &BlobTx) {
+pub(super) fn file_worker(
+    repo: &Repository,
+    shared: &Shared,
+    jobs: &Mutex<Receiver<FileJob>>,
+    tx: &BlobTx,
+) {
     let max = u64::from(repo.config().chunker.max_size);
     let mut window = Vec::new();
     loop {

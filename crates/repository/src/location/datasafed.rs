@@ -208,8 +208,14 @@ mod tests {
                 "{ORIGIN}: storage type \"ftp\" is not supported by holdfast's datasafed (use local or s3)"
             )
         );
-        assert_eq!(err("[storage]\nroot = /x\n"), format!("{ORIGIN} has no [storage] type (local or s3)"));
-        assert_eq!(err("[other]\ntype = s3\n"), format!("{ORIGIN} has no [storage] type (local or s3)"));
+        assert_eq!(
+            err("[storage]\nroot = /x\n"),
+            format!("{ORIGIN} has no [storage] type (local or s3)")
+        );
+        assert_eq!(
+            err("[other]\ntype = s3\n"),
+            format!("{ORIGIN} has no [storage] type (local or s3)")
+        );
         assert_eq!(
             err("[storage]\ntype = local\nroot = \n"),
             format!("{ORIGIN}: storage type local needs a root directory (storage.root)")
@@ -218,7 +224,10 @@ mod tests {
             err("[storage]\ntype = s3\n"),
             format!("{ORIGIN}: storage type s3 needs the bucket (storage.root)")
         );
-        assert_eq!(err("[storage]\ntype = s3\nroot = /\n"), format!("{ORIGIN}: storage.root has no bucket"));
+        assert_eq!(
+            err("[storage]\ntype = s3\nroot = /\n"),
+            format!("{ORIGIN}: storage.root has no bucket")
+        );
         assert_eq!(err("x\n"), format!("{ORIGIN}: line 1: expected `key = value`, found \"x\""));
     }
 

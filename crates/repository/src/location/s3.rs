@@ -94,14 +94,12 @@ impl S3Options {
         let path_style = match self.path_style {
             Some(p) => p,
             None => match env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST") {
-                Some(v) => {
-                    !parse_bool(&v).ok_or_else(|| LocationError::InvalidField {
-                        origin: location.clone(),
-                        field: "AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(),
-                        value: v.clone(),
-                        expected: "true or false",
-                    })?
-                }
+                Some(v) => !parse_bool(&v).ok_or_else(|| LocationError::InvalidField {
+                    origin: location.clone(),
+                    field: "AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(),
+                    value: v.clone(),
+                    expected: "true or false",
+                })?,
                 None => true,
             },
         };

@@ -170,7 +170,6 @@ fn progress_is_reported_and_cancellation_stops_the_backup() {
     assert_eq!((p.files_total, p.bytes_total), (5, 5 * 1024 * 1024));
     assert_eq!((p.files_done, p.bytes_done), (5, 5 * 1024 * 1024));
 
-
     // Cancel mid-run: from the progress callback, once it has reported data read. The backend
     // stores the first pack and holds later ones until the cancel, so the backup cannot finish
     // first however fast the machine is.
@@ -200,8 +199,11 @@ fn progress_is_reported_and_cancellation_stops_the_backup() {
     };
     let gated = Repository::open(Arc::new(gate), PASSWORD).unwrap();
     let last = Arc::new(Mutex::new(Progress::default()));
-    let mut opts =
-        BackupOptions { cancel: cancel.clone(), parent: backup::ParentChoice::None, ..BackupOptions::new() };
+    let mut opts = BackupOptions {
+        cancel: cancel.clone(),
+        parent: backup::ParentChoice::None,
+        ..BackupOptions::new()
+    };
     {
         let (last, cancel) = (last.clone(), cancel.clone());
         opts.progress = Some(Arc::new(move |p: &Progress| {
