@@ -12,14 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use futures::{StreamExt as _, TryStreamExt as _};
-use holdfast_apiserver::auth::load_or_create_tokens;
-use holdfast_apiserver::kubeconfig::kubeconfig;
-use holdfast_apiserver::serve::spawn;
-use holdfast_apiserver::tls::load_or_create_tls;
-use holdfast_apiserver::{ApiServer, Store};
+use holdfast_testkit::HttpsApi;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 const WRITERS: usize = 8;
 const WATCHERS: usize = 100;
@@ -73,26 +68,9 @@ async fn main() -> Result<()> {
     let n_list = ((10_000.0 * scale) as usize).max(n_writes);
     let n_watch_events = ((200.0 * scale) as usize).max(10);
 
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("store.db"))?;
-    let api = ApiServer::new(store, holdfast_api::registry());
-    let tls = load_or_create_tls(dir.path(), &[])?;
-    let tokens = load_or_create_tokens(dir.path())?;
-    let running = spawn(api.router(), tokens.clone(), tls.clone(), "127.0.0.1:0".parse()?).await?;
-    let kc = kubeconfig(&running.url(), &tls.ca_pem, tokens.admin_token().context("token")?);
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::from_yaml(&kc)?,
-        &KubeConfigOptions::default(),
-    )
-    .await?;
-    let client = kube::Client::try_from(config)?;
-    // Readiness: the default namespace exists.
-    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(ns.get_opt("default").await, Ok(Some(_))) {
-        anyhow::ensure!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The same HTTPS server and kubeconfig client the tests use; it answers before this returns.
+    let server = HttpsApi::start().await?;
+    let client = server.admin().await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
     // 1. Creates with 8 concurrent writers.
@@ -197,6 +175,6 @@ async fn main() -> Result<()> {
         ms(percentile(&lat, 0.99)),
         ms(lat.last().copied().unwrap_or_default())
     );
-    running.shutdown().await?;
+    server.shutdown().await?;
     Ok(())
 }
