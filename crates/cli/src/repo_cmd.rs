@@ -11,6 +11,7 @@ mod init;
 mod key;
 mod ls;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -69,6 +70,8 @@ enum RepoCommand {
     Prune(prune::PruneCmd),
     /// Verify the repository.
     Check(check::CheckCmd),
+    /// Repair a damaged repository.
+    Repair(repair::RepairCmd),
     /// Repository or snapshot statistics.
     Stats(stats::StatsCmd),
     /// Manage passwords.
@@ -98,6 +101,7 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
         RepoCommand::Forget(c) => c.run(&args),
         RepoCommand::Prune(c) => c.run(&args),
         RepoCommand::Check(c) => c.run(&args),
+        RepoCommand::Repair(c) => c.run(&args),
         RepoCommand::Stats(c) => c.run(&args),
         RepoCommand::Key(c) => c.run(&args),
     }

@@ -682,3 +682,46 @@ fn unreadable_entries_are_skipped_with_a_warning_and_exit_code_3() {
     assert!(!t.join("src/secret").exists(), "an unreadable file is left out, not stored empty");
     env.check_read_data();
 }
+
+#[test]
+fn with_its_index_gone_prune_refuses_and_repair_index_restores_every_snapshot() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("big.bin"), random_bytes(3, 3 * 1024 * 1024)).unwrap();
+    for i in 0..10 {
+        fs::write(src.join("d").join(format!("f{i}")), random_bytes(10 + i, 4000)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let index_dir = env.repo.join("index");
+    for entry in fs::read_dir(&index_dir).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let packs = || walkdir_count(&env.repo.join("data"));
+    let before = packs();
+
+    let line = one_line_failure(&env.run(&["prune", "--safety-delay", "0s"]));
+    assert!(line.contains("nothing was deleted") && line.contains("repair index"), "{line}");
+    assert_eq!(packs(), before, "prune deleted packs");
+
+    let out = env.ok(&["repair", "index"]);
+    assert!(out.contains(&format!("indexed {before} of {before} packs")), "{out}");
+    env.check_read_data();
+    let target = env.path("restore");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &target.join("src"));
+}
+
+/// Files below `dir`, at any depth.
+fn walkdir_count(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { stack.push(p) } else { n += 1 }
+        }
+    }
+    n
+}

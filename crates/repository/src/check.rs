@@ -112,23 +112,31 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         match packs.get(&id.to_hex()) {
             None => report
                 .errors
-                .push(format!("pack {id} is in the index but missing from the backend")),
+                .push(format!(
+                    "pack {id} is in the index but missing from the backend (snapshots using it \
+                     cannot be fully restored; new backups store its data again; `repair index` \
+                     drops its entries)"
+                )),
             Some(s) if *s != size => {
                 report.errors.push(format!("pack {id} has size {s}, the index says {size}"));
             }
             Some(_) => {}
         }
     }
+    let mut unindexed_packs = 0usize;
     for name in packs.keys() {
         if !name.parse::<Id>().map(|id| index.knows_pack(&id)).unwrap_or(false) {
+            unindexed_packs += 1;
             report.warnings.push(format!(
-                "pack {name} is not in any index (left by an interrupted backup; prune removes it)"
+                "pack {name} is not in any index (left by an interrupted backup, which prune \
+                 removes, or listed by a lost index file, which `repair index` restores)"
             ));
         }
     }
 
     // Snapshots and their trees.
     let mut seen_trees: HashSet<Id> = HashSet::new();
+    let mut unindexed_blobs = 0usize;
     for info in repo.backend.list(FileType::Snapshot)? {
         let snap = match info
             .name
@@ -154,6 +162,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             let tree = match repo.load_tree(&tree_id) {
                 Ok(t) => t,
                 Err(e) => {
+                    if matches!(e, Error::MissingBlob { .. }) {
+                        unindexed_blobs += 1;
+                    }
                     report.errors.push(format!(
                         "snapshot {}: tree at {}/: {e}",
                         &info.name[..8],
@@ -176,6 +187,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     NodeType::File => {
                         for b in &n.content {
                             if !index.readable(b) {
+                                unindexed_blobs += 1;
                                 report.errors.push(format!(
                                     "snapshot {}: {p}: blob {b} is not in the index",
                                     &info.name[..8]
@@ -189,6 +201,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
+    if unindexed_blobs > 0 && unindexed_packs > 0 {
+        report.errors.push(format!(
+            "{unindexed_blobs} referenced blob(s) are not in the index while {unindexed_packs} \
+             pack(s) are in none: an index file was probably lost; run `holdfast repo repair \
+             index` (prune refuses to run until then)"
+        ));
+    }
     if opts.read_data {
         read_data(repo, &index, &packs, opts, &mut report)?;
     }

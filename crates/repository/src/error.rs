@@ -53,6 +53,20 @@ pub enum Error {
         /// Blob id (hex).
         blob: String,
     },
+    /// Prune found snapshots that reference blobs the index does not list. Their packs may
+    /// exist without an index (a lost or damaged index file), so prune cannot tell which packs
+    /// are unused and deletes nothing.
+    #[error(
+        "prune refused, nothing was deleted: {count} blob(s) that snapshots reference are not in \
+         the index (first: {example}); run `holdfast repo repair index` to re-index the packs \
+         from their own headers, then `holdfast repo check`"
+    )]
+    UnindexedReferences {
+        /// How many referenced blobs the index lacks.
+        count: usize,
+        /// One of them (hex).
+        example: String,
+    },
     /// The object was written by a newer or unknown format version.
     #[error("unsupported format version {version} in {object}")]
     UnsupportedVersion {

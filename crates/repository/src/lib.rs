@@ -20,6 +20,7 @@ pub mod location;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;

@@ -250,19 +250,60 @@ pub fn read_header(
     pack: &str,
     data: &[u8],
 ) -> Result<([u8; 16], Vec<PackBlob>)> {
-    let object = format!("data/{pack}");
     let salt = salt_of(pack, data)?;
-    let n = data.len();
-    if n < PREFIX_LEN as usize + 4 {
-        return Err(Error::corrupt(object, "truncated"));
+    let n = data.len() as u64;
+    let hlen = header_len(pack, n, data.get(data.len().saturating_sub(4)..).unwrap_or_default())?;
+    #[allow(clippy::cast_possible_truncation)] // within `data`, checked by `header_len`
+    let sealed = &data[(n - 4 - hlen) as usize..(n - 4) as usize];
+    Ok((salt, open_header(master, pack, &salt, sealed)?))
+}
+
+/// Reads and decrypts the header of a stored pack of `size` bytes with three ranged reads (its
+/// prefix, its length field, the header), without downloading its blobs.
+///
+/// # Errors
+/// Backend errors; `CorruptObject` naming the pack when anything does not verify.
+pub fn fetch_header(
+    backend: &dyn Backend,
+    master: &MasterKey,
+    pack: &str,
+    size: u64,
+) -> Result<([u8; 16], Vec<PackBlob>)> {
+    if size < PREFIX_LEN + 4 {
+        return Err(Error::corrupt(format!("data/{pack}"), "truncated"));
     }
-    let hlen = u32::from_le_bytes(data[n - 4..].try_into().unwrap_or_default()) as usize;
-    if hlen + 4 + PREFIX_LEN as usize > n {
+    let prefix = backend.get_range(FileType::Pack, pack, 0, PREFIX_LEN)?;
+    let salt = salt_of(pack, &prefix)?;
+    let tail = backend.get_range(FileType::Pack, pack, size - 4, 4)?;
+    let hlen = header_len(pack, size, &tail)?;
+    let sealed = backend.get_range(FileType::Pack, pack, size - 4 - hlen, hlen)?;
+    Ok((salt, open_header(master, pack, &salt, &sealed)?))
+}
+
+/// The sealed header's length from a pack's last four bytes, checked against the pack's size.
+fn header_len(pack: &str, size: u64, tail: &[u8]) -> Result<u64> {
+    let object = format!("data/{pack}");
+    let Ok(field) = <[u8; 4]>::try_from(tail) else {
+        return Err(Error::corrupt(object, "truncated"));
+    };
+    let hlen = u64::from(u32::from_le_bytes(field));
+    if size < PREFIX_LEN + 4 || hlen + 4 + PREFIX_LEN > size {
         return Err(Error::corrupt(object, "header length beyond the pack"));
     }
+    Ok(hlen)
+}
+
+/// Decrypts and parses a sealed pack header.
+fn open_header(
+    master: &MasterKey,
+    pack: &str,
+    salt: &[u8; 16],
+    sealed: &[u8],
+) -> Result<Vec<PackBlob>> {
+    let object = format!("data/{pack}");
     let header = master
-        .pack_key(&salt)
-        .open(HEADER_AAD, &data[n - 4 - hlen..n - 4])
+        .pack_key(salt)
+        .open(HEADER_AAD, sealed)
         .ok_or_else(|| Error::corrupt(&object, "header authentication failed"))?;
     if header.len() % (ENTRY_LEN + 4) != 0 {
         return Err(Error::corrupt(object, "header length is not a whole number of entries"));
@@ -286,7 +327,7 @@ pub fn read_header(
             uncompressed_length: u32::from_le_bytes(u.try_into().unwrap_or_default()),
         });
     }
-    Ok((salt, blobs))
+    Ok(blobs)
 }
 
 /// Opens one sealed blob: decrypts, decompresses, and checks the keyed hash against its id.

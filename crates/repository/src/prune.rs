@@ -84,7 +84,8 @@ pub struct PrunePlan {
 /// Every blob (data and tree) reachable from a snapshot.
 ///
 /// # Errors
-/// Any unreadable snapshot or tree: prune must not guess.
+/// Any unreadable snapshot or tree: prune must not guess. A tree the index does not list is
+/// [`Error::UnindexedReferences`], which points at `repair index`.
 pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
     for s in repo.snapshots()? {
@@ -93,7 +94,11 @@ pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
             if !used.insert(t) {
                 continue;
             }
-            for n in repo.load_tree(&t)?.nodes {
+            let tree = repo.load_tree(&t).map_err(|e| match e {
+                Error::MissingBlob { blob } => Error::UnindexedReferences { count: 1, example: blob },
+                e => e,
+            })?;
+            for n in tree.nodes {
                 match n.kind() {
                     NodeType::Dir => stack.extend(n.subtree),
                     NodeType::File => used.extend(n.content),
@@ -101,6 +106,25 @@ pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
                 }
             }
         }
+    }
+    Ok(used)
+}
+
+/// [`used_blobs`], each of them listed by the loaded index (in a live or a marked pack).
+///
+/// Whether a pack is unused is decided from the index. A referenced blob the index does not
+/// list means an index file was lost or damaged while its packs remain: those packs look
+/// unindexed and, once old, would be deleted with the data they hold. Prune deletes only what it
+/// can prove unreferenced, so this is an error, [`Error::UnindexedReferences`].
+fn indexed_used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
+    let used = used_blobs(repo)?;
+    let index = repo.index();
+    let mut unindexed = used.iter().filter(|b| !index.readable(b));
+    if let Some(example) = unindexed.next() {
+        return Err(Error::UnindexedReferences {
+            count: 1 + unindexed.count(),
+            example: example.to_hex(),
+        });
     }
     Ok(used)
 }
@@ -134,7 +158,15 @@ pub fn load_plans(repo: &Repository) -> Result<Vec<PrunePlan>> {
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     repo.reload_index()?;
-    let used = used_blobs(repo)?;
+    // A backup that finished after the index was read has its snapshot listed but its index
+    // file not yet loaded: read the index again once before concluding anything is missing.
+    let used = match indexed_used_blobs(repo) {
+        Err(Error::UnindexedReferences { .. }) => {
+            repo.reload_index()?;
+            indexed_used_blobs(repo)?
+        }
+        other => other?,
+    };
     report.used_blobs = used.len();
     let index = repo.index();
     let now = SystemTime::now();
@@ -290,8 +322,6 @@ fn choose_repacks(
     out
 }
 
-/// Copies the used blobs of `packs` into new packs and uploads them; returns their index entries.
-/// Every blob is verified on the way (a corrupt one aborts the prune before anything is marked).
 /// Deletes staged pack files older than the safety delay: a running backup writes to its files
 /// continuously and stores each pack long before that, so an old one was left by a crash. Best
 /// effort: a staging directory that cannot be read holds nothing any snapshot needs.
@@ -315,6 +345,8 @@ fn sweep_staged_files(
     n
 }
 
+/// Copies the used blobs of `packs` into new packs and uploads them; returns their index entries.
+/// Every blob is verified on the way (a corrupt one aborts the prune before anything is marked).
 fn repack(
     repo: &Repository,
     index: &Index,

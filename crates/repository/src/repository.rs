@@ -122,6 +122,18 @@ impl Repository {
     /// # Errors
     /// `NoRepository`, `WrongPassword`, corrupt objects, backend errors.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let repo = Self::open_unindexed(backend, password)?;
+        repo.reload_index()?;
+        Ok(repo)
+    }
+
+    /// Opens a repository with a password without reading its index files, for what must work
+    /// when one of them is damaged (`repair index`). Its index is empty until
+    /// [`Repository::reload_index`].
+    ///
+    /// # Errors
+    /// `NoRepository`, `WrongPassword`, a corrupt config or key file, backend errors.
+    pub fn open_unindexed(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
         let location = backend.location();
         let config_bytes = match backend.get(FileType::Config, "config") {
             Ok(b) => b,
@@ -167,16 +179,14 @@ impl Repository {
             });
         }
         config.chunker.validate()?;
-        let repo = Self {
+        Ok(Self {
             backend,
             master: Arc::new(master),
             config,
             key_name,
             index: RwLock::new(Arc::new(Index::default())),
             index_files: RwLock::new(Vec::new()),
-        };
-        repo.reload_index()?;
-        Ok(repo)
+        })
     }
 
     /// The config.
@@ -234,14 +244,27 @@ impl Repository {
         Ok(())
     }
 
+    /// Every index file, oldest first (the order [`Index`] needs to prefer newer copies).
     fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let mut files = Vec::new();
-        for info in self.backend.list(FileType::Index)? {
+        let mut listing = self.backend.list(FileType::Index)?;
+        listing.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then(a.name.cmp(&b.name)));
+        for info in listing {
             let id: Id = info
                 .name
                 .parse()
                 .map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))?;
-            files.push((id, self.load_index_file(&id)?));
+            let file = self.load_index_file(&id).map_err(|e| match e {
+                Error::CorruptObject { object, reason } => Error::CorruptObject {
+                    object,
+                    reason: format!(
+                        "{reason}; run `holdfast repo repair index` to rebuild the index from \
+                         the packs"
+                    ),
+                },
+                e => e,
+            })?;
+            files.push((id, file));
         }
         Ok(files)
     }

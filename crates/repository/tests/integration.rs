@@ -21,3 +21,6 @@ mod s3;
 
 #[path = "integration/acceptance.rs"]
 mod acceptance;
+
+#[path = "integration/repair.rs"]
+mod repair;

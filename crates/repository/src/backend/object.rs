@@ -4,6 +4,7 @@
 //! the engine stays synchronous (as rustic does for opendal). Do not call it from inside an async
 //! task; use `spawn_blocking`.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -100,7 +101,14 @@ impl ObjectStoreBackend {
             path: String::new(),
             message,
         };
-        std::fs::create_dir_all(dir).map_err(|e| perm(e.to_string()))?;
+        // Owner-only, like the key files inside it: the repository holds wrapped keys and
+        // everyone's data, and other local users have no business listing it. Only directories
+        // created here get the mode; an existing one keeps what its owner chose.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| perm(e.to_string()))?;
         // fsync files and directory entries before reporting success: a local repository should
         // be as durable as S3 claims to be, and the cost is one sync per tens-of-MiB pack.
         let store = LocalFileSystem::new_with_prefix(dir)
@@ -336,8 +344,22 @@ impl Backend for ObjectStoreBackend {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         self.runtime
             .block_on(self.store.put_opts(&path, PutPayload::from_bytes(data), opts))
-            .map(|_| ())
-            .map_err(|e| self.map_err("create", &rel, e))
+            .map_err(|e| self.map_err("create", &rel, e))?;
+        // The key files and the config are the repository's secrets at rest (wrapped keys,
+        // the chunker's keyed parameters): owner-only, as restic keeps them.
+        if let (Some(root), FileType::Key | FileType::Config) = (&self.local_root, ft) {
+            use std::os::unix::fs::PermissionsExt as _;
+            let file = root.join(&rel);
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| BackendError::Permanent {
+                    backend: self.location.clone(),
+                    op: "restrict permissions",
+                    path: rel.clone(),
+                    message: e.to_string(),
+                },
+            )?;
+        }
+        Ok(())
     }
 
     fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {

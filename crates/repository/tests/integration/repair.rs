@@ -1,0 +1,222 @@
+//! A lost or damaged index file: prune refuses to delete what it cannot prove unreferenced,
+//! `check` says what happened, and `repair index` rebuilds the index from the pack headers so
+//! every snapshot restores again.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use holdfast_repository::backend::FileType;
+use holdfast_repository::backup::{self, BackupOptions, BackupResult};
+use holdfast_repository::check::{self, CheckOptions};
+use holdfast_repository::index::IndexFile;
+use holdfast_repository::pack::BlobType;
+use holdfast_repository::prune::{self, PruneOptions};
+use holdfast_repository::repair::{self, RepairIndexOptions};
+use holdfast_repository::restore::{self, RestoreOptions};
+use holdfast_repository::{Error, Id, Repository};
+
+use crate::support::*;
+
+/// Backs up `name` (a few MiB in several files) and returns the result.
+fn back_up(repo: &Repository, root: &Path, name: &str, seed: u64) -> BackupResult {
+    let src = root.join(name);
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("big.bin"), random_bytes(seed, 3 * 1024 * 1024)).unwrap();
+    for i in 0..20 {
+        fs::write(src.join("sub").join(format!("f{i}")), random_bytes(seed + i, 5000)).unwrap();
+    }
+    backup::backup_paths(repo, &[src], &BackupOptions::new()).unwrap()
+}
+
+fn names(repo: &Repository, ft: FileType) -> HashSet<String> {
+    repo.backend().list(ft).unwrap().into_iter().map(|o| o.name).collect()
+}
+
+fn restores_exactly(repo: &Repository, r: &BackupResult, root: &Path, name: &str) {
+    let target = root.join(format!("restore-{name}-{}", &r.id.to_hex()[..8]));
+    restore::restore(repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    assert_same_tree(&root.join(name), &target.join(name));
+}
+
+fn writable(path: &Path) {
+    let mut perms = fs::metadata(path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    fs::set_permissions(path, perms).unwrap();
+}
+
+/// The case that used to destroy a repository: the index file listing one backup's data packs is
+/// lost while its tree packs stay indexed, so the data packs look like leftovers of a crash.
+#[test]
+fn a_lost_index_file_stops_prune_and_repair_index_brings_every_snapshot_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let first = back_up(&repo, tmp.path(), "a", 1);
+    let first_files = names(&repo, FileType::Index);
+    let second = back_up(&repo, tmp.path(), "b", 100);
+
+    // Drop the data packs of the first backup from the index: its index files are replaced by
+    // one that lists only its tree packs.
+    let mut trees_only = IndexFile::default();
+    for name in &first_files {
+        let file = repo.load_index_file(&name.parse::<Id>().unwrap()).unwrap();
+        trees_only.packs.extend(
+            file.packs.into_iter().filter(|p| p.blobs.iter().all(|b| b.blob_type == BlobType::Tree)),
+        );
+    }
+    assert!(!trees_only.packs.is_empty(), "the first backup wrote a tree pack");
+    repo.save_index_file(&trees_only).unwrap();
+    for name in &first_files {
+        fs::remove_file(dir.join(FileType::Index.path(name))).unwrap();
+    }
+    repo.reload_index().unwrap();
+    let packs_before = names(&repo, FileType::Pack);
+
+    // Prune at the most aggressive setting refuses and deletes nothing.
+    let opts = PruneOptions { safety_delay: Duration::ZERO, ..Default::default() };
+    let err = prune::prune(&repo, &opts).unwrap_err();
+    assert!(matches!(err, Error::UnindexedReferences { .. }), "{err}");
+    assert!(err.to_string().contains("repair index"), "{err}");
+    assert_eq!(names(&repo, FileType::Pack), packs_before, "prune deleted packs");
+    assert!(names(&repo, FileType::PrunePlan).is_empty(), "prune marked packs");
+
+    // Check names the missing blobs and says what to run.
+    let report = check::check(&repo, &CheckOptions::default()).unwrap();
+    assert!(report.errors.iter().any(|e| e.contains("repair index")), "{:?}", report.errors);
+    assert!(report.warnings.iter().any(|w| w.contains("not in any index")), "{:?}", report.warnings);
+
+    // A dry run reports and changes nothing.
+    let index_files = names(&repo, FileType::Index);
+    let dry = RepairIndexOptions { dry_run: true, ..Default::default() };
+    let r = repair::repair_index(&repo, &dry).unwrap();
+    assert!(r.packs_added > 0, "{r:?}");
+    assert_eq!(r.new_index_file, None);
+    assert_eq!(names(&repo, FileType::Index), index_files);
+
+    let r = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
+    assert!(r.packs_added > 0, "{r:?}");
+    assert_eq!(r.packs_indexed, packs_before.len(), "{r:?}");
+    assert!(r.unreadable_packs.is_empty() && r.unreadable_index_files.is_empty(), "{r:?}");
+    let new_file = r.new_index_file.clone().expect("a new index file");
+    assert_eq!(names(&repo, FileType::Index), HashSet::from([new_file]));
+
+    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() });
+    let report = report.unwrap();
+    assert!(report.errors.is_empty() && report.warnings.is_empty(), "{report:?}");
+    restores_exactly(&repo, &first, tmp.path(), "a");
+    restores_exactly(&repo, &second, tmp.path(), "b");
+
+    // Now prune may run: nothing is unused, nothing referenced goes.
+    let pruned = prune::prune(&repo, &opts).unwrap();
+    assert_eq!(pruned.deleted_packs, 0, "{pruned:?}");
+    assert_eq!(pruned.marked_packs, 0, "{pruned:?}");
+    restores_exactly(&repo, &first, tmp.path(), "a");
+
+    // Repairing a whole index changes nothing.
+    let again = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
+    assert_eq!((again.packs_added, again.new_index_file), (0, None), "{again:?}");
+}
+
+/// A truncated index file stops every command that reads the index, with an error that names it
+/// and says what to run; `repair index` works without that index and replaces the file.
+#[test]
+fn a_truncated_index_file_is_named_and_replaced_by_repair_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let r = back_up(&repo, tmp.path(), "a", 7);
+    let damaged = names(&repo, FileType::Index).into_iter().next().unwrap();
+    let path = dir.join(FileType::Index.path(&damaged));
+    let bytes = fs::read(&path).unwrap();
+    writable(&path);
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    drop(repo);
+
+    let err = Repository::open(local_backend(&dir), PASSWORD).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains(&damaged) && message.contains("repair index"), "{message}");
+
+    let repo = Repository::open_unindexed(local_backend(&dir), PASSWORD).unwrap();
+    let report = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
+    assert_eq!(report.unreadable_index_files.len(), 1, "{report:?}");
+    assert!(report.unreadable_index_files[0].contains(&damaged), "{report:?}");
+    assert!(!names(&repo, FileType::Index).contains(&damaged));
+
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() });
+    assert!(report.unwrap().errors.is_empty());
+    restores_exactly(&repo, &r, tmp.path(), "a");
+}
+
+/// A pack whose header is damaged is not indexed (its blobs stay unreadable) and is reported;
+/// every other pack is indexed.
+#[test]
+fn a_pack_with_a_damaged_header_is_reported_and_left_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    back_up(&repo, tmp.path(), "a", 9);
+    let packs = names(&repo, FileType::Pack);
+    let victim = packs.iter().next().unwrap().clone();
+    let path = dir.join(FileType::Pack.path(&victim));
+    let mut bytes = fs::read(&path).unwrap();
+    // The byte just before the trailing length field is the header's authentication tag.
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x01;
+    writable(&path);
+    fs::write(&path, &bytes).unwrap();
+
+    let opts = RepairIndexOptions { read_all_packs: true, ..Default::default() };
+    let report = repair::repair_index(&repo, &opts).unwrap();
+    assert_eq!(report.headers_read, packs.len(), "{report:?}");
+    assert_eq!(report.unreadable_packs.len(), 1, "{report:?}");
+    assert!(report.unreadable_packs[0].contains(&victim), "{report:?}");
+    // The readable index entry of the damaged pack is kept: its blobs are still addressable.
+    assert_eq!(report.packs_indexed, packs.len(), "{report:?}");
+}
+
+/// A pack deleted behind the repository's back: the next backup of the same files (with the
+/// automatic parent, which would reuse the parent's blob ids unread) stores the lost data again
+/// instead of pointing at it, so the new snapshot restores; `check` still reports the old one.
+#[test]
+fn a_missing_pack_does_not_poison_the_next_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let first = back_up(&repo, tmp.path(), "a", 21);
+    let node = repo.find_node(&first.snapshot.tree, "/a/big.bin").unwrap();
+    let lost = repo.index().get(&node.content[0]).unwrap().pack.to_hex();
+    fs::remove_file(dir.join(FileType::Pack.path(&lost))).unwrap();
+
+    let src = tmp.path().join("a");
+    let second = backup::backup_paths(&repo, &[src], &BackupOptions::new()).unwrap();
+    assert!(second.snapshot.summary.data_added > 0, "the lost data was stored again");
+    restores_exactly(&repo, &second, tmp.path(), "a");
+
+    // The first snapshot still points at the lost pack; check says so and names it.
+    let report = check::check(&repo, &CheckOptions::default()).unwrap();
+    assert!(report.errors.iter().any(|e| e.contains(&lost)), "{:?}", report.errors);
+}
+
+/// The repository directory is owner-only and so are the key files and the config (wrapped keys
+/// and the keyed chunker parameters).
+#[test]
+fn a_new_local_repository_keeps_its_secrets_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nested").join("repo");
+    let repo = init_local(&dir);
+    repo.add_key(b"second password", holdfast_repository::crypto::KdfParams::insecure_fast())
+        .unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "repository directory");
+    assert_eq!(mode(&dir.join("config")), 0o600, "config");
+    let keys: Vec<_> = fs::read_dir(dir.join("keys")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(keys.len(), 2);
+    for key in keys {
+        assert_eq!(mode(&key), 0o600, "{}", key.display());
+    }
+}
