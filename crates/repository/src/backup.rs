@@ -196,7 +196,7 @@ pub fn backup_paths(
     };
 
     let counters = Arc::new(Counters::default());
-    let shared = new_shared(repo, opts, counters.clone())?;
+    let shared = new_shared(repo, opts, counters.clone());
     let threads = threads_of(opts);
     let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
     let root_id = std::thread::scope(|s| -> Result<Id> {
@@ -305,7 +305,7 @@ pub fn backup_reader(
     }
     let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
     let counters = Arc::new(Counters::default());
-    let shared = new_shared(repo, opts, counters.clone())?;
+    let shared = new_shared(repo, opts, counters.clone());
     let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
     let pipeline =
         BlobPipeline::start(repo, shared.clone(), threads_of(opts), uploads_of(repo, opts));

@@ -110,13 +110,10 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     report.packs = packs.len();
     for (id, size) in index.packs() {
         match packs.get(&id.to_hex()) {
-            None => report
-                .errors
-                .push(format!(
-                    "pack {id} is in the index but missing from the backend (snapshots using it \
-                     cannot be fully restored; new backups store its data again; `repair index` \
-                     drops its entries)"
-                )),
+            None => report.errors.push(format!(
+                "pack {id} is in the index but missing from the backend (snapshots using it \
+                     cannot be fully restored; `repair index` drops its entries)"
+            )),
             Some(s) if *s != size => {
                 report.errors.push(format!("pack {id} has size {s}, the index says {size}"));
             }

@@ -127,10 +127,8 @@ impl Index {
                 None => {
                     self.blobs.insert(b.id, e);
                 }
-                // A live copy wins over a marked one, a pack turning live revives its blobs, and
-                // of two live copies the one added last wins: index files are added oldest first,
-                // so a blob stored again (its first pack was lost) is read from the new copy.
-                Some(old) if live => *old = e,
+                // A live copy wins over a marked one, and a pack turning live revives its blobs.
+                Some(old) if live && (!old.live || old.pack == pos) => *old = e,
                 Some(_) => {}
             }
         }
@@ -180,11 +178,6 @@ impl Index {
             .enumerate()
             .filter(|(i, _)| self.live_packs.contains(&u32::try_from(*i).unwrap_or(u32::MAX)))
             .map(|(_, (id, _, size))| (*id, *size))
-    }
-
-    /// Every pack, live or marked by a prune plan.
-    pub fn all_packs(&self) -> impl Iterator<Item = Id> + '_ {
-        self.packs.iter().map(|(id, _, _)| *id)
     }
 
     /// Whether a pack is live (listed by an index file in force).

@@ -95,7 +95,9 @@ pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
                 continue;
             }
             let tree = repo.load_tree(&t).map_err(|e| match e {
-                Error::MissingBlob { blob } => Error::UnindexedReferences { count: 1, example: blob },
+                Error::MissingBlob { blob } => {
+                    Error::UnindexedReferences { count: 1, example: blob }
+                }
                 e => e,
             })?;
             for n in tree.nodes {

@@ -48,6 +48,8 @@ pub struct RepairIndexReport {
     pub packs_added: usize,
     /// Index entries dropped because their pack no longer exists.
     pub missing_packs_dropped: usize,
+    /// Index entries replaced because the pack's header says otherwise (size, blobs).
+    pub entries_corrected: usize,
     /// Packs whose header could not be read or verified: not indexed (their blobs stay
     /// unreadable; `check --read-data` names the damage).
     pub unreadable_packs: Vec<String>,
@@ -62,17 +64,21 @@ pub struct RepairIndexReport {
 }
 
 /// Rebuilds the index of `repo` from its index files and pack headers. The repository may have
-/// been opened with [`Repository::open_unindexed`]; its index is reloaded at the end.
+/// been opened with [`Repository::open_unindexed`]; unless this is a dry run, its index is
+/// reloaded at the end.
 ///
 /// # Errors
-/// Backend errors, cancellation, an unreadable prune plan (its packs must stay out of the live
-/// index, so the rebuild stops rather than guess).
+/// Backend errors (an index file that cannot be read for any reason but damage, such as a
+/// network error or a newer format version, stops the rebuild before anything is written),
+/// cancellation, an unreadable prune plan (its packs must stay out of the live index, so the
+/// rebuild stops rather than guess).
 pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<RepairIndexReport> {
     let mut report = RepairIndexReport::default();
 
     // 1. Index files, each on its own: a damaged one is noted, not fatal.
     let mut listed_files = Vec::new();
     let mut known: HashMap<Id, IndexPack> = HashMap::new();
+    let mut readable_files: Vec<(Id, IndexFile)> = Vec::new();
     for info in repo.backend.list(FileType::Index)? {
         listed_files.push(info.name.clone());
         let file = info
@@ -82,20 +88,41 @@ pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<Repa
             .and_then(|id| repo.load_index_file(&id));
         match file {
             Ok(file) => {
-                for p in file.packs {
-                    known.insert(p.id, p);
+                for p in &file.packs {
+                    known.insert(p.id, p.clone());
+                }
+                if let Ok(id) = info.name.parse() {
+                    readable_files.push((id, file));
                 }
             }
             // Consolidated away by a concurrent prune after listing: its replacement is listed
             // or will be left alone, and its packs are read from their headers below.
             Err(Error::Backend(e)) if e.is_not_found() => {}
-            Err(e) => report.unreadable_index_files.push(format!("index/{}: {e}", info.name)),
+            // Damage is what this command repairs; anything else (the network, a format this
+            // version does not know) is not a reason to delete the file.
+            Err(e @ Error::CorruptObject { .. }) => {
+                report.unreadable_index_files.push(format!("index/{}: {e}", info.name));
+            }
+            Err(e) => return Err(e),
         }
     }
+    // Packs marked by prune stay out of the live index, as mark left them, unless an index file
+    // in force lists them as live again (a sweep resurrected them, or a crash came between
+    // writing that file and deleting the plan): readers treat those as live, so the rebuild does.
+    let superseded: HashSet<Id> =
+        readable_files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    let listed_live: HashSet<Id> = readable_files
+        .iter()
+        .filter(|(id, _)| !superseded.contains(id))
+        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .collect();
     let planned: HashSet<Id> = crate::prune::load_plans(repo)?
         .into_iter()
         .flat_map(|plan| plan.packs.into_iter().map(|p| p.id))
+        .filter(|id| !listed_live.contains(id))
         .collect();
+    // Whether the new index differs from what the readable files say (beyond added packs).
+    let mut corrected = 0usize;
 
     // 2. Packs, after the index files.
     let mut packs = Vec::new();
@@ -127,10 +154,13 @@ pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<Repa
                     info.size,
                 ) {
                     Ok((salt, blobs)) => {
-                        if described.is_none() {
-                            report.packs_added += 1;
+                        let fresh = IndexPack { id, salt, size: info.size, blobs };
+                        match described {
+                            None => report.packs_added += 1,
+                            Some(old) if !same_pack(old, &fresh) => corrected += 1,
+                            Some(_) => {}
                         }
-                        packs.push(IndexPack { id, salt, size: info.size, blobs });
+                        packs.push(fresh);
                     }
                     Err(Error::Backend(e)) if e.is_not_found() => {} // deleted meanwhile
                     Err(e) => {
@@ -146,14 +176,20 @@ pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<Repa
     }
     report.missing_packs_dropped = known.keys().filter(|id| !present.contains(id)).count();
     report.packs_indexed = packs.len();
+    report.entries_corrected = corrected;
 
     // 3. One new index file, then the old ones go.
     let unchanged = report.packs_added == 0
+        && corrected == 0
         && report.missing_packs_dropped == 0
         && report.unreadable_index_files.is_empty()
         && packs.len() == known.keys().filter(|id| !planned.contains(id)).count()
         && listed_files.len() <= 1;
-    if opts.dry_run || unchanged {
+    if opts.dry_run {
+        return Ok(report);
+    }
+    if unchanged {
+        repo.reload_index()?;
         return Ok(report);
     }
     packs.sort_by_key(|p| p.id);
@@ -166,4 +202,14 @@ pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<Repa
     }
     repo.reload_index()?;
     Ok(report)
+}
+
+/// Whether an index entry says what the pack's header says (blob order aside).
+fn same_pack(a: &IndexPack, b: &IndexPack) -> bool {
+    let sorted = |p: &IndexPack| {
+        let mut blobs = p.blobs.clone();
+        blobs.sort_by_key(|blob| blob.offset);
+        blobs
+    };
+    a.salt == b.salt && a.size == b.size && sorted(a) == sorted(b)
 }

@@ -244,12 +244,9 @@ impl Repository {
         Ok(())
     }
 
-    /// Every index file, oldest first (the order [`Index`] needs to prefer newer copies).
     fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let mut files = Vec::new();
-        let mut listing = self.backend.list(FileType::Index)?;
-        listing.sort_by(|a, b| a.last_modified.cmp(&b.last_modified).then(a.name.cmp(&b.name)));
-        for info in listing {
+        for info in self.backend.list(FileType::Index)? {
             let id: Id = info
                 .name
                 .parse()

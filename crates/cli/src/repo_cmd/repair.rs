@@ -50,35 +50,45 @@ impl IndexCmd {
             },
         )?;
         if args.json {
-            return print_json(&r);
-        }
-        for e in &r.unreadable_index_files {
-            eprintln!("unreadable index file replaced: {e}");
-        }
-        for p in &r.unreadable_packs {
-            eprintln!("pack not indexed, its header is unreadable: {p}");
-        }
-        let verb = if self.dry_run { "would index" } else { "indexed" };
-        println!(
-            "{verb} {} of {} packs ({} headers read, {} packs added, {} entries of missing packs dropped, {} packs left to prune plans)",
-            r.packs_indexed,
-            r.packs,
-            r.headers_read,
-            r.packs_added,
-            r.missing_packs_dropped,
-            r.planned_packs
-        );
-        match &r.new_index_file {
-            Some(f) => println!("wrote index {f}, replacing {} index files", r.index_files_replaced),
-            None if !self.dry_run => println!("the index was complete; nothing written"),
-            None => {}
+            print_json(&r)?;
+        } else {
+            print_text(&r, self.dry_run);
         }
         if !r.unreadable_packs.is_empty() {
             anyhow::bail!(
-                "{} pack(s) have unreadable headers and are not indexed; run `holdfast repo check --read-data` to see what they held",
+                "{} pack(s) have unreadable headers (indexed only where an index file still \
+                 described them); run `holdfast repo check --read-data` to see what they held",
                 r.unreadable_packs.len()
             );
         }
         Ok(())
+    }
+}
+
+fn print_text(r: &repair::RepairIndexReport, dry_run: bool) {
+    for e in &r.unreadable_index_files {
+        eprintln!("damaged index file (its packs are read from their headers): {e}");
+    }
+    for p in &r.unreadable_packs {
+        eprintln!("pack with an unreadable header: {p}");
+    }
+    let verb = if dry_run { "would index" } else { "indexed" };
+    println!(
+        "{verb} {} of {} packs ({} headers read, {} packs added, {} entries corrected, {} entries \
+         of missing packs dropped, {} packs left to prune plans)",
+        r.packs_indexed,
+        r.packs,
+        r.headers_read,
+        r.packs_added,
+        r.entries_corrected,
+        r.missing_packs_dropped,
+        r.planned_packs
+    );
+    match &r.new_index_file {
+        Some(f) => println!("wrote index {f}, replacing {} index files", r.index_files_replaced),
+        None if !dry_run && r.unreadable_packs.is_empty() => {
+            println!("the index was complete; nothing written");
+        }
+        None => {}
     }
 }

@@ -346,18 +346,18 @@ impl Backend for ObjectStoreBackend {
             .block_on(self.store.put_opts(&path, PutPayload::from_bytes(data), opts))
             .map_err(|e| self.map_err("create", &rel, e))?;
         // The key files and the config are the repository's secrets at rest (wrapped keys,
-        // the chunker's keyed parameters): owner-only, as restic keeps them.
+        // the chunker's keyed parameters): owner-only, as restic keeps them. object_store
+        // writes through a temporary file with the umask's mode, so the mode is narrowed right
+        // after; inside a repository directory created here (0700) nobody else could reach the
+        // file meanwhile. The object is stored either way, so a failure here is a warning, not
+        // a failed write (a retry would find the object and fail as "already exists").
         if let (Some(root), FileType::Key | FileType::Config) = (&self.local_root, ft) {
             use std::os::unix::fs::PermissionsExt as _;
             let file = root.join(&rel);
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
-                |e| BackendError::Permanent {
-                    backend: self.location.clone(),
-                    op: "restrict permissions",
-                    path: rel.clone(),
-                    message: e.to_string(),
-                },
-            )?;
+            if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(path = %file.display(), error = %e, "could not make owner-only");
+            }
         }
         Ok(())
     }

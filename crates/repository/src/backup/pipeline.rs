@@ -40,10 +40,6 @@ struct Compressed {
 /// Shared state of a backup: dedup, the first error, warnings, counters and summary figures.
 pub(super) struct Shared {
     repo_index: Arc<Index>,
-    /// Packs the index lists that the backend does not have: their blobs are neither
-    /// deduplicated against nor reused from the parent snapshot, so a new snapshot never points
-    /// at data that cannot be read (the backup stores it again instead).
-    missing_packs: HashSet<Id>,
     seen: Mutex<HashSet<Id>>,
     pub(super) failed: AtomicBool,
     error: Mutex<Option<Error>>,
@@ -64,23 +60,8 @@ pub(super) struct Shared {
 impl Shared {
     /// Whether a blob must be stored: not indexed and not already queued by this backup.
     pub(super) fn need(&self, id: &Id) -> bool {
-        !self.stored(id) && self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
-    }
-
-    /// Whether a blob is in a live pack that exists (what deduplication may rely on).
-    fn stored(&self, id: &Id) -> bool {
-        self.repo_index.contains(id) && self.in_existing_pack(id)
-    }
-
-    /// Whether a blob a parent snapshot references can be referenced again unread: indexed
-    /// (live or marked) in a pack that exists.
-    pub(super) fn readable(&self, id: &Id) -> bool {
-        self.repo_index.readable(id) && self.in_existing_pack(id)
-    }
-
-    fn in_existing_pack(&self, id: &Id) -> bool {
-        self.missing_packs.is_empty()
-            || self.repo_index.get(id).is_some_and(|l| !self.missing_packs.contains(&l.pack))
+        !self.repo_index.contains(id)
+            && self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
     }
 
     pub(super) fn fail(&self, e: Error) {
@@ -373,34 +354,13 @@ pub(super) fn save_tree(
     Ok(id)
 }
 
-/// The shared state of a new backup. Lists the packs once, so that index entries of packs that
-/// are gone (deleted by hand, lost by the storage) are not trusted.
-///
-/// # Errors
-/// The pack listing failed.
 pub(super) fn new_shared(
     repo: &Repository,
     opts: &BackupOptions,
     counters: Arc<Counters>,
-) -> Result<Arc<Shared>> {
-    let repo_index = repo.index();
-    let present: HashSet<Id> = repo
-        .backend
-        .list(FileType::Pack)?
-        .into_iter()
-        .filter_map(|o| o.name.parse().ok())
-        .collect();
-    let missing_packs: HashSet<Id> = repo_index.all_packs().filter(|id| !present.contains(id)).collect();
-    if !missing_packs.is_empty() {
-        tracing::warn!(
-            packs = missing_packs.len(),
-            "the index lists packs the repository does not have; their data is stored again \
-             (run `holdfast repo repair index`)"
-        );
-    }
-    Ok(Arc::new(Shared {
-        repo_index,
-        missing_packs,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        repo_index: repo.index(),
         seen: Mutex::new(HashSet::new()),
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
@@ -415,5 +375,5 @@ pub(super) fn new_shared(
         files_changed: AtomicU64::new(0),
         files_unmodified: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
-    }))
+    })
 }

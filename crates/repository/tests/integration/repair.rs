@@ -64,7 +64,9 @@ fn a_lost_index_file_stops_prune_and_repair_index_brings_every_snapshot_back() {
     for name in &first_files {
         let file = repo.load_index_file(&name.parse::<Id>().unwrap()).unwrap();
         trees_only.packs.extend(
-            file.packs.into_iter().filter(|p| p.blobs.iter().all(|b| b.blob_type == BlobType::Tree)),
+            file.packs
+                .into_iter()
+                .filter(|p| p.blobs.iter().all(|b| b.blob_type == BlobType::Tree)),
         );
     }
     assert!(!trees_only.packs.is_empty(), "the first backup wrote a tree pack");
@@ -86,7 +88,11 @@ fn a_lost_index_file_stops_prune_and_repair_index_brings_every_snapshot_back() {
     // Check names the missing blobs and says what to run.
     let report = check::check(&repo, &CheckOptions::default()).unwrap();
     assert!(report.errors.iter().any(|e| e.contains("repair index")), "{:?}", report.errors);
-    assert!(report.warnings.iter().any(|w| w.contains("not in any index")), "{:?}", report.warnings);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("not in any index")),
+        "{:?}",
+        report.warnings
+    );
 
     // A dry run reports and changes nothing.
     let index_files = names(&repo, FileType::Index);
@@ -151,8 +157,8 @@ fn a_truncated_index_file_is_named_and_replaced_by_repair_index() {
     restores_exactly(&repo, &r, tmp.path(), "a");
 }
 
-/// A pack whose header is damaged is not indexed (its blobs stay unreadable) and is reported;
-/// every other pack is indexed.
+/// A pack whose header is damaged is reported; a readable index entry for it is kept (its blobs
+/// are still addressable by offset), and every other pack is indexed.
 #[test]
 fn a_pack_with_a_damaged_header_is_reported_and_left_out() {
     let tmp = tempfile::tempdir().unwrap();
@@ -178,29 +184,6 @@ fn a_pack_with_a_damaged_header_is_reported_and_left_out() {
     assert_eq!(report.packs_indexed, packs.len(), "{report:?}");
 }
 
-/// A pack deleted behind the repository's back: the next backup of the same files (with the
-/// automatic parent, which would reuse the parent's blob ids unread) stores the lost data again
-/// instead of pointing at it, so the new snapshot restores; `check` still reports the old one.
-#[test]
-fn a_missing_pack_does_not_poison_the_next_backup() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("repo");
-    let repo = init_local(&dir);
-    let first = back_up(&repo, tmp.path(), "a", 21);
-    let node = repo.find_node(&first.snapshot.tree, "/a/big.bin").unwrap();
-    let lost = repo.index().get(&node.content[0]).unwrap().pack.to_hex();
-    fs::remove_file(dir.join(FileType::Pack.path(&lost))).unwrap();
-
-    let src = tmp.path().join("a");
-    let second = backup::backup_paths(&repo, &[src], &BackupOptions::new()).unwrap();
-    assert!(second.snapshot.summary.data_added > 0, "the lost data was stored again");
-    restores_exactly(&repo, &second, tmp.path(), "a");
-
-    // The first snapshot still points at the lost pack; check says so and names it.
-    let report = check::check(&repo, &CheckOptions::default()).unwrap();
-    assert!(report.errors.iter().any(|e| e.contains(&lost)), "{:?}", report.errors);
-}
-
 /// The repository directory is owner-only and so are the key files and the config (wrapped keys
 /// and the keyed chunker parameters).
 #[test]
@@ -219,4 +202,33 @@ fn a_new_local_repository_keeps_its_secrets_owner_only() {
     for key in keys {
         assert_eq!(mode(&key), 0o600, "{}", key.display());
     }
+}
+
+/// An index entry whose size disagrees with its pack is replaced by what the pack's header says,
+/// even when it is the only index file.
+#[test]
+fn an_index_entry_that_disagrees_with_its_pack_is_corrected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let r = back_up(&repo, tmp.path(), "a", 31);
+    // One index file, with one pack's size off by one.
+    let mut merged = IndexFile::default();
+    let old: Vec<String> = names(&repo, FileType::Index).into_iter().collect();
+    for name in &old {
+        merged.packs.extend(repo.load_index_file(&name.parse::<Id>().unwrap()).unwrap().packs);
+    }
+    merged.packs[0].size += 1;
+    repo.save_index_file(&merged).unwrap();
+    for name in &old {
+        fs::remove_file(dir.join(FileType::Index.path(name))).unwrap();
+    }
+
+    let report = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
+    assert_eq!(report.entries_corrected, 1, "{report:?}");
+    assert_eq!(report.headers_read, 1, "{report:?}");
+    assert!(report.new_index_file.is_some(), "{report:?}");
+    let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() });
+    assert!(report.unwrap().errors.is_empty());
+    restores_exactly(&repo, &r, tmp.path(), "a");
 }
