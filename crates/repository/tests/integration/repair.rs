@@ -123,7 +123,7 @@ fn a_lost_index_file_stops_prune_and_repair_index_brings_every_snapshot_back() {
 
     // Repairing a whole index changes nothing.
     let again = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
-    assert_eq!((again.packs_added, again.new_index_file), (0, None), "{again:?}");
+    assert_eq!((again.packs_added, again.new_index_file.as_deref()), (0, None), "{again:?}");
 }
 
 /// A truncated index file stops every command that reads the index, with an error that names it
