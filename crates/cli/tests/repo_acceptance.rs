@@ -725,3 +725,29 @@ fn walkdir_count(dir: &Path) -> usize {
     }
     n
 }
+
+#[test]
+fn a_damaged_snapshot_is_reported_and_the_others_still_list_and_restore() {
+    let env = Env::new();
+    env.init();
+    let (one, two) = (env.path("one"), env.path("two"));
+    for (dir, seed) in [(&one, 1), (&two, 2)] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("f"), random_bytes(seed, 100_000)).unwrap();
+    }
+    let first = env.json(&["backup", one.to_str().unwrap()]);
+    env.ok(&["backup", two.to_str().unwrap()]);
+    let id = first["snapshot_id"].as_str().unwrap().to_string();
+    let path = env.repo.join("snapshots").join(&id);
+    let len = fs::metadata(&path).unwrap().len() as usize;
+    flip_byte(&path, len - 1);
+
+    let out = env.run(&["snapshots"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&id[..8]) && stderr.contains("unreadable"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 snapshots"));
+    let target = env.path("out");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&two, &target.join("two"));
+}

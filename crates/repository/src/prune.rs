@@ -88,7 +88,19 @@ pub struct PrunePlan {
 /// [`Error::UnindexedReferences`], which points at `repair index`.
 pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
-    for s in repo.snapshots()? {
+    let snapshots = repo.snapshots_strict().map_err(|e| match e {
+        Error::CorruptObject { object, reason } => Error::CorruptObject {
+            reason: format!(
+                "{reason}; prune cannot tell which data this snapshot references, so it deletes \
+                 nothing (if the snapshot cannot be recovered, remove it with `holdfast repo \
+                 forget {}`)",
+                object.trim_start_matches("snapshots/")
+            ),
+            object,
+        },
+        e => e,
+    })?;
+    for s in snapshots {
         let mut stack = vec![s.snapshot.tree];
         while let Some(t) = stack.pop() {
             if !used.insert(t) {

@@ -12,7 +12,7 @@ use crate::crypto::{KdfParams, KeyFile, MasterKey, ObjectKind};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
 use crate::pack::BlobType;
-use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotListing, UnreadableSnapshot};
 use crate::tree::{Node, NodeType, Tree};
 
 /// Choices made once at `init`.
@@ -353,26 +353,56 @@ impl Repository {
         self.master.blob_id(data)
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot that loads, oldest first. A damaged snapshot file is skipped (with a
+    /// warning in the log) so it does not hide the others; [`Repository::snapshot_listing`] says
+    /// which, and prune uses [`Repository::snapshots_strict`].
     ///
     /// # Errors
-    /// Backend errors, corrupt snapshots.
+    /// Backend errors.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let mut out = Vec::new();
+        let listing = self.snapshot_listing()?;
+        for bad in &listing.unreadable {
+            tracing::warn!(snapshot = %bad.id, error = %bad.error, "skipping an unreadable snapshot");
+        }
+        Ok(listing.entries)
+    }
+
+    /// Every snapshot, failing on the first one that does not load: for what must see every
+    /// snapshot to be safe (prune decides what is unused from them).
+    ///
+    /// # Errors
+    /// Backend errors, an unreadable snapshot.
+    pub fn snapshots_strict(&self) -> Result<Vec<SnapshotEntry>> {
+        let listing = self.snapshot_listing()?;
+        if let Some(bad) = listing.unreadable.first() {
+            return Err(Error::corrupt(format!("snapshots/{}", bad.id), bad.error.clone()));
+        }
+        Ok(listing.entries)
+    }
+
+    /// Every snapshot file: the readable ones, oldest first, and the damaged ones.
+    ///
+    /// # Errors
+    /// Backend errors (listing, or reading a snapshot for another reason than damage).
+    pub fn snapshot_listing(&self) -> Result<SnapshotListing> {
+        let mut listing = SnapshotListing::default();
         for info in self.backend.list(FileType::Snapshot)? {
-            let id: Id = info
-                .name
-                .parse()
-                .map_err(|e| Error::corrupt(format!("snapshots/{}", info.name), format!("{e}")))?;
+            let Ok(id) = info.name.parse::<Id>() else {
+                tracing::warn!(name = %info.name, "ignoring a file in snapshots/ that is not a snapshot name");
+                continue;
+            };
             match self.load_snapshot(&id) {
-                Ok(s) => out.push(SnapshotEntry { id, snapshot: s }),
+                Ok(s) => listing.entries.push(SnapshotEntry { id, snapshot: s }),
                 // A snapshot deleted by a concurrent forget between list and get.
                 Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e @ (Error::CorruptObject { .. } | Error::UnsupportedVersion { .. })) => {
+                    listing.unreadable.push(UnreadableSnapshot { id, error: e.to_string() });
+                }
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
-        Ok(out)
+        listing.entries.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok(listing)
     }
 
     /// Reads one snapshot.
@@ -394,6 +424,35 @@ impl Repository {
         self.save_object(ObjectKind::Snapshot, FileType::Snapshot, &json)
     }
 
+    /// The id of the snapshot `selector` names (`latest` or an id prefix), readable or not: what
+    /// `forget` needs to remove a damaged snapshot.
+    ///
+    /// # Errors
+    /// `SnapshotNotFound` when the selector names none or several.
+    pub fn find_snapshot_id(&self, selector: &str) -> Result<Id> {
+        if selector == "latest" {
+            return self.find_snapshot(selector).map(|e| e.id);
+        }
+        let listing = self.snapshot_listing()?;
+        let ids = listing
+            .entries
+            .iter()
+            .map(|e| e.id)
+            .chain(listing.unreadable.iter().map(|u| u.id))
+            .filter(|id| id.to_hex().starts_with(selector));
+        match ids.collect::<Vec<_>>().as_slice() {
+            [id] => Ok(*id),
+            [] => Err(Error::SnapshotNotFound {
+                selector: selector.into(),
+                reason: "no snapshot has this id".into(),
+            }),
+            _ => Err(Error::SnapshotNotFound {
+                selector: selector.into(),
+                reason: "the prefix matches more than one snapshot".into(),
+            }),
+        }
+    }
+
     /// Resolves `latest`, a full id or a unique id prefix.
     ///
     /// # Errors
@@ -413,7 +472,14 @@ impl Repository {
         let mut matches: Vec<_> =
             all.into_iter().filter(|s| s.id.to_hex().starts_with(selector)).collect();
         match matches.len() {
-            0 => Err(not_found("no snapshot has this id")),
+            0 => match self.find_snapshot_id(selector) {
+                // The selector names a damaged snapshot: say so rather than "no snapshot".
+                Ok(id) => Err(self
+                    .load_snapshot(&id)
+                    .err()
+                    .unwrap_or_else(|| not_found("the snapshot could not be read"))),
+                Err(_) => Err(not_found("no snapshot has this id")),
+            },
             1 => Ok(matches.remove(0)),
             _ => Err(not_found("the prefix matches more than one snapshot")),
         }

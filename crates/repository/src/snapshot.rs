@@ -98,6 +98,24 @@ pub struct SnapshotEntry {
     pub snapshot: Snapshot,
 }
 
+/// A snapshot file that could not be read or verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableSnapshot {
+    /// Object name.
+    pub id: Id,
+    /// Why it could not be read.
+    pub error: String,
+}
+
+/// Every snapshot of a repository: those that load, oldest first, and those that do not.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotListing {
+    /// Readable snapshots, by time then id.
+    pub entries: Vec<SnapshotEntry>,
+    /// Damaged snapshot files (each is reported; none hides the others).
+    pub unreadable: Vec<UnreadableSnapshot>,
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -43,7 +43,7 @@ impl ForgetCmd {
             let ids: Vec<_> = self
                 .snapshots
                 .iter()
-                .map(|s| repo.find_snapshot(s).map(|e| e.id))
+                .map(|s| repo.find_snapshot_id(s))
                 .collect::<Result<_, _>>()?;
             if !self.dry_run {
                 forget::remove_snapshots(&repo, &ids)?;

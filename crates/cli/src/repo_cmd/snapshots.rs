@@ -4,7 +4,12 @@ use super::{RepoArgs, print_json};
 
 pub(super) fn run(args: &RepoArgs) -> anyhow::Result<()> {
     let repo = args.open()?;
-    let snaps = repo.snapshots()?;
+    let listing = repo.snapshot_listing()?;
+    // A damaged snapshot is reported and the others are listed all the same.
+    for bad in &listing.unreadable {
+        eprintln!("snapshot {} is unreadable, skipped: {}", bad.id.short(), bad.error);
+    }
+    let snaps = listing.entries;
     if args.json {
         let v: Vec<_> = snaps
             .iter()

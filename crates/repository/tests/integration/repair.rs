@@ -232,3 +232,48 @@ fn an_index_entry_that_disagrees_with_its_pack_is_corrected() {
     assert!(report.unwrap().errors.is_empty());
     restores_exactly(&repo, &r, tmp.path(), "a");
 }
+
+/// One damaged snapshot file is reported and skipped: the other snapshots list, restore and
+/// serve as parents; prune, which must see every snapshot, refuses and says how to remove it;
+/// `forget` can remove it by id.
+#[test]
+fn a_damaged_snapshot_hides_no_other_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let a = back_up(&repo, tmp.path(), "a", 41);
+    let b = back_up(&repo, tmp.path(), "b", 42);
+    let c = back_up(&repo, tmp.path(), "c", 43);
+    let path = dir.join(FileType::Snapshot.path(&b.id.to_hex()));
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    writable(&path);
+    fs::write(&path, &bytes).unwrap();
+
+    let listing = repo.snapshot_listing().unwrap();
+    let ids: Vec<Id> = listing.entries.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![a.id, c.id]);
+    assert_eq!(listing.unreadable.len(), 1);
+    assert_eq!(listing.unreadable[0].id, b.id);
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
+    assert_eq!(repo.find_snapshot("latest").unwrap().id, c.id);
+    let err = repo.find_snapshot(&b.id.to_hex()[..8]).unwrap_err();
+    assert!(matches!(err, Error::CorruptObject { .. }), "{err}");
+    restores_exactly(&repo, &a, tmp.path(), "a");
+    let again =
+        backup::backup_paths(&repo, &[tmp.path().join("c")], &BackupOptions::new()).unwrap();
+    assert_eq!(again.snapshot.parent, Some(c.id), "the latest readable snapshot is the parent");
+
+    let packs = names(&repo, FileType::Pack);
+    let opts = PruneOptions { safety_delay: Duration::ZERO, ..Default::default() };
+    let err = prune::prune(&repo, &opts).unwrap_err().to_string();
+    assert!(err.contains(&b.id.to_hex()) && err.contains("forget"), "{err}");
+    assert_eq!(names(&repo, FileType::Pack), packs, "prune deleted packs");
+
+    let id = repo.find_snapshot_id(&b.id.to_hex()[..8]).unwrap();
+    holdfast_repository::forget::remove_snapshots(&repo, &[id]).unwrap();
+    assert!(repo.snapshot_listing().unwrap().unreadable.is_empty());
+    prune::prune(&repo, &opts).unwrap();
+    restores_exactly(&repo, &c, tmp.path(), "c");
+}
