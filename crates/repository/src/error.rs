@@ -67,6 +67,14 @@ pub enum Error {
         /// One of them (hex).
         example: String,
     },
+    /// A restore wrote everything it could, but these entries (one line each: the path and
+    /// what could not be read) are incomplete or missing.
+    #[error(
+        "restore finished, but {} entr(y/ies) could not be restored completely: {}",
+        .0.len(),
+        .0.join("; ")
+    )]
+    DamagedFiles(Vec<String>),
     /// The object was written by a newer or unknown format version.
     #[error("unsupported format version {version} in {object}")]
     UnsupportedVersion {

@@ -56,6 +56,9 @@ struct FileState {
     path: PathBuf,
     node: Node,
     remaining: AtomicUsize,
+    /// Set by the first chunk that could not be read: the file is reported, and keeps neither
+    /// its recorded times nor its mode so it does not pass for a good copy.
+    damaged: AtomicBool,
     /// Held while writing: concurrent writes to one file serialize on the kernel's inode lock
     /// anyway, and waiting for it there spins a core (a third of a large-file restore's CPU on
     /// two cores); here a waiter sleeps and the others go on decrypting.
@@ -73,6 +76,9 @@ struct Ctx<'a> {
     counters: Arc<Counters>,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
+    /// Entries that could not be restored completely, with why (damage stays local: the
+    /// restore goes on with everything else).
+    damaged: Mutex<Vec<String>>,
     cancel: CancelToken,
     sparse: bool,
     owners: bool,
@@ -90,6 +96,24 @@ impl Ctx<'_> {
 
     fn stopped(&self) -> bool {
         self.failed.load(Ordering::SeqCst) || self.cancel.is_cancelled()
+    }
+
+    fn damaged(&self, path: &Path, e: &Error) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot restore completely");
+        self.damaged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{}: {e}", path.display()));
+    }
+}
+
+/// Whether an error is damage to stored data (a blob, a tree, a pack) that spoils only the entry
+/// being restored, rather than a failure of the restore itself (the target's disk, the network).
+fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::CorruptBlob { .. } | Error::MissingBlob { .. } | Error::CorruptObject { .. } => true,
+        Error::Backend(b) => b.is_not_found(),
+        _ => false,
     }
 }
 
@@ -315,20 +339,29 @@ fn worker(
             continue; // drain so the walker never blocks
         }
         let r = (|| -> Result<()> {
-            let data = windows.load(ctx.repo, index, &job.id)?;
-            if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
-                let _writing = job.state.writing.lock().unwrap_or_else(|e| e.into_inner());
-                job.state
-                    .file
-                    .write_all_at(&data, job.offset)
-                    .map_err(|e| Error::io("write", &job.state.path, e))?;
+            match windows.load(ctx.repo, index, &job.id) {
+                Ok(data) => {
+                    if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
+                        let _writing = job.state.writing.lock().unwrap_or_else(|e| e.into_inner());
+                        job.state
+                            .file
+                            .write_all_at(&data, job.offset)
+                            .map_err(|e| Error::io("write", &job.state.path, e))?;
+                    }
+                    Counters::add(&ctx.counters.bytes_read, data.len() as u64);
+                    Counters::add(&ctx.counters.bytes_done, data.len() as u64);
+                }
+                // The rest of the file and every other file are still restored; this one is
+                // reported (once) with what could not be read.
+                Err(e) if is_damage(&e) => {
+                    if !job.state.damaged.swap(true, Ordering::SeqCst) {
+                        ctx.damaged(&job.state.path, &e);
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Counters::add(&ctx.counters.bytes_read, data.len() as u64);
-            Counters::add(&ctx.counters.bytes_done, data.len() as u64);
             if job.state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                set_metadata(ctx, &job.state.path, &job.state.node, Some(&job.state.file))?;
-                Counters::add(&ctx.counters.files_done, 1);
-                Counters::add(&ctx.counters.files_read, 1);
+                finish_file(ctx, &job.state)?;
             }
             Ok(())
         })();
@@ -338,11 +371,23 @@ fn worker(
     }
 }
 
+/// A file whose chunks have all been handled: its metadata is set unless it is damaged.
+fn finish_file(ctx: &Ctx<'_>, state: &FileState) -> Result<()> {
+    if !state.damaged.load(Ordering::SeqCst) {
+        set_metadata(ctx, &state.path, &state.node, Some(&state.file))?;
+    }
+    Counters::add(&ctx.counters.files_done, 1);
+    Counters::add(&ctx.counters.files_read, 1);
+    Ok(())
+}
+
 /// Restores a snapshot (or the part under `opts.include`) into `target`.
 ///
 /// # Errors
-/// `CorruptBlob` for a chunk that does not verify (the restore stops; no wrong data is written),
-/// I/O errors naming the path, `Cancelled`.
+/// `DamagedFiles` after everything readable was restored, when stored data (a chunk, a
+/// directory's tree, a pack) could not be read: each entry is named with why, no wrong data is
+/// written, and a damaged file keeps no recorded metadata. I/O errors of the target naming the
+/// path and `Cancelled` stop the restore.
 pub fn restore(
     repo: &Repository,
     snapshot_tree: &Id,
@@ -365,6 +410,7 @@ pub fn restore(
         counters: counters.clone(),
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
+        damaged: Mutex::new(Vec::new()),
         cancel: opts.cancel.clone(),
         sparse: opts.sparse,
         owners: opts.owners.unwrap_or_else(is_root),
@@ -437,14 +483,23 @@ pub fn restore(
                         }
                         Err(e) => return Err(Error::io("create directory", &path, e)),
                     };
-                    let sub = node
+                    let tree = node
                         .subtree
-                        .ok_or_else(|| Error::corrupt("tree", "dir without subtree"))?;
-                    let tree = repo.load_tree(&sub)?;
-                    for n in tree.nodes.into_iter().rev() {
-                        stack.push((path.join(std::ffi::OsStr::from_bytes(&n.name)), n, created));
+                        .ok_or_else(|| Error::corrupt("tree", "dir without subtree"))
+                        .and_then(|sub| repo.load_tree(&sub));
+                    match tree {
+                        Ok(tree) => {
+                            for n in tree.nodes.into_iter().rev() {
+                                let child = path.join(std::ffi::OsStr::from_bytes(&n.name));
+                                stack.push((child, n, created));
+                            }
+                            dirs.push((path, node));
+                        }
+                        // Its contents are unknown: the directory stays (empty, without its
+                        // recorded metadata) and is reported; its siblings go on.
+                        Err(e) if is_damage(&e) => ctx.damaged(&path, &e),
+                        Err(e) => return Err(e),
                     }
-                    dirs.push((path, node));
                 }
                 NodeType::Symlink => {
                     let t = node.target.clone().unwrap_or_default();
@@ -481,20 +536,39 @@ pub fn restore(
                         Counters::add(&counters.files_done, 1);
                         continue;
                     }
+                    // Chunks are placed by the lengths of those before them; past a chunk whose
+                    // length is unknown (not in the index) nothing can be placed.
                     let mut offsets = Vec::with_capacity(node.content.len());
                     let mut off = 0u64;
+                    let mut unplaced = None;
                     for id in &node.content {
                         offsets.push(off);
-                        off += blob_len(repo, &index, id)?;
+                        match blob_len(repo, &index, id) {
+                            Ok(len) => off += len,
+                            Err(e) if is_damage(&e) => {
+                                offsets.pop();
+                                unplaced = Some(e);
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
-                    let content = node.content.clone();
+                    let content: Vec<Id> = node.content[..offsets.len()].to_vec();
                     let state = Arc::new(FileState {
                         file,
                         path,
                         node,
                         remaining: AtomicUsize::new(content.len()),
                         writing: Mutex::new(()),
+                        damaged: AtomicBool::new(unplaced.is_some()),
                     });
+                    if let Some(e) = unplaced {
+                        ctx.damaged(&state.path, &e);
+                        if content.is_empty() {
+                            finish_file(&ctx, &state)?;
+                            continue;
+                        }
+                    }
                     let jobs: Vec<(Id, u64)> = content.into_iter().zip(offsets).collect();
                     active.push_back((state, jobs.into_iter()));
                     while active.len() >= FILES_AT_ONCE {
@@ -532,6 +606,10 @@ pub fn restore(
     }
     for (path, node) in dirs.iter().rev() {
         set_metadata(&ctx, path, node, None)?;
+    }
+    let damaged = std::mem::take(&mut *ctx.damaged.lock().unwrap_or_else(|e| e.into_inner()));
+    if !damaged.is_empty() {
+        return Err(Error::DamagedFiles(damaged));
     }
     Ok(counters.get())
 }

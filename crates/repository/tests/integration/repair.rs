@@ -277,3 +277,39 @@ fn a_damaged_snapshot_hides_no_other_snapshot() {
     prune::prune(&repo, &opts).unwrap();
     restores_exactly(&repo, &c, tmp.path(), "c");
 }
+
+/// One flipped byte in a pack spoils only the file whose chunk it is: the restore goes on,
+/// writes every other file exactly, names the damaged one, and fails at the end.
+#[test]
+fn damage_in_one_file_stays_in_that_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let r = back_up(&repo, tmp.path(), "a", 51);
+    let victim = repo.find_node(&r.snapshot.tree, "/a/sub/f7").unwrap();
+    let loc = repo.index().get(&victim.content[0]).unwrap();
+    let path = dir.join(FileType::Pack.path(&loc.pack.to_hex()));
+    let mut bytes = fs::read(&path).unwrap();
+    let at = usize::try_from(loc.blob.offset).unwrap() + loc.blob.length as usize / 2;
+    bytes[at] ^= 0x01;
+    writable(&path);
+    fs::write(&path, &bytes).unwrap();
+
+    let target = tmp.path().join("restore");
+    let err =
+        restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap_err();
+    let Error::DamagedFiles(files) = &err else { panic!("expected DamagedFiles, got {err}") };
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].contains("sub/f7"), "{files:?}");
+    // Every other file is whole; the big one and the small ones around the damaged one.
+    let src = tmp.path().join("a");
+    assert_eq!(fs::read(target.join("a/big.bin")).unwrap(), fs::read(src.join("big.bin")).unwrap());
+    for i in (0..20).filter(|i| *i != 7) {
+        let name = format!("sub/f{i}");
+        assert_eq!(
+            fs::read(target.join("a").join(&name)).unwrap(),
+            fs::read(src.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+}
