@@ -40,6 +40,15 @@ fn restores_exactly(repo: &Repository, r: &BackupResult, root: &Path, name: &str
     assert_same_tree(&root.join(name), &target.join(name));
 }
 
+/// Flips one bit of the byte `at` of a stored file (negative: from the end).
+fn flip(path: &Path, at: isize) {
+    let mut bytes = fs::read(path).unwrap();
+    let at = if at < 0 { bytes.len() - at.unsigned_abs() } else { at.unsigned_abs() };
+    bytes[at] ^= 0x01;
+    writable(path);
+    fs::write(path, &bytes).unwrap();
+}
+
 fn writable(path: &Path) {
     let mut perms = fs::metadata(path).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]
@@ -168,12 +177,8 @@ fn a_pack_with_a_damaged_header_is_reported_and_left_out() {
     let packs = names(&repo, FileType::Pack);
     let victim = packs.iter().next().unwrap().clone();
     let path = dir.join(FileType::Pack.path(&victim));
-    let mut bytes = fs::read(&path).unwrap();
     // The byte just before the trailing length field is the header's authentication tag.
-    let at = bytes.len() - 5;
-    bytes[at] ^= 0x01;
-    writable(&path);
-    fs::write(&path, &bytes).unwrap();
+    flip(&path, -5);
 
     let opts = RepairIndexOptions { read_all_packs: true, ..Default::default() };
     let report = repair::repair_index(&repo, &opts).unwrap();
@@ -245,11 +250,7 @@ fn a_damaged_snapshot_hides_no_other_snapshot() {
     let b = back_up(&repo, tmp.path(), "b", 42);
     let c = back_up(&repo, tmp.path(), "c", 43);
     let path = dir.join(FileType::Snapshot.path(&b.id.to_hex()));
-    let mut bytes = fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    writable(&path);
-    fs::write(&path, &bytes).unwrap();
+    flip(&path, -1);
 
     let listing = repo.snapshot_listing().unwrap();
     let ids: Vec<Id> = listing.entries.iter().map(|e| e.id).collect();
@@ -289,11 +290,7 @@ fn damage_in_one_file_stays_in_that_file() {
     let victim = repo.find_node(&r.snapshot.tree, "/a/sub/f7").unwrap();
     let loc = repo.index().get(&victim.content[0]).unwrap();
     let path = dir.join(FileType::Pack.path(&loc.pack.to_hex()));
-    let mut bytes = fs::read(&path).unwrap();
-    let at = usize::try_from(loc.blob.offset).unwrap() + loc.blob.length as usize / 2;
-    bytes[at] ^= 0x01;
-    writable(&path);
-    fs::write(&path, &bytes).unwrap();
+    flip(&path, isize::try_from(loc.blob.offset + u64::from(loc.blob.length) / 2).unwrap());
 
     let target = tmp.path().join("restore");
     let err =
