@@ -16,7 +16,7 @@ mod restore;
 mod snapshots;
 mod stats;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -81,6 +81,11 @@ enum RepoCommand {
 /// Runs a repo command; on failure prints one line and exits non-zero.
 pub fn run(args: RepoArgs) -> anyhow::Result<()> {
     if let Err(e) = execute(args) {
+        // The reader went away (`holdfast repo ls latest | head`): what it read was whole
+        // lines, and there is nobody left to tell.
+        if is_broken_pipe(&e) {
+            std::process::exit(0);
+        }
         eprintln!("holdfast: {}", format!("{e:#}").replace('\n', " "));
         // restic's convention: 3 means the snapshot was saved but some entries were left out.
         let code = if e.downcast_ref::<IncompleteSnapshot>().is_some() { 3 } else { 1 };
@@ -209,8 +214,23 @@ fn new_password(file: &Option<PathBuf>) -> anyhow::Result<String> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
     Ok(())
+}
+
+/// Whether a command failed because its standard output was closed by the reader.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn human(n: u64) -> String {

@@ -751,3 +751,28 @@ fn a_damaged_snapshot_is_reported_and_the_others_still_list_and_restore() {
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&two, &target.join("two"));
 }
+
+#[test]
+fn a_reader_that_stops_early_gets_no_broken_pipe_error() {
+    use std::io::{BufRead as _, BufReader};
+    let env = Env::new();
+    env.init();
+    let src = env.path("many");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..5000 {
+        fs::write(src.join(format!("file-{i:05}")), format!("{i}")).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for args in [&["ls", "latest"][..], &["--json", "ls", "latest"][..]] {
+        // `holdfast repo ls latest | head -1`: read one line, then close the pipe.
+        let mut child =
+            env.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(!first.is_empty());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {}", out.status);
+    }
+}

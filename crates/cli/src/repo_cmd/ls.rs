@@ -1,5 +1,7 @@
 //! `repo ls`: the files of a snapshot.
 
+use std::io::Write as _;
+
 use clap::Args;
 use holdfast_repository::stats;
 use holdfast_repository::tree::NodeType;
@@ -30,6 +32,8 @@ impl LsCmd {
         if args.json {
             return print_json(&entries);
         }
+        // A write error (a reader that stopped reading) ends the listing; see `is_broken_pipe`.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for e in entries {
             let kind = match e.node_type {
                 NodeType::Dir => 'd',
@@ -37,8 +41,13 @@ impl LsCmd {
                 NodeType::File => '-',
                 _ => '?',
             };
-            println!("{kind}{:04o} {:>5} {:>5} {:>12} {}", e.mode, e.uid, e.gid, e.size, e.path);
+            writeln!(
+                out,
+                "{kind}{:04o} {:>5} {:>5} {:>12} {}",
+                e.mode, e.uid, e.gid, e.size, e.path
+            )?;
         }
+        out.flush()?;
         Ok(())
     }
 }
