@@ -164,11 +164,7 @@ fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                     uid: m.uid(),
                     gid: m.gid(),
                     size: if kind == "file" { m.size() } else { 0 },
-                    mtime_ns: if symlink {
-                        0
-                    } else {
-                        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
-                    },
+                    mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
                     content,
                     target,
                     rdev: if kind.ends_with("dev") { m.rdev() } else { 0 },

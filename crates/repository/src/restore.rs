@@ -137,7 +137,8 @@ fn set_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) ->
             std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
                 .map_err(|e| Error::io("chown", path, e))?;
         }
-        return Ok(());
+        // The link's own times, as the backup recorded them (lstat), never its target's.
+        return set_times_by_path(path, node, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
     }
     if ctx.owners {
         // chown first: it clears setuid/setgid bits that chmod then sets again. Through the open
@@ -178,7 +179,7 @@ fn set_metadata(ctx: &Ctx<'_>, path: &Path, node: &Node, file: Option<&File>) ->
 /// Recreates a FIFO or device node with its metadata. Device nodes need CAP_MKNOD; without it
 /// they are skipped with a warning (as restic does) rather than failing the whole restore.
 fn restore_special(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
-    use rustix::fs::{CWD, FileType, Mode, Timespec, Timestamps};
+    use rustix::fs::{CWD, FileType, Mode};
     let ft = match node.kind() {
         NodeType::Fifo => FileType::Fifo,
         NodeType::Chardev => FileType::CharacterDevice,
@@ -200,13 +201,20 @@ fn restore_special(ctx: &Ctx<'_>, path: &Path, node: &Node) -> Result<()> {
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
         .map_err(|e| Error::io("chmod", path, e))?;
+    set_times_by_path(path, node, rustix::fs::AtFlags::empty())
+}
+
+/// Sets a node's access and modification times by path (`flags`: `SYMLINK_NOFOLLOW` for the
+/// link itself).
+fn set_times_by_path(path: &Path, node: &Node, flags: rustix::fs::AtFlags) -> Result<()> {
+    use rustix::fs::{CWD, Timespec, Timestamps};
     let ts = |ns: i64| Timespec {
         tv_sec: ns.div_euclid(1_000_000_000),
         tv_nsec: ns.rem_euclid(1_000_000_000),
     };
     let atime = if node.atime == 0 { node.mtime } else { node.atime };
     let times = Timestamps { last_access: ts(atime), last_modification: ts(node.mtime) };
-    rustix::fs::utimensat(CWD, path, &times, rustix::fs::AtFlags::empty())
+    rustix::fs::utimensat(CWD, path, &times, flags)
         .map_err(|e| Error::io("set times", path, e.into()))
 }
 

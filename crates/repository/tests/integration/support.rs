@@ -133,11 +133,7 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                     kind,
                     mode: if kind == "symlink" { 0 } else { m.mode() & 0o7777 },
                     size: if kind == "file" { m.size() } else { 0 },
-                    mtime_ns: if kind == "symlink" {
-                        0
-                    } else {
-                        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
-                    },
+                    mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
                     content,
                     target,
                     link_group,
