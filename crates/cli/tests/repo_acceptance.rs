@@ -772,3 +772,27 @@ fn a_reader_that_stops_early_gets_no_broken_pipe_error() {
         assert!(out.status.success(), "{args:?}: {}", out.status);
     }
 }
+
+#[test]
+fn backup_time_records_the_given_time_and_refuses_a_malformed_one() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "x").unwrap();
+    env.ok(&["backup", "--time", "2020-01-02T03:04:05Z", src.to_str().unwrap()]);
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[0]["snapshot"]["time"], "2020-01-02T03:04:05Z", "{snaps}");
+    // restic's local form, in the zone TZ names (a POSIX rule: no time zone database needed).
+    let local = env
+        .cmd(&["backup", "--time", "2021-06-07 08:09:10", src.to_str().unwrap()])
+        .env("TZ", "JST-9")
+        .output()
+        .unwrap();
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[1]["snapshot"]["time"], "2021-06-06T23:09:10Z", "{snaps}");
+    let out = env.run(&["backup", "--time", "yesterday", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses the value");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a time like"));
+}

@@ -30,6 +30,22 @@ pub(super) struct BackupCmd {
     /// Read every file, ignoring any parent.
     #[arg(long)]
     force: bool,
+    /// Record this time instead of now: `2026-12-06 10:00:00` (local time) or RFC 3339
+    /// (`2026-12-06T10:00:00Z`).
+    #[arg(long, value_parser = parse_time)]
+    time: Option<jiff::Timestamp>,
+}
+
+/// A snapshot time as restic's `--time` takes it (local time), or RFC 3339 with an offset.
+fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    s.parse::<jiff::civil::DateTime>()
+        .map_err(|e| format!("{s:?} is not a time like \"2026-12-06 10:00:00\": {e}"))?
+        .to_zoned(jiff::tz::TimeZone::system())
+        .map(|z| z.timestamp())
+        .map_err(|e| format!("{s:?} does not exist in the local time zone: {e}"))
 }
 
 impl BackupCmd {
@@ -39,6 +55,7 @@ impl BackupCmd {
         let mut opts = BackupOptions::new();
         opts.tags = self.tags.clone();
         opts.hostname = self.host.clone();
+        opts.time = self.time;
         opts.progress = progress;
         opts.parent = match (self.force, &self.parent) {
             (true, _) => ParentChoice::None,
