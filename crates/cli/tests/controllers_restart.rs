@@ -11,7 +11,10 @@
 //! Job retries, and the Backup/Restore completes with its status intact. The repository must
 //! then pass `holdfast repo check`, and the restored file must be the whole backed-up file.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{claim_dir, create};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -20,9 +23,9 @@ use holdfast_api::kubeblocks::restore::RestorePhase;
 use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Restore};
 use holdfast_testkit::HoldfastServer;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -92,20 +95,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn create<K>(api: &Api<K>, obj: Value) -> Result<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-{
-    let obj: K = serde_json::from_value(obj)?;
-    api.create(&PostParams::default(), &obj)
-        .await
-        .with_context(|| format!("create {}", obj.name_any()))
 }
 
 /// Pids of live processes started for pod `pod` (the runner sets HOSTNAME to the pod name).
@@ -189,15 +178,6 @@ fn logs(data_dir: &Path) -> String {
         }
     }
     out
-}
-
-async fn claim_dir(client: &kube::Client, claim: &str) -> Result<PathBuf> {
-    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS).get(claim).await?;
-    let volume = pvc.spec.and_then(|s| s.volume_name).context("the claim is not bound")?;
-    let spec =
-        Api::<PersistentVolume>::all(client.clone()).get(&volume).await?.spec.context("pv spec")?;
-    let path = spec.host_path.map(|h| h.path).or(spec.local.map(|l| l.path)).context("pv path")?;
-    Ok(PathBuf::from(path))
 }
 
 async fn setup(client: &kube::Client, repo_dir: &Path, markers: &Path) -> Result<()> {
@@ -371,7 +351,7 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     .await?;
     let status = restore.status.context("restore status")?;
     ensure!(status.completion_timestamp.is_some(), "{status:?}");
-    let restored = claim_dir(&kube, "restored-data").await?.join("data.bin");
+    let restored = claim_dir(&kube, NS, "restored-data").await?.join("data.bin");
     let size = std::fs::metadata(&restored)
         .with_context(|| format!("restored file {}", restored.display()))?
         .len();

@@ -7,8 +7,11 @@
 //! Two repositories: a local directory (`holdfast-local`) and S3 on a moto server
 //! (`holdfast-s3`). Without PostgreSQL or `moto_server` the tests fail, naming the install script.
 
+mod common;
+
+use common::{claim_dir, create};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -17,10 +20,10 @@ use holdfast_api::kubeblocks::restore::RestorePhase;
 use holdfast_api::kubeblocks::{Backup, BackupPolicy, BackupRepo, Restore};
 use holdfast_testkit::{EmbeddedServer, Moto, Postgres};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The binary job processes run as `datasafed`, built by Cargo for this test.
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
@@ -48,24 +51,6 @@ fn checksums(pg: &Postgres) -> Result<BTreeMap<String, String>> {
         );
     }
     Ok(sums)
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).expect("test manifest matches the type")
-}
-
-async fn create<K>(api: &Api<K>, obj: Value) -> Result<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-{
-    let obj: K = from_json(obj);
-    api.create(&PostParams::default(), &obj)
-        .await
-        .with_context(|| format!("create {}", obj.name_any()))
 }
 
 /// Polls `name` until `done` says it is finished (Ok) or broken (Err), with the last state in
@@ -113,21 +98,6 @@ fn job_logs(server: &EmbeddedServer) -> String {
         }
     }
     out
-}
-
-/// The host directory of a bound claim (the PV's hostPath or local path).
-async fn claim_dir(client: &Client, claim: &str) -> Result<PathBuf> {
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
-    let pvc = pvcs.get(claim).await?;
-    let volume = pvc.spec.and_then(|s| s.volume_name).context("the claim is not bound")?;
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let spec = pvs.get(&volume).await?.spec.context("the volume has no spec")?;
-    let path = spec
-        .host_path
-        .map(|h| h.path)
-        .or(spec.local.map(|l| l.path))
-        .context("the volume is neither hostPath nor local")?;
-    Ok(PathBuf::from(path))
 }
 
 /// The database side: a connection Secret and a Pod object describing the running server.
@@ -311,7 +281,8 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
 
     // The source server is not needed any more; its disk space is.
     drop(pg);
-    let data_dir = claim_dir(client, "data-pg-restored-postgresql-0").await?.join("pgroot/data");
+    let data_dir =
+        claim_dir(client, NS, "data-pg-restored-postgresql-0").await?.join("pgroot/data");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&data_dir)?.permissions());
     assert_eq!(mode & 0o777, 0o700, "the restored data directory must be private");
