@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, Namespace, NamespaceStatus, PersistentVolume, PersistentVolumeClaim, Pod,
-    Secret, ServiceAccount,
+    ConfigMap, Event, Namespace, NamespaceStatus, Node, PersistentVolume, PersistentVolumeClaim,
+    Pod, Secret, ServiceAccount,
 };
 use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
@@ -41,6 +41,7 @@ impl Admit for Secret {
 }
 
 impl Admit for ConfigMap {}
+impl Admit for Node {}
 impl Admit for Pod {}
 impl Admit for PersistentVolumeClaim {}
 impl Admit for PersistentVolume {}
@@ -62,6 +63,21 @@ pub fn definitions() -> Vec<ResourceDef> {
             &[],
             true,
             vec![column("Status", "string", ".status.phase", 0), age()],
+        ),
+        // The node the embedded node agent serves registers itself here (kubectl get nodes).
+        ResourceDef::builtin::<Node>(
+            "nodes",
+            false,
+            &["no"],
+            &[],
+            true,
+            vec![
+                column("Status", "string", ".status.conditions[?(@.type==\"Ready\")].status", 0),
+                age(),
+                column("Version", "string", ".status.nodeInfo.kubeletVersion", 0),
+                column("Internal-IP", "string", ".status.addresses[0].address", 1),
+                column("OS-Image", "string", ".status.nodeInfo.osImage", 1),
+            ],
         ),
         ResourceDef::builtin::<Secret>(
             "secrets",

@@ -12,6 +12,9 @@
 //! then pass `holdfast repo check`, and the restored file must be the whole backed-up file.
 
 mod common;
+#[path = "common/poll.rs"]
+mod poll;
+use poll::poll;
 
 use common::{claim_dir, create};
 use std::path::Path;
@@ -79,24 +82,6 @@ echo restored
     })
 }
 
-/// Polls `check` every 100 ms until it yields a value, or fails after [`TIMEOUT`].
-async fn poll<T, F, Fut>(what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Pids of live processes started for pod `pod` (the runner sets HOSTNAME to the pod name).
 fn pod_processes(pod: &str) -> Vec<u32> {
     let needle = format!("HOSTNAME={pod}");
@@ -117,7 +102,7 @@ fn pod_processes(pod: &str) -> Vec<u32> {
 /// The name of a running job pod (not the workload's own description) whose processes run.
 async fn running_job_pod(client: &kube::Client) -> Result<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    poll("a running job pod with live processes", || async {
+    poll(TIMEOUT, "a running job pod with live processes", || async {
         let list = pods.list(&ListParams::default().labels("job-name")).await?;
         Ok(list
             .items
@@ -142,7 +127,7 @@ async fn kill_and_restart(
     let restarted = HoldfastServer::start(Path::new(BIN), data_dir).await?;
     let client = restarted.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let status = poll("the interrupted pod to be marked failed", || async {
+    let status = poll(TIMEOUT, "the interrupted pod to be marked failed", || async {
         let pod = pods.get(old_pod).await?;
         let status = pod.status.unwrap_or_default();
         Ok((status.phase.as_deref() == Some("Failed")).then_some(status))
@@ -156,7 +141,7 @@ async fn kill_and_restart(
     // The Job counts the interrupted attempt as failed and goes on (it retries).
     let job = pods.get(old_pod).await?.labels().get("job-name").cloned().context("job-name")?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
-    poll("the Job to count the interrupted attempt", || async {
+    poll(TIMEOUT, "the Job to count the interrupted attempt", || async {
         let status = jobs.get(&job).await?.status.unwrap_or_default();
         Ok((status.failed.unwrap_or(0) >= 1).then_some(()))
     })
@@ -194,7 +179,7 @@ async fn setup(client: &kube::Client, repo_dir: &Path, markers: &Path) -> Result
     )
     .await?;
     let repos: Api<BackupRepo> = Api::all(client.clone());
-    poll("the BackupRepo to be Ready", || async {
+    poll(TIMEOUT, "the BackupRepo to be Ready", || async {
         let phase = repos.get(REPO).await?.status.and_then(|s| s.phase);
         match phase.map(|p| format!("{p:?}")).as_deref() {
             Some("Ready") => Ok(Some(())),
@@ -280,7 +265,7 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     )
     .await?;
     let backups: Api<Backup> = Api::namespaced(kube.clone(), NS);
-    poll("the Backup to be Running", || async {
+    poll(TIMEOUT, "the Backup to be Running", || async {
         let phase = backups.get("b1").await?.status.and_then(|s| s.phase);
         Ok((phase == Some(BackupPhase::Running)).then_some(()))
     })
@@ -289,7 +274,7 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     let (mut server2, kube) = kill_and_restart(&mut server, &data_dir, &old_pod).await?;
 
     let backups: Api<Backup> = Api::namespaced(kube.clone(), NS);
-    let backup = poll("the Backup to finish after the restart", || async {
+    let backup = poll(TIMEOUT, "the Backup to finish after the restart", || async {
         let b = backups.get("b1").await?;
         match b.status.as_ref().and_then(|s| s.phase) {
             Some(BackupPhase::Completed) => Ok(Some(b)),
@@ -329,7 +314,7 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     )
     .await?;
     let restores: Api<Restore> = Api::namespaced(kube.clone(), NS);
-    poll("the Restore to be Running", || async {
+    poll(TIMEOUT, "the Restore to be Running", || async {
         let phase = restores.get("r1").await?.status.and_then(|s| s.phase);
         Ok((phase == Some(RestorePhase::Running)).then_some(()))
     })
@@ -338,7 +323,7 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     let (_server3, kube) = kill_and_restart(&mut server2, &data_dir, &old_pod).await?;
 
     let restores: Api<Restore> = Api::namespaced(kube.clone(), NS);
-    let restore = poll("the Restore to finish after the restart", || async {
+    let restore = poll(TIMEOUT, "the Restore to finish after the restart", || async {
         let r = restores.get("r1").await?;
         match r.status.as_ref().and_then(|s| s.phase) {
             Some(RestorePhase::Completed) => Ok(Some(r)),

@@ -1,14 +1,17 @@
 //! The repository's acceptance criteria, shown through the real `holdfast repo` binary against real
 //! repositories on the real file system (and a real tmpfs for the full-disk case).
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "common/tree.rs"]
+mod tree;
+use tree::{assert_same_tree, describe, random_bytes};
 
 const HOLDFAST: &str = env!("CARGO_BIN_EXE_holdfast");
 
@@ -81,20 +84,6 @@ fn one_line_failure(out: &Output) -> String {
     err
 }
 
-/// Deterministic pseudo-random bytes (xorshift), incompressible.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// Sets the mtime without opening the entry (opening a FIFO would block).
 fn set_mtime(p: &Path, secs: u64) {
     let st = Command::new("touch")
@@ -103,88 +92,6 @@ fn set_mtime(p: &Path, secs: u64) {
         .status()
         .unwrap();
     assert!(st.success(), "touch {}", p.display());
-}
-
-/// Everything observable about one entry.
-#[derive(Debug, PartialEq, Eq)]
-struct Entry {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime_ns: i128,
-    content: Option<(u64, u64)>,
-    target: Option<Vec<u8>>,
-    rdev: u64,
-    link_group: Option<Vec<u8>>,
-}
-
-/// Length and a 64-bit hash of the content (enough to tell any realistic difference).
-fn digest(data: &[u8]) -> (u64, u64) {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut h);
-    (data.len() as u64, h.finish())
-}
-
-fn describe(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
-    let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        for p in entries {
-            let m = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
-            let ft = m.file_type();
-            let (kind, content, target) = if ft.is_dir() {
-                stack.push(p.clone());
-                ("dir", None, None)
-            } else if ft.is_symlink() {
-                ("symlink", None, Some(fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()))
-            } else if ft.is_fifo() {
-                ("fifo", None, None)
-            } else if ft.is_char_device() {
-                ("chardev", None, None)
-            } else if ft.is_block_device() {
-                ("blockdev", None, None)
-            } else {
-                ("file", Some(digest(&fs::read(&p).unwrap())), None)
-            };
-            let link_group = (kind == "file" && m.nlink() > 1)
-                .then(|| inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone());
-            let symlink = kind == "symlink";
-            out.insert(
-                rel,
-                Entry {
-                    kind,
-                    mode: if symlink { 0 } else { m.mode() & 0o7777 },
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    size: if kind == "file" { m.size() } else { 0 },
-                    mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-                    content,
-                    target,
-                    rdev: if kind.ends_with("dev") { m.rdev() } else { 0 },
-                    link_group,
-                },
-            );
-        }
-    }
-    out
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let (da, db) = (describe(a), describe(b));
-    for (k, ea) in &da {
-        let eb = db
-            .get(k)
-            .unwrap_or_else(|| panic!("{} missing from restore", String::from_utf8_lossy(k)));
-        assert_eq!(ea, eb, "entry {} differs", String::from_utf8_lossy(k));
-    }
-    assert_eq!(da.len(), db.len(), "the restore has extra entries");
 }
 
 fn is_root() -> bool {

@@ -24,15 +24,18 @@ pub mod events;
 pub mod finalizer;
 pub mod job_runner;
 pub mod kubeblocks_env;
+pub mod node;
 pub mod object;
 pub mod owner;
 pub mod provisioner;
 pub mod reconciler;
+pub mod repository_access;
 pub mod restore;
 pub mod retention;
 pub mod shipped_action_sets;
 pub mod storage_provider;
 pub mod target_pod;
+pub mod velero;
 pub mod volume;
 
 pub use clock::{AdjustableClock, Clock, SystemClock};
@@ -55,6 +58,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     spawn(&mut set, "backup-repo", backup_repo::run(ctx.clone()));
     spawn(&mut set, "action-set", action_set::run(ctx.clone()));
     spawn(&mut set, "backup-policy", backup_policy::run(ctx.clone()));
+    let node_name = job_runner::pod::node_name();
+    spawn(&mut set, "node", node::run(ctx.clone(), node_name.clone()));
+    spawn(&mut set, "backup-storage-location", velero::storage_location::run(ctx.clone()));
+    spawn(&mut set, "backup-repository", velero::repository::run(ctx.clone()));
+    spawn(&mut set, "node-agent", velero::run_node_agent(ctx.clone(), node_name));
 
     let result = loop {
         match set.join_next().await {

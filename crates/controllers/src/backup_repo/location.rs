@@ -3,15 +3,10 @@
 //! docs/datasafed.md §2), and the pre-check: a real write, read and delete at that location, then
 //! opening (or creating) the repository with the BackupRepo's key.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-use holdfast_repository::backend::{Backend, FileType};
 use holdfast_repository::location::DatasafedConfig;
 pub use holdfast_repository::location::Location as RepositoryLocation;
-use holdfast_repository::{InitOptions, Repository};
 
-use crate::Error;
+use crate::{Error, repository_access};
 
 /// The repository location named by the `[storage]` section of a rendered datasafed config.
 ///
@@ -41,57 +36,10 @@ pub fn repository_location(rendered_conf: &str) -> Result<RepositoryLocation, Er
 ///
 /// Returns whether the repository was created. The error is one line naming the cause.
 pub fn precheck_repository(location: &RepositoryLocation, password: &str) -> Result<bool, String> {
-    let probe_name = format!("precheck-{:016x}", rand::random::<u64>());
-    let probe =
-        location.join(&probe_name).open().map_err(|e| format!("cannot open storage: {e}"))?;
-    let payload = Bytes::from(format!("holdfast pre-check {probe_name}\n"));
-    let round_trip = (|| {
-        probe
-            .create(FileType::Config, "config", payload.clone())
-            .map_err(|e| format!("cannot write: {e}"))?;
-        let read =
-            probe.get(FileType::Config, "config").map_err(|e| format!("cannot read back: {e}"))?;
-        if read != payload {
-            return Err(format!(
-                "read back {} bytes that differ from the {} written",
-                read.len(),
-                payload.len()
-            ));
-        }
-        probe.delete(FileType::Config, "config").map_err(|e| format!("cannot delete: {e}"))
-    })();
-    if let RepositoryLocation::Local(root) = location {
-        // The probe's directory is ours alone; S3 has no directories to remove.
-        let _ = std::fs::remove_dir_all(root.join(&probe_name));
-    }
-    drop(probe);
-    round_trip.map_err(|e| format!("pre-check of {location} failed: {e}"))?;
-
-    let backend: Arc<dyn Backend> =
-        location.open().map_err(|e| format!("cannot open storage: {e}"))?;
-    let wrong_key = || {
-        format!(
-            "a holdfast repository exists at {location} but this BackupRepo's key does not open it \
-             (it belongs to another BackupRepo, or its key Secret was recreated)"
-        )
-    };
-    match Repository::open(backend.clone(), password.as_bytes()) {
-        Ok(_) => Ok(false),
-        Err(holdfast_repository::Error::NoRepository { .. }) => {
-            match Repository::init(backend.clone(), password.as_bytes(), &InitOptions::default()) {
-                Ok(_) => Ok(true),
-                // Another writer created it meanwhile: it must open with our key.
-                Err(holdfast_repository::Error::AlreadyInitialized { .. }) => {
-                    Repository::open(backend, password.as_bytes())
-                        .map(|_| false)
-                        .map_err(|_| wrong_key())
-                }
-                Err(e) => Err(format!("cannot create the repository at {location}: {e}")),
-            }
-        }
-        Err(holdfast_repository::Error::WrongPassword { .. }) => Err(wrong_key()),
-        Err(e) => Err(format!("cannot open the repository at {location}: {e}")),
-    }
+    repository_access::probe_storage(location)?;
+    let wrong_key = "it belongs to another BackupRepo, or its key Secret was recreated";
+    repository_access::open_or_create(location, password, true, wrong_key)
+        .map(|(_, created)| created)
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
     prefix: Option<StorePath>,
     location: String,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped: taken out in `drop` to shut it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
     /// Pack uploads in flight during a backup (see [`Backend::upload_concurrency`]).
     uploads: usize,
     /// The directory of a local repository: range reads go straight to the file there.
@@ -88,7 +89,22 @@ fn runtime(location: &str) -> BackendResult<tokio::runtime::Runtime> {
         })
 }
 
+impl Drop for ObjectStoreBackend {
+    /// Shuts the runtime down without waiting for it: a plain drop blocks, which panics when the
+    /// last handle to a repository goes away inside an async task (a controller's reconcile).
+    /// Nothing is lost: every operation waits for its own futures with `block_on`.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl ObjectStoreBackend {
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives until the backend is dropped")
+    }
+
     /// A repository in a local directory, created if missing.
     ///
     /// # Errors
@@ -119,7 +135,7 @@ impl ObjectStoreBackend {
         Ok(Self {
             store: Arc::new(store),
             prefix: None,
-            runtime: runtime(&location)?,
+            runtime: Some(runtime(&location)?),
             location,
             uploads: 1,
             // Absolute, so a later change of working directory cannot redirect reads.
@@ -174,7 +190,7 @@ impl ObjectStoreBackend {
         Ok(Self {
             store: Arc::new(store),
             prefix,
-            runtime: runtime(&location)?,
+            runtime: Some(runtime(&location)?),
             location,
             uploads: 4,
             local_root: None,
@@ -342,7 +358,7 @@ impl Backend for ObjectStoreBackend {
         let rel = ft.path(name);
         let path = self.store_path(&rel);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        self.runtime
+        self.rt()
             .block_on(self.store.put_opts(&path, PutPayload::from_bytes(data), opts))
             .map_err(|e| self.map_err("create", &rel, e))?;
         // The key files and the config are the repository's secrets at rest (wrapped keys,
@@ -365,7 +381,7 @@ impl Backend for ObjectStoreBackend {
     fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
         let rel = ft.path(name);
         let path = self.store_path(&rel);
-        self.runtime
+        self.rt()
             .block_on(async { self.store.get(&path).await?.bytes().await })
             .map_err(|e| self.map_err("get", &rel, e))
     }
@@ -383,7 +399,7 @@ impl Backend for ObjectStoreBackend {
         }
         let path = self.store_path(&rel);
         let bytes = self
-            .runtime
+            .rt()
             .block_on(self.store.get_range(&path, offset..offset + length))
             .map_err(|e| self.map_err("get_range", &rel, e))?;
         if bytes.len() as u64 != length {
@@ -408,7 +424,7 @@ impl Backend for ObjectStoreBackend {
                 Err(e) => Err(e),
             };
         } else {
-            self.runtime
+            self.rt()
                 .block_on(self.store.list(prefix.as_ref()).try_collect())
                 .map_err(|e| self.map_err("list", &rel, e))?
         };
@@ -432,7 +448,7 @@ impl Backend for ObjectStoreBackend {
     fn delete(&self, ft: FileType, name: &str) -> BackendResult<()> {
         let rel = ft.path(name);
         let path = self.store_path(&rel);
-        match self.runtime.block_on(self.store.delete(&path)) {
+        match self.rt().block_on(self.store.delete(&path)) {
             Ok(()) => Ok(()),
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.map_err("delete", &rel, e)),
@@ -443,7 +459,7 @@ impl Backend for ObjectStoreBackend {
         let rel = ft.path(name);
         let path = self.store_path(&rel);
         let m = self
-            .runtime
+            .rt()
             .block_on(self.store.head(&path))
             .map_err(|e| self.map_err("stat", &rel, e))?;
         Ok(ObjectInfo {

@@ -60,6 +60,41 @@ pub fn endpoint_url(endpoint: &str) -> String {
 }
 
 impl S3Options {
+    /// These options with the key pair of `profile` from an AWS shared-credentials file (the
+    /// text of `~/.aws/credentials`: `[default]` with `aws_access_key_id` and
+    /// `aws_secret_access_key`), as Velero's AWS plugin reads its credential Secret. `origin`
+    /// names where the text came from, for errors.
+    ///
+    /// # Errors
+    /// Text that is not INI, no such profile, or a profile without both keys.
+    pub fn with_aws_credentials_file(
+        self,
+        text: &str,
+        profile: &str,
+        origin: &str,
+    ) -> Result<Self, LocationError> {
+        let ini = super::ini::Ini::parse(text).map_err(|e| LocationError::Syntax {
+            origin: origin.to_owned(),
+            line: e.line,
+            problem: e.problem,
+        })?;
+        let field = |key: &'static str| {
+            ini.get(profile, key).filter(|v| !v.is_empty()).map(str::to_owned).ok_or_else(|| {
+                LocationError::MissingField {
+                    origin: format!("{origin} (profile {profile})"),
+                    kind: "aws credentials",
+                    field: key,
+                    what: "the S3 key pair",
+                }
+            })
+        };
+        Ok(S3Options {
+            access_key_id: Some(field("aws_access_key_id")?),
+            secret_access_key: Some(field("aws_secret_access_key")?),
+            ..self
+        })
+    }
+
     /// `s3://bucket/prefix`: the name the backend reports in its errors.
     pub fn url(&self) -> String {
         if self.prefix.is_empty() {
@@ -249,5 +284,27 @@ mod tests {
             assert_eq!(parse_bool(f), Some(false), "{f}");
         }
         assert_eq!(parse_bool("yes"), None);
+    }
+
+    #[test]
+    fn aws_credentials_files_give_the_key_pair_of_a_profile() {
+        let text = "[default]\naws_access_key_id = AK\naws_secret_access_key = S/K+1\n\n[backup]\naws_access_key_id=BK\naws_secret_access_key=BS\n";
+        let o = opts()
+            .with_aws_credentials_file(text, "default", "key cloud of Secret velero/c")
+            .unwrap();
+        assert_eq!(
+            (o.access_key_id.as_deref(), o.secret_access_key.as_deref()),
+            (Some("AK"), Some("S/K+1"))
+        );
+        let o = opts().with_aws_credentials_file(text, "backup", "x").unwrap();
+        assert_eq!(o.access_key_id.as_deref(), Some("BK"));
+        let err = opts()
+            .with_aws_credentials_file(text, "other", "key cloud of Secret velero/c")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key cloud of Secret velero/c (profile other): storage type aws credentials needs the S3 key pair (aws_access_key_id)"
+        );
+        assert!(opts().with_aws_credentials_file("[default\n", "default", "x").is_err());
     }
 }

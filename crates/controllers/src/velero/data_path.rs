@@ -1,0 +1,521 @@
+//! The node agent's data path, shared by every Velero data-moving kind (PodVolumeBackup,
+//! PodVolumeRestore): the phase machine a Velero user knows, with the moving itself done
+//! in-process by holdfast's repository engine.
+//!
+//! ```text
+//! New ─▶ Accepted ─▶ Prepared ─▶ InProgress ─▶ Completed | Failed
+//!  │        │           │            └─(cancel)─▶ Canceling ─▶ Canceled
+//!  └────────┴───────────┴─(cancel)──────────────────────────▶ Canceled
+//! ```
+//!
+//! - *Accepted*: the agent of the node the work belongs to took it (`acceptedTimestamp`).
+//! - *Prepared*: the volume's directory and the repository are found and open.
+//! - *InProgress*: a slot of the node's concurrency limit is held and data moves
+//!   (`startTimestamp`); `status.progress` is written about once a second, only once the total
+//!   is known, and never goes backwards.
+//! - `spec.cancel` (or deleting the object, which the finalizer turns into a cancel) stops the
+//!   work at any phase; an object is only let go once it is terminal.
+//! - Work that was moving data when the agent stopped cannot be picked up where it was: it ends
+//!   `Failed` saying so, never stays `InProgress`. Work not yet moving goes on as usual.
+//! - Preparing waits for what is not ready yet (an unbound claim) for at most
+//!   [`PREPARE_TIMEOUT`], Velero's default, then fails.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use holdfast_api::velero::{DataMovePhase, DataMoveProgress};
+use holdfast_repository::progress::{CancelToken, Progress, ProgressFn};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+
+use crate::events::{EventType, publish};
+use crate::{Context, Error, finalizer};
+
+/// Velero's finalizer on pod-volume work.
+pub const FINALIZER: &str = "velero.io/pod-volume-finalizer";
+/// How long work may wait to be prepared (Velero's `--data-mover-prepare-timeout`).
+pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often a preparation that waits for something is tried again.
+const PREPARE_RETRY: Duration = Duration::from_secs(2);
+/// How often progress is written while data moves.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The in-process node agent: which node it serves, the work it is moving, and the slots of its
+/// concurrency limit (shared by every data-moving kind, as Velero's `loadConcurrency` is).
+pub struct Agent {
+    pub ctx: Arc<Context>,
+    pub node: String,
+    running: Mutex<HashMap<String, CancelToken>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Agent {
+    /// An agent for `node` moving at most `concurrency` volumes at a time.
+    pub fn new(ctx: Arc<Context>, node: String, concurrency: usize) -> Arc<Agent> {
+        Arc::new(Agent {
+            ctx,
+            node,
+            running: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancelToken>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whose work an object is.
+pub enum Claim {
+    /// This agent's node.
+    Ours,
+    /// A node with an agent of its own: left alone.
+    OtherNode,
+    /// Nobody can do it; the message says why.
+    Nobody(String),
+}
+
+/// Decides the claim for work that must run on `node` (`None`: any node, i.e. this one).
+///
+/// # Errors
+/// API errors.
+pub async fn claim_for_node(agent: &Agent, node: Option<&str>, what: &str) -> Result<Claim, Error> {
+    match node.filter(|n| !n.is_empty()) {
+        None => Ok(Claim::Ours),
+        Some(n) if n == agent.node => Ok(Claim::Ours),
+        Some(n) => {
+            let nodes: Api<Node> = Api::all(agent.ctx.client.clone());
+            Ok(if nodes.get_opt(n).await?.is_some() {
+                Claim::OtherNode
+            } else {
+                Claim::Nobody(format!(
+                    "{what} is on node {n:?}, which does not exist: no node agent serves it \
+                     (this agent serves node {:?})",
+                    agent.node
+                ))
+            })
+        }
+    }
+}
+
+/// How one data-moving kind is handled: where it runs, how it is prepared, and the moving
+/// itself (blocking, on a thread of its own).
+pub trait Mover: Send + Sync + 'static {
+    /// The kind.
+    type Object: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+        + Send
+        + Sync
+        + 'static;
+    /// What preparing found (the directory, the open repository, …).
+    type Plan: Send + 'static;
+
+    /// The phase in the object's status.
+    fn phase(obj: &Self::Object) -> Option<DataMovePhase>;
+    /// Whether `spec.cancel` is set.
+    fn cancel_requested(obj: &Self::Object) -> bool;
+    /// The progress in the object's status.
+    fn progress(obj: &Self::Object) -> Option<DataMoveProgress>;
+    /// When it was accepted.
+    fn accepted_at(obj: &Self::Object) -> Option<Time>;
+    /// Whose work it is.
+    fn claim(
+        agent: &Agent,
+        obj: &Self::Object,
+    ) -> impl Future<Output = Result<Claim, Error>> + Send;
+    /// Status fields written with `Accepted` besides the phase and time.
+    fn accepted_fields(agent: &Agent) -> Value;
+    /// Finds and opens everything the move needs. [`Error::Invalid`] fails the work with its
+    /// message; [`Error::NotReady`] waits (up to [`PREPARE_TIMEOUT`]); other errors are retried.
+    fn prepare(
+        agent: &Agent,
+        obj: &Self::Object,
+    ) -> impl Future<Output = Result<Self::Plan, Error>> + Send;
+    /// The bytes to move, when known before moving starts.
+    fn total_bytes(plan: &Self::Plan) -> Option<u64>;
+    /// Moves the data; returns the status fields of a completed move (besides phase, progress
+    /// and completion time) and a note for the completion event. Blocking.
+    fn run(
+        plan: Self::Plan,
+        cancel: CancelToken,
+        progress: ProgressFn,
+    ) -> Result<(Value, String), holdfast_repository::Error>;
+}
+
+/// One reconcile of a data-moving object by `agent`.
+///
+/// # Errors
+/// API errors; they are retried.
+pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Result<Action, Error> {
+    let ctx = &agent.ctx;
+    let api: Api<M::Object> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let uid = obj.uid().unwrap_or_default();
+    let phase = M::phase(&obj).unwrap_or(DataMovePhase::New);
+    let running = agent.running().get(&uid).cloned();
+
+    if obj.meta().deletion_timestamp.is_some() {
+        if let Some(token) = running {
+            token.cancel();
+            return Ok(Action::await_change());
+        }
+        if !phase.is_terminal() && finalizer::has(&*obj, FINALIZER) {
+            finish(&agent, &*obj, DataMovePhase::Canceled, "deleted before it finished", json!({}))
+                .await?;
+        }
+        finalizer::remove(&api, &obj, FINALIZER).await?;
+        return Ok(Action::await_change());
+    }
+    if phase.is_terminal() {
+        return Ok(Action::await_change());
+    }
+    match M::claim(&agent, &obj).await? {
+        Claim::Ours => {}
+        Claim::OtherNode => return Ok(Action::await_change()),
+        Claim::Nobody(why) => {
+            finish(&agent, &*obj, DataMovePhase::Failed, &why, json!({})).await?;
+            return Ok(Action::await_change());
+        }
+    }
+    if finalizer::add(&api, &obj, FINALIZER).await? {
+        // The next event (our own edit) carries on from the stored object.
+        return Ok(Action::await_change());
+    }
+    if M::cancel_requested(&obj) {
+        match running {
+            Some(token) => {
+                token.cancel();
+                if phase == DataMovePhase::InProgress {
+                    patch_status(&api, &*obj, json!({"phase": DataMovePhase::Canceling})).await?;
+                    publish(
+                        ctx,
+                        &*obj,
+                        EventType::Normal,
+                        "Data-Path-Canceling",
+                        "Cancel",
+                        "cancel requested; stopping the data path",
+                    )
+                    .await;
+                }
+            }
+            None => {
+                finish(
+                    &agent,
+                    &*obj,
+                    DataMovePhase::Canceled,
+                    "canceled before data moved",
+                    json!({}),
+                )
+                .await?;
+            }
+        }
+        return Ok(Action::await_change());
+    }
+    match phase {
+        DataMovePhase::New => {
+            let mut fields = M::accepted_fields(&agent);
+            fields["phase"] = json!(DataMovePhase::Accepted);
+            fields["acceptedTimestamp"] = json!(Time(ctx.clock.now()));
+            patch_status(&api, &*obj, fields).await?;
+            Ok(Action::await_change())
+        }
+        DataMovePhase::Accepted | DataMovePhase::Prepared if running.is_none() => {
+            prepare_and_start::<M>(&agent, &obj, &api).await
+        }
+        DataMovePhase::InProgress | DataMovePhase::Canceling if running.is_none() => {
+            // Only a restart of this process loses a running move (it is registered before
+            // the phase is written and removed after the final status).
+            let why = "the node agent restarted while data was moving; the move cannot be \
+                       continued from where it stopped, create a new one to try again";
+            let end = if phase == DataMovePhase::Canceling {
+                DataMovePhase::Canceled
+            } else {
+                DataMovePhase::Failed
+            };
+            finish(&agent, &*obj, end, why, json!({})).await?;
+            Ok(Action::await_change())
+        }
+        _ => Ok(Action::await_change()),
+    }
+}
+
+async fn prepare_and_start<M: Mover>(
+    agent: &Arc<Agent>,
+    obj: &Arc<M::Object>,
+    api: &Api<M::Object>,
+) -> Result<Action, Error> {
+    let ctx = &agent.ctx;
+    let plan = match M::prepare(agent, obj).await {
+        Ok(plan) => plan,
+        Err(Error::Invalid(why)) => {
+            finish(agent, &**obj, DataMovePhase::Failed, &why, json!({})).await?;
+            return Ok(Action::await_change());
+        }
+        Err(Error::NotReady(why)) => {
+            let waited = M::accepted_at(obj)
+                .map(|t| ctx.clock.now().duration_since(t.0).unsigned_abs())
+                .unwrap_or_default();
+            if waited >= PREPARE_TIMEOUT {
+                let message = format!(
+                    "timeout on preparing: still not ready after {} minutes: {why}",
+                    PREPARE_TIMEOUT.as_secs() / 60
+                );
+                finish(agent, &**obj, DataMovePhase::Failed, &message, json!({})).await?;
+                return Ok(Action::await_change());
+            }
+            if M::progress(obj).is_none() {
+                patch_status(api, &**obj, json!({"message": why})).await?;
+            }
+            return Ok(Action::requeue(PREPARE_RETRY));
+        }
+        Err(other) => return Err(other),
+    };
+    if M::phase(obj) != Some(DataMovePhase::Prepared) {
+        patch_status(api, &**obj, json!({"phase": DataMovePhase::Prepared, "message": null}))
+            .await?;
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let token = CancelToken::new();
+    agent.running().insert(uid.clone(), token.clone());
+    let (agent, obj, api) = (agent.clone(), obj.clone(), api.clone());
+    tokio::spawn(async move {
+        let outcome = run_move::<M>(&agent, &obj, &api, plan, token).await;
+        if let Err(error) = outcome {
+            tracing::warn!(object = %obj.name_any(), %error, "cannot record the end of a data move");
+        }
+        agent.running().remove(&uid);
+    });
+    Ok(Action::await_change())
+}
+
+/// Waits for a slot, moves the data and records the end.
+async fn run_move<M: Mover>(
+    agent: &Agent,
+    obj: &M::Object,
+    api: &Api<M::Object>,
+    plan: M::Plan,
+    token: CancelToken,
+) -> Result<(), Error> {
+    let ctx = &agent.ctx;
+    let _slot =
+        agent.slots.clone().acquire_owned().await.map_err(|_| Error::ControllerStopped {
+            name: "node-agent".into(),
+            reason: "its slots were closed".into(),
+        })?;
+    if token.is_cancelled() {
+        return finish(
+            agent,
+            obj,
+            DataMovePhase::Canceled,
+            "canceled before data moved",
+            json!({}),
+        )
+        .await;
+    }
+    let total = M::total_bytes(&plan);
+    let mut fields =
+        json!({"phase": DataMovePhase::InProgress, "startTimestamp": Time(ctx.clock.now())});
+    if let Some(total) = total {
+        fields["progress"] = json!({"totalBytes": total, "bytesDone": 0});
+    }
+    patch_status(api, obj, fields).await?;
+    publish(ctx, obj, EventType::Normal, "Data-Path-Started", "Move", "data path started").await;
+
+    let (tx, mut rx) = watch::channel(Progress::default());
+    let progress: ProgressFn = Arc::new(move |p: &Progress| {
+        let _ = tx.send(*p);
+    });
+    let cancel = token.clone();
+    let mut work = tokio::task::spawn_blocking(move || M::run(plan, cancel, progress));
+    let mut shown = Shown { total: total.unwrap_or(0), ..Shown::default() };
+    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = ticker.tick() => {
+                let current = *rx.borrow_and_update();
+                if let Some(update) = shown.advance(&current, total.is_some()) {
+                    // A lost progress write is not worth failing the move over.
+                    if let Err(error) = patch_status(api, obj, json!({"progress": update})).await {
+                        tracing::debug!(%error, "progress not written");
+                    }
+                }
+            }
+        }
+    };
+    let result = result.unwrap_or_else(|join| {
+        Err(holdfast_repository::Error::Pipeline(format!("the data path crashed: {join}")))
+    });
+    match result {
+        Ok((mut fields, note)) => {
+            let last = *rx.borrow();
+            let done = shown.total.max(shown.done).max(last.bytes_done);
+            fields["progress"] = json!({"totalBytes": done, "bytesDone": done});
+            finish(agent, obj, DataMovePhase::Completed, &note, fields).await
+        }
+        Err(holdfast_repository::Error::Cancelled) => {
+            finish(agent, obj, DataMovePhase::Canceled, "canceled while data was moving", json!({}))
+                .await
+        }
+        Err(error) => {
+            finish(agent, obj, DataMovePhase::Failed, &error.to_string(), json!({})).await
+        }
+    }
+}
+
+/// What `status.progress` shows: it moves only forwards, and only once the total is known.
+#[derive(Default)]
+struct Shown {
+    total: u64,
+    done: u64,
+    /// The last (total, done) written.
+    written: Option<(u64, u64)>,
+}
+
+impl Shown {
+    /// The progress to write for `current`, if it shows something new.
+    fn advance(
+        &mut self,
+        current: &Progress,
+        total_known_up_front: bool,
+    ) -> Option<DataMoveProgress> {
+        if !total_known_up_front {
+            if !current.totals_known {
+                return None;
+            }
+            self.total = self.total.max(current.bytes_total);
+        }
+        // A file that grew since it was counted can carry the done count past the total.
+        self.total = self.total.max(current.bytes_done);
+        self.done = self.done.max(current.bytes_done);
+        if self.written == Some((self.total, self.done)) {
+            return None;
+        }
+        self.written = Some((self.total, self.done));
+        Some(DataMoveProgress {
+            total_bytes: Some(i64::try_from(self.total).unwrap_or(i64::MAX)),
+            bytes_done: Some(i64::try_from(self.done).unwrap_or(i64::MAX)),
+        })
+    }
+}
+
+/// Ends the work in `phase` with `message`, the completion time and `fields`, and publishes the
+/// event Velero's data path would.
+async fn finish<K>(
+    agent: &Agent,
+    obj: &K,
+    phase: DataMovePhase,
+    message: &str,
+    mut fields: Value,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let ctx = &agent.ctx;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    fields["phase"] = json!(phase);
+    fields["message"] = json!(message);
+    fields["completionTimestamp"] = json!(Time(ctx.clock.now()));
+    patch_status(&api, obj, fields).await?;
+    let (kind, reason) = match phase {
+        DataMovePhase::Completed => (EventType::Normal, "Data-Path-Completed"),
+        DataMovePhase::Canceled => (EventType::Normal, "Data-Path-Canceled"),
+        _ => (EventType::Warning, "Data-Path-Failed"),
+    };
+    publish(ctx, obj, kind, reason, "Move", message).await;
+    Ok(())
+}
+
+async fn patch_status<K>(api: &Api<K>, obj: &K, fields: Value) -> Result<(), Error>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": fields})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// An uploader/downloader setting (`uploaderSettings`, `dataMoverConfig`) as a number of
+/// parallel workers; unset means the engine's default.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the key for a value that is not a positive number.
+pub fn parallelism(
+    settings: Option<&std::collections::BTreeMap<String, String>>,
+    key: &str,
+) -> Result<usize, Error> {
+    match settings.and_then(|s| s.get(key)).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(0),
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Error::Invalid(format!("uploader setting {key} = {v:?} is not a positive number"))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(total: u64, done: u64, known: bool) -> Progress {
+        Progress {
+            bytes_total: total,
+            bytes_done: done,
+            totals_known: known,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn progress_waits_for_the_total_and_never_goes_back() {
+        let mut shown = Shown::default();
+        assert_eq!(shown.advance(&p(0, 10, false), false), None, "no total yet");
+        let first = shown.advance(&p(100, 10, true), false).unwrap();
+        assert_eq!((first.total_bytes, first.bytes_done), (Some(100), Some(10)));
+        assert_eq!(shown.advance(&p(100, 10, true), false), None, "nothing new");
+        let grew = shown.advance(&p(100, 130, true), false).unwrap();
+        assert_eq!((grew.total_bytes, grew.bytes_done), (Some(130), Some(130)));
+        assert_eq!(shown.advance(&p(100, 50, true), false), None, "never backwards");
+    }
+
+    #[test]
+    fn a_total_known_up_front_is_shown_from_the_start() {
+        let mut shown = Shown { total: 500, ..Shown::default() };
+        let first = shown.advance(&p(20, 20, false), true).unwrap();
+        assert_eq!((first.total_bytes, first.bytes_done), (Some(500), Some(20)));
+    }
+
+    #[test]
+    fn parallelism_settings_are_positive_numbers() {
+        let settings: std::collections::BTreeMap<String, String> = [
+            ("ParallelFilesUpload".to_owned(), "4".to_owned()),
+            ("Bad".to_owned(), "0".to_owned()),
+        ]
+        .into();
+        assert_eq!(parallelism(Some(&settings), "ParallelFilesUpload").unwrap(), 4);
+        assert_eq!(parallelism(Some(&settings), "Missing").unwrap(), 0);
+        assert_eq!(parallelism(None, "ParallelFilesUpload").unwrap(), 0);
+        let err = parallelism(Some(&settings), "Bad").unwrap_err().to_string();
+        assert_eq!(err, "uploader setting Bad = \"0\" is not a positive number");
+    }
+}

@@ -1,0 +1,226 @@
+//! PodVolumeRestore: the node agent restores a snapshot from the repository of (source
+//! namespace, location, uploader type) into one volume of a pod on its node, overwriting what is
+//! there, as Velero's uploader does. The total is the snapshot's recorded size, so progress has
+//! it before the first byte moves.
+//!
+//! On success the restored volume gets Velero's done marker, an empty file
+//! `.velero/<restore UID>` (the UID of the work's first owner, else its
+//! `velero.io/restore-uid` label), which a `restore-wait` init container waits for.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use holdfast_api::velero::pod_volume::PodVolumeRestore;
+use holdfast_api::velero::{DataMovePhase, DataMoveProgress};
+use holdfast_repository::progress::{CancelToken, ProgressFn};
+use holdfast_repository::restore::{RestoreOptions, restore};
+use holdfast_repository::snapshot::SnapshotEntry;
+use holdfast_repository::{Error as RepoError, Repository};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt as _;
+use kube::api::Api;
+use kube::runtime::{Controller, watcher};
+use serde_json::{Value, json};
+
+use super::data_path::{self, Agent, Claim, Mover};
+use super::pod_volume_backup::pod_of;
+use super::repository;
+use crate::volume::{EmbeddedVolumes, VolumeResolver as _};
+use crate::{Error, reconciler};
+
+/// The label Velero puts the owning Restore's UID in.
+pub const LABEL_RESTORE_UID: &str = "velero.io/restore-uid";
+/// The directory of the done marker inside a restored volume.
+pub const DONE_DIR: &str = ".velero";
+
+/// Runs the controller for `agent`.
+pub async fn run(agent: Arc<Agent>) -> Result<(), Error> {
+    let api: Api<PodVolumeRestore> = Api::all(agent.ctx.client.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    reconciler::run("pod-volume-restore", controller, agent, data_path::reconcile::<Restores>).await
+}
+
+/// The PodVolumeRestore [`Mover`].
+pub struct Restores;
+
+/// What a restore needs.
+pub struct Plan {
+    repo: Repository,
+    snapshot: SnapshotEntry,
+    dir: PathBuf,
+    restore_uid: Option<String>,
+    sparse: bool,
+    threads: usize,
+}
+
+impl Mover for Restores {
+    type Object = PodVolumeRestore;
+    type Plan = Plan;
+
+    fn phase(obj: &PodVolumeRestore) -> Option<DataMovePhase> {
+        obj.status.as_ref().and_then(|s| s.phase)
+    }
+
+    fn cancel_requested(obj: &PodVolumeRestore) -> bool {
+        obj.spec.cancel == Some(true)
+    }
+
+    fn progress(obj: &PodVolumeRestore) -> Option<DataMoveProgress> {
+        obj.status.as_ref().and_then(|s| s.progress.clone())
+    }
+
+    fn accepted_at(obj: &PodVolumeRestore) -> Option<Time> {
+        obj.status.as_ref().and_then(|s| s.accepted_timestamp.clone())
+    }
+
+    async fn claim(agent: &Agent, obj: &PodVolumeRestore) -> Result<Claim, Error> {
+        let own_ns = obj.namespace().unwrap_or_default();
+        let pod = match pod_of(agent, &obj.spec.pod, &own_ns).await {
+            Ok(pod) => pod,
+            Err(Error::Invalid(why)) => return Ok(Claim::Nobody(why)),
+            Err(other) => return Err(other),
+        };
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let what = format!("pod {}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        data_path::claim_for_node(agent, node.as_deref(), &what).await
+    }
+
+    fn accepted_fields(agent: &Agent) -> Value {
+        json!({"node": agent.node})
+    }
+
+    async fn prepare(agent: &Agent, obj: &PodVolumeRestore) -> Result<Plan, Error> {
+        let ctx = &agent.ctx;
+        let own_ns = obj.namespace().unwrap_or_default();
+        let pod = pod_of(agent, &obj.spec.pod, &own_ns).await?;
+        let dir = EmbeddedVolumes::new(ctx).pod_volume_dir(&pod, &obj.spec.volume).await?;
+        let settings = obj.spec.uploader_settings.as_ref();
+        let threads = data_path::parallelism(settings, "ParallelFilesDownload")?;
+        let sparse = match settings.and_then(|s| s.get("WriteSparseFiles")).map(String::as_str) {
+            None | Some("" | "false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Error::Invalid(format!(
+                    "uploader setting WriteSparseFiles = {other:?} is not true or false"
+                )));
+            }
+        };
+        let type_ = repository::type_name(None);
+        let source_ns = obj.spec.source_namespace.clone();
+        let (repo, _) = repository::open(
+            ctx,
+            &own_ns,
+            &obj.spec.backup_storage_location,
+            &source_ns,
+            type_,
+            false,
+        )
+        .await?
+        .map_err(|why| Error::Invalid(why.message().to_owned()))?;
+        let id = obj.spec.snapshot_id.clone();
+        let (repo, snapshot) = tokio::task::spawn_blocking(move || {
+            let found = repo.find_snapshot(&id);
+            (repo, found)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("looking up the snapshot crashed: {e}")))?;
+        let snapshot = snapshot.map_err(|e| {
+            Error::Invalid(format!(
+                "snapshot {:?} cannot be found in the repository of namespace {source_ns} in \
+                 location {}: {e}",
+                obj.spec.snapshot_id, obj.spec.backup_storage_location
+            ))
+        })?;
+        let restore_uid = obj
+            .owner_references()
+            .first()
+            .map(|o| o.uid.clone())
+            .or_else(|| obj.labels().get(LABEL_RESTORE_UID).cloned())
+            .filter(|u| !u.is_empty());
+        Ok(Plan { repo, snapshot, dir, restore_uid, sparse, threads })
+    }
+
+    fn total_bytes(plan: &Plan) -> Option<u64> {
+        Some(plan.snapshot.snapshot.summary.total_bytes_processed)
+    }
+
+    fn run(
+        plan: Plan,
+        cancel: CancelToken,
+        progress: ProgressFn,
+    ) -> Result<(Value, String), RepoError> {
+        let snap = &plan.snapshot.snapshot;
+        // A pod-volume snapshot holds one directory; its entry in the root is named after it.
+        let include = match snap.paths.as_slice() {
+            [one] => Path::new(one).file_name().map(|n| format!("/{}", n.to_string_lossy())),
+            _ => None,
+        };
+        let opts = RestoreOptions {
+            sparse: plan.sparse,
+            threads: plan.threads,
+            include,
+            progress: Some(progress),
+            cancel,
+            xattrs: true,
+            ..RestoreOptions::default()
+        };
+        let done = restore(&plan.repo, &snap.tree, &plan.dir, &opts)?;
+        let mut note = format!(
+            "restored snapshot {} into {}: {} files, {} bytes",
+            plan.snapshot.id.short(),
+            plan.dir.display(),
+            done.files_done,
+            done.bytes_done
+        );
+        match &plan.restore_uid {
+            Some(uid) => {
+                write_done_marker(&plan.dir, uid)?;
+                note.push_str(&format!("; done marker {DONE_DIR}/{uid} written"));
+            }
+            None => note.push_str("; no owning restore, so no done marker"),
+        }
+        Ok((json!({}), note))
+    }
+}
+
+/// Velero's handshake with `restore-wait`: a fresh `.velero` holding only `<restore_uid>`.
+fn write_done_marker(dir: &Path, restore_uid: &str) -> Result<(), RepoError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let marker_dir = dir.join(DONE_DIR);
+    match std::fs::remove_dir_all(&marker_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(RepoError::io("remove", &marker_dir, e)),
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&marker_dir)
+        .map_err(|e| RepoError::io("create directory", &marker_dir, e))?;
+    let marker = marker_dir.join(restore_uid);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&marker)
+        .map_err(|e| RepoError::io("create", &marker, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_done_marker_replaces_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".velero")).unwrap();
+        std::fs::write(dir.path().join(".velero/old-restore"), b"").unwrap();
+        write_done_marker(dir.path(), "uid-1").unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path().join(".velero"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["uid-1"]);
+        assert_eq!(std::fs::metadata(dir.path().join(".velero/uid-1")).unwrap().len(), 0);
+    }
+}
