@@ -17,9 +17,9 @@ use common::{claim_dir, create};
 use holdfast_api::quantity::format_bytes;
 use holdfast_api::snapshot::{VolumeSnapshot, VolumeSnapshotClass, VolumeSnapshotContent};
 use holdfast_testkit::EmbeddedServer;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
@@ -494,6 +494,29 @@ async fn impossible_snapshots_are_refused_or_get_a_clear_error_and_recover() -> 
     .await?;
     let message = error_of(&client, "dangling").await?;
     assert!(message.contains("VolumeSnapshotContent no-such-content"), "{message}");
+
+    // A volume that is not on this server (a static hostPath volume elsewhere).
+    create(
+        &Api::<PersistentVolume>::all(client.clone()),
+        json!({"metadata": {"name": "static"},
+               "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                        "hostPath": {"path": "/srv/elsewhere"}, "storageClassName": "",
+                        "claimRef": {"namespace": NS, "name": "foreign"}}}),
+    )
+    .await?;
+    create(
+        &claims(&client),
+        json!({"metadata": {"name": "foreign"},
+               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                        "volumeName": "static", "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await?;
+    let bound = json!({"status": {"phase": "Bound"}});
+    claims(&client).patch_status("foreign", &PatchParams::default(), &Patch::Merge(&bound)).await?;
+    snapshot(&client, "off-host", "foreign", None).await?;
+    let message = error_of(&client, "off-host").await?;
+    assert!(message.contains("nor a local-path volume of this server"), "{message}");
+    assert!(message.contains("/srv/elsewhere"), "{message}");
 
     // Two default classes for one driver: no guess.
     create(
