@@ -387,11 +387,46 @@ impl Admit for VolumeSnapshot {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        if self.spec.source != old.spec.source {
-            vec![FieldError::forbidden("spec.source", "source is immutable after creation")]
-        } else {
-            Vec::new()
+        // As upstream's CEL rules: each source member is immutable and required once set.
+        let mut errors = Vec::new();
+        let (new, old) = (&self.spec.source, &old.spec.source);
+        for (member, new, old) in [
+            (
+                "persistentVolumeClaimName",
+                &new.persistent_volume_claim_name,
+                &old.persistent_volume_claim_name,
+            ),
+            (
+                "volumeSnapshotContentName",
+                &new.volume_snapshot_content_name,
+                &old.volume_snapshot_content_name,
+            ),
+        ] {
+            immutable_member(&mut errors, "spec.source", member, new, old);
         }
+        errors
+    }
+}
+
+/// Upstream's pair of CEL rules for a member of a one-of source: "`<member>` is required once
+/// set" (on the parent, when it was removed) and "`<member>` is immutable" (on the member, when
+/// it changed).
+fn immutable_member<T: PartialEq>(
+    errors: &mut Vec<FieldError>,
+    parent: &str,
+    member: &str,
+    new: &Option<T>,
+    old: &Option<T>,
+) {
+    match (old, new) {
+        (Some(_), None) => {
+            errors.push(FieldError::required(parent, format!("{member} is required once set")));
+        }
+        (Some(old), Some(new)) if old != new => errors.push(FieldError::forbidden(
+            crate::field::path(parent, member),
+            format!("{member} is immutable"),
+        )),
+        _ => {}
     }
 }
 
@@ -448,24 +483,27 @@ impl Admit for VolumeSnapshotContent {
         // (which also makes them required once set).
         let mut errors = Vec::new();
         let (new, old) = (&self.spec, &old.spec);
-        if new.source.volume_handle != old.source.volume_handle {
-            errors.push(FieldError::forbidden(
-                "spec.source.volumeHandle",
-                "volumeHandle is immutable",
-            ));
-        }
-        if new.source.snapshot_handle != old.source.snapshot_handle {
-            errors.push(FieldError::forbidden(
-                "spec.source.snapshotHandle",
-                "snapshotHandle is immutable",
-            ));
-        }
-        if new.source_volume_mode != old.source_volume_mode {
-            errors.push(FieldError::forbidden(
-                "spec.sourceVolumeMode",
-                "sourceVolumeMode is immutable",
-            ));
-        }
+        immutable_member(
+            &mut errors,
+            "spec.source",
+            "volumeHandle",
+            &new.source.volume_handle,
+            &old.source.volume_handle,
+        );
+        immutable_member(
+            &mut errors,
+            "spec.source",
+            "snapshotHandle",
+            &new.source.snapshot_handle,
+            &old.source.snapshot_handle,
+        );
+        immutable_member(
+            &mut errors,
+            "spec",
+            "sourceVolumeMode",
+            &new.source_volume_mode,
+            &old.source_volume_mode,
+        );
         errors
     }
 }
@@ -576,7 +614,23 @@ mod tests {
             "metadata": {"name": "s"}, "spec": {"source": {"persistentVolumeClaimName": "a"}}});
         let mut new = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
             "metadata": {"name": "s"}, "spec": {"source": {"persistentVolumeClaimName": "b"}}});
-        assert_eq!(def().admit(&mut new, Some(&old)).unwrap_err()[0].field, "spec.source");
+        let errs = def().admit(&mut new, Some(&old)).unwrap_err();
+        assert_eq!(
+            (errs[0].field.as_str(), errs[0].detail.as_str()),
+            ("spec.source.persistentVolumeClaimName", "persistentVolumeClaimName is immutable")
+        );
+        // Switching to the other member: the one set before is required once set.
+        let mut new = old.clone();
+        new["spec"]["source"] = json!({"volumeSnapshotContentName": "c"});
+        let errs = def().admit(&mut new, Some(&old)).unwrap_err();
+        assert_eq!(
+            (errs[0].field.as_str(), errs[0].kind, errs[0].detail.as_str()),
+            (
+                "spec.source",
+                FieldErrorKind::Required,
+                "persistentVolumeClaimName is required once set"
+            )
+        );
         // The class may change (upstream has no immutability rule for it).
         let mut new = old.clone();
         new["spec"]["volumeSnapshotClassName"] = json!("fast");
@@ -665,6 +719,13 @@ mod tests {
         let mut new = vsc();
         new["spec"]["sourceVolumeMode"] = json!("Block");
         assert_eq!(d.admit(&mut new, Some(&old)).unwrap_err()[0].field, "spec.sourceVolumeMode");
+        let mut new = vsc();
+        new["spec"].as_object_mut().unwrap().remove("sourceVolumeMode");
+        let errs = d.admit(&mut new, Some(&old)).unwrap_err();
+        assert_eq!(
+            (errs[0].field.as_str(), errs[0].detail.as_str()),
+            ("spec", "sourceVolumeMode is required once set")
+        );
         // The deletion policy may change: Velero flips it to Retain while moving a snapshot.
         let mut new = vsc();
         new["spec"]["deletionPolicy"] = json!("Retain");

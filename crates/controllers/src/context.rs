@@ -16,8 +16,9 @@ pub const DEFAULT_SYSTEM_NAMESPACE: &str = "holdfast-system";
 #[derive(Clone)]
 pub struct Context {
     pub client: kube::Client,
-    /// holdfast data dir: volumes under <data_dir>/volumes, job logs under <data_dir>/logs,
-    /// job scratch (emptyDir, secret volumes) under <data_dir>/jobs
+    /// holdfast data dir: volumes under <data_dir>/volumes, volume snapshots under
+    /// <data_dir>/snapshots, job logs under <data_dir>/logs, job scratch (emptyDir, secret
+    /// volumes) under <data_dir>/jobs
     pub data_dir: PathBuf,
     /// namespace for holdfast's own objects (generated Secrets, precheck jobs): "holdfast-system"
     pub system_namespace: String,
@@ -71,6 +72,12 @@ impl Context {
     /// Root of the provisioned volumes: `<data_dir>/volumes`.
     pub fn volumes_dir(&self) -> PathBuf {
         self.data_dir.join("volumes")
+    }
+
+    /// Root of the embedded snapshot driver's snapshots: `<data_dir>/snapshots`
+    /// (`<handle>/` below it).
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
     }
 
     /// Root of the container logs: `<data_dir>/logs` (`<ns>/<pod>/<container>.log` below it).

@@ -53,10 +53,23 @@ pub async fn remove<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<(), Err
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    if !has(obj, finalizer) {
+    remove_each(api, obj, &[finalizer]).await
+}
+
+/// Removes every one of `finalizers` from `obj` in one edit (several edits in a row would each
+/// need the `resourceVersion` the one before made). An object already gone is fine.
+///
+/// # Errors
+/// [`Error::Finalizer`] when the API refuses the edit (the object changed meanwhile).
+pub async fn remove_each<K>(api: &Api<K>, obj: &K, finalizers: &[&str]) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if !finalizers.iter().any(|f| has(obj, f)) {
         return Ok(());
     }
-    let rest: Vec<&String> = obj.finalizers().iter().filter(|f| *f != finalizer).collect();
+    let rest: Vec<&String> =
+        obj.finalizers().iter().filter(|f| !finalizers.contains(&f.as_str())).collect();
     match patch(api, obj, json!(rest)).await {
         Err(Error::Finalizer { source: kube::Error::Api(status), .. }) if status.code == 404 => {
             Ok(())

@@ -1,7 +1,8 @@
 //! The controllers of holdfast: one reconciler per kind, talking to whichever API server through
 //! `kube::Client` (the embedded one in-process, or a real cluster's), plus the parts a cluster
 //! normally provides that embedded mode plays itself: the Job runner (host processes in a private
-//! mount namespace), the volume resolver and the local-path provisioner (docs/architecture.md).
+//! mount namespace), the volume resolver, the local-path provisioner and its snapshot driver
+//! (docs/architecture.md, docs/snapshots.md).
 //!
 //! [`run`] starts every controller on one shared [`Context`]; each controller module exposes
 //! `pub async fn run(ctx: Arc<Context>) -> Result<(), Error>`, built on [`reconciler::run`],
@@ -33,6 +34,7 @@ pub mod repository_access;
 pub mod restore;
 pub mod retention;
 pub mod shipped_action_sets;
+pub mod snapshot;
 pub mod storage_provider;
 pub mod target_pod;
 pub mod velero;
@@ -49,6 +51,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let mut set = tokio::task::JoinSet::new();
     spawn(&mut set, "job-runner", job_runner::run(ctx.clone()));
     spawn(&mut set, "local-path-provisioner", provisioner::run(ctx.clone()));
+    spawn(&mut set, "snapshot", snapshot::run(ctx.clone()));
     spawn(&mut set, "backup", backup::run(ctx.clone()));
     spawn(&mut set, "backup-schedule", backup_schedule::run(ctx.clone()));
     spawn(&mut set, "backup-retention", retention::run(ctx.clone()));

@@ -1,10 +1,16 @@
 //! The embedded local-path provisioner: binds PVCs of the `local-path` StorageClass (or of no
 //! class, while it is the default) to PersistentVolumes backed by directories under
 //! `<data_dir>/volumes`, and deletes those directories when the claim goes (reclaim `Delete`).
+//! A claim whose data source is a VolumeSnapshot or another claim gets a volume filled from it
+//! ([`data_source`]) through the embedded snapshot driver.
+
+pub mod data_source;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use holdfast_api::snapshot::VolumeSnapshot;
 
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
@@ -15,12 +21,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
 use crate::events::{EventType, publish};
+use crate::snapshot::driver::{LocalPathDriver, blocking};
 use crate::{Context, Error, object, reconciler};
+use data_source::{DataSource, Populate};
 
 /// Name of the StorageClass the provisioner serves.
 pub const STORAGE_CLASS: &str = "local-path";
@@ -38,6 +46,19 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let claims: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let bind = Controller::new(claims.clone(), watcher::Config::default());
+    // A claim waiting for its data source is looked at again when that source changes.
+    let (by_snapshot, by_claim) = (bind.store(), bind.store());
+    let bind = bind
+        .watches(
+            Api::<VolumeSnapshot>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |vs: VolumeSnapshot| {
+                restored_from(&by_snapshot, vs.namespace(), DataSource::Snapshot(vs.name_any()))
+            },
+        )
+        .watches(claims.clone(), watcher::Config::default(), move |pvc: PersistentVolumeClaim| {
+            restored_from(&by_claim, pvc.namespace(), DataSource::Claim(pvc.name_any()))
+        });
     // A PV is reconciled when it changes and when its claim changes or disappears.
     let reclaim = Controller::new(volumes, watcher::Config::default()).watches(
         claims,
@@ -53,6 +74,20 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
         stopped = reconciler::run("local-path-provisioner", bind, ctx.clone(), reconcile_claim) => stopped,
         stopped = reconciler::run("local-path-reclaimer", reclaim, ctx, reconcile_volume) => stopped,
     }
+}
+
+/// The claims of namespace `ns` (in `store`) whose data source is `source`.
+fn restored_from(
+    store: &Store<PersistentVolumeClaim>,
+    ns: Option<String>,
+    source: DataSource,
+) -> Vec<ObjectRef<PersistentVolumeClaim>> {
+    store
+        .state()
+        .iter()
+        .filter(|pvc| pvc.namespace() == ns && data_source::of(pvc).as_ref() == Some(&source))
+        .map(|pvc| ObjectRef::from_obj(pvc.as_ref()))
+        .collect()
 }
 
 /// Creates the `local-path` StorageClass, default, unless it exists (a user's edits are kept).
@@ -118,31 +153,27 @@ async fn reconcile_claim(
     if !serves(&ctx, &pvc).await? {
         return Ok(Action::await_change());
     }
-    if let Some(source) = spec
-        .data_source_ref
-        .as_ref()
-        .map(|r| (r.kind.clone(), r.name.clone()))
-        .or_else(|| spec.data_source.as_ref().map(|r| (r.kind.clone(), r.name.clone())))
-    {
-        publish(
-            &ctx,
-            pvc.as_ref(),
-            EventType::Warning,
-            "ProvisioningFailed",
-            "Provision",
-            &format!(
-                "cannot provision from dataSource {} {}: not supported by the embedded \
-                 local-path provisioner yet; the claim stays Pending",
-                source.0, source.1
-            ),
-        )
-        .await;
-        return Ok(Action::await_change());
-    }
+    let populate = match data_source::resolve(&ctx, &ns, &pvc).await {
+        Ok(populate) => populate,
+        Err(error @ (Error::Invalid(_) | Error::NotReady(_))) => {
+            let note = error.to_string();
+            publish(
+                &ctx,
+                pvc.as_ref(),
+                EventType::Warning,
+                "ProvisioningFailed",
+                "Provision",
+                &note,
+            )
+            .await;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
 
     let pv_name = format!("pvc-{uid}");
     let dir = volume_dir(&ctx, &ns, &name, &uid);
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    fill(&ctx, &dir, populate).await?;
     let capacity = spec
         .resources
         .as_ref()
@@ -225,6 +256,21 @@ async fn reconcile_claim(
     Ok(Action::await_change())
 }
 
+/// Fills the new volume directory `dir`: empty, or from a snapshot or another volume through
+/// the snapshot driver (all at once: a directory that exists is complete).
+async fn fill(ctx: &Context, dir: &Path, populate: Populate) -> Result<(), Error> {
+    let driver = LocalPathDriver::new(ctx);
+    let dir = dir.to_path_buf();
+    match populate {
+        Populate::Empty => std::fs::create_dir_all(&dir)
+            .map_err(Error::io(format!("cannot create {}", dir.display()))),
+        Populate::Snapshot(handle) => {
+            blocking(move || driver.restore_snapshot(&handle, &dir)).await
+        }
+        Populate::Clone(source) => blocking(move || driver.clone_volume(&source, &dir)).await,
+    }
+}
+
 /// A provisioned PV whose claim is gone is deleted with its directory (reclaim `Delete`) or
 /// marked Released (`Retain`).
 async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -238,8 +284,9 @@ async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Resul
     let ns = claim.namespace.clone().unwrap_or_else(|| "default".into());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let current = claims.get_opt(claim.name.as_deref().unwrap_or_default()).await?;
-    let claim_alive =
-        current.is_some_and(|c| c.uid() == claim.uid && c.metadata.deletion_timestamp.is_none());
+    // A claim being deleted still holds its volume: its finalizers (a snapshot being taken of
+    // it) may still read the data. Only a claim that is gone releases it.
+    let claim_alive = current.is_some_and(|c| c.uid() == claim.uid);
     if claim_alive {
         return Ok(Action::await_change());
     }

@@ -1,7 +1,7 @@
 //! What the server refuses and how: 422 with field paths, `fieldValidation` Strict/Warn/Ignore, request bodies (YAML, size limits, mismatched names and kinds).
 
 use anyhow::{Context, Result};
-use holdfast_api::snapshot::VolumeSnapshot;
+use holdfast_api::snapshot::{VolumeSnapshot, VolumeSnapshotContent};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -41,7 +41,76 @@ async fn invalid_objects_get_422_with_field_paths() -> Result<()> {
         .await,
     )?;
     assert_eq!(s.code, 422);
-    assert_eq!(s.details.context("details")?.causes[0].field, "spec.source");
+    let cause = &s.details.context("details")?.causes[0];
+    assert_eq!(cause.field, "spec.source.persistentVolumeClaimName");
+    assert!(cause.message.ends_with("persistentVolumeClaimName is immutable"), "{}", cause.message);
+    Ok(())
+}
+
+/// Upstream's CEL rules for the snapshot kinds, answered at admission with a field path: a
+/// class name may not be empty, a source member may not change or go once set.
+#[tokio::test]
+async fn snapshot_rules_name_the_field() -> Result<()> {
+    let f = fixture()?;
+    let api: Api<VolumeSnapshot> = Api::namespaced(f.client.clone(), "default");
+    let mut empty_class = snapshot("empty-class", "data");
+    empty_class.spec.volume_snapshot_class_name = Some(String::new());
+    let s = status_of(api.create(&PostParams::default(), &empty_class).await)?;
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    let cause = &s.details.context("details")?.causes[0];
+    assert_eq!(
+        (cause.field.as_str(), cause.reason.as_str()),
+        ("spec.volumeSnapshotClassName", "FieldValueInvalid")
+    );
+    assert!(api.get_opt("empty-class").await?.is_none());
+
+    // Dropping the member that was set: "required once set", on the source.
+    api.create(&PostParams::default(), &snapshot("dynamic", "data")).await?;
+    let s = status_of(
+        api.patch(
+            "dynamic",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"source": {
+                "persistentVolumeClaimName": null, "volumeSnapshotContentName": "c"}}})),
+        )
+        .await,
+    )?;
+    let cause = &s.details.context("details")?.causes[0];
+    assert_eq!(
+        (cause.field.as_str(), cause.reason.as_str()),
+        ("spec.source", "FieldValueRequired")
+    );
+    assert!(cause.message.ends_with("persistentVolumeClaimName is required once set"));
+    // Emptying the class name later is refused too.
+    let s = status_of(
+        api.patch(
+            "dynamic",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"volumeSnapshotClassName": ""}})),
+        )
+        .await,
+    )?;
+    assert_eq!(s.details.context("details")?.causes[0].field, "spec.volumeSnapshotClassName");
+
+    // A content's snapshot handle is immutable.
+    let contents: Api<VolumeSnapshotContent> = Api::all(f.client.clone());
+    let content: VolumeSnapshotContent = serde_json::from_value(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+        "metadata": {"name": "imported"},
+        "spec": {"volumeSnapshotRef": {"name": "s", "namespace": "default"},
+                 "deletionPolicy": "Retain", "driver": "holdfast.io/local-path",
+                 "source": {"snapshotHandle": "snapshot-1"}}}))?;
+    contents.create(&PostParams::default(), &content).await?;
+    let s = status_of(
+        contents
+            .patch(
+                "imported",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"source": {"snapshotHandle": "snapshot-2"}}})),
+            )
+            .await,
+    )?;
+    assert_eq!(s.details.context("details")?.causes[0].field, "spec.source.snapshotHandle");
     Ok(())
 }
 
