@@ -90,6 +90,14 @@ fn restored_from(
         .collect()
 }
 
+/// Whether `dir` is exactly `<volumes>/<namespace>/<name>`, with plain names.
+fn is_volume_dir(volumes: &std::path::Path, dir: &std::path::Path) -> bool {
+    use std::path::Component;
+    let Ok(rest) = dir.strip_prefix(volumes) else { return false };
+    let parts: Vec<Component<'_>> = rest.components().collect();
+    parts.len() == 2 && parts.iter().all(|c| matches!(c, Component::Normal(_)))
+}
+
 /// Creates the `local-path` StorageClass, default, unless it exists (a user's edits are kept).
 pub async fn ensure_storage_class(ctx: &Context) -> Result<(), Error> {
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
@@ -294,8 +302,9 @@ async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Resul
     if spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete") {
         if let Some(host) = &spec.host_path {
             let dir = PathBuf::from(&host.path);
-            // Only ever delete inside our own volumes directory.
-            if dir.starts_with(ctx.volumes_dir()) {
+            // Only ever delete one volume's own directory, `<volumes>/<namespace>/<name>`: never
+            // the volumes directory, a namespace's directory, or a path that climbs out.
+            if is_volume_dir(&ctx.volumes_dir(), &dir) {
                 match std::fs::remove_dir_all(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -314,4 +323,27 @@ async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Resul
             .await?;
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::is_volume_dir;
+
+    #[test]
+    fn only_a_volumes_own_directory_may_be_deleted() {
+        let volumes = Path::new("/data/volumes");
+        assert!(is_volume_dir(volumes, Path::new("/data/volumes/apps/data-1a2b3c")));
+        for bad in [
+            "/data/volumes",
+            "/data/volumes/apps",
+            "/data/volumes/apps/../../etc",
+            "/data/volumes/apps/x/y",
+            "/data/other/apps/x",
+            "/data/volumes/../volumes/apps",
+        ] {
+            assert!(!is_volume_dir(volumes, Path::new(bad)), "{bad}");
+        }
+    }
 }

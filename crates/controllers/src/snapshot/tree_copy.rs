@@ -150,8 +150,13 @@ impl TreeCopy {
         for entry in entries {
             let entry = entry.map_err(Error::io(format!("list {}", src.display())))?;
             let (from, to) = (entry.path(), dst.join(entry.file_name()));
-            let meta = fs::symlink_metadata(&from)
-                .map_err(Error::io(format!("stat {}", from.display())))?;
+            let meta = match fs::symlink_metadata(&from) {
+                Ok(meta) => meta,
+                // Deleted since it was listed (a temporary file of a busy volume): it is not
+                // part of the snapshot, and must not fail it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("stat {}", from.display()))(e)),
+            };
             self.entry(&from, &to, &meta)?;
         }
         set_owner(dst, meta, false)?;
@@ -193,7 +198,12 @@ impl TreeCopy {
     }
 
     fn file(&mut self, src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), Error> {
-        let from = File::open(src).map_err(Error::io(format!("open {}", src.display())))?;
+        let from = match File::open(src) {
+            Ok(from) => from,
+            // Deleted since it was listed: not part of the snapshot.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("open {}", src.display()))(e)),
+        };
         let to = fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -48,6 +48,8 @@ pub const FINALIZER: &str = "velero.io/pod-volume-finalizer";
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How often a preparation that waits for something is tried again.
 const PREPARE_RETRY: Duration = Duration::from_secs(2);
+/// Attempts to write the final status of a move.
+const FINISH_ATTEMPTS: u32 = 8;
 /// How often progress is written while data moves.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -56,7 +58,9 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Agent {
     pub ctx: Arc<Context>,
     pub node: String,
-    running: Mutex<HashMap<String, CancelToken>>,
+    /// Work this process took on, by uid, until its terminal phase is seen stored: a move
+    /// that is running, or that finished and whose final status is on its way.
+    running: Mutex<HashMap<String, Entry>>,
     slots: Arc<Semaphore>,
 }
 
@@ -71,9 +75,17 @@ impl Agent {
         })
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancelToken>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A move this process took on.
+#[derive(Clone)]
+struct Entry {
+    token: CancelToken,
+    /// The move ended; its final status is being written.
+    finished: bool,
 }
 
 /// Whose work an object is.
@@ -166,21 +178,51 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let uid = obj.uid().unwrap_or_default();
     let phase = M::phase(&obj).unwrap_or(DataMovePhase::New);
-    let running = agent.running().get(&uid).cloned();
+    let entry = agent.running().get(&uid).cloned();
 
+    if phase.is_terminal() {
+        // Its final status is stored: nothing of it is in flight any more.
+        agent.running().remove(&uid);
+        if obj.meta().deletion_timestamp.is_some() {
+            finalizer::remove(&api, &obj, FINALIZER).await?;
+        }
+        return Ok(Action::await_change());
+    }
     if obj.meta().deletion_timestamp.is_some() {
-        if let Some(token) = running {
-            token.cancel();
+        if let Some(entry) = entry {
+            // The move stops and writes Canceled; that event lets the object go.
+            entry.token.cancel();
             return Ok(Action::await_change());
         }
-        if !phase.is_terminal() && finalizer::has(&*obj, FINALIZER) {
+        if finalizer::has(&*obj, FINALIZER) {
             finish(&agent, &*obj, DataMovePhase::Canceled, "deleted before it finished", json!({}))
                 .await?;
         }
-        finalizer::remove(&api, &obj, FINALIZER).await?;
         return Ok(Action::await_change());
     }
-    if phase.is_terminal() {
+    if let Some(entry) = entry {
+        // This process is moving it, or has just finished and its final status is on its way
+        // (this copy of the object may be older than that): only a cancel is acted on.
+        if M::cancel_requested(&obj) && !entry.finished && !entry.token.is_cancelled() {
+            entry.token.cancel();
+            if phase == DataMovePhase::InProgress {
+                // Conditional on this version: a final status written meanwhile must not be
+                // overwritten by a non-terminal phase.
+                let rv = obj.meta().resource_version.clone();
+                let patch = json!({"metadata": {"resourceVersion": rv}, "status": {"phase": DataMovePhase::Canceling}});
+                api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                    .await?;
+                publish(
+                    ctx,
+                    &*obj,
+                    EventType::Normal,
+                    "Data-Path-Canceling",
+                    "Cancel",
+                    "cancel requested; stopping the data path",
+                )
+                .await;
+            }
+        }
         return Ok(Action::await_change());
     }
     match M::claim(&agent, &obj).await? {
@@ -196,33 +238,8 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
         return Ok(Action::await_change());
     }
     if M::cancel_requested(&obj) {
-        match running {
-            Some(token) => {
-                token.cancel();
-                if phase == DataMovePhase::InProgress {
-                    patch_status(&api, &*obj, json!({"phase": DataMovePhase::Canceling})).await?;
-                    publish(
-                        ctx,
-                        &*obj,
-                        EventType::Normal,
-                        "Data-Path-Canceling",
-                        "Cancel",
-                        "cancel requested; stopping the data path",
-                    )
-                    .await;
-                }
-            }
-            None => {
-                finish(
-                    &agent,
-                    &*obj,
-                    DataMovePhase::Canceled,
-                    "canceled before data moved",
-                    json!({}),
-                )
-                .await?;
-            }
-        }
+        finish(&agent, &*obj, DataMovePhase::Canceled, "canceled before data moved", json!({}))
+            .await?;
         return Ok(Action::await_change());
     }
     match phase {
@@ -233,12 +250,12 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
             patch_status(&api, &*obj, fields).await?;
             Ok(Action::await_change())
         }
-        DataMovePhase::Accepted | DataMovePhase::Prepared if running.is_none() => {
+        DataMovePhase::Accepted | DataMovePhase::Prepared => {
             prepare_and_start::<M>(&agent, &obj, &api).await
         }
-        DataMovePhase::InProgress | DataMovePhase::Canceling if running.is_none() => {
-            // Only a restart of this process loses a running move (it is registered before
-            // the phase is written and removed after the final status).
+        DataMovePhase::InProgress | DataMovePhase::Canceling => {
+            // Only a restart of this process loses a running move: it is registered before
+            // InProgress is written and kept until its terminal phase is seen stored.
             let why = "the node agent restarted while data was moving; the move cannot be \
                        continued from where it stopped, create a new one to try again";
             let end = if phase == DataMovePhase::Canceling {
@@ -290,41 +307,68 @@ async fn prepare_and_start<M: Mover>(
     }
     let uid = obj.uid().unwrap_or_default();
     let token = CancelToken::new();
-    agent.running().insert(uid.clone(), token.clone());
+    agent.running().insert(uid.clone(), Entry { token: token.clone(), finished: false });
     let (agent, obj, api) = (agent.clone(), obj.clone(), api.clone());
     tokio::spawn(async move {
-        let outcome = run_move::<M>(&agent, &obj, &api, plan, token).await;
-        if let Err(error) = outcome {
-            tracing::warn!(object = %obj.name_any(), %error, "cannot record the end of a data move");
+        let (phase, message, fields) = match run_move::<M>(&agent, &obj, &api, plan, token).await {
+            Ok(end) => end,
+            Err(error) => {
+                (DataMovePhase::Failed, format!("cannot record the move: {error}"), json!({}))
+            }
+        };
+        if let Some(entry) = agent.running().get_mut(&uid) {
+            entry.finished = true;
         }
-        agent.running().remove(&uid);
+        // The result must reach the object: a lost write would leave it InProgress until the
+        // next restart, and lose a completed backup's snapshot id.
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=FINISH_ATTEMPTS {
+            match finish(&agent, &*obj, phase, &message, fields.clone()).await {
+                Ok(()) => break,
+                Err(error) if attempt == FINISH_ATTEMPTS => {
+                    tracing::error!(object = %obj.name_any(), %error, "cannot record the end of a data move");
+                }
+                Err(error) => {
+                    tracing::warn!(object = %obj.name_any(), %error, "recording the end of a data move; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
     });
     Ok(Action::await_change())
 }
 
-/// Waits for a slot, moves the data and records the end.
+/// The final phase, message and status fields of a move.
+type End = (DataMovePhase, String, Value);
+
+/// Resolves once `token` is cancelled.
+async fn cancelled(token: &CancelToken) {
+    while !token.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for a slot (or a cancel), moves the data and returns how it ended.
 async fn run_move<M: Mover>(
     agent: &Agent,
     obj: &M::Object,
     api: &Api<M::Object>,
     plan: M::Plan,
     token: CancelToken,
-) -> Result<(), Error> {
+) -> Result<End, Error> {
     let ctx = &agent.ctx;
-    let _slot =
-        agent.slots.clone().acquire_owned().await.map_err(|_| Error::ControllerStopped {
+    let canceled_early =
+        || Ok((DataMovePhase::Canceled, "canceled before data moved".to_owned(), json!({})));
+    let _slot = tokio::select! {
+        slot = agent.slots.clone().acquire_owned() => slot.map_err(|_| Error::ControllerStopped {
             name: "node-agent".into(),
             reason: "its slots were closed".into(),
-        })?;
+        })?,
+        () = cancelled(&token) => return canceled_early(),
+    };
     if token.is_cancelled() {
-        return finish(
-            agent,
-            obj,
-            DataMovePhase::Canceled,
-            "canceled before data moved",
-            json!({}),
-        )
-        .await;
+        return canceled_early();
     }
     let total = M::total_bytes(&plan);
     let mut fields =
@@ -365,15 +409,12 @@ async fn run_move<M: Mover>(
             let last = *rx.borrow();
             let done = shown.total.max(shown.done).max(last.bytes_done);
             fields["progress"] = json!({"totalBytes": done, "bytesDone": done});
-            finish(agent, obj, DataMovePhase::Completed, &note, fields).await
+            Ok((DataMovePhase::Completed, note, fields))
         }
         Err(holdfast_repository::Error::Cancelled) => {
-            finish(agent, obj, DataMovePhase::Canceled, "canceled while data was moving", json!({}))
-                .await
+            Ok((DataMovePhase::Canceled, "canceled while data was moving".to_owned(), json!({})))
         }
-        Err(error) => {
-            finish(agent, obj, DataMovePhase::Failed, &error.to_string(), json!({})).await
-        }
+        Err(error) => Ok((DataMovePhase::Failed, error.to_string(), json!({}))),
     }
 }
 
