@@ -294,7 +294,10 @@ async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Resul
     let current = claims.get_opt(claim.name.as_deref().unwrap_or_default()).await?;
     // A claim being deleted still holds its volume: its finalizers (a snapshot being taken of
     // it) may still read the data. Only a claim that is gone releases it.
-    let claim_alive = current.is_some_and(|c| c.uid() == claim.uid);
+    // A claimRef without a uid (a volume bound by name, as users pre-bind them) matches the
+    // claim of that name.
+    let claim_alive = current
+        .is_some_and(|c| claim.uid.as_deref().is_none_or(|uid| c.uid().as_deref() == Some(uid)));
     if claim_alive {
         return Ok(Action::await_change());
     }

@@ -10,7 +10,8 @@
 //! plugin reads it. `local` (or `holdfast.io/local`) is a directory on this host:
 //! `config.fspath`, else `<data dir>/velero/<bucket>`.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use holdfast_api::go_duration::parse_go_duration;
@@ -147,17 +148,34 @@ fn validate(root: &Location, read_only: bool) -> Result<String, String> {
     }
 }
 
+/// The locations (by uid) whose validation is running on a blocking thread.
+fn in_flight() -> &'static Mutex<HashSet<String>> {
+    static IN_FLIGHT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    IN_FLIGHT.get_or_init(Mutex::default)
+}
+
 async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result<Action, Error> {
     let frequency = match bsl.spec.validation_frequency.as_deref().filter(|f| !f.is_empty()) {
         None => DEFAULT_VALIDATION_FREQUENCY,
         Some(text) => parse_go_duration(text)
             .map_err(|e| Error::Invalid(format!("spec.validationFrequency {text:?}: {e}")))?,
     };
+    let uid = bsl.uid().unwrap_or_default();
+    if !in_flight().lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone()) {
+        // A validation that timed out still runs on its thread (a hung endpoint): starting
+        // another would pile up one stuck thread per interval. Its result is already reported.
+        return Ok(Action::requeue(frequency.max(DEFAULT_VALIDATION_FREQUENCY)));
+    }
     let outcome = match storage_root(&ctx, &bsl).await {
         Ok(root) => {
             let read_only = bsl.is_read_only();
             let shown = root.to_string();
-            let task = tokio::task::spawn_blocking(move || validate(&root, read_only));
+            let done = uid.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                let result = validate(&root, read_only);
+                in_flight().lock().unwrap_or_else(|p| p.into_inner()).remove(&done);
+                result
+            });
             match tokio::time::timeout(VALIDATION_TIMEOUT, task).await {
                 Err(_) => Err(format!(
                     "validation of {shown} did not finish within {} s",
@@ -167,8 +185,14 @@ async fn reconcile(bsl: Arc<BackupStorageLocation>, ctx: Arc<Context>) -> Result
                 Ok(Ok(result)) => result,
             }
         }
-        Err(error @ (Error::Invalid(_) | Error::NotReady(_))) => Err(error.to_string()),
-        Err(error) => return Err(error),
+        Err(error @ (Error::Invalid(_) | Error::NotReady(_))) => {
+            in_flight().lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            Err(error.to_string())
+        }
+        Err(error) => {
+            in_flight().lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            return Err(error);
+        }
     };
     let was = bsl.status.as_ref().and_then(|s| s.phase);
     let (phase, message) = match &outcome {
