@@ -4,13 +4,15 @@
 //! cloning claims. The data is checked on the real filesystem, byte for byte.
 
 mod common;
+#[path = "common/poll.rs"]
+mod poll;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::{DefaultHasher, Hasher as _};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use common::{claim_dir, create};
@@ -21,35 +23,19 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
+use poll::poll;
 use serde_json::{Value, json};
 
 /// The binary job processes run as `datasafed`, built by Cargo for this test.
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const NS: &str = "default";
+/// How long a state may take to appear.
+const WAIT: Duration = Duration::from_secs(60);
 const DRIVER: &str = "holdfast.io/local-path";
 const AS_SOURCE: &str = "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection";
 const BOUND: &str = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
 const CONTENT_BOUND: &str = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
 const PVC_AS_SOURCE: &str = "snapshot.storage.kubernetes.io/pvc-as-source-protection";
-
-/// Polls `check` every 100 ms until it yields a value, failing after 60 s with the last thing it
-/// said it was waiting for.
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn snapshots(client: &Client) -> Api<VolumeSnapshot> {
     Api::namespaced(client.clone(), NS)
@@ -76,7 +62,7 @@ async fn claim(client: &Client, name: &str, size: &str, source: Option<Value>) -
 
 /// Waits until claim `name` is bound and returns its volume's directory.
 async fn bound_dir(client: &Client, name: &str) -> Result<PathBuf> {
-    wait_for(&format!("claim {name} bound"), || async {
+    poll(WAIT, &format!("claim {name} bound"), || async {
         let pvc = claims(client).get(name).await?;
         let phase = pvc.status.and_then(|s| s.phase);
         Ok((phase.as_deref() == Some("Bound")).then_some(()))
@@ -110,7 +96,7 @@ async fn snapshot(client: &Client, name: &str, pvc: &str, class: Option<&str>) -
 
 /// Waits until snapshot `name` is ready to use.
 async fn ready(client: &Client, name: &str) -> Result<VolumeSnapshot> {
-    wait_for(&format!("snapshot {name} ready"), || async {
+    poll(WAIT, &format!("snapshot {name} ready"), || async {
         let vs = snapshots(client).get(name).await?;
         let ready = vs.status.as_ref().and_then(|s| s.ready_to_use) == Some(true);
         Ok(ready.then_some(vs))
@@ -120,7 +106,7 @@ async fn ready(client: &Client, name: &str) -> Result<VolumeSnapshot> {
 
 /// Waits until snapshot `name` reports an error, and returns its message.
 async fn error_of(client: &Client, name: &str) -> Result<String> {
-    wait_for(&format!("an error on snapshot {name}"), || async {
+    poll(WAIT, &format!("an error on snapshot {name}"), || async {
         let vs = snapshots(client).get(name).await?;
         let status = vs.status.unwrap_or_default();
         let message = status.error.and_then(|e| e.message);
@@ -137,7 +123,7 @@ async fn gone<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    wait_for(&format!("{name} gone"), || async {
+    poll(WAIT, &format!("{name} gone"), || async {
         Ok(api.get_opt(name).await?.is_none().then_some(()))
     })
     .await
@@ -145,7 +131,7 @@ where
 
 /// Waits for an event about `name` with `reason`, and returns its note.
 async fn event(client: &Client, name: &str, reason: &str) -> Result<String> {
-    wait_for(&format!("event {reason} about {name}"), || async {
+    poll(WAIT, &format!("event {reason} about {name}"), || async {
         let events: Api<Event> = Api::namespaced(client.clone(), NS);
         let list = events.list(&ListParams::default()).await?;
         Ok(list.items.into_iter().find_map(|e| {
@@ -281,7 +267,7 @@ async fn a_dynamic_snapshot_is_point_in_time_and_restores_and_clones_byte_identi
         assert!(vs.finalizers().iter().any(|f| f == finalizer), "{finalizer} on {vs:?}");
     }
     assert!(content.finalizers().iter().any(|f| f == CONTENT_BOUND));
-    wait_for("the source claim released", || async {
+    poll(WAIT, "the source claim released", || async {
         let pvc = claims(&client).get("data").await?;
         Ok(pvc.finalizers().iter().all(|f| f != PVC_AS_SOURCE).then_some(()))
     })
