@@ -140,8 +140,6 @@ pub trait Mover: Send + Sync + 'static {
     fn phase(obj: &Self::Object) -> Option<DataMovePhase>;
     /// Whether `spec.cancel` is set.
     fn cancel_requested(obj: &Self::Object) -> bool;
-    /// The progress in the object's status.
-    fn progress(obj: &Self::Object) -> Option<DataMoveProgress>;
     /// When it was accepted.
     fn accepted_at(obj: &Self::Object) -> Option<Time>;
     /// Whose work it is.
@@ -294,7 +292,10 @@ async fn prepare_and_start<M: Mover>(
                 finish(agent, &**obj, DataMovePhase::Failed, &message, json!({})).await?;
                 return Ok(Action::await_change());
             }
-            if M::progress(obj).is_none() {
+            // Written once per reason: a patch per retry would wake this reconcile again at once.
+            let shown =
+                serde_json::to_value(&**obj)?["status"]["message"].as_str() == Some(why.as_str());
+            if !shown {
                 patch_status(api, &**obj, json!({"message": why})).await?;
             }
             return Ok(Action::requeue(PREPARE_RETRY));

@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use holdfast_api::velero::DataMovePhase;
 use holdfast_api::velero::pod_volume::PodVolumeBackup;
-use holdfast_api::velero::{DataMovePhase, DataMoveProgress};
 use holdfast_repository::Repository;
 use holdfast_repository::backup::{BackupOptions, ParentChoice, backup_paths};
 use holdfast_repository::progress::{CancelToken, ProgressFn};
@@ -94,10 +94,6 @@ impl Mover for Backups {
 
     fn cancel_requested(obj: &PodVolumeBackup) -> bool {
         obj.spec.cancel == Some(true)
-    }
-
-    fn progress(obj: &PodVolumeBackup) -> Option<DataMoveProgress> {
-        obj.status.as_ref().and_then(|s| s.progress.clone())
     }
 
     fn accepted_at(obj: &PodVolumeBackup) -> Option<Time> {

@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use holdfast_api::velero::DataMovePhase;
 use holdfast_api::velero::pod_volume::PodVolumeRestore;
-use holdfast_api::velero::{DataMovePhase, DataMoveProgress};
 use holdfast_repository::progress::{CancelToken, ProgressFn};
 use holdfast_repository::restore::{RestoreOptions, restore};
 use holdfast_repository::snapshot::SnapshotEntry;
@@ -63,10 +63,6 @@ impl Mover for Restores {
 
     fn cancel_requested(obj: &PodVolumeRestore) -> bool {
         obj.spec.cancel == Some(true)
-    }
-
-    fn progress(obj: &PodVolumeRestore) -> Option<DataMoveProgress> {
-        obj.status.as_ref().and_then(|s| s.progress.clone())
     }
 
     fn accepted_at(obj: &PodVolumeRestore) -> Option<Time> {

@@ -230,6 +230,28 @@ pub async fn open(
 async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = repo.namespace().unwrap_or_default();
     let type_ = type_name(repo.spec.repository_type);
+    let mut status = repo.status.clone().unwrap_or_default();
+    if status.phase == Some(BackupRepositoryPhase::Ready) {
+        // Ready, and its location still there and available: the location's status changes
+        // every validation, and opening the repository (its whole index) each time would be
+        // work for nothing. It is opened again for maintenance, or when the location fails.
+        let bsls: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ns);
+        let usable = bsls.get_opt(&repo.spec.backup_storage_location).await?.filter(|b| {
+            b.status.as_ref().and_then(|s| s.phase) != Some(BackupStorageLocationPhase::Unavailable)
+        });
+        if let Some(bsl) = usable {
+            let wait = if bsl.is_read_only() {
+                None
+            } else {
+                maintenance_wait(&repo, &status, ctx.clock.now())?
+            };
+            match wait {
+                None => return Ok(Action::await_change()),
+                Some(wait) if !wait.is_zero() => return Ok(Action::requeue(wait)),
+                Some(_) => {}
+            }
+        }
+    }
     let opened = open(
         &ctx,
         &ns,
@@ -239,7 +261,6 @@ async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Act
         false,
     )
     .await?;
-    let mut status = repo.status.clone().unwrap_or_default();
     let api: Api<BackupRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let (repository, bsl) = match opened {
         Err(why) => {
@@ -267,21 +288,10 @@ async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Act
         // Velero runs no maintenance on a read-only location.
         return Ok(Action::await_change());
     }
-    let text = repo.spec.maintenance_frequency.as_str();
-    let frequency =
-        parse_go_duration(if text.is_empty() { DEFAULT_KOPIA_MAINTENANCE_FREQUENCY } else { text })
-            .map_err(|e| Error::Invalid(format!("spec.maintenanceFrequency {text:?}: {e}")))?;
-    if frequency.is_zero() {
-        return Ok(Action::await_change());
-    }
-    let now = ctx.clock.now();
-    let due = status
-        .last_maintenance_time
-        .as_ref()
-        .map_or(now, |t| t.0.checked_add(frequency).unwrap_or(t.0));
-    if due > now {
-        let wait = due.duration_since(now).unsigned_abs();
-        return Ok(Action::requeue(wait.min(frequency)));
+    match maintenance_wait(&repo, &status, ctx.clock.now())? {
+        None => return Ok(Action::await_change()),
+        Some(wait) if !wait.is_zero() => return Ok(Action::requeue(wait)),
+        Some(_) => {}
     }
     let started = ctx.clock.now();
     let outcome = tokio::task::spawn_blocking(move || prune(&repository, &PruneOptions::default()))
@@ -315,7 +325,35 @@ async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Act
     status.recent_maintenance = Some(history);
     status.last_maintenance_time = Some(Time(finished));
     write_status(&api, &repo, &status).await?;
-    Ok(Action::requeue(frequency))
+    Ok(match maintenance_wait(&repo, &status, ctx.clock.now())? {
+        Some(wait) if !wait.is_zero() => Action::requeue(wait),
+        _ => Action::await_change(),
+    })
+}
+
+/// How long until the next maintenance is due (zero: now); `None` when it never runs
+/// (`maintenanceFrequency` zero).
+fn maintenance_wait(
+    repo: &BackupRepository,
+    status: &BackupRepositoryStatus,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<Option<Duration>, Error> {
+    let text = repo.spec.maintenance_frequency.as_str();
+    let frequency =
+        parse_go_duration(if text.is_empty() { DEFAULT_KOPIA_MAINTENANCE_FREQUENCY } else { text })
+            .map_err(|e| Error::Invalid(format!("spec.maintenanceFrequency {text:?}: {e}")))?;
+    if frequency.is_zero() {
+        return Ok(None);
+    }
+    let due = status
+        .last_maintenance_time
+        .as_ref()
+        .map_or(now, |t| t.0.checked_add(frequency).unwrap_or(t.0));
+    Ok(Some(if due > now {
+        due.duration_since(now).unsigned_abs().min(frequency)
+    } else {
+        Duration::ZERO
+    }))
 }
 
 async fn write_status(
