@@ -3,7 +3,8 @@
 //! files (many small, a few large, a symlink, a sparse file), the data damaged, then
 //! PodVolumeRestores into a new pod's claims: the restored trees are byte-identical and carry
 //! Velero's done marker. Around it: progress that has its total before bytes move and never goes
-//! back, incremental backups, cancel, and the clear failures of impossible work.
+//! back, incremental backups, cancel, and the clear failures of impossible work. Then the data
+//! mover: VolumeSnapshot → DataUpload → DataDownload into a new claim.
 
 mod common;
 #[path = "common/poll.rs"]
@@ -19,9 +20,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use common::{claim_dir, create};
+use holdfast_api::snapshot::VolumeSnapshot;
 use holdfast_api::velero::storage_location::BackupStorageLocationPhase;
 use holdfast_api::velero::{
-    BackupRepository, BackupStorageLocation, DataMovePhase, PodVolumeBackup, PodVolumeRestore,
+    BackupRepository, BackupStorageLocation, DataDownload, DataMovePhase, DataUpload,
+    PodVolumeBackup, PodVolumeRestore,
 };
 use holdfast_testkit::{EmbeddedServer, HoldfastServer};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
@@ -81,6 +84,19 @@ fn fill(
     sparse.write_all_at(b"head", 0)?;
     sparse.write_all_at(b"tail", size - 4)?;
     Ok(bytes + size)
+}
+
+/// A location `name` in a directory, validated only on change.
+async fn local_location(client: &kube::Client, name: &str, store: &Path) -> Result<()> {
+    create(
+        &Api::<BackupStorageLocation>::namespaced(client.clone(), VELERO),
+        json!({"metadata": {"name": name}, "spec": {
+            "provider": "local", "objectStorage": {"bucket": "b"},
+            "config": {"fspath": store.display().to_string()}
+        }}),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
@@ -379,16 +395,7 @@ async fn a_backup_interrupted_by_a_server_kill_ends_failed_with_the_reason() -> 
     namespace(&client, VELERO).await?;
     namespace(&client, APPS).await?;
     let node = ready_node(&client).await?;
-    let store = data.path().join("bsl");
-    let bsls: Api<BackupStorageLocation> = Api::namespaced(client.clone(), VELERO);
-    create(
-        &bsls,
-        json!({"metadata": {"name": "local"}, "spec": {
-            "provider": "local", "objectStorage": {"bucket": "b"},
-            "config": {"fspath": store.display().to_string()}
-        }}),
-    )
-    .await?;
+    local_location(&client, "local", &data.path().join("bsl")).await?;
     let dir = bound_claim(&client, "data-a").await?;
     fill(&dir, 3, 2_000, 4, 200, 1)?;
     bound_claim(&client, "data-b").await?;
@@ -418,5 +425,155 @@ async fn a_backup_interrupted_by_a_server_kill_ends_failed_with_the_reason() -> 
     create(&pvbs, pvb("retry", &node, "app", "data-a", "local")).await?;
     let retry = finished(&pvbs, "retry", &Samples::default()).await?.status.context("status")?;
     assert_eq!(retry.phase, Some(DataMovePhase::Completed), "{retry:?}");
+    Ok(())
+}
+
+fn data_upload(name: &str, snapshot: &str, pvc: &str) -> Value {
+    json!({"metadata": {"name": name, "labels": {"velero.io/backup-name": "weekly"}}, "spec": {
+        "snapshotType": "CSI",
+        "csiSnapshot": {"volumeSnapshot": snapshot, "storageClass": "local-path",
+                        "snapshotClass": "local-path", "driver": "holdfast.io/local-path"},
+        "sourcePVC": pvc, "datamover": "velero", "backupStorageLocation": "local",
+        "sourceNamespace": APPS, "operationTimeout": "10m0s",
+        "dataMoverConfig": {"ParallelFilesUpload": "2"}
+    }})
+}
+
+fn data_download(name: &str, snapshot_id: &str, pvc: &str, timeout: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {
+        "targetVolume": {"pvc": pvc, "pv": "", "namespace": APPS},
+        "backupStorageLocation": "local", "datamover": "", "snapshotID": snapshot_id,
+        "sourceNamespace": APPS, "operationTimeout": timeout,
+        "dataMoverConfig": {"WriteSparseFiles": "true", "ParallelFilesDownload": "4"}
+    }})
+}
+
+/// Takes VolumeSnapshot `name` of claim `pvc` and waits until it is ready to use.
+async fn ready_snapshot(client: &kube::Client, name: &str, pvc: &str) -> Result<()> {
+    let snapshots: Api<VolumeSnapshot> = Api::namespaced(client.clone(), APPS);
+    create(
+        &snapshots,
+        json!({"metadata": {"name": name}, "spec": {"source": {"persistentVolumeClaimName": pvc}}}),
+    )
+    .await?;
+    poll(TIMEOUT, &format!("snapshot {name} ready"), || async {
+        let vs = snapshots.get(name).await?;
+        Ok((vs.status.and_then(|s| s.ready_to_use) == Some(true)).then_some(()))
+    })
+    .await
+}
+
+/// The CSI data mover through the API: a VolumeSnapshot's data is uploaded (DataUpload) and
+/// downloaded into a new claim (DataDownload), byte-identical to the volume when the snapshot was
+/// taken and blind to what was written after; a claim made straight from the snapshot matches
+/// too; a second upload of the claim is incremental; other movers' work is left alone; impossible
+/// work fails saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_snapshot_data_upload_and_download_round_trip_through_the_api() -> Result<()> {
+    let server = EmbeddedServer::start(Path::new(BIN)).await?;
+    let client = server.client.clone();
+    namespace(&client, VELERO).await?;
+    namespace(&client, APPS).await?;
+    let node = ready_node(&client).await?;
+    local_location(&client, "local", &server.scratch_dir("bsl")?).await?;
+
+    let src = bound_claim(&client, "db-data").await?;
+    let bytes = fill(&src, 7, 3_000, 3, 40, 64)?;
+    ready_snapshot(&client, "db-snap-1", "db-data").await?;
+    // The volume as the snapshot saw it; then writes the snapshot must not see.
+    let at_snapshot = server.scratch_dir("at-snapshot")?.join("tree");
+    ensure!(
+        std::process::Command::new("cp").arg("-a").arg(&src).arg(&at_snapshot).status()?.success()
+    );
+    fs::write(src.join("written-after.bin"), random_bytes(99, 3 * MIB))?;
+    fs::write(src.join("d03/f00003.dat"), b"changed after the snapshot")?;
+
+    let uploads: Api<DataUpload> = Api::namespaced(client.clone(), VELERO);
+    create(&uploads, data_upload("weekly-db", "db-snap-1", "db-data")).await?;
+    // Work for another data mover is not ours to touch.
+    let mut foreign = data_upload("for-another-mover", "db-snap-1", "db-data");
+    foreign["spec"]["datamover"] = json!("acme.io/mover");
+    create(&uploads, foreign).await?;
+    let samples = Samples::default();
+    let up = finished(&uploads, "weekly-db", &samples).await?.status.context("status")?;
+    assert_eq!(up.phase, Some(DataMovePhase::Completed), "{up:?}");
+    assert_progress_honest(&samples, bytes as i64);
+    assert_eq!(up.node.as_deref(), Some(node.as_str()));
+    assert_eq!(up.accepted_by_node.as_deref(), Some(node.as_str()));
+    assert!(up.start_timestamp.is_some() && up.accepted_timestamp.is_some());
+    assert!(up.incremental_bytes.unwrap_or(0) > 0, "{up:?}");
+    assert!(up.path.as_deref().is_some_and(|p| !p.is_empty()), "{up:?}");
+    let snapshot_id = up.snapshot_id.context("snapshotID")?;
+    let foreign = uploads.get("for-another-mover").await?;
+    assert!(foreign.status.and_then(|s| s.phase).is_none(), "another mover's work was touched");
+    assert!(foreign.metadata.finalizers.is_none(), "another mover's work got our finalizer");
+
+    // Downloaded into a new claim: the volume as it was at the snapshot.
+    bound_claim(&client, "db-restored").await?;
+    let downloads: Api<DataDownload> = Api::namespaced(client.clone(), VELERO);
+    create(&downloads, data_download("weekly-db-restore", &snapshot_id, "db-restored", "10m"))
+        .await?;
+    let samples = Samples::default();
+    let down =
+        finished(&downloads, "weekly-db-restore", &samples).await?.status.context("status")?;
+    assert_eq!(down.phase, Some(DataMovePhase::Completed), "{down:?}");
+    assert_eq!(down.node.as_deref(), Some(node.as_str()));
+    assert_progress_honest(&samples, bytes as i64);
+    assert_same_tree(&at_snapshot, &claim_dir(&client, APPS, "db-restored").await?);
+
+    // A claim made straight from the snapshot holds the same.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), APPS);
+    create(
+        &claims,
+        json!({"metadata": {"name": "db-from-snap"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}},
+            "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "db-snap-1"}
+        }}),
+    )
+    .await?;
+    poll(TIMEOUT, "the claim from the snapshot to be bound", || async {
+        let pvc = claims.get("db-from-snap").await?;
+        Ok((pvc.status.and_then(|s| s.phase).as_deref() == Some("Bound")).then_some(()))
+    })
+    .await?;
+    assert_same_tree(&at_snapshot, &claim_dir(&client, APPS, "db-from-snap").await?);
+
+    // The next upload of the claim is incremental: about what was written since.
+    ready_snapshot(&client, "db-snap-2", "db-data").await?;
+    create(&uploads, data_upload("weekly-db-2", "db-snap-2", "db-data")).await?;
+    let second =
+        finished(&uploads, "weekly-db-2", &Samples::default()).await?.status.context("status")?;
+    assert_eq!(second.phase, Some(DataMovePhase::Completed), "{second:?}");
+    let added = second.incremental_bytes.unwrap_or(i64::MAX);
+    assert!(added < 8 * MIB as i64, "the second upload added {added} bytes, not incremental");
+
+    // Impossible work fails, saying why; a claim that never comes fails once its
+    // operationTimeout has passed.
+    create(&uploads, data_upload("no-snapshot", "missing-snap", "db-data")).await?;
+    create(&downloads, data_download("no-such-id", "0123456789abcdef", "db-restored", "10m"))
+        .await?;
+    create(&downloads, data_download("no-claim", &snapshot_id, "never-created", "3s")).await?;
+    let failed =
+        finished(&uploads, "no-snapshot", &Samples::default()).await?.status.context("status")?;
+    assert_eq!(failed.phase, Some(DataMovePhase::Failed), "{failed:?}");
+    let message = failed.message.unwrap_or_default();
+    assert!(message.contains("VolumeSnapshot apps/missing-snap does not exist"), "{message}");
+    for (name, why) in [
+        ("no-such-id", "0123456789abcdef"),
+        ("no-claim", "timeout on preparing: still not ready after 3 seconds"),
+    ] {
+        let status =
+            finished(&downloads, name, &Samples::default()).await?.status.context("status")?;
+        assert_eq!(status.phase, Some(DataMovePhase::Failed), "{name}: {status:?}");
+        let message = status.message.unwrap_or_default();
+        assert!(message.contains(why), "{name}: {message}");
+    }
+
+    // Finished work goes when deleted.
+    downloads.delete("weekly-db-restore", &Default::default()).await?;
+    poll(TIMEOUT, "the download to be deleted", || async {
+        Ok(downloads.get_opt("weekly-db-restore").await?.is_none().then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! Velero's kinds, acted on: BackupStorageLocation (validated), BackupRepository (opened and
 //! maintained), and the in-process node agent that moves pod-volume data (PodVolumeBackup,
-//! PodVolumeRestore) with holdfast's repository engine. `kopia` and `restic` repositories and
+//! PodVolumeRestore) and CSI snapshot data (DataUpload, DataDownload) with holdfast's
+//! repository engine. `kopia` and `restic` repositories and
 //! uploaders are both served by that engine (docs/velero.md).
 
+pub mod data_download;
 pub mod data_path;
+pub mod data_upload;
 pub mod pod_volume_backup;
 pub mod pod_volume_restore;
 pub mod repository;
@@ -26,11 +29,14 @@ pub fn configured_concurrency() -> usize {
         .unwrap_or(DEFAULT_CONCURRENCY)
 }
 
-/// Runs the node agent serving `node`: PodVolumeBackup and PodVolumeRestore.
+/// Runs the node agent serving `node`: PodVolumeBackup, PodVolumeRestore, DataUpload and
+/// DataDownload, sharing one concurrency limit.
 pub async fn run_node_agent(ctx: Arc<Context>, node: String) -> Result<(), Error> {
     let agent = data_path::Agent::new(ctx, node, configured_concurrency());
     tokio::select! {
-        stopped = pod_volume_backup::run(agent.clone()) => stopped,
-        stopped = pod_volume_restore::run(agent) => stopped,
+        stopped = data_path::run::<pod_volume_backup::Backups>(agent.clone(), "pod-volume-backup") => stopped,
+        stopped = data_path::run::<pod_volume_restore::Restores>(agent.clone(), "pod-volume-restore") => stopped,
+        stopped = data_path::run::<data_upload::Uploads>(agent.clone(), "data-upload") => stopped,
+        stopped = data_path::run::<data_download::Downloads>(agent, "data-download") => stopped,
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::Api;
 
+use crate::snapshot::driver::{DRIVER, LocalPathDriver};
 use crate::{Context, Error};
 
 /// Resolves pod volumes to directories on this host.
@@ -19,19 +20,32 @@ pub trait VolumeResolver {
     ) -> impl Future<Output = Result<PathBuf, Error>> + Send;
     /// The directory of the volume bound to PVC `ns/pvc`.
     fn pvc_dir(&self, ns: &str, pvc: &str) -> impl Future<Output = Result<PathBuf, Error>> + Send;
+    /// A read-only view of the snapshot `handle` of CSI driver `driver`, as a directory: what a
+    /// data mover reads a VolumeSnapshot's data from.
+    fn snapshot_dir(
+        &self,
+        driver: &str,
+        handle: &str,
+    ) -> impl Future<Output = Result<PathBuf, Error>> + Send;
 }
 
 /// Embedded mode: `hostPath` volumes directly, `emptyDir` under the Job scratch dir, PVCs through
 /// their bound PV's `hostPath`/`local` path.
+/// Snapshots are the embedded snapshot driver's directories, read in place: they never change.
 #[derive(Clone)]
 pub struct EmbeddedVolumes {
     client: kube::Client,
     jobs_dir: PathBuf,
+    snapshots: LocalPathDriver,
 }
 
 impl EmbeddedVolumes {
     pub fn new(ctx: &Context) -> Self {
-        Self { client: ctx.client.clone(), jobs_dir: ctx.jobs_dir() }
+        Self {
+            client: ctx.client.clone(),
+            jobs_dir: ctx.jobs_dir(),
+            snapshots: LocalPathDriver::new(ctx),
+        }
     }
 }
 
@@ -97,5 +111,21 @@ impl VolumeResolver for EmbeddedVolumes {
             "PersistentVolume {pv_name} (claimed by {ns}/{pvc}) has neither hostPath nor local: \
              embedded mode can only reach volumes on this host"
         )))
+    }
+
+    async fn snapshot_dir(&self, driver: &str, handle: &str) -> Result<PathBuf, Error> {
+        if driver != DRIVER {
+            return Err(Error::Invalid(format!(
+                "the snapshot {handle:?} is of CSI driver {driver:?}; embedded mode reads only \
+                 the snapshots of its own driver {DRIVER}"
+            )));
+        }
+        let driver = self.snapshots.clone();
+        let wanted = handle.to_owned();
+        crate::snapshot::driver::blocking(move || driver.snapshot_data_dir(&wanted))
+            .await?
+            .ok_or_else(|| {
+                Error::Invalid(format!("driver {DRIVER} has no snapshot {handle:?} (deleted?)"))
+            })
     }
 }

@@ -188,15 +188,23 @@ impl LocalPathDriver {
         Ok(())
     }
 
+    /// The directory holding the files of snapshot `handle`, if the driver has it. Nothing may
+    /// write there: the snapshot is immutable.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad handle, else as [`Self::get_snapshot`].
+    pub fn snapshot_data_dir(&self, handle: &str) -> Result<Option<PathBuf>, Error> {
+        Ok(self.get_snapshot(handle)?.map(|_| self.snapshots.join(handle).join("data")))
+    }
+
     /// Fills the new volume directory `target` with the contents of snapshot `handle`.
     ///
     /// # Errors
     /// [`Error::NotReady`] when the driver has no such snapshot, else as [`copy_tree`].
     pub fn restore_snapshot(&self, handle: &str, target: &Path) -> Result<(), Error> {
-        if self.get_snapshot(handle)?.is_none() {
+        let Some(data) = self.snapshot_data_dir(handle)? else {
             return Err(Error::NotReady(format!("driver {DRIVER} has no snapshot {handle}")));
-        }
-        let data = self.snapshot_dir(handle)?.join("data");
+        };
         populate(target, &data)
     }
 

@@ -1,5 +1,5 @@
 //! The node agent's data path, shared by every Velero data-moving kind (PodVolumeBackup,
-//! PodVolumeRestore): the phase machine a Velero user knows, with the moving itself done
+//! PodVolumeRestore, DataUpload, DataDownload): the phase machine a Velero user knows, with the moving itself done
 //! in-process by holdfast's repository engine.
 //!
 //! ```text
@@ -17,8 +17,9 @@
 //!   work at any phase; an object is only let go once it is terminal.
 //! - Work that was moving data when the agent stopped cannot be picked up where it was: it ends
 //!   `Failed` saying so, never stays `InProgress`. Work not yet moving goes on as usual.
-//! - Preparing waits for what is not ready yet (an unbound claim) for at most
-//!   [`PREPARE_TIMEOUT`], Velero's default, then fails.
+//! - Preparing waits for what is not ready yet (an unbound claim, a snapshot not ready to use)
+//!   for at most [`Mover::prepare_timeout`] ([`PREPARE_TIMEOUT`], Velero's default, unless the
+//!   kind says less), then fails.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -33,6 +34,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,10 +42,12 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use crate::events::{EventType, publish};
-use crate::{Context, Error, finalizer};
+use crate::{Context, Error, finalizer, reconciler};
 
 /// Velero's finalizer on pod-volume work.
-pub const FINALIZER: &str = "velero.io/pod-volume-finalizer";
+pub const POD_VOLUME_FINALIZER: &str = "velero.io/pod-volume-finalizer";
+/// Velero's finalizer on data-mover work.
+pub const DATA_MOVER_FINALIZER: &str = "velero.io/data-upload-download-finalizer";
 /// How long work may wait to be prepared (Velero's `--data-mover-prepare-timeout`).
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How often a preparation that waits for something is tried again.
@@ -92,8 +96,8 @@ struct Entry {
 pub enum Claim {
     /// This agent's node.
     Ours,
-    /// A node with an agent of its own: left alone.
-    OtherNode,
+    /// Another node's agent, or another data mover, does it: left alone.
+    NotOurs,
     /// Nobody can do it; the message says why.
     Nobody(String),
 }
@@ -109,7 +113,7 @@ pub async fn claim_for_node(agent: &Agent, node: Option<&str>, what: &str) -> Re
         Some(n) => {
             let nodes: Api<Node> = Api::all(agent.ctx.client.clone());
             Ok(if nodes.get_opt(n).await?.is_some() {
-                Claim::OtherNode
+                Claim::NotOurs
             } else {
                 Claim::Nobody(format!(
                     "{what} is on node {n:?}, which does not exist: no node agent serves it \
@@ -135,6 +139,8 @@ pub trait Mover: Send + Sync + 'static {
         + 'static;
     /// What preparing found (the directory, the open repository, …).
     type Plan: Send + 'static;
+    /// The finalizer that keeps the object until its work is terminal.
+    const FINALIZER: &'static str;
 
     /// The phase in the object's status.
     fn phase(obj: &Self::Object) -> Option<DataMovePhase>;
@@ -149,8 +155,13 @@ pub trait Mover: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Claim, Error>> + Send;
     /// Status fields written with `Accepted` besides the phase and time.
     fn accepted_fields(agent: &Agent) -> Value;
+    /// How long preparing may wait for what is not ready yet.
+    fn prepare_timeout(_obj: &Self::Object) -> Duration {
+        PREPARE_TIMEOUT
+    }
     /// Finds and opens everything the move needs. [`Error::Invalid`] fails the work with its
-    /// message; [`Error::NotReady`] waits (up to [`PREPARE_TIMEOUT`]); other errors are retried.
+    /// message; [`Error::NotReady`] waits (up to [`Mover::prepare_timeout`]); other errors are
+    /// retried.
     fn prepare(
         agent: &Agent,
         obj: &Self::Object,
@@ -165,6 +176,34 @@ pub trait Mover: Send + Sync + 'static {
         progress: ProgressFn,
     ) -> Result<(Value, String), holdfast_repository::Error>;
 }
+
+/// Runs the controller named `name` of kind `M` for `agent`.
+pub async fn run<M: Mover>(agent: Arc<Agent>, name: &'static str) -> Result<(), Error> {
+    let api: Api<M::Object> = Api::all(agent.ctx.client.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    reconciler::run(name, controller, agent, reconcile::<M>).await
+}
+
+/// The [`Mover`] methods every Velero data-moving kind answers alike from its fields
+/// (`status.phase`, `spec.cancel`, `status.acceptedTimestamp`); used inside `impl Mover`.
+macro_rules! velero_fields {
+    ($kind:ty) => {
+        fn phase(obj: &$kind) -> Option<::holdfast_api::velero::DataMovePhase> {
+            obj.status.as_ref().and_then(|s| s.phase)
+        }
+
+        fn cancel_requested(obj: &$kind) -> bool {
+            obj.spec.cancel == Some(true)
+        }
+
+        fn accepted_at(
+            obj: &$kind,
+        ) -> Option<::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+            obj.status.as_ref().and_then(|s| s.accepted_timestamp.clone())
+        }
+    };
+}
+pub(crate) use velero_fields;
 
 /// One reconcile of a data-moving object by `agent`.
 ///
@@ -182,7 +221,7 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
         // Its final status is stored: nothing of it is in flight any more.
         agent.running().remove(&uid);
         if obj.meta().deletion_timestamp.is_some() {
-            finalizer::remove(&api, &obj, FINALIZER).await?;
+            finalizer::remove(&api, &obj, M::FINALIZER).await?;
         }
         return Ok(Action::await_change());
     }
@@ -192,7 +231,7 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
             entry.token.cancel();
             return Ok(Action::await_change());
         }
-        if finalizer::has(&*obj, FINALIZER) {
+        if finalizer::has(&*obj, M::FINALIZER) {
             finish(&agent, &*obj, DataMovePhase::Canceled, "deleted before it finished", json!({}))
                 .await?;
         }
@@ -225,13 +264,13 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
     }
     match M::claim(&agent, &obj).await? {
         Claim::Ours => {}
-        Claim::OtherNode => return Ok(Action::await_change()),
+        Claim::NotOurs => return Ok(Action::await_change()),
         Claim::Nobody(why) => {
             finish(&agent, &*obj, DataMovePhase::Failed, &why, json!({})).await?;
             return Ok(Action::await_change());
         }
     }
-    if finalizer::add(&api, &obj, FINALIZER).await? {
+    if finalizer::add(&api, &obj, M::FINALIZER).await? {
         // The next event (our own edit) carries on from the stored object.
         return Ok(Action::await_change());
     }
@@ -284,10 +323,11 @@ async fn prepare_and_start<M: Mover>(
             let waited = M::accepted_at(obj)
                 .map(|t| ctx.clock.now().duration_since(t.0).unsigned_abs())
                 .unwrap_or_default();
-            if waited >= PREPARE_TIMEOUT {
+            let timeout = M::prepare_timeout(obj);
+            if waited >= timeout {
                 let message = format!(
-                    "timeout on preparing: still not ready after {} minutes: {why}",
-                    PREPARE_TIMEOUT.as_secs() / 60
+                    "timeout on preparing: still not ready after {}: {why}",
+                    in_words(timeout)
                 );
                 finish(agent, &**obj, DataMovePhase::Failed, &message, json!({})).await?;
                 return Ok(Action::await_change());
@@ -498,6 +538,32 @@ where
     Ok(())
 }
 
+/// A wait's length as a person would say it: whole minutes when it is some, else seconds.
+fn in_words(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 60, secs % 60) {
+        (1, 0) => "1 minute".to_owned(),
+        (m, 0) if m > 0 => format!("{m} minutes"),
+        _ => format!("{secs} seconds"),
+    }
+}
+
+/// The `WriteSparseFiles` setting of `uploaderSettings`/`dataMoverConfig`; unset is false.
+///
+/// # Errors
+/// [`Error::Invalid`] for a value that is not `true` or `false`.
+pub fn write_sparse(
+    settings: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<bool, Error> {
+    match settings.and_then(|s| s.get("WriteSparseFiles")).map(|v| v.trim()) {
+        None | Some("" | "false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(Error::Invalid(format!(
+            "uploader setting WriteSparseFiles = {other:?} is not true or false"
+        ))),
+    }
+}
+
 /// An uploader/downloader setting (`uploaderSettings`, `dataMoverConfig`) as a number of
 /// parallel workers; unset means the engine's default.
 ///
@@ -559,5 +625,26 @@ mod tests {
         assert_eq!(parallelism(None, "ParallelFilesUpload").unwrap(), 0);
         let err = parallelism(Some(&settings), "Bad").unwrap_err().to_string();
         assert_eq!(err, "uploader setting Bad = \"0\" is not a positive number");
+    }
+
+    #[test]
+    fn sparse_setting_is_true_or_false() {
+        let of = |v: &str| {
+            let settings: std::collections::BTreeMap<String, String> =
+                [("WriteSparseFiles".to_owned(), v.to_owned())].into();
+            write_sparse(Some(&settings))
+        };
+        assert!(of("true").unwrap());
+        assert!(!of("false").unwrap());
+        assert!(!write_sparse(None).unwrap());
+        let err = of("yes").unwrap_err().to_string();
+        assert_eq!(err, "uploader setting WriteSparseFiles = \"yes\" is not true or false");
+    }
+
+    #[test]
+    fn waits_are_said_in_words() {
+        assert_eq!(in_words(PREPARE_TIMEOUT), "30 minutes");
+        assert_eq!(in_words(Duration::from_secs(60)), "1 minute");
+        assert_eq!(in_words(Duration::from_secs(90)), "90 seconds");
     }
 }

@@ -8,48 +8,81 @@
 //! the bytes of file content this snapshot added to the repository, after deduplication.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use holdfast_api::velero::DataMovePhase;
 use holdfast_api::velero::pod_volume::PodVolumeBackup;
 use holdfast_repository::Repository;
 use holdfast_repository::backup::{BackupOptions, ParentChoice, backup_paths};
 use holdfast_repository::progress::{CancelToken, ProgressFn};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt as _;
 use kube::api::Api;
-use kube::runtime::{Controller, watcher};
 use serde_json::{Value, json};
 
 use super::data_path::{self, Agent, Claim, Mover};
 use super::repository;
+use crate::Error;
 use crate::volume::{EmbeddedVolumes, VolumeResolver as _};
-use crate::{Error, reconciler};
 
 /// The snapshot tag naming what a pod-volume snapshot is of (its incremental lineage).
 pub const SOURCE_TAG: &str = "velero-source";
 /// The snapshot tag naming who asked for it, as Velero's kopia uploader tags it.
 pub const REQUESTER_TAG: &str = "snapshot-requester=snapshot-pod-volume";
 
-/// Runs the controller for `agent`.
-pub async fn run(agent: Arc<Agent>) -> Result<(), Error> {
-    let api: Api<PodVolumeBackup> = Api::all(agent.ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
-    reconciler::run("pod-volume-backup", controller, agent, data_path::reconcile::<Backups>).await
-}
-
 /// The PodVolumeBackup [`Mover`].
 pub struct Backups;
 
-/// What a backup needs.
+/// What a backup of one directory needs.
 pub struct Plan {
-    repo: Repository,
-    dir: PathBuf,
-    source: String,
-    tags: Vec<String>,
-    host: String,
-    threads: usize,
+    pub(crate) repo: Repository,
+    pub(crate) dir: PathBuf,
+    /// The lineage ([`SOURCE_TAG`]): the parent is the newest snapshot of the same source.
+    pub(crate) source: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) host: String,
+    pub(crate) threads: usize,
+}
+
+/// Backs up `plan.dir` incrementally on its lineage. Returns the completed work's status
+/// fields, a note for the completion event, and the entries that could not be read (left out
+/// of the snapshot). Blocking.
+pub(crate) fn back_up(
+    plan: &Plan,
+    cancel: CancelToken,
+    progress: ProgressFn,
+) -> Result<(Value, String, Vec<String>), holdfast_repository::Error> {
+    let lineage = format!("{SOURCE_TAG}={}", plan.source);
+    let parent = plan
+        .repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|s| s.snapshot.tags.contains(&lineage))
+        .map_or(ParentChoice::None, |s| ParentChoice::Snapshot(s.id.to_hex()));
+    let opts = BackupOptions {
+        tags: plan.tags.clone(),
+        hostname: Some(plan.host.clone()),
+        parent,
+        progress: Some(progress),
+        cancel,
+        threads: plan.threads,
+        ..BackupOptions::new()
+    };
+    let result = backup_paths(&plan.repo, std::slice::from_ref(&plan.dir), &opts)?;
+    let summary = &result.snapshot.summary;
+    let note = format!(
+        "snapshot {} of {}: {} files, {} bytes, {} bytes new to the repository",
+        result.id.short(),
+        plan.dir.display(),
+        summary.total_files_processed,
+        summary.total_bytes_processed,
+        summary.data_added
+    );
+    let fields = json!({
+        "snapshotID": result.id.to_hex(),
+        "path": plan.dir.display().to_string(),
+        "incrementalBytes": summary.data_added,
+    });
+    Ok((fields, note, result.warnings))
 }
 
 /// The pod a piece of pod-volume work names, from `spec.pod` (its namespace defaulting to the
@@ -87,18 +120,9 @@ pub(crate) fn source_of(pod: &Pod, volume: &str) -> String {
 impl Mover for Backups {
     type Object = PodVolumeBackup;
     type Plan = Plan;
+    const FINALIZER: &'static str = data_path::POD_VOLUME_FINALIZER;
 
-    fn phase(obj: &PodVolumeBackup) -> Option<DataMovePhase> {
-        obj.status.as_ref().and_then(|s| s.phase)
-    }
-
-    fn cancel_requested(obj: &PodVolumeBackup) -> bool {
-        obj.spec.cancel == Some(true)
-    }
-
-    fn accepted_at(obj: &PodVolumeBackup) -> Option<Time> {
-        obj.status.as_ref().and_then(|s| s.accepted_timestamp.clone())
-    }
+    data_path::velero_fields!(PodVolumeBackup);
 
     async fn claim(agent: &Agent, obj: &PodVolumeBackup) -> Result<Claim, Error> {
         let what = format!("PodVolumeBackup {}", obj.name_any());
@@ -149,45 +173,14 @@ impl Mover for Backups {
         cancel: CancelToken,
         progress: ProgressFn,
     ) -> Result<(Value, String), holdfast_repository::Error> {
-        let lineage = format!("{SOURCE_TAG}={}", plan.source);
-        let parent = plan
-            .repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|s| s.snapshot.tags.contains(&lineage))
-            .map_or(ParentChoice::None, |s| ParentChoice::Snapshot(s.id.to_hex()));
-        let opts = BackupOptions {
-            tags: plan.tags,
-            hostname: Some(plan.host),
-            parent,
-            progress: Some(progress),
-            cancel,
-            threads: plan.threads,
-            ..BackupOptions::new()
-        };
-        let result = backup_paths(&plan.repo, std::slice::from_ref(&plan.dir), &opts)?;
-        let summary = &result.snapshot.summary;
-        let mut note = format!(
-            "snapshot {} of {}: {} files, {} bytes, {} bytes new to the repository",
-            result.id.short(),
-            plan.dir.display(),
-            summary.total_files_processed,
-            summary.total_bytes_processed,
-            summary.data_added
-        );
-        if !result.warnings.is_empty() {
+        let (fields, mut note, warnings) = back_up(&plan, cancel, progress)?;
+        if !warnings.is_empty() {
             note.push_str(&format!(
                 "; {} entries could not be read and were left out: {}",
-                result.warnings.len(),
-                result.warnings.join("; ")
+                warnings.len(),
+                warnings.join("; ")
             ));
         }
-        let fields = json!({
-            "snapshotID": result.id.to_hex(),
-            "path": plan.dir.display().to_string(),
-            "incrementalBytes": summary.data_added,
-        });
         Ok((fields, note))
     }
 }

@@ -8,66 +8,46 @@
 //! `velero.io/restore-uid` label), which a `restore-wait` init container waits for.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use holdfast_api::velero::DataMovePhase;
 use holdfast_api::velero::pod_volume::PodVolumeRestore;
 use holdfast_repository::progress::{CancelToken, ProgressFn};
 use holdfast_repository::restore::{RestoreOptions, restore};
 use holdfast_repository::snapshot::SnapshotEntry;
 use holdfast_repository::{Error as RepoError, Repository};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt as _;
-use kube::api::Api;
-use kube::runtime::{Controller, watcher};
 use serde_json::{Value, json};
 
 use super::data_path::{self, Agent, Claim, Mover};
 use super::pod_volume_backup::pod_of;
 use super::repository;
+use crate::Error;
 use crate::volume::{EmbeddedVolumes, VolumeResolver as _};
-use crate::{Error, reconciler};
 
 /// The label Velero puts the owning Restore's UID in.
 pub const LABEL_RESTORE_UID: &str = "velero.io/restore-uid";
 /// The directory of the done marker inside a restored volume.
 pub const DONE_DIR: &str = ".velero";
 
-/// Runs the controller for `agent`.
-pub async fn run(agent: Arc<Agent>) -> Result<(), Error> {
-    let api: Api<PodVolumeRestore> = Api::all(agent.ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
-    reconciler::run("pod-volume-restore", controller, agent, data_path::reconcile::<Restores>).await
-}
-
 /// The PodVolumeRestore [`Mover`].
 pub struct Restores;
 
 /// What a restore needs.
 pub struct Plan {
-    repo: Repository,
-    snapshot: SnapshotEntry,
-    dir: PathBuf,
-    restore_uid: Option<String>,
-    sparse: bool,
-    threads: usize,
+    pub(crate) repo: Repository,
+    pub(crate) snapshot: SnapshotEntry,
+    pub(crate) dir: PathBuf,
+    /// Whose done marker to write; none, none written.
+    pub(crate) restore_uid: Option<String>,
+    pub(crate) sparse: bool,
+    pub(crate) threads: usize,
 }
 
 impl Mover for Restores {
     type Object = PodVolumeRestore;
     type Plan = Plan;
+    const FINALIZER: &'static str = data_path::POD_VOLUME_FINALIZER;
 
-    fn phase(obj: &PodVolumeRestore) -> Option<DataMovePhase> {
-        obj.status.as_ref().and_then(|s| s.phase)
-    }
-
-    fn cancel_requested(obj: &PodVolumeRestore) -> bool {
-        obj.spec.cancel == Some(true)
-    }
-
-    fn accepted_at(obj: &PodVolumeRestore) -> Option<Time> {
-        obj.status.as_ref().and_then(|s| s.accepted_timestamp.clone())
-    }
+    data_path::velero_fields!(PodVolumeRestore);
 
     async fn claim(agent: &Agent, obj: &PodVolumeRestore) -> Result<Claim, Error> {
         let own_ns = obj.namespace().unwrap_or_default();
@@ -90,50 +70,23 @@ impl Mover for Restores {
         let own_ns = obj.namespace().unwrap_or_default();
         let pod = pod_of(agent, &obj.spec.pod, &own_ns).await?;
         let dir = EmbeddedVolumes::new(ctx).pod_volume_dir(&pod, &obj.spec.volume).await?;
-        let settings = obj.spec.uploader_settings.as_ref();
-        let threads = data_path::parallelism(settings, "ParallelFilesDownload")?;
-        let sparse = match settings.and_then(|s| s.get("WriteSparseFiles")).map(String::as_str) {
-            None | Some("" | "false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(Error::Invalid(format!(
-                    "uploader setting WriteSparseFiles = {other:?} is not true or false"
-                )));
-            }
-        };
-        let type_ = repository::type_name(None);
-        let source_ns = obj.spec.source_namespace.clone();
-        let (repo, _) = repository::open(
-            ctx,
+        let mut plan = Plan::open(
+            agent,
             &own_ns,
             &obj.spec.backup_storage_location,
-            &source_ns,
-            type_,
-            false,
+            &obj.spec.source_namespace,
+            &obj.spec.snapshot_id,
+            dir,
+            obj.spec.uploader_settings.as_ref(),
         )
-        .await?
-        .map_err(|why| Error::Invalid(why.message().to_owned()))?;
-        let id = obj.spec.snapshot_id.clone();
-        let (repo, snapshot) = tokio::task::spawn_blocking(move || {
-            let found = repo.find_snapshot(&id);
-            (repo, found)
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("looking up the snapshot crashed: {e}")))?;
-        let snapshot = snapshot.map_err(|e| {
-            Error::Invalid(format!(
-                "snapshot {:?} cannot be found in the repository of namespace {source_ns} in \
-                 location {}: {e}",
-                obj.spec.snapshot_id, obj.spec.backup_storage_location
-            ))
-        })?;
-        let restore_uid = obj
+        .await?;
+        plan.restore_uid = obj
             .owner_references()
             .first()
             .map(|o| o.uid.clone())
             .or_else(|| obj.labels().get(LABEL_RESTORE_UID).cloned())
             .filter(|u| !u.is_empty());
-        Ok(Plan { repo, snapshot, dir, restore_uid, sparse, threads })
+        Ok(plan)
     }
 
     fn total_bytes(plan: &Plan) -> Option<u64> {
@@ -145,29 +98,15 @@ impl Mover for Restores {
         cancel: CancelToken,
         progress: ProgressFn,
     ) -> Result<(Value, String), RepoError> {
-        let snap = &plan.snapshot.snapshot;
-        // A pod-volume snapshot holds one directory; its entry in the root is named after it.
-        let include = match snap.paths.as_slice() {
-            [one] => Path::new(one).file_name().map(|n| format!("/{}", n.to_string_lossy())),
-            _ => None,
-        };
-        let opts = RestoreOptions {
-            sparse: plan.sparse,
-            threads: plan.threads,
-            include,
-            progress: Some(progress),
+        let mut note = restore_volume(
+            &plan.repo,
+            &plan.snapshot,
+            &plan.dir,
+            plan.sparse,
+            plan.threads,
             cancel,
-            xattrs: true,
-            ..RestoreOptions::default()
-        };
-        let done = restore(&plan.repo, &snap.tree, &plan.dir, &opts)?;
-        let mut note = format!(
-            "restored snapshot {} into {}: {} files, {} bytes",
-            plan.snapshot.id.short(),
-            plan.dir.display(),
-            done.files_done,
-            done.bytes_done
-        );
+            progress,
+        )?;
         match &plan.restore_uid {
             Some(uid) => {
                 write_done_marker(&plan.dir, uid)?;
@@ -177,6 +116,81 @@ impl Mover for Restores {
         }
         Ok((json!({}), note))
     }
+}
+
+impl Plan {
+    /// The restore of snapshot `id` of the repository of (`source_ns`, location `bsl` in
+    /// `own_ns`) into `dir`, with the downloader `settings`; no done marker.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when a setting is wrong, the location unusable or the snapshot not
+    /// there.
+    pub(crate) async fn open(
+        agent: &Agent,
+        own_ns: &str,
+        bsl: &str,
+        source_ns: &str,
+        id: &str,
+        dir: PathBuf,
+        settings: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<Plan, Error> {
+        let threads = data_path::parallelism(settings, "ParallelFilesDownload")?;
+        let sparse = data_path::write_sparse(settings)?;
+        let type_ = repository::type_name(None);
+        let (repo, _) = repository::open(&agent.ctx, own_ns, bsl, source_ns, type_, false)
+            .await?
+            .map_err(|why| Error::Invalid(why.message().to_owned()))?;
+        let wanted = id.to_owned();
+        let (repo, snapshot) = tokio::task::spawn_blocking(move || {
+            let found = repo.find_snapshot(&wanted);
+            (repo, found)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("looking up the snapshot crashed: {e}")))?;
+        let snapshot = snapshot.map_err(|e| {
+            Error::Invalid(format!(
+                "snapshot {id:?} cannot be found in the repository of namespace {source_ns} in \
+                 location {bsl}: {e}"
+            ))
+        })?;
+        Ok(Plan { repo, snapshot, dir, restore_uid: None, sparse, threads })
+    }
+}
+
+/// Restores `snapshot`, a backup of one directory, into `dir`, overwriting what is there.
+/// Returns a note for the completion event. Blocking.
+pub(crate) fn restore_volume(
+    repo: &Repository,
+    snapshot: &SnapshotEntry,
+    dir: &Path,
+    sparse: bool,
+    threads: usize,
+    cancel: CancelToken,
+    progress: ProgressFn,
+) -> Result<String, RepoError> {
+    let snap = &snapshot.snapshot;
+    // The snapshot holds one directory; its entry in the root is named after it.
+    let include = match snap.paths.as_slice() {
+        [one] => Path::new(one).file_name().map(|n| format!("/{}", n.to_string_lossy())),
+        _ => None,
+    };
+    let opts = RestoreOptions {
+        sparse,
+        threads,
+        include,
+        progress: Some(progress),
+        cancel,
+        xattrs: true,
+        ..RestoreOptions::default()
+    };
+    let done = restore(repo, &snap.tree, dir, &opts)?;
+    Ok(format!(
+        "restored snapshot {} into {}: {} files, {} bytes",
+        snapshot.id.short(),
+        dir.display(),
+        done.files_done,
+        done.bytes_done
+    ))
 }
 
 /// Velero's handshake with `restore-wait`: a fresh `.velero` holding only `<restore_uid>`.
