@@ -26,8 +26,8 @@ use holdfast_api::velero::{
     BackupRepository, BackupStorageLocation, DataDownload, DataMovePhase, DataUpload,
     PodVolumeBackup, PodVolumeRestore,
 };
-use holdfast_testkit::{EmbeddedServer, HoldfastServer};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
+use holdfast_testkit::{EmbeddedServer, HoldfastServer, Moto};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use poll::poll;
 use serde_json::{Value, json};
@@ -575,5 +575,89 @@ async fn volume_snapshot_data_upload_and_download_round_trip_through_the_api() -
         Ok(downloads.get_opt("weekly-db-restore").await?.is_none().then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// A location in an S3-compatible bucket (moto) with Velero's credential Secret (an AWS
+/// credentials file): it validates Available, a backup and a restore go through it, and the
+/// repository's maintenance runs on its `maintenanceFrequency` and is recorded in its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_location_backs_up_restores_and_maintains_its_repository() -> Result<()> {
+    let moto = Moto::start()?;
+    moto.create_bucket("velero")?;
+    let server = EmbeddedServer::start(Path::new(BIN)).await?;
+    let client = server.client.clone();
+    namespace(&client, VELERO).await?;
+    namespace(&client, APPS).await?;
+    let node = ready_node(&client).await?;
+    let credentials = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        holdfast_testkit::moto::ACCESS_KEY_ID,
+        holdfast_testkit::moto::SECRET_ACCESS_KEY
+    );
+    create(
+        &Api::<Secret>::namespaced(client.clone(), VELERO),
+        json!({"metadata": {"name": "cloud-credentials"}, "stringData": {"cloud": credentials}}),
+    )
+    .await?;
+    let bsls: Api<BackupStorageLocation> = Api::namespaced(client.clone(), VELERO);
+    create(
+        &bsls,
+        json!({"metadata": {"name": "s3"}, "spec": {
+            "provider": "aws", "objectStorage": {"bucket": "velero", "prefix": "prod"},
+            "config": {"region": "us-east-1", "s3Url": moto.endpoint(), "s3ForcePathStyle": "true"},
+            "credential": {"name": "cloud-credentials", "key": "cloud"}
+        }}),
+    )
+    .await?;
+    let status = poll(TIMEOUT, "the S3 location to be validated", || async {
+        Ok(bsls.get("s3").await?.status.filter(|s| s.phase.is_some()))
+    })
+    .await?;
+    assert_eq!(status.phase, Some(BackupStorageLocationPhase::Available), "{status:?}");
+
+    let dir = bound_claim(&client, "data-a").await?;
+    let bytes = fill(&dir, 11, 300, 1, 8, 4)?;
+    bound_claim(&client, "data-b").await?;
+    pod(&client, "app", ["data-a", "data-b"]).await?;
+    let pvbs: Api<PodVolumeBackup> = Api::namespaced(client.clone(), VELERO);
+    create(&pvbs, pvb("to-s3", &node, "app", "data-a", "s3")).await?;
+    let samples = Samples::default();
+    let done = finished(&pvbs, "to-s3", &samples).await?.status.context("status")?;
+    assert_eq!(done.phase, Some(DataMovePhase::Completed), "{done:?}");
+    assert_progress_honest(&samples, bytes as i64);
+    let snapshot = done.snapshot_id.context("snapshotID")?;
+
+    // Maintenance on the repository's own frequency, recorded as Velero records it.
+    let repos: Api<BackupRepository> = Api::namespaced(client.clone(), VELERO);
+    repos
+        .patch(
+            "apps-s3-kopia",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maintenanceFrequency": "2s"}})),
+        )
+        .await?;
+    let maintained = poll(TIMEOUT, "maintenance to be recorded", || async {
+        let status = repos.get("apps-s3-kopia").await?.status;
+        Ok(status.filter(|s| {
+            s.last_maintenance_time.is_some()
+                && s.recent_maintenance.as_ref().is_some_and(|r| !r.is_empty())
+        }))
+    })
+    .await?;
+    let last = maintained.recent_maintenance.unwrap_or_default().pop().context("a maintenance")?;
+    assert_eq!(serde_json::to_value(&last.result)?, json!("Succeeded"), "{:?}", last.message);
+
+    // The data comes back from the bucket, byte-identical.
+    let restored = bound_claim(&client, "restore-a").await?;
+    bound_claim(&client, "restore-b").await?;
+    pod(&client, "app-restored", ["restore-a", "restore-b"]).await?;
+    let pvrs: Api<PodVolumeRestore> = Api::namespaced(client.clone(), VELERO);
+    let mut from_s3 = pvr("from-s3", "app-restored", "data-a", &snapshot, "r-s3");
+    from_s3["spec"]["backupStorageLocation"] = json!("s3");
+    create(&pvrs, from_s3).await?;
+    let back = finished(&pvrs, "from-s3", &Samples::default()).await?.status.context("status")?;
+    assert_eq!(back.phase, Some(DataMovePhase::Completed), "{back:?}");
+    assert_restored(&dir, &restored, "r-s3")?;
     Ok(())
 }
