@@ -1,7 +1,12 @@
 //! The Backup, BackupSchedule and retention controllers against the real in-process API server,
 //! with every controller running (Job runner, BackupRepo, Backup, …), a `holdfast-local`
 //! BackupRepo in a temporary directory, and ActionSets whose commands are real shell pipelines
-//! writing through `datasafed` (the holdfast binary).
+//! writing through `datasafed` (the holdfast binary), or methods taking VolumeSnapshots of the
+//! local-path claims of the embedded provisioner.
+
+mod common;
+#[path = "common/tree.rs"]
+mod tree;
 
 use std::path::Path;
 use std::process::Command;
@@ -9,14 +14,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use holdfast_api::kubeblocks::backup::{ActionPhase, BackupPhase};
+use holdfast_api::kubeblocks::backup::{ActionPhase, ActionType, BackupPhase};
 use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
-use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, BackupSchedule};
+use holdfast_api::kubeblocks::restore::RestorePhase;
+use holdfast_api::kubeblocks::{
+    ActionSet, Backup, BackupPolicy, BackupRepo, BackupSchedule, Restore,
+};
+use holdfast_api::quantity::parse_bytes;
+use holdfast_api::snapshot::VolumeSnapshot;
 use holdfast_controllers::backup::{FINALIZER, LABEL_BACKUP_SCHEDULE};
 use holdfast_controllers::{AdjustableClock, Clock, Context};
 use holdfast_testkit::EmbeddedServer;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -400,7 +410,8 @@ async fn failures_say_what_went_wrong() -> Result<()> {
     let b = setup.finished("snapshot").await?;
     assert!(
         reason(&b).contains(
-            "volume snapshot methods are not supported yet; use a method with actionSetName"
+            "backupMethod snap of backuppolicy pg-policy sets snapshotVolumes but names no \
+             targetVolumes.volumes"
         ),
         "{}",
         reason(&b)
@@ -627,5 +638,213 @@ async fn a_failed_pre_delete_is_reported_and_retain_still_lets_the_backup_go() -
         Ok(left.iter().all(|j| !j.name_any().contains("guarded")).then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// A claim of `size` in the test namespace.
+fn claim_manifest(name: &str, size: &str) -> Value {
+    json!({"metadata": {"name": name},
+           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}})
+}
+
+/// A Restore of `backup` into claims `restored-<volume>`, each from the backed-up `<volume>`.
+fn snapshot_restore(name: &str, backup: &str, volumes: &[&str]) -> Value {
+    let claims: Vec<Value> = volumes
+        .iter()
+        .map(|v| {
+            json!({"metadata": {"name": format!("{name}-{v}")},
+                   "volumeClaimSpec": claim_manifest("", "1Gi")["spec"],
+                   "volumeSource": v, "mountPath": format!("/{v}")})
+        })
+        .collect();
+    json!({
+        "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore",
+        "metadata": {"name": name},
+        "spec": {"backup": {"name": backup, "namespace": NS},
+                 "prepareDataConfig": {"volumeClaims": claims}}
+    })
+}
+
+/// Waits until restore `name` is Completed or Failed.
+async fn restore_finished(client: &Client, name: &str) -> Result<Restore> {
+    let api: Api<Restore> = Api::namespaced(client.clone(), NS);
+    wait_for(&format!("restore {name} to finish"), Duration::from_secs(120), || async {
+        let r = api.get(name).await?;
+        let phase = r.status.as_ref().and_then(|s| s.phase);
+        Ok(matches!(phase, Some(RestorePhase::Completed | RestorePhase::Failed)).then_some(r))
+    })
+    .await
+}
+
+/// Logical bytes of the regular files under `dir` (what a snapshot's restoreSize counts).
+fn file_bytes(dir: &Path) -> Result<u128> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            total += file_bytes(&path)?;
+        } else if meta.is_file() {
+            total += u128::from(meta.len());
+        }
+    }
+    Ok(total)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_snapshot_method_backs_up_claims_and_restores_them_byte_identical() -> Result<()> {
+    let setup = Setup::start().await?;
+    let client = setup.client();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    common::create(&claims, claim_manifest("db-data", "1Gi")).await?;
+    common::create(&claims, claim_manifest("db-log", "1Gi")).await?;
+    for name in ["db-data", "db-log"] {
+        wait_for(&format!("claim {name} bound"), Duration::from_secs(60), || async {
+            let phase = claims.get(name).await?.status.and_then(|s| s.phase);
+            Ok((phase.as_deref() == Some("Bound")).then_some(()))
+        })
+        .await?;
+    }
+    let data = common::claim_dir(&client, NS, "db-data").await?;
+    let log = common::claim_dir(&client, NS, "db-log").await?;
+    // Many small files, a large one, a symlink and a sparse file; a WAL-like volume beside it.
+    for d in 0..5 {
+        let dir = data.join(format!("base/{d}"));
+        std::fs::create_dir_all(&dir)?;
+        for f in 0..40 {
+            std::fs::write(
+                dir.join(format!("{f}")),
+                tree::random_bytes(d * 100 + f, 300 * f as usize),
+            )?;
+        }
+    }
+    std::fs::write(data.join("large"), tree::random_bytes(7, 6 << 20))?;
+    std::os::unix::fs::symlink("large", data.join("link"))?;
+    let sparse = std::fs::File::create(data.join("sparse"))?;
+    sparse.set_len(64 << 20)?;
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"middle", 32 << 20)?;
+    std::fs::write(log.join("000000010000000000000001"), tree::random_bytes(9, 1 << 20))?;
+    let data_at_backup = tree::describe(&data);
+    let bytes = file_bytes(&data)? + file_bytes(&log)?;
+
+    common::create(
+        &Api::<Pod>::namespaced(client.clone(), NS),
+        json!({"metadata": {"name": "db-0", "labels": {"app": "db"}},
+               "spec": {"containers": [{"name": "db", "image": "postgres:16"}],
+                        "volumes": [
+                            {"name": "data", "persistentVolumeClaim": {"claimName": "db-data"}},
+                            {"name": "log", "persistentVolumeClaim": {"claimName": "db-log"}},
+                            {"name": "scratch", "emptyDir": {}}]}}),
+    )
+    .await?;
+    let target =
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "serviceAccountName": "default"});
+    setup
+        .policy(json!([
+            {"name": "snap", "snapshotVolumes": true, "target": target,
+             "targetVolumes": {"volumes": ["data", "log"]}},
+            {"name": "wrong", "snapshotVolumes": true, "target": target,
+             "targetVolumes": {"volumes": ["data", "wal"]}}
+        ]))
+        .await?;
+
+    // The backup: one VolumeSnapshot per volume, recorded with the sum of their sizes.
+    setup.backup("snap1", "snap", "Delete").await?;
+    let b = setup.finished("snap1").await?;
+    let st = b.status.clone().context("status")?;
+    assert_eq!(st.phase, Some(BackupPhase::Completed), "{:?}", st.failure_reason);
+    let actions = st.actions.clone().context("actions")?;
+    assert_eq!(actions.len(), 1, "no ActionSet: only the snapshot action: {actions:?}");
+    let action = &actions[0];
+    assert_eq!(action.name, "createVolumeSnapshot-db-0");
+    assert_eq!(
+        (action.phase, action.action_type),
+        (Some(ActionPhase::Completed), Some(ActionType::None))
+    );
+    let taken = action.volume_snapshots.clone().context("volumeSnapshots")?;
+    let names: Vec<(&str, Option<&str>)> =
+        taken.iter().map(|s| (s.name.as_str(), s.volume_name.as_deref())).collect();
+    assert_eq!(names, [("snap1-data", Some("data")), ("snap1-log", Some("log"))]);
+    assert!(taken.iter().all(|s| s.content_name.starts_with("snapcontent-") && s.size.is_some()));
+    let total = st.total_size.clone().context("totalSize")?;
+    assert_eq!(parse_bytes(&total)?, bytes, "totalSize {total} is the sum of the restoreSizes");
+    assert_eq!(st.volume_snapshots.as_ref(), Some(&taken));
+    assert_eq!(
+        b.labels().get("dataprotection.kubeblocks.io/backup-type").map(String::as_str),
+        Some("Full")
+    );
+    let snapshots: Api<VolumeSnapshot> = Api::namespaced(client.clone(), NS);
+    for s in &taken {
+        let vs = snapshots.get(&s.name).await?;
+        assert_eq!(
+            vs.labels().get("dataprotection.kubeblocks.io/backup-name").map(String::as_str),
+            Some("snap1")
+        );
+        assert!(vs.owner_references().iter().any(|o| Some(&o.uid) == b.uid().as_ref()));
+    }
+
+    // Written after the backup: not in the restore.
+    std::fs::write(data.join("large"), b"overwritten after the backup")?;
+    std::fs::write(data.join("after"), b"new")?;
+
+    create(
+        Api::<Restore>::namespaced(client.clone(), NS),
+        snapshot_restore("r1", "snap1", &["data", "log"]),
+    )
+    .await?;
+    let r = restore_finished(&client, "r1").await?;
+    let rst = r.status.clone().context("restore status")?;
+    assert_eq!(rst.phase, Some(RestorePhase::Completed), "{rst:?}");
+    let restored = claims.get("r1-data").await?;
+    let source = restored.spec.and_then(|s| s.data_source).context("dataSource")?;
+    assert_eq!((source.kind.as_str(), source.name.as_str()), ("VolumeSnapshot", "snap1-data"));
+    let restored_data = common::claim_dir(&client, NS, "r1-data").await?;
+    assert!(
+        tree::describe(&restored_data) == data_at_backup,
+        "the restored data volume is not the data at backup time"
+    );
+    tree::assert_same_tree(&log, &common::claim_dir(&client, NS, "r1-log").await?);
+
+    // A volume the backup has no snapshot of fails the Restore, naming it.
+    create(
+        Api::<Restore>::namespaced(client.clone(), NS),
+        snapshot_restore("r2", "snap1", &["wal"]),
+    )
+    .await?;
+    let r = restore_finished(&client, "r2").await?;
+    let rst = r.status.clone().context("restore status")?;
+    assert_eq!(rst.phase, Some(RestorePhase::Failed));
+    let message = rst
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PrepareData")
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(message.contains("no volume snapshot of volume wal of pod db-0"), "{message}");
+
+    // A method naming a volume the pod does not have fails, before any snapshot is taken.
+    setup.backup("wrong1", "wrong", "Delete").await?;
+    let b = setup.finished("wrong1").await?;
+    let reason = b.status.as_ref().and_then(|s| s.failure_reason.clone()).unwrap_or_default();
+    assert_eq!(b.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Failed));
+    assert!(
+        reason.contains("target volume wal of backupMethod wrong is not a volume of pod db-0"),
+        "{reason}"
+    );
+    assert!(snapshots.get_opt("wrong1-data").await?.is_none(), "no snapshot left behind");
+
+    // Deleting the Backup deletes its VolumeSnapshots; the restored claims keep their data.
+    let api: Api<Backup> = Api::namespaced(client.clone(), NS);
+    for name in ["snap1", "wrong1"] {
+        api.delete(name, &DeleteParams::default()).await?;
+        setup.gone(name).await?;
+    }
+    wait_for("the backup's VolumeSnapshots to go", Duration::from_secs(60), || async {
+        let left = snapshots.list(&ListParams::default()).await?.items;
+        Ok(left.is_empty().then_some(()))
+    })
+    .await?;
+    assert!(tree::describe(&restored_data) == data_at_backup);
     Ok(())
 }

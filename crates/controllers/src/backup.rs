@@ -7,9 +7,11 @@
 //! - **New**: the request is resolved (policy → method → ActionSet → repo → target pods, and the
 //!   parent of an incremental backup); labels, the finalizer and the chosen target pods are written
 //!   to the metadata, then `status` gets the path, the repo, the planned actions and `Running`.
-//! - **Running**: the actions run one after another as `batch/v1` Jobs (preBackup hooks, backupData,
-//!   postBackup hooks, per target pod). A Job's outcome moves its action to Completed or Failed; the
-//!   backupData container's termination message is the `backup.info` JSON the script wrote.
+//! - **Running**: the actions run one after another (preBackup hooks, backupData,
+//!   createVolumeSnapshot, postBackup hooks, per target pod), each as a `batch/v1` Job except the
+//!   snapshot action, which creates VolumeSnapshots ([`volume_snapshot`]). A Job's outcome moves its
+//!   action to Completed or Failed; the backupData container's termination message is the
+//!   `backup.info` JSON the script wrote.
 //! - **Completed**: the worker Jobs are removed and the expiration follows `retentionPeriod`.
 //! - **Deleting**: see [`deletion`].
 
@@ -19,6 +21,7 @@ pub mod env;
 pub mod job;
 pub mod request;
 pub mod status;
+pub mod volume_snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use holdfast_api::kubeblocks::Backup;
 use holdfast_api::kubeblocks::backup::{ActionPhase, ActionStatus, ActionType, BackupPhase};
+use holdfast_api::snapshot::VolumeSnapshot;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
@@ -76,14 +80,18 @@ pub const FORMAT_VERSION: &str = "0.1.0";
 /// How often a backup that waits for something outside the API watch (a repo turning Ready) looks
 /// again.
 const WAIT_REQUEUE: Duration = Duration::from_secs(3);
+/// The safety requeue of a backup waiting for its VolumeSnapshots (their changes are watched).
+const SNAPSHOT_REQUEUE: Duration = Duration::from_secs(5);
 
 /// Runs the Backup controller until its watch ends.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let backups: Api<Backup> = Api::all(ctx.client.clone());
     let jobs: Api<Job> = Api::all(ctx.client.clone());
+    let snapshots: Api<VolumeSnapshot> = Api::all(ctx.client.clone());
     let managed = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
     let controller = Controller::new(backups, watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels(&managed));
+        .owns(jobs, watcher::Config::default().labels(&managed))
+        .owns(snapshots, watcher::Config::default().labels(&managed));
     reconciler::run("backup", controller, ctx, reconcile).await
 }
 
@@ -167,7 +175,7 @@ async fn handle_new(ctx: &Context, backup: Backup) -> Result<Action, Error> {
         .map(|a| ActionStatus {
             name: a.name.clone(),
             phase: Some(ActionPhase::New),
-            action_type: Some(ActionType::Job),
+            action_type: Some(a.action_type()),
             ..ActionStatus::default()
         })
         .collect();
@@ -255,7 +263,37 @@ async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> 
             );
             return fail(ctx, &backup, reason).await;
         };
-        let job_name = planned.job_name(&backup);
+        let Some(job_name) = planned.job_name(&backup) else {
+            // The snapshot action: its VolumeSnapshots, not a Job, say where it is.
+            let action = &mut actions[i];
+            action.start_timestamp.get_or_insert_with(|| Time(ctx.clock.now()));
+            action.action_type = Some(ActionType::None);
+            match volume_snapshot::step(ctx, &req, planned).await? {
+                volume_snapshot::Progress::Waiting(_) => {
+                    if action.phase != Some(ActionPhase::Running) {
+                        action.phase = Some(ActionPhase::Running);
+                        patch_status(ctx, &backup, json!({"actions": actions})).await?;
+                    }
+                    return Ok(Action::requeue(SNAPSHOT_REQUEUE));
+                }
+                volume_snapshot::Progress::Ready { snapshots, total_size } => {
+                    action.phase = Some(ActionPhase::Completed);
+                    action.completion_timestamp = Some(Time(ctx.clock.now()));
+                    action.volume_snapshots = Some(snapshots);
+                    action.total_size = total_size;
+                    patch_status(ctx, &backup, json!({"actions": actions})).await?;
+                    continue;
+                }
+                volume_snapshot::Progress::Failed(message) => {
+                    let reason = format!("{}: {message}", planned.describe());
+                    action.phase = Some(ActionPhase::Failed);
+                    action.failure_reason = Some(reason.clone());
+                    action.completion_timestamp = Some(Time(ctx.clock.now()));
+                    patch_status(ctx, &backup, json!({"actions": actions})).await?;
+                    return fail(ctx, &backup, reason).await;
+                }
+            }
+        };
         let Some(existing) = jobs.get_opt(&job_name).await? else {
             let job = match job::build_action_job(ctx, &req, planned) {
                 Ok(job) => job,
@@ -340,6 +378,7 @@ async fn complete(
         "expiration": expiration.map(Time),
         "totalSize": total_size.or(st.total_size),
         "timeRange": time_range.or(st.time_range),
+        "volumeSnapshots": volume_snapshot::recorded(actions),
     });
     let backup = patch_status(ctx, backup, patch).await?;
     events::publish(

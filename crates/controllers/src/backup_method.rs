@@ -69,7 +69,7 @@ pub async fn recorded_action_set(ctx: &Context, backup: &Backup) -> Result<Actio
     let Some(name) = name else {
         return Err(Error::Invalid(format!(
             "backup {} records no status.backupMethod.actionSetName; only backups taken with an \
-             ActionSet can be restored by a Restore",
+             ActionSet or with volume snapshots can be restored by a Restore",
             backup.name_any()
         )));
     };

@@ -2,9 +2,9 @@
 //!
 //! A policy is Available when every method's ActionSet exists and is not Unavailable, its
 //! `backupRepoName` (if set) names an existing BackupRepo, and each target's pod selector is
-//! valid. Methods that take volume snapshots need no ActionSet; they are accepted with a note,
-//! since embedded mode has no CSI snapshotter. Changes to ActionSets and BackupRepos re-evaluate
-//! the policies that name them.
+//! valid. Methods that take volume snapshots need no ActionSet; one that names no target volumes
+//! is accepted with a note saying its backups fail. Changes to ActionSets and BackupRepos
+//! re-evaluate the policies that name them.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use serde_json::json;
 
+use crate::backup::volume_snapshot;
 use crate::{Context, Error, reconciler};
 
 /// Runs the controller.
@@ -79,18 +80,33 @@ async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Actio
         }
         match method.action_set_name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => match action_sets.get_opt(name).await? {
-                None => problems.push(format!("method {}: actionset {name} not found", method.name)),
+                None => {
+                    problems.push(format!("method {}: actionset {name} not found", method.name))
+                }
                 Some(a) if a.status.as_ref().and_then(|s| s.phase) == Some(Phase::Unavailable) => {
                     let why = a.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
-                    problems.push(format!("method {}: actionset {name} is Unavailable: {why}", method.name));
+                    problems.push(format!(
+                        "method {}: actionset {name} is Unavailable: {why}",
+                        method.name
+                    ));
                 }
                 Some(_) => {}
             },
-            None if method.takes_snapshots() => notes.push(format!(
-                "method {} takes volume snapshots, which need a CSI snapshotter (none in embedded mode)",
+            None if method.takes_snapshots() => {
+                // Not a problem of the policy (its other methods work), but every backup of this
+                // method fails until it names the volumes to snapshot.
+                if volume_snapshot::target_volumes(method).is_empty() {
+                    notes.push(format!(
+                        "method {} takes volume snapshots but names no targetVolumes.volumes, so \
+                         its backups fail until it does",
+                        method.name
+                    ));
+                }
+            }
+            None => problems.push(format!(
+                "method {} has no actionSetName and does not take volume snapshots",
                 method.name
             )),
-            None => problems.push(format!("method {} has no actionSetName and does not take volume snapshots", method.name)),
         }
     }
     if let Some(repo) = policy.spec.backup_repo_name.as_deref().filter(|n| !n.is_empty()) {

@@ -1,6 +1,7 @@
 //! The Restore controller: validates the request, checks the backup's repo,
-//! runs the ActionSet's prepareData Jobs into the restore claims (created if missing), then the
-//! postReady actions once the readiness probe passes, and records every action in the status.
+//! runs the ActionSet's prepareData Jobs into the restore claims (created if missing; for a backup
+//! of volume snapshots, created from its snapshots: [`volume_snapshot`]), then the postReady
+//! actions once the readiness probe passes, and records every action in the status.
 //!
 //! Stages, each recorded as a condition: `ValidationPassed`, `CheckBackupRepo`, `PrepareData`,
 //! `ReadinessProbe`, `PostReady`. Phase: Running, then Completed or Failed (terminal).
@@ -15,6 +16,7 @@
 
 pub mod job;
 pub mod plan;
+pub mod volume_snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,8 @@ use std::time::Duration;
 use holdfast_api::kubeblocks::actionset::ActionSpec;
 use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
 use holdfast_api::kubeblocks::restore::{
-    RestoreActionStatus, RestorePhase, RestoreStatus, RestoreStatusAction, VolumeClaimRestorePolicy,
+    RestoreActionStatus, RestorePhase, RestoreStatus, RestoreStatusAction, RestoreVolumeClaim,
+    VolumeClaimRestorePolicy,
 };
 use holdfast_api::kubeblocks::{BackupRepo, Restore};
 use k8s_openapi::api::batch::v1::Job;
@@ -387,9 +390,14 @@ async fn prepare_data(
     let ns = restore.namespace().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     for (set_index, set) in plan.sets.iter().enumerate() {
-        let Some(action) =
-            set.action_set.spec.restore.as_ref().and_then(|r| r.prepare_data.clone())
-        else {
+        if crate::backup::volume_snapshot::took_snapshots(&set.backup) {
+            match volume_snapshot::provision(ctx, &ns, &set.backup, &units).await? {
+                Step::Done => {}
+                step => return Ok(step),
+            }
+        }
+        let restore_actions = set.action_set.as_ref().and_then(|a| a.spec.restore.as_ref());
+        let Some(action) = restore_actions.and_then(|r| r.prepare_data.clone()) else {
             continue;
         };
         let mut waiting = Vec::new();
@@ -415,7 +423,7 @@ async fn prepare_data(
                         image: action.base.image.clone(),
                         command: action.base.command.clone(),
                         env: job::restore_env(&ctx.bin_dir(), restore, set, unit.pod_index),
-                        env_from: set.action_set.spec.env_from.clone().unwrap_or_default(),
+                        env_from: action_set_env_from(set),
                         volumes,
                         mounts,
                         tool_config: tool_config.map(str::to_string),
@@ -470,24 +478,30 @@ async fn ensure_claims(ctx: &Context, ns: &str, unit: &Unit) -> Result<bool, Err
         let name = claim.metadata.name.clone().unwrap_or_default();
         let existing = match api.get_opt(&name).await? {
             Some(pvc) => pvc,
-            None => {
-                let pvc = PersistentVolumeClaim {
-                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some(ns.to_string()),
-                        labels: claim.metadata.labels.clone(),
-                        annotations: claim.metadata.annotations.clone(),
-                        ..Default::default()
-                    },
-                    spec: Some(claim.volume_claim_spec.clone()),
-                    status: None,
-                };
-                object::create_or_get(&api, &pvc).await?
-            }
+            None => object::create_or_get(&api, &claim_object(ns, claim)).await?,
         };
-        bound &= existing.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        bound &= is_bound(&existing);
     }
     Ok(bound)
+}
+
+/// The claim a restore claim describes, in `ns`.
+fn claim_object(ns: &str, claim: &RestoreVolumeClaim) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: claim.metadata.name.clone(),
+            namespace: Some(ns.to_string()),
+            labels: claim.metadata.labels.clone(),
+            annotations: claim.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        spec: Some(claim.volume_claim_spec.clone()),
+        status: None,
+    }
+}
+
+fn is_bound(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
 /// Runs the readiness probe as a Job that retries the command every periodSeconds, each attempt
@@ -589,7 +603,7 @@ fn target_parts(ctx: &Context, restore: &Restore, plan: &Plan, pod: Option<&Pod>
     let cred = restore.spec.ready_config.as_ref().and_then(|r| r.connection_credential.as_ref());
     merge(&mut env, connection_env(cred, pod));
     merge(&mut env, job::restore_env(&ctx.bin_dir(), restore, plan.last(), 0));
-    env_from.extend(plan.last().action_set.spec.env_from.clone().unwrap_or_default());
+    env_from.extend(action_set_env_from(plan.last()));
     let mounts = restore
         .spec
         .ready_config
@@ -602,6 +616,11 @@ fn target_parts(ctx: &Context, restore: &Restore, plan: &Plan, pod: Option<&Pod>
         None => (Vec::new(), Vec::new()),
     };
     (env, env_from, volumes, mounts)
+}
+
+/// The ActionSet's envFrom of one backup of the chain (none without an ActionSet).
+fn action_set_env_from(set: &plan::BackupSet) -> Vec<k8s_openapi::api::core::v1::EnvFromSource> {
+    set.action_set.as_ref().and_then(|a| a.spec.env_from.clone()).unwrap_or_default()
 }
 
 /// Pods in the restore's namespace matching `selector` (the field `what`), sorted by name; the
@@ -631,9 +650,8 @@ async fn post_ready(
     let actions: Vec<ActionSpec> = plan
         .last()
         .action_set
-        .spec
-        .restore
         .as_ref()
+        .and_then(|a| a.spec.restore.as_ref())
         .and_then(|r| r.post_ready.clone())
         .unwrap_or_default();
     let ns = restore.namespace().unwrap_or_default();
@@ -680,7 +698,7 @@ async fn post_ready(
                 return Ok(Step::Failed(format!(
                     "postReady action {index} of actionset {} is an exec action; set \
                      spec.readyConfig.execAction.target.podSelector to choose the pods it runs in",
-                    plan.last().action_set.name_any()
+                    plan.last().action_set.as_ref().map(ResourceExt::name_any).unwrap_or_default()
                 )));
             };
             let what = "spec.readyConfig.execAction.target.podSelector";

@@ -1,9 +1,12 @@
 //! Deleting a Backup as KubeBlocks does, in order: `Deleting` phase; backups chained to this one
 //! are deleted too; the worker Jobs go; then per `deletionPolicy`:
 //!
-//! - **Retain**: the data stays in the repo and the finalizer is removed. (Upstream leaves such a
-//!   Backup stuck in Deleting forever; here it goes and only the data is kept.)
-//! - **Delete**: the ActionSet's preDelete Job per target pod (if any), then a Job running
+//! - **Retain**: the data stays in the repo (and its VolumeSnapshots stay) and the finalizer is
+//!   removed. (Upstream leaves such a Backup stuck in Deleting forever; here it goes and only the
+//!   data is kept.)
+//! - **Delete**: the backup's VolumeSnapshots are deleted (their contents and stored snapshots go
+//!   by their class's deletionPolicy); a snapshot-only backup has nothing in the repo, so that is
+//!   all. Otherwise the ActionSet's preDelete Job per target pod (if any), then a Job running
 //!   `datasafed rm -r <status.path>` with the repo's tool config; the finalizer goes when it
 //!   succeeds. A failure is recorded in `status.failureReason` (this API version has no
 //!   `deletionFailureReason`) and the finalizer stays; deleting the failed Job retries.
@@ -22,6 +25,7 @@ use serde_json::json;
 
 use super::job::{self, JobState};
 use super::request::{self, Stage};
+use super::volume_snapshot;
 use super::{
     ANNOTATION_BASE, ANNOTATION_PARENT, FINALIZER, annotation, backup_api, delete_jobs,
     patch_status, phase, target_pods,
@@ -56,6 +60,14 @@ pub async fn handle(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     if backup.spec.deletion_policy == BackupDeletionPolicy::Retain {
         let note = format!("deletionPolicy is Retain: the backup data is kept at {where_}");
         events::publish(ctx, backup, EventType::Normal, "DataRetained", "Delete", &note).await;
+        return remove_finalizer(ctx, backup).await;
+    }
+    let snapshots = volume_snapshot::delete_all(ctx, backup).await?;
+    if !snapshots.is_empty() {
+        let note = format!("deleted the VolumeSnapshots {}", snapshots.join(", "));
+        events::publish(ctx, backup, EventType::Normal, "SnapshotsDeleted", "Delete", &note).await;
+    }
+    if volume_snapshot::snapshot_only(backup) {
         return remove_finalizer(ctx, backup).await;
     }
     let Some(repo_name) = repo_name else {
@@ -140,7 +152,7 @@ async fn pre_delete(
             return Ok(None);
         }
     };
-    let Some(spec) = req.actions.pre_delete.clone() else {
+    let Some(spec) = req.actions.as_ref().and_then(|a| a.pre_delete.clone()) else {
         return Ok(None);
     };
     for (index, pod_name) in target_pods(backup).iter().enumerate() {

@@ -42,8 +42,9 @@ pub fn backup_env(ctx: &Context, req: &Request, pod: &Pod) -> (Vec<EnvVar>, Vec<
     }
     merge(&mut env, dp);
     merge(&mut env, connection_env(req.target.connection_credential.as_ref(), Some(pod)));
-    merge(&mut env, req.action_set.spec.env.clone().unwrap_or_default());
-    env_from.extend(req.action_set.spec.env_from.clone().unwrap_or_default());
+    merge(&mut env, action_set_env(req));
+    let spec = req.action_set.as_ref().map(|a| &a.spec);
+    env_from.extend(spec.and_then(|s| s.env_from.clone()).unwrap_or_default());
     merge(&mut env, kb_env(&req.backup));
     merge(&mut env, req.method.env.clone().unwrap_or_default());
     (env, env_from)
@@ -62,9 +63,14 @@ pub fn pre_delete_env(
     if let Some(pod) = pod {
         merge(&mut env, connection_env(req.target.connection_credential.as_ref(), Some(pod)));
     }
-    merge(&mut env, req.action_set.spec.env.clone().unwrap_or_default());
+    merge(&mut env, action_set_env(req));
     merge(&mut env, req.method.env.clone().unwrap_or_default());
     env
+}
+
+/// The ActionSet's env (none without an ActionSet).
+fn action_set_env(req: &Request) -> Vec<EnvVar> {
+    req.action_set.as_ref().and_then(|a| a.spec.env.clone()).unwrap_or_default()
 }
 
 /// `KB_*` vars copied from the Backup's labels, plus its namespace.

@@ -9,6 +9,7 @@ use holdfast_api::kubeblocks::Backup;
 use holdfast_api::kubeblocks::actionset::{
     ActionSpec, BaseJobActionSpec, ExecActionSpec, JobActionSpec,
 };
+use holdfast_api::kubeblocks::backup::ActionType;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, ObjectReference, Pod, PodSpec, PodTemplateSpec,
@@ -40,6 +41,8 @@ const NAME_MAX: usize = 63;
 pub enum ActionKind {
     PreBackup(usize),
     BackupData,
+    /// VolumeSnapshots of the target volumes (a `snapshotVolumes` method); runs no Job.
+    CreateVolumeSnapshot,
     PostBackup(usize),
 }
 
@@ -56,15 +59,24 @@ pub struct PlannedAction {
 
 impl PlannedAction {
     /// The Job running this action: `dp-backup-<n>-<backup>-<uid8>` and the like, at most 63
-    /// characters.
-    pub fn job_name(&self, backup: &Backup) -> String {
+    /// characters; `None` for the snapshot action, which runs none.
+    pub fn job_name(&self, backup: &Backup) -> Option<String> {
         let n = self.pod_index;
         let prefix = match self.kind {
             ActionKind::PreBackup(i) => format!("dp-prebackup-{n}-{i}"),
             ActionKind::BackupData => format!("dp-backup-{n}"),
+            ActionKind::CreateVolumeSnapshot => return None,
             ActionKind::PostBackup(i) => format!("dp-postbackup-{n}-{i}"),
         };
-        bounded_name(&prefix, backup)
+        Some(bounded_name(&prefix, backup))
+    }
+
+    /// `status.actions[].actionType`: `""` for the snapshot action, as upstream.
+    pub fn action_type(&self) -> ActionType {
+        match self.kind {
+            ActionKind::CreateVolumeSnapshot => ActionType::None,
+            _ => ActionType::Job,
+        }
     }
 
     /// For messages: `backupData on pod pg-0`.
@@ -72,16 +84,21 @@ impl PlannedAction {
         match self.kind {
             ActionKind::PreBackup(i) => format!("preBackup[{i}] on pod {}", self.pod),
             ActionKind::BackupData => format!("backupData on pod {}", self.pod),
+            ActionKind::CreateVolumeSnapshot => {
+                format!("createVolumeSnapshot on pod {}", self.pod)
+            }
             ActionKind::PostBackup(i) => format!("postBackup[{i}] on pod {}", self.pod),
         }
     }
 }
 
 /// The actions of a backup, in the order they run: per target pod, preBackup hooks, backupData,
-/// postBackup hooks.
+/// createVolumeSnapshot (a `snapshotVolumes` method), postBackup hooks. Without ActionSet backup
+/// actions (a snapshot method may have none) there are no hooks and no backupData.
 pub fn plan(req: &Request) -> Vec<PlannedAction> {
-    let pre = req.actions.pre_backup.as_ref().map_or(0, Vec::len);
-    let post = req.actions.post_backup.as_ref().map_or(0, Vec::len);
+    let actions = req.actions.as_ref();
+    let pre = actions.and_then(|a| a.pre_backup.as_ref()).map_or(0, Vec::len);
+    let post = actions.and_then(|a| a.post_backup.as_ref()).map_or(0, Vec::len);
     let mut plan = Vec::new();
     for (pod_index, pod) in req.pods.iter().enumerate() {
         let pod = pod.name_any();
@@ -91,7 +108,12 @@ pub fn plan(req: &Request) -> Vec<PlannedAction> {
         for i in 0..pre {
             add(ActionKind::PreBackup(i), format!("prebackup-{i}-{pod}"));
         }
-        add(ActionKind::BackupData, format!("backupdata-{pod}"));
+        if actions.is_some() {
+            add(ActionKind::BackupData, format!("backupdata-{pod}"));
+        }
+        if req.method.takes_snapshots() {
+            add(ActionKind::CreateVolumeSnapshot, super::volume_snapshot::action_name(&pod));
+        }
         for i in 0..post {
             add(ActionKind::PostBackup(i), format!("postbackup-{i}-{pod}"));
         }
@@ -133,15 +155,19 @@ pub fn build_action_job(
     let pod = req.pods.get(planned.pod_index).filter(|p| p.spec.is_some()).ok_or_else(|| {
         format!("target pod {} is gone, so {} cannot run", planned.pod, planned.describe())
     })?;
-    let job_name = planned.job_name(&req.backup);
+    let (Some(job_name), Some(actions)) = (planned.job_name(&req.backup), req.actions.as_ref())
+    else {
+        return Err(format!("{} runs no Job", planned.describe()));
+    };
     match planned.kind {
         ActionKind::BackupData => {
-            job_action_job(ctx, req, pod, &job_name, &req.actions.backup_data.job, true)
+            job_action_job(ctx, req, pod, &job_name, &actions.backup_data.job, true)
         }
+        ActionKind::CreateVolumeSnapshot => Err(format!("{} runs no Job", planned.describe())),
         ActionKind::PreBackup(i) | ActionKind::PostBackup(i) => {
             let hooks = match planned.kind {
-                ActionKind::PreBackup(_) => req.actions.pre_backup.as_deref(),
-                _ => req.actions.post_backup.as_deref(),
+                ActionKind::PreBackup(_) => actions.pre_backup.as_deref(),
+                _ => actions.post_backup.as_deref(),
             };
             match hooks.and_then(|h| h.get(i)) {
                 Some(ActionSpec { job: Some(job), .. }) => {
@@ -153,7 +179,7 @@ pub fn build_action_job(
                 _ => Err(format!(
                     "{} in actionset {} has neither job nor exec",
                     planned.describe(),
-                    req.action_set.name_any()
+                    req.action_set.as_ref().map(ResourceExt::name_any).unwrap_or_default()
                 )),
             }
         }

@@ -1,5 +1,6 @@
-//! Resolving a Backup into everything its Jobs need: policy → method → ActionSet → repo → target
-//! pods (→ parent backup), with an error that says what to fix when a link is missing.
+//! Resolving a Backup into everything its actions need: policy → method → ActionSet (optional for
+//! a volume-snapshot method) → repo → target pods (→ parent backup), with an error that says what
+//! to fix when a link is missing.
 
 use holdfast_api::kubeblocks::actionset::{BackupActionSpec, BackupType};
 use holdfast_api::kubeblocks::backup_policy::{BackupMethod, BackupTarget, PodSelectionStrategy};
@@ -11,6 +12,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use super::chain::{self, Chain};
+use super::volume_snapshot;
 use super::{LABEL_BACKUP_REPO, annotation, target_pods};
 use crate::{Context, Error, backup_method, target_pod};
 
@@ -33,8 +35,10 @@ pub struct Request {
     pub backup: Backup,
     pub policy: BackupPolicy,
     pub method: BackupMethod,
-    pub action_set: ActionSet,
-    pub actions: BackupActionSpec,
+    /// The method's ActionSet; a `snapshotVolumes` method may have none.
+    pub action_set: Option<ActionSet>,
+    /// Its backup actions (hooks, backupData, preDelete), if it has any.
+    pub actions: Option<BackupActionSpec>,
     pub backup_type: BackupType,
     pub repo: BackupRepo,
     /// The method's target, or the policy's.
@@ -66,35 +70,51 @@ pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Req
     }
     let method_name = &backup.spec.backup_method;
     let method = backup_method::method(&policy, method_name)?;
-    if method.takes_snapshots() {
+    let snapshots = method.takes_snapshots();
+    let referrer = format!("backupMethod {method_name} of backuppolicy {policy_name}");
+    if snapshots && volume_snapshot::target_volumes(&method).is_empty() {
         return Err(Error::Invalid(format!(
-            "backupMethod {method_name}: volume snapshot methods are not supported yet; use a \
-             method with actionSetName"
+            "{referrer} sets snapshotVolumes but names no targetVolumes.volumes; list the pod \
+             volumes to snapshot"
         )));
     }
-    let Some(action_set_name) = method.action_set_name.clone().filter(|n| !n.is_empty()) else {
-        return Err(Error::Invalid(format!(
-            "backupMethod {method_name} of backuppolicy {policy_name} sets neither \
-             snapshotVolumes nor actionSetName"
-        )));
+    // A snapshot method needs no ActionSet; with one, its hooks (and backupData) run too.
+    let action_set = match method.action_set_name.clone().filter(|n| !n.is_empty()) {
+        Some(name) => Some(
+            backup_method::action_set(
+                ctx,
+                &name,
+                &referrer,
+                "create it or fix the method's actionSetName",
+            )
+            .await?,
+        ),
+        None if snapshots => None,
+        None => {
+            return Err(Error::Invalid(format!(
+                "{referrer} sets neither snapshotVolumes nor actionSetName"
+            )));
+        }
     };
-    let action_set = backup_method::action_set(
-        ctx,
-        &action_set_name,
-        &format!("backupMethod {method_name} of backuppolicy {policy_name}"),
-        "create it or fix the method's actionSetName",
-    )
-    .await?;
-    let Some(actions) = action_set.spec.backup.clone() else {
-        return Err(Error::Invalid(format!(
-            "actionset {action_set_name} has no spec.backup actions, so it cannot take backups"
-        )));
+    let actions = match &action_set {
+        Some(set) => match set.spec.backup.clone() {
+            Some(actions) => Some(actions),
+            None if snapshots => None,
+            None => {
+                return Err(Error::Invalid(format!(
+                    "actionset {} has no spec.backup actions, so it cannot take backups",
+                    set.name_any()
+                )));
+            }
+        },
+        None => None,
     };
-    let backup_type = action_set.spec.backup_type;
+    // Upstream's rule: a snapshot backup without an ActionSet is Full.
+    let backup_type = action_set.as_ref().map_or(BackupType::Full, |s| s.spec.backup_type);
     if backup_type == BackupType::Continuous {
         return Err(Error::Invalid(format!(
-            "actionset {action_set_name} is of backupType Continuous; continuous backups are \
-             not supported yet"
+            "actionset {} is of backupType Continuous; continuous backups are not supported yet",
+            action_set.as_ref().map(ResourceExt::name_any).unwrap_or_default()
         )));
     }
     let target = method.target.clone().unwrap_or_else(|| policy.spec.target.clone());

@@ -121,7 +121,7 @@ pub fn restore_env(
         env.push(var("DP_BACKUP_STOP_TIME", stop.0.to_string()));
     }
     merge(&mut env, set.env.clone());
-    merge(&mut env, set.action_set.spec.env.clone().unwrap_or_default());
+    merge(&mut env, set.action_set.as_ref().and_then(|a| a.spec.env.clone()).unwrap_or_default());
     let method_env =
         backup.status.as_ref().and_then(|s| s.backup_method.as_ref()).and_then(|m| m.env.clone());
     merge(&mut env, method_env.unwrap_or_default());
@@ -310,6 +310,7 @@ mod tests {
                 ..ActionSetSpec::default()
             },
         );
+        let action_set = Some(action_set);
         let set = BackupSet { backup, action_set, backup_type: Default::default(), env: vec![] };
         let restore = Restore::new(
             "r",

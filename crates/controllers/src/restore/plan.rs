@@ -18,6 +18,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use crate::backup::chain::{backup_type, end_time};
+use crate::backup::volume_snapshot;
 use crate::backup::{ANNOTATION_BASE, ANNOTATION_PARENT, LABEL_BACKUP_POLICY, annotation, label};
 use crate::kubeblocks_env::var;
 use crate::{Context, Error, backup_method};
@@ -26,7 +27,8 @@ use crate::{Context, Error, backup_method};
 #[derive(Debug, Clone)]
 pub struct BackupSet {
     pub backup: Backup,
-    pub action_set: ActionSet,
+    /// The ActionSet it was taken with; none for a volume-snapshot backup taken without one.
+    pub action_set: Option<ActionSet>,
     pub backup_type: BackupType,
     /// `DP_*` variables specific to this step of the chain.
     pub env: Vec<EnvVar>,
@@ -62,8 +64,8 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Error> {
             spec.backup.namespace, spec.backup.name
         )));
     };
-    let action_set = backup_method::recorded_action_set(ctx, &backup).await?;
-    let kind = action_set.spec.backup_type;
+    let action_set = action_set_of(ctx, &backup).await?;
+    let kind = kind_of(action_set.as_ref());
     let phase = backup.status.as_ref().and_then(|s| s.phase);
     let usable = match kind {
         BackupType::Continuous => {
@@ -78,11 +80,23 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Error> {
             phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not started".into())
         )));
     }
-    if action_set.spec.restore.is_none() {
+    let snapshots = volume_snapshot::took_snapshots(&backup);
+    // A snapshot backup restores by provisioning claims from its snapshots, actions or not.
+    if let Some(set) = action_set.as_ref().filter(|s| s.spec.restore.is_none() && !snapshots) {
         return Err(Error::Invalid(format!(
             "actionset {} of backup {} has no spec.restore actions, so it cannot restore",
-            action_set.name_any(),
+            set.name_any(),
             backup.name_any()
+        )));
+    }
+    let ns = restore.namespace().unwrap_or_default();
+    if snapshots && spec.backup.namespace != ns {
+        return Err(Error::Invalid(format!(
+            "backup {} took volume snapshots in namespace {}, and a claim can only be restored \
+             from a VolumeSnapshot of its own namespace; create the Restore in namespace {}",
+            backup.name_any(),
+            spec.backup.namespace,
+            spec.backup.namespace
         )));
     }
     let restore_time = match (&spec.restore_time, kind) {
@@ -110,8 +124,8 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Error> {
         BackupType::Differential => {
             let parent_name = chain_link(&backup, ANNOTATION_PARENT)?;
             let parent = completed(ctx, &backup, &parent_name).await?;
-            let parent_set = backup_method::recorded_action_set(ctx, &parent).await?;
-            let parent_kind = parent_set.spec.backup_type;
+            let parent_set = action_set_of(ctx, &parent).await?;
+            let parent_kind = kind_of(parent_set.as_ref());
             vec![
                 set(parent, parent_set, parent_kind, Vec::new()),
                 set(
@@ -135,9 +149,22 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Error> {
     Ok(Plan { backup, sets })
 }
 
+/// The ActionSet `backup` was taken with: none for a backup of volume snapshots only.
+async fn action_set_of(ctx: &Context, backup: &Backup) -> Result<Option<ActionSet>, Error> {
+    if volume_snapshot::snapshot_only(backup) {
+        return Ok(None);
+    }
+    backup_method::recorded_action_set(ctx, backup).await.map(Some)
+}
+
+/// The backup type its ActionSet gives a backup; a snapshot backup without one is Full.
+fn kind_of(action_set: Option<&ActionSet>) -> BackupType {
+    action_set.map_or(BackupType::Full, |a| a.spec.backup_type)
+}
+
 fn set(
     backup: Backup,
-    action_set: ActionSet,
+    action_set: Option<ActionSet>,
     backup_type: BackupType,
     env: Vec<EnvVar>,
 ) -> BackupSet {
@@ -176,7 +203,7 @@ async fn completed(ctx: &Context, of: &Backup, name: &str) -> Result<Backup, Err
 async fn incremental(
     ctx: &Context,
     backup: Backup,
-    action_set: ActionSet,
+    action_set: Option<ActionSet>,
 ) -> Result<BackupSet, Error> {
     let base = chain_link(&backup, ANNOTATION_BASE)?;
     let mut ancestors = Vec::new();
@@ -203,7 +230,7 @@ async fn incremental(
 async fn continuous(
     ctx: &Context,
     backup: &Backup,
-    action_set: ActionSet,
+    action_set: Option<ActionSet>,
     at: Timestamp,
     at_text: String,
 ) -> Result<Vec<BackupSet>, Error> {
@@ -245,8 +272,8 @@ async fn continuous(
             backup.name_any()
         )));
     };
-    let base_set_spec = backup_method::recorded_action_set(ctx, &base).await?;
-    let base_set = match base_set_spec.spec.backup_type {
+    let base_set_spec = action_set_of(ctx, &base).await?;
+    let base_set = match kind_of(base_set_spec.as_ref()) {
         BackupType::Incremental => incremental(ctx, base.clone(), base_set_spec).await?,
         kind => set(base.clone(), base_set_spec, kind, Vec::new()),
     };
