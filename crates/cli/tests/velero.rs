@@ -646,7 +646,7 @@ async fn an_s3_location_backs_up_restores_and_maintains_its_repository() -> Resu
     })
     .await?;
     let last = maintained.recent_maintenance.unwrap_or_default().pop().context("a maintenance")?;
-    assert_eq!(serde_json::to_value(&last.result)?, json!("Succeeded"), "{:?}", last.message);
+    assert_eq!(serde_json::to_value(last.result)?, json!("Succeeded"), "{:?}", last.message);
 
     // The data comes back from the bucket, byte-identical.
     let restored = bound_claim(&client, "restore-a").await?;
