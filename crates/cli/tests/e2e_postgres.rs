@@ -4,8 +4,10 @@
 //! BackupRepo, changed, restored into a new volume claim, and a second PostgreSQL started on the
 //! restored directory must hold exactly the data of backup time.
 //!
-//! Two repositories: a local directory (`holdfast-local`) and S3 on a moto server
-//! (`holdfast-s3`). Without PostgreSQL or `moto_server` the tests fail, naming the install script.
+//! Three repositories: a local directory (`holdfast-local`), S3 on a moto server
+//! (`holdfast-s3`), and a claim of the local-path provisioner mounted into the Jobs
+//! (`holdfast-pvc`, `accessMethod: Mount`). Without PostgreSQL or `moto_server` the tests fail,
+//! naming the install script.
 
 mod common;
 
@@ -412,6 +414,82 @@ async fn basebackup_round_trip_through_an_s3_repo() -> Result<()> {
     )
     .await?;
     round_trip(&server, "e2e-s3").await?;
+    assert!(server.controllers_running());
+    Ok(())
+}
+
+/// Mount access: the repository lives on the repo's claim in the backup's namespace, which the
+/// backup and restore Jobs mount and reach through datasafed's local backend; it is encrypted
+/// with the repo's key. A Mount repo whose provider describes no volume is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn basebackup_round_trip_through_a_mount_repo() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let server = EmbeddedServer::start(Path::new(BIN)).await?;
+    let repos: Api<BackupRepo> = Api::all(server.client.clone());
+    let mount_repo = |name: &str, provider: &str, config: serde_json::Value| {
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupRepo",
+            "metadata": {"name": name},
+            "spec": {
+                "storageProviderRef": provider, "accessMethod": "Mount", "pvReclaimPolicy": "Retain",
+                "volumeCapacity": "5Gi", "config": config
+            }
+        })
+    };
+    create(&repos, mount_repo("e2e-unmountable", "holdfast-local", json!({"path": "/srv/x"})))
+        .await?;
+    create(&repos, mount_repo("e2e-mount", "holdfast-pvc", json!({}))).await?;
+    let refused = wait_for(&repos, "e2e-unmountable", "backuprepo", |r| {
+        let status = r.status.as_ref()?;
+        match status.phase.map(|p| format!("{p:?}")).as_deref() {
+            Some("Failed") => Some(Ok(())),
+            Some("Ready") => Some(Err("Ready but must fail".into())),
+            _ => None,
+        }
+    })
+    .await?;
+    let conditions = refused.status.and_then(|s| s.conditions).unwrap_or_default();
+    let failed = conditions.first().context("a condition")?;
+    assert_eq!(
+        (failed.type_.as_str(), failed.status.as_str(), failed.reason.as_str()),
+        ("StorageProviderReady", "False", "InvalidStorageProvider")
+    );
+    assert_eq!(
+        failed.message,
+        "storage provider holdfast-local has neither storageClassTemplate nor \
+         persistentVolumeClaimTemplate, so it cannot serve accessMethod Mount (it serves \
+         accessMethod Tool: set spec.accessMethod: Tool)"
+    );
+
+    round_trip(&server, "e2e-mount").await?;
+
+    let status = repos.get("e2e-mount").await?.status.context("repo status")?;
+    assert_eq!(status.backup_pvc_name.as_deref(), Some("pvc-e2e-mount"));
+    assert_eq!(status.generated_storage_class_name.as_deref(), Some("sc-e2e-mount"));
+    // The backup is in the repository on the claim, which opens with the repo's key only.
+    let dir = claim_dir(&server.client, NS, "pvc-e2e-mount").await?;
+    let key = Api::<Secret>::namespaced(server.client.clone(), "holdfast-system")
+        .get("e2e-mount-repository-key")
+        .await?
+        .data
+        .and_then(|d| d.get("password").cloned())
+        .context("the repo's key")?;
+    let list = |password: &[u8]| {
+        std::process::Command::new(BIN)
+            .args(["datasafed", "-c", "/nonexistent/datasafed.conf", "list", "-r", "/"])
+            .env("DATASAFED_LOCAL_BACKEND_PATH", &dir)
+            .env("HOLDFAST_PASSWORD", String::from_utf8_lossy(password).as_ref())
+            .output()
+    };
+    let listed = list(&key.0)?;
+    let files = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success()
+            && files.contains("default/pg-cluster-backup-1/pg-cluster-backup-1.tar"),
+        "{files} {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(!list(b"not-the-key")?.status.success(), "another key must not open the repository");
     assert!(server.controllers_running());
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! The BackupRepo controller, with KubeBlocks' phases, conditions and parameter rules.
 //!
 //! Conditions, in order: `StorageProviderReady`, `ParametersChecked`, (Mount only:
-//! `StorageClassCreated`), `PreCheckPassed`; phase `PreChecking` → `Ready` | `Failed` with the
-//! cause in the condition message. The parameters are the schema defaults, overlaid by
-//! `spec.config`, overlaid by every key of the credential Secret.
+//! `StorageClassCreated`, `PVCTemplateChecked`), `PreCheckPassed`; phase `PreChecking` → `Ready`
+//! | `Failed` with the cause in the condition message. The parameters are the schema defaults,
+//! overlaid by `spec.config`, overlaid by every key of the credential Secret.
 //!
 //! Tool access (datasafed) is pre-checked in-process: the provider's `datasafedConfigTemplate`
 //! is rendered, the location it names gets a real write/read/delete, and the holdfast repository
@@ -13,15 +13,21 @@
 //! and templates in the annotation `dataprotection.kubeblocks.io/backup-repo-digest` makes any
 //! change re-run the pre-check.
 //!
+//! Mount access (a volume the provider's templates describe) is [`mount`]: a generated
+//! StorageClass, a pre-check Job on a new claim, and the repo's claim `pvc-<repo>` per namespace.
+//!
 //! Once Ready, the tool-config Secret `tool-config-<repo>` (key `datasafed.conf`, the rendered
-//! config plus a `[holdfast] password` section) is kept in the system namespace and in every
-//! namespace whose Backups or Restores use the repo; [`ensure_tool_config`] creates it on
-//! demand for the Backup and Restore controllers.
+//! config plus a `[holdfast] password` section; for Mount access a local storage at the claim's
+//! mount path) is kept in the system namespace and in every namespace whose Backups or Restores
+//! use the repo, with the repo's claim beside it under Mount access; [`ensure_access`] creates
+//! them on demand for the Backup and Restore controllers.
 //!
 //! Deletion waits (condition `DerivedObjectsDeleted`, reason `HaveAssociatedBackups`) while
-//! Backups labelled with the repo that are not Failed exist, then deletes the tool-config Secrets.
+//! Backups labelled with the repo that are not Failed exist, then deletes the repo's claims
+//! (waiting, reason `HaveResidualPVCs`, while something holds one), StorageClass and Secrets.
 
 mod location;
+pub mod mount;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -35,7 +41,8 @@ use holdfast_api::kubeblocks::{Backup, BackupRepo, Restore};
 use holdfast_api::storage::StorageProvider;
 use holdfast_template::{RenderContext, Template, render};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -47,8 +54,10 @@ use serde_json::json;
 pub use location::{RepositoryLocation, precheck_repository, repository_location};
 
 use crate::events::{self, EventType};
+use crate::kubeblocks_env::{BACKUP_DATA_MOUNT, RepoAccess};
 use crate::storage_provider::csi_driver_installed;
 use crate::{Context, Error, condition, finalizer, object, reconciler};
+use mount::{Generated, PreCheck};
 
 /// The finalizer of every dataprotection object.
 pub const FINALIZER: &str = finalizer::DATA_PROTECTION;
@@ -66,11 +75,14 @@ pub const REPOSITORY_KEY_KEY: &str = "password";
 pub const CONDITION_STORAGE_PROVIDER_READY: &str = "StorageProviderReady";
 pub const CONDITION_PARAMETERS_CHECKED: &str = "ParametersChecked";
 pub const CONDITION_STORAGE_CLASS_CREATED: &str = "StorageClassCreated";
+pub const CONDITION_PVC_TEMPLATE_CHECKED: &str = "PVCTemplateChecked";
 pub const CONDITION_PRECHECK_PASSED: &str = "PreCheckPassed";
 pub const CONDITION_DERIVED_OBJECTS_DELETED: &str = "DerivedObjectsDeleted";
 
 /// How long one pre-check may take (S3 retries of an unreachable endpoint take ~20 s).
 const PRECHECK_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often a running Mount pre-check is looked at besides its Job's events (for its timeout).
+const PRECHECK_POLL: Duration = Duration::from_secs(30);
 
 /// The name of the tool-config Secret of a repo (in any namespace).
 pub fn tool_config_secret_name(repo: &str) -> String {
@@ -136,10 +148,30 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
         )
         // A Restore names a Backup, not a repo: any Restore event re-checks where tool
         // configurations are needed (repos are few).
-        .watches(Api::<Restore>::all(client), watcher::Config::default(), move |_: Restore| {
-            by_restore.state().into_iter().map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>()
-        });
+        .watches(
+            Api::<Restore>::all(client.clone()),
+            watcher::Config::default(),
+            move |_: Restore| {
+                by_restore.state().into_iter().map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>()
+            },
+        )
+        // Mount access: the pre-check Job finishing, a claim of the repo going.
+        .watches(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(LABEL_BACKUP_REPO),
+            |job: Job| repo_of_label(&job),
+        )
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client),
+            watcher::Config::default().labels(LABEL_BACKUP_REPO),
+            |pvc: PersistentVolumeClaim| repo_of_label(&pvc),
+        );
     reconciler::run("backup-repo", controller, ctx, reconcile).await
+}
+
+/// The repo an object made for it names in its label.
+fn repo_of_label<K: kube::Resource>(obj: &K) -> Option<ObjectRef<BackupRepo>> {
+    obj.labels().get(LABEL_BACKUP_REPO).map(|name| ObjectRef::new(name))
 }
 
 fn backup_repo_names(b: &Backup) -> Vec<String> {
@@ -233,29 +265,72 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
                 now,
             );
             evaluated.push(failure.condition);
-            let status =
-                status_of(&repo, BackupRepoPhase::Failed, ordered(conditions, &evaluated), None);
+            let status = status_of(
+                &repo,
+                BackupRepoPhase::Failed,
+                ordered(conditions, &evaluated),
+                &Generated::default(),
+                false,
+            );
             write_status(&ctx, &mut repo, status).await?;
             return Ok(Action::await_change());
         }
     };
 
-    if repo.spec.access_method == AccessMethod::Mount {
-        // Only reached when the provider's CSI driver is installed (StorageProviderReady).
-        condition::set(
-            &mut conditions,
-            CONDITION_STORAGE_CLASS_CREATED,
-            false,
-            "NotSupported",
-            "holdfast does not yet create StorageClasses for CSI drivers nor run Mount pre-check Jobs; use spec.accessMethod: Tool",
-            generation,
-            now,
-        );
-        evaluated.push(CONDITION_STORAGE_CLASS_CREATED);
-        let status =
-            status_of(&repo, BackupRepoPhase::Failed, ordered(conditions, &evaluated), None);
-        write_status(&ctx, &mut repo, status).await?;
-        return Ok(Action::await_change());
+    let mount = repo.spec.access_method == AccessMethod::Mount;
+    let mut generated = Generated::default();
+    if mount {
+        // StorageClassCreated, then PVCTemplateChecked; either failing fails the repo.
+        let failed = match mount::prepare_storage(&ctx, &repo, &resolved).await? {
+            Ok((made, message)) => {
+                generated = made;
+                let (ok, reason, message_pvc) =
+                    match mount::check_pvc_template(&ctx, &repo, &resolved) {
+                        Ok(Some(m)) => (true, "PVCTemplateChecked", m),
+                        Ok(None) => (
+                            true,
+                            "Skipped",
+                            "the provider has no persistentVolumeClaimTemplate: claims are \
+                             made of the generated StorageClass"
+                                .to_owned(),
+                        ),
+                        Err(m) => (false, "BadPVCTemplate", m),
+                    };
+                let steps = [
+                    (CONDITION_STORAGE_CLASS_CREATED, true, "StorageClassCreated", message),
+                    (CONDITION_PVC_TEMPLATE_CHECKED, ok, reason, message_pvc),
+                ];
+                for (type_, ok, reason, message) in steps {
+                    condition::set(&mut conditions, type_, ok, reason, &message, generation, now);
+                    evaluated.push(type_);
+                }
+                !ok
+            }
+            Err((reason, message)) => {
+                condition::set(
+                    &mut conditions,
+                    CONDITION_STORAGE_CLASS_CREATED,
+                    false,
+                    reason,
+                    &message,
+                    generation,
+                    now,
+                );
+                evaluated.push(CONDITION_STORAGE_CLASS_CREATED);
+                true
+            }
+        };
+        if failed {
+            let status = status_of(
+                &repo,
+                BackupRepoPhase::Failed,
+                ordered(conditions, &evaluated),
+                &generated,
+                false,
+            );
+            write_status(&ctx, &mut repo, status).await?;
+            return Ok(Action::await_change());
+        }
     }
     evaluated.push(CONDITION_PRECHECK_PASSED);
 
@@ -265,12 +340,27 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
     let ready = if checked {
         conditions.iter().any(|c| c.type_ == CONDITION_PRECHECK_PASSED && c.status == "True")
     } else {
+        // Tool access is checked here and now; Mount access by a Job, looked at on each pass.
+        let running = if mount {
+            // The key of the repository Jobs will create on the claims, made before any of them.
+            ensure_repository_key(&ctx, &repo).await?;
+            match mount::precheck(&ctx, &repo, &resolved, &digest).await? {
+                PreCheck::Running(message) => Err(message),
+                PreCheck::Finished(outcome) => Ok(Some(outcome)),
+            }
+        } else {
+            Ok(None)
+        };
+        let waiting = match &running {
+            Err(message) => message.as_str(),
+            Ok(_) => "checking that the storage can be written, read and deleted",
+        };
         condition::set(
             &mut conditions,
             CONDITION_PRECHECK_PASSED,
             condition::Status::Unknown,
             "PreChecking",
-            "checking that the storage can be written, read and deleted",
+            waiting,
             generation,
             now,
         );
@@ -278,10 +368,15 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
             &repo,
             BackupRepoPhase::PreChecking,
             ordered(conditions.clone(), &evaluated),
-            None,
+            &generated,
+            false,
         );
         write_status(&ctx, &mut repo, status).await?;
-        let outcome = precheck(&ctx, &repo, &resolved).await?;
+        let outcome = match running {
+            Err(_) => return Ok(Action::requeue(PRECHECK_POLL)),
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => precheck(&ctx, &repo, &resolved).await?,
+        };
         let ok = outcome.is_ok();
         let (passed, reason, message, event) = match &outcome {
             Ok(m) => (true, "PreCheckPassed", m.as_str(), EventType::Normal),
@@ -299,16 +394,22 @@ async fn reconcile(obj: Arc<BackupRepo>, ctx: Arc<Context>) -> Result<Action, Er
         events::publish(&ctx, &repo, event, reason, "PreCheck", message).await;
         let patch = json!({"metadata": {"annotations": {DIGEST_ANNOTATION: digest}}});
         api.patch(&repo.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        if mount {
+            mount::remove_precheck(&ctx, &repo).await?;
+        }
         ok
     };
     let phase = if ready { BackupRepoPhase::Ready } else { BackupRepoPhase::Failed };
-    let tool_config = ready.then(|| tool_config_secret_name(&repo.name_any()));
-    let status = status_of(&repo, phase, ordered(conditions, &evaluated), tool_config);
+    let status = status_of(&repo, phase, ordered(conditions, &evaluated), &generated, ready);
     write_status(&ctx, &mut repo, status).await?;
     if ready {
         let rendered = rendered_config(&ctx, &repo, &resolved).await?;
+        upsert_tool_config(&ctx, &repo, &ctx.system_namespace, &rendered).await?;
         for ns in namespaces_in_use(&ctx, &repo).await? {
             upsert_tool_config(&ctx, &repo, &ns, &rendered).await?;
+            if mount {
+                mount::ensure_claim(&ctx, &repo, &resolved, &ns).await?;
+            }
         }
     }
     Ok(Action::await_change())
@@ -319,20 +420,26 @@ fn ordered(conditions: Vec<Condition>, evaluated: &[&str]) -> Vec<Condition> {
     evaluated.iter().filter_map(|t| conditions.iter().find(|c| c.type_ == *t).cloned()).collect()
 }
 
+/// The status: `phase`, `conditions`, the objects the templates made, and once `ready` what
+/// Jobs use (the tool-config Secret, and the claim under Mount access).
 fn status_of(
     repo: &BackupRepo,
     phase: BackupRepoPhase,
     conditions: Vec<Condition>,
-    tool_config: Option<String>,
+    generated: &Generated,
+    ready: bool,
 ) -> BackupRepoStatus {
-    let old = repo.status.clone().unwrap_or_default();
+    let name = repo.name_any();
+    let mount = repo.spec.access_method == AccessMethod::Mount;
     BackupRepoStatus {
         phase: Some(phase),
         conditions: Some(conditions),
         observed_generation: repo.metadata.generation,
-        tool_config_secret_name: tool_config,
+        generated_csi_driver_secret: generated.csi_driver_secret.clone(),
+        generated_storage_class_name: generated.storage_class.clone(),
+        backup_pvc_name: (ready && mount).then(|| mount::backup_pvc_name(&name)),
+        tool_config_secret_name: ready.then(|| tool_config_secret_name(&name)),
         is_default: Some(repo.is_annotated_default()),
-        ..old
     }
 }
 
@@ -346,11 +453,17 @@ async fn write_status(
         return Ok(());
     }
     let mut value = serde_json::to_value(&status)?;
-    // A merge patch keeps fields it does not mention: clear the one that may go away.
-    if status.tool_config_secret_name.is_none()
-        && let Some(map) = value.as_object_mut()
-    {
-        map.insert("toolConfigSecretName".into(), serde_json::Value::Null);
+    // A merge patch keeps fields it does not mention: clear those that may go away.
+    let gone = [
+        ("toolConfigSecretName", status.tool_config_secret_name.is_none()),
+        ("backupPVCName", status.backup_pvc_name.is_none()),
+        ("generatedStorageClassName", status.generated_storage_class_name.is_none()),
+        ("generatedCSIDriverSecret", status.generated_csi_driver_secret.is_none()),
+    ];
+    if let Some(map) = value.as_object_mut() {
+        for (field, _) in gone.iter().filter(|(_, none)| *none) {
+            map.insert((*field).into(), serde_json::Value::Null);
+        }
     }
     let api: Api<BackupRepo> = Api::all(ctx.client.clone());
     api.patch_status(
@@ -394,7 +507,6 @@ async fn resolve(
 fn provider_ready(provider: &StorageProvider, access: AccessMethod) -> Result<(), Failure> {
     let name = provider.name_any();
     let spec = &provider.spec;
-    let present = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.trim().is_empty());
     let invalid = |m: String| fail(CONDITION_STORAGE_PROVIDER_READY, "InvalidStorageProvider", m);
     let check_parses =
         |field: &str, t: &Option<String>| match t.as_deref().filter(|t| !t.trim().is_empty()) {
@@ -425,12 +537,14 @@ fn provider_ready(provider: &StorageProvider, access: AccessMethod) -> Result<()
                     "storage provider {name} has neither storageClassTemplate nor persistentVolumeClaimTemplate, so it cannot serve accessMethod Mount{tool}"
                 )));
             }
-            if !csi_driver_installed(provider) {
-                let driver = spec.csi_driver_name.as_deref().filter(|d| !d.is_empty());
-                let why = match driver {
-                    Some(d) => format!("its CSI driver {d} is not installed"),
-                    None => "it names no CSI driver".to_owned(),
-                };
+            // As upstream's StorageProvider controller, a provider naming no CSI driver counts as
+            // having it: its claims use whatever StorageClass its templates name (upstream's
+            // `pvc` provider).
+            let driver = spec.csi_driver_name.as_deref().filter(|d| !d.is_empty());
+            if let Some(driver) = driver
+                && !csi_driver_installed(provider)
+            {
+                let why = format!("its CSI driver {driver} is not installed");
                 let tool = if present(&spec.datasafed_config_template) {
                     "; use spec.accessMethod: Tool"
                 } else {
@@ -447,6 +561,11 @@ fn provider_ready(provider: &StorageProvider, access: AccessMethod) -> Result<()
             check_parses("persistentVolumeClaimTemplate", &spec.persistent_volume_claim_template)
         }
     }
+}
+
+/// Whether a template is there (not empty or blank).
+fn present(template: &Option<String>) -> bool {
+    template.as_deref().is_some_and(|t| !t.trim().is_empty())
 }
 
 /// Schema defaults < `spec.config` < the credential Secret's keys, validated against the schema.
@@ -678,13 +797,18 @@ fn labels(repo: &BackupRepo) -> BTreeMap<String, String> {
     .into()
 }
 
-/// The rendered datasafed config with the `[holdfast]` password section appended.
+/// The datasafed config with the `[holdfast]` password section appended: the rendered
+/// `datasafedConfigTemplate`, or under Mount access the local storage where Jobs mount the claim
+/// (which `DATASAFED_LOCAL_BACKEND_PATH` names to them as well).
 async fn rendered_config(
     ctx: &Context,
     repo: &BackupRepo,
     resolved: &Resolved,
 ) -> Result<String, Error> {
-    let conf = render_datasafed(resolved).map_err(Error::Invalid)?;
+    let conf = match repo.spec.access_method {
+        AccessMethod::Mount => format!("[storage]\ntype = local\nroot = {BACKUP_DATA_MOUNT}\n"),
+        AccessMethod::Tool => render_datasafed(resolved).map_err(Error::Invalid)?,
+    };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.system_namespace);
     let key_name = repository_key_secret_name(&repo.name_any());
     let Some(secret) = secrets.get_opt(&key_name).await? else {
@@ -703,17 +827,18 @@ async fn rendered_config(
     Ok(out)
 }
 
-/// The tool-config Secret of `repo` in `namespace`, created or brought up to date; returns its
-/// name. For the Backup and Restore controllers, for the namespace of their object.
+/// How Jobs in `namespace` reach `repo`: its tool-config Secret there, created or brought up to
+/// date, and under Mount access its claim there, created when missing. For the Backup and
+/// Restore controllers, for the namespace of their object.
 ///
 /// # Errors
 /// [`Error::NotReady`] when the repo is not Ready; [`Error::Invalid`] when its provider,
-/// parameters or key are gone; API errors.
-pub async fn ensure_tool_config(
+/// parameters, templates or key are gone; API errors.
+pub async fn ensure_access(
     ctx: &Context,
     repo: &BackupRepo,
     namespace: &str,
-) -> Result<String, Error> {
+) -> Result<RepoAccess, Error> {
     let name = repo.name_any();
     let phase = repo.status.as_ref().and_then(|s| s.phase);
     if phase != Some(BackupRepoPhase::Ready) {
@@ -729,7 +854,12 @@ pub async fn ensure_tool_config(
         }
     };
     let rendered = rendered_config(ctx, repo, &resolved).await?;
-    upsert_tool_config(ctx, repo, namespace, &rendered).await
+    let tool_config_secret = upsert_tool_config(ctx, repo, namespace, &rendered).await?;
+    let backup_pvc = match repo.spec.access_method {
+        AccessMethod::Mount => Some(mount::ensure_claim(ctx, repo, &resolved, namespace).await?),
+        AccessMethod::Tool => None,
+    };
+    Ok(RepoAccess { tool_config_secret, backup_pvc })
 }
 
 async fn upsert_tool_config(
@@ -739,14 +869,33 @@ async fn upsert_tool_config(
     rendered: &str,
 ) -> Result<String, Error> {
     let name = tool_config_secret_name(&repo.name_any());
+    let data = [(TOOL_CONFIG_KEY.to_owned(), ByteString(rendered.as_bytes().to_vec()))].into();
+    upsert_secret(ctx, repo, namespace, &name, data).await?;
+    Ok(name)
+}
+
+/// The Secret `namespace/name` made for `repo`, holding exactly `data`: created, or brought up
+/// to date.
+async fn upsert_secret(
+    ctx: &Context,
+    repo: &BackupRepo,
+    namespace: &str,
+    name: &str,
+    data: BTreeMap<String, ByteString>,
+) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let data: BTreeMap<String, ByteString> =
-        [(TOOL_CONFIG_KEY.to_owned(), ByteString(rendered.as_bytes().to_vec()))].into();
-    match secrets.get_opt(&name).await? {
+    match secrets.get_opt(name).await? {
         Some(existing) if existing.data.as_ref() == Some(&data) => {}
-        Some(_) => {
-            let patch = json!({"metadata": {"labels": labels(repo)}, "data": {TOOL_CONFIG_KEY: STANDARD.encode(rendered)}});
-            secrets.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        Some(existing) => {
+            // A merge patch keeps the keys it does not name: the ones that go are named as null.
+            let mut patched = serde_json::to_value(&data)?;
+            for key in existing.data.iter().flatten().map(|(k, _)| k) {
+                if !data.contains_key(key) {
+                    patched[key] = serde_json::Value::Null;
+                }
+            }
+            let patch = json!({"metadata": {"labels": labels(repo)}, "data": patched});
+            secrets.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
         }
         None => {
             if namespace == ctx.system_namespace {
@@ -754,7 +903,7 @@ async fn upsert_tool_config(
             }
             let secret = Secret {
                 metadata: ObjectMeta {
-                    name: Some(name.clone()),
+                    name: Some(name.to_owned()),
                     namespace: Some(namespace.to_owned()),
                     labels: Some(labels(repo)),
                     ..ObjectMeta::default()
@@ -766,13 +915,13 @@ async fn upsert_tool_config(
             object::create_unless_exists(&secrets, &secret).await?;
         }
     }
-    Ok(name)
+    Ok(())
 }
 
-/// The system namespace and every namespace whose Backups or Restores use the repo.
+/// Every namespace whose Backups or Restores use the repo.
 async fn namespaces_in_use(ctx: &Context, repo: &BackupRepo) -> Result<BTreeSet<String>, Error> {
     let name = repo.name_any();
-    let mut namespaces = BTreeSet::from([ctx.system_namespace.clone()]);
+    let mut namespaces = BTreeSet::new();
     let backups: Api<Backup> = Api::all(ctx.client.clone());
     let all = backups.list(&ListParams::default()).await?.items;
     let mut repo_of: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
@@ -816,17 +965,23 @@ async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
         .collect();
     let mut conditions =
         repo.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-    if !blocking.is_empty() {
+    let waiting = if blocking.is_empty() {
+        // Both access methods: a Tool repo simply has no claims.
+        mount::delete_derived(ctx, repo).await?.map(|message| ("HaveResidualPVCs", message))
+    } else {
         let message = format!(
             "{} backup(s) still use this repo and must be deleted first: {}",
             blocking.len(),
             blocking.join(", ")
         );
+        Some(("HaveAssociatedBackups", message))
+    };
+    if let Some((reason, message)) = waiting {
         condition::set(
             &mut conditions,
             CONDITION_DERIVED_OBJECTS_DELETED,
             false,
-            "HaveAssociatedBackups",
+            reason,
             &message,
             generation,
             now,
@@ -845,7 +1000,7 @@ async fn delete(ctx: &Context, repo: &BackupRepo) -> Result<Action, Error> {
         CONDITION_DERIVED_OBJECTS_DELETED,
         true,
         "DerivedObjectsDeleted",
-        "no backups use this repo",
+        "no backups use this repo; its claims, storage class and secrets are deleted",
         generation,
         now,
     );

@@ -4,8 +4,12 @@
 //! - `holdfast-local`: a directory on the holdfast host (parameter `path`, required).
 //! - `holdfast-s3`: an S3 bucket (`bucket`, `endpoint`, `region`, `prefix`; the credentials
 //!   `accessKeyId`/`secretAccessKey` come from the BackupRepo's credential Secret).
+//! - `holdfast-pvc`: for `accessMethod: Mount`, a claim per namespace from the embedded
+//!   local-path provisioner (`provisioner: holdfast.io/local-path`), through a StorageClass
+//!   generated for each repo so its `pvReclaimPolicy` holds. Like upstream's `pvc` provider it
+//!   names no CSI driver: the class's provisioner is what must exist.
 //!
-//! Both render a datasafed configuration (see docs/datasafed.md). Upstream's own
+//! The first two render a datasafed configuration (see docs/datasafed.md). Upstream's own
 //! providers (`s3`, `minio`, …) need nothing from here: applied by a user they are ordinary
 //! StorageProviders whose templates the template engine renders.
 
@@ -13,12 +17,14 @@ use holdfast_api::storage::{ParametersSchema, StorageProvider, StorageProviderSp
 use kube::api::Api;
 use serde_json::json;
 
-use crate::{Context, Error, object};
+use crate::{Context, Error, object, provisioner};
 
 /// Name of the local-directory provider.
 pub const LOCAL: &str = "holdfast-local";
 /// Name of the S3 provider.
 pub const S3: &str = "holdfast-s3";
+/// Name of the provider of Mount repos on local-path claims.
+pub const PVC: &str = "holdfast-pvc";
 
 const LOCAL_DATASAFED: &str = "[storage]\ntype = local\nroot = {{ index .Parameters \"path\" }}\n";
 
@@ -80,7 +86,14 @@ pub fn providers() -> Vec<StorageProvider> {
             ..StorageProviderSpec::default()
         },
     );
-    vec![local, s3]
+    let pvc = StorageProvider::new(
+        PVC,
+        StorageProviderSpec {
+            storage_class_template: Some(format!("provisioner: {}\n", provisioner::PROVISIONER)),
+            ..StorageProviderSpec::default()
+        },
+    );
+    vec![local, s3, pvc]
 }
 
 /// Creates each built-in provider that does not exist; existing ones are left as they are.

@@ -1,13 +1,15 @@
 //! What the Jobs of KubeBlocks actions (backup, preDelete, delete, restore, postReady) are given
 //! besides their command: the `DP_*` variables saying where the data is, the `DP_DB_*` variables
-//! saying how to reach the database, merged in upstream's order, and the repo's datasafed tool
-//! configuration mounted where datasafed looks for it.
+//! saying how to reach the database, merged in upstream's order, and how the Job reaches the
+//! repo ([`RepoAccess`]): its datasafed tool configuration mounted where datasafed looks for it,
+//! and for Mount access the repo's claim with datasafed pointed at it.
 
 use std::path::Path;
 
 use holdfast_api::kubeblocks::backup_policy::ConnectionCredential;
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, Pod, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, Pod, SecretKeySelector,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 
 use crate::target_pod;
@@ -16,6 +18,72 @@ use crate::target_pod;
 pub const TOOL_CONFIG_VOLUME: &str = "dp-tool-config";
 /// Where datasafed looks for `datasafed.conf`.
 pub const TOOL_CONFIG_MOUNT: &str = "/etc/datasafed";
+/// The volume of a Mount repo's claim (upstream's name).
+pub const BACKUP_DATA_VOLUME: &str = "dp-backup-data";
+/// Where a Mount repo's claim is mounted (upstream's path).
+pub const BACKUP_DATA_MOUNT: &str = "/backupdata";
+/// The variable that makes datasafed use its local backend at that directory.
+pub const LOCAL_BACKEND_PATH_ENV: &str = "DATASAFED_LOCAL_BACKEND_PATH";
+
+/// How a Job reaches a BackupRepo, in the Job's namespace. Both access methods mount the repo's
+/// tool-config Secret at [`TOOL_CONFIG_MOUNT`]: it holds the repository password (and, for Tool
+/// access, the storage). Mount access adds the repo's claim at [`BACKUP_DATA_MOUNT`] and
+/// [`LOCAL_BACKEND_PATH_ENV`] naming it, as upstream injects it, so datasafed stores into the
+/// claim with the same encryption as any other repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoAccess {
+    /// The tool-config Secret.
+    pub tool_config_secret: String,
+    /// Mount access: the repo's claim.
+    pub backup_pvc: Option<String>,
+}
+
+impl RepoAccess {
+    /// The pod volumes.
+    pub fn volumes(&self) -> Vec<Volume> {
+        let mut volumes = vec![Volume {
+            name: TOOL_CONFIG_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(self.tool_config_secret.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }];
+        volumes.extend(self.backup_pvc.iter().map(|claim| Volume {
+            name: BACKUP_DATA_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        }));
+        volumes
+    }
+
+    /// The container's mounts of [`RepoAccess::volumes`]; the tool config read-only.
+    pub fn mounts(&self) -> Vec<VolumeMount> {
+        let mut mounts = vec![VolumeMount {
+            name: TOOL_CONFIG_VOLUME.into(),
+            mount_path: TOOL_CONFIG_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }];
+        if self.backup_pvc.is_some() {
+            mounts.push(VolumeMount {
+                name: BACKUP_DATA_VOLUME.into(),
+                mount_path: BACKUP_DATA_MOUNT.into(),
+                ..VolumeMount::default()
+            });
+        }
+        mounts
+    }
+
+    /// The container's env: for Mount access, datasafed's local backend at the claim. Merged
+    /// last, as upstream appends it to the finished container.
+    pub fn env(&self) -> Vec<EnvVar> {
+        self.backup_pvc.iter().map(|_| var(LOCAL_BACKEND_PATH_ENV, BACKUP_DATA_MOUNT)).collect()
+    }
+}
 
 /// Adds `add` to `env`: a name already present is replaced where it stands, so the list has no
 /// duplicates and the later source (in upstream's order) wins.
@@ -105,28 +173,6 @@ pub fn pod_host(pod: &Pod) -> String {
     }
 }
 
-/// The volume of the repo's tool-config Secret `secret`.
-pub fn tool_config_volume(secret: &str) -> Volume {
-    Volume {
-        name: TOOL_CONFIG_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.into()),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
-
-/// [`tool_config_volume`] mounted read-only where datasafed looks for its config.
-pub fn tool_config_mount() -> VolumeMount {
-    VolumeMount {
-        name: TOOL_CONFIG_VOLUME.into(),
-        mount_path: TOOL_CONFIG_MOUNT.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +237,24 @@ mod tests {
         assert_eq!(value(&env, "DP_DB_PORT").as_deref(), Some("5432"));
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["DP_DB_HOST", "DP_DB_PORT", "DP_DB_USER", "DP_DB_PASSWORD"]);
+    }
+
+    #[test]
+    fn mount_access_adds_the_claim_and_the_local_backend() {
+        let tool = RepoAccess { tool_config_secret: "tool-config-r".into(), backup_pvc: None };
+        assert_eq!(tool.volumes().len(), 1);
+        assert_eq!(tool.mounts()[0].mount_path, TOOL_CONFIG_MOUNT);
+        assert!(tool.env().is_empty());
+        let mount = RepoAccess { backup_pvc: Some("pvc-r".into()), ..tool };
+        let volumes = mount.volumes();
+        let claim = volumes[1].persistent_volume_claim.as_ref().unwrap();
+        assert_eq!(
+            (volumes[1].name.as_str(), claim.claim_name.as_str()),
+            (BACKUP_DATA_VOLUME, "pvc-r")
+        );
+        let paths: Vec<String> = mount.mounts().into_iter().map(|m| m.mount_path).collect();
+        assert_eq!(paths, [TOOL_CONFIG_MOUNT, BACKUP_DATA_MOUNT]);
+        assert_eq!(value(&mount.env(), LOCAL_BACKEND_PATH_ENV).as_deref(), Some(BACKUP_DATA_MOUNT));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The embedded local-path provisioner: binds PVCs of the `local-path` StorageClass (or of no
-//! class, while it is the default) to PersistentVolumes backed by directories under
-//! `<data_dir>/volumes`, and deletes those directories when the claim goes (reclaim `Delete`).
+//! class, while it is the default), and of any other StorageClass whose `provisioner` is
+//! `holdfast.io/local-path` (a BackupRepo's generated class, say), to PersistentVolumes backed by
+//! directories under `<data_dir>/volumes`. The class's `reclaimPolicy` (`Delete` when unset)
+//! decides what happens when the claim goes: the directory is deleted, or kept (`Retain`).
 //! A claim whose data source is a VolumeSnapshot or another claim gets a volume filled from it
 //! ([`data_source`]) through the embedded snapshot driver.
 
@@ -125,18 +127,40 @@ pub fn volume_dir(ctx: &Context, ns: &str, pvc: &str, uid: &str) -> PathBuf {
     ctx.volumes_dir().join(ns).join(format!("{pvc}-{short}"))
 }
 
-/// Whether the provisioner serves this claim's class.
-async fn serves(ctx: &Context, pvc: &PersistentVolumeClaim) -> Result<bool, Error> {
+/// A class the provisioner serves: its name and the reclaim policy of its volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServedClass {
+    name: String,
+    reclaim_policy: String,
+}
+
+/// The class of this claim, when the provisioner serves it.
+async fn serves(ctx: &Context, pvc: &PersistentVolumeClaim) -> Result<Option<ServedClass>, Error> {
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let served = |name: &str, class: Option<&StorageClass>| ServedClass {
+        name: name.to_owned(),
+        reclaim_policy: class
+            .and_then(|c| c.reclaim_policy.clone())
+            .unwrap_or_else(|| "Delete".to_owned()),
+    };
     match pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()) {
-        Some(STORAGE_CLASS) => Ok(true),
         // "" asks for no dynamic provisioning at all.
-        Some(_) => Ok(false),
+        Some("") => Ok(None),
+        Some(name) => {
+            let class = classes.get_opt(name).await?;
+            let ours = match &class {
+                Some(c) => c.provisioner == PROVISIONER,
+                // Its own class serves even while the StorageClass object is missing.
+                None => name == STORAGE_CLASS,
+            };
+            Ok(ours.then(|| served(name, class.as_ref())))
+        }
         None => {
-            let classes: Api<StorageClass> = Api::all(ctx.client.clone());
             let class = classes.get_opt(STORAGE_CLASS).await?;
-            Ok(class.is_some_and(|c| {
+            let default = class.as_ref().is_some_and(|c| {
                 c.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true")
-            }))
+            });
+            Ok(default.then(|| served(STORAGE_CLASS, class.as_ref())))
         }
     }
 }
@@ -158,9 +182,9 @@ async fn reconcile_claim(
         // Pre-bound to a volume someone else made: not ours to provision.
         return Ok(Action::await_change());
     }
-    if !serves(&ctx, &pvc).await? {
+    let Some(class) = serves(&ctx, &pvc).await? else {
         return Ok(Action::await_change());
-    }
+    };
     let populate = match data_source::resolve(&ctx, &ns, &pvc).await {
         Ok(populate) => populate,
         Err(error @ (Error::Invalid(_) | Error::NotReady(_))) => {
@@ -214,8 +238,8 @@ async fn reconcile_claim(
                 path: dir.to_string_lossy().into_owned(),
                 type_: Some("DirectoryOrCreate".into()),
             }),
-            persistent_volume_reclaim_policy: Some("Delete".into()),
-            storage_class_name: Some(STORAGE_CLASS.into()),
+            persistent_volume_reclaim_policy: Some(class.reclaim_policy),
+            storage_class_name: Some(class.name),
             volume_mode: spec.volume_mode.clone(),
             ..PersistentVolumeSpec::default()
         }),

@@ -41,7 +41,7 @@ use serde_json::json;
 use crate::backup::job::{JobState, deadline_seconds, state};
 use crate::backup::status::status_duration;
 use crate::events::{EventType, publish};
-use crate::kubeblocks_env::{connection_env, merge};
+use crate::kubeblocks_env::{RepoAccess, connection_env, merge};
 use crate::{Context, Error, condition, object, reconciler, target_pod};
 use job::{JobParts, Unit};
 use plan::Plan;
@@ -206,8 +206,8 @@ async fn progress(
     let before = status.clone();
 
     // CheckBackupRepo: the repo is Ready and its tool configuration is in this namespace.
-    let tool_config = match check_repo(ctx, restore, &plan).await {
-        Ok(secret) => {
+    let repo_access = match check_repo(ctx, restore, &plan).await {
+        Ok(access) => {
             set_condition(
                 ctx,
                 restore,
@@ -217,7 +217,7 @@ async fn progress(
                 "CheckBackupRepoSuccessfully",
                 "the backup repo is ready",
             );
-            secret
+            access
         }
         Err(Error::Invalid(message)) => {
             return fail(ctx, restore, status, CONDITION_REPO, "CheckBackupRepoFailed", &message)
@@ -232,7 +232,7 @@ async fn progress(
 
     // PrepareData.
     if !condition_true(&status, STAGE_PREPARE_DATA.condition) {
-        let step = prepare_data(ctx, restore, &plan, tool_config.as_deref(), &mut status).await?;
+        let step = prepare_data(ctx, restore, &plan, repo_access.as_ref(), &mut status).await?;
         if let Some(action) =
             settle(ctx, restore, &before, &mut status, &STAGE_PREPARE_DATA, step).await?
         {
@@ -250,7 +250,7 @@ async fn progress(
                 return Ok(action);
             }
         }
-        let step = post_ready(ctx, restore, &plan, tool_config.as_deref(), &mut status).await?;
+        let step = post_ready(ctx, restore, &plan, repo_access.as_ref(), &mut status).await?;
         if let Some(action) =
             settle(ctx, restore, &before, &mut status, &STAGE_POST_READY, step).await?
         {
@@ -325,12 +325,12 @@ enum Step {
     Failed(String),
 }
 
-/// The tool-config Secret name in the restore's namespace (None for a backup without a repo).
+/// How Jobs in the restore's namespace reach the repo (None for a backup without a repo).
 async fn check_repo(
     ctx: &Context,
     restore: &Restore,
     plan: &Plan,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<RepoAccess>, Error> {
     let Some(repo_name) = plan
         .backup
         .status
@@ -363,8 +363,8 @@ async fn check_repo(
     }
     let ns = restore.namespace().unwrap_or_default();
     // The repo's tool configuration in the restore's namespace (it may differ from the backup's).
-    let name = match crate::backup_repo::ensure_tool_config(ctx, &repo, &ns).await {
-        Ok(name) => name,
+    let access = match crate::backup_repo::ensure_access(ctx, &repo, &ns).await {
+        Ok(access) => access,
         Err(error @ Error::Kube(_)) => return Err(error),
         Err(error) => {
             return Err(Error::NotReady(format!(
@@ -372,7 +372,7 @@ async fn check_repo(
             )));
         }
     };
-    Ok(Some(name))
+    Ok(Some(access))
 }
 
 /// Runs the prepareData Jobs of every backup of the chain, in order.
@@ -380,7 +380,7 @@ async fn prepare_data(
     ctx: &Context,
     restore: &Restore,
     plan: &Plan,
-    tool_config: Option<&str>,
+    repo_access: Option<&RepoAccess>,
     status: &mut RestoreStatus,
 ) -> Result<Step, Error> {
     let Some(cfg) = restore.spec.prepare_data_config.clone() else {
@@ -426,7 +426,7 @@ async fn prepare_data(
                         env_from: action_set_env_from(set),
                         volumes,
                         mounts,
-                        tool_config: tool_config.map(str::to_string),
+                        repo_access: repo_access.cloned(),
                         backoff_limit: restore.spec.backoff_limit,
                         active_deadline_seconds: None,
                     };
@@ -542,7 +542,7 @@ async fn readiness(ctx: &Context, restore: &Restore, plan: &Plan) -> Result<Step
                 env_from,
                 volumes,
                 mounts,
-                tool_config: None,
+                repo_access: None,
                 backoff_limit: Some(0),
                 active_deadline_seconds: None,
             };
@@ -644,7 +644,7 @@ async fn post_ready(
     ctx: &Context,
     restore: &Restore,
     plan: &Plan,
-    tool_config: Option<&str>,
+    repo_access: Option<&RepoAccess>,
     status: &mut RestoreStatus,
 ) -> Result<Step, Error> {
     let actions: Vec<ActionSpec> = plan
@@ -680,7 +680,7 @@ async fn post_ready(
                         env_from,
                         volumes,
                         mounts,
-                        tool_config: tool_config.map(str::to_string),
+                        repo_access: repo_access.cloned(),
                         backoff_limit: restore.spec.backoff_limit,
                         active_deadline_seconds: None,
                     },
@@ -737,7 +737,7 @@ async fn post_ready(
                         env_from,
                         volumes,
                         mounts,
-                        tool_config: None,
+                        repo_access: None,
                         backoff_limit: Some(0),
                         active_deadline_seconds: exec
                             .timeout

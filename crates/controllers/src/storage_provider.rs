@@ -3,7 +3,8 @@
 //! `TemplatesParsed` (every template is valid Go template syntax).
 //!
 //! A provider without a CSI driver is Ready when its templates parse: it serves Tool access
-//! (datasafed) only. A provider naming a CSI driver is NotReady until that driver is installed,
+//! (datasafed), and Mount access through whatever StorageClass its templates name (upstream's
+//! `pvc` provider). A provider naming a CSI driver is NotReady until that driver is installed,
 //! as upstream; BackupRepos with Tool access still use its `datasafedConfigTemplate`.
 //! At start the built-in providers are installed (`builtin_providers`).
 
@@ -82,12 +83,21 @@ async fn reconcile(provider: Arc<StorageProvider>, ctx: Arc<Context>) -> Result<
             );
         }
         None => {
+            let mounts = templates(&provider).iter().any(|(field, _)| {
+                matches!(*field, "storageClassTemplate" | "persistentVolumeClaimTemplate")
+            });
+            let message = if mounts {
+                "the provider names no CSI driver; Mount access uses the StorageClass its \
+                 templates name"
+            } else {
+                "the provider names no CSI driver; it serves Tool (datasafed) access only"
+            };
             condition::set(
                 &mut conditions,
                 CONDITION_CSI_DRIVER_INSTALLED,
                 false,
                 "CSIDriverNotSpecified",
-                "the provider names no CSI driver; it serves Tool (datasafed) access only",
+                message,
                 generation,
                 now,
             );

@@ -1,6 +1,7 @@
 //! StorageProvider, BackupRepo, ActionSet and BackupPolicy controllers against the real
 //! in-process API server (SQLite store in a temporary directory), with real storage: local
-//! directories and an S3 bucket on moto.
+//! directories, an S3 bucket on moto, and (Mount access) claims of the local-path provisioner
+//! checked by Jobs of the embedded Job runner.
 
 use std::future::Future;
 use std::path::Path;
@@ -12,15 +13,20 @@ use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
 use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo};
 use holdfast_api::storage::StorageProvider;
 use holdfast_apiserver::{ApiServer, Store};
+use holdfast_controllers::backup_repo::mount::{backup_pvc_name, storage_class_name};
 use holdfast_controllers::backup_repo::{
     self, DIGEST_ANNOTATION, repository_key_secret_name, repository_location,
     tool_config_secret_name,
 };
-use holdfast_controllers::{Context, action_set, backup_policy, storage_provider};
+use holdfast_controllers::kubeblocks_env::RepoAccess;
+use holdfast_controllers::{
+    Context, action_set, backup_policy, job_runner, provisioner, storage_provider,
+};
 use holdfast_testkit::moto::{self, Moto};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::events::v1::Event as EventV1;
-use k8s_openapi::api::storage::v1::CSIDriver;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -203,7 +209,9 @@ async fn local_repo_is_prechecked_creates_its_repository_and_follows_changes() -
     assert_eq!(repository_location(&conf)?, backup_repo::RepositoryLocation::Local(first.clone()));
 
     // On demand, for a Backup's namespace.
-    let name = backup_repo::ensure_tool_config(&f.ctx, &repo, "team-a").await?;
+    let access = backup_repo::ensure_access(&f.ctx, &repo, "team-a").await?;
+    assert_eq!(access.backup_pvc, None, "Tool access mounts no claim");
+    let name = access.tool_config_secret;
     assert_eq!(name, tool_config_secret_name("local"));
     assert_eq!(
         secret_text(&f.client, "team-a", &name, "datasafed.conf").await?.as_deref(),
@@ -237,7 +245,7 @@ async fn local_repo_is_prechecked_creates_its_repository_and_follows_changes() -
         let sys = secret_text(&f.client, SYSTEM, "tool-config-local", "datasafed.conf")
             .await?
             .unwrap_or_default();
-        let ensured = backup_repo::ensure_tool_config(&f.ctx, &repo, "team-a").await?;
+        let ensured = backup_repo::ensure_access(&f.ctx, &repo, "team-a").await?.tool_config_secret;
         let team =
             secret_text(&f.client, "team-a", &ensured, "datasafed.conf").await?.unwrap_or_default();
         if sys.contains(&want) && team.contains(&want) { Ok(Ok(())) } else { Ok(Err(sys)) }
@@ -474,7 +482,7 @@ async fn deletion_waits_for_backups_then_removes_tool_configs() -> Result<()> {
     )
     .await?;
     let repo = wait_phase(&f.client, "doomed", BackupRepoPhase::Ready).await?;
-    backup_repo::ensure_tool_config(&f.ctx, &repo, "team-b").await?;
+    backup_repo::ensure_access(&f.ctx, &repo, "team-b").await?;
     create(Api::<Backup>::namespaced(f.client.clone(), "team-b"),
         json!({"apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
                "metadata": {"name": "b1", "labels": {"dataprotection.kubeblocks.io/backup-repo-name": "doomed"}},
@@ -609,6 +617,288 @@ async fn action_sets_and_policies_report_availability() -> Result<()> {
     assert_eq!(
         sets.get("pg-basebackup").await?.status.and_then(|s| s.phase),
         Some(holdfast_api::kubeblocks::Phase::Available)
+    );
+    Ok(())
+}
+
+/// [`fixture`] plus what Mount access needs: the local-path provisioner and the Job runner.
+async fn mount_fixture() -> Result<Fixture> {
+    let mut f = fixture().await?;
+    macro_rules! spawn {
+        ($m:path) => {{
+            let c = f.ctx.clone();
+            f.tasks.push(tokio::spawn(async move {
+                if let Err(e) = $m(c).await {
+                    eprintln!("controller stopped: {e}");
+                }
+            }));
+        }};
+    }
+    spawn!(provisioner::run);
+    spawn!(job_runner::run);
+    Ok(f)
+}
+
+fn mount_repo_json(name: &str, provider: &str, config: Value) -> Value {
+    let mut repo = repo_json(name, provider, config);
+    repo["spec"]["accessMethod"] = json!("Mount");
+    repo["spec"]["volumeCapacity"] = json!("1Gi");
+    repo
+}
+
+/// The condition `type_` of the repo, once `pred` holds for it.
+async fn wait_condition(
+    client: &Client,
+    name: &str,
+    type_: &str,
+    pred: impl Fn(&(String, String, String, String)) -> bool,
+) -> Result<(String, String, String, String)> {
+    let api: Api<BackupRepo> = Api::all(client.clone());
+    wait_for(&format!("condition {type_} of backuprepo {name}"), || async {
+        let repo = api.get(name).await?;
+        match conditions(&repo).into_iter().find(|c| c.0 == type_) {
+            Some(c) if pred(&c) => Ok(Ok(c)),
+            other => Ok(Err(format!("{other:?}"))),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_repo_generates_its_class_prechecks_a_claim_and_gives_each_namespace_one()
+-> Result<()> {
+    let f = mount_fixture().await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), {
+        let mut repo = mount_repo_json("vault", "holdfast-pvc", json!({}));
+        repo["spec"]["pvReclaimPolicy"] = json!("Retain");
+        repo
+    })
+    .await?;
+    let repo = wait_phase(&f.client, "vault", BackupRepoPhase::Ready).await?;
+    let conds = conditions(&repo);
+    let kinds: Vec<(&str, &str, &str)> =
+        conds.iter().map(|c| (c.0.as_str(), c.1.as_str(), c.2.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("StorageProviderReady", "True", "StorageProviderReady"),
+            ("ParametersChecked", "True", "ParametersChecked"),
+            ("StorageClassCreated", "True", "StorageClassCreated"),
+            ("PVCTemplateChecked", "True", "Skipped"),
+            ("PreCheckPassed", "True", "PreCheckPassed"),
+        ],
+        "{conds:?}"
+    );
+    let status = repo.status.clone().context("status")?;
+    assert_eq!(status.generated_storage_class_name.as_deref(), Some("sc-vault"));
+    assert_eq!(status.backup_pvc_name.as_deref(), Some("pvc-vault"));
+    assert_eq!(status.tool_config_secret_name.as_deref(), Some("tool-config-vault"));
+
+    // The generated class: the provider's template, the repo's reclaim policy, immediate binding.
+    let class =
+        Api::<StorageClass>::all(f.client.clone()).get(&storage_class_name("vault")).await?;
+    assert_eq!(class.provisioner, provisioner::PROVISIONER);
+    assert_eq!(class.reclaim_policy.as_deref(), Some("Retain"));
+    assert_eq!(class.volume_binding_mode.as_deref(), Some("Immediate"));
+    assert_eq!(
+        class.labels().get(backup_repo::LABEL_BACKUP_REPO).map(String::as_str),
+        Some("vault")
+    );
+
+    // The pre-check's Job and claim are removed once it passed.
+    wait_for("the pre-check Job and claim to go", || async {
+        let jobs =
+            Api::<Job>::namespaced(f.client.clone(), SYSTEM).list(&Default::default()).await?;
+        let claims = Api::<PersistentVolumeClaim>::namespaced(f.client.clone(), SYSTEM)
+            .list(&Default::default())
+            .await?;
+        let left: Vec<String> =
+            jobs.iter().map(|j| j.name_any()).chain(claims.iter().map(|c| c.name_any())).collect();
+        if left.is_empty() { Ok(Ok(())) } else { Ok(Err(format!("{left:?}"))) }
+    })
+    .await?;
+
+    // A namespace that uses the repo gets its claim (of the class, with the repo's capacity) and a
+    // tool config that holds the key and names the claim's mount path.
+    let access = backup_repo::ensure_access(&f.ctx, &repo, "team-a").await?;
+    assert_eq!(
+        access,
+        RepoAccess {
+            tool_config_secret: "tool-config-vault".into(),
+            backup_pvc: Some(backup_pvc_name("vault"))
+        }
+    );
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(f.client.clone(), "team-a");
+    let pvc = claims.get("pvc-vault").await?;
+    let spec = pvc.spec.clone().context("claim spec")?;
+    assert_eq!(spec.storage_class_name.as_deref(), Some("sc-vault"));
+    assert_eq!(spec.access_modes, Some(vec!["ReadWriteMany".to_owned()]));
+    let requested = spec.resources.and_then(|r| r.requests).and_then(|r| r.get("storage").cloned());
+    assert_eq!(requested.map(|q| q.0).as_deref(), Some("1Gi"));
+    let key = secret_text(&f.client, SYSTEM, &repository_key_secret_name("vault"), "password")
+        .await?
+        .context("key")?;
+    assert_eq!(
+        secret_text(&f.client, "team-a", "tool-config-vault", "datasafed.conf").await?,
+        Some(format!(
+            "[storage]\ntype = local\nroot = /backupdata\n\n[holdfast]\npassword = {key}\n"
+        ))
+    );
+    let volume = wait_for("the repo's claim to be bound", || async {
+        let pvc = claims.get("pvc-vault").await?;
+        match pvc.spec.and_then(|s| s.volume_name) {
+            Some(pv) => Ok(Ok(pv)),
+            None => Ok(Err("unbound".into())),
+        }
+    })
+    .await?;
+    let volumes: Api<PersistentVolume> = Api::all(f.client.clone());
+    let pv = volumes.get(&volume).await?.spec.context("pv spec")?;
+    assert_eq!(pv.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+    let dir = std::path::PathBuf::from(pv.host_path.context("hostPath")?.path);
+    std::fs::write(dir.join("kept"), b"data")?;
+
+    // Deletion waits for the repo's backups, then deletes its claims, class and tool configs; the
+    // volume is retained with its data.
+    create(Api::<Backup>::namespaced(f.client.clone(), "team-a"),
+        json!({"apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+               "metadata": {"name": "b1", "labels": {"dataprotection.kubeblocks.io/backup-repo-name": "vault"}},
+               "spec": {"backupPolicyName": "p", "backupMethod": "m"}}),
+    )
+    .await?;
+    let api: Api<BackupRepo> = Api::all(f.client.clone());
+    api.delete("vault", &DeleteParams::default()).await?;
+    wait_condition(&f.client, "vault", "DerivedObjectsDeleted", |c| c.2 == "HaveAssociatedBackups")
+        .await?;
+    assert!(claims.get_opt("pvc-vault").await?.is_some(), "a backup still needs the claim");
+    Api::<Backup>::namespaced(f.client.clone(), "team-a")
+        .delete("b1", &DeleteParams::default())
+        .await?;
+    wait_for("the repo to be gone", || async {
+        match api.get_opt("vault").await? {
+            None => Ok(Ok(())),
+            Some(r) => Ok(Err(format!("{:?}", r.status))),
+        }
+    })
+    .await?;
+    assert!(claims.get_opt("pvc-vault").await?.is_none());
+    assert!(Api::<StorageClass>::all(f.client.clone()).get_opt("sc-vault").await?.is_none());
+    assert_eq!(
+        secret_text(&f.client, "team-a", "tool-config-vault", "datasafed.conf").await?,
+        None
+    );
+    wait_for("the retained volume to be Released", || async {
+        let phase = volumes.get(&volume).await?.status.and_then(|s| s.phase);
+        if phase.as_deref() == Some("Released") {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(format!("{phase:?}")))
+        }
+    })
+    .await?;
+    assert_eq!(std::fs::read(dir.join("kept"))?, b"data");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_repos_of_other_providers_render_their_templates_or_say_what_is_wrong() -> Result<()>
+{
+    let f = mount_fixture().await?;
+    let providers: Api<StorageProvider> = Api::all(f.client.clone());
+    // Upstream's `pvc` provider (no CSI driver, only a claim template), aimed at local-path.
+    create(providers.clone(), json!({
+        "apiVersion": "storage.kubeblocks.io/v1alpha1", "kind": "StorageProvider",
+        "metadata": {"name": "pvc"},
+        "spec": {
+            "persistentVolumeClaimTemplate": "spec:\n  storageClassName: {{ .Parameters.storageClassName | default \"local-path\" }}\n  accessModes:\n    - {{ .Parameters.accessMode | default \"ReadWriteOnce\" }}\n  volumeMode: {{ .Parameters.volumeMode | default \"Filesystem\" }}\n",
+            "parametersSchema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "storageClassName": {"type": "string"},
+                "accessMode": {"type": "string", "default": "ReadWriteOnce", "enum": ["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]},
+                "volumeMode": {"type": "string", "default": "Filesystem", "enum": ["Filesystem", "Block"]}
+            }}}
+        }
+    })).await?;
+    create(Api::<BackupRepo>::all(f.client.clone()), mount_repo_json("plain", "pvc", json!({})))
+        .await?;
+    let repo = wait_phase(&f.client, "plain", BackupRepoPhase::Ready).await?;
+    let conds = conditions(&repo);
+    assert_eq!(
+        conds[2].3,
+        "the provider has neither csiDriverSecretTemplate nor storageClassTemplate"
+    );
+    assert_eq!(
+        (conds[3].2.as_str(), conds[3].3.as_str()),
+        ("PVCTemplateChecked", "the template renders a claim of StorageClass local-path")
+    );
+    assert_eq!(repo.status.as_ref().and_then(|s| s.generated_storage_class_name.clone()), None);
+
+    // Upstream's `minio` provider: the CSI driver Secret and the class are generated from its
+    // templates; nothing here provisions that class, so the pre-check says it waits for it.
+    create(providers.clone(), upstream_minio()).await?;
+    create(
+        Api::<CSIDriver>::all(f.client.clone()),
+        json!({"metadata": {"name": "ru.yandex.s3.csi"}, "spec": {}}),
+    )
+    .await?;
+    create(Api::<Secret>::namespaced(f.client.clone(), "team-a"),
+        json!({"metadata": {"name": "s3-cred"}, "data": {"accessKeyId": base64("AK"), "secretAccessKey": base64("SK")}}),
+    )
+    .await?;
+    let mut obj =
+        mount_repo_json("geese", "minio", json!({"bucket": "b", "endpoint": "http://minio:9000"}));
+    obj["spec"]["credential"] = json!({"name": "s3-cred", "namespace": "team-a"});
+    create(Api::<BackupRepo>::all(f.client.clone()), obj).await?;
+    let waiting = wait_condition(&f.client, "geese", "PreCheckPassed", |c| {
+        c.1 == "Unknown" && c.3.contains("to be bound")
+    })
+    .await?;
+    assert!(waiting.3.contains("of StorageClass sc-geese"), "{waiting:?}");
+    let class = Api::<StorageClass>::all(f.client.clone()).get("sc-geese").await?;
+    assert_eq!(class.provisioner, "ru.yandex.s3.csi");
+    let parameters = class.parameters.unwrap_or_default();
+    assert_eq!(parameters.get("bucket").map(String::as_str), Some("b"));
+    assert_eq!(
+        parameters.get("csi.storage.k8s.io/provisioner-secret-name").map(String::as_str),
+        Some("secret-geese")
+    );
+    assert_eq!(
+        parameters.get("csi.storage.k8s.io/provisioner-secret-namespace").map(String::as_str),
+        Some(SYSTEM)
+    );
+    assert_eq!(
+        secret_text(&f.client, SYSTEM, "secret-geese", "accessKeyID").await?.as_deref(),
+        Some("AK")
+    );
+
+    // A class template that renders no provisioner, a claim template that is not YAML.
+    for (name, spec) in [
+        ("broken", json!({"storageClassTemplate": "parameters:\n  a: b\n"})),
+        ("bad-claim", json!({"persistentVolumeClaimTemplate": "spec: [unclosed\n"})),
+    ] {
+        let provider = json!({
+            "apiVersion": "storage.kubeblocks.io/v1alpha1", "kind": "StorageProvider",
+            "metadata": {"name": name}, "spec": spec
+        });
+        create(providers.clone(), provider).await?;
+        create(Api::<BackupRepo>::all(f.client.clone()), mount_repo_json(name, name, json!({})))
+            .await?;
+    }
+    let repo = wait_phase(&f.client, "broken", BackupRepoPhase::Failed).await?;
+    let failed = conditions(&repo).pop().context("a condition")?;
+    assert_eq!(
+        (failed.0.as_str(), failed.2.as_str()),
+        ("StorageClassCreated", "PrepareStorageClassFailed")
+    );
+    assert_eq!(
+        failed.3,
+        "broken/storageClassTemplate renders a StorageClass without a provisioner"
+    );
+    let repo = wait_phase(&f.client, "bad-claim", BackupRepoPhase::Failed).await?;
+    let failed = conditions(&repo).pop().context("a condition")?;
+    assert_eq!((failed.0.as_str(), failed.2.as_str()), ("PVCTemplateChecked", "BadPVCTemplate"));
+    assert!(
+        failed.3.starts_with("bad-claim/persistentVolumeClaimTemplate does not render to YAML"),
+        "{failed:?}"
     );
     Ok(())
 }

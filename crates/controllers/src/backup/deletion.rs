@@ -95,8 +95,8 @@ pub async fn handle(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
         return deletion_failed(ctx, backup, reason).await;
     }
     let ns = backup.namespace().unwrap_or_default();
-    let secret = match request::tool_config(ctx, &repo, &ns).await {
-        Ok(secret) => secret,
+    let access = match request::repo_access(ctx, &repo, &ns).await {
+        Ok(access) => access,
         Err(error @ Error::Kube(_)) => return Err(error),
         Err(reason) => {
             let reason = format!(
@@ -113,7 +113,7 @@ pub async fn handle(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
         return Ok(action);
     }
 
-    let delete_job = job::build_delete_job(ctx, backup, &secret, &path, DELETE_BACKOFF_LIMIT);
+    let delete_job = job::build_delete_job(ctx, backup, &access, &path, DELETE_BACKOFF_LIMIT);
     let job_name = delete_job.name_any();
     let Some(existing) = jobs.get_opt(&job_name).await? else {
         object::create_unless_exists(&jobs, &delete_job).await?;

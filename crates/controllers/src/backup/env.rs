@@ -1,5 +1,6 @@
 //! The environment of backup Jobs, merged in upstream's order: target container
-//! env, `DP_*` vars, connection vars, ActionSet env, `KB_*` vars, and BackupMethod env last.
+//! env, `DP_*` vars, connection vars, ActionSet env, `KB_*` vars, BackupMethod env, and last what
+//! the repo's access method adds (upstream injects it into the finished container).
 //! A later entry with the same name replaces an earlier one in place, so the list has no
 //! duplicates and the winner is the one upstream's order makes win.
 
@@ -47,6 +48,7 @@ pub fn backup_env(ctx: &Context, req: &Request, pod: &Pod) -> (Vec<EnvVar>, Vec<
     env_from.extend(spec.and_then(|s| s.env_from.clone()).unwrap_or_default());
     merge(&mut env, kb_env(&req.backup));
     merge(&mut env, req.method.env.clone().unwrap_or_default());
+    merge(&mut env, req.repo_access.env());
     (env, env_from)
 }
 
@@ -65,6 +67,7 @@ pub fn pre_delete_env(
     }
     merge(&mut env, action_set_env(req));
     merge(&mut env, req.method.env.clone().unwrap_or_default());
+    merge(&mut env, req.repo_access.env());
     env
 }
 

@@ -22,7 +22,7 @@ use kube::api::{Api, ListParams};
 use super::env::{self, BACKUP_INFO_FILE};
 use super::request::Request;
 use super::{LABEL_BACKUP_NAME, LABEL_MANAGED_BY, MANAGED_BY};
-use crate::kubeblocks_env::{self, tool_config_mount, tool_config_volume};
+use crate::kubeblocks_env::{self, RepoAccess};
 use crate::{Context, Error, owner, target_pod};
 
 /// The emptyDir shared with the backupData container, holding `backup.info`.
@@ -197,8 +197,10 @@ fn job_action_job(
     backup_data: bool,
 ) -> Result<Job, String> {
     let (env, env_from) = env::backup_env(ctx, req, pod);
-    let mut volumes = vec![manager_volume(), tool_config_volume(&req.tool_config_secret)];
-    let mut mounts = vec![manager_mount(), tool_config_mount()];
+    let mut volumes = vec![manager_volume()];
+    volumes.extend(req.repo_access.volumes());
+    let mut mounts = vec![manager_mount()];
+    mounts.extend(req.repo_access.mounts());
     let mut pod_spec = PodSpec::default();
     if spec.run_on_target_pod_node == Some(true) {
         // Physical tools read the database's files: the job mounts the target volumes and runs
@@ -303,11 +305,11 @@ pub fn build_pre_delete_job(
             image: Some(expand_vars(&spec.image, &env)),
             command: Some(spec.command.clone()),
             env: Some(env),
-            volume_mounts: Some(vec![tool_config_mount()]),
+            volume_mounts: Some(req.repo_access.mounts()),
             security_context: Some(root_security_context()),
             ..Container::default()
         }],
-        volumes: Some(vec![tool_config_volume(&req.tool_config_secret)]),
+        volumes: Some(req.repo_access.volumes()),
         ..PodSpec::default()
     };
     let name = bounded_name(&format!("dp-predelete-{pod_index}"), &req.backup);
@@ -336,12 +338,11 @@ done
 echo "deleted $path"
 "#;
 
-/// The Job that deletes a backup's data: `datasafed rm -r <status.path>` with the repo's tool
-/// config.
+/// The Job that deletes a backup's data: `datasafed rm -r <status.path>` through the repo.
 pub fn build_delete_job(
     ctx: &Context,
     backup: &Backup,
-    tool_config_secret: &str,
+    repo: &RepoAccess,
     path: &str,
     backoff_limit: i32,
 ) -> Job {
@@ -357,16 +358,21 @@ pub fn build_delete_job(
                 path.into(),
                 backup.name_any(),
             ]),
-            env: Some(vec![
-                kubeblocks_env::var("DATASAFED_KOPIA_MAINTENANCE", "true"),
-                kubeblocks_env::var("DP_BACKUP_NAME", backup.name_any()),
-                kubeblocks_env::var("DP_DATASAFED_BIN_PATH", ctx.bin_dir().to_string_lossy()),
-            ]),
-            volume_mounts: Some(vec![tool_config_mount()]),
+            env: Some(
+                [
+                    kubeblocks_env::var("DATASAFED_KOPIA_MAINTENANCE", "true"),
+                    kubeblocks_env::var("DP_BACKUP_NAME", backup.name_any()),
+                    kubeblocks_env::var("DP_DATASAFED_BIN_PATH", ctx.bin_dir().to_string_lossy()),
+                ]
+                .into_iter()
+                .chain(repo.env())
+                .collect(),
+            ),
+            volume_mounts: Some(repo.mounts()),
             security_context: Some(root_security_context()),
             ..Container::default()
         }],
-        volumes: Some(vec![tool_config_volume(tool_config_secret)]),
+        volumes: Some(repo.volumes()),
         restart_policy: Some("Never".into()),
         ..PodSpec::default()
     };

@@ -14,6 +14,7 @@ use kube::api::{Api, ListParams};
 use super::chain::{self, Chain};
 use super::volume_snapshot;
 use super::{LABEL_BACKUP_REPO, annotation, target_pods};
+use crate::kubeblocks_env::RepoAccess;
 use crate::{Context, Error, backup_method, target_pod};
 
 /// How long a BackupRepo may stay Failed before the backups waiting for it fail too: a repo
@@ -45,8 +46,8 @@ pub struct Request {
     pub target: BackupTarget,
     /// Target pods, in action order.
     pub pods: Vec<Pod>,
-    /// The tool-config Secret (in the backup's namespace) that Jobs mount at /etc/datasafed.
-    pub tool_config_secret: String,
+    /// How the Jobs (in the backup's namespace) reach the repo.
+    pub repo_access: RepoAccess,
     /// Parent and base of an incremental or differential backup.
     pub chain: Option<Chain>,
 }
@@ -130,7 +131,7 @@ pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Req
             })?
         }
     };
-    let tool_config_secret = tool_config(ctx, &repo, &ns).await?;
+    let repo_access = repo_access(ctx, &repo, &ns).await?;
 
     let pods = match stage {
         Stage::New => select_pods(ctx, &ns, &target, policy_name).await?,
@@ -165,7 +166,7 @@ pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Req
         repo,
         target,
         pods,
-        tool_config_secret,
+        repo_access,
         chain,
     })
 }
@@ -265,10 +266,10 @@ fn check_repo_ready(repo: &BackupRepo, now: Timestamp) -> Result<(), Error> {
     }
 }
 
-/// The tool-config Secret of `repo` in `ns`, created (or brought up to date) by the BackupRepo
-/// controller's helper.
-pub async fn tool_config(ctx: &Context, repo: &BackupRepo, ns: &str) -> Result<String, Error> {
-    crate::backup_repo::ensure_tool_config(ctx, repo, ns).await.map_err(|e| match e {
+/// How Jobs in `ns` reach `repo`: its tool-config Secret (and claim, for Mount access) there,
+/// created (or brought up to date) by the BackupRepo controller's helper.
+pub async fn repo_access(ctx: &Context, repo: &BackupRepo, ns: &str) -> Result<RepoAccess, Error> {
+    crate::backup_repo::ensure_access(ctx, repo, ns).await.map_err(|e| match e {
         e @ Error::Kube(_) => e,
         // Whatever keeps the repo's configuration from this namespace, the repo's controller
         // is the one to fix it: the backup waits for it.

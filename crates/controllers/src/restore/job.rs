@@ -1,7 +1,8 @@
 //! The Jobs of a Restore: prepareData (one per replica of claims, per backup of the chain), the
 //! readiness probe, and the postReady actions. Built like upstream's restore builder: the restore
-//! claims mounted at their mountPath, the repo's tool-config Secret at /etc/datasafed, env merged
-//! ActionSet < Backup (its method's env) < Restore.
+//! claims mounted at their mountPath, the repo's tool-config Secret at /etc/datasafed (and a
+//! Mount repo's claim at /backupdata), env merged ActionSet < Backup (its method's env) < Restore,
+//! then what the repo's access method adds.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ use super::plan::BackupSet;
 use crate::backup::job::label_value;
 use crate::backup::status::join_path;
 use crate::backup::{LABEL_MANAGED_BY, MANAGED_BY, target_pods};
-use crate::kubeblocks_env::{data_env, merge, tool_config_mount, tool_config_volume, var};
+use crate::kubeblocks_env::{RepoAccess, data_env, merge, var};
 use crate::{owner, target_pod};
 
 /// On restore Jobs: the Restore they work for.
@@ -140,8 +141,8 @@ pub struct JobParts {
     pub env_from: Vec<EnvFromSource>,
     pub volumes: Vec<Volume>,
     pub mounts: Vec<VolumeMount>,
-    /// The tool-config Secret to mount at /etc/datasafed, if the work needs the repo.
-    pub tool_config: Option<String>,
+    /// How the Job reaches the repo, if the work needs it.
+    pub repo_access: Option<RepoAccess>,
     pub backoff_limit: Option<i32>,
     pub active_deadline_seconds: Option<i64>,
 }
@@ -183,9 +184,10 @@ pub fn build(restore: &Restore, mut parts: JobParts) -> Job {
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_RESTORE.to_string(), label_value(&restore.name_any()));
     labels.insert(LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string());
-    if let Some(secret) = &parts.tool_config {
-        parts.volumes.push(tool_config_volume(secret));
-        parts.mounts.push(tool_config_mount());
+    if let Some(access) = &parts.repo_access {
+        parts.volumes.extend(access.volumes());
+        parts.mounts.extend(access.mounts());
+        merge(&mut parts.env, access.env());
     }
     let scheduling = restore
         .spec
