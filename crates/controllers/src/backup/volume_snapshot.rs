@@ -454,7 +454,10 @@ pub(crate) mod tests {
                 .iter()
                 .map(|p| serde_json::from_value(json!({"metadata": {"name": p}})).unwrap())
                 .collect(),
-            tool_config_secret: String::new(),
+            repo_access: crate::kubeblocks_env::RepoAccess {
+                tool_config_secret: String::new(),
+                backup_pvc: None,
+            },
             chain: None,
         }
     }
