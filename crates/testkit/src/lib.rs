@@ -16,6 +16,7 @@
 
 #[cfg(feature = "apiserver")]
 pub mod api_server;
+pub mod data;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod process;
 
 #[cfg(feature = "apiserver")]
 pub use api_server::{HttpsApi, InProcessApi};
+pub use data::random_bytes;
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedServer;
 pub use error::Error;
