@@ -8,6 +8,7 @@ mod check;
 mod diff;
 mod forget;
 mod init;
+mod interrupt;
 mod key;
 mod ls;
 mod prune;
@@ -15,6 +16,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod unlock;
 
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
@@ -44,6 +46,9 @@ pub struct RepoArgs {
     /// Never draw progress bars.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Wait up to this long for another process's conflicting lock (`5m`) instead of failing.
+    #[arg(long, global = true, default_value = "0s")]
+    retry_lock: humantime::Duration,
     #[command(subcommand)]
     command: RepoCommand,
 }
@@ -66,7 +71,8 @@ enum RepoCommand {
     Diff(diff::DiffCmd),
     /// Delete snapshots by retention rules.
     Forget(forget::ForgetCmd),
-    /// Free space: mark unused packs, delete those marked more than the safety delay ago.
+    /// Free space: delete packs no snapshot uses (waits for no other process to use the
+    /// repository).
     Prune(prune::PruneCmd),
     /// Verify the repository.
     Check(check::CheckCmd),
@@ -76,6 +82,8 @@ enum RepoCommand {
     Stats(stats::StatsCmd),
     /// Manage passwords.
     Key(key::KeyCmd),
+    /// Remove stale locks (left by processes that are gone).
+    Unlock(unlock::UnlockCmd),
 }
 
 /// Runs a repo command; on failure prints one line and exits non-zero.
@@ -87,8 +95,20 @@ pub fn run(args: RepoArgs) -> anyhow::Result<()> {
             std::process::exit(0);
         }
         eprintln!("holdfast: {}", format!("{e:#}").replace('\n', " "));
-        // restic's convention: 3 means the snapshot was saved but some entries were left out.
-        let code = if e.downcast_ref::<IncompleteSnapshot>().is_some() { 3 } else { 1 };
+        // restic's conventions: 3 means the snapshot was saved but some entries were left out,
+        // 130 that a signal stopped the command.
+        let code = if e.downcast_ref::<IncompleteSnapshot>().is_some() {
+            3
+        } else if e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<holdfast_repository::Error>(),
+                Some(holdfast_repository::Error::Cancelled)
+            )
+        }) {
+            interrupt::EXIT_INTERRUPTED
+        } else {
+            1
+        };
         std::process::exit(code);
     }
     Ok(())
@@ -109,6 +129,7 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
         RepoCommand::Repair(c) => c.run(&args),
         RepoCommand::Stats(c) => c.run(&args),
         RepoCommand::Key(c) => c.run(&args),
+        RepoCommand::Unlock(c) => c.run(&args),
     }
 }
 
@@ -148,7 +169,9 @@ impl RepoArgs {
     /// missing path is a typo).
     fn open(&self) -> anyhow::Result<Repository> {
         let b = self.location()?.open_existing()?;
-        Ok(Repository::open(b, password(self)?.as_bytes())?)
+        let repo = Repository::open(b, password(self)?.as_bytes())?;
+        repo.set_lock_wait(self.retry_lock.into());
+        Ok(repo)
     }
 
     /// A progress bar on a terminal, nothing otherwise.

@@ -3,10 +3,11 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "common/tree.rs"]
@@ -382,7 +383,14 @@ fn concurrent_backups_and_prune_leave_every_snapshot_restorable() {
                 sc.spawn(move || {
                     (0..2)
                         .map(|_| {
-                            let v = env.json(&["backup", "--force", s.to_str().unwrap()]);
+                            // A prune holds the repository for a moment: wait for it.
+                            let v = env.json(&[
+                                "backup",
+                                "--retry-lock",
+                                "10m",
+                                "--force",
+                                s.to_str().unwrap(),
+                            ]);
                             (v["snapshot_id"].as_str().unwrap().to_string(), s.clone())
                         })
                         .collect::<Vec<_>>()
@@ -392,7 +400,8 @@ fn concurrent_backups_and_prune_leave_every_snapshot_restorable() {
         let env = &env;
         let pruner = sc.spawn(move || {
             for _ in 0..3 {
-                env.ok(&["prune", "--safety-delay", "1h"]);
+                // Waits for a moment when no backup holds the repository.
+                env.ok(&["prune", "--retry-lock", "10m", "--safety-delay", "1h"]);
             }
         });
         pruner.join().unwrap();
@@ -702,4 +711,181 @@ fn backup_time_records_the_given_time_and_refuses_a_malformed_one() {
     let out = env.run(&["backup", "--time", "yesterday", src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "clap refuses the value");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a time like"));
+}
+
+/// A `backup --stdin` that has stored some packs and waits for more input: a backup in flight.
+fn start_held_backup(env: &Env, data: &[u8]) -> Child {
+    let mut child = env
+        .cmd(&["backup", "--stdin", "--stdin-filename", "held.bin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let packs = || {
+        let data = env.repo.join("data");
+        if data.exists() { walkdir_count(&data) } else { 0 }
+    };
+    let before = packs();
+    child.stdin.as_mut().unwrap().write_all(data).unwrap();
+    // 1 MiB packs: a few of them are stored once the data is read.
+    wait_for("the held backup to store packs", || packs() >= before + 3);
+    child
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    assert!(st.success(), "kill {sig}");
+}
+
+/// A prune with no safety delay while a backup is in flight used to delete the backup's new packs
+/// (its snapshot then pointed at nothing). Now the backup's lock holds prune off; SIGTERM stops a
+/// backup cleanly; and a killed backup's lock is recognised as stale.
+#[test]
+fn prune_waits_for_a_running_backup_and_signals_stop_backups_cleanly() {
+    let env = Env::new();
+    env.init();
+    let data = random_bytes(21, 6 * 1024 * 1024);
+    let mut held = start_held_backup(&env, &data);
+
+    let line = one_line_failure(&env.run(&["prune", "--safety-delay", "0s"]));
+    assert!(line.contains("is locked") && line.contains("lock by backup"), "{line}");
+    assert!(line.contains(&format!("pid {}", held.id())), "{line}");
+    let out = env.ok(&["unlock"]);
+    assert!(out.contains("0 lock(s) removed"), "a live holder's lock is not stale: {out}");
+
+    let tail = random_bytes(22, 1024 * 1024);
+    let mut stdin = held.stdin.take().unwrap();
+    stdin.write_all(&tail).unwrap();
+    drop(stdin);
+    let out = held.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.ok(&["prune", "--safety-delay", "0s"]);
+    env.check_read_data();
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(fs::read(target.join("held.bin")).unwrap(), [data.clone(), tail].concat());
+    assert!(files_in(&env.repo.join("locks")).is_empty(), "the backup released its lock");
+
+    // SIGTERM mid-backup: a message, exit 130, no snapshot, no staged file, no lock left.
+    let snapshots_before = files_in(&env.repo.join("snapshots")).len();
+    let held = start_held_backup(&env, &random_bytes(23, 5 * 1024 * 1024));
+    signal(&held, "-TERM");
+    let out = held.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("termination signal received, stopping cleanly"), "{err}");
+    assert_eq!(files_in(&env.repo.join("snapshots")).len(), snapshots_before);
+    assert!(files_in(&env.repo.join("tmp")).is_empty(), "staged files left");
+    assert!(files_in(&env.repo.join("locks")).is_empty(), "lock left");
+
+    // kill -9: the lock stays behind, but names a process that is gone, so prune goes ahead and
+    // `unlock` removes it.
+    let mut held = start_held_backup(&env, &random_bytes(24, 5 * 1024 * 1024));
+    signal(&held, "-KILL");
+    held.wait().unwrap();
+    assert_eq!(files_in(&env.repo.join("locks")).len(), 1);
+    env.ok(&["prune", "--safety-delay", "0s"]);
+    let out = env.ok(&["unlock"]);
+    assert!(out.contains("no longer exists") && out.contains("1 lock(s) removed"), "{out}");
+    env.check_read_data();
+    let again = env.path("restored-again");
+    env.ok(&["restore", "latest", "--target", again.to_str().unwrap()]);
+    assert_same_tree(&target, &again);
+}
+
+/// Every file below `dir`, as relative paths.
+fn relative_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+                out.push(format!("{rel}/"));
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// restic's backup selection flags: patterns (case-sensitive, case-insensitive, from a file),
+/// marker files, a size limit, one file system, and the paths themselves from a file.
+#[test]
+fn backup_leaves_out_what_the_exclude_flags_name() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    for d in ["sub", "cache", "logs/2026", "mnt"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for f in [
+        "keep.txt",
+        "a.tmp",
+        "sub/b.TMP",
+        "sub/c.txt",
+        "cache/data",
+        "logs/2026/x.gz",
+        "logs/y.log",
+    ] {
+        fs::write(src.join(f), f).unwrap();
+    }
+    fs::write(src.join("cache/CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55")
+        .unwrap();
+    fs::write(src.join("big.bin"), random_bytes(8, 2 * 1024 * 1024)).unwrap();
+    let _mount =
+        Mount::tmpfs(&src.join("mnt"), "4m").expect("mounting a tmpfs (the tests run as root)");
+    fs::write(src.join("mnt/elsewhere"), "another file system").unwrap();
+    let patterns = env.path("excludes");
+    fs::write(&patterns, "# compressed logs\nlogs/**/*.gz\n\n").unwrap();
+    let list = env.path("list");
+    fs::write(&list, format!("{}\n", src.display())).unwrap();
+
+    env.ok(&[
+        "backup",
+        "--files-from",
+        list.to_str().unwrap(),
+        "--exclude",
+        "*.tmp",
+        "--iexclude",
+        "B.tmp",
+        "--exclude-file",
+        patterns.to_str().unwrap(),
+        "--exclude-if-present",
+        "CACHEDIR.TAG",
+        "--exclude-larger-than",
+        "1M",
+        "--one-file-system",
+    ]);
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        relative_files(&target.join("src")),
+        ["keep.txt", "logs/", "logs/2026/", "logs/y.log", "mnt/", "sub/", "sub/c.txt"],
+    );
+    // A bad pattern or size is refused before anything is written.
+    let line = one_line_failure(&env.run(&["backup", "--exclude", "a[b", src.to_str().unwrap()]));
+    assert!(line.contains("unclosed ["), "{line}");
+    let out = env.run(&["backup", "--exclude-larger-than", "5X", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }

@@ -31,17 +31,20 @@ pub enum FileType {
     Snapshot,
     /// `prune/`: prune plans (phase 1 of garbage collection).
     PrunePlan,
+    /// `locks/`: who is using the repository (format §12.1).
+    Lock,
 }
 
 impl FileType {
     /// Every type, in a stable order.
-    pub const ALL: [FileType; 6] = [
+    pub const ALL: [FileType; 7] = [
         FileType::Config,
         FileType::Key,
         FileType::Pack,
         FileType::Index,
         FileType::Snapshot,
         FileType::PrunePlan,
+        FileType::Lock,
     ];
 
     /// The directory of this type (empty for the config).
@@ -53,6 +56,7 @@ impl FileType {
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
             FileType::PrunePlan => "prune",
+            FileType::Lock => "locks",
         }
     }
 

@@ -13,6 +13,7 @@
 //! orphaned (and collected by prune).
 
 mod chunker;
+pub mod exclude;
 mod metadata;
 mod pipeline;
 mod walker;
@@ -26,6 +27,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::lock::{LockKind, RepoLock};
 use crate::progress::{CancelToken, Counters, Progress, ProgressFn, Ticker};
 use crate::snapshot::{Snapshot, Summary, VirtualFile};
 use crate::tree::{Node, NodeType, Tree};
@@ -68,6 +70,8 @@ pub struct BackupOptions {
     pub uploads: usize,
     /// Record extended attributes.
     pub xattrs: bool,
+    /// What to leave out (`backup_paths` only).
+    pub excludes: exclude::Excludes,
     /// Snapshot time (default: now).
     pub time: Option<jiff::Timestamp>,
     /// Count files and bytes first so progress has totals (default on through `new`).
@@ -188,12 +192,17 @@ pub fn backup_paths(
         roots.push((abs, name, meta));
     }
     let path_strings: Vec<String> = roots.iter().map(|(p, _, _)| p.display().to_string()).collect();
+    let lock = begin(repo)?;
     let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
     let parent = resolve_parent(repo, opts, &host, &path_strings)?;
-    let parent_root = match &parent {
-        Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
-        None => None,
-    };
+    // A parent whose root tree cannot be read (its pack lost) only costs change detection.
+    let parent_root = parent.as_ref().and_then(|p| match repo.load_tree(&p.snapshot.tree) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(parent = %p.id, error = %e, "parent snapshot unreadable; reading every file");
+            None
+        }
+    });
 
     let counters = Arc::new(Counters::default());
     let shared = new_shared(repo, opts, counters.clone());
@@ -237,11 +246,14 @@ pub fn backup_paths(
                 events: etx,
                 jobs: jtx,
                 xattrs: opts.xattrs,
+                excludes: &opts.excludes,
+                root_dev: std::cell::Cell::new(0),
                 pending: Default::default(),
             };
             let r = (|| {
                 walker.send(Event::Enter)?;
                 for (abs, name, meta) in &roots {
+                    walker.root_dev.set(std::os::unix::fs::MetadataExt::dev(meta));
                     let pnode = parent_root.as_ref().and_then(|t| t.find(name));
                     walker.entry(abs, name, meta, pnode)?;
                 }
@@ -284,7 +296,20 @@ pub fn backup_paths(
         parent: parent.map(|p| p.id),
         virtual_file: None,
     };
-    save_snapshot(repo, opts, &shared, start, counters.get(), content)
+    save_snapshot(repo, opts, &shared, start, counters.get(), content, &lock)
+}
+
+/// Takes the shared lock every backup holds (so no prune deletes what it deduplicates against)
+/// and brings the index up to date under it: a prune that ran before the lock was granted may
+/// have removed packs the index loaded at open still lists.
+///
+/// Packs the index names but the repository lacks are then dropped from it: their blobs are
+/// stored again rather than referenced, so no backup points at data that cannot be read.
+fn begin(repo: &Repository) -> Result<RepoLock> {
+    let lock = repo.lock(LockKind::Shared, "backup")?;
+    repo.refresh_index()?;
+    repo.drop_missing_packs()?;
+    Ok(lock)
 }
 
 /// Backs up a stream (stdin) as a snapshot holding one file named `filename`.
@@ -303,6 +328,7 @@ pub fn backup_reader(
             "stdin file name {filename:?} must be one path component"
         )));
     }
+    let lock = begin(repo)?;
     let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
     let counters = Arc::new(Counters::default());
     let shared = new_shared(repo, opts, counters.clone());
@@ -357,7 +383,7 @@ pub fn backup_reader(
         None => vec![format!("/{filename}")],
     };
     let content = Content { tree: root, paths, hostname: host, parent: None, virtual_file };
-    save_snapshot(repo, opts, &shared, start, counters.get(), content)
+    save_snapshot(repo, opts, &shared, start, counters.get(), content, &lock)
 }
 
 /// What a finished backup stored, for its snapshot.
@@ -378,6 +404,7 @@ fn save_snapshot(
     start: jiff::Timestamp,
     progress: Progress,
     content: Content,
+    lock: &RepoLock,
 ) -> Result<BackupResult> {
     let snapshot = Snapshot {
         time: opts.time.unwrap_or(start),
@@ -391,6 +418,9 @@ fn save_snapshot(
         summary: summary(shared, start, &progress),
         virtual_file: content.virtual_file,
     };
+    // A lock others may already treat as stale means a prune may have run meanwhile: the data
+    // stays unreferenced (a later prune collects it) rather than becoming a broken snapshot.
+    lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     repo.reload_index()?;
     let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
+use crate::lock::LockKind;
 use crate::progress::{CancelToken, Counters, ProgressFn, Ticker};
 use crate::tree::NodeType;
 use crate::{Id, Repository};
@@ -60,6 +61,8 @@ impl CheckReport {
 /// # Errors
 /// Backend failures that prevent checking at all.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+    // Shared: a prune deleting packs midway would show up as false damage.
+    let _lock = repo.lock(LockKind::Shared, "check")?;
     let mut report = CheckReport::default();
     // Index files, one by one, so one bad file is reported rather than aborting.
     let mut index = crate::index::Index::default();

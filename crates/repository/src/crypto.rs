@@ -200,6 +200,8 @@ pub enum ObjectKind {
     Snapshot = 3,
     /// `prune/`
     PrunePlan = 4,
+    /// `locks/`
+    Lock = 5,
 }
 
 impl ObjectKind {

@@ -125,6 +125,25 @@ pub enum Error {
     /// `check` found problems; each is listed.
     #[error("check found {} error(s): {}", .0.len(), .0.join("; "))]
     CheckFailed(Vec<String>),
+    /// Another process holds a lock that conflicts with the one asked for.
+    #[error(
+        "the repository at {location} is locked: {holder}; wait for it to finish (or pass \
+         --retry-lock), or if that process is gone, run `holdfast repo unlock`"
+    )]
+    Locked {
+        /// Backend location.
+        location: String,
+        /// Who holds it, one line.
+        holder: String,
+    },
+    /// A held lock can no longer be trusted, so the operation stops before it commits anything.
+    #[error(
+        "the repository lock was lost: {reason}; nothing was committed, run the operation again"
+    )]
+    LockLost {
+        /// Why.
+        reason: String,
+    },
     /// A pipeline worker thread panicked or disappeared.
     #[error("internal pipeline failure: {0}")]
     Pipeline(String),

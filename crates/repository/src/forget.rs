@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
+use crate::lock::LockKind;
 use crate::snapshot::SnapshotEntry;
 use crate::{Id, Repository};
 
@@ -140,6 +141,9 @@ pub fn forget(repo: &Repository, policy: &KeepPolicy, dry_run: bool) -> Result<V
     if policy.is_empty() {
         return Err(Error::Invalid("no keep rule given; refusing to forget every snapshot".into()));
     }
+    // Shared, as for backups: removing snapshot files deletes no data, but a prune must not
+    // decide what is unused while the set of snapshots changes under it.
+    let _lock = if dry_run { None } else { Some(repo.lock(LockKind::Shared, "forget")?) };
     let groups = plan(&repo.snapshots()?, policy);
     if !dry_run {
         for g in &groups {
@@ -156,6 +160,7 @@ pub fn forget(repo: &Repository, policy: &KeepPolicy, dry_run: bool) -> Result<V
 /// # Errors
 /// Backend errors.
 pub fn remove_snapshots(repo: &Repository, ids: &[Id]) -> Result<()> {
+    let _lock = repo.lock(LockKind::Shared, "forget")?;
     for id in ids {
         repo.backend.delete(FileType::Snapshot, &id.to_hex())?;
     }

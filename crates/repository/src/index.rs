@@ -79,12 +79,18 @@ struct Entry {
 /// Packs named by pending prune plans are kept too, but marked not live: their blobs can still be
 /// read (a snapshot committed after the mark may use them) but new backups do not deduplicate
 /// against them.
+///
+/// A blob stored in more than one pack keeps every location: one is the one readers use, the
+/// others wait in `copies`. Copies arise when a backup stored again what sat in a pack found
+/// missing; keeping them all means no copy's pack looks unused to prune, whichever index file is
+/// read first, and dropping a missing pack ([`Index::without_packs`]) promotes a surviving copy.
 #[derive(Debug, Default)]
 pub struct Index {
     packs: Vec<(Id, [u8; 16], u64)>,
     live_packs: HashSet<u32>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, Entry>,
+    copies: HashMap<Id, Vec<Entry>>,
 }
 
 impl Index {
@@ -127,18 +133,46 @@ impl Index {
                 None => {
                     self.blobs.insert(b.id, e);
                 }
-                // A live copy wins over a marked one, and a pack turning live revives its blobs.
-                Some(old) if live && (!old.live || old.pack == pos) => *old = e,
-                Some(_) => {}
+                // A pack listed again (or turning live) revives its blobs.
+                Some(old) if old.pack == pos => {
+                    if live {
+                        *old = e;
+                    }
+                }
+                // A live copy wins over a marked one; the marked one stays readable.
+                Some(old) if live && !old.live => {
+                    let demoted = std::mem::replace(old, e);
+                    self.copies.entry(b.id).or_default().push(demoted);
+                }
+                Some(_) => {
+                    let copies = self.copies.entry(b.id).or_default();
+                    match copies.iter_mut().find(|c| c.pack == pos) {
+                        Some(c) if live => *c = e,
+                        Some(_) => {}
+                        None => copies.push(e),
+                    }
+                }
             }
         }
     }
 
     /// Where a blob is.
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
-        let e = self.blobs.get(id)?;
+        Some(self.location(id, self.blobs.get(id)?))
+    }
+
+    /// Where a blob is inside one particular pack (it may have copies elsewhere).
+    pub fn get_in(&self, id: &Id, pack: &Id) -> Option<BlobLocation> {
+        let pos = *self.pack_pos.get(pack)?;
+        let e = std::iter::once(self.blobs.get(id)?)
+            .chain(self.copies.get(id).into_iter().flatten())
+            .find(|e| e.pack == pos)?;
+        Some(self.location(id, e))
+    }
+
+    fn location(&self, id: &Id, e: &Entry) -> BlobLocation {
         let (pack, salt, _) = self.packs[e.pack as usize];
-        Some(BlobLocation {
+        BlobLocation {
             pack,
             salt,
             blob: PackBlob {
@@ -148,7 +182,59 @@ impl Index {
                 length: e.length,
                 uncompressed_length: e.ulen,
             },
-        })
+        }
+    }
+
+    /// Every pack the index names (live or marked by a plan).
+    pub fn all_pack_ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.packs.iter().map(|(id, _, _)| *id)
+    }
+
+    /// The same index without the given packs (found missing from the repository): a blob with a
+    /// copy in another pack is served from there, one without is no longer in the index, so a
+    /// backup stores it again instead of referencing what cannot be read.
+    pub fn without_packs(&self, gone: &HashSet<Id>) -> Index {
+        let mut out = Index::default();
+        for (live, pack) in self.all_packs() {
+            if gone.contains(&pack.id) {
+                continue;
+            }
+            out.insert(&pack, live);
+        }
+        out
+    }
+
+    /// Every pack with every blob it holds (copies included), and whether it is live.
+    fn all_packs(&self) -> Vec<(bool, IndexPack)> {
+        let mut out: Vec<(bool, IndexPack)> = self
+            .packs
+            .iter()
+            .enumerate()
+            .map(|(i, (id, salt, size))| {
+                let live = self.live_packs.contains(&u32::try_from(i).unwrap_or(u32::MAX));
+                (live, IndexPack { id: *id, salt: *salt, size: *size, blobs: Vec::new() })
+            })
+            .collect();
+        for (id, e) in self.entries() {
+            out[e.pack as usize].1.blobs.push(PackBlob {
+                id: *id,
+                blob_type: e.blob_type,
+                offset: e.offset,
+                length: e.length,
+                uncompressed_length: e.ulen,
+            });
+        }
+        for (_, p) in &mut out {
+            p.blobs.sort_by_key(|b| b.offset);
+        }
+        out
+    }
+
+    /// Every (blob, location) pair, copies included.
+    fn entries(&self) -> impl Iterator<Item = (&Id, &Entry)> {
+        self.blobs
+            .iter()
+            .chain(self.copies.iter().flat_map(|(id, cs)| cs.iter().map(move |c| (id, c))))
     }
 
     /// Whether a blob is in a live pack (what deduplication asks).
@@ -197,37 +283,17 @@ impl Index {
 
     /// Rebuilds the live index packs (for prune's consolidated index), excluding `drop`.
     pub fn to_packs(&self, drop: &HashSet<Id>) -> Vec<IndexPack> {
-        let mut out: Vec<IndexPack> = self
-            .packs
-            .iter()
-            .map(|(id, salt, size)| IndexPack {
-                id: *id,
-                salt: *salt,
-                size: *size,
-                blobs: Vec::new(),
-            })
-            .collect();
-        for (id, e) in self.blobs.iter().filter(|(_, e)| e.live) {
-            out[e.pack as usize].blobs.push(PackBlob {
-                id: *id,
-                blob_type: e.blob_type,
-                offset: e.offset,
-                length: e.length,
-                uncompressed_length: e.ulen,
-            });
-        }
-        let live: HashSet<Id> = self.packs().map(|(id, _)| id).collect();
-        out.retain(|p| live.contains(&p.id) && !drop.contains(&p.id));
-        for p in &mut out {
-            p.blobs.sort_by_key(|b| b.offset);
-        }
-        out
+        self.all_packs()
+            .into_iter()
+            .filter(|(live, p)| *live && !drop.contains(&p.id))
+            .map(|(_, p)| p)
+            .collect()
     }
 
-    /// The live blobs of each live pack.
+    /// The blobs of each live pack (every copy counts: a pack holding a used blob is used).
     pub fn pack_blobs(&self) -> HashMap<Id, Vec<Id>> {
         let mut out: HashMap<Id, Vec<Id>> = HashMap::new();
-        for (id, e) in self.blobs.iter().filter(|(_, e)| e.live) {
+        for (id, e) in self.entries().filter(|(_, e)| e.live) {
             out.entry(self.packs[e.pack as usize].0).or_default().push(*id);
         }
         out

@@ -1,9 +1,10 @@
-//! `prune` (format §12): two-phase garbage collection with a safety delay, no locks.
+//! `prune` (format §12): garbage collection under an exclusive lock, in two phases.
 //!
 //! Phase 1 (mark) writes a plan naming the unused packs and drops them from the index, so new
-//! backups stop deduplicating against them. Phase 2 (sweep), on a run at least the safety delay
-//! later, deletes them unless a snapshot written meanwhile references them, in which case they go
-//! back into the index.
+//! backups stop deduplicating against them. Phase 2 (sweep) deletes them once the plan is older
+//! than the safety delay (by default at once: the exclusive lock already proves no backup is
+//! running), unless a snapshot written meanwhile references them, in which case they go back into
+//! the index.
 //!
 //! Phase 1 also repacks: when more than `max_unused` of the repository's bytes sit unused inside
 //! packs that still hold live blobs, the live blobs of the emptiest such packs are copied into new
@@ -18,15 +19,16 @@ use crate::backend::FileType;
 use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, IndexPack};
-use crate::pack::{BlobType, PackWriter};
+use crate::lock::LockKind;
+use crate::pack_sink::PackSink;
 use crate::tree::NodeType;
 use crate::{Id, Repository};
 
 /// Options of a prune.
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
-    /// How old a plan (or an unindexed pack) must be before its packs are deleted. Must exceed the
-    /// longest backup.
+    /// How old a plan (or an unindexed pack) must be before its packs are deleted. The exclusive
+    /// lock makes zero safe; a delay only keeps deleted data around for longer.
     pub safety_delay: Duration,
     /// Report only.
     pub dry_run: bool,
@@ -37,7 +39,7 @@ pub struct PruneOptions {
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        Self { safety_delay: Duration::from_secs(24 * 3600), dry_run: false, max_unused: 0.05 }
+        Self { safety_delay: Duration::ZERO, dry_run: false, max_unused: 0.05 }
     }
 }
 
@@ -165,11 +167,15 @@ pub fn load_plans(repo: &Repository) -> Result<Vec<PrunePlan>> {
     Ok(out)
 }
 
-/// Runs both phases: sweeps plans older than the safety delay, then marks newly unused packs.
+/// Runs both phases under an exclusive lock: sweeps plans older than the safety delay, marks newly
+/// unused packs, and sweeps again when the new plan is already old enough (a zero delay).
 ///
 /// # Errors
-/// Unreadable snapshots or trees (nothing is deleted then), backend errors.
+/// [`Error::Locked`] while another process uses the repository; unreadable snapshots or trees
+/// (nothing is deleted then); backend errors.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    // A dry run writes nothing, so it may look while backups run.
+    let lock = if opts.dry_run { None } else { Some(repo.lock(LockKind::Exclusive, "prune")?) };
     let mut report = PruneReport::default();
     repo.reload_index()?;
     // A backup that finished after the index was read has its snapshot listed but its index
@@ -182,12 +188,85 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         other => other?,
     };
     report.used_blobs = used.len();
+    let sweep = |report: &mut PruneReport| -> Result<()> {
+        if let Some(lock) = &lock {
+            lock.check()?;
+        }
+        sweep(repo, &used, opts, report)
+    };
+    sweep(&mut report)?;
+    let index = repo.index();
+
+    // Phase 1: mark unused packs and write an index without them.
+    let pack_blobs = index.pack_blobs();
+    let mut marked: HashSet<Id> = HashSet::new();
+    for (pack, size) in index.packs() {
+        let blobs = pack_blobs.get(&pack).map(Vec::as_slice).unwrap_or(&[]);
+        if !blobs.iter().any(|b| used.contains(b)) {
+            marked.insert(pack);
+            report.marked_packs += 1;
+            report.marked_bytes += size;
+        }
+    }
+    let to_repack = choose_repacks(&index, &pack_blobs, &marked, &used, opts.max_unused);
+    let old_files = repo.index_files();
+    if opts.dry_run {
+        report.repacked_packs = to_repack.len();
+        report.marked_packs += to_repack.len();
+        return Ok(report);
+    }
+    if marked.is_empty() && to_repack.is_empty() && old_files.len() <= 1 {
+        return Ok(report);
+    }
+    // New packs first: until the index below lists them they are unindexed and young, so a
+    // crash here leaves nothing a later prune would not collect.
+    let new_packs = repack(repo, &index, &pack_blobs, &to_repack, &used, &mut report)?;
+    for (id, size) in index.packs().filter(|(id, _)| to_repack.contains(id)) {
+        marked.insert(id);
+        report.marked_packs += 1;
+        report.marked_bytes += size;
+    }
+    let all = index.to_packs(&HashSet::new());
+    let (plan_packs, mut live): (Vec<IndexPack>, Vec<IndexPack>) =
+        all.into_iter().partition(|p| marked.contains(&p.id));
+    live.extend(new_packs);
+    if !plan_packs.is_empty() {
+        let plan = PrunePlan { created: jiff::Timestamp::now(), packs: plan_packs };
+        let json = serde_json::to_vec(&plan).map_err(|e| Error::Invalid(e.to_string()))?;
+        repo.save_object(ObjectKind::PrunePlan, FileType::PrunePlan, &json)?;
+        if !opts.safety_delay.is_zero() {
+            report.pending_plans += 1;
+        }
+    }
+    // The plan is stored before the index forgets the packs, so a crash in between leaves them
+    // either indexed or planned, never unreachable-but-young.
+    repo.save_index_file(&IndexFile { supersedes: old_files.clone(), packs: live })?;
+    for f in &old_files {
+        repo.backend.delete(FileType::Index, &f.to_hex())?;
+    }
+    report.index_files_replaced = old_files.len();
+    repo.reload_index()?;
+    if opts.safety_delay.is_zero() {
+        // The plan just written is already old enough.
+        sweep(&mut report)?;
+    }
+    Ok(report)
+}
+
+/// Phase 2: deletes the packs of plans older than the safety delay (re-indexing those a snapshot
+/// now uses), unindexed packs and staged files older than it.
+fn sweep(
+    repo: &Repository,
+    used: &HashSet<Id>,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
     let index = repo.index();
     let now = SystemTime::now();
     let old_enough =
         |t: SystemTime| now.duration_since(t).map(|age| age >= opts.safety_delay).unwrap_or(false);
 
-    // Phase 2: sweep ripe plans.
+    report.pending_plans = 0;
     let mut pending_packs: HashSet<Id> = HashSet::new();
     let mut planned: HashSet<Id> = HashSet::new();
     let mut resurrect: Vec<IndexPack> = Vec::new();
@@ -243,55 +322,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
 
-    report.stale_staged_files = sweep_staged_files(repo, &old_enough, opts.dry_run);
-
-    // Phase 1: mark unused packs and write an index without them.
-    let pack_blobs = index.pack_blobs();
-    let mut marked: HashSet<Id> = HashSet::new();
-    for (pack, size) in index.packs() {
-        let blobs = pack_blobs.get(&pack).map(Vec::as_slice).unwrap_or(&[]);
-        if !blobs.iter().any(|b| used.contains(b)) {
-            marked.insert(pack);
-            report.marked_packs += 1;
-            report.marked_bytes += size;
-        }
-    }
-    let to_repack = choose_repacks(&index, &pack_blobs, &marked, &used, opts.max_unused);
-    let old_files = repo.index_files();
-    if opts.dry_run {
-        report.repacked_packs = to_repack.len();
-        report.marked_packs += to_repack.len();
-        return Ok(report);
-    }
-    if marked.is_empty() && to_repack.is_empty() && old_files.len() <= 1 {
-        return Ok(report);
-    }
-    // New packs first: until the index below lists them they are unindexed and young, so a
-    // crash here leaves nothing a later prune would not collect.
-    let new_packs = repack(repo, &index, &pack_blobs, &to_repack, &used, &mut report)?;
-    for (id, size) in index.packs().filter(|(id, _)| to_repack.contains(id)) {
-        marked.insert(id);
-        report.marked_packs += 1;
-        report.marked_bytes += size;
-    }
-    let all = index.to_packs(&HashSet::new());
-    let (plan_packs, mut live): (Vec<IndexPack>, Vec<IndexPack>) =
-        all.into_iter().partition(|p| marked.contains(&p.id));
-    live.extend(new_packs);
-    if !plan_packs.is_empty() {
-        let plan = PrunePlan { created: jiff::Timestamp::now(), packs: plan_packs };
-        let json = serde_json::to_vec(&plan).map_err(|e| Error::Invalid(e.to_string()))?;
-        repo.save_object(ObjectKind::PrunePlan, FileType::PrunePlan, &json)?;
-    }
-    // The plan is stored before the index forgets the packs, so a crash in between leaves them
-    // either indexed or planned, never unreachable-but-young.
-    repo.save_index_file(&IndexFile { supersedes: old_files.clone(), packs: live })?;
-    for f in &old_files {
-        repo.backend.delete(FileType::Index, &f.to_hex())?;
-    }
-    report.index_files_replaced = old_files.len();
-    repo.reload_index()?;
-    Ok(report)
+    report.stale_staged_files += sweep_staged_files(repo, &old_enough, opts.dry_run);
+    Ok(())
 }
 
 /// Partly used packs to repack: the emptiest first, until the unused bytes left in partly used
@@ -313,7 +345,7 @@ fn choose_repacks(
             .into_iter()
             .flatten()
             .filter(|b| !used.contains(b))
-            .filter_map(|b| index.get(b))
+            .filter_map(|b| index.get_in(b, &pack))
             .map(|l| u64::from(l.blob.length))
             .sum();
         if unused > 0 {
@@ -369,22 +401,16 @@ fn repack(
     used: &HashSet<Id>,
     report: &mut PruneReport,
 ) -> Result<Vec<IndexPack>> {
-    let pack_size = repo.config().pack_size as usize;
     let level = repo.config().compression.level;
-    let mut out = Vec::new();
-    let mut writers: [Option<PackWriter>; 2] = [None, None];
-    let staging = repo.backend.staging_dir();
-    let flush = |w: PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
-        out.push(w.finish()?.store(repo.backend.as_ref())?);
-        Ok(())
-    };
+    let mut sink = PackSink::new(repo);
     let mut sorted: Vec<&Id> = packs.iter().collect();
     sorted.sort();
     for pack in sorted {
         let data = repo.backend.get(FileType::Pack, &pack.to_hex())?;
         report.repacked_packs += 1;
         for id in pack_blobs.get(pack).into_iter().flatten().filter(|b| used.contains(b)) {
-            let Some(loc) = index.get(id) else { continue };
+            // This pack's copy: the blob may have others elsewhere.
+            let Some(loc) = index.get_in(id, pack) else { continue };
             let (start, len) = (loc.blob.offset as usize, loc.blob.length as usize);
             let sealed = data.get(start..start + len).ok_or_else(|| Error::CorruptBlob {
                 blob: id.to_hex(),
@@ -401,29 +427,10 @@ fn repack(
                 (plain, 0)
             };
             report.repacked_bytes += payload.len() as u64;
-            let slot = &mut writers[usize::from(loc.blob.blob_type == BlobType::Tree)];
-            if slot.as_ref().is_some_and(|w| {
-                !w.is_empty() && w.size() + payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
-            }) && let Some(w) = slot.take()
-            {
-                flush(w, &mut out)?;
-            }
-            let w = match slot {
-                Some(w) => w,
-                None => slot.insert(crate::backup::new_pack(
-                    &repo.master,
-                    pack_size,
-                    staging.as_deref(),
-                )?),
-            };
-            w.add(*id, loc.blob.blob_type, &payload, ulen)?;
+            sink.add(*id, loc.blob.blob_type, &payload, ulen)?;
         }
     }
-    for w in writers.into_iter().flatten() {
-        if !w.is_empty() {
-            flush(w, &mut out)?;
-        }
-    }
+    let out = sink.finish()?;
     report.new_packs = out.len();
     Ok(out)
 }

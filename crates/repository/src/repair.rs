@@ -12,6 +12,9 @@
 //! deleted; and only the index files listed at the start are deleted, so one a backup writes
 //! meanwhile stays.
 
+pub mod packs;
+pub mod snapshots;
+
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
@@ -19,6 +22,7 @@ use serde::Serialize;
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::index::{IndexFile, IndexPack};
+use crate::lock::LockKind;
 use crate::progress::CancelToken;
 use crate::{Id, Repository};
 
@@ -73,6 +77,9 @@ pub struct RepairIndexReport {
 /// cancellation, an unreadable prune plan (its packs must stay out of the live index, so the
 /// rebuild stops rather than guess).
 pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<RepairIndexReport> {
+    // Exclusive: it deletes index files, and a backup's new index file must not race it.
+    let _lock =
+        if opts.dry_run { None } else { Some(repo.lock(LockKind::Exclusive, "repair index")?) };
     let mut report = RepairIndexReport::default();
 
     // 1. Index files, each on its own: a damaged one is noted, not fatal.

@@ -47,12 +47,22 @@ pub struct Repository {
     key_name: String,
     pub(crate) index: RwLock<Arc<Index>>,
     pub(crate) index_files: RwLock<Vec<Id>>,
+    /// The names in `index/` and `prune/` when the index was last read.
+    index_listing: RwLock<Option<IndexListing>>,
+    lock_wait: std::sync::Mutex<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repository").field("location", &self.backend.location()).finish()
     }
+}
+
+/// The object names the loaded index was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexListing {
+    index: Vec<String>,
+    plans: Vec<String>,
 }
 
 /// A key file as `key list` shows it.
@@ -114,6 +124,8 @@ impl Repository {
             key_name,
             index: RwLock::new(Arc::new(Index::default())),
             index_files: RwLock::new(Vec::new()),
+            index_listing: RwLock::new(None),
+            lock_wait: std::sync::Mutex::new(std::time::Duration::ZERO),
         })
     }
 
@@ -186,6 +198,8 @@ impl Repository {
             key_name,
             index: RwLock::new(Arc::new(Index::default())),
             index_files: RwLock::new(Vec::new()),
+            index_listing: RwLock::new(None),
+            lock_wait: std::sync::Mutex::new(std::time::Duration::ZERO),
         })
     }
 
@@ -199,6 +213,17 @@ impl Repository {
         &self.backend
     }
 
+    /// How long [`Repository::lock`] waits for a conflicting lock to go away (default: not at
+    /// all; restic's `--retry-lock`).
+    pub fn set_lock_wait(&self, wait: std::time::Duration) {
+        *self.lock_wait.lock().unwrap_or_else(|e| e.into_inner()) = wait;
+    }
+
+    /// The current lock wait.
+    pub fn lock_wait(&self) -> std::time::Duration {
+        *self.lock_wait.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The name of the key file this handle was opened with.
     pub fn key_name(&self) -> &str {
         &self.key_name
@@ -209,11 +234,65 @@ impl Repository {
         self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Re-reads the index when `index/` or `prune/` changed since it was read: what an
+    /// operation does once it holds its lock, so an index loaded before a prune is not used.
+    ///
+    /// # Errors
+    /// As [`Repository::reload_index`].
+    pub fn refresh_index(&self) -> Result<()> {
+        let now = Some(self.list_index_names()?);
+        if *self.index_listing.read().unwrap_or_else(|e| e.into_inner()) == now {
+            return Ok(());
+        }
+        self.reload_index()
+    }
+
+    fn list_index_names(&self) -> Result<IndexListing> {
+        let names = |ft| -> Result<Vec<String>> {
+            let mut v: Vec<String> = self.backend.list(ft)?.into_iter().map(|i| i.name).collect();
+            v.sort();
+            Ok(v)
+        };
+        Ok(IndexListing { index: names(FileType::Index)?, plans: names(FileType::PrunePlan)? })
+    }
+
+    /// Lists `data/` and drops the packs the index names but the repository lacks from the loaded
+    /// index (a blob with a copy elsewhere is then read from there); returns them. Call it under a
+    /// lock: a prune deleting packs meanwhile would otherwise look like loss.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn drop_missing_packs(&self) -> Result<Vec<Id>> {
+        let index = self.index();
+        let present: HashSet<Id> = self
+            .backend
+            .list(FileType::Pack)?
+            .into_iter()
+            .filter_map(|i| i.name.parse().ok())
+            .collect();
+        let gone: HashSet<Id> = index.all_pack_ids().filter(|p| !present.contains(p)).collect();
+        if gone.is_empty() {
+            return Ok(Vec::new());
+        }
+        tracing::warn!(
+            missing = gone.len(),
+            "packs named by the index are missing; their data is stored again where it is \
+             backed up, and `holdfast repo repair index` then `repair snapshots` fix the rest"
+        );
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(index.without_packs(&gone));
+        let mut gone: Vec<Id> = gone.into_iter().collect();
+        gone.sort();
+        Ok(gone)
+    }
+
     /// Re-reads every index file.
     ///
     /// # Errors
     /// Backend errors, corrupt index files.
     pub fn reload_index(&self) -> Result<()> {
+        // Listed first: a file added while reading makes the next refresh read again.
+        let listing = self.list_index_names()?;
         // A concurrent prune deletes the index files it consolidated, but only after writing the
         // file that supersedes them: one vanishing between list and read means a fresh listing
         // holds its replacement.
@@ -241,6 +320,7 @@ impl Repository {
         }
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
         *self.index_files.write().unwrap_or_else(|e| e.into_inner()) = names;
+        *self.index_listing.write().unwrap_or_else(|e| e.into_inner()) = Some(listing);
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
+use crate::lock::LockKind;
 use crate::progress::{CancelToken, Counters, Progress, ProgressFn, Ticker};
 use crate::tree::{Node, NodeType};
 use crate::{Id, Repository};
@@ -402,6 +403,11 @@ pub fn restore(
     target: &Path,
     opts: &RestoreOptions,
 ) -> Result<Progress> {
+    // Shared: no prune deletes a pack while it is read.
+    let _lock = repo.lock(LockKind::Shared, "restore")?;
+    repo.refresh_index()?;
+    // A blob stored again after its pack went missing is read from its surviving copy.
+    repo.drop_missing_packs()?;
     let index = repo.index();
     let start = match &opts.include {
         Some(p) => repo.find_node(snapshot_tree, p)?,

@@ -24,3 +24,6 @@ mod acceptance;
 
 #[path = "integration/repair.rs"]
 mod repair;
+
+#[path = "integration/locks.rs"]
+mod locks;

@@ -34,6 +34,50 @@ pub(super) struct BackupCmd {
     /// (`2026-12-06T10:00:00Z`).
     #[arg(long, value_parser = parse_time)]
     time: Option<jiff::Timestamp>,
+    /// Leave out paths matching this pattern (repeatable; `*.tmp`, `/srv/cache`, `logs/**/*.gz`).
+    #[arg(long = "exclude", short = 'e')]
+    excludes: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude")]
+    iexcludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (`#` starts a comment; repeatable).
+    #[arg(long = "exclude-file")]
+    exclude_files: Vec<PathBuf>,
+    /// Leave out directories that contain an entry of this name (`CACHEDIR.TAG`; repeatable).
+    #[arg(long = "exclude-if-present")]
+    exclude_if_present: Vec<String>,
+    /// Leave out files larger than this (`500M`, `2G`, or bytes).
+    #[arg(long, value_parser = parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Do not cross into other file systems (their mount points are kept, empty).
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Read the paths to back up from a file, one per line (repeatable).
+    #[arg(long = "files-from")]
+    files_from: Vec<PathBuf>,
+}
+
+/// `500M`, `2G`, `1024` → bytes (binary units, as restic).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return Err(format!("{s:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size like 500M"))
 }
 
 /// A snapshot time as restic's `--time` takes it (local time), or RFC 3339 with an offset.
@@ -57,18 +101,46 @@ impl BackupCmd {
         opts.hostname = self.host.clone();
         opts.time = self.time;
         opts.progress = progress;
+        opts.cancel = super::interrupt::cancel_on_signal();
+        for p in &self.excludes {
+            opts.excludes.add_pattern(p, false)?;
+        }
+        for p in &self.iexcludes {
+            opts.excludes.add_pattern(p, true)?;
+        }
+        for f in &self.exclude_files {
+            opts.excludes.add_file(f, false)?;
+        }
+        opts.excludes.if_present.clone_from(&self.exclude_if_present);
+        opts.excludes.larger_than = self.exclude_larger_than;
+        opts.excludes.one_file_system = self.one_file_system;
+        let mut paths = self.paths.clone();
+        for f in &self.files_from {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("reading --files-from {}: {e}", f.display()))?;
+            paths.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(PathBuf::from),
+            );
+        }
         opts.parent = match (self.force, &self.parent) {
             (true, _) => ParentChoice::None,
             (false, Some(p)) => ParentChoice::Snapshot(p.clone()),
             (false, None) => ParentChoice::Auto,
         };
         let r = if self.stdin {
-            if !self.paths.is_empty() {
+            if !paths.is_empty() {
                 bail!("--stdin takes no paths");
             }
-            backup::backup_reader(&repo, std::io::stdin().lock(), &self.stdin_filename, &opts)?
+            let stdin = super::interrupt::CancellableStdin::new(opts.cancel.clone());
+            backup::backup_reader(&repo, stdin, &self.stdin_filename, &opts)?
         } else {
-            backup::backup_paths(&repo, &self.paths, &opts)?
+            if paths.is_empty() {
+                bail!("nothing to back up: give paths, --files-from or --stdin");
+            }
+            backup::backup_paths(&repo, &paths, &opts)?
         };
         if let Some(b) = bar {
             b.finish_and_clear();

@@ -1,5 +1,5 @@
-//! `repo prune`: free space in two phases (mark unused packs, delete those marked more than the
-//! safety delay ago).
+//! `repo prune`: free space under an exclusive lock (mark unused packs, delete those marked at
+//! least the safety delay ago: at once by default).
 
 use clap::Args;
 use holdfast_repository::prune::{self, PruneOptions, PruneReport};
@@ -8,8 +8,9 @@ use super::{RepoArgs, human, print_json};
 
 #[derive(Args, Debug)]
 pub(super) struct PruneCmd {
-    /// Age a mark must reach before its packs are deleted.
-    #[arg(long, default_value = "24h")]
+    /// Age a mark must reach before its packs are deleted. The lock makes `0s` safe; a delay
+    /// keeps unused data (for undoing a `forget`) for longer.
+    #[arg(long, default_value = "0s")]
     safety_delay: humantime::Duration,
     /// Only report.
     #[arg(long)]

@@ -32,6 +32,7 @@ impl RestoreCmd {
             include: self.include.clone(),
             progress,
             xattrs: true,
+            cancel: super::interrupt::cancel_on_signal(),
             ..Default::default()
         };
         let p = restore::restore(&repo, &snap.snapshot.tree, &self.target, &opts)?;

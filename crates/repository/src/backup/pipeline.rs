@@ -64,6 +64,12 @@ impl Shared {
             && self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(*id)
     }
 
+    /// Whether a blob is stored in a pack the repository has (what reusing a parent's content
+    /// requires: a parent may point at a pack that has since gone missing).
+    pub(super) fn stored(&self, id: &Id) -> bool {
+        self.repo_index.contains(id)
+    }
+
     pub(super) fn fail(&self, e: Error) {
         self.failed.store(true, Ordering::SeqCst);
         let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,6 +4,7 @@
 
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -152,6 +153,9 @@ pub(super) struct Walker<'a> {
     pub(super) events: SyncSender<Event>,
     pub(super) jobs: SyncSender<FileJob>,
     pub(super) xattrs: bool,
+    pub(super) excludes: &'a super::exclude::Excludes,
+    /// The device of the backed-up path being walked (for `one_file_system`).
+    pub(super) root_dev: std::cell::Cell<u64>,
     /// Files to read, not yet handed to a worker: nodes, (path, size), bytes.
     pub(super) pending: std::cell::RefCell<PendingFiles>,
 }
@@ -208,6 +212,14 @@ impl Walker<'_> {
         }
     }
 
+    /// Whether the exclusion rules leave this entry out.
+    fn excluded(&self, path: &Path, meta: &Metadata) -> bool {
+        let ex = self.excludes;
+        ex.matches(path)
+            || (meta.is_file() && ex.larger_than.is_some_and(|limit| meta.len() > limit))
+            || (meta.is_dir() && !ex.if_present.is_empty() && ex.has_marker(path))
+    }
+
     /// Handles one entry; `parent` is the same-named node of the parent snapshot.
     pub(super) fn entry(
         &self,
@@ -230,6 +242,10 @@ impl Walker<'_> {
                 };
                 Counters::add(&self.shared.dirs, 1);
                 self.send(Event::Enter)?;
+                if self.excludes.one_file_system && meta.dev() != self.root_dev.get() {
+                    // A mount point: recorded, its content is another file system's.
+                    return self.send(Event::Leave(node));
+                }
                 let ptree = self.parent_tree(parent);
                 let mut entries: Vec<(Vec<u8>, PathBuf, Metadata)> = Vec::new();
                 for e in listing {
@@ -255,6 +271,9 @@ impl Walker<'_> {
                 }
                 entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 for (child_name, child_path, meta) in entries {
+                    if !self.excludes.is_empty() && self.excluded(&child_path, &meta) {
+                        continue;
+                    }
                     let pnode = ptree.as_ref().and_then(|t| t.find(&child_name));
                     self.entry(&child_path, &child_name, &meta, pnode)?;
                 }
@@ -267,6 +286,7 @@ impl Walker<'_> {
                         && p.mtime == node.mtime
                         && p.ctime == node.ctime
                         && p.inode == node.inode
+                        && p.content.iter().all(|b| self.shared.stored(b))
                 }) {
                     node.content = p.content.clone();
                     Counters::add(&self.shared.files_unmodified, 1);

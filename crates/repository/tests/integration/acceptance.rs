@@ -55,10 +55,13 @@ fn prune_repacks_partly_used_packs_and_everything_stays_restorable() {
     let r = prune::prune(&repo, &never).unwrap();
     assert_eq!(r.repacked_packs, 0, "{r:?}");
 
-    let zero = PruneOptions { safety_delay: Duration::ZERO, ..PruneOptions::default() };
-    let mark = prune::prune(&repo, &zero).unwrap();
+    // With a safety delay, phase 1 only marks.
+    let delayed =
+        PruneOptions { safety_delay: Duration::from_secs(3600), ..PruneOptions::default() };
+    let mark = prune::prune(&repo, &delayed).unwrap();
     assert!(mark.repacked_packs > 0 && mark.new_packs > 0, "{mark:?}");
     assert_eq!(mark.deleted_packs, 0, "phase 1 deletes nothing");
+    let zero = PruneOptions { safety_delay: Duration::ZERO, ..PruneOptions::default() };
     // Between the phases the old packs are planned and the new ones indexed.
     assert_clean(&repo);
     let fresh = Repository::open(local_backend(&dir), PASSWORD).unwrap();

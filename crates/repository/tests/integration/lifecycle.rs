@@ -129,15 +129,19 @@ fn forget_then_two_phase_prune_frees_space_and_keeps_survivors_whole() {
     assert_eq!(groups[0].remove.len(), 2);
     let bytes_before: u64 =
         repo.backend().list(FileType::Pack).unwrap().iter().map(|o| o.size).sum();
-    let zero =
-        PruneOptions { safety_delay: Duration::ZERO, dry_run: false, ..PruneOptions::default() };
-    let mark = prune::prune(&repo, &zero).unwrap();
+    let delayed =
+        PruneOptions { safety_delay: Duration::from_secs(3600), ..PruneOptions::default() };
+    let mark = prune::prune(&repo, &delayed).unwrap();
     assert!(mark.marked_packs > 0);
-    assert_eq!(mark.deleted_packs, 0, "phase 1 only marks");
+    assert_eq!(mark.deleted_packs, 0, "with a safety delay, phase 1 only marks");
+    assert_eq!(mark.pending_plans, 1);
     // A check in between: the marked packs are unindexed but planned, not errors.
     assert_clean(&repo);
+    let zero =
+        PruneOptions { safety_delay: Duration::ZERO, dry_run: false, ..PruneOptions::default() };
     let sweep = prune::prune(&repo, &zero).unwrap();
     assert_eq!(sweep.deleted_packs, mark.marked_packs);
+    assert_eq!(sweep.pending_plans, 0);
     let bytes_after: u64 =
         repo.backend().list(FileType::Pack).unwrap().iter().map(|o| o.size).sum();
     assert!(bytes_after * 2 < bytes_before, "{bytes_after} vs {bytes_before}");
@@ -149,7 +153,7 @@ fn forget_then_two_phase_prune_frees_space_and_keeps_survivors_whole() {
 }
 
 #[test]
-fn prune_keeps_packs_that_a_backup_started_before_the_mark_reuses() {
+fn a_backup_whose_handle_read_the_index_before_a_prune_reads_it_again() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     let repo = init_local(&dir);
@@ -157,21 +161,20 @@ fn prune_keeps_packs_that_a_backup_started_before_the_mark_reuses() {
     make_tree(&src, 20, 4);
     let first =
         backup::backup_paths(&repo, std::slice::from_ref(&src), &BackupOptions::new()).unwrap();
-    // A backup "starts": its handle has loaded the index, which still lists the first packs.
+    // A long-lived handle (a controller's) has loaded the index, which lists the first packs.
     let running = Repository::open(local_backend(&dir), PASSWORD).unwrap();
-    // Meanwhile the only snapshot is forgotten and prune marks every pack unused.
+    // Meanwhile the only snapshot is forgotten and prune deletes every pack.
     forget::remove_snapshots(&repo, &[first.id]).unwrap();
     let zero =
         PruneOptions { safety_delay: Duration::ZERO, dry_run: false, ..PruneOptions::default() };
-    let mark = prune::prune(&repo, &zero).unwrap();
-    assert!(mark.marked_packs > 0);
-    // The running backup deduplicates against the marked packs and commits its snapshot.
+    let pruned = prune::prune(&repo, &zero).unwrap();
+    assert!(pruned.deleted_packs > 0, "{pruned:?}");
+    // The old handle's backup re-reads the index under its lock and stores the data again
+    // instead of pointing at deleted packs.
     let opts = BackupOptions { parent: ParentChoice::None, ..BackupOptions::new() };
     let late = backup::backup_paths(&running, std::slice::from_ref(&src), &opts).unwrap();
-    assert_eq!(late.snapshot.summary.data_blobs, 0, "it reused the marked data");
-    // The sweep sees the new reference and re-indexes instead of deleting.
+    assert!(late.snapshot.summary.data_blobs > 0, "it deduplicated against deleted packs");
     let sweep = prune::prune(&repo, &zero).unwrap();
-    assert!(sweep.resurrected_packs > 0, "{sweep:?}");
     assert_eq!(sweep.deleted_packs, 0, "{sweep:?}");
     let fresh = Repository::open(local_backend(&dir), PASSWORD).unwrap();
     assert_clean(&fresh);
@@ -196,6 +199,8 @@ fn concurrent_backups_and_prune_leave_every_snapshot_restorable() {
                 let dir = dir.clone();
                 sc.spawn(move || {
                     let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+                    // A prune holds the repository for a moment: wait for it.
+                    repo.set_lock_wait(Duration::from_secs(600));
                     let mut ids = Vec::new();
                     for _ in 0..2 {
                         let opts =
@@ -212,6 +217,8 @@ fn concurrent_backups_and_prune_leave_every_snapshot_restorable() {
             let dir = dir.clone();
             sc.spawn(move || {
                 let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+                // Waits for a moment when no backup holds the repository.
+                repo.set_lock_wait(Duration::from_secs(600));
                 let opts = PruneOptions {
                     safety_delay: Duration::from_secs(3600),
                     dry_run: false,

@@ -13,6 +13,8 @@ use holdfast_repository::check::{self, CheckOptions};
 use holdfast_repository::index::IndexFile;
 use holdfast_repository::pack::BlobType;
 use holdfast_repository::prune::{self, PruneOptions};
+use holdfast_repository::repair::packs::{RepairPacksOptions, repair_packs};
+use holdfast_repository::repair::snapshots::{RepairSnapshotsOptions, repair_snapshots};
 use holdfast_repository::repair::{self, RepairIndexOptions};
 use holdfast_repository::restore::{self, RestoreOptions};
 use holdfast_repository::{Error, Id, Repository};
@@ -309,4 +311,175 @@ fn damage_in_one_file_stays_in_that_file() {
             "{name}"
         );
     }
+}
+
+/// The pack files of one blob type, by name.
+fn packs_of(repo: &Repository, ty: BlobType) -> Vec<Id> {
+    let index = repo.index();
+    let mut out: Vec<Id> = index
+        .to_packs(&HashSet::new())
+        .into_iter()
+        .filter(|p| p.blobs.iter().all(|b| b.blob_type == ty))
+        .map(|p| p.id)
+        .collect();
+    out.sort();
+    out
+}
+
+fn delete_pack(dir: &Path, pack: &Id) {
+    let hex = pack.to_hex();
+    fs::remove_file(dir.join("data").join(&hex[..2]).join(&hex)).unwrap();
+}
+
+/// A lost data pack used to poison every later backup: they deduplicated against it and exited 0
+/// with snapshots that could not be restored. Now a backup stores that data again, the new
+/// snapshot restores, and so does the old one (its blobs exist again, in the new packs).
+#[test]
+fn a_lost_data_pack_does_not_poison_later_backups_and_the_rerun_heals_the_old_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let first = back_up(&repo, tmp.path(), "a", 1);
+    let data_packs = packs_of(&repo, BlobType::Data);
+    assert!(data_packs.len() >= 3, "{data_packs:?}");
+    delete_pack(&dir, &data_packs[1]);
+
+    // With the parent (files unchanged: their content would be reused) and without.
+    for parent in [backup::ParentChoice::Auto, backup::ParentChoice::None] {
+        let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+        let opts = BackupOptions { parent, ..BackupOptions::new() };
+        let r = backup::backup_paths(&repo, &[tmp.path().join("a")], &opts).unwrap();
+        restores_exactly(&repo, &r, tmp.path(), "a");
+    }
+    // The old snapshot reads its lost blobs from their new copies, before and after repair index.
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    restores_exactly(&repo, &first, tmp.path(), "a");
+    repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    restores_exactly(&repo, &first, tmp.path(), "a");
+    // Prune keeps every copy a snapshot uses, whichever index file lists it first.
+    prune::prune(&repo, &PruneOptions::default()).unwrap();
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    restores_exactly(&repo, &first, tmp.path(), "a");
+}
+
+/// A lost tree pack used to make every later backup with that snapshot as its parent fail (the
+/// parent's root tree could not be read). Now the backup reads every file, stores the trees
+/// again, and both snapshots restore.
+#[test]
+fn a_lost_tree_pack_costs_only_change_detection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let first = back_up(&repo, tmp.path(), "a", 1);
+    for pack in packs_of(&repo, BlobType::Tree) {
+        delete_pack(&dir, &pack);
+    }
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    let r = backup::backup_paths(&repo, &[tmp.path().join("a")], &BackupOptions::new()).unwrap();
+    assert!(r.snapshot.summary.tree_blobs > 0, "the trees were stored again");
+    restores_exactly(&repo, &r, tmp.path(), "a");
+    restores_exactly(&repo, &first, tmp.path(), "a");
+}
+
+/// restic's repair sequence: `check --read-data` names a damaged pack, `repair packs` salvages
+/// every blob of it that verifies, `repair snapshots --forget` rewrites the snapshot without the
+/// one file that lost a chunk, and the result checks clean and restores every other file.
+#[test]
+fn repair_packs_then_repair_snapshots_keep_every_readable_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let r = back_up(&repo, tmp.path(), "a", 61);
+    let victim = repo.find_node(&r.snapshot.tree, "/a/sub/f3").unwrap();
+    let loc = repo.index().get(&victim.content[0]).unwrap();
+    let siblings = repo.index().to_packs(&HashSet::new());
+    let in_pack = siblings.iter().find(|p| p.id == loc.pack).unwrap().blobs.len();
+    assert!(in_pack > 1, "the damaged pack must hold other blobs to salvage");
+    flip(
+        &dir.join(FileType::Pack.path(&loc.pack.to_hex())),
+        isize::try_from(loc.blob.offset + 40).unwrap(),
+    );
+
+    let report = repair_packs(&repo, &RepairPacksOptions::default()).unwrap();
+    assert_eq!(report.damaged_packs, vec![loc.pack.to_hex()]);
+    assert_eq!(report.lost_blobs, vec![victim.content[0].to_hex()]);
+    assert_eq!(report.salvaged_blobs, in_pack - 1);
+    assert!(!dir.join(FileType::Pack.path(&loc.pack.to_hex())).exists(), "damaged pack deleted");
+
+    let fixed =
+        repair_snapshots(&repo, &RepairSnapshotsOptions { forget: true, ..Default::default() })
+            .unwrap();
+    assert_eq!(fixed.checked, 1);
+    assert_eq!(fixed.damaged.len(), 1);
+    let d = &fixed.damaged[0];
+    assert_eq!(d.original, r.id);
+    assert!(d.forgotten);
+    assert_eq!(d.dropped.len(), 1, "{:?}", d.dropped);
+    assert!(d.dropped[0].starts_with("/a/sub/f3: 1 of 1 chunks unreadable"), "{:?}", d.dropped);
+
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let snaps = repo.snapshots().unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert!(snaps[0].snapshot.tags.contains(&"repaired".to_string()));
+    let target = tmp.path().join("restored");
+    restore::restore(&repo, &snaps[0].snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    let src = tmp.path().join("a");
+    assert!(!target.join("a/sub/f3").exists());
+    assert_eq!(fs::read(target.join("a/big.bin")).unwrap(), fs::read(src.join("big.bin")).unwrap());
+    for i in (0..20).filter(|i| *i != 3) {
+        let name = format!("sub/f{i}");
+        assert_eq!(
+            fs::read(target.join("a").join(&name)).unwrap(),
+            fs::read(src.join(&name)).unwrap()
+        );
+    }
+    // A second run finds nothing to do.
+    let again = repair_snapshots(&repo, &RepairSnapshotsOptions::default()).unwrap();
+    assert!(again.damaged.is_empty());
+}
+
+/// A lost tree pack: the snapshot keeps what its readable trees reach; directories whose trees
+/// are gone become empty and are named.
+#[test]
+fn repair_snapshots_names_directories_it_had_to_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let repo = init_local(&dir);
+    let r = back_up(&repo, tmp.path(), "a", 71);
+    // Lose the tree of `sub` only (the other trees share its pack): one index file replaces the
+    // others and lists every blob but that one, as `repair packs` leaves a blob it could not
+    // salvage.
+    let sub = repo.find_node(&r.snapshot.tree, "/a/sub").unwrap().subtree.unwrap();
+    let mut packs = repo.index().to_packs(&HashSet::new());
+    for p in &mut packs {
+        p.blobs.retain(|b| b.id != sub);
+    }
+    let old = repo.index_files();
+    repo.save_index_file(&IndexFile { supersedes: old.clone(), packs }).unwrap();
+    for f in old {
+        repo.backend().delete(FileType::Index, &f.to_hex()).unwrap();
+    }
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    let fixed = repair_snapshots(&repo, &RepairSnapshotsOptions::default()).unwrap();
+    assert_eq!(fixed.damaged.len(), 1);
+    let d = &fixed.damaged[0];
+    assert!(!d.forgotten);
+    assert!(
+        d.dropped.iter().any(|l| l.starts_with("/a/sub: directory unreadable")),
+        "{:?}",
+        d.dropped
+    );
+    let repo = Repository::open(local_backend(&dir), PASSWORD).unwrap();
+    let new = repo.find_snapshot(&d.repaired.unwrap().to_hex()).unwrap();
+    let target = tmp.path().join("restored");
+    restore::restore(&repo, &new.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    assert!(target.join("a/sub").is_dir());
+    assert_eq!(fs::read_dir(target.join("a/sub")).unwrap().count(), 0);
 }
