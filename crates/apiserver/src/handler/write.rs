@@ -409,11 +409,15 @@ async fn create_object(rq: &Req, mut obj: Value, managed: Managed) -> Result<Wri
     }
     let warnings = admit(rq, &mut obj, None)?;
     let now = now_seconds();
+    let uid = uuid::Uuid::new_v4().to_string();
     {
         let meta = meta_mut(&mut obj);
-        meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+        meta.insert("uid".into(), uid.clone().into());
         meta.insert("creationTimestamp".into(), now.clone().into());
         meta.insert("generation".into(), 1.into());
+    }
+    if def.group == "batch" && def.kind == "Job" {
+        super::job::generate_selector(&mut obj, &name, &uid);
     }
     if managed == Managed::Update {
         patch::record_update(&mut obj, None, &rq.manager(), None, &def.api_version(), &now);
