@@ -131,6 +131,12 @@ impl ApiError {
         )
     }
 
+    /// What the apiserver answers when etcd refuses a write over its request limit: the etcd
+    /// client's error passed through as a 500 with no reason (upstream maps no status to it).
+    pub fn request_too_large_for_storage() -> Self {
+        Self::new(500, "", "etcdserver: request is too large")
+    }
+
     /// 415 for a patch type the kind does not accept.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message)
@@ -213,6 +219,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            // `reason` is omitempty upstream; kubectl then prints `Error from server: <message>`.
+            if let Some(o) = s.as_object_mut() {
+                o.remove("reason");
+            }
+        }
         if let Some(d) = &self.details {
             s["details"] = (**d).clone();
         }

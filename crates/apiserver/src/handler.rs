@@ -8,6 +8,7 @@
 mod delete;
 mod dependents;
 mod events;
+mod job;
 mod list;
 mod pod_log;
 mod request;

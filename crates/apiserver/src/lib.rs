@@ -12,6 +12,7 @@ pub mod handler;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod schema;
 pub mod serve;
 pub mod store;

@@ -12,7 +12,8 @@
 //!   snapshot action, which creates VolumeSnapshots ([`volume_snapshot`]). A Job's outcome moves its
 //!   action to Completed or Failed; the backupData container's termination message is the
 //!   `backup.info` JSON the script wrote.
-//! - **Completed**: the worker Jobs are removed and the expiration follows `retentionPeriod`.
+//! - **Completed**: the expiration follows `retentionPeriod`; the worker Jobs (and their logs)
+//!   stay until their `ttlSecondsAfterFinished` or the Backup's deletion removes them.
 //! - **Deleting**: see [`deletion`].
 
 pub mod chain;
@@ -393,8 +394,9 @@ async fn complete(
     handle_completed(ctx, &backup).await
 }
 
-/// A Completed backup: its expiration follows `retentionPeriod` (which may be edited), and its
-/// worker Jobs are removed as upstream does.
+/// A Completed backup: its expiration follows `retentionPeriod` (which may be edited). Its
+/// worker Jobs stay, so their logs can be read, until their `ttlSecondsAfterFinished` or the
+/// Backup's deletion removes them (upstream deletes them at once, and their logs with them).
 async fn handle_completed(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     let st = backup.status.clone().unwrap_or_default();
     if let Some(done) = &st.completion_timestamp {
@@ -403,7 +405,6 @@ async fn handle_completed(ctx: &Context, backup: &Backup) -> Result<Action, Erro
             patch_status(ctx, backup, json!({"expiration": want.map(Time)})).await?;
         }
     }
-    delete_jobs(ctx, backup, |_| true).await?;
     Ok(Action::await_change())
 }
 

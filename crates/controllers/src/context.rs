@@ -28,6 +28,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// How often expired backups are looked for ([`retention`]).
     pub retention_interval: Duration,
+    /// The events published, so repeats are counted on one event ([`crate::events`]).
+    pub events: Arc<crate::events::EventCache>,
 }
 
 impl Context {
@@ -45,6 +47,7 @@ impl Context {
             holdfast_exe: holdfast_exe.into(),
             clock: Arc::new(SystemClock),
             retention_interval: retention::configured_interval(),
+            events: Arc::default(),
         }
     }
 

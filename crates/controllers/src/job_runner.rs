@@ -53,6 +53,10 @@ const TAIL_LINES: usize = 20;
 /// Reason of a pod found Running after a restart with its process gone.
 pub const NODE_RESTART: &str = "NodeRestart";
 
+/// `ttlSecondsAfterFinished` of the backup and restore Jobs: a week, so the logs of a run that
+/// failed on a Friday night are still there on Monday.
+pub const FINISHED_JOB_TTL_SECONDS: i32 = 7 * 24 * 3600;
+
 struct Runner {
     ctx: Arc<Context>,
     volumes: EmbeddedVolumes,
@@ -81,13 +85,22 @@ impl Runner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stops the processes of the Job's pods (all of them, or those not in `keep`).
+    /// Stops the processes of the Job's pods (all of them, or those not in `keep`). The first
+    /// reason given to a pod is the one it reports: the reconcile after a Job failed for its
+    /// deadline says `JobFinished` again while the pod's task may still be recording
+    /// `DeadlineExceeded`.
     fn kill(&self, job_uid: &str, keep: Option<&HashSet<String>>, reason: &str) -> usize {
         let state = self.state();
         let mut n = 0;
         for (pod_uid, h) in &state.running {
             if h.job_uid == job_uid && keep.is_none_or(|k| !k.contains(pod_uid)) {
-                h.kill.send_replace(Some(reason.to_string()));
+                h.kill.send_if_modified(|current| {
+                    let first = current.is_none();
+                    if first {
+                        *current = Some(reason.to_string());
+                    }
+                    first
+                });
                 n += 1;
             }
         }
@@ -213,7 +226,7 @@ async fn reconcile(job: Arc<Job>, runner: Arc<Runner>) -> Result<Action, Error> 
     let status = job.status.clone().unwrap_or_default();
     if is_finished(&status) {
         runner.kill(&uid, None, "JobFinished");
-        return Ok(Action::await_change());
+        return expire(ctx, &job, &status).await;
     }
     let spec = job.spec.clone().unwrap_or_default();
     if spec.suspend == Some(true) {
@@ -377,6 +390,44 @@ async fn reconcile(job: Arc<Job>, runner: Arc<Runner>) -> Result<Action, Error> 
         return Ok(Action::await_change());
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// When the Job finished: its completion time, else when it got its Failed condition.
+fn finished_time(status: &JobStatus) -> Option<Timestamp> {
+    status.completion_time.as_ref().map(|t| t.0).or_else(|| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+            .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+            .max()
+    })
+}
+
+/// The TTL-after-finished controller's part: a finished Job with `ttlSecondsAfterFinished` is
+/// deleted that long after it finished, its pods and their logs with it (until then they stay
+/// readable, across restarts: the time comes from the Job's status).
+async fn expire(ctx: &Context, job: &Job, status: &JobStatus) -> Result<Action, Error> {
+    let ttl = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
+    let (Some(ttl), Some(finished)) = (ttl, finished_time(status)) else {
+        return Ok(Action::await_change());
+    };
+    let expires = finished + SignedDuration::from_secs(i64::from(ttl));
+    let now = Timestamp::now();
+    if now < expires {
+        return Ok(Action::requeue(Duration::try_from(expires - now).unwrap_or(Duration::ZERO)));
+    }
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let dp = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
+        // Not a Job of the same name created since.
+        preconditions: Some(kube::api::Preconditions { uid: job.uid(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    object::delete_if_exists(&jobs, &job.name_any(), &dp).await?;
+    Ok(Action::await_change())
 }
 
 /// Delay before the attempt after `failed` failures.

@@ -507,3 +507,88 @@ async fn a_job_past_its_deadline_fails_and_its_process_is_killed() -> Result<()>
     assert_eq!(pods_of(&f.client(), "slow").await?.len(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_job_selects_its_own_pods_keeps_its_logs_and_goes_after_its_ttl() -> Result<()> {
+    let f = fixture().await?;
+    let jobs: Api<Job> = Api::default_namespaced(f.client());
+    let mut j =
+        job("short", 0, json!({"containers": [{"name": "main", "command": ["echo", "done"]}]}))?;
+    j.spec.as_mut().unwrap().ttl_seconds_after_finished = Some(3);
+    jobs.create(&PostParams::default(), &j).await?;
+    let done = finished(&f.client(), "short").await?;
+    assert!(condition(&done, "Complete").is_some());
+    // The selector and template labels the apiserver's Job strategy sets.
+    let uid = done.uid().context("uid")?;
+    let spec = done.spec.clone().context("spec")?;
+    let selector = spec.selector.and_then(|s| s.match_labels).context("matchLabels")?;
+    assert_eq!(selector.get("batch.kubernetes.io/controller-uid"), Some(&uid));
+    let template_labels = spec.template.metadata.and_then(|m| m.labels).context("labels")?;
+    for (key, value) in [
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("job-name", &"short".to_string()),
+        ("batch.kubernetes.io/job-name", &"short".to_string()),
+        ("app", &"t".to_string()),
+    ] {
+        assert_eq!(template_labels.get(key), Some(value), "{key}");
+    }
+    let pods: Api<Pod> = Api::default_namespaced(f.client());
+    let selected = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
+        .await?
+        .items;
+    assert_eq!(selected.len(), 1);
+    let pod = selected[0].name_any();
+    // Finished, its log stays readable until the TTL.
+    let log = pods.logs(&pod, &LogParams::default()).await?;
+    assert_eq!(log, "done\n");
+    eventually("the Job to go after its TTL", || async {
+        Ok(jobs.get_opt("short").await?.is_none().then_some(()))
+    })
+    .await?;
+    eventually("its pod and log to go with it", || async {
+        let gone = pods.get_opt(&pod).await?.is_none()
+            && !f.ctx.logs_dir().join("default").join(&pod).exists();
+        Ok(gone.then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn repeated_events_are_counted_on_one_event() -> Result<()> {
+    use holdfast_controllers::events::{EventType, publish};
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let f = fixture().await?;
+    let cms: Api<ConfigMap> = Api::default_namespaced(f.client());
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("subject".into());
+    let cm = cms.create(&PostParams::default(), &cm).await?;
+    for _ in 0..3 {
+        publish(&f.ctx, &cm, EventType::Warning, "Stuck", "Wait", "waiting for the repo").await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    publish(&f.ctx, &cm, EventType::Warning, "Stuck", "Wait", "waiting for the key").await;
+
+    // Read as kubectl does: core v1, by involvedObject.
+    let events: Api<CoreEvent> = Api::default_namespaced(f.client());
+    let about =
+        events.list(&ListParams::default().fields("involvedObject.name=subject")).await?.items;
+    assert_eq!(about.len(), 2, "{about:?}");
+    let repeated = about
+        .iter()
+        .find(|e| e.message.as_deref() == Some("waiting for the repo"))
+        .context("the repeated event")?;
+    assert_eq!(repeated.count, Some(3));
+    let first = repeated.first_timestamp.clone().context("firstTimestamp")?;
+    let last = repeated.last_timestamp.clone().context("lastTimestamp")?;
+    assert!(last.0 > first.0, "{first:?} {last:?}");
+    assert_eq!(
+        repeated.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("holdfast.io/controllers")
+    );
+    let other = about.iter().find(|e| e.message.as_deref() == Some("waiting for the key"));
+    assert_eq!(other.and_then(|e| e.count), Some(1));
+    Ok(())
+}

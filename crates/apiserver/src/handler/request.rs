@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::Query;
 use axum::http::{HeaderMap, Uri, header};
 use bytes::Bytes;
+use holdfast_api::ResourceDef;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
@@ -136,16 +137,59 @@ pub(crate) fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Decodes a body as JSON, or as YAML when the media type says so. A missing Content-Type means
-/// JSON (Python posts without one).
+/// The media types an object may be written in: JSON, YAML, and Kubernetes protobuf for the
+/// built-in kinds it is decoded for (see [`crate::protobuf`]).
+fn accepted_media_types(protobuf: bool) -> String {
+    let mut types = vec!["application/json", "application/yaml"];
+    if protobuf {
+        types.push(crate::protobuf::MEDIA_TYPE);
+    }
+    types.join(", ")
+}
+
+/// 415 for a body in a media type (or a protobuf kind) not accepted, naming the ones that are,
+/// in the apiserver's words.
+pub(crate) fn unsupported_media_type(protobuf: bool) -> ApiError {
+    ApiError::unsupported_media_type(format!(
+        "the body of the request was in an unknown format - accepted media types include: {}",
+        accepted_media_types(protobuf)
+    ))
+}
+
+/// Whether `media_type` is JSON or YAML (also every `+json`/`+yaml` patch type, and a missing
+/// Content-Type: Python posts without one).
+fn is_text(media_type: &str) -> bool {
+    media_type.is_empty()
+        || media_type == "application/json"
+        || media_type.ends_with("+json")
+        || media_type.ends_with("yaml")
+}
+
+/// Decodes a body by its media type: JSON, YAML, or Kubernetes protobuf.
 ///
 /// # Errors
-/// 400 naming the parse error.
+/// 400 naming the parse error; 415 for another media type, and for a protobuf body of a kind or
+/// with a field this server does not decode.
 pub(crate) fn decode(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
+    if media_type == crate::protobuf::MEDIA_TYPE {
+        return crate::protobuf::decode(body).map_err(|e| {
+            if e.is_unsupported() {
+                ApiError::unsupported_media_type(format!(
+                    "{e}; send the object as application/json or application/yaml"
+                ))
+            } else {
+                ApiError::bad_request(e.to_string())
+            }
+        });
+    }
+    if !is_text(media_type) {
+        return Err(unsupported_media_type(true));
+    }
+    let yaml = media_type.ends_with("yaml");
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    if media_type.contains("yaml") {
+    if yaml {
         // JSON is valid YAML, and clients send JSON as apply-patch+yaml; the JSON parser is exact.
         if let Ok(v) = serde_json::from_slice::<Value>(body) {
             return Ok(v);
@@ -158,6 +202,24 @@ pub(crate) fn decode(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
     }
+}
+
+/// Decodes the object of a create or update of `def` objects: custom kinds are not accepted in
+/// protobuf (as upstream, whose custom resource handler has no protobuf serializer).
+///
+/// # Errors
+/// As [`decode`].
+pub(crate) fn decode_object(
+    body: &[u8],
+    media_type: &str,
+    def: &ResourceDef,
+) -> Result<Value, ApiError> {
+    let protobuf = def.builtin && crate::protobuf::decodes(&def.api_version(), &def.kind);
+    let readable = is_text(media_type) || (protobuf && media_type == crate::protobuf::MEDIA_TYPE);
+    if !readable {
+        return Err(unsupported_media_type(protobuf));
+    }
+    decode(body, media_type)
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@ use crate::patch::{self, PatchKind};
 use crate::store::{Key, StoreError, Stored};
 use crate::{schema, table};
 
+/// etcd's default `--max-request-bytes` (1.5 MiB): the largest object the apiserver can store.
+/// Counted here on the stored JSON, which for built-in kinds is larger than the protobuf
+/// upstream stores, so this is a little stricter for them.
+pub(crate) const MAX_STORED_BYTES: usize = 1536 * 1024;
+
 /// How often a patch is retried when the object changed between reading and writing it.
 const PATCH_RETRIES: usize = 5;
 
@@ -280,6 +285,41 @@ fn random_suffix() -> String {
     (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Makes sure `obj` fits in one write of the store, as the apiserver does for etcd: an object
+/// over the limit is tried again without its managedFields (they can be large, and it is safe
+/// to drop them), and refused when it still does not fit.
+fn fit_for_storage(key: &Key, obj: &mut Value) -> Result<(), ApiError> {
+    let size = |obj: &Value| {
+        let mut bytes = ByteCount(key.resource.len() + key.namespace.len() + key.name.len());
+        // Writing to a counter cannot fail.
+        let _ = serde_json::to_writer(&mut bytes, obj);
+        bytes.0
+    };
+    if size(obj) <= MAX_STORED_BYTES {
+        return Ok(());
+    }
+    meta_mut(obj).remove("managedFields");
+    if size(obj) <= MAX_STORED_BYTES {
+        Ok(())
+    } else {
+        Err(ApiError::request_too_large_for_storage())
+    }
+}
+
 /// Refuses a create in a namespace that does not exist or is being deleted.
 fn check_namespace(rq: &Req, name: &str) -> Result<(), ApiError> {
     let Some(ns) = rq.target.namespace.as_deref() else { return Ok(()) };
@@ -313,7 +353,7 @@ pub(crate) async fn get(rq: &Req) -> Result<Response, ApiError> {
 
 /// POST to a collection.
 pub(crate) async fn create(rq: &Req) -> Result<Response, ApiError> {
-    let obj = request::decode(&rq.body, &content_type(&rq.headers))?;
+    let obj = request::decode_object(&rq.body, &content_type(&rq.headers), &rq.def)?;
     create_object(rq, obj, Managed::Update).await.map(respond)
 }
 
@@ -369,11 +409,15 @@ async fn create_object(rq: &Req, mut obj: Value, managed: Managed) -> Result<Wri
     }
     let warnings = admit(rq, &mut obj, None)?;
     let now = now_seconds();
+    let uid = uuid::Uuid::new_v4().to_string();
     {
         let meta = meta_mut(&mut obj);
-        meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+        meta.insert("uid".into(), uid.clone().into());
         meta.insert("creationTimestamp".into(), now.clone().into());
         meta.insert("generation".into(), 1.into());
+    }
+    if def.group == "batch" && def.kind == "Job" {
+        super::job::generate_selector(&mut obj, &name, &uid);
     }
     if managed == Managed::Update {
         patch::record_update(&mut obj, None, &rq.manager(), None, &def.api_version(), &now);
@@ -381,6 +425,7 @@ async fn create_object(rq: &Req, mut obj: Value, managed: Managed) -> Result<Wri
     if rq.params.dry_run {
         return Ok(Written { code: StatusCode::CREATED, object: obj, warnings });
     }
+    fit_for_storage(&rq.key(&name), &mut obj)?;
     let mut attempt = 0;
     loop {
         match rq.server.store().create(rq.key(&name), to_storage(def, obj.clone())).await {
@@ -403,7 +448,7 @@ async fn create_object(rq: &Req, mut obj: Value, managed: Managed) -> Result<Wri
 /// PUT of an object or of its status.
 pub(crate) async fn replace(rq: &Req) -> Result<Response, ApiError> {
     let def = &rq.def;
-    let mut obj = request::decode(&rq.body, &content_type(&rq.headers))?;
+    let mut obj = request::decode_object(&rq.body, &content_type(&rq.headers), &rq.def)?;
     check_type_meta(def, &mut obj)?;
     place(rq, &mut obj)?;
     let name = rq.name().to_string();
@@ -558,6 +603,7 @@ async fn update_object(
         meta_mut(&mut obj).insert("resourceVersion".into(), current.mod_rev.to_string().into());
         return Ok(Written { code: StatusCode::OK, object: obj, warnings });
     }
+    fit_for_storage(&key, &mut obj)?;
     match store.update(key, to_storage(def, obj), current.mod_rev).await {
         Ok(s) => {
             Ok(Written { code: StatusCode::OK, object: from_storage(def, s.object), warnings })

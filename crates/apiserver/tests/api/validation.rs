@@ -237,3 +237,115 @@ async fn bodies_yaml_limits_and_mismatches() -> Result<()> {
     assert_eq!((s.code, s.message.as_str()), (404, "namespaces \"missing\" not found"));
     Ok(())
 }
+
+/// `kubectl create configmap c1 --from-literal=a=b`, as kubectl v1.32 sends it.
+const CONFIG_MAP_PROTOBUF: &str = "6b3873000a0f0a0276311209436f6e6669674d617012260a120a02633112001a0022002a0032003800420012060a016112016212080a0362696e1201781a002200";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn media_types_protobuf_and_415() -> Result<()> {
+    let f = fixture()?;
+    let protobuf = [("content-type", "application/vnd.kubernetes.protobuf")];
+    let (code, headers, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &protobuf,
+        &hex(CONFIG_MAP_PROTOBUF),
+    )
+    .await?;
+    assert_eq!(code, 201, "{text}");
+    // Answered in JSON, which kubectl accepts beside protobuf.
+    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    let created: Value = serde_json::from_str(&text)?;
+    assert_eq!(created["data"], json!({"a": "b", "bin": "x"}));
+
+    // A protobuf ConfigMap posted as a Secret: the kinds disagree, as with JSON.
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        &protobuf,
+        &hex(CONFIG_MAP_PROTOBUF),
+    )
+    .await?;
+    assert_eq!(code, 400, "{text}");
+    // Custom kinds are not served in protobuf, as upstream.
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots",
+        &protobuf,
+        &hex(CONFIG_MAP_PROTOBUF),
+    )
+    .await?;
+    assert_eq!(code, 415, "{text}");
+    let s: Value = serde_json::from_str(&text)?;
+    assert_eq!(s["reason"], "UnsupportedMediaType");
+    assert_eq!(
+        s["message"],
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"
+    );
+    // Unknown media types are 415 naming the accepted ones, not 400.
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("content-type", "text/plain")],
+        br#"{"metadata":{"name":"plain"}}"#,
+    )
+    .await?;
+    assert_eq!(code, 415, "{text}");
+    assert!(
+        text.contains("accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"),
+        "{text}"
+    );
+    // Garbage in protobuf is a bad request.
+    let (code, _, text) = raw(
+        &f.client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &protobuf,
+        b"k8s\0\x0a\xff",
+    )
+    .await?;
+    assert_eq!(code, 400, "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn objects_over_the_etcd_limit_are_refused_as_upstream() -> Result<()> {
+    let f = fixture()?;
+    let uri = "/apis/storage.kubeblocks.io/v1alpha1/storageproviders";
+    let provider = |name: &str, template_bytes: usize| {
+        json!({"apiVersion": "storage.kubeblocks.io/v1alpha1", "kind": "StorageProvider",
+            "metadata": {"name": name},
+            "spec": {"datasafedConfigTemplate": "x".repeat(template_bytes)}})
+        .to_string()
+    };
+    let ct = [("content-type", "application/json")];
+    // 1.6 MiB: under the 3 MiB body limit, over etcd's 1.5 MiB.
+    let (code, _, text) =
+        raw(&f.client, "POST", uri, &ct, provider("big", 1600 * 1024).as_bytes()).await?;
+    assert_eq!(code, 500, "{text}");
+    let s: Value = serde_json::from_str(&text)?;
+    assert_eq!(s["message"], "etcdserver: request is too large");
+    assert!(s.get("reason").is_none(), "upstream passes the etcd error on without a reason: {s}");
+    let (code, _, _) = raw(&f.client, "GET", &format!("{uri}/big"), &[], b"").await?;
+    assert_eq!(code, 404);
+
+    // Under the limit it is stored; growing past it by an update is refused the same way.
+    let (code, _, text) =
+        raw(&f.client, "POST", uri, &ct, provider("big", 1400 * 1024).as_bytes()).await?;
+    assert_eq!(code, 201, "{text}");
+    let grow = json!({"spec": {"storageClassTemplate": "y".repeat(200 * 1024)}}).to_string();
+    let merge = [("content-type", "application/merge-patch+json")];
+    let (code, _, text) =
+        raw(&f.client, "PATCH", &format!("{uri}/big"), &merge, grow.as_bytes()).await?;
+    assert_eq!(code, 500, "{text}");
+    assert!(text.contains("etcdserver: request is too large"), "{text}");
+    Ok(())
+}

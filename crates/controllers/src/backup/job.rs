@@ -410,6 +410,7 @@ fn job_object(
         spec: Some(JobSpec {
             backoff_limit: Some(backoff_limit),
             active_deadline_seconds: deadline,
+            ttl_seconds_after_finished: Some(crate::job_runner::FINISHED_JOB_TTL_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
                 spec: Some(pod_spec),

@@ -216,6 +216,7 @@ pub fn build(restore: &Restore, mut parts: JobParts) -> Job {
         spec: Some(JobSpec {
             backoff_limit: parts.backoff_limit,
             active_deadline_seconds: parts.active_deadline_seconds,
+            ttl_seconds_after_finished: Some(crate::job_runner::FINISHED_JOB_TTL_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
