@@ -11,6 +11,7 @@ pub mod field;
 pub mod go_duration;
 pub mod kubeblocks;
 pub mod quantity;
+pub mod rbac;
 pub mod resource;
 pub mod schema;
 pub mod selector;
@@ -31,6 +32,7 @@ pub fn registry() -> Vec<ResourceDef> {
     defs.extend(storage::definitions());
     defs.extend(alauda::definitions());
     defs.extend(builtin::definitions());
+    defs.extend(rbac::definitions());
     defs
 }
 

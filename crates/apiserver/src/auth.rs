@@ -1,10 +1,14 @@
-//! Bearer-token authentication and a two-role authorization for the HTTPS server.
+//! Bearer-token authentication, RBAC authorization and the endpoints about the caller, in front
+//! of every route of the HTTPS server.
 //!
-//! Tokens live in `<data-dir>/tokens` in the kube-apiserver static token file format
-//! (`token,user,uid,"group1,group2"`), so an operator can add a token by hand. A token whose
-//! groups include `system:masters` may do everything; any other token may only `get`, `list` and
-//! `watch`. The file is created with an admin token (user `admin`) and a view token (user
-//! `viewer`) on first start.
+//! Tokens are of two sorts. Static tokens live in `<data-dir>/tokens` in the kube-apiserver
+//! static token file format (`token,user,uid,"group1,group2"`), so an operator can add one by
+//! hand; the file is created with an admin token (user `admin`, group `system:masters`) and a
+//! view token (user `viewer`, bound to the `view` ClusterRole) on first start. ServiceAccount
+//! tokens are minted by `kubectl create token` ([`crate::service_account_token`]). Every
+//! authenticated user is in `system:authenticated`.
+//!
+//! Every request is then authorized by [`crate::rbac`]; `system:masters` may do everything.
 //!
 //! Error bodies follow the apiserver byte for byte: kubectl turns a 401
 //! into "You must be logged in to the server" and prints a 403's message as it is.
@@ -21,6 +25,11 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
+use crate::ApiServer;
+use crate::access_review::{self, Review};
+use crate::error::ApiError;
+use crate::rbac::{AUTHENTICATED, Authorizer};
+use crate::service_account_token::{self, Issuer};
 use crate::tls::write_private_file;
 
 /// The authenticated user of a request, stored as a request extension by the auth layer.
@@ -29,6 +38,9 @@ use crate::tls::write_private_file;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub name: String,
+    pub uid: String,
+    /// Every group, `system:authenticated` included.
+    pub groups: Vec<String>,
 }
 
 /// The group that grants every verb, as in Kubernetes' default RBAC.
@@ -38,12 +50,12 @@ pub const VIEWER_USER: &str = "viewer";
 /// The user name of the generated admin token.
 pub const ADMIN_USER: &str = "admin";
 
-/// What a token may do.
+/// Which of the generated tokens an entry is like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Every verb on every path.
+    /// In `system:masters`: every verb on every path.
     Admin,
-    /// `get`, `list` and `watch` only.
+    /// Anything else: what the RBAC bindings of its user and groups allow.
     View,
 }
 
@@ -59,6 +71,15 @@ pub struct TokenEntry {
 impl TokenEntry {
     pub fn role(&self) -> Role {
         if self.groups.iter().any(|g| g == ADMIN_GROUP) { Role::Admin } else { Role::View }
+    }
+
+    /// The user this token authenticates as.
+    pub fn user(&self) -> User {
+        let mut groups = self.groups.clone();
+        if !groups.iter().any(|g| g == AUTHENTICATED) {
+            groups.push(AUTHENTICATED.into());
+        }
+        User { name: self.user.clone(), uid: self.uid.clone(), groups }
     }
 }
 
@@ -98,7 +119,7 @@ impl Tokens {
         self.entries.iter().find(|e| e.role() == Role::Admin).map(|e| e.token.as_str())
     }
 
-    /// The first read-only token.
+    /// The first token outside `system:masters` (the generated `viewer` one).
     pub fn view_token(&self) -> Option<&str> {
         self.entries.iter().find(|e| e.role() == Role::View).map(|e| e.token.as_str())
     }
@@ -161,7 +182,8 @@ impl Tokens {
     pub fn render(&self) -> String {
         let mut out = String::from(
             "# holdfast bearer tokens: token,user,uid,\"groups\" (kube-apiserver static token file format).\n\
-             # Group system:masters may do everything; any other token may only get, list and watch.\n",
+             # Group system:masters may do everything; any other token what RBAC bindings of its user\n\
+             # and groups allow (user viewer: ClusterRole view, through ClusterRoleBinding holdfast:viewer).\n",
         );
         for e in self.entries.iter() {
             let _ = writeln!(out, "{},{},{},\"{}\"", e.token, e.user, e.uid, e.groups.join(","));
@@ -272,10 +294,10 @@ pub struct RequestInfo {
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 
 impl RequestInfo {
-    pub fn from_request(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
-        let http_verb = method.as_str().to_ascii_lowercase();
-        let non_resource = RequestInfo {
-            verb: http_verb.clone(),
+    /// A request for a path outside the resource tree (discovery, `/healthz`, …).
+    pub fn non_resource(verb: &str, path: &str) -> RequestInfo {
+        RequestInfo {
+            verb: verb.to_string(),
             resource_request: false,
             group: String::new(),
             resource: String::new(),
@@ -283,7 +305,12 @@ impl RequestInfo {
             namespace: String::new(),
             name: String::new(),
             path: path.to_string(),
-        };
+        }
+    }
+
+    pub fn from_request(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
+        let http_verb = method.as_str().to_ascii_lowercase();
+        let non_resource = RequestInfo::non_resource(&http_verb, path);
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let mut rest: &[&str] = match parts.as_slice() {
             ["api", _version, rest @ ..] => rest,
@@ -313,10 +340,8 @@ impl RequestInfo {
         let resource = rest.first().copied().unwrap_or_default().to_string();
         let name = rest.get(1).copied().unwrap_or_default().to_string();
         let subresource = rest.get(2).copied().unwrap_or_default().to_string();
-        // `/api/v1/namespaces/foo` names the namespace object itself: it is cluster-scoped.
-        if resource == "namespaces" {
-            namespace.clear();
-        }
+        // `/api/v1/namespaces/foo` keeps namespace `foo`, as upstream's RequestInfoFactory does: a
+        // RoleBinding in `foo` that grants reading namespaces lets its subject read `foo` itself.
 
         let watch_param = query.is_some_and(|q| {
             q.split('&').any(|kv| {
@@ -403,14 +428,6 @@ impl RequestInfo {
     }
 }
 
-/// Whether a role may perform a request.
-pub fn allowed(role: Role, info: &RequestInfo) -> bool {
-    match role {
-        Role::Admin => true,
-        Role::View => matches!(info.verb.as_str(), "get" | "list" | "watch"),
-    }
-}
-
 /// Paths served without a token, as the apiserver allows anonymous health checks.
 fn is_anonymous_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
@@ -444,15 +461,128 @@ fn bearer(request: &Request<Body>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The axum middleware: authenticate the bearer token, authorize the verb, and hand the
-/// [`User`] to the handlers. Use with `axum::middleware::from_fn_with_state(tokens, authenticate)`.
+/// What the authentication layer needs: the static tokens, the ServiceAccount token issuer, the
+/// RBAC authorizer and the server whose store they read. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    inner: Arc<AuthenticatorInner>,
+}
+
+#[derive(Debug)]
+struct AuthenticatorInner {
+    tokens: Tokens,
+    issuer: Issuer,
+    authorizer: Authorizer,
+    server: ApiServer,
+}
+
+impl Authenticator {
+    pub fn new(tokens: Tokens, issuer: Issuer, server: &ApiServer) -> Authenticator {
+        let authorizer = Authorizer::new(server.store().clone());
+        Authenticator {
+            inner: Arc::new(AuthenticatorInner {
+                tokens,
+                issuer,
+                authorizer,
+                server: server.clone(),
+            }),
+        }
+    }
+
+    /// The static tokens of `<dir>/tokens` and the ServiceAccount key `<dir>/pki/sa.key`, each
+    /// created on first use.
+    ///
+    /// # Errors
+    /// A file cannot be read, parsed or created.
+    pub fn load_or_create(dir: &Path, server: &ApiServer) -> Result<Authenticator, TokenError> {
+        let tokens = load_or_create_tokens(dir)?;
+        let issuer = Issuer::load_or_create(dir)?;
+        Ok(Authenticator::new(tokens, issuer, server))
+    }
+
+    /// The static tokens.
+    pub fn tokens(&self) -> &Tokens {
+        &self.inner.tokens
+    }
+
+    /// The RBAC authorizer.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.inner.authorizer
+    }
+
+    /// The user `token` authenticates as: a static token, or a valid ServiceAccount token.
+    pub fn authenticate_token(&self, token: &str) -> Option<User> {
+        if let Some(entry) = self.inner.tokens.lookup(token) {
+            return Some(entry.user());
+        }
+        self.inner.issuer.authenticate(self.inner.server.store(), token)
+    }
+}
+
+fn is_protobuf(request: &Request<Body>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().starts_with(crate::protobuf_fields::CONTENT_TYPE))
+}
+
+/// The requests answered here rather than by the router, because their answer is about the
+/// caller: the reviews and the TokenRequest subresource. Every other request is handed back.
+async fn about_the_caller(
+    auth: &Authenticator,
+    user: &User,
+    info: &RequestInfo,
+    request: Request<Body>,
+) -> Result<Response, Request<Body>> {
+    let review = Review::from_path(request.uri().path());
+    let token_request = info.resource_request
+        && info.group.is_empty()
+        && info.resource == "serviceaccounts"
+        && info.subresource == "token"
+        && !info.namespace.is_empty()
+        && !info.name.is_empty();
+    if review.is_none() && !token_request {
+        return Err(request);
+    }
+    if request.method() != Method::POST {
+        return Ok(ApiError::method_not_allowed().into_response());
+    }
+    let protobuf = is_protobuf(&request);
+    let body = match axum::body::to_bytes(request.into_body(), crate::handler::MAX_BODY_BYTES).await
+    {
+        Ok(body) => body,
+        Err(_) => return Ok(ApiError::too_large(crate::handler::MAX_BODY_BYTES).into_response()),
+    };
+    let answer = match review {
+        Some(review) => {
+            access_review::answer(review, &auth.inner.authorizer, user, &body, protobuf)
+        }
+        None => service_account_token::create(
+            &auth.inner.issuer,
+            auth.inner.server.store(),
+            &info.namespace,
+            &info.name,
+            &body,
+            protobuf,
+        ),
+    };
+    Ok(match answer {
+        Ok(body) => status_response(StatusCode::CREATED, &body),
+        Err(e) => e.into_response(),
+    })
+}
+
+/// The axum middleware: authenticate the bearer token, authorize the request with RBAC, answer
+/// the requests about the caller, and hand the [`User`] to the handlers. Use with
+/// `axum::middleware::from_fn_with_state(authenticator, authenticate)`.
 pub async fn authenticate(
-    State(tokens): State<Tokens>,
-    mut request: Request<Body>,
+    State(auth): State<Authenticator>,
+    request: Request<Body>,
     next: Next,
 ) -> Response {
-    let entry = bearer(&request).and_then(|t| tokens.lookup(t)).cloned();
-    let Some(entry) = entry else {
+    let user = bearer(&request).and_then(|t| auth.authenticate_token(t));
+    let Some(user) = user else {
         if is_anonymous_path(request.uri().path()) {
             return next.run(request).await;
         }
@@ -461,11 +591,16 @@ pub async fn authenticate(
     };
     let info =
         RequestInfo::from_request(request.method(), request.uri().path(), request.uri().query());
-    if !allowed(entry.role(), &info) {
-        tracing::debug!(user = %entry.user, verb = %info.verb, path = %info.path, "forbidden");
-        return status_response(StatusCode::FORBIDDEN, &info.forbidden(&entry.user));
+    let decision = auth.inner.authorizer.authorize(&user, &info);
+    if !decision.allowed {
+        tracing::debug!(user = %user.name, verb = %info.verb, path = %info.path, "forbidden");
+        return status_response(StatusCode::FORBIDDEN, &info.forbidden(&user.name));
     }
-    request.extensions_mut().insert(User { name: entry.user });
+    let mut request = match about_the_caller(&auth, &user, &info, request).await {
+        Ok(response) => return response,
+        Err(request) => request,
+    };
+    request.extensions_mut().insert(user);
     next.run(request).await
 }
 
@@ -497,10 +632,16 @@ mod tests {
             i.forbidden("viewer")["message"],
             r#"pods is forbidden: User "viewer" cannot create resource "pods" in API group "" in the namespace "default""#
         );
+        // A namespace is named inside itself, as upstream's RequestInfoFactory has it.
         let i = info(Method::DELETE, "/api/v1/namespaces/ns1", None);
         assert_eq!(
             i.forbidden("viewer")["message"],
-            r#"namespaces "ns1" is forbidden: User "viewer" cannot delete resource "namespaces" in API group "" at the cluster scope"#
+            r#"namespaces "ns1" is forbidden: User "viewer" cannot delete resource "namespaces" in API group "" in the namespace "ns1""#
+        );
+        let i = info(Method::GET, "/api/v1/namespaces", None);
+        assert_eq!(
+            i.forbidden("viewer")["message"],
+            r#"namespaces is forbidden: User "viewer" cannot list resource "namespaces" in API group "" at the cluster scope"#
         );
         let i = info(
             Method::PATCH,
@@ -541,13 +682,11 @@ mod tests {
     }
 
     #[test]
-    fn viewer_reads_admin_writes() {
-        let read = info(Method::GET, "/api/v1/namespaces/a/pods", None);
-        let write = info(Method::POST, "/api/v1/namespaces/a/pods", None);
-        assert!(allowed(Role::View, &read));
-        assert!(!allowed(Role::View, &write));
-        assert!(allowed(Role::Admin, &write));
-        assert!(allowed(Role::View, &info(Method::GET, "/openapi/v3", None)));
+    fn token_users_are_authenticated() {
+        let t = Tokens::parse(Path::new("t"), "t1,bob,7,\"dev\"\n").unwrap();
+        let user = t.lookup("t1").unwrap().user();
+        assert_eq!(user.groups, ["dev", "system:authenticated"]);
+        assert_eq!((user.name.as_str(), user.uid.as_str()), ("bob", "7"));
     }
 
     #[test]

@@ -74,6 +74,56 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// A resource served beside the stored kinds: create-only and never stored, answered by the
+/// authentication layer from the caller's identity and the RBAC objects.
+pub struct Review {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+}
+
+/// The reviews kubectl's `auth can-i` and `auth whoami` create.
+pub const REVIEWS: [Review; 3] = [
+    Review {
+        group: "authentication.k8s.io",
+        version: "v1",
+        plural: "selfsubjectreviews",
+        kind: "SelfSubjectReview",
+    },
+    Review {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        kind: "SelfSubjectAccessReview",
+    },
+    Review {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectrulesreviews",
+        kind: "SelfSubjectRulesReview",
+    },
+];
+
+const CREATE_ONLY: [&str; 1] = ["create"];
+
+/// Whether a review is served in `group` (at `version`, when given).
+pub fn serves_review_group(group: &str, version: Option<&str>) -> bool {
+    REVIEWS.iter().any(|r| r.group == group && version.is_none_or(|v| v == r.version))
+}
+
+fn reviews_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Review> + 'a {
+    REVIEWS.iter().filter(move |r| r.group == group && r.version == version)
+}
+
+/// The TokenRequest subresource of ServiceAccounts (`kubectl create token`).
+fn token_subresource(def: &ResourceDef) -> Option<Value> {
+    (def.group.is_empty() && def.plural == "serviceaccounts").then(|| {
+        json!({"subresource": "token", "verbs": CREATE_ONLY, "responseKind":
+            {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}})
+    })
+}
+
 /// One API group and its versions, preferred first.
 struct Group<'a> {
     name: &'a str,
@@ -93,6 +143,15 @@ fn groups(defs: &[ResourceDef]) -> Vec<Group<'_>> {
                 }
             }
             None => out.push((d.builtin, Group { name: &d.group, versions: vec![&d.version] })),
+        }
+    }
+    for review in &REVIEWS {
+        match out.iter_mut().find(|(_, g)| g.name == review.group) {
+            Some((_, g)) if !g.versions.contains(&review.version) => {
+                g.versions.push(review.version)
+            }
+            Some(_) => {}
+            None => out.push((true, Group { name: review.group, versions: vec![review.version] })),
         }
     }
     out.sort_by_key(|(builtin, _)| !*builtin);
@@ -163,6 +222,17 @@ pub fn api_resource_list(defs: &[ResourceDef], group: &str, version: &str) -> Op
                 "namespaced": d.namespaced, "kind": d.kind, "verbs": STATUS_VERBS,
             }));
         }
+        if token_subresource(d).is_some() {
+            resources.push(json!({
+                "name": format!("{}/token", d.plural), "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                "verbs": CREATE_ONLY,
+            }));
+        }
+    }
+    for r in reviews_in(group, version) {
+        resources.push(json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
+            "namespaced": false, "kind": r.kind, "verbs": CREATE_ONLY}));
     }
     if resources.is_empty() {
         return None;
@@ -189,14 +259,24 @@ fn aggregated_version(defs: &[ResourceDef], group: &str, version: &str) -> Value
             entry.insert("singularResource".into(), json!(d.singular));
             entry.insert("verbs".into(), json!(VERBS));
             put_names(&mut entry, d);
+            let mut subresources = Vec::new();
             if d.status_subresource {
-                entry.insert(
-                    "subresources".into(),
-                    json!([{"subresource": "status", "responseKind": response_kind, "verbs": STATUS_VERBS}]),
+                subresources.push(
+                    json!({"subresource": "status", "responseKind": response_kind, "verbs": STATUS_VERBS}),
                 );
+            }
+            subresources.extend(token_subresource(d));
+            if !subresources.is_empty() {
+                entry.insert("subresources".into(), Value::Array(subresources));
             }
             Value::Object(entry)
         })
+        .chain(reviews_in(group, version).map(|r| {
+            json!({"resource": r.plural, "responseKind":
+                {"group": r.group, "version": r.version, "kind": r.kind},
+                "scope": "Cluster", "singularResource": r.kind.to_lowercase(),
+                "verbs": CREATE_ONLY})
+        }))
         .collect();
     json!({"version": version, "resources": resources, "freshness": "Current"})
 }
@@ -293,8 +373,10 @@ mod tests {
         b.plural = "datauploads".into();
         a.version = "v1".into();
         let doc = api_group_list(&[b, a]);
+        // The review groups are always served; the custom group comes after them.
+        let velero = doc["groups"].as_array().unwrap().iter().find(|g| g["name"] == "velero.io");
         assert_eq!(
-            doc["groups"][0],
+            *velero.unwrap(),
             json!({"name": "velero.io", "versions": [
                 {"groupVersion": "velero.io/v1", "version": "v1"},
                 {"groupVersion": "velero.io/v2alpha1", "version": "v2alpha1"}],
@@ -412,12 +494,40 @@ mod tests {
         assert_eq!(bsl["singularResource"], "backupstoragelocation");
         assert_eq!(bsl["scope"], "Namespaced");
         assert_eq!(bsl["responseKind"]["kind"], "BackupStorageLocation");
-        // Every resource of every group shows up exactly once.
+        // Every resource of every group shows up exactly once, and every review.
         let n: usize = items
             .iter()
             .flat_map(|i| i["versions"].as_array().unwrap())
             .map(|v| v["resources"].as_array().unwrap().len())
             .sum();
-        assert_eq!(n, defs().iter().filter(|d| !d.group.is_empty()).count());
+        assert_eq!(n, defs().iter().filter(|d| !d.group.is_empty()).count() + REVIEWS.len());
+    }
+
+    #[test]
+    fn reviews_and_the_token_subresource_are_discoverable() {
+        let doc = api_resource_list(&defs(), "authorization.k8s.io", "v1").unwrap();
+        let names: Vec<&str> = doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(names, ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]);
+        assert_eq!(doc["resources"][0]["verbs"], json!(["create"]));
+        let core = api_resource_list(&defs(), "", "v1").unwrap();
+        let token = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "serviceaccounts/token");
+        assert_eq!(token.unwrap()["kind"], "TokenRequest");
+        let aggregated = aggregated(&defs(), false);
+        let authn = aggregated["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "authentication.k8s.io")
+            .unwrap();
+        assert_eq!(authn["versions"][0]["resources"][0]["resource"], "selfsubjectreviews");
     }
 }

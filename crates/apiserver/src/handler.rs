@@ -31,6 +31,7 @@ use crate::{discovery, openapi};
 pub(crate) use events::from_storage;
 pub(crate) use list::{Filter, ensure_type_meta};
 pub(crate) use request::Params;
+pub(crate) use write::now_seconds;
 
 /// Largest request body accepted (the apiserver's limit is 3 MiB too).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -88,7 +89,7 @@ enum Route {
 
 impl ApiServer {
     /// Serves `defs` over `store`. The initial namespaces (`default`, `kube-system`,
-    /// `kube-public`) exist when this returns; namespaces left terminating by an earlier run get
+    /// `kube-public`) and the shipped RBAC roles and bindings exist when this returns; namespaces left terminating by an earlier run get
     /// their deletion finished (when called inside a tokio runtime).
     pub fn new(store: Store, defs: Vec<ResourceDef>) -> ApiServer {
         let server = ApiServer {
@@ -106,6 +107,7 @@ impl ApiServer {
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             server.resume_namespace_deletions();
+            crate::rbac::spawn_aggregation(server.store().clone());
         }
         server
     }
@@ -201,7 +203,7 @@ impl ApiServer {
                 for ns in INITIAL_NAMESPACES {
                     self.ensure_namespace(ns).await?;
                 }
-                Ok::<(), ApiError>(())
+                crate::rbac::reconcile_defaults(self).await
             })
             .await
             .map(|_| ())
@@ -242,10 +244,15 @@ impl ApiServer {
                 self.resource_route("", v, rest).map(Route::Resource)
             }
             ["apis"] => Some(Route::Groups),
-            ["apis", g] if self.inner.defs.iter().any(|d| d.group == *g) => {
+            ["apis", g]
+                if self.inner.defs.iter().any(|d| d.group == *g)
+                    || discovery::serves_review_group(g, None) =>
+            {
                 Some(Route::Group((*g).into()))
             }
-            ["apis", g, v] if has_gv(g, v) => Some(Route::Resources((*g).into(), (*v).into())),
+            ["apis", g, v] if has_gv(g, v) || discovery::serves_review_group(g, Some(v)) => {
+                Some(Route::Resources((*g).into(), (*v).into()))
+            }
             ["apis", g, v, rest @ ..] if has_gv(g, v) => {
                 self.resource_route(g, v, rest).map(Route::Resource)
             }

@@ -4,7 +4,9 @@
 //! durable SQLite store, so kubectl, kube-rs and the Python client work against it unchanged.
 //! [`ApiServer`] is the engine; `serve` puts it behind HTTPS with bearer-token authentication.
 
+pub mod access_review;
 pub mod auth;
+pub mod data_dir;
 pub mod discovery;
 pub mod error;
 pub mod fieldselector;
@@ -13,8 +15,11 @@ pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod protobuf_fields;
+pub mod rbac;
 pub mod schema;
 pub mod serve;
+pub mod service_account_token;
 pub mod store;
 pub mod table;
 pub mod tls;

@@ -1,6 +1,6 @@
 //! Serving the API router over HTTPS: TLS by tokio-rustls, HTTP/1.1 and HTTP/2 by hyper-util's
-//! auto connection (kubectl speaks h2, kube-rs and Python HTTP/1.1), the bearer-token layer of
-//! [`crate::auth`] in front of every route, and a graceful shutdown with a deadline.
+//! auto connection (kubectl speaks h2, kube-rs and Python HTTP/1.1), the authentication and RBAC
+//! layer of [`crate::auth`] in front of every route, and a graceful shutdown with a deadline.
 //!
 //! A misbehaving client (a failed handshake, a reset stream) only ends its own connection: the
 //! error is logged and the accept loop goes on.
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{self, Tokens};
+use crate::auth::{self, Authenticator};
 use crate::tls::{TlsError, TlsMaterial};
 
 /// How long a client may take to finish the TLS handshake.
@@ -86,7 +86,7 @@ impl Drop for RunningServer {
 /// bound when this returns, so clients may connect at once.
 pub async fn spawn(
     router: Router,
-    tokens: Tokens,
+    auth: Authenticator,
     tls: TlsMaterial,
     addr: SocketAddr,
 ) -> Result<RunningServer, ServeError> {
@@ -96,22 +96,22 @@ pub async fn spawn(
         TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(router, tokens, tls, listener, async move {
+    let task = tokio::spawn(serve(router, auth, tls, listener, async move {
         let _ = stopped.await;
     }));
     Ok(RunningServer { addr, stop: Some(stop), task: Some(task) })
 }
 
-/// Wraps `router` in the authentication layer.
-pub fn authenticated(router: Router, tokens: Tokens) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(tokens, auth::authenticate))
+/// Wraps `router` in the authentication and authorization layer.
+pub fn authenticated(router: Router, auth: Authenticator) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(auth, auth::authenticate))
 }
 
 /// Serves `router` with bearer-token auth over HTTPS on `listener` until `shutdown` completes,
 /// then stops accepting, lets open requests finish for a few seconds and closes the rest.
 pub async fn serve<F>(
     router: Router,
-    tokens: Tokens,
+    auth: Authenticator,
     tls: TlsMaterial,
     listener: TcpListener,
     shutdown: F,
@@ -120,7 +120,7 @@ where
     F: Future<Output = ()> + Send,
 {
     let acceptor = TlsAcceptor::from(tls.server_config()?);
-    let app = authenticated(router, tokens);
+    let app = authenticated(router, auth);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);

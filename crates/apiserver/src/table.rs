@@ -8,7 +8,7 @@ mod jsonpath;
 use holdfast_api::{PrinterColumn, ResourceDef};
 use serde_json::{Map, Value, json};
 
-pub use jsonpath::JsonPath;
+pub use jsonpath::{JsonPath, Template};
 
 const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
 
@@ -68,14 +68,15 @@ pub fn table(
     let columns = columns(def);
     // A path that does not parse shows as empty cells rather than failing the whole listing; the
     // kinds' own tests make sure their columns parse.
-    let paths: Vec<Option<JsonPath>> =
-        columns.iter().map(|c| JsonPath::parse(&c.json_path).ok()).collect();
+    let paths: Vec<Option<Template>> =
+        columns.iter().map(|c| Template::parse(&c.json_path).ok()).collect();
     let rows: Vec<Value> = objects
         .iter()
         .map(|obj| {
             let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
             cells.extend(columns.iter().zip(&paths).map(|(col, path)| match path {
-                Some(p) => cell(&col.type_, &p.select(obj), now),
+                Some(Template::Path(p)) => cell(&col.type_, &p.select(obj), now),
+                Some(template) => Value::String(template.render(obj, text)),
                 None => Value::Null,
             }));
             json!({"cells": cells, "object": partial_object_metadata(obj)})

@@ -474,3 +474,174 @@ async fn imperative_create_commands_store_what_they_say() -> Result<()> {
     );
     Ok(())
 }
+
+fn backup_yaml(name: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: dataprotection.kubeblocks.io/v1alpha1\nkind: Backup\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  backupPolicyName: pg-policy\n  backupMethod: pg-basebackup\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_view_token_reads_backups_but_no_secret_until_a_role_binding_grants_edit() -> Result<()>
+{
+    require_kubectl()?;
+    let c = Cluster::start().await?;
+    let setup = c.write(
+        "setup.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: holdfast-system\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: repo-key\n  namespace: holdfast-system\nstringData:\n  password: correct-horse\n",
+    )?;
+    c.ok(&["apply", "-f", setup.to_str().context("utf-8")?]).await?;
+    let backup = c.write("b1.yaml", &backup_yaml("b1", "team"))?;
+    c.ok(&["apply", "-f", backup.to_str().context("utf-8")?]).await?;
+    let viewer = c.kubeconfig_with("viewer", c.api.tokens().view_token().context("view token")?)?;
+    let as_viewer = |args: &[&str]| c.run(c.command_with(&viewer, args));
+
+    let list =
+        as_viewer(&["get", "backups.dataprotection.kubeblocks.io", "-A", "-o", "name"]).await?;
+    ensure!(
+        list.ok && list.stdout.contains("backup.dataprotection.kubeblocks.io/b1"),
+        "{}",
+        list.stderr
+    );
+    let secret = as_viewer(&["get", "secret", "repo-key", "-n", "holdfast-system"]).await?;
+    ensure!(!secret.ok);
+    ensure!(
+        secret.stderr.contains(r#"Error from server (Forbidden): secrets "repo-key" is forbidden: User "viewer" cannot get resource "secrets" in API group "" in the namespace "holdfast-system""#),
+        "{}",
+        secret.stderr
+    );
+    let can_i = as_viewer(&["auth", "can-i", "get", "secrets", "-n", "holdfast-system"]).await?;
+    ensure!(!can_i.ok && can_i.stdout.trim() == "no", "{} {}", can_i.stdout, can_i.stderr);
+    let can_list =
+        as_viewer(&["auth", "can-i", "list", "backups.dataprotection.kubeblocks.io"]).await?;
+    ensure!(
+        can_list.ok && can_list.stdout.trim() == "yes",
+        "{} {}",
+        can_list.stdout,
+        can_list.stderr
+    );
+    let whoami = as_viewer(&["auth", "whoami"]).await?;
+    ensure!(whoami.ok, "{}", whoami.stderr);
+    ensure!(
+        whoami.stdout.lines().any(|l| l.split_whitespace().eq(["Username", "viewer"])),
+        "{}",
+        whoami.stdout
+    );
+
+    // kube-rs gets the same 403 Status.
+    let client = c.api.viewer().await?;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client, "holdfast-system");
+    match secrets.get("repo-key").await {
+        Err(kube::Error::Api(status)) => {
+            ensure!(status.code == 403 && status.reason == "Forbidden", "{status:?}");
+        }
+        other => anyhow::bail!("the viewer read a Secret: {other:?}"),
+    }
+
+    // Before the binding the viewer cannot create a Backup; after it, in `team` only.
+    let b2 = c.write("b2.yaml", &backup_yaml("b2", "team"))?;
+    let b3 = c.write("b3.yaml", &backup_yaml("b3", "default"))?;
+    let denied = as_viewer(&["create", "-f", b2.to_str().context("utf-8")?]).await?;
+    ensure!(!denied.ok && denied.stderr.contains("Forbidden"), "{}", denied.stderr);
+    let binding = c.write(
+        "binding.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: viewer-edits-team\n  namespace: team\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: edit\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: viewer\n",
+    )?;
+    c.ok(&["apply", "-f", binding.to_str().context("utf-8")?]).await?;
+    let created = as_viewer(&["create", "-f", b2.to_str().context("utf-8")?]).await?;
+    ensure!(created.ok, "{}", created.stderr);
+    let elsewhere = as_viewer(&["create", "-f", b3.to_str().context("utf-8")?]).await?;
+    ensure!(!elsewhere.ok);
+    ensure!(
+        elsewhere.stderr.contains(r#"backups.dataprotection.kubeblocks.io is forbidden: User "viewer" cannot create resource "backups" in API group "dataprotection.kubeblocks.io" in the namespace "default""#),
+        "{}",
+        elsewhere.stderr
+    );
+    let can_team = as_viewer(&[
+        "auth",
+        "can-i",
+        "create",
+        "backups.dataprotection.kubeblocks.io",
+        "-n",
+        "team",
+    ])
+    .await?;
+    ensure!(can_team.stdout.trim() == "yes", "{} {}", can_team.stdout, can_team.stderr);
+    // Still no Secret outside the namespace the binding names.
+    let secret = as_viewer(&["get", "secret", "repo-key", "-n", "holdfast-system"]).await?;
+    ensure!(!secret.ok, "{}", secret.stdout);
+
+    let bindings = c.ok(&["get", "rolebinding", "-n", "team"]).await?;
+    ensure!(
+        bindings.lines().nth(1).is_some_and(|l| l
+            .split_whitespace()
+            .take(2)
+            .eq(["viewer-edits-team", "ClusterRole/edit"])),
+        "{bindings}"
+    );
+    let roles = c.ok(&["get", "clusterroles", "-o", "name"]).await?;
+    for role in ["cluster-admin", "admin", "edit", "view"] {
+        ensure!(
+            roles.lines().any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{role}")),
+            "{roles}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_token_mints_a_service_account_token_rbac_applies_to() -> Result<()> {
+    require_kubectl()?;
+    let c = Cluster::start().await?;
+    let setup = c.write(
+        "sa.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: backup-operator\n  namespace: team\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: backup-operator\n  namespace: team\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: edit\nsubjects:\n- kind: ServiceAccount\n  name: backup-operator\n  namespace: team\n",
+    )?;
+    c.ok(&["apply", "-f", setup.to_str().context("utf-8")?]).await?;
+    let token =
+        c.ok(&["create", "token", "backup-operator", "-n", "team", "--duration=20m"]).await?;
+    let token = token.trim();
+    ensure!(token.split('.').count() == 3, "not a JWT: {token}");
+    let too_short =
+        c.kubectl(&["create", "token", "backup-operator", "-n", "team", "--duration=1m"]).await?;
+    ensure!(
+        !too_short.ok
+            && too_short.stderr.contains("may not specify a duration less than 10 minutes"),
+        "{}",
+        too_short.stderr
+    );
+    let missing = c.kubectl(&["create", "token", "nobody", "-n", "team"]).await?;
+    ensure!(
+        !missing.ok && missing.stderr.contains(r#"serviceaccounts "nobody" not found"#),
+        "{}",
+        missing.stderr
+    );
+
+    let sa = c.kubeconfig_with("sa", token)?;
+    let whoami = c
+        .run(c.command_with(&sa, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]))
+        .await?;
+    ensure!(
+        whoami.stdout == "system:serviceaccount:team:backup-operator",
+        "{} {}",
+        whoami.stdout,
+        whoami.stderr
+    );
+    let b1 = c.write("b1.yaml", &backup_yaml("b1", "team"))?;
+    let created =
+        c.run(c.command_with(&sa, &["create", "-f", b1.to_str().context("utf-8")?])).await?;
+    ensure!(created.ok, "{}", created.stderr);
+    let b2 = c.write("b2.yaml", &backup_yaml("b2", "default"))?;
+    let denied =
+        c.run(c.command_with(&sa, &["create", "-f", b2.to_str().context("utf-8")?])).await?;
+    ensure!(!denied.ok && denied.stderr.contains("Forbidden"), "{}", denied.stderr);
+
+    // Deleting the ServiceAccount revokes its tokens.
+    c.ok(&["delete", "serviceaccount", "backup-operator", "-n", "team"]).await?;
+    let revoked = c
+        .run(c.command_with(&sa, &["get", "backups.dataprotection.kubeblocks.io", "-n", "team"]))
+        .await?;
+    ensure!(!revoked.ok && revoked.stderr.contains("You must be logged in"), "{}", revoked.stderr);
+    Ok(())
+}

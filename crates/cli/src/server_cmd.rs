@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use holdfast_apiserver::ApiServer;
-use holdfast_apiserver::auth::load_or_create_tokens;
+use holdfast_apiserver::auth::Authenticator;
 use holdfast_apiserver::kubeconfig::{kubeconfig, write_kubeconfig};
 use holdfast_apiserver::serve::serve;
 use holdfast_apiserver::store::Store;
@@ -102,16 +102,16 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     }
     let tls = load_or_create_tls(&data_dir, &hosts)
         .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
-    let tokens = load_or_create_tokens(&data_dir)
-        .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
-    let admin_token =
-        tokens.admin_token().context("the token file has no admin token")?.to_string();
     let store_path = data_dir.join("store.db");
     let store = Store::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
 
     let api =
         ApiServer::new(store, holdfast_api::registry()).with_pod_log_dir(data_dir.join("logs"));
+    let auth = Authenticator::load_or_create(&data_dir, &api)
+        .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
+    let admin_token =
+        auth.tokens().admin_token().context("the token file has no admin token")?.to_string();
     let compactor = api.spawn_compactor();
     let controllers =
         if args.no_controllers { None } else { Some(spawn_controllers(&api, &data_dir).await?) };
@@ -126,7 +126,7 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     print_banner(&url, &data_dir, &kubeconfig_path);
     tracing::info!(%url, data_dir = %data_dir.display(), "serving");
 
-    let result = serve(api.router(), tokens, tls, listener, shutdown_signal()).await;
+    let result = serve(api.router(), auth, tls, listener, shutdown_signal()).await;
     compactor.abort();
     if let Some(controllers) = controllers {
         controllers.abort();

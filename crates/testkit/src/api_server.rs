@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use holdfast_apiserver::auth::{Tokens, load_or_create_tokens};
+use holdfast_apiserver::auth::{Authenticator, Tokens};
 use holdfast_apiserver::kubeconfig::{kubeconfig, write_kubeconfig};
 use holdfast_apiserver::serve::{RunningServer, spawn};
 use holdfast_apiserver::tls::{TlsMaterial, load_or_create_tls};
@@ -58,7 +58,7 @@ pub struct HttpsApi {
     running: Option<RunningServer>,
     url: String,
     tls: TlsMaterial,
-    tokens: Tokens,
+    auth: Authenticator,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -70,18 +70,18 @@ impl HttpsApi {
         let dir = temp_dir("holdfast-https-")?;
         let server = api_server(dir.path())?.with_pod_log_dir(dir.path().join("pod-logs"));
         let tls = load_or_create_tls(dir.path(), &[]).map_err(|e| setup(&e))?;
-        let tokens = load_or_create_tokens(dir.path()).map_err(|e| setup(&e))?;
+        let auth = Authenticator::load_or_create(dir.path(), &server).map_err(|e| setup(&e))?;
         let addr = "127.0.0.1:0".parse().map_err(|e| setup(&e))?;
-        let running = spawn(server.router(), tokens.clone(), tls.clone(), addr)
-            .await
-            .map_err(|e| setup(&e))?;
+        let running =
+            spawn(server.router(), auth.clone(), tls.clone(), addr).await.map_err(|e| setup(&e))?;
         let url = running.url();
         let path = dir.path().join("kubeconfig");
-        let admin = tokens.admin_token().ok_or_else(|| Error::NotFound("an admin token".into()))?;
+        let admin =
+            auth.tokens().admin_token().ok_or_else(|| Error::NotFound("an admin token".into()))?;
         write_kubeconfig(&path, &kubeconfig(&url, &tls.ca_pem, admin))
             .map_err(Error::io(format!("write {}", path.display())))?;
         let https =
-            HttpsApi { server, running: Some(running), url, tls, tokens, kubeconfig: path, dir };
+            HttpsApi { server, running: Some(running), url, tls, auth, kubeconfig: path, dir };
         client::wait_ready(&https.admin().await?).await?;
         Ok(https)
     }
@@ -111,9 +111,14 @@ impl HttpsApi {
         &self.tls
     }
 
-    /// The bearer tokens the server accepts.
+    /// The static bearer tokens the server accepts.
     pub fn tokens(&self) -> &Tokens {
-        &self.tokens
+        self.auth.tokens()
+    }
+
+    /// The authentication and authorization layer (tokens, RBAC).
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
     }
 
     /// The admin kubeconfig file.
@@ -142,14 +147,14 @@ impl HttpsApi {
     /// A client with the admin token.
     pub async fn admin(&self) -> Result<kube::Client, Error> {
         let token =
-            self.tokens.admin_token().ok_or_else(|| Error::NotFound("an admin token".into()))?;
+            self.tokens().admin_token().ok_or_else(|| Error::NotFound("an admin token".into()))?;
         self.client(token).await
     }
 
     /// A client with the read-only token.
     pub async fn viewer(&self) -> Result<kube::Client, Error> {
         let token =
-            self.tokens.view_token().ok_or_else(|| Error::NotFound("a view token".into()))?;
+            self.tokens().view_token().ok_or_else(|| Error::NotFound("a view token".into()))?;
         self.client(token).await
     }
 

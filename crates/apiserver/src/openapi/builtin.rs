@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::events::v1::Event as EventV1;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass, VolumeAttachment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ListMeta, ObjectMeta, Status};
 use schemars::JsonSchema;
@@ -55,6 +56,10 @@ fn generated() -> &'static Generated {
         add::<StorageClass>(g, &mut kinds);
         add::<CSIDriver>(g, &mut kinds);
         add::<VolumeAttachment>(g, &mut kinds);
+        add::<Role>(g, &mut kinds);
+        add::<ClusterRole>(g, &mut kinds);
+        add::<RoleBinding>(g, &mut kinds);
+        add::<ClusterRoleBinding>(g, &mut kinds);
         g.subschema_for::<ObjectMeta>();
         g.subschema_for::<ListMeta>();
         g.subschema_for::<DeleteOptions>();

@@ -5,6 +5,71 @@
 
 use serde_json::Value;
 
+/// A column path as kubectl's JSONPath printer takes it: one path, or text with `{path}` parts
+/// (`{.roleRef.kind}/{.roleRef.name}`, as kubectl prints a binding's role).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Template {
+    Path(JsonPath),
+    Parts(Vec<TemplatePart>),
+}
+
+/// A piece of a [`Template`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplatePart {
+    Text(String),
+    Path(JsonPath),
+}
+
+impl Template {
+    /// Parses a single path, or text mixing literals and `{path}` parts.
+    ///
+    /// # Errors
+    /// A path outside the supported subset, or an unclosed `{`.
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let t = template.trim();
+        let single = !t.starts_with('{') || (t.ends_with('}') && t.matches('{').count() == 1);
+        if single {
+            return JsonPath::parse(t).map(Template::Path);
+        }
+        let mut parts = Vec::new();
+        let mut rest = t;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(TemplatePart::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in JSONPath {template:?}"))?;
+            parts.push(TemplatePart::Path(JsonPath::parse(&rest[open + 1..open + close])?));
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Text(rest.to_string()));
+        }
+        Ok(Template::Parts(parts))
+    }
+
+    /// The text of the template for `obj`, each path's matches shown by `show` and joined with
+    /// commas.
+    pub fn render(&self, obj: &Value, show: impl Fn(&Value) -> String) -> String {
+        let parts = match self {
+            Template::Path(p) => return join(&p.select(obj), &show),
+            Template::Parts(parts) => parts,
+        };
+        parts
+            .iter()
+            .map(|part| match part {
+                TemplatePart::Text(text) => text.clone(),
+                TemplatePart::Path(p) => join(&p.select(obj), &show),
+            })
+            .collect()
+    }
+}
+
+fn join(values: &[&Value], show: &impl Fn(&Value) -> String) -> String {
+    values.iter().map(|v| show(v)).collect::<Vec<_>>().join(",")
+}
+
 /// A step of a parsed path.
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -219,5 +284,18 @@ mod tests {
         assert!(JsonPath::parse(".a[?(@.x>1)]").is_err());
         assert!(JsonPath::parse(".a[1").is_err());
         assert!(JsonPath::parse(".a[?(x==1)]").is_err());
+    }
+
+    #[test]
+    fn templates_mix_text_and_paths() {
+        let obj = serde_json::json!({"roleRef": {"kind": "ClusterRole", "name": "view"}});
+        let t = Template::parse("{.roleRef.kind}/{.roleRef.name}").unwrap();
+        assert_eq!(
+            t.render(&obj, |v| v.as_str().unwrap_or_default().to_string()),
+            "ClusterRole/view"
+        );
+        assert!(matches!(Template::parse("{.roleRef.kind}").unwrap(), Template::Path(_)));
+        assert!(matches!(Template::parse(".a.b").unwrap(), Template::Path(_)));
+        assert!(Template::parse("{.a}/{.b").is_err());
     }
 }
