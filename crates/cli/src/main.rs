@@ -27,7 +27,7 @@ enum Command {
     /// Print the CustomResourceDefinitions of every custom kind as YAML.
     Crds(crds_cmd::CrdsArgs),
     /// Work with a deduplicating, encrypted backup repository (restic-style commands).
-    Repo(repo_cmd::RepoArgs),
+    Repo(Box<repo_cmd::RepoArgs>),
     /// Print the log of an embedded Job's pod from the data directory.
     Logs(logs_cmd::LogsArgs),
     /// datasafed-compatible storage commands (push, pull, list, stat, rm, mkdir, rmdir) over a
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
         Command::Crds(args) => crds_cmd::run(args),
-        Command::Repo(args) => repo_cmd::run(args),
+        Command::Repo(args) => repo_cmd::run(*args),
         Command::Logs(args) => logs_cmd::run(args),
         Command::Datasafed(args) => datasafed_cmd::run(args),
     }
