@@ -330,18 +330,28 @@ async fn a_backup_runs_its_actionset_records_backup_info_and_delete_removes_the_
         "no retentionPeriod, no DP_TTL:\n{env}"
     );
 
-    // The worker Job is cleaned up once the backup is Completed.
+    // The worker Job stays once the backup is Completed, so its logs can be read, until its
+    // TTL or the Backup's deletion removes it.
     let jobs: Api<Job> = Api::namespaced(setup.client(), NS);
+    let worker = jobs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|j| j.name_any().starts_with("dp-backup-"))
+        .context("the worker Job of a completed backup")?;
+    let ttl = worker.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
+    assert_eq!(ttl, Some(holdfast_controllers::job_runner::FINISHED_JOB_TTL_SECONDS));
+
+    // Delete: the data goes, then the object, and its Job with it.
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    api.delete("b1", &DeleteParams::default()).await?;
+    setup.gone("b1").await?;
     wait_for("the worker Job to be removed", Duration::from_secs(30), || async {
         let left = jobs.list(&ListParams::default()).await?.items;
         Ok(left.iter().all(|j| !j.name_any().starts_with("dp-backup-")).then_some(()))
     })
     .await?;
-
-    // Delete: the data goes, then the object.
-    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
-    api.delete("b1", &DeleteParams::default()).await?;
-    setup.gone("b1").await?;
     let listing = setup.list("/default/pg/b1").await?;
     assert!(!listing.contains("data.bin"), "data left after Delete: {listing}");
     assert!(setup.repo_dir.exists());

@@ -54,6 +54,7 @@ pace=0; if mkdir "{markers}/backup" 2>/dev/null; then pace=0.25; fi
 for i in $(seq 1 {CHUNKS}); do head -c {CHUNK_BYTES} /dev/urandom; sleep $pace; done \
   | datasafed push - /data.bin
 echo '{{"totalSize":"{}"}}' > "$DP_BACKUP_INFO_FILE"
+echo "pushed {0} bytes for $DP_BACKUP_NAME"
 "#,
         CHUNKS * CHUNK_BYTES
     );
@@ -218,6 +219,20 @@ async fn setup(client: &kube::Client, repo_dir: &Path, markers: &Path) -> Result
     Ok(())
 }
 
+/// A Backup `name` of the policy's `slow` method.
+async fn create_backup(kube: &kube::Client, name: &str) -> Result<()> {
+    create(
+        &Api::<Backup>::namespaced(kube.clone(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+            "metadata": {"name": name},
+            "spec": {"backupPolicyName": "app-policy", "backupMethod": "slow"}
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The repository's password, from the Secret the BackupRepo controller generated.
 async fn repository_password(client: &kube::Client) -> Result<String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "holdfast-system");
@@ -255,15 +270,7 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
     setup(&kube, &repo_dir, &markers).await?;
 
     // --- Backup, killed while backupData streams.
-    create(
-        &Api::<Backup>::namespaced(kube.clone(), NS),
-        json!({
-            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
-            "metadata": {"name": "b1"},
-            "spec": {"backupPolicyName": "app-policy", "backupMethod": "slow"}
-        }),
-    )
-    .await?;
+    create_backup(&kube, "b1").await?;
     let backups: Api<Backup> = Api::namespaced(kube.clone(), NS);
     poll(TIMEOUT, "the Backup to be Running", || async {
         let phase = backups.get("b1").await?.status.and_then(|s| s.phase);
@@ -342,5 +349,74 @@ async fn kill_9_mid_backup_and_mid_restore_then_both_complete() -> Result<()> {
         .len();
     assert_eq!(size, CHUNKS * CHUNK_BYTES, "the restored file is not the backed-up file");
     repo_check(&repo_dir, &password).await?;
+    Ok(())
+}
+
+/// `kubectl logs job/<name>` with the kubeconfig the server wrote.
+async fn kubectl_logs(data_dir: &Path, job: &str) -> Result<String> {
+    let kubeconfig = data_dir.join("kubeconfig");
+    let out = holdfast_testkit::kubeconfig::kubectl(
+        &kubeconfig,
+        &data_dir.join("kubectl-cache"),
+        &["logs", &format!("job/{job}"), "-n", NS],
+    )
+    .output()
+    .await?;
+    ensure!(out.status.success(), "kubectl logs failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_backups_job_logs_stay_readable_across_a_restart() -> Result<()> {
+    holdfast_testkit::kubeconfig::require_kubectl()?;
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let repo_dir = dir.path().join("repo");
+    let markers = dir.path().join("attempts");
+    std::fs::create_dir_all(&repo_dir)?;
+    // The marker exists: the first attempt runs at full speed.
+    std::fs::create_dir_all(markers.join("backup"))?;
+    let mut server = HoldfastServer::start(Path::new(BIN), &data_dir).await?;
+    let kube = server.client().await?;
+    setup(&kube, &repo_dir, &markers).await?;
+    create_backup(&kube, "kept").await?;
+    let backups: Api<Backup> = Api::namespaced(kube.clone(), NS);
+    poll(TIMEOUT, "the Backup to complete", || async {
+        let b = backups.get("kept").await?;
+        match b.status.as_ref().and_then(|s| s.phase) {
+            Some(BackupPhase::Completed) => Ok(Some(())),
+            Some(BackupPhase::Failed) => {
+                bail!("backup failed: {:?}\n{}", b.status, logs(&data_dir))
+            }
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    let jobs: Api<Job> = Api::namespaced(kube.clone(), NS);
+    let job = jobs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|j| j.owner_references().iter().any(|o| o.kind == "Backup" && o.name == "kept"))
+        .context("the backup's Job was removed when the backup completed")?;
+    let ttl = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
+    assert_eq!(ttl, Some(7 * 24 * 3600));
+    let expected = format!("pushed {} bytes for kept", CHUNKS * CHUNK_BYTES);
+    let before = kubectl_logs(&data_dir, &job.name_any()).await?;
+    ensure!(before.contains(&expected), "kubectl logs job/{}: {before:?}", job.name_any());
+
+    server.kill_9().await?;
+    let restarted = HoldfastServer::start(Path::new(BIN), &data_dir).await?;
+    restarted.client().await?;
+    let after = kubectl_logs(&data_dir, &job.name_any()).await?;
+    ensure!(after.contains(&expected), "after the restart: {after:?}");
+    let out = Command::new(BIN)
+        .args(["logs", &format!("job/{}", job.name_any()), "-n", NS, "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .await?;
+    ensure!(out.status.success(), "holdfast logs: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(String::from_utf8_lossy(&out.stdout).contains(&expected));
     Ok(())
 }
