@@ -170,6 +170,15 @@ impl Index {
         Some(self.location(id, e))
     }
 
+    /// Every pack holding a copy of a blob.
+    pub fn packs_of<'a>(&'a self, id: &Id) -> impl Iterator<Item = Id> + 'a {
+        self.blobs
+            .get(id)
+            .into_iter()
+            .chain(self.copies.get(id).into_iter().flatten())
+            .map(|e| self.packs[e.pack as usize].0)
+    }
+
     fn location(&self, id: &Id, e: &Entry) -> BlobLocation {
         let (pack, salt, _) = self.packs[e.pack as usize];
         BlobLocation {

@@ -240,11 +240,11 @@ impl Repository {
     /// # Errors
     /// As [`Repository::reload_index`].
     pub fn refresh_index(&self) -> Result<()> {
-        let now = Some(self.list_index_names()?);
-        if *self.index_listing.read().unwrap_or_else(|e| e.into_inner()) == now {
+        let now = self.list_index_names()?;
+        if self.index_listing.read().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&now) {
             return Ok(());
         }
-        self.reload_index()
+        self.load_index_listed(now)
     }
 
     fn list_index_names(&self) -> Result<IndexListing> {
@@ -292,7 +292,10 @@ impl Repository {
     /// Backend errors, corrupt index files.
     pub fn reload_index(&self) -> Result<()> {
         // Listed first: a file added while reading makes the next refresh read again.
-        let listing = self.list_index_names()?;
+        self.load_index_listed(self.list_index_names()?)
+    }
+
+    fn load_index_listed(&self, listing: IndexListing) -> Result<()> {
         // A concurrent prune deletes the index files it consolidated, but only after writing the
         // file that supersedes them: one vanishing between list and read means a fresh listing
         // holds its replacement.

@@ -138,9 +138,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     report.damaged_packs = sorted_hex(damaged.iter());
     report.new_packs = new_packs.iter().map(|p| p.id.to_hex()).collect();
     // A blob lost here but stored intact in another pack is not lost.
-    let elsewhere = |id: &Id| {
-        index.all_pack_ids().any(|p| !damaged.contains(&p) && index.get_in(id, &p).is_some())
-    };
+    let elsewhere = |id: &Id| index.packs_of(id).any(|p| !damaged.contains(&p));
     report.lost_blobs = sorted_hex(lost.iter().filter(|id| !elsewhere(id)));
     if opts.dry_run || damaged.is_empty() {
         return Ok(report);

@@ -144,19 +144,7 @@ impl Rewriter<'_> {
         }
         let tree = match self.repo.load_tree(id) {
             Ok(t) => t,
-            Err(
-                e @ (Error::MissingBlob { .. }
-                | Error::CorruptBlob { .. }
-                | Error::CorruptObject { .. }),
-            ) => {
-                let r = Rewritten {
-                    id: None,
-                    dropped: vec![format!(": directory unreadable, left empty ({e})")],
-                };
-                self.done.insert(*id, r.clone());
-                return Ok(r);
-            }
-            Err(Error::Backend(e)) if e.is_not_found() => {
+            Err(e) if unreadable(&e) => {
                 let r = Rewritten {
                     id: None,
                     dropped: vec![format!(": directory unreadable, left empty ({e})")],
@@ -216,5 +204,15 @@ impl Rewriter<'_> {
             self.sink.add_plain(id, BlobType::Tree, &data)?;
         }
         Ok(id)
+    }
+}
+
+/// Whether a tree read failed because the stored data is gone or damaged (as opposed to, say, a
+/// network error, which must stop the repair rather than empty a directory).
+fn unreadable(e: &Error) -> bool {
+    match e {
+        Error::MissingBlob { .. } | Error::CorruptBlob { .. } | Error::CorruptObject { .. } => true,
+        Error::Backend(b) => b.is_not_found(),
+        _ => false,
     }
 }
