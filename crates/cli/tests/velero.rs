@@ -27,7 +27,7 @@ use holdfast_api::velero::{
     PodVolumeBackup, PodVolumeRestore,
 };
 use holdfast_testkit::{EmbeddedServer, HoldfastServer, Moto};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use poll::poll;
 use serde_json::{Value, json};
@@ -300,6 +300,8 @@ async fn pod_volume_backup_and_restore_round_trip_through_the_api() -> Result<()
     let again = finished(&pvbs, "again-b", &Samples::default()).await?.status.context("status")?;
     assert_eq!(again.phase, Some(DataMovePhase::Completed), "{again:?}");
     assert!(again.incremental_bytes.unwrap_or(i64::MAX) < 1 << 20, "{again:?}");
+    maintenance_waits_for_a_running_backup(&client, &repos, &store.join("cluster-a/kopia/apps"))
+        .await?;
 
     // Keep pristine copies to compare with, then damage the volumes.
     let pristine = server.scratch_dir("pristine")?;
@@ -382,6 +384,81 @@ async fn pod_volume_backup_and_restore_round_trip_through_the_api() -> Result<()
         Ok(pvbs.get_opt("nightly-a").await?.is_none().then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// Maintenance that comes due while another process backs up into the repository (a real
+/// `holdfast repo backup --stdin` still reading) is postponed, not recorded as failed, and runs
+/// once that backup has finished.
+async fn maintenance_waits_for_a_running_backup(
+    client: &kube::Client,
+    repos: &Api<BackupRepository>,
+    path: &Path,
+) -> Result<()> {
+    let secret =
+        Api::<Secret>::namespaced(client.clone(), VELERO).get("velero-repo-credentials").await?;
+    let password = secret
+        .data
+        .and_then(|d| d.get("repository-password").cloned())
+        .context("the repository password")?;
+    let password_file = tempfile::NamedTempFile::new()?;
+    fs::write(password_file.path(), password.0)?;
+    let mut writer = std::process::Command::new(BIN)
+        .args(["repo", "--repo"])
+        .arg(path)
+        .arg("--password-file")
+        .arg(password_file.path())
+        .args(["backup", "--stdin", "--stdin-filename", "dump.sql"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let mut stdin = writer.stdin.take().context("stdin")?;
+    std::io::Write::write_all(&mut stdin, b"-- still dumping\n")?;
+    poll(TIMEOUT, "the backup to hold its lock", || async {
+        Ok((fs::read_dir(path.join("locks"))?.count() > 0).then_some(()))
+    })
+    .await?;
+
+    let before = repos.get("apps-local-kopia").await?.status.unwrap_or_default();
+    assert!(before.last_maintenance_time.is_some(), "a ready repository counts as maintained");
+    repos
+        .patch(
+            "apps-local-kopia",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maintenanceFrequency": "1s"}})),
+        )
+        .await?;
+    let events: Api<Event> = Api::namespaced(client.clone(), VELERO);
+    let postponed = poll(TIMEOUT, "maintenance to be postponed", || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list.items.into_iter().find(|e| e.reason.as_deref() == Some("MaintenancePostponed")))
+    })
+    .await?;
+    let message = postponed.message.unwrap_or_default();
+    assert!(message.contains("in use") && message.contains("backup"), "{message}");
+    let status = repos.get("apps-local-kopia").await?.status.unwrap_or_default();
+    assert!(
+        status.recent_maintenance.unwrap_or_default().is_empty(),
+        "a postponed maintenance is not a run"
+    );
+
+    drop(stdin);
+    ensure!(writer.wait()?.success(), "the stdin backup failed");
+    let maintained = poll(TIMEOUT, "maintenance to run after the backup", || async {
+        let status = repos.get("apps-local-kopia").await?.status;
+        Ok(status.filter(|s| s.recent_maintenance.as_ref().is_some_and(|r| !r.is_empty())))
+    })
+    .await?;
+    let runs = maintained.recent_maintenance.unwrap_or_default();
+    assert_eq!(serde_json::to_value(&runs[0].result)?, json!("Succeeded"), "{runs:?}");
+    // Back to Velero's hourly default, so maintenance stays out of the rest of the test.
+    repos
+        .patch(
+            "apps-local-kopia",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maintenanceFrequency": "1h"}})),
+        )
+        .await?;
     Ok(())
 }
 

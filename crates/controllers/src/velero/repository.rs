@@ -282,6 +282,11 @@ async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Act
     if status.phase != Some(BackupRepositoryPhase::Ready) {
         status.phase = Some(BackupRepositoryPhase::Ready);
         status.message = None;
+        // As Velero does: a repository just made ready counts as maintained now, so its first
+        // maintenance comes one period later instead of racing the backup that created it.
+        if status.last_maintenance_time.is_none() {
+            status.last_maintenance_time = Some(Time(ctx.clock.now()));
+        }
         write_status(&api, &repo, &status).await?;
     }
     if bsl.is_read_only() {
@@ -298,6 +303,14 @@ async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Act
         .await
         .map_err(|e| Error::Invalid(format!("maintenance crashed: {e}")))?;
     let finished = ctx.clock.now();
+    if let Err(holdfast_repository::Error::Locked { holder, .. }) = &outcome {
+        // A backup or restore holds the repository: maintenance has not failed, it waits its
+        // turn. Velero's history records only runs that happened.
+        let message = format!("maintenance postponed: the repository is in use ({holder})");
+        publish(&ctx, &*repo, EventType::Normal, "MaintenancePostponed", "Maintain", &message)
+            .await;
+        return Ok(Action::requeue(postponed_retry(&repo)?));
+    }
     let (result, message) = match outcome {
         Ok(report) => (
             MaintenanceResult::Succeeded,
@@ -331,6 +344,19 @@ async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Act
     })
 }
 
+/// How soon maintenance that found the repository in use tries again: a minute, or the
+/// maintenance period when that is shorter.
+fn postponed_retry(repo: &BackupRepository) -> Result<Duration, Error> {
+    Ok(frequency(repo)?.min(Duration::from_secs(60)).max(Duration::from_secs(1)))
+}
+
+/// `spec.maintenanceFrequency`, Velero's kopia default when empty.
+fn frequency(repo: &BackupRepository) -> Result<Duration, Error> {
+    let text = repo.spec.maintenance_frequency.as_str();
+    parse_go_duration(if text.is_empty() { DEFAULT_KOPIA_MAINTENANCE_FREQUENCY } else { text })
+        .map_err(|e| Error::Invalid(format!("spec.maintenanceFrequency {text:?}: {e}")))
+}
+
 /// How long until the next maintenance is due (zero: now); `None` when it never runs
 /// (`maintenanceFrequency` zero).
 fn maintenance_wait(
@@ -338,10 +364,7 @@ fn maintenance_wait(
     status: &BackupRepositoryStatus,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Result<Option<Duration>, Error> {
-    let text = repo.spec.maintenance_frequency.as_str();
-    let frequency =
-        parse_go_duration(if text.is_empty() { DEFAULT_KOPIA_MAINTENANCE_FREQUENCY } else { text })
-            .map_err(|e| Error::Invalid(format!("spec.maintenanceFrequency {text:?}: {e}")))?;
+    let frequency = frequency(repo)?;
     if frequency.is_zero() {
         return Ok(None);
     }
