@@ -21,3 +21,64 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     // `mode` is filtered by the umask on create; set it exactly.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
 }
+
+/// Creates `path` empty with mode 0600 unless it exists, and sets an existing one to 0600: SQLite
+/// creates its `-wal` and `-shm` files with the mode of the database file, so a store file created
+/// here keeps them private too.
+///
+/// # Errors
+/// The file cannot be created or its mode set.
+pub fn create_private_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new().append(true).create(true).mode(FILE_MODE).open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
+}
+
+/// Takes group and other access away from `path` and, for a directory, everything under it
+/// (symbolic links are not followed). For data directories an earlier version created with the
+/// umask's modes.
+///
+/// # Errors
+/// A mode cannot be read or set.
+pub fn restrict(path: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !0o077))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            restrict(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_whatever_the_umask_and_restricted_afterwards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let file = dir.join("f");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        create_private_file(&file).unwrap();
+        assert_eq!((mode(&file), std::fs::read(&file).unwrap()), (0o600, b"x".to_vec()));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        restrict(&dir).unwrap();
+        assert_eq!((mode(&dir), mode(&file)), (0o700, 0o700));
+    }
+}

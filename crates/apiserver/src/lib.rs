@@ -8,6 +8,7 @@ pub mod access_review;
 pub mod auth;
 pub mod data_dir;
 pub mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod fieldselector;
 pub mod handler;

@@ -12,6 +12,7 @@
 //! durable log ([`watch`]). Reads use a small pool of reader connections ([`sqlite`]); WAL gives
 //! them snapshot isolation, so a list and the revision it reports come from the same snapshot.
 
+mod codec;
 mod sqlite;
 mod watch;
 mod writer;
@@ -26,6 +27,9 @@ use futures::Stream;
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::encryption::Encryption;
+
+use self::codec::Codec;
 use self::sqlite::ReadPool;
 use self::writer::{Request, WriterHandle};
 
@@ -169,6 +173,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Boxed: the key and the cause would make every store result large.
+    #[error("{}: {}", .0.0, .0.1)]
+    Encryption(Box<(Key, crate::encryption::EncryptionError)>),
 }
 
 impl StoreError {
@@ -185,6 +192,8 @@ const BROADCAST_CAPACITY: usize = 4096;
 /// State shared by the `Store` handles, the writer thread and the watch streams.
 struct Shared {
     readers: ReadPool,
+    /// How values are stored (Secrets encrypted or not); readers and the writer share it.
+    codec: Codec,
     /// Highest committed revision, for cheap `current_rev()`; updated by the writer after commit.
     current_rev: AtomicU64,
     compacted_rev: AtomicU64,
@@ -219,7 +228,14 @@ impl Store {
     /// A second open of the same path while the first is alive fails with [`StoreError::Locked`]:
     /// the revision counter lives in the one writer thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::open_with(path, None)
+        Store::open_with(path, None, None)
+    }
+
+    /// Like [`Store::open`], with Secrets encrypted at rest by `encryption`. Secrets stored in
+    /// plaintext, or under another key of `encryption` than its first, are re-encrypted before
+    /// this returns, and the file is then vacuumed so no old page keeps the plaintext.
+    pub fn open_encrypted(path: &Path, encryption: Encryption) -> Result<Store, StoreError> {
+        Store::open_with(path, None, Some(encryption))
     }
 
     /// A store in a fresh temporary directory, removed when the last handle is dropped. Same code
@@ -234,13 +250,18 @@ impl Store {
                 }
             })?;
         let path = temp.path().join("store.db");
-        Store::open_with(&path, Some(temp))
+        Store::open_with(&path, Some(temp), None)
     }
 
-    fn open_with(path: &Path, temp: Option<tempfile::TempDir>) -> Result<Store, StoreError> {
+    fn open_with(
+        path: &Path,
+        temp: Option<tempfile::TempDir>,
+        encryption: Option<Encryption>,
+    ) -> Result<Store, StoreError> {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         let shared = Arc::new(Shared {
             readers: ReadPool::new(path.to_path_buf()),
+            codec: Codec::new(encryption),
             current_rev: AtomicU64::new(0),
             compacted_rev: AtomicU64::new(0),
         });
@@ -260,7 +281,8 @@ impl Store {
     }
 
     pub fn get(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
-        self.inner.shared.readers.with(|conn| sqlite::get(conn, key))
+        let codec = &self.inner.shared.codec;
+        self.inner.shared.readers.with(|conn| sqlite::get(conn, codec, key))
     }
 
     /// Objects of `resource` (in `namespace` if `Some`), ordered by (namespace, name), strictly
@@ -273,7 +295,11 @@ impl Store {
         after: Option<(&str, &str)>,
         limit: Option<usize>,
     ) -> Result<(Vec<Stored>, u64, u64), StoreError> {
-        self.inner.shared.readers.with(|conn| sqlite::list(conn, resource, namespace, after, limit))
+        let codec = &self.inner.shared.codec;
+        self.inner
+            .shared
+            .readers
+            .with(|conn| sqlite::list(conn, codec, resource, namespace, after, limit))
     }
 
     /// Like [`Store::list`], but unparsed, and as of revision `at` when given (the latest
@@ -289,10 +315,9 @@ impl Store {
         limit: Option<usize>,
         at: Option<u64>,
     ) -> Result<(Vec<RawObject>, u64, u64), StoreError> {
-        self.inner
-            .shared
-            .readers
-            .with(|conn| sqlite::list_raw(conn, resource, namespace, after, limit, at))
+        self.inner.shared.readers.with(|conn| {
+            sqlite::list_raw(conn, &self.inner.shared.codec, resource, namespace, after, limit, at)
+        })
     }
 
     /// Keys of the objects (in `namespace`, if given; else everywhere) whose stored JSON
@@ -303,7 +328,11 @@ impl Store {
         namespace: Option<&str>,
         needle: &str,
     ) -> Result<Vec<Key>, StoreError> {
-        self.inner.shared.readers.with(|conn| sqlite::keys_containing(conn, namespace, needle))
+        let codec = &self.inner.shared.codec;
+        self.inner
+            .shared
+            .readers
+            .with(|conn| sqlite::keys_containing(conn, codec, namespace, needle))
     }
 
     /// Creates `key`; fails with [`StoreError::AlreadyExists`] if it exists. The stored object gets

@@ -91,7 +91,8 @@ impl TlsMaterial {
 /// expired or does not cover `hosts` (added to [`DEFAULT_HOSTS`]).
 pub fn load_or_create_tls(dir: &Path, hosts: &[String]) -> Result<TlsMaterial, TlsError> {
     let pki = dir.join("pki");
-    std::fs::create_dir_all(&pki).map_err(|source| TlsError::Io { path: pki.clone(), source })?;
+    crate::data_dir::create_private_dir(&pki)
+        .map_err(|source| TlsError::Io { path: pki.clone(), source })?;
     let ca_crt = pki.join("ca.crt");
     let ca_key = pki.join("ca.key");
     let server_crt = pki.join("server.crt");
@@ -118,7 +119,7 @@ pub fn load_or_create_tls(dir: &Path, hosts: &[String]) -> Result<TlsMaterial, T
             // at worst, which the next start detects and replaces.
             write_private_file(&ca_key, key.as_bytes())
                 .map_err(|source| TlsError::Io { path: ca_key.clone(), source })?;
-            write_file(&ca_crt, cert.as_bytes(), 0o644)
+            write_private_file(&ca_crt, cert.as_bytes())
                 .map_err(|source| TlsError::Io { path: ca_crt.clone(), source })?;
             tracing::info!(path = %ca_crt.display(), "generated a new certificate authority");
             (cert, key)
@@ -136,7 +137,7 @@ pub fn load_or_create_tls(dir: &Path, hosts: &[String]) -> Result<TlsMaterial, T
             let (cert, key) = generate_server(&ca_pem, &ca_key_pem, &wanted)?;
             write_private_file(&server_key, key.as_bytes())
                 .map_err(|source| TlsError::Io { path: server_key.clone(), source })?;
-            write_file(&server_crt, cert.as_bytes(), 0o644)
+            write_private_file(&server_crt, cert.as_bytes())
                 .map_err(|source| TlsError::Io { path: server_crt.clone(), source })?;
             tracing::info!(path = %server_crt.display(), names = ?wanted, "issued a new server certificate");
             (cert, key)
@@ -330,6 +331,8 @@ mod tests {
         let pki = dir.path().join("pki");
         assert_eq!(mode(&pki.join("ca.key")), 0o600);
         assert_eq!(mode(&pki.join("server.key")), 0o600);
+        assert_eq!(mode(&pki.join("ca.crt")), 0o600);
+        assert_eq!(mode(&pki), 0o700);
         let now = jiff::Timestamp::now().as_second();
         let names: Vec<String> = ["127.0.0.1", "::1", "localhost", "backup.example.com"]
             .iter()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use holdfast_apiserver::ApiServer;
 use holdfast_apiserver::auth::Authenticator;
+use holdfast_apiserver::encryption::Encryption;
 use holdfast_apiserver::kubeconfig::{kubeconfig, write_kubeconfig};
 use holdfast_apiserver::serve::serve;
 use holdfast_apiserver::store::Store;
@@ -91,7 +92,10 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     let local = listener.local_addr().context("cannot read the listening address")?;
 
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
+    // Owner-only: the store holds every Secret, and the directory tokens and keys. Whatever an
+    // earlier version left readable to others is restricted too.
+    holdfast_apiserver::data_dir::create_private_dir(&data_dir)
+        .and_then(|()| holdfast_apiserver::data_dir::restrict(&data_dir))
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let data_dir = std::path::absolute(&data_dir)
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
@@ -103,7 +107,9 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     let tls = load_or_create_tls(&data_dir, &hosts)
         .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
     let store_path = data_dir.join("store.db");
-    let store = Store::open(&store_path)
+    let encryption = Encryption::load_or_create(&data_dir)
+        .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
+    let store = Store::open_encrypted(&store_path, encryption)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
 
     let api =

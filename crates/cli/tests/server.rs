@@ -138,3 +138,95 @@ async fn taken_port_and_unusable_data_dir_exit_non_zero_with_one_line() -> Resul
     ensure!(stderr.contains("cannot create data directory"), "{stderr}");
     Ok(())
 }
+
+/// Every path under `dir` whose mode lets group or others in.
+fn readable_by_others(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut open = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            open.push(format!("{} {:o}", path.display(), meta.permissions().mode() & 0o777));
+        }
+        if meta.is_dir() {
+            stack
+                .extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+        }
+    }
+    open
+}
+
+/// Whether any of the store's files holds `needle` as bytes.
+fn store_contains(dir: &Path, needle: &str) -> bool {
+    ["store.db", "store.db-wal"].iter().any(|f| {
+        std::fs::read(dir.join(f))
+            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    })
+}
+
+fn base64_of(value: &str) -> String {
+    let json = serde_json::to_string(&k8s_openapi::ByteString(value.as_bytes().to_vec()))
+        .expect("a ByteString serializes");
+    json.trim_matches('"').to_string()
+}
+
+fn secret(name: &str, value: &str) -> k8s_openapi::api::core::v1::Secret {
+    let mut s = k8s_openapi::api::core::v1::Secret::default();
+    s.metadata.name = Some(name.into());
+    s.string_data = Some([("password".to_string(), value.to_string())].into());
+    s
+}
+
+async fn password(client: &kube::Client, name: &str) -> Result<String> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let s = secrets.get(name).await?;
+    let bytes = s.data.and_then(|d| d.get("password").cloned()).context("no password")?;
+    Ok(String::from_utf8(bytes.0)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_is_owner_only_and_secrets_are_encrypted_at_rest() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    // A store written before encryption: a plaintext Secret, files readable by everyone.
+    let old_value = "old-plaintext-9f3e1c";
+    {
+        let store = holdfast_apiserver::Store::open(&data.join("store.db"))?;
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "old", "namespace": "default", "uid": "u-old"},
+            "type": "Opaque", "data": {"password": base64_of(old_value)}});
+        store
+            .create(holdfast_apiserver::store::Key::new("/secrets", "default", "old"), object)
+            .await?;
+    }
+    ensure!(store_contains(&data, &base64_of(old_value)), "the old store is not plaintext");
+    for path in [data.clone(), data.join("store.db")] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+
+    let server = HoldfastServer::start(Path::new(BIN), &data).await?;
+    let client = server.client().await?;
+    ensure!(password(&client, "old").await? == old_value, "the migrated Secret is not served");
+    let new_value = "new-secret-value-4b7d2a";
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    secrets.create(&PostParams::default(), &secret("new", new_value)).await?;
+    ensure!(password(&client, "new").await? == new_value);
+
+    for value in [old_value, new_value] {
+        for needle in [value.to_string(), base64_of(value)] {
+            ensure!(!store_contains(&data, &needle), "{needle:?} is readable in the store files");
+        }
+    }
+    let open = readable_by_others(&data);
+    ensure!(open.is_empty(), "readable by group or others: {open:?}");
+    let key = std::fs::read_to_string(data.join("encryption.key"))?;
+    ensure!(key.lines().any(|l| l.starts_with("key1:")), "{key}");
+    Ok(())
+}

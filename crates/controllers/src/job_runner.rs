@@ -135,7 +135,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
 /// `<data_dir>/bin/datasafed` -> the holdfast executable.
 fn install_datasafed(ctx: &Context) -> Result<(), Error> {
     let bin = ctx.bin_dir();
-    std::fs::create_dir_all(&bin).map_err(Error::io(format!("cannot create {}", bin.display())))?;
+    process::private_dir(&bin).map_err(Error::io(format!("cannot create {}", bin.display())))?;
     let link = bin.join("datasafed");
     if std::fs::read_link(&link).ok().as_deref() == Some(ctx.holdfast_exe.as_path()) {
         return Ok(());

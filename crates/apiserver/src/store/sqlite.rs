@@ -8,6 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+use super::codec::Codec;
 use super::{Event, EventType, Key, RawObject, StoreError, Stored};
 
 /// Bumped when the layout changes incompatibly; a newer file is refused rather than misread.
@@ -168,23 +169,30 @@ pub(super) fn parse(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Value
 /// The current row of `key`: (mod_rev, create_rev, raw JSON).
 pub(super) fn get_raw(
     conn: &Connection,
+    codec: &Codec,
     key: &Key,
 ) -> Result<Option<(u64, u64, Vec<u8>)>, StoreError> {
-    conn.prepare_cached(
-        "SELECT mod_rev, create_rev, value FROM objects \
+    let row = conn
+        .prepare_cached(
+            "SELECT mod_rev, create_rev, value FROM objects \
          WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![key.resource, key.namespace, key.name], |r| {
-            Ok((from_sql_rev(r.get(0)?), from_sql_rev(r.get(1)?), r.get::<_, Vec<u8>>(2)?))
+        )
+        .and_then(|mut s| {
+            s.query_row(params![key.resource, key.namespace, key.name], |r| {
+                Ok((from_sql_rev(r.get(0)?), from_sql_rev(r.get(1)?), r.get::<_, Vec<u8>>(2)?))
+            })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(StoreError::sqlite(format!("reading {key}")))
+        .map_err(StoreError::sqlite(format!("reading {key}")))?;
+    row.map(|(m, c, raw)| Ok((m, c, codec.open(key, raw)?))).transpose()
 }
 
-pub(super) fn get(conn: &Connection, key: &Key) -> Result<Option<Stored>, StoreError> {
-    let Some((mod_rev, create_rev, raw)) = get_raw(conn, key)? else {
+pub(super) fn get(
+    conn: &Connection,
+    codec: &Codec,
+    key: &Key,
+) -> Result<Option<Stored>, StoreError> {
+    let Some((mod_rev, create_rev, raw)) = get_raw(conn, codec, key)? else {
         return Ok(None);
     };
     let object = parse(&raw, || format!("stored {key}"))?;
@@ -202,6 +210,7 @@ pub(super) type RawPage = (Vec<RawObject>, u64, u64);
 /// current rows.
 pub(super) fn list_raw(
     conn: &mut Connection,
+    codec: &Codec,
     resource: &str,
     namespace: Option<&str>,
     after: Option<(&str, &str)>,
@@ -323,11 +332,19 @@ pub(super) fn list_raw(
         (total - take) as u64
     };
     tx.finish().map_err(StoreError::sqlite(what()))?;
+    let items = items
+        .into_iter()
+        .map(|o| {
+            let key = Key::new(resource, o.namespace.clone(), o.name.clone());
+            Ok(RawObject { raw: codec.open(&key, o.raw)?, ..o })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok((items, rev, remaining))
 }
 
 pub(super) fn list(
     conn: &mut Connection,
+    codec: &Codec,
     resource: &str,
     namespace: Option<&str>,
     after: Option<(&str, &str)>,
@@ -370,7 +387,7 @@ pub(super) fn list(
             let (ns, name, mod_rev, create_rev, raw) =
                 read().map_err(StoreError::sqlite(what()))?;
             let key = Key { resource: resource.to_owned(), namespace: ns, name };
-            let object = parse(&raw, || format!("stored {key}"))?;
+            let object = parse(&codec.open(&key, raw)?, || format!("stored {key}"))?;
             items.push(Stored { key, object, mod_rev, create_rev });
         }
     }
@@ -405,6 +422,7 @@ pub(super) fn list(
 /// inside SQLite so no row leaves it unless it matches.
 pub(super) fn keys_containing(
     conn: &Connection,
+    codec: &Codec,
     namespace: Option<&str>,
     needle: &str,
 ) -> Result<Vec<Key>, StoreError> {
@@ -422,13 +440,37 @@ pub(super) fn keys_containing(
             Ok(Key { resource: r.get(0)?, namespace: r.get(1)?, name: r.get(2)? })
         })
         .map_err(StoreError::sqlite(what()))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite(what()))
+    let mut keys = rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite(what()))?;
+    // Encrypted values hide the needle from SQLite: look inside them here.
+    if let Some(resource) = codec.encrypted_resource() {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT namespace, name, value FROM objects \
+                 WHERE resource = ?1 AND (?2 = '' OR namespace = ?2)",
+            )
+            .map_err(StoreError::sqlite(what()))?;
+        let rows = stmt
+            .query_map(params![resource, namespace.unwrap_or("")], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })
+            .map_err(StoreError::sqlite(what()))?;
+        for row in rows {
+            let (ns, name, value) = row.map_err(StoreError::sqlite(what()))?;
+            let key = Key::new(resource, ns, name);
+            let plain = codec.open(&key, value)?;
+            if plain.windows(needle.len()).any(|w| w == needle.as_bytes()) && !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// Up to `limit` log entries of `resource` with `rev > after`, and the compacted revision, read
 /// in one snapshot (so a compaction cannot slip between the check and the rows).
 pub(super) fn log_page(
     conn: &mut Connection,
+    codec: &Codec,
     resource: &str,
     after: u64,
     limit: usize,
@@ -467,9 +509,13 @@ pub(super) fn log_page(
             let kind = EventType::from_code(code).ok_or_else(|| {
                 StoreError::sqlite(what())(rusqlite::Error::IntegralValueOutOfRange(3, code))
             })?;
-            let object = parse(&raw, || format!("log entry {rev} of {key}"))?;
+            let object = parse(&codec.open(&key, raw)?, || format!("log entry {rev} of {key}"))?;
             let prev = prev_raw
-                .map(|p| parse(&p, || format!("previous state in log entry {rev} of {key}")))
+                .map(|p| {
+                    parse(&codec.open(&key, p)?, || {
+                        format!("previous state in log entry {rev} of {key}")
+                    })
+                })
                 .transpose()?;
             events.push(Event { rev, kind, key, object, prev });
         }

@@ -102,7 +102,9 @@ impl Watch {
         let shared = Arc::clone(&self.shared);
         let resource = self.resource.clone();
         let read = move || {
-            shared.readers.with(|conn| sqlite::log_page(conn, &resource, after, REPLAY_PAGE))
+            shared
+                .readers
+                .with(|conn| sqlite::log_page(conn, &shared.codec, &resource, after, REPLAY_PAGE))
         };
         // SQLite reads block; keep them off the async workers when there is a runtime.
         let (events, compacted) = match tokio::runtime::Handle::try_current() {

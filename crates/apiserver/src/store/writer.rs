@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
+use super::codec::Codec;
 use super::sqlite::{self, to_sql_rev};
 use super::{Event, EventType, Key, Shared, StoreError, Stored};
 
@@ -138,15 +139,32 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     events: broadcast::Sender<Arc<Event>>,
 ) -> Result<WriterHandle, StoreError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        crate::data_dir::create_private_dir(parent).map_err(|source| StoreError::Io {
             context: "creating the store directory",
             path: parent.to_path_buf(),
             source,
         })?;
     }
+    // Owner-only before SQLite opens it (its -wal and -shm files take the database file's mode);
+    // the journal files an earlier version left readable are fixed here too.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        if suffix.is_empty() || file.exists() {
+            crate::data_dir::create_private_file(&file).map_err(|source| StoreError::Io {
+                context: "making the store file owner-only",
+                path: file.clone(),
+                source,
+            })?;
+        }
+    }
     let lock = lock_file(path)?;
     let conn = sqlite::open_writer(path)?;
+    migrate(&conn, &shared.codec)?;
     let rev = sqlite::snapshot_rev(&conn)?;
     let compacted = sqlite::compacted_rev(&conn)?;
     shared.current_rev.store(rev, Ordering::Release);
@@ -213,6 +231,7 @@ impl Writer {
     fn commit_batch(&mut self, batch: Vec<(Op, Reply)>) {
         let start_rev = self.rev;
         let now = unix_millis();
+        let codec = self.shared.codec.clone();
         let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
@@ -231,7 +250,7 @@ impl Writer {
         let mut compacted = None;
         let mut outcomes = Vec::with_capacity(batch.len());
         for (op, reply) in batch {
-            let outcome = apply_isolated(&mut tx, op, rev, now);
+            let outcome = apply_isolated(&mut tx, &codec, op, rev, now);
             match &outcome {
                 Ok(Applied::Write { event: Some(event), .. }) => rev = event.rev,
                 Ok(Applied::Compacted(c)) => compacted = Some(*c),
@@ -291,12 +310,13 @@ fn unix_millis() -> i64 {
 /// and the rest of the batch goes on.
 fn apply_isolated(
     tx: &mut Transaction<'_>,
+    codec: &Codec,
     op: Op,
     rev: u64,
     now: i64,
 ) -> Result<Applied, StoreError> {
     let savepoint = tx.savepoint().map_err(StoreError::sqlite("starting a savepoint"))?;
-    let applied = apply(&savepoint, op, rev, now)?;
+    let applied = apply(&savepoint, codec, op, rev, now)?;
     savepoint.commit().map_err(StoreError::sqlite("releasing a savepoint"))?;
     Ok(applied)
 }
@@ -321,15 +341,21 @@ fn to_json(key: &Key, object: &Value) -> Result<Vec<u8>, StoreError> {
 }
 
 /// `rev` is the last assigned revision; a write takes `rev + 1`.
-fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, StoreError> {
+fn apply(
+    conn: &Connection,
+    codec: &Codec,
+    op: Op,
+    rev: u64,
+    now: i64,
+) -> Result<Applied, StoreError> {
     match op {
         Op::Create { key, mut object } => {
-            if sqlite::get_raw(conn, &key)?.is_some() {
+            if sqlite::get_raw(conn, codec, &key)?.is_some() {
                 return Err(StoreError::AlreadyExists(key));
             }
             let new_rev = rev + 1;
             set_resource_version(&key, &mut object, new_rev)?;
-            let value = to_json(&key, &object)?;
+            let value = codec.seal(&key, to_json(&key, &object)?)?;
             conn.prepare_cached(
                 "INSERT INTO objects (resource, namespace, name, mod_rev, create_rev, value) \
                  VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
@@ -355,7 +381,7 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
             Ok(Applied::Write { stored, event: Some(Box::new(event)) })
         }
         Op::Update { key, mut object, expected_mod_rev } => {
-            let Some((mod_rev, create_rev, prev_raw)) = sqlite::get_raw(conn, &key)? else {
+            let Some((mod_rev, create_rev, prev_raw)) = sqlite::get_raw(conn, codec, &key)? else {
                 return Err(StoreError::NotFound(key));
             };
             if mod_rev != expected_mod_rev {
@@ -375,7 +401,7 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
             }
             let new_rev = rev + 1;
             set_resource_version(&key, &mut object, new_rev)?;
-            let value = to_json(&key, &object)?;
+            let value = codec.seal(&key, to_json(&key, &object)?)?;
             conn.prepare_cached(
                 "UPDATE objects SET mod_rev = ?4, value = ?5 \
                  WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
@@ -390,7 +416,8 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
                 ])
             })
             .map_err(StoreError::sqlite(format!("updating {key}")))?;
-            append_log(conn, &key, new_rev, EventType::Modified, &value, Some(&prev_raw), now)?;
+            let prev_value = codec.seal(&key, prev_raw)?;
+            append_log(conn, &key, new_rev, EventType::Modified, &value, Some(&prev_value), now)?;
             let stored =
                 Stored { key: key.clone(), object: object.clone(), mod_rev: new_rev, create_rev };
             let event =
@@ -398,7 +425,7 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
             Ok(Applied::Write { stored, event: Some(Box::new(event)) })
         }
         Op::Delete { key, expected_mod_rev } => {
-            let Some((mod_rev, create_rev, prev_raw)) = sqlite::get_raw(conn, &key)? else {
+            let Some((mod_rev, create_rev, prev_raw)) = sqlite::get_raw(conn, codec, &key)? else {
                 return Err(StoreError::NotFound(key));
             };
             if let Some(expected) = expected_mod_rev.filter(|&e| e != mod_rev) {
@@ -408,13 +435,14 @@ fn apply(conn: &Connection, op: Op, rev: u64, now: i64) -> Result<Applied, Store
             let new_rev = rev + 1;
             let mut last = prev.clone();
             set_resource_version(&key, &mut last, new_rev)?;
-            let value = to_json(&key, &last)?;
+            let value = codec.seal(&key, to_json(&key, &last)?)?;
             conn.prepare_cached(
                 "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
             )
             .and_then(|mut s| s.execute(params![key.resource, key.namespace, key.name]))
             .map_err(StoreError::sqlite(format!("deleting {key}")))?;
-            append_log(conn, &key, new_rev, EventType::Deleted, &value, Some(&prev_raw), now)?;
+            let prev_value = codec.seal(&key, prev_raw)?;
+            append_log(conn, &key, new_rev, EventType::Deleted, &value, Some(&prev_value), now)?;
             let stored =
                 Stored { key: key.clone(), object: last.clone(), mod_rev: new_rev, create_rev };
             let event = Event {
@@ -497,4 +525,51 @@ fn compact(
         .and_then(|mut s| s.execute([to_sql_rev(target)]))
         .map_err(StoreError::sqlite(what()))?;
     Ok(Applied::Compacted(target))
+}
+
+/// Encrypts, with the current key, every stored value of the encrypted resource that is in
+/// plaintext or under an older key: the current rows and the log (values and previous states).
+/// When anything changed, the file is vacuumed and the WAL truncated, so the plaintext is in no
+/// free page and no WAL frame afterwards.
+fn migrate(conn: &Connection, codec: &Codec) -> Result<(), StoreError> {
+    let Some(resource) = codec.encrypted_resource() else { return Ok(()) };
+    let Some(prefix) = codec.encryption_of(resource).map(|e| e.current_prefix()) else {
+        return Ok(());
+    };
+    let what = || format!("encrypting the stored {resource}");
+    let stale = "substr(CAST(v AS BLOB), 1, length(CAST(?2 AS BLOB))) != CAST(?2 AS BLOB)";
+    let mut changed = 0usize;
+    let tx = conn.unchecked_transaction().map_err(StoreError::sqlite(what()))?;
+    for (table, id, columns) in
+        [("objects", "rowid", &["value"][..]), ("log", "rev", &["value", "prev"][..])]
+    {
+        for column in columns {
+            let select = format!(
+                "SELECT {id}, namespace, name, {column} AS v FROM {table} \
+                 WHERE resource = ?1 AND {column} IS NOT NULL AND {stale}"
+            );
+            let rows: Vec<(i64, String, String, Vec<u8>)> = {
+                let mut stmt = tx.prepare(&select).map_err(StoreError::sqlite(what()))?;
+                stmt.query_map(params![resource, prefix], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .and_then(Iterator::collect)
+                .map_err(StoreError::sqlite(what()))?
+            };
+            let update = format!("UPDATE {table} SET {column} = ?1 WHERE {id} = ?2");
+            for (row, namespace, name, stored) in rows {
+                let key = Key::new(resource, namespace, name);
+                let sealed = codec.seal(&key, codec.open(&key, stored)?)?;
+                tx.execute(&update, params![sealed, row]).map_err(StoreError::sqlite(what()))?;
+                changed += 1;
+            }
+        }
+    }
+    tx.commit().map_err(StoreError::sqlite(what()))?;
+    if changed > 0 {
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(StoreError::sqlite("vacuuming after encrypting"))?;
+        tracing::info!(values = changed, "encrypted the stored Secrets at rest");
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -374,10 +375,16 @@ async fn stopped(kill: &mut watch::Receiver<Option<String>>) -> String {
 
 fn spawn(plan: &PodPlan, c: &ContainerPlan) -> Result<tokio::process::Child, String> {
     if let Some(parent) = c.log.parent() {
-        std::fs::create_dir_all(parent)
+        private_dir(parent)
             .map_err(|e| format!("cannot create log dir {}: {e}", parent.display()))?;
     }
-    let log = std::fs::File::create(&c.log)
+    // Logs print what jobs print, passwords included: owner-only like the rest of the data dir.
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&c.log)
         .map_err(|e| format!("cannot create log {}: {e}", c.log.display()))?;
     let log2 = log.try_clone().map_err(|e| format!("cannot share log file: {e}"))?;
     let mut cmd = if c.mounts.is_empty() {
@@ -417,8 +424,7 @@ fn spawn(plan: &PodPlan, c: &ContainerPlan) -> Result<tokio::process::Child, Str
 fn record_group(dir: &Path, container: &str, pid: u32) -> Option<PathBuf> {
     let path = dir.join(container);
     let start = start_time(pid)?;
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&path, format!("{pid} {start}\n")));
+    let written = private_dir(dir).and_then(|()| std::fs::write(&path, format!("{pid} {start}\n")));
     match written {
         Ok(()) => Some(path),
         Err(error) => {
@@ -573,11 +579,19 @@ fn tail_bytes(s: &str, max: usize) -> String {
 fn append_log(path: &Path, line: &str) {
     use std::io::Write as _;
     if let Some(parent) = path.parent() {
-        let _ = std::fs::create_dir_all(parent);
+        let _ = private_dir(parent);
     }
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+    {
         let _ = f.write_all(line.as_bytes());
     }
+}
+
+/// Creates `dir` and missing parents owner-only (0700; the umask can only remove bits), as
+/// everything the server keeps in its data directory.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 fn now() -> Time {
