@@ -450,7 +450,7 @@ async fn maintenance_waits_for_a_running_backup(
     })
     .await?;
     let runs = maintained.recent_maintenance.unwrap_or_default();
-    assert_eq!(serde_json::to_value(&runs[0].result)?, json!("Succeeded"), "{runs:?}");
+    assert_eq!(serde_json::to_value(runs[0].result)?, json!("Succeeded"), "{runs:?}");
     // Back to Velero's hourly default, so maintenance stays out of the rest of the test.
     repos
         .patch(
