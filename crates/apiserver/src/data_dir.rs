@@ -34,21 +34,45 @@ pub fn create_private_file(path: &Path) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
 }
 
-/// Takes group and other access away from `path` and, for a directory, everything under it
-/// (symbolic links are not followed). For data directories an earlier version created with the
+/// Mode of a data directory that workloads reach into: the owner has it all, others may only
+/// pass through to the entries they were told the names of (a claim's directory), never list it.
+pub const TRAVERSE_MODE: u32 = 0o711;
+
+/// Takes group and other access away from the data directory `dir` and everything under it
+/// (symbolic links are not followed), except its entries named in `workload_owned`: those hold
+/// the workloads' own files (volumes, snapshots of them), whose modes are their owners' business
+/// and must survive a restart unchanged. For data directories an earlier version created with the
 /// umask's modes.
 ///
 /// # Errors
 /// A mode cannot be read or set.
-pub fn restrict(path: &Path) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() {
-        return Ok(());
+pub fn restrict_data_dir(dir: &Path, workload_owned: &[&str]) -> io::Result<()> {
+    restrict_one(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !workload_owned.iter().any(|w| entry.file_name() == *w) {
+            restrict(&entry.path())?;
+        }
     }
+    Ok(())
+}
+
+fn restrict_one(path: &Path) -> io::Result<std::fs::Metadata> {
+    let meta = std::fs::symlink_metadata(path)?;
     let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
+    if !meta.file_type().is_symlink() && mode & 0o077 != 0 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !0o077))?;
     }
+    Ok(meta)
+}
+
+/// Takes group and other access away from `path` and, for a directory, everything under it
+/// (symbolic links are not followed).
+///
+/// # Errors
+/// A mode cannot be read or set.
+pub fn restrict(path: &Path) -> io::Result<()> {
+    let meta = restrict_one(path)?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path)? {
             restrict(&entry?.path())?;
@@ -80,5 +104,23 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         restrict(&dir).unwrap();
         assert_eq!((mode(&dir), mode(&file)), (0o700, 0o700));
+    }
+
+    #[test]
+    fn workload_owned_entries_keep_their_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        let claim = data.join("volumes/pvc-1");
+        std::fs::create_dir_all(&claim).unwrap();
+        std::fs::create_dir_all(data.join("logs")).unwrap();
+        let page = claim.join("index.html");
+        std::fs::write(&page, b"x").unwrap();
+        std::fs::set_permissions(&page, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(data.join("logs"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        restrict_data_dir(data, &["volumes"]).unwrap();
+        assert_eq!(mode(&page), 0o644, "a workload's file keeps its mode");
+        assert_eq!(mode(&data.join("logs")), 0o700);
+        assert_eq!(mode(data) & 0o077, 0);
     }
 }

@@ -68,6 +68,11 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("holdfast");
     }
+    // Root's home is private to root, so the users job processes and databases run as could
+    // never reach their claims under it: a root server keeps its data where a node agent does.
+    if holdfast_controllers::job_runner::identity::server_identity().0 == 0 {
+        return PathBuf::from("/var/lib/holdfast");
+    }
     if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(home).join(".local/share/holdfast");
     }
@@ -93,9 +98,15 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
 
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     // Owner-only: the store holds every Secret, and the directory tokens and keys. Whatever an
-    // earlier version left readable to others is restricted too.
+    // earlier version left readable to others is restricted too, except what belongs to the
+    // workloads; the controllers open the way to that (`Context::open_workload_dirs`).
     holdfast_apiserver::data_dir::create_private_dir(&data_dir)
-        .and_then(|()| holdfast_apiserver::data_dir::restrict(&data_dir))
+        .and_then(|()| {
+            holdfast_apiserver::data_dir::restrict_data_dir(
+                &data_dir,
+                holdfast_controllers::context::WORKLOAD_OWNED,
+            )
+        })
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let data_dir = std::path::absolute(&data_dir)
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;

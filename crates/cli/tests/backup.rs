@@ -426,11 +426,19 @@ async fn failures_say_what_went_wrong() -> Result<()> {
         "{}",
         reason(&b)
     );
-    let b = setup.finished("no-policy").await?;
-    assert!(reason(&b).contains("backuppolicy nope not found"), "{}", reason(&b));
+    // A Backup whose policy does not exist yet waits for it, saying so, and is not Failed.
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    let waiting =
+        wait_for("the backup to wait for its policy", Duration::from_secs(60), || async {
+            let b = api.get("no-policy").await?;
+            let label =
+                b.labels().get("dataprotection.kubeblocks.io/wait-repo-preparation").cloned();
+            Ok((label.as_deref() == Some("true")).then_some(b))
+        })
+        .await?;
+    assert_ne!(waiting.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Failed));
 
     // A failed backup with data in the repo still deletes cleanly (nothing to remove is fine).
-    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
     for name in ["fails", "no-actionset", "snapshot", "no-policy"] {
         api.delete(name, &DeleteParams::default()).await?;
     }

@@ -288,7 +288,11 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&data_dir)?.permissions());
     assert_eq!(mode & 0o777, 0o700, "the restored data directory must be private");
-    let restored = Postgres::start_existing(&data_dir)?;
+    // It starts where the restore put it, as the account PostgreSQL runs as, with no chown or
+    // copy: the restore gave the files the archive's owner, and that account can reach them.
+    let restored = Postgres::start_in_place(&data_dir)?;
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&data_dir)?);
+    assert_eq!(owner, restored.server_uid()?, "the restored cluster's owner");
     let after_restore = checksums(&restored)?;
     assert_eq!(after_restore, at_backup, "the restored database differs from the backup-time data");
     assert_ne!(after_restore, changed);

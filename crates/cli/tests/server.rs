@@ -139,17 +139,28 @@ async fn taken_port_and_unusable_data_dir_exit_non_zero_with_one_line() -> Resul
     Ok(())
 }
 
-/// Every path under `dir` whose mode lets group or others in.
+/// Every path under the data directory `dir` whose mode lets group or others in. The workloads'
+/// own entries (`volumes/`, `snapshots/`, `bin/`) are not the server's files and are not walked;
+/// the data directory and `volumes/` may let others pass through (x) to a claim whose path they
+/// know, never read, list or write them.
 fn readable_by_others(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mut open = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(path) = stack.pop() {
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        if meta.file_type().is_symlink() {
+        if meta.file_type().is_symlink() || path == dir.join("bin") {
             continue;
         }
-        if meta.permissions().mode() & 0o077 != 0 {
+        let pass_through = path == dir || path == dir.join("volumes");
+        let allowed = if pass_through { 0o011 } else { 0 };
+        if path == dir.join("volumes") || path == dir.join("snapshots") {
+            if meta.permissions().mode() & 0o077 & !allowed != 0 {
+                open.push(format!("{} {:o}", path.display(), meta.permissions().mode() & 0o777));
+            }
+            continue;
+        }
+        if meta.permissions().mode() & 0o077 & !allowed != 0 {
             open.push(format!("{} {:o}", path.display(), meta.permissions().mode() & 0o777));
         }
         if meta.is_dir() {

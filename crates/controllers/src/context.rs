@@ -98,4 +98,27 @@ impl Context {
     pub fn bin_dir(&self) -> PathBuf {
         self.data_dir.join("bin")
     }
+
+    /// Lets job processes that run as another user than the server (a pod's `runAsUser`), and
+    /// people who start a database on a restored claim, reach their claim's directory and
+    /// `bin/datasafed`, as on a Kubernetes node: the data directory and `volumes/` may be passed
+    /// through but not listed, `bin/` (a program, not data) is readable. Everything else in the
+    /// data directory stays private to the server.
+    ///
+    /// # Errors
+    /// A directory that cannot be created or whose mode cannot be set.
+    pub fn open_workload_dirs(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        for (dir, mode) in
+            [(self.data_dir.clone(), 0o711), (self.volumes_dir(), 0o711), (self.bin_dir(), 0o755)]
+        {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
 }
+
+/// Entries of the data directory that hold the workloads' own files (claims, their snapshots)
+/// or what they run (`bin/`): their modes are not the server's to restrict.
+pub const WORKLOAD_OWNED: &[&str] = &["volumes", "snapshots", "bin"];

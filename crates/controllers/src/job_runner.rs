@@ -14,6 +14,7 @@
 //! `parallelism` is 1 (attempts run one after another up to `completions`).
 
 pub mod env;
+pub mod identity;
 pub mod mounts;
 pub mod pod;
 pub mod process;
@@ -135,7 +136,13 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
 /// `<data_dir>/bin/datasafed` -> the holdfast executable.
 fn install_datasafed(ctx: &Context) -> Result<(), Error> {
     let bin = ctx.bin_dir();
-    process::private_dir(&bin).map_err(Error::io(format!("cannot create {}", bin.display())))?;
+    // A program, not data: jobs running as other users than the server must be able to run it.
+    std::fs::create_dir_all(&bin)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(Error::io(format!("cannot create {}", bin.display())))?;
     let link = bin.join("datasafed");
     if std::fs::read_link(&link).ok().as_deref() == Some(ctx.holdfast_exe.as_path()) {
         return Ok(());
@@ -448,7 +455,13 @@ fn failure_detail(ctx: &Context, ns: &str, pods: &[Pod]) -> String {
     };
     let pod_name = last.name_any();
     if let Some(c) = failed_container(last) {
-        let code = c.state.as_ref().and_then(|s| s.terminated.as_ref()).map_or(0, |t| t.exit_code);
+        let terminated = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+        let code = terminated.map_or(0, |t| t.exit_code);
+        // A container that never started has no log, only the reason it could not start.
+        if let Some(t) = terminated.filter(|t| t.reason.as_deref() == Some("StartError")) {
+            let why = t.message.as_deref().unwrap_or("unknown");
+            return format!(": pod {pod_name} container {} could not start: {why}", c.name);
+        }
         let tail = tail_lines(&log_path(ctx, ns, &pod_name, &c.name), TAIL_LINES);
         return format!(
             ": pod {pod_name} container {} exited with code {code}; last log lines:\n{tail}",

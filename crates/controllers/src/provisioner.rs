@@ -294,7 +294,13 @@ async fn fill(ctx: &Context, dir: &Path, populate: Populate) -> Result<(), Error
     let driver = LocalPathDriver::new(ctx);
     let dir = dir.to_path_buf();
     match populate {
+        // As the local-path provisioner (`mkdir -m 0777`): a new claim is writable by whatever
+        // user its pods run as; a pod's fsGroup or its own processes narrow it from there.
         Populate::Empty => std::fs::create_dir_all(&dir)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            })
             .map_err(Error::io(format!("cannot create {}", dir.display()))),
         Populate::Snapshot(handle) => {
             blocking(move || driver.restore_snapshot(&handle, &dir)).await

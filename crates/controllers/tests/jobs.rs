@@ -592,3 +592,80 @@ async fn repeated_events_are_counted_on_one_event() -> Result<()> {
     assert_eq!(other.and_then(|e| e.count), Some(1));
     Ok(())
 }
+
+/// The kubelet's user handling: a container runs as its securityContext's `runAsUser` (overriding
+/// the pod's) with the pod's `runAsGroup`, `supplementalGroups` and `fsGroup`; the claim and
+/// emptyDir are given to `fsGroup` (group-writable, setgid) before it starts, so the unprivileged
+/// process can write them; a `runAsNonRoot` container that would run as root never starts, and
+/// the Job says why. Needs root (the tests run as root in CI); as anyone else the runner runs
+/// every pod as the server's user, which the unit tests of `identity` cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_as_their_security_context_and_volumes_take_the_fs_group() -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let (server_uid, _) = job_runner::identity::server_identity();
+    anyhow::ensure!(server_uid == 0, "this test needs root to switch users (uid {server_uid})");
+    let mut f = fixture().await?;
+    let root = f.host_root();
+    let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(f.client());
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "owned"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))?;
+    claims.create(&PostParams::default(), &pvc).await?;
+    let jobs: Api<Job> = Api::default_namespaced(f.client());
+    let spec = json!({
+        "securityContext": {"runAsUser": 4000, "runAsGroup": 4100, "fsGroup": 4200,
+                            "supplementalGroups": [4300]},
+        "containers": [{
+            "name": "main",
+            "securityContext": {"runAsUser": 4001},
+            "command": ["sh", "-c", format!(
+                "id -u > {root}/data/uid; id -g > {root}/data/gid; id -G > {root}/data/groups; \
+                 echo scratch > {root}/tmp/file && cat {root}/tmp/file > {root}/data/scratch; \
+                 mkdir {root}/data/sub"
+            )],
+            "volumeMounts": [{"name": "data", "mountPath": format!("{root}/data")},
+                             {"name": "tmp", "mountPath": format!("{root}/tmp")}],
+        }],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "owned"}},
+                    {"name": "tmp", "emptyDir": {}}],
+    });
+    jobs.create(&PostParams::default(), &job("as-user", 0, spec)?).await?;
+    let done = finished(&f.client(), "as-user").await?;
+    let pods = pods_of(&f.client(), "as-user").await?;
+    assert!(condition(&done, "Complete").is_some(), "{:?} {:?}", done.status, pods[0].status);
+
+    let claim = claims.get("owned").await?;
+    let pv_name = claim.spec.and_then(|s| s.volume_name).context("bound")?;
+    let pv = Api::<PersistentVolume>::all(f.client()).get(&pv_name).await?;
+    let dir = PathBuf::from(&pv.spec.context("spec")?.host_path.context("hostPath")?.path);
+    let read = |name: &str| -> Result<String> {
+        Ok(std::fs::read_to_string(dir.join(name))?.trim().to_string())
+    };
+    assert_eq!(read("uid")?, "4001", "the container's runAsUser wins over the pod's");
+    assert_eq!(read("gid")?, "4100");
+    let groups = read("groups")?;
+    let groups: Vec<&str> = groups.split(' ').collect();
+    for g in ["4100", "4200", "4300"] {
+        assert!(groups.contains(&g), "group {g} missing from {groups:?}");
+    }
+    assert_eq!(read("scratch")?, "scratch", "the emptyDir was writable for the user");
+    let meta = std::fs::metadata(&dir)?;
+    assert_eq!(meta.gid(), 4200, "the claim belongs to fsGroup");
+    assert_eq!(meta.permissions().mode() & 0o2070, 0o2070, "group rwx and setgid");
+    let file = std::fs::metadata(dir.join("uid"))?;
+    assert_eq!((file.uid(), file.gid()), (4001, 4200), "new files inherit the fsGroup");
+
+    let spec = json!({
+        "containers": [{
+            "name": "main", "command": ["true"],
+            "securityContext": {"runAsNonRoot": true},
+        }],
+    });
+    jobs.create(&PostParams::default(), &job("non-root", 0, spec)?).await?;
+    let refused = finished(&f.client(), "non-root").await?;
+    let (_, message) = condition(&refused, "Failed").context("the job failed")?;
+    let message = message.unwrap_or_default();
+    assert!(message.contains("container has runAsNonRoot and image will run as root"), "{message}");
+    Ok(())
+}

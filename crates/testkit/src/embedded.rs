@@ -2,6 +2,7 @@
 //! temporary directory, reached through an in-process `kube::Client` (no TCP), with every
 //! controller running on it exactly as `holdfast server` runs them.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,6 +43,10 @@ impl EmbeddedServer {
             return Err(Error::NotFound(format!("the holdfast binary {}", holdfast_exe.display())));
         }
         let api = InProcessApi::start()?;
+        // Like a server's data directory under /var/lib: users other than the server's (a job's
+        // runAsUser, a database started on a restored claim) may pass through to their claims.
+        std::fs::set_permissions(api.dir(), std::fs::Permissions::from_mode(0o711))
+            .map_err(Error::io(format!("chmod {}", api.dir().display())))?;
         let data_dir = api.dir().join("data");
         std::fs::create_dir_all(&data_dir)
             .map_err(Error::io(format!("create {}", data_dir.display())))?;

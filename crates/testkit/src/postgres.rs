@@ -55,6 +55,29 @@ impl Postgres {
         Ok(pg)
     }
 
+    /// Starts a server on an existing data directory where it is, as the account that owns it
+    /// (the restore must have left it owned by the account the server runs as, `postgres` or
+    /// `nobody` when the tests run as root): nothing is copied or chowned, so a restore that left
+    /// the wrong owner or modes, or a path that account cannot reach, fails here.
+    pub fn start_in_place(data: &Path) -> Result<Postgres, Error> {
+        let bin = server_bin_dir()?;
+        let (dir, run_as) = scratch()?;
+        let mut pg =
+            Postgres { bin, data: data.to_path_buf(), port: 0, run_as, stopped: true, dir };
+        pg.launch()?;
+        Ok(pg)
+    }
+
+    /// The uid the server processes run as.
+    pub fn server_uid(&self) -> Result<u32, Error> {
+        match &self.run_as {
+            Some(user) => Ok(user.uid),
+            None => std::fs::metadata("/proc/self")
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                .map_err(Error::io("stat /proc/self")),
+        }
+    }
+
     /// Starts a server on an existing data directory (a restored backup, say). The directory is
     /// copied first, so the original is left as the restore wrote it and the copy can be given
     /// to the unprivileged user when running as root.

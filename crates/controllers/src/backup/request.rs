@@ -60,7 +60,14 @@ pub struct Request {
 pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Request, Error> {
     let ns = backup.namespace().unwrap_or_default();
     let policy_name = &backup.spec.backup_policy_name;
-    let policy = backup_method::policy(ctx, &ns, policy_name).await?;
+    let policy = match backup_method::policy(ctx, &ns, policy_name).await {
+        // Manifests are applied in any order (`kubectl apply -f dir/`): a Backup that arrives
+        // before its policy waits for it rather than failing.
+        Err(Error::Invalid(reason)) if stage == Stage::New => {
+            return Err(Error::NotReady(format!("waiting for the policy: {reason}")));
+        }
+        other => other?,
+    };
     if let Some(st) = &policy.status
         && st.phase == Some(Phase::Unavailable)
     {

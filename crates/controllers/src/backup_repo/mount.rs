@@ -429,6 +429,9 @@ pub(super) async fn precheck(
     })
 }
 
+/// The user the pre-check runs as: `nobody`.
+const PRECHECK_UID: i64 = 65534;
+
 /// Upstream's pre-check Job: the claim at `/backup`, the shell check, non-root, two retries.
 fn precheck_job(repo: &BackupRepo, name: &str, ns: &str, digest: &str) -> Job {
     let mut meta = derived_meta(repo, name, Some(ns));
@@ -452,9 +455,12 @@ fn precheck_job(repo: &BackupRepo, name: &str, ns: &str, digest: &str) -> Job {
                             mount_path: "/backup".into(),
                             ..VolumeMount::default()
                         }]),
+                        // The check proves an unprivileged user can write the claim: `nobody`
+                        // (upstream's image has a non-root user; embedded mode has no image).
                         security_context: Some(SecurityContext {
                             allow_privilege_escalation: Some(false),
                             run_as_non_root: Some(true),
+                            run_as_user: Some(PRECHECK_UID),
                             ..SecurityContext::default()
                         }),
                         ..Container::default()

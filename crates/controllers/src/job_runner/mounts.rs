@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
 use kube::api::Api;
 
+use super::identity;
 use crate::volume::{VolumeResolver, empty_dir_path};
 use crate::{Context, Error};
 
@@ -26,7 +27,8 @@ pub fn pod_scratch_dir(ctx: &Context, ns: &str, pod: &str) -> PathBuf {
 }
 
 /// Puts every volume of `pod` on the host and returns its directory by volume name.
-/// Secret and ConfigMap volumes are written as files (0600) into the pod's scratch directory.
+/// Secret and ConfigMap volumes are written as files (with their `defaultMode`) into the pod's private
+/// scratch directory.
 pub async fn prepare_volumes(
     ctx: &Context,
     resolver: &impl VolumeResolver,
@@ -35,10 +37,12 @@ pub async fn prepare_volumes(
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let mut dirs = HashMap::new();
+    let fs_group = identity::fs_group(pod).map_err(Error::Invalid)?;
     for vol in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
         let dir = if vol.empty_dir.is_some() {
             let dir = empty_dir_path(ctx, ns, name, &vol.name);
             create_dir(&dir)?;
+            give_fs_group(vol, &dir, fs_group)?;
             dir
         } else if let Some(secret) = &vol.secret {
             let secret_name = secret.secret_name.clone().unwrap_or_default();
@@ -60,7 +64,8 @@ pub async fn prepare_volumes(
                     )));
                 }
             };
-            materialise(ctx, ns, name, vol, files, secret.items.as_deref())?
+            let modes = FileModes { default: secret.default_mode, fs_group: fs_group.map(|g| g.0) };
+            materialise(ctx, ns, name, vol, files, secret.items.as_deref(), modes)?
         } else if let Some(cm) = &vol.config_map {
             let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
             let files = match api.get_opt(&cm.name).await? {
@@ -84,7 +89,8 @@ pub async fn prepare_volumes(
                     )));
                 }
             };
-            materialise(ctx, ns, name, vol, files, cm.items.as_deref())?
+            let modes = FileModes { default: cm.default_mode, fs_group: fs_group.map(|g| g.0) };
+            materialise(ctx, ns, name, vol, files, cm.items.as_deref(), modes)?
         } else if let Some(host) = &vol.host_path {
             let dir = PathBuf::from(&host.path);
             match host.type_.as_deref() {
@@ -99,7 +105,11 @@ pub async fn prepare_volumes(
             }
             dir
         } else if vol.persistent_volume_claim.is_some() {
-            resolver.pod_volume_dir(pod, &vol.name).await?
+            let dir = resolver.pod_volume_dir(pod, &vol.name).await?;
+            // As the kubelet: claims and emptyDirs take the pod's fsGroup; a hostPath keeps the
+            // host's ownership.
+            give_fs_group(vol, &dir, fs_group)?;
+            dir
         } else {
             return Err(Error::Invalid(format!(
                 "volume {}: embedded mode supports emptyDir, secret, configMap, hostPath and \
@@ -112,7 +122,43 @@ pub async fn prepare_volumes(
     Ok(dirs)
 }
 
-/// Writes `files` (all keys, or just `items`) into the volume's scratch directory.
+/// Applies the pod's `fsGroup`, if any, to a claim or emptyDir volume.
+fn give_fs_group(
+    vol: &Volume,
+    dir: &Path,
+    fs_group: Option<(u32, identity::ChangePolicy)>,
+) -> Result<(), Error> {
+    let Some((group, policy)) = fs_group else { return Ok(()) };
+    match identity::apply_fs_group(dir, group, policy) {
+        // A server that is not root may only give files to its own groups (see `identity`).
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && identity::server_identity().0 != 0 =>
+        {
+            tracing::warn!(volume = %vol.name, group, error = %e, "fsGroup not applied: the server is not root");
+            Ok(())
+        }
+        other => other.map_err(Error::io(format!(
+            "volume {}: cannot apply fsGroup {group} to {}",
+            vol.name,
+            dir.display()
+        ))),
+    }
+}
+
+/// The modes and group the kubelet gives the files of a Secret or ConfigMap volume.
+#[derive(Debug, Clone, Copy)]
+struct FileModes {
+    /// `defaultMode`; 0644 when unset, as upstream.
+    default: Option<i32>,
+    /// The pod's `fsGroup`, which owns the files when set.
+    fs_group: Option<u32>,
+}
+
+/// Writes `files` (all keys, or just `items`) into the volume's scratch directory, with the
+/// modes the kubelet gives them (`defaultMode`, an item's `mode`): the processes may run as
+/// another user than the server. The scratch directory itself stays private to the server; the
+/// container reaches the files only through its bind mount.
 fn materialise(
     ctx: &Context,
     ns: &str,
@@ -120,23 +166,25 @@ fn materialise(
     vol: &Volume,
     files: BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
+    modes: FileModes,
 ) -> Result<PathBuf, Error> {
     let dir = empty_dir_path(ctx, ns, pod, &vol.name);
     create_dir(&dir)?;
-    let selected: Vec<(String, &Vec<u8>)> = match items {
+    let default_mode = modes.default.unwrap_or(0o644);
+    let selected: Vec<(String, &Vec<u8>, i32)> = match items {
         Some(items) => {
             let mut out = Vec::new();
             for item in items {
                 let data = files.get(&item.key).ok_or_else(|| {
                     Error::NotReady(format!("volume {}: no key {:?}", vol.name, item.key))
                 })?;
-                out.push((item.path.clone(), data));
+                out.push((item.path.clone(), data, item.mode.unwrap_or(default_mode)));
             }
             out
         }
-        None => files.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        None => files.iter().map(|(k, v)| (k.clone(), v, default_mode)).collect(),
     };
-    for (rel, data) in selected {
+    for (rel, data, mode) in selected {
         let rel = relative(&rel).ok_or_else(|| {
             Error::Invalid(format!("volume {}: item path {rel:?} must be relative", vol.name))
         })?;
@@ -152,6 +200,14 @@ fn materialise(
             .open(&path)
             .map_err(Error::io(format!("cannot create {}", path.display())))?;
         file.write_all(data).map_err(Error::io(format!("cannot write {}", path.display())))?;
+        // Written private first, then opened up to the mode asked: never readable half-written.
+        let mode = u32::try_from(mode & 0o777).unwrap_or(0o644);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(Error::io(format!("cannot set the mode of {}", path.display())))?;
+        if let Some(group) = modes.fs_group {
+            std::os::unix::fs::lchown(&path, None, Some(group))
+                .map_err(Error::io(format!("cannot give {} to fsGroup", path.display())))?;
+        }
     }
     Ok(dir)
 }

@@ -16,6 +16,7 @@ use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::watch;
 
 use super::env::{container_env, expand};
+use super::identity;
 use super::mounts::{
     Mount, container_mounts, host_path, mount_script, pod_scratch_dir, prepare_volumes,
 };
@@ -159,6 +160,25 @@ async fn container_plan(
             expand(s, lookup)
         })
         .map_err(|e| prefix_err(e, &c.name))?;
+    let identity = identity::container_identity(pod, c, identity::server_identity())
+        .map_err(|why| StartError::Fail(format!("container {:?}: {why}", c.name)))?;
+    let argv = match &identity {
+        None => argv,
+        Some(who) => {
+            let setpriv = system_command("setpriv").ok_or_else(|| {
+                StartError::Fail(format!(
+                    "container {:?} runs as uid {}, which needs the `setpriv` command \
+                     (util-linux)",
+                    c.name, who.uid
+                ))
+            })?;
+            let mut wrapped = vec![setpriv.display().to_string()];
+            wrapped.extend(who.setpriv_args());
+            wrapped.push("--".into());
+            wrapped.extend(argv);
+            wrapped
+        }
+    };
     let mut vars: Vec<(String, String)> = env.vars().to_vec();
     // Job processes find `datasafed` (this binary) first on PATH, as KubeBlocks' injected one.
     let base_path = env
@@ -169,7 +189,11 @@ async fn container_plan(
     vars.retain(|(n, _)| n != "PATH");
     vars.push(("PATH".into(), format!("{}:{base_path}", ctx.bin_dir().display())));
     if !vars.iter().any(|(n, _)| n == "HOME") {
-        vars.push(("HOME".into(), std::env::var("HOME").unwrap_or_else(|_| "/".into())));
+        let home = match &identity {
+            Some(who) => identity::home_of(who.uid),
+            None => std::env::var("HOME").unwrap_or_else(|_| "/".into()),
+        };
+        vars.push(("HOME".into(), home));
     }
     if !vars.iter().any(|(n, _)| n == "HOSTNAME") {
         vars.push(("HOSTNAME".into(), pod_name.to_string()));
@@ -189,6 +213,11 @@ async fn container_plan(
         fallback_to_logs: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
         log: log_path(ctx, ns, pod_name, &c.name),
     })
+}
+
+/// A command of the system's own PATH (not the container's), by absolute path.
+fn system_command(name: &str) -> Option<PathBuf> {
+    SYSTEM_PATH.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 fn prefix_err(e: Error, container: &str) -> Error {

@@ -54,7 +54,8 @@ impl Plan {
 /// Resolves and validates what `restore` restores.
 ///
 /// # Errors
-/// [`Error::Invalid`] when the restore cannot go on (the message says what to fix); API errors.
+/// [`Error::Invalid`] when the restore cannot go on (the message says what to fix),
+/// [`Error::NotReady`] while its backup has still to complete; API errors.
 pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Error> {
     let spec = &restore.spec;
     let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &spec.backup.namespace);
@@ -64,15 +65,30 @@ pub async fn resolve(ctx: &Context, restore: &Restore) -> Result<Plan, Error> {
             spec.backup.namespace, spec.backup.name
         )));
     };
+    let phase = backup.status.as_ref().and_then(|s| s.phase);
+    // A Restore applied together with its Backup waits for it to finish (and says so) instead of
+    // failing: only a backup that can no longer complete refuses the restore.
+    let waiting = |phase: Option<BackupPhase>| {
+        Error::NotReady(format!(
+            "waiting for backup {} to complete (it is {})",
+            backup.name_any(),
+            phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not started".into())
+        ))
+    };
+    if matches!(phase, None | Some(BackupPhase::New)) {
+        return Err(waiting(phase));
+    }
     let action_set = action_set_of(ctx, &backup).await?;
     let kind = kind_of(action_set.as_ref());
-    let phase = backup.status.as_ref().and_then(|s| s.phase);
     let usable = match kind {
         BackupType::Continuous => {
             matches!(phase, Some(BackupPhase::Completed | BackupPhase::Running))
         }
         _ => phase == Some(BackupPhase::Completed),
     };
+    if !usable && phase == Some(BackupPhase::Running) {
+        return Err(waiting(phase));
+    }
     if !usable {
         return Err(Error::Invalid(format!(
             "backup {} is {}; only a Completed backup can be restored",
