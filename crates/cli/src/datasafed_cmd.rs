@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use holdfast_controllers::repository_access::DATA_PATH_LOCK_WAIT;
 use holdfast_repository::backup::{self, BackupOptions, ParentChoice};
 use holdfast_repository::forget;
 use holdfast_repository::location::{DatasafedConfig, Location, LocationError};
@@ -222,7 +223,10 @@ impl Session {
             Err(e) => return Err(e.into()),
         };
         match Repository::open(backend, self.password.as_bytes()) {
-            Ok(r) => Ok(Some(r)),
+            Ok(r) => {
+                r.set_lock_wait(DATA_PATH_LOCK_WAIT);
+                Ok(Some(r))
+            }
             Err(RepoError::NoRepository { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -230,6 +234,13 @@ impl Session {
 
     /// The repository, created with the defaults if the location holds none.
     fn open_or_create(&self) -> anyhow::Result<Repository> {
+        let repo = self.open_or_create_unlocked()?;
+        // A Job's push or pull queues behind a running prune instead of failing the Backup.
+        repo.set_lock_wait(DATA_PATH_LOCK_WAIT);
+        Ok(repo)
+    }
+
+    fn open_or_create_unlocked(&self) -> anyhow::Result<Repository> {
         let backend = self.location.open()?;
         match Repository::open(backend.clone(), self.password.as_bytes()) {
             Ok(r) => Ok(r),

@@ -63,7 +63,7 @@ pub fn open_or_create(
     };
     let backend: Arc<dyn Backend> = if create { location.open() } else { location.open_existing() }
         .map_err(|e| format!("cannot open storage: {e}"))?;
-    match Repository::open(backend.clone(), password.as_bytes()) {
+    let opened = match Repository::open(backend.clone(), password.as_bytes()) {
         Ok(repo) => Ok((repo, false)),
         Err(holdfast_repository::Error::NoRepository { .. }) if create => {
             match Repository::init(backend.clone(), password.as_bytes(), &InitOptions::default()) {
@@ -82,5 +82,16 @@ pub fn open_or_create(
         }
         Err(holdfast_repository::Error::WrongPassword { .. }) => Err(wrong_key()),
         Err(e) => Err(format!("cannot open the repository at {location}: {e}")),
+    };
+    if let Ok((repo, _)) = &opened {
+        // Backups and restores queue behind a running maintenance instead of failing; the
+        // maintenance itself sets no wait (it is postponed instead).
+        repo.set_lock_wait(DATA_PATH_LOCK_WAIT);
     }
+    opened
 }
+
+/// How long a backup or restore waits for a prune or repair holding the repository's exclusive
+/// lock. Prunes of these repositories take minutes; a lock held longer is most likely stale, and
+/// one left by a dead process on this host is recognised at once.
+pub const DATA_PATH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);

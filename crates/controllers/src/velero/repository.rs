@@ -299,6 +299,8 @@ async fn reconcile(repo: Arc<BackupRepository>, ctx: Arc<Context>) -> Result<Act
         Some(_) => {}
     }
     let started = ctx.clock.now();
+    // Maintenance never queues behind a backup: it is postponed (below) and tried again.
+    repository.set_lock_wait(Duration::ZERO);
     let outcome = tokio::task::spawn_blocking(move || prune(&repository, &PruneOptions::default()))
         .await
         .map_err(|e| Error::Invalid(format!("maintenance crashed: {e}")))?;
