@@ -6,6 +6,9 @@ mod backup;
 mod cat;
 mod check;
 mod diff;
+mod dump;
+mod filter;
+mod find;
 mod forget;
 mod init;
 mod interrupt;
@@ -16,6 +19,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod tag;
 mod unlock;
 
 use std::io::{IsTerminal, Write as _};
@@ -62,11 +66,15 @@ enum RepoCommand {
     /// Restore a snapshot into a directory.
     Restore(restore::RestoreCmd),
     /// List snapshots.
-    Snapshots,
+    Snapshots(snapshots::SnapshotsCmd),
     /// List the files of a snapshot.
     Ls(ls::LsCmd),
     /// Print an object as JSON: config, snapshot ID, index ID, key ID, or a file's content (`cat file SNAPSHOT PATH`).
     Cat(cat::CatCmd),
+    /// Write a file of a snapshot to standard output, or a directory as a tar stream.
+    Dump(dump::DumpCmd),
+    /// Find entries of snapshots by name pattern, time, or blob or tree id.
+    Find(find::FindCmd),
     /// Show what differs between two snapshots.
     Diff(diff::DiffCmd),
     /// Delete snapshots by retention rules.
@@ -80,6 +88,8 @@ enum RepoCommand {
     Repair(repair::RepairCmd),
     /// Repository or snapshot statistics.
     Stats(stats::StatsCmd),
+    /// Add, remove or set the tags of snapshots.
+    Tag(tag::TagCmd),
     /// Manage passwords.
     Key(key::KeyCmd),
     /// Remove stale locks (left by processes that are gone).
@@ -119,15 +129,18 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
         RepoCommand::Init(c) => c.run(&args),
         RepoCommand::Backup(c) => c.run(&args),
         RepoCommand::Restore(c) => c.run(&args),
-        RepoCommand::Snapshots => snapshots::run(&args),
+        RepoCommand::Snapshots(c) => c.run(&args),
         RepoCommand::Ls(c) => c.run(&args),
         RepoCommand::Cat(c) => c.run(&args),
         RepoCommand::Diff(c) => c.run(&args),
+        RepoCommand::Dump(c) => c.run(&args),
+        RepoCommand::Find(c) => c.run(&args),
         RepoCommand::Forget(c) => c.run(&args),
         RepoCommand::Prune(c) => c.run(&args),
         RepoCommand::Check(c) => c.run(&args),
         RepoCommand::Repair(c) => c.run(&args),
         RepoCommand::Stats(c) => c.run(&args),
+        RepoCommand::Tag(c) => c.run(&args),
         RepoCommand::Key(c) => c.run(&args),
         RepoCommand::Unlock(c) => c.run(&args),
     }
@@ -254,6 +267,14 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
                 .and_then(|j| j.io_error_kind())
                 .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Writes to standard output and flushes (a closed pipe is an error `run` treats as the end).
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
 }
 
 fn human(n: u64) -> String {

@@ -889,3 +889,341 @@ fn backup_leaves_out_what_the_exclude_flags_name() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }
+
+/// Ids of `snapshots --json` with these extra arguments, oldest first.
+fn snapshot_ids(env: &Env, filter: &[&str]) -> Vec<String> {
+    let mut a = vec!["snapshots"];
+    a.extend_from_slice(filter);
+    env.json(&a).as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn host_tag_and_path_filters_select_snapshots_and_tag_rewrites_them() {
+    let env = Env::new();
+    env.init();
+    let (one, two) = (env.path("one"), env.path("two"));
+    fs::create_dir_all(&one).unwrap();
+    fs::create_dir_all(&two).unwrap();
+    fs::write(one.join("one.txt"), "1").unwrap();
+    fs::write(two.join("two.txt"), "2").unwrap();
+    let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
+    env.ok(&["backup", "--host", "h1", "--tag", "a,b", "--time", "2026-01-01 10:00:00", one_s]);
+    env.ok(&["backup", "--host", "h2", "--tag", "c", "--time", "2026-01-02 10:00:00", one_s]);
+    env.ok(&["backup", "--host", "h1", "--time", "2026-01-03 10:00:00", two_s]);
+    let all = snapshot_ids(&env, &[]);
+    assert_eq!(all.len(), 3);
+    assert_eq!(snapshot_ids(&env, &["--host", "h1"]), [all[0].clone(), all[2].clone()]);
+    assert_eq!(snapshot_ids(&env, &["--host", "h1", "--host", "h2"]).len(), 3);
+    // `--tag a,b` needs both; a second --tag is an alternative.
+    assert_eq!(snapshot_ids(&env, &["--tag", "a,b"]), [all[0].clone()]);
+    assert!(snapshot_ids(&env, &["--tag", "a,c"]).is_empty());
+    assert_eq!(snapshot_ids(&env, &["--tag", "a", "--tag", "c"]), all[..2]);
+    assert_eq!(snapshot_ids(&env, &["--path", one_s]), all[..2]);
+    assert_eq!(snapshot_ids(&env, &["--path", one_s, "--host", "h2"]), [all[1].clone()]);
+    // The table shows what the filters let through, restic's way.
+    let table = env.ok(&["snapshots", "--tag", "c"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&all[1][..8]) && !table.contains(&all[0][..8]), "{table}");
+    assert!(table.trim_end().ends_with("1 snapshots"), "{table}");
+
+    // `latest` is the newest snapshot that passes the filters, for ls and restore.
+    let listed = env.ok(&["ls", "latest", "--path", one_s]);
+    assert!(listed.contains("/one/one.txt") && !listed.contains("two.txt"), "{listed}");
+    assert!(env.ok(&["ls", "latest"]).contains("/two/two.txt"));
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--host", "h2", "--target", target.to_str().unwrap()]);
+    assert!(target.join("one/one.txt").is_file());
+    let line = one_line_failure(&env.run(&["ls", "latest", "--host", "nobody"]));
+    assert!(line.contains("filters"), "{line}");
+
+    // tag: a new snapshot file recording the original, the old one removed.
+    let out = env.json(&["tag", "--add", "x,y", "--remove", "a", "--tag", "a,b"]);
+    let new_id = out[0]["new"].as_str().unwrap().to_string();
+    assert_eq!(out[0]["old"].as_str().unwrap(), all[0]);
+    assert_ne!(new_id, all[0]);
+    let now = snapshot_ids(&env, &[]);
+    assert_eq!(now.len(), 3);
+    assert!(!now.contains(&all[0]) && now.contains(&new_id));
+    let snap = env.json(&["cat", "snapshot", &new_id]);
+    assert_eq!(snap["tags"], serde_json::json!(["b", "x", "y"]));
+    assert_eq!(snap["original"].as_str().unwrap(), all[0]);
+    assert!(!env.repo.join("snapshots").join(&all[0]).exists());
+    // A second rewrite keeps the first original; --set replaces every tag.
+    let out = env.json(&["tag", "--set", "only", &new_id[..8]]);
+    let newer = out[0]["new"].as_str().unwrap().to_string();
+    let snap = env.json(&["cat", "snapshot", &newer]);
+    assert_eq!(snap["tags"], serde_json::json!(["only"]));
+    assert_eq!(snap["original"].as_str().unwrap(), all[0]);
+    let line = one_line_failure(&env.run(&["tag", "latest"]));
+    assert!(line.contains("--add"), "{line}");
+
+    // forget: filters choose what the rules see; --group-by chooses the groups.
+    let plan = env.json(&["forget", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(plan.as_array().unwrap().len(), 3, "host,paths: three groups\n{plan}");
+    let plan = env.json(&["forget", "--keep-last", "1", "--group-by", "host", "--dry-run"]);
+    assert_eq!(plan.as_array().unwrap().len(), 2, "{plan}");
+    let plan = env.json(&["forget", "--keep-last", "1", "--group-by", "", "--dry-run"]);
+    assert_eq!(plan[0]["remove"].as_array().unwrap().len(), 2, "{plan}");
+    env.ok(&["forget", "--keep-last", "1", "--group-by", "host", "--host", "h1"]);
+    let left = snapshot_ids(&env, &[]);
+    assert_eq!(left.len(), 2, "the older h1 snapshot is gone, h2's untouched");
+    assert!(left.contains(&all[1]) && left.contains(&all[2]));
+    let out = env.run(&["forget", "--keep-last", "1", "--group-by", "colour"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Every file of a repository with its size, sorted.
+fn repo_files(repo: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = relative_files(repo)
+        .into_iter()
+        .filter(|p| !p.ends_with('/'))
+        .map(|p| {
+            let len = fs::metadata(repo.join(&p)).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn backup_dry_run_reports_what_it_would_add_and_writes_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("old.bin"), random_bytes(3, 300_000)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    fs::write(src.join("new.bin"), random_bytes(4, 2_000_000)).unwrap();
+    let before = repo_files(&env.repo);
+    let out = env.json(&["backup", "--dry-run", src.to_str().unwrap()]);
+    assert_eq!(out["dry_run"], true, "{out}");
+    assert_eq!(out["summary"]["files_new"], 1, "{out}");
+    assert_eq!(out["summary"]["files_unmodified"], 1, "{out}");
+    // The new file (random, so incompressible) and the trees that changed.
+    let added = out["summary"]["data_added"].as_u64().unwrap();
+    assert!((2_000_000..2_100_000).contains(&added), "{out}");
+    assert!(out["summary"]["data_added_packed"].as_u64().unwrap() >= 2_000_000, "{out}");
+    assert_eq!(repo_files(&env.repo), before, "a dry run wrote to the repository");
+    let text = env.ok(&["backup", "-n", src.to_str().unwrap()]);
+    assert!(text.contains("Would add to the repository: 1.9"), "{text}");
+    assert!(!text.contains("saved"), "{text}");
+    assert_eq!(repo_files(&env.repo), before);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn ls_long_find_and_dump_work_as_restics() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    fs::write(src.join("a.txt"), "alpha").unwrap();
+    fs::write(src.join("sub/b.TXT"), "beta").unwrap();
+    fs::write(src.join("sub/deeper/c.log"), "gamma").unwrap();
+    fs::write(src.join("sub/big.bin"), random_bytes(5, 3_000_000)).unwrap();
+    let long_name = "n".repeat(120);
+    fs::write(src.join("sub/deeper").join(&long_name), "long").unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    fs::set_permissions(src.join("a.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    set_mtime(&src.join("a.txt"), 1_700_000_000);
+    env.ok(&["backup", "--time", "2026-01-01 10:00:00", src.to_str().unwrap()]);
+
+    // ls: paths by default; --long as restic's `ls -l`.
+    let plain = env.ok(&["ls", "latest"]);
+    assert!(plain.lines().any(|l| l == "/src/sub/deeper/c.log"), "{plain}");
+    let long = env.ok(&["ls", "--long", "latest"]);
+    let uid = fs::metadata(src.join("a.txt")).unwrap().uid();
+    let local = Command::new("date").args(["-d", "@1700000000", "+%Y-%m-%d %H:%M:%S"]).output();
+    let local = String::from_utf8(local.unwrap().stdout).unwrap();
+    let want = format!("-rw-r----- {uid:>5} ", uid = uid);
+    let line = long.lines().find(|l| l.ends_with(" /src/a.txt")).unwrap();
+    assert!(line.starts_with(&want), "{line}");
+    assert!(line.contains(&format!("     5 {} /src/a.txt", local.trim())), "{line}");
+    assert!(long.lines().any(|l| l.starts_with("drwx") && l.ends_with(" /src/sub")), "{long}");
+    assert!(long.lines().any(|l| l.starts_with("Lrwxrwxrwx") && l.ends_with("/src/link -> a.txt")));
+
+    // find: restic patterns, case folding, time window, JSON.
+    let found = env.ok(&["find", "*.txt"]);
+    assert!(found.starts_with("Found matching entries in snapshot "), "{found}");
+    assert!(found.contains("\n/src/a.txt\n") && !found.contains("b.TXT"), "{found}");
+    let found = env.ok(&["find", "-i", "*.txt", "deeper/c.*"]);
+    for p in ["/src/a.txt", "/src/sub/b.TXT", "/src/sub/deeper/c.log"] {
+        assert!(found.contains(p), "{p}: {found}");
+    }
+    let found = env.json(&["find", "--newest", "2023-11-20 00:00:00", "*"]);
+    assert_eq!(found[0]["hits"], 1, "only a.txt is that old: {found}");
+    assert_eq!(found[0]["matches"][0]["path"], "/src/a.txt");
+    assert!(env.json(&["find", "nothing-matches"]).as_array().unwrap().is_empty());
+    let tree = env.json(&["cat", "snapshot", "latest"])["tree"].as_str().unwrap().to_string();
+    let _ = tree;
+
+    // dump: a file's bytes, a directory as a tar the real tar extracts to the same tree.
+    let out = env.cmd(&["dump", "latest", "/src/sub/big.bin"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, fs::read(src.join("sub/big.bin")).unwrap());
+    let tar_file = env.path("sub.tar");
+    let out = env.cmd(&["dump", "--archive", "tar", "latest", "/src/sub"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fs::write(&tar_file, &out.stdout).unwrap();
+    let x = env.path("extracted");
+    fs::create_dir_all(&x).unwrap();
+    let st = Command::new("tar").arg("-xf").arg(&tar_file).arg("-C").arg(&x).status().unwrap();
+    assert!(st.success());
+    assert_same_tree(&src.join("sub"), &x.join("src/sub"));
+    let whole = env.cmd(&["dump", "latest", "/"]).output().unwrap();
+    let y = env.path("whole");
+    fs::create_dir_all(&y).unwrap();
+    let mut tar =
+        Command::new("tar").arg("-x").arg("-C").arg(&y).stdin(Stdio::piped()).spawn().unwrap();
+    tar.stdin.take().unwrap().write_all(&whole.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert_eq!(fs::read_link(y.join("src/link")).unwrap(), Path::new("a.txt"));
+    assert_eq!(fs::read(y.join("src/a.txt")).unwrap(), b"alpha");
+    let line = one_line_failure(&env.run(&["dump", "latest", "/src/none"]));
+    assert!(line.contains("not found"), "{line}");
+    let line = one_line_failure(&env.run(&["dump", "--archive", "zip", "latest", "/src"]));
+    assert!(line.contains("only tar"), "{line}");
+}
+
+#[test]
+fn restore_includes_and_excludes_keep_the_snapshot_structure_and_verify_reads_back() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("etc/conf.d")).unwrap();
+    fs::create_dir_all(src.join("var/log")).unwrap();
+    fs::create_dir_all(src.join("home/me")).unwrap();
+    fs::write(src.join("etc/a.conf"), "a").unwrap();
+    fs::write(src.join("etc/conf.d/b.conf"), "b").unwrap();
+    fs::write(src.join("etc/conf.d/b.conf.bak"), "old").unwrap();
+    fs::write(src.join("var/log/x.log"), random_bytes(6, 500_000)).unwrap();
+    fs::write(src.join("home/me/notes.txt"), "n").unwrap();
+    fs::write(src.join("home/me/NOTES.TXT"), "N").unwrap();
+    std::os::unix::fs::symlink("a.conf", src.join("etc/link")).unwrap();
+    set_mtime(&src.join("etc/link"), 1_600_000_000);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let shown = env.json(&["snapshots"])[0]["snapshot"]["paths"][0].as_str().unwrap().to_string();
+    assert_eq!(shown, fs::canonicalize(&src).unwrap().to_str().unwrap());
+
+    // Several globs, one excluded, the structure kept; a path as `snapshots` shows it.
+    let t = env.path("t1");
+    let var_log = format!("{shown}/var/log");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        "*.conf",
+        "--include",
+        &var_log,
+        "--include",
+        "/src/etc/link",
+        "--exclude",
+        "conf.d/b.*",
+    ]);
+    assert_eq!(
+        relative_files(&t),
+        [
+            "src/",
+            "src/etc/",
+            "src/etc/a.conf",
+            "src/etc/link",
+            "src/var/",
+            "src/var/log/",
+            "src/var/log/x.log"
+        ]
+    );
+    // The symlink keeps its own mtime (lutimes), not its target's.
+    assert_eq!(fs::symlink_metadata(t.join("src/etc/link")).unwrap().mtime(), 1_600_000_000);
+    assert_eq!(
+        fs::read(t.join("src/var/log/x.log")).unwrap(),
+        fs::read(src.join("var/log/x.log")).unwrap()
+    );
+
+    // Case-insensitive include; --verify reads everything back.
+    let t2 = env.path("t2");
+    let out = env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        t2.to_str().unwrap(),
+        "--iinclude",
+        "notes.txt",
+        "--verify",
+    ]);
+    assert!(out.contains("verified"), "{out}");
+    assert_eq!(
+        relative_files(&t2),
+        ["src/", "src/home/", "src/home/me/", "src/home/me/NOTES.TXT", "src/home/me/notes.txt"]
+    );
+    let t3 = env.path("t3");
+    let out = env.json(&["restore", "latest", "--target", t3.to_str().unwrap(), "--verify"]);
+    assert!(out["files_done"].as_u64().unwrap() >= 6, "{out}");
+    assert_same_tree(&src, &t3.join("src"));
+    let line =
+        one_line_failure(&env.run(&["restore", "latest", "--target", "x", "--include", "a[b"]));
+    assert!(line.contains("unclosed ["), "{line}");
+}
+
+#[test]
+fn stats_modes_and_check_read_data_subset_count_as_restic() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    let data = random_bytes(7, 3_000_000);
+    fs::write(src.join("a.bin"), &data).unwrap();
+    fs::write(src.join("d/copy.bin"), &data).unwrap();
+    fs::write(src.join("small"), "12345").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let restore = env.json(&["stats", "--mode", "restore-size"]);
+    assert_eq!(restore["snapshots_count"], 2);
+    assert_eq!(restore["total_size"], 2 * (6_000_000 + 5), "{restore}");
+    assert_eq!(restore["total_file_count"], 2 * 5, "files and dirs, per snapshot: {restore}");
+    let contents = env.json(&["stats", "--mode", "files-by-contents"]);
+    assert_eq!(contents["total_file_count"], 2, "{contents}");
+    assert_eq!(contents["total_size"], 3_000_005, "{contents}");
+    let raw = env.json(&["stats", "--mode", "raw-data"]);
+    let raw_size = raw["total_size"].as_u64().unwrap();
+    assert!((3_000_005..3_010_000).contains(&raw_size), "one copy of the data, trees: {raw}");
+    assert!(raw["total_stored_size"].as_u64().unwrap() >= 3_000_005, "{raw}");
+    let per_file = env.json(&["stats", "--mode", "blobs-per-file", "latest"]);
+    assert_eq!(per_file["snapshots_count"], 1);
+    assert_eq!(per_file["total_file_count"], 2, "{per_file}");
+    let text = env.ok(&["stats", "--mode", "raw-data"]);
+    assert!(text.starts_with("Stats in raw-data mode:"), "{text}");
+    let out = env.run(&["stats", "--mode", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // --read-data-subset: every pack exactly once over 1/t … t/t; a percentage, a size.
+    let packs = files_in(&env.repo.join("data")).len()
+        + fs::read_dir(env.repo.join("data"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| files_in(&e.path()).len())
+            .sum::<usize>();
+    let mut total = 0;
+    for n in 1..=3 {
+        let r = env.json(&["check", "--read-data-subset", &format!("{n}/3")]);
+        total += r["packs_read"].as_u64().unwrap();
+        assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+    }
+    let all = env.json(&["check", "--read-data"])["packs_read"].as_u64().unwrap();
+    assert_eq!(total, all, "the buckets partition the packs");
+    assert!(all > 1 && all as usize <= packs, "{all} of {packs}");
+    let r = env.json(&["check", "--read-data-subset", "1%"]);
+    assert_eq!(r["packs_read"], 1, "at least one pack: {r}");
+    let r = env.json(&["check", "--read-data-subset", "100%"]);
+    assert_eq!(r["packs_read"], all);
+    let r = env.json(&["check", "--read-data-subset", "1K"]);
+    assert_eq!(r["packs_read"], 1, "{r}");
+    let out = env.ok(&["check", "--read-data-subset", "2/3"]);
+    assert!(out.contains("no errors were found"), "{out}");
+    let out = env.run(&["check", "--read-data-subset", "4/3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("n <= t"));
+}

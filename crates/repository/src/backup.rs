@@ -76,6 +76,9 @@ pub struct BackupOptions {
     pub time: Option<jiff::Timestamp>,
     /// Count files and bytes first so progress has totals (default on through `new`).
     pub scan: bool,
+    /// Read, chunk and count everything but write nothing: no pack, index or snapshot (restic's
+    /// `--dry-run`). The result's id is then all zeros.
+    pub dry_run: bool,
     /// For `backup_reader`: record the stream as this virtual file (its `size` is filled in and
     /// the snapshot's `paths` become `[path]`). Ignored by `backup_paths`.
     pub virtual_file: Option<VirtualFile>,
@@ -217,7 +220,13 @@ pub fn backup_paths(
             let scan_paths: Vec<PathBuf> = roots.iter().map(|r| r.0.clone()).collect();
             s.spawn(move || scan(&scan_paths, &counters, &cancel));
         }
-        let pipeline = BlobPipeline::start(repo, shared.clone(), threads, uploads_of(repo, opts));
+        let pipeline = BlobPipeline::start(
+            repo,
+            shared.clone(),
+            threads,
+            uploads_of(repo, opts),
+            opts.dry_run,
+        );
         let (jtx, jrx) = sync_channel::<FileJob>(threads * 8);
         let jrx = Arc::new(Mutex::new(jrx));
         let (etx, erx) = sync_channel::<Event>(4096);
@@ -333,8 +342,13 @@ pub fn backup_reader(
     let counters = Arc::new(Counters::default());
     let shared = new_shared(repo, opts, counters.clone());
     let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
-    let pipeline =
-        BlobPipeline::start(repo, shared.clone(), threads_of(opts), uploads_of(repo, opts));
+    let pipeline = BlobPipeline::start(
+        repo,
+        shared.clone(),
+        threads_of(opts),
+        uploads_of(repo, opts),
+        opts.dry_run,
+    );
     let tx = pipeline.sender();
     let mut stream_size = 0;
     let saved = save_stream(
@@ -414,16 +428,20 @@ fn save_snapshot(
         username: crate::snapshot::username(),
         tags: opts.tags.clone(),
         parent: content.parent,
+        original: None,
         program_version: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
         summary: summary(shared, start, &progress),
         virtual_file: content.virtual_file,
     };
+    let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+    if opts.dry_run {
+        return Ok(BackupResult { id: Id::default(), snapshot, progress, warnings });
+    }
     // A lock others may already treat as stale means a prune may have run meanwhile: the data
     // stays unreferenced (a later prune collects it) rather than becoming a broken snapshot.
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     repo.reload_index()?;
-    let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(BackupResult { id, snapshot, progress, warnings })
 }
 

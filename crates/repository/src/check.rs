@@ -17,6 +17,8 @@ use crate::{Id, Repository};
 pub struct CheckOptions {
     /// Download and verify every pack.
     pub read_data: bool,
+    /// Download and verify only these packs (restic's `--read-data-subset`).
+    pub read_data_subset: Option<ReadSubset>,
     /// Progress (bytes of packs read).
     pub progress: Option<ProgressFn>,
     /// Cancellation.
@@ -26,6 +28,109 @@ pub struct CheckOptions {
 impl std::fmt::Debug for CheckOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckOptions").field("read_data", &self.read_data).finish()
+    }
+}
+
+/// Which packs `check --read-data-subset` reads, as restic selects them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadSubset {
+    /// `n/t`: the packs whose id's first byte modulo `t` is `n - 1`; running 1/t … t/t reads
+    /// every pack once.
+    Bucket {
+        /// Which one, from 1.
+        n: u32,
+        /// Of how many (at most 256).
+        t: u32,
+    },
+    /// `x%`: that share of the packs, picked at random (at least one).
+    Percent(f64),
+    /// `500M`, `2G`: packs picked at random until their sizes add up to this.
+    Bytes(u64),
+}
+
+impl std::str::FromStr for ReadSubset {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "--read-data-subset {s:?}: {why} (use n/t like 1/5, a percentage like 10%, or a \
+                 size like 500M)"
+            ))
+        };
+        let t = s.trim();
+        if let Some((n, total)) = t.split_once('/') {
+            let n: u32 = n.trim().parse().map_err(|_| bad("n is not a number"))?;
+            let total: u32 = total.trim().parse().map_err(|_| bad("t is not a number"))?;
+            if total == 0 || total > 256 || n == 0 || n > total {
+                return Err(bad("need 1 <= n <= t <= 256"));
+            }
+            return Ok(Self::Bucket { n, t: total });
+        }
+        if let Some(p) = t.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad("not a percentage"))?;
+            if p.is_nan() || p <= 0.0 || p > 100.0 {
+                return Err(bad("the percentage must be above 0 and at most 100"));
+            }
+            return Ok(Self::Percent(p));
+        }
+        let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+        let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            "T" => 1 << 40,
+            _ => return Err(bad("unknown form")),
+        };
+        let n: f64 = num.trim().parse().map_err(|_| bad("not a size"))?;
+        if n.is_nan() || n <= 0.0 {
+            return Err(bad("the size must be above 0"));
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        Ok(Self::Bytes((n * mult as f64) as u64))
+    }
+}
+
+impl ReadSubset {
+    /// The packs to read out of `names` (with their sizes).
+    pub fn select(&self, mut names: Vec<Id>, sizes: &HashMap<String, u64>) -> Vec<Id> {
+        use rand::seq::SliceRandom as _;
+        match *self {
+            Self::Bucket { n, t } => {
+                names.retain(|p| u32::from(p.0[0]) % t == n - 1);
+                names
+            }
+            Self::Percent(p) => {
+                names.shuffle(&mut rand::rng());
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    clippy::cast_precision_loss
+                )]
+                let want = ((names.len() as f64 * p / 100.0) as usize).max(1).min(names.len());
+                names.truncate(want);
+                names.sort();
+                names
+            }
+            Self::Bytes(limit) => {
+                names.shuffle(&mut rand::rng());
+                let mut total = 0;
+                let mut out = Vec::new();
+                for p in names {
+                    if total >= limit {
+                        break;
+                    }
+                    total += sizes.get(&p.to_hex()).copied().unwrap_or(0);
+                    out.push(p);
+                }
+                out.sort();
+                out
+            }
+        }
     }
 }
 
@@ -44,6 +149,8 @@ pub struct CheckReport {
     pub trees: usize,
     /// Blobs whose bytes were verified (read_data only).
     pub blobs_read: usize,
+    /// Packs whose bytes were read (read_data only).
+    pub packs_read: usize,
 }
 
 impl CheckReport {
@@ -208,7 +315,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
              index` (prune refuses to run until then)"
         ));
     }
-    if opts.read_data {
+    if opts.read_data || opts.read_data_subset.is_some() {
         read_data(repo, &index, &packs, opts, &mut report)?;
     }
     Ok(report)
@@ -225,6 +332,10 @@ fn read_data(
     let indexed: HashMap<Id, Vec<Id>> = index.pack_blobs();
     let mut names: Vec<Id> = packs.keys().filter_map(|n| n.parse().ok()).collect();
     names.sort();
+    if let Some(subset) = &opts.read_data_subset {
+        names = subset.select(names, packs);
+    }
+    report.packs_read = names.len();
     for n in &names {
         Counters::add(&counters.bytes_total, packs.get(&n.to_hex()).copied().unwrap_or(0));
         Counters::add(&counters.files_total, 1);

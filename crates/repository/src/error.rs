@@ -75,6 +75,13 @@ pub enum Error {
         .0.join("; ")
     )]
     DamagedFiles(Vec<String>),
+    /// `restore --verify` read back files that differ from the snapshot.
+    #[error(
+        "restore verification failed, {} file(s) differ from the snapshot (restore them again): {}",
+        .0.len(),
+        .0.join("; ")
+    )]
+    VerifyFailed(Vec<String>),
     /// The object was written by a newer or unknown format version.
     #[error("unsupported format version {version} in {object}")]
     UnsupportedVersion {

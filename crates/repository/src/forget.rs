@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
+use crate::filter::SnapshotFilter;
 use crate::lock::LockKind;
 use crate::snapshot::SnapshotEntry;
 use crate::{Id, Repository};
@@ -45,13 +46,55 @@ impl KeepPolicy {
     }
 }
 
-/// The decision for one group of snapshots (same host and paths).
+/// What makes snapshots one group for the keep rules (restic's `--group-by`, default
+/// `host,paths`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBy {
+    /// Same host.
+    pub host: bool,
+    /// Same set of paths.
+    pub paths: bool,
+    /// Same set of tags.
+    pub tags: bool,
+}
+
+impl Default for GroupBy {
+    fn default() -> Self {
+        Self { host: true, paths: true, tags: false }
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = Error;
+
+    /// `host,paths`, `tags`, `host,tags,paths`, or `""` for one group of everything.
+    fn from_str(s: &str) -> Result<Self> {
+        let mut g = Self { host: false, paths: false, tags: false };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "host" => g.host = true,
+                "paths" => g.paths = true,
+                "tags" => g.tags = true,
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "unknown --group-by field {other:?}: use host, paths and/or tags"
+                    )));
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// The decision for one group of snapshots (same host and paths, or what `GroupBy` says).
 #[derive(Debug, Clone, Serialize)]
 pub struct ForgetGroup {
-    /// Host of the group.
+    /// Host of the group (empty when not grouped by host).
     pub hostname: String,
-    /// Paths of the group.
+    /// Paths of the group (empty when not grouped by paths).
     pub paths: Vec<String>,
+    /// Tags of the group (empty when not grouped by tags).
+    pub tags: Vec<String>,
     /// Kept snapshots, newest first, with the rules that kept them.
     pub keep: Vec<(Id, Vec<String>)>,
     /// Snapshots to delete.
@@ -77,16 +120,34 @@ fn bucket(t: jiff::Timestamp, rule: &str) -> Bucket {
     }
 }
 
-/// Applies the policy to snapshots (any order); pure, no I/O.
+/// Applies the policy to snapshots (any order) grouped by host and paths; pure, no I/O.
 pub fn plan(snapshots: &[SnapshotEntry], policy: &KeepPolicy) -> Vec<ForgetGroup> {
-    let mut groups: BTreeMap<(String, Vec<String>), Vec<&SnapshotEntry>> = BTreeMap::new();
+    plan_grouped(snapshots, policy, GroupBy::default())
+}
+
+/// Applies the policy to each group of snapshots; pure, no I/O.
+pub fn plan_grouped(
+    snapshots: &[SnapshotEntry],
+    policy: &KeepPolicy,
+    group_by: GroupBy,
+) -> Vec<ForgetGroup> {
+    type Key = (String, Vec<String>, Vec<String>);
+    let mut groups: BTreeMap<Key, Vec<&SnapshotEntry>> = BTreeMap::new();
     for s in snapshots {
-        let mut paths = s.snapshot.paths.clone();
-        paths.sort();
-        groups.entry((s.snapshot.hostname.clone(), paths)).or_default().push(s);
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        let key = (
+            if group_by.host { s.snapshot.hostname.clone() } else { String::new() },
+            if group_by.paths { sorted(&s.snapshot.paths) } else { Vec::new() },
+            if group_by.tags { sorted(&s.snapshot.tags) } else { Vec::new() },
+        );
+        groups.entry(key).or_default().push(s);
     }
     let mut out = Vec::new();
-    for ((hostname, paths), mut snaps) in groups {
+    for ((hostname, paths, tags), mut snaps) in groups {
         snaps.sort_by(|a, b| b.snapshot.time.cmp(&a.snapshot.time).then(b.id.cmp(&a.id)));
         let latest = snaps.first().map(|s| s.snapshot.time);
         let mut rules: Vec<(&str, usize, Option<Bucket>)> = vec![
@@ -96,7 +157,7 @@ pub fn plan(snapshots: &[SnapshotEntry], policy: &KeepPolicy) -> Vec<ForgetGroup
             ("monthly", policy.monthly, None),
             ("yearly", policy.yearly, None),
         ];
-        let mut group = ForgetGroup { hostname, paths, keep: Vec::new(), remove: Vec::new() };
+        let mut group = ForgetGroup { hostname, paths, tags, keep: Vec::new(), remove: Vec::new() };
         for (i, s) in snaps.iter().enumerate() {
             let mut reasons = Vec::new();
             if i < policy.last {
@@ -138,13 +199,28 @@ pub fn plan(snapshots: &[SnapshotEntry], policy: &KeepPolicy) -> Vec<ForgetGroup
 /// # Errors
 /// `Invalid` for an empty policy; backend errors.
 pub fn forget(repo: &Repository, policy: &KeepPolicy, dry_run: bool) -> Result<Vec<ForgetGroup>> {
+    forget_selected(repo, policy, &SnapshotFilter::default(), GroupBy::default(), dry_run)
+}
+
+/// [`forget`] over the snapshots that pass `filter`, grouped by `group_by` (the others are
+/// neither kept nor removed).
+///
+/// # Errors
+/// As [`forget`].
+pub fn forget_selected(
+    repo: &Repository,
+    policy: &KeepPolicy,
+    filter: &SnapshotFilter,
+    group_by: GroupBy,
+    dry_run: bool,
+) -> Result<Vec<ForgetGroup>> {
     if policy.is_empty() {
         return Err(Error::Invalid("no keep rule given; refusing to forget every snapshot".into()));
     }
     // Shared, as for backups: removing snapshot files deletes no data, but a prune must not
     // decide what is unused while the set of snapshots changes under it.
     let _lock = if dry_run { None } else { Some(repo.lock(LockKind::Shared, "forget")?) };
-    let groups = plan(&repo.snapshots()?, policy);
+    let groups = plan_grouped(&filter.select(repo.snapshots()?), policy, group_by);
     if !dry_run {
         for g in &groups {
             for id in &g.remove {
@@ -183,6 +259,7 @@ mod tests {
                 username: "u".into(),
                 tags: vec![],
                 parent: None,
+                original: None,
                 program_version: String::new(),
                 summary: Default::default(),
                 virtual_file: None,

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
 use crate::lock::LockKind;
+use crate::pattern::PatternSet;
 use crate::progress::{CancelToken, Counters, Progress, ProgressFn, Ticker};
 use crate::tree::{Node, NodeType};
 use crate::{Id, Repository};
@@ -35,8 +36,16 @@ pub struct RestoreOptions {
     pub xattrs: bool,
     /// Worker threads (default: twice the CPU count; restores wait on I/O).
     pub threads: usize,
-    /// Restore only this path inside the snapshot (`/data/sub`).
+    /// Restore only this path inside the snapshot (`/data/sub`), its contents straight into
+    /// the target (restic's `SNAPSHOT:subfolder`).
     pub include: Option<String>,
+    /// Restore only entries matching one of these (with their contents and the directories
+    /// that lead to them, so the snapshot's structure is kept); empty: everything.
+    pub includes: PatternSet,
+    /// Leave out entries matching one of these (a directory with everything below it).
+    pub excludes: PatternSet,
+    /// Afterwards read every restored file back and compare each chunk with its blob id.
+    pub verify: bool,
     /// Progress callback.
     pub progress: Option<ProgressFn>,
     /// Cancellation.
@@ -440,6 +449,8 @@ pub fn restore(
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let windows = PackWindows::new(&index);
+    // Files with content, for --verify.
+    let mut written: Vec<(PathBuf, Vec<Id>)> = Vec::new();
     let walked = std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = sync_channel::<ChunkJob>(threads * 4);
         let rx = Arc::new(Mutex::new(rx));
@@ -451,15 +462,27 @@ pub fn restore(
         let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
         let mut active = std::collections::VecDeque::new();
         // (path, node, whether its directory was created by this restore: then nothing can be in
-        // the way and the unlink before each create is skipped).
-        let mut stack: Vec<(PathBuf, Node, bool)> = Vec::new();
+        // the way and the unlink before each create is skipped, its path in the snapshot, and
+        // whether an ancestor matched an include so everything below is restored).
+        let mut stack: Vec<(PathBuf, Node, bool, String, bool)> = Vec::new();
+        let base = opts.include.as_deref().unwrap_or("").trim_end_matches('/').to_string();
+        let everything = opts.includes.is_empty();
+        // Directories entered only because an include may match below them, not made yet.
+        let mut pending: HashMap<PathBuf, Node> = HashMap::new();
         // The start node: a directory restores its children into target; a file restores itself.
         if start.kind() == NodeType::Dir {
             let tree = repo.load_tree(
                 &start.subtree.ok_or_else(|| Error::corrupt("tree", "dir without subtree"))?,
             )?;
             for n in tree.nodes.into_iter().rev() {
-                stack.push((target.join(std::ffi::OsStr::from_bytes(&n.name)), n, false));
+                let snap_path = format!("{base}/{}", n.name_lossy());
+                stack.push((
+                    target.join(std::ffi::OsStr::from_bytes(&n.name)),
+                    n,
+                    false,
+                    snap_path,
+                    everything,
+                ));
             }
             if opts.include.is_some() {
                 dirs.push((target.to_path_buf(), start.clone()));
@@ -469,11 +492,25 @@ pub fn restore(
                 target.join(std::ffi::OsStr::from_bytes(&start.name)),
                 start.clone(),
                 false,
+                base.clone(),
+                everything,
             ));
         }
-        while let Some((path, node, fresh)) = stack.pop() {
+        while let Some((path, node, fresh, snap_path, included)) = stack.pop() {
             if ctx.stopped() {
                 break;
+            }
+            if !opts.excludes.is_empty() && opts.excludes.matches(Path::new(&snap_path)) {
+                continue;
+            }
+            let included = included || opts.includes.matches(Path::new(&snap_path));
+            let below = node.kind() == NodeType::Dir
+                && opts.includes.may_match_below(Path::new(&snap_path));
+            if !(included || below) {
+                continue;
+            }
+            if included && !pending.is_empty() {
+                make_pending_parents(&path, &mut pending, &mut dirs)?;
             }
             // A name must be one path component, or a crafted tree could write outside target.
             if node.name.is_empty()
@@ -488,14 +525,21 @@ pub fn restore(
             }
             match node.kind() {
                 NodeType::Dir => {
-                    let created = match std::fs::create_dir(&path) {
-                        Ok(()) => true,
-                        Err(e)
-                            if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() =>
-                        {
-                            false
+                    // Only something below may be restored: the directory is made when the first
+                    // such entry is (as restic does, no empty directories on the way).
+                    let created = if included {
+                        match std::fs::create_dir(&path) {
+                            Ok(()) => true,
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::AlreadyExists
+                                    && path.is_dir() =>
+                            {
+                                false
+                            }
+                            Err(e) => return Err(Error::io("create directory", &path, e)),
                         }
-                        Err(e) => return Err(Error::io("create directory", &path, e)),
+                    } else {
+                        false
                     };
                     let tree = node
                         .subtree
@@ -505,9 +549,14 @@ pub fn restore(
                         Ok(tree) => {
                             for n in tree.nodes.into_iter().rev() {
                                 let child = path.join(std::ffi::OsStr::from_bytes(&n.name));
-                                stack.push((child, n, created));
+                                let child_snap = format!("{snap_path}/{}", n.name_lossy());
+                                stack.push((child, n, created, child_snap, included));
                             }
-                            dirs.push((path, node));
+                            if included {
+                                dirs.push((path, node));
+                            } else {
+                                pending.insert(path, node);
+                            }
                         }
                         // Its contents are unknown: the directory stays (empty, without its
                         // recorded metadata) and is reported; its siblings go on.
@@ -583,6 +632,9 @@ pub fn restore(
                             continue;
                         }
                     }
+                    if opts.verify {
+                        written.push((state.path.clone(), content.clone()));
+                    }
                     let jobs: Vec<(Id, u64)> = content.into_iter().zip(offsets).collect();
                     active.push_back((state, jobs.into_iter()));
                     while active.len() >= FILES_AT_ONCE {
@@ -625,7 +677,85 @@ pub fn restore(
     if !damaged.is_empty() {
         return Err(Error::DamagedFiles(damaged));
     }
+    if opts.verify {
+        let bad = verify(repo, &index, &written);
+        if !bad.is_empty() {
+            return Err(Error::VerifyFailed(bad));
+        }
+    }
     Ok(counters.get())
+}
+
+/// Makes the directories on the way to `path` that were entered for includes but not made yet,
+/// outermost first, each then set up like any restored directory.
+fn make_pending_parents(
+    path: &Path,
+    pending: &mut HashMap<PathBuf, Node>,
+    dirs: &mut Vec<(PathBuf, Node)>,
+) -> Result<()> {
+    let mut chain = Vec::new();
+    let mut at = path.parent();
+    while let Some(p) = at {
+        match pending.remove_entry(p) {
+            Some(entry) => chain.push(entry),
+            None => break,
+        }
+        at = p.parent();
+    }
+    for (dir, node) in chain.into_iter().rev() {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(Error::io("create directory", &dir, e)),
+        }
+        dirs.push((dir, node));
+    }
+    Ok(())
+}
+
+/// Reads each restored file back and compares every chunk with the blob id it was restored
+/// from (restic's `restore --verify`); returns one line per file that differs.
+fn verify(
+    repo: &Repository,
+    index: &crate::index::Index,
+    files: &[(PathBuf, Vec<Id>)],
+) -> Vec<String> {
+    use std::io::Read as _;
+    let mut bad = Vec::new();
+    let mut buf = Vec::new();
+    for (path, content) in files {
+        let r = (|| -> Result<Option<String>> {
+            let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+            let mut offset = 0u64;
+            for id in content {
+                let len = blob_len(repo, index, id)?;
+                buf.clear();
+                let got = (&mut f)
+                    .take(len)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| Error::io("read", path, e))?;
+                if got as u64 != len || repo.blob_id(&buf) != *id {
+                    return Ok(Some(format!(
+                        "{}: content at offset {offset} differs from blob {}",
+                        path.display(),
+                        id.short()
+                    )));
+                }
+                offset += len;
+            }
+            let mut rest = [0u8; 1];
+            if f.read(&mut rest).map_err(|e| Error::io("read", path, e))? > 0 {
+                return Ok(Some(format!("{}: longer than in the snapshot", path.display())));
+            }
+            Ok(None)
+        })();
+        match r {
+            Ok(None) => {}
+            Ok(Some(line)) => bad.push(line),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    bad
 }
 
 /// Writes the content of a file node to `out`, verifying every chunk.

@@ -52,6 +52,10 @@ pub struct Snapshot {
     /// The parent used for change detection.
     #[serde(default)]
     pub parent: Option<Id>,
+    /// The snapshot this one was rewritten from (`tag`, as restic records it): the first one,
+    /// kept through later rewrites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
     /// Writer.
     pub program_version: String,
     /// Statistics.

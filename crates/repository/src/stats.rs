@@ -27,6 +27,75 @@ pub struct LsEntry {
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// Link target (symlinks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl LsEntry {
+    /// The entry of `node` at `path`.
+    pub fn new(path: &str, n: &Node) -> Self {
+        Self {
+            path: path.to_string(),
+            node_type: n.kind(),
+            size: n.size,
+            mode: n.mode,
+            mtime: n.mtime,
+            uid: n.uid,
+            gid: n.gid,
+            target: n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+        }
+    }
+
+    /// The line `ls --long` prints, as restic's: permissions, uid, gid, size, local mtime,
+    /// path (and ` -> target` for a symlink).
+    pub fn long_line(&self) -> String {
+        let secs = self.mtime.div_euclid(1_000_000_000);
+        let time = jiff::Timestamp::from_second(secs)
+            .map(|t| {
+                t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string()
+            })
+            .unwrap_or_default();
+        let target = match &self.target {
+            Some(t) if self.node_type == NodeType::Symlink => format!(" -> {t}"),
+            _ => String::new(),
+        };
+        format!(
+            "{} {:>5} {:>5} {:>6} {time} {}{target}",
+            permissions(self.node_type, self.mode),
+            self.uid,
+            self.gid,
+            self.size,
+            self.path
+        )
+    }
+}
+
+/// Permissions as restic (Go's `FileMode`) prints them: type and special-bit letters, then
+/// `rwxrwxrwx` (`drwxr-xr-x`, `Lrwxrwxrwx`, `-rw-r--r--`, `g-rwxr-xr-x` for setgid).
+pub fn permissions(kind: NodeType, mode: u32) -> String {
+    let mut s = String::new();
+    match kind {
+        NodeType::Dir => s.push('d'),
+        NodeType::Symlink => s.push('L'),
+        NodeType::Blockdev => s.push('D'),
+        NodeType::Fifo => s.push('p'),
+        NodeType::Socket => s.push('S'),
+        NodeType::Chardev => s.push_str("Dc"),
+        NodeType::File => {}
+    }
+    for (bit, c) in [(0o4000, 'u'), (0o2000, 'g'), (0o1000, 't')] {
+        if mode & bit != 0 {
+            s.push(c);
+        }
+    }
+    if s.is_empty() {
+        s.push('-');
+    }
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (1 << (8 - i)) != 0 { c } else { '-' });
+    }
+    s
 }
 
 /// Walks a tree depth-first, calling `f(path, node)` for every node.
@@ -34,13 +103,29 @@ pub struct LsEntry {
 /// # Errors
 /// Unreadable trees.
 pub fn walk(repo: &Repository, root: &Id, f: &mut dyn FnMut(&str, &Node)) -> Result<()> {
+    try_walk(repo, root, &mut |p, n| {
+        f(p, n);
+        Ok(())
+    })
+}
+
+/// Walks a tree depth-first, one directory's tree in memory at a time besides the pending
+/// subtree ids, calling `f(path, node)` for every node; an error from `f` ends the walk.
+///
+/// # Errors
+/// Unreadable trees, or what `f` returns.
+pub fn try_walk(
+    repo: &Repository,
+    root: &Id,
+    f: &mut dyn FnMut(&str, &Node) -> Result<()>,
+) -> Result<()> {
     let mut stack = vec![(String::new(), *root)];
     while let Some((prefix, id)) = stack.pop() {
         let tree = repo.load_tree(&id)?;
         let mut dirs = Vec::new();
         for n in &tree.nodes {
             let path = format!("{prefix}/{}", n.name_lossy());
-            f(&path, n);
+            f(&path, n)?;
             if let (NodeType::Dir, Some(sub)) = (n.kind(), n.subtree) {
                 dirs.push((path, sub));
             }
@@ -56,17 +141,7 @@ pub fn walk(repo: &Repository, root: &Id, f: &mut dyn FnMut(&str, &Node)) -> Res
 /// Unreadable trees.
 pub fn ls(repo: &Repository, root: &Id) -> Result<Vec<LsEntry>> {
     let mut out = Vec::new();
-    walk(repo, root, &mut |path, n| {
-        out.push(LsEntry {
-            path: path.to_string(),
-            node_type: n.kind(),
-            size: n.size,
-            mode: n.mode,
-            mtime: n.mtime,
-            uid: n.uid,
-            gid: n.gid,
-        });
-    })?;
+    walk(repo, root, &mut |path, n| out.push(LsEntry::new(path, n)))?;
     Ok(out)
 }
 
@@ -181,6 +256,140 @@ pub fn stats(repo: &Repository, snapshot: Option<&Id>) -> Result<RepoStats> {
                 }
             }
         })?;
+    }
+    Ok(s)
+}
+
+/// What `stats --mode` counts (restic's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatsMode {
+    /// Files and directories as a restore would write them, every snapshot counted.
+    #[default]
+    RestoreSize,
+    /// Files with distinct contents, each counted once.
+    FilesByContents,
+    /// Distinct blobs the snapshots reference, as stored.
+    RawData,
+    /// Distinct files and the distinct blobs they use.
+    BlobsPerFile,
+}
+
+impl std::str::FromStr for StatsMode {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "restore-size" => Self::RestoreSize,
+            "files-by-contents" => Self::FilesByContents,
+            "raw-data" => Self::RawData,
+            "blobs-per-file" => Self::BlobsPerFile,
+            other => {
+                return Err(crate::Error::Invalid(format!(
+                    "unknown stats mode {other:?}: use restore-size, files-by-contents, \
+                     raw-data or blobs-per-file"
+                )));
+            }
+        })
+    }
+}
+
+/// The figures of one `stats --mode` run, named as restic's JSON names them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModeStats {
+    /// Bytes counted (plaintext for raw-data).
+    pub total_size: u64,
+    /// Files (and for restore-size, directories and other entries) counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_file_count: Option<u64>,
+    /// Distinct blobs (raw-data, blobs-per-file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_blob_count: Option<u64>,
+    /// Stored bytes of those blobs, compressed and sealed (raw-data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_stored_size: Option<u64>,
+    /// Snapshots processed.
+    pub snapshots_count: usize,
+}
+
+fn plain_len(loc: &crate::index::BlobLocation) -> u64 {
+    if loc.blob.uncompressed_length > 0 {
+        u64::from(loc.blob.uncompressed_length)
+    } else {
+        u64::from(loc.blob.length).saturating_sub(crate::crypto::SEAL_OVERHEAD as u64)
+    }
+}
+
+/// Counts `snapshots` the way `mode` says.
+///
+/// # Errors
+/// Unreadable trees.
+pub fn mode_stats(
+    repo: &Repository,
+    snapshots: &[crate::snapshot::SnapshotEntry],
+    mode: StatsMode,
+) -> Result<ModeStats> {
+    let index = repo.index();
+    let mut s = ModeStats { snapshots_count: snapshots.len(), ..Default::default() };
+    let mut files: HashSet<Vec<Id>> = HashSet::new();
+    let mut blobs: HashSet<Id> = HashSet::new();
+    let mut file_count = 0u64;
+    for snap in snapshots {
+        if mode == StatsMode::RawData || mode == StatsMode::BlobsPerFile {
+            blobs.insert(snap.snapshot.tree);
+        }
+        // Hard links: one inode restores once per snapshot.
+        let mut inodes: HashSet<(u64, u64)> = HashSet::new();
+        try_walk(repo, &snap.snapshot.tree, &mut |_, n| {
+            match mode {
+                StatsMode::RestoreSize => {
+                    file_count += 1;
+                    if n.kind() == NodeType::File
+                        && (n.links <= 1 || inodes.insert((n.device, n.inode)))
+                    {
+                        s.total_size += n.size;
+                    }
+                }
+                StatsMode::FilesByContents | StatsMode::BlobsPerFile => {
+                    if n.kind() == NodeType::File && files.insert(n.content.clone()) {
+                        file_count += 1;
+                        if mode == StatsMode::FilesByContents {
+                            s.total_size += n.size;
+                        } else {
+                            blobs.extend(n.content.iter().copied());
+                        }
+                    }
+                }
+                StatsMode::RawData => {
+                    blobs.extend(n.content.iter().copied());
+                    if let Some(t) = n.subtree {
+                        blobs.insert(t);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    match mode {
+        StatsMode::RestoreSize | StatsMode::FilesByContents => {
+            s.total_file_count = Some(file_count);
+        }
+        StatsMode::BlobsPerFile | StatsMode::RawData => {
+            let (mut plain, mut stored) = (0, 0);
+            for b in &blobs {
+                if let Some(loc) = index.get(b) {
+                    plain += plain_len(&loc);
+                    stored += u64::from(loc.blob.length);
+                }
+            }
+            s.total_size = plain;
+            s.total_blob_count = Some(blobs.len() as u64);
+            if mode == StatsMode::RawData {
+                s.total_stored_size = Some(stored);
+            } else {
+                s.total_file_count = Some(file_count);
+            }
+        }
     }
     Ok(s)
 }

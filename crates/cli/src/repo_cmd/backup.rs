@@ -18,7 +18,7 @@ pub(super) struct BackupCmd {
     /// File name to store stdin under.
     #[arg(long, default_value = "stdin")]
     stdin_filename: String,
-    /// Tag the snapshot (repeatable).
+    /// Tag the snapshot (`a,b` or repeated).
     #[arg(long = "tag")]
     tags: Vec<String>,
     /// Host name to record.
@@ -52,6 +52,9 @@ pub(super) struct BackupCmd {
     /// Do not cross into other file systems (their mount points are kept, empty).
     #[arg(long, short = 'x')]
     one_file_system: bool,
+    /// Read and chunk everything, report what would be added, write nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
     /// Read the paths to back up from a file, one per line (repeatable).
     #[arg(long = "files-from")]
     files_from: Vec<PathBuf>,
@@ -81,7 +84,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A snapshot time as restic's `--time` takes it (local time), or RFC 3339 with an offset.
-fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+pub(super) fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
@@ -97,9 +100,17 @@ impl BackupCmd {
         let repo = args.open()?;
         let (progress, bar) = args.progress_bar("backup");
         let mut opts = BackupOptions::new();
-        opts.tags = self.tags.clone();
+        opts.tags = self
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
         opts.hostname = self.host.clone();
         opts.time = self.time;
+        opts.dry_run = self.dry_run;
         opts.progress = progress;
         opts.cancel = super::interrupt::cancel_on_signal();
         for p in &self.excludes {
@@ -148,7 +159,13 @@ impl BackupCmd {
         for w in &r.warnings {
             eprintln!("warning: {}", w.replace('\n', " "));
         }
-        if args.json {
+        if args.json && self.dry_run {
+            print_json(&serde_json::json!({
+                "dry_run": true,
+                "summary": r.snapshot.summary,
+                "warnings": r.warnings,
+            }))?;
+        } else if args.json {
             print_json(&serde_json::json!({
                 "snapshot_id": r.id.to_hex(),
                 "summary": r.snapshot.summary,
@@ -157,18 +174,23 @@ impl BackupCmd {
         } else {
             let s = &r.snapshot.summary;
             println!(
-                "Files: {} new, {} changed, {} unmodified\nAdded to the repository: {} ({} stored)\nprocessed {} files, {}\nsnapshot {} saved",
+                "Files: {} new, {} changed, {} unmodified\n{} to the repository: {} ({} stored)\nprocessed {} files, {}{}",
                 s.files_new,
                 s.files_changed,
                 s.files_unmodified,
+                if self.dry_run { "Would add" } else { "Added" },
                 human(s.data_added),
                 human(s.data_added_packed),
                 s.total_files_processed,
                 human(s.total_bytes_processed),
-                r.id.short()
+                if self.dry_run {
+                    String::new()
+                } else {
+                    format!("\nsnapshot {} saved", r.id.short())
+                }
             );
         }
-        if !r.warnings.is_empty() {
+        if !r.warnings.is_empty() && !self.dry_run {
             return Err(
                 IncompleteSnapshot { snapshot: r.id.short(), skipped: r.warnings.len() }.into()
             );

@@ -1,7 +1,7 @@
 //! `repo check`: verify the repository's structure, and with `--read-data` every byte.
 
 use clap::Args;
-use holdfast_repository::check::{self, CheckOptions};
+use holdfast_repository::check::{self, CheckOptions, ReadSubset};
 
 use super::{RepoArgs, print_json};
 
@@ -10,6 +10,10 @@ pub(super) struct CheckCmd {
     /// Also download and verify every pack.
     #[arg(long)]
     read_data: bool,
+    /// Read only a subset of the packs: `n/t` (the n-th of t groups), `x%` (random), or a size
+    /// like `500M` (random packs up to that much).
+    #[arg(long)]
+    read_data_subset: Option<ReadSubset>,
 }
 
 impl CheckCmd {
@@ -18,7 +22,12 @@ impl CheckCmd {
         let (progress, bar) = args.progress_bar("check");
         let r = check::check(
             &repo,
-            &CheckOptions { read_data: self.read_data, progress, ..Default::default() },
+            &CheckOptions {
+                read_data: self.read_data,
+                read_data_subset: self.read_data_subset,
+                progress,
+                ..Default::default()
+            },
         )?;
         if let Some(b) = bar {
             b.finish_and_clear();
@@ -37,8 +46,8 @@ impl CheckCmd {
                 r.snapshots,
                 r.packs,
                 r.trees,
-                if self.read_data {
-                    format!(", {} blobs read", r.blobs_read)
+                if self.read_data || self.read_data_subset.is_some() {
+                    format!(", {} packs and {} blobs read", r.packs_read, r.blobs_read)
                 } else {
                     String::new()
                 }

@@ -1,9 +1,10 @@
 //! `repo forget`: delete snapshots by retention rules (and prune afterwards on request).
 
 use clap::Args;
-use holdfast_repository::forget::{self, KeepPolicy};
+use holdfast_repository::forget::{self, GroupBy, KeepPolicy};
 use holdfast_repository::prune::{self, PruneOptions};
 
+use super::filter::FilterArgs;
 use super::{RepoArgs, print_json};
 
 #[derive(Args, Debug)]
@@ -34,6 +35,12 @@ pub(super) struct ForgetCmd {
     /// Run prune afterwards.
     #[arg(long)]
     prune: bool,
+    /// Apply the keep rules to each group of snapshots sharing these (`host`, `paths`, `tags`,
+    /// comma-separated; `""` for one group).
+    #[arg(long, short = 'g', default_value = "host,paths")]
+    group_by: GroupBy,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 impl ForgetCmd {
@@ -64,15 +71,33 @@ impl ForgetCmd {
                 within: self.keep_within.map(Into::into),
                 tags: self.keep_tags.clone(),
             };
-            let groups = forget::forget(&repo, &policy, self.dry_run)?;
+            let groups = forget::forget_selected(
+                &repo,
+                &policy,
+                &self.filter.filter(),
+                self.group_by,
+                self.dry_run,
+            )?;
             if args.json {
                 print_json(&groups)?;
             } else {
                 for g in &groups {
+                    let mut what = Vec::new();
+                    if !g.hostname.is_empty() {
+                        what.push(format!("host {}", g.hostname));
+                    }
+                    if !g.paths.is_empty() {
+                        what.push(format!("paths {}", g.paths.join(" ")));
+                    }
+                    if !g.tags.is_empty() {
+                        what.push(format!("tags {}", g.tags.join(",")));
+                    }
+                    if what.is_empty() {
+                        what.push("all snapshots".into());
+                    }
                     println!(
-                        "host {} paths {}: keep {}, remove {}",
-                        g.hostname,
-                        g.paths.join(" "),
+                        "{}: keep {}, remove {}",
+                        what.join(" "),
                         g.keep.len(),
                         g.remove.len()
                     );

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use holdfast_repository::pattern::PatternSet;
 use holdfast_repository::restore::{self, RestoreOptions};
 
+use super::filter::FilterArgs;
 use super::{RepoArgs, human, print_json};
 
 #[derive(Args, Debug)]
@@ -14,22 +16,52 @@ pub(super) struct RestoreCmd {
     /// Where to restore.
     #[arg(long)]
     target: PathBuf,
-    /// Restore only this path of the snapshot.
+    /// Restore only what matches this pattern, keeping the snapshot's directories (repeatable;
+    /// `/src/sub`, `*.conf`, `/src/**/*.rs`; paths as `snapshots` shows them work too).
+    #[arg(long = "include", short = 'i')]
+    includes: Vec<String>,
+    /// Like --include, ignoring case.
+    #[arg(long = "iinclude")]
+    iincludes: Vec<String>,
+    /// Leave out what matches this pattern (repeatable).
+    #[arg(long = "exclude", short = 'e')]
+    excludes: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude")]
+    iexcludes: Vec<String>,
+    /// Read every restored file back and compare it with the snapshot.
     #[arg(long)]
-    include: Option<String>,
+    verify: bool,
     /// Leave holes for all-zero chunks.
     #[arg(long)]
     sparse: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 impl RestoreCmd {
     pub(super) fn run(&self, args: &RepoArgs) -> anyhow::Result<()> {
         let repo = args.open()?;
-        let snap = repo.find_snapshot(&self.snapshot)?;
+        let snap = repo.find_snapshot_filtered(&self.snapshot, &self.filter.filter())?;
         let (progress, bar) = args.progress_bar("restore");
+        let mut includes = PatternSet::default();
+        let mut excludes = PatternSet::default();
+        let paths = &snap.snapshot.paths;
+        for (list, ci) in [(&self.includes, false), (&self.iincludes, true)] {
+            for p in list {
+                includes.add_in_snapshot(p, ci, paths)?;
+            }
+        }
+        for (list, ci) in [(&self.excludes, false), (&self.iexcludes, true)] {
+            for p in list {
+                excludes.add_in_snapshot(p, ci, paths)?;
+            }
+        }
         let opts = RestoreOptions {
             sparse: self.sparse,
-            include: self.include.clone(),
+            includes,
+            excludes,
+            verify: self.verify,
             progress,
             xattrs: true,
             cancel: super::interrupt::cancel_on_signal(),
@@ -43,11 +75,12 @@ impl RestoreCmd {
             print_json(&p)?;
         } else {
             println!(
-                "restored snapshot {} to {}: {} files, {}",
+                "restored snapshot {} to {}: {} files, {}{}",
                 snap.id.short(),
                 self.target.display(),
                 p.files_done,
-                human(p.bytes_done)
+                human(p.bytes_done),
+                if self.verify { "; every file read back and verified" } else { "" }
             );
         }
         Ok(())

@@ -1,22 +1,52 @@
-//! `repo stats`: repository or snapshot statistics.
+//! `repo stats`: repository or snapshot statistics; `--mode` counts as restic's modes do.
 
 use clap::Args;
-use holdfast_repository::stats;
+use holdfast_repository::stats::{self, StatsMode};
 
+use super::filter::FilterArgs;
 use super::{RepoArgs, human, print_json};
 
 #[derive(Args, Debug)]
 pub(super) struct StatsCmd {
-    /// Limit to one snapshot.
-    snapshot: Option<String>,
+    /// Only these snapshots (ids, prefixes or `latest`; default: all that pass the filters).
+    snapshots: Vec<String>,
+    /// restore-size, files-by-contents, raw-data or blobs-per-file (as restic counts them).
+    #[arg(long)]
+    mode: Option<StatsMode>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 impl StatsCmd {
     pub(super) fn run(&self, args: &RepoArgs) -> anyhow::Result<()> {
         let repo = args.open()?;
-        let id = match &self.snapshot {
-            Some(s) => Some(repo.find_snapshot(s)?.id),
-            None => None,
+        let filter = self.filter.filter();
+        if let Some(mode) = self.mode {
+            let snaps = repo.select_snapshots(&self.snapshots, &filter)?;
+            let s = stats::mode_stats(&repo, &snaps, mode)?;
+            if args.json {
+                return print_json(&s);
+            }
+            let name = serde_json::to_value(mode)?;
+            println!("Stats in {} mode:", name.as_str().unwrap_or_default());
+            println!("     Snapshots processed:  {}", s.snapshots_count);
+            if let Some(n) = s.total_blob_count {
+                println!("        Total Blob Count:  {n}");
+            }
+            if let Some(n) = s.total_file_count {
+                println!("        Total File Count:  {n}");
+            }
+            println!("              Total Size:  {}", human(s.total_size));
+            if let Some(n) = s.total_stored_size {
+                println!("       Total Stored Size:  {}", human(n));
+            }
+            return Ok(());
+        }
+        let id = match self.snapshots.as_slice() {
+            [] if filter.is_empty() => None,
+            [] => Some(repo.find_snapshot_filtered("latest", &filter)?.id),
+            [one] => Some(repo.find_snapshot_filtered(one, &filter)?.id),
+            _ => anyhow::bail!("without --mode, stats takes at most one snapshot"),
         };
         let s = stats::stats(&repo, id.as_ref())?;
         if args.json {

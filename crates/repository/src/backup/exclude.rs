@@ -1,19 +1,19 @@
 //! What a backup leaves out, in restic's terms: `--exclude` / `--iexclude` patterns,
 //! `--exclude-if-present`, `--exclude-larger-than` and `--one-file-system`.
 //!
-//! Patterns are matched against the absolute path, component by component: `*` and `?` and
-//! `[...]` stay within one component, `**` spans any number of them. A pattern that does not
-//! start with `/` may match at any depth (restic's rule), so `*.tmp` excludes every `.tmp` file and
-//! `cache` every entry named `cache`. A matching directory is left out with everything below it.
+//! Patterns (see [`crate::pattern`]) are matched against the absolute path, so `*.tmp` excludes
+//! every `.tmp` file and `cache` every entry named `cache`. A matching directory is left out with
+//! everything below it.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::pattern::PatternSet;
 
 /// The exclusion rules of one backup (all empty: nothing is excluded).
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
-    patterns: Vec<Pattern>,
+    patterns: PatternSet,
     /// A directory holding an entry of one of these names is left out (restic's
     /// `--exclude-if-present`; CACHEDIR.TAG is the usual one).
     pub if_present: Vec<String>,
@@ -24,37 +24,13 @@ pub struct Excludes {
     pub one_file_system: bool,
 }
 
-#[derive(Debug, Clone)]
-struct Pattern {
-    parts: Vec<Vec<u8>>,
-    case_insensitive: bool,
-}
-
 impl Excludes {
     /// Adds a pattern (`case_insensitive` for `--iexclude`).
     ///
     /// # Errors
     /// `Invalid` for an empty pattern or an unclosed `[`.
     pub fn add_pattern(&mut self, pattern: &str, case_insensitive: bool) -> Result<()> {
-        let p = pattern.trim_end_matches('/');
-        if p.is_empty() {
-            return Err(Error::Invalid(format!("exclude pattern {pattern:?} is empty")));
-        }
-        let mut parts: Vec<Vec<u8>> = Vec::new();
-        if !p.starts_with('/') && !p.starts_with("**") {
-            parts.push(b"**".to_vec());
-        }
-        for c in p.split('/').filter(|c| !c.is_empty()) {
-            if c.matches('[').count() > c.matches(']').count() {
-                return Err(Error::Invalid(format!(
-                    "exclude pattern {pattern:?} has an unclosed ["
-                )));
-            }
-            let c = if case_insensitive { c.to_lowercase() } else { c.to_string() };
-            parts.push(c.into_bytes());
-        }
-        self.patterns.push(Pattern { parts, case_insensitive });
-        Ok(())
+        self.patterns.add(pattern, case_insensitive)
     }
 
     /// Adds the patterns of an exclude file: one per line; empty lines and `#` comments are
@@ -86,71 +62,12 @@ impl Excludes {
 
     /// Whether `path` matches a pattern.
     pub fn matches(&self, path: &Path) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let comps: Vec<&[u8]> =
-            path.as_os_str().as_bytes().split(|b| *b == b'/').filter(|c| !c.is_empty()).collect();
-        let mut lower: Option<Vec<Vec<u8>>> = None;
-        self.patterns.iter().any(|p| {
-            if p.case_insensitive {
-                let l = lower
-                    .get_or_insert_with(|| comps.iter().map(|c| c.to_ascii_lowercase()).collect());
-                let l: Vec<&[u8]> = l.iter().map(Vec::as_slice).collect();
-                match_parts(&p.parts, &l)
-            } else {
-                match_parts(&p.parts, &comps)
-            }
-        })
+        self.patterns.matches(path)
     }
 
     /// Whether a directory holds one of the `if_present` markers.
     pub fn has_marker(&self, dir: &Path) -> bool {
         self.if_present.iter().any(|m| dir.join(m).symlink_metadata().is_ok())
-    }
-}
-
-/// Whether the pattern components match the whole path (`**` spans zero or more components).
-fn match_parts(pat: &[Vec<u8>], path: &[&[u8]]) -> bool {
-    match pat.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first.as_slice() == b"**" => {
-            (0..=path.len()).any(|skip| match_parts(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((c, more)) => match_component(first, c) && match_parts(rest, more),
-            None => false,
-        },
-    }
-}
-
-/// Shell-style match of one component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
-fn match_component(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| match_component(rest, &s[i..])),
-        Some((b'?', rest)) => !s.is_empty() && match_component(rest, &s[1..]),
-        Some((b'[', rest)) => {
-            let Some(end) = rest.iter().skip(1).position(|b| *b == b']').map(|i| i + 1) else {
-                return false;
-            };
-            let Some((c, more)) = s.split_first() else { return false };
-            let (negate, set) = match rest[..end].split_first() {
-                Some((b'!' | b'^', set)) => (true, set),
-                _ => (false, &rest[..end]),
-            };
-            let mut hit = false;
-            let mut i = 0;
-            while i < set.len() {
-                if i + 2 < set.len() && set[i + 1] == b'-' {
-                    hit |= (set[i]..=set[i + 2]).contains(c);
-                    i += 3;
-                } else {
-                    hit |= set[i] == *c;
-                    i += 1;
-                }
-            }
-            hit != negate && match_component(&rest[end + 1..], more)
-        }
-        Some((c, rest)) => s.first() == Some(c) && match_component(rest, &s[1..]),
     }
 }
 

@@ -168,6 +168,7 @@ impl BlobPipeline {
         shared: Arc<Shared>,
         threads: usize,
         uploads: usize,
+        dry_run: bool,
     ) -> Self {
         let repo_ref =
             Arc::new(RepoRef { backend: repo.backend.clone(), master: repo.master.clone() });
@@ -195,7 +196,9 @@ impl BlobPipeline {
         {
             let master = repo.master.clone();
             let pack_size = repo.config().pack_size as usize;
-            let staging = repo.backend.staging_dir();
+            // A dry run builds its packs in memory (nothing staged in the repository) and drops
+            // them: the sizes it reports are those a real run would store.
+            let staging = if dry_run { None } else { repo.backend.staging_dir() };
             let shared = shared.clone();
             handles.push(std::thread::spawn(move || {
                 if let Err(e) = packer(&crx, &utx, &master, pack_size, staging.as_deref(), &shared)
@@ -213,6 +216,9 @@ impl BlobPipeline {
                 loop {
                     let job = urx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                     let Ok(pack) = job else { break };
+                    if dry_run {
+                        continue;
+                    }
                     if let Err(e) = upload(&repo_ref, &indexer, pack) {
                         shared.fail(e);
                         break;
