@@ -52,6 +52,8 @@ struct Inner {
     bootstrapped: tokio::sync::OnceCell<()>,
     /// Where Pod container logs are read from (`<dir>/<ns>/<pod>/<container>.log`).
     pod_log_dir: RwLock<Option<PathBuf>>,
+    /// The requests the router answered, and the stored objects, for `/metrics`.
+    metrics: crate::metrics::RequestMetrics,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -98,6 +100,7 @@ impl ApiServer {
                 defs,
                 bootstrapped: tokio::sync::OnceCell::new(),
                 pod_log_dir: RwLock::new(None),
+                metrics: crate::metrics::RequestMetrics::new(),
             }),
         };
         // The store's writer is its own thread, so waiting for these writes here needs no
@@ -141,10 +144,21 @@ impl ApiServer {
         &self.inner.defs
     }
 
-    /// Every API route, without authentication (the serving layer adds it). The router also
-    /// works in-process: `kube::Client::new(server.router(), "default")`.
+    /// Every API route, without authentication (the serving layer adds it), each request
+    /// counted in [`ApiServer::request_metrics`]. The router also works in-process:
+    /// `kube::Client::new(server.router(), "default")`.
     pub fn router(&self) -> Router {
-        Router::new().fallback(dispatch).with_state(self.clone())
+        Router::new().fallback(dispatch).with_state(self.clone()).layer(
+            axum::middleware::from_fn_with_state(
+                self.inner.metrics.clone(),
+                crate::metrics::instrument,
+            ),
+        )
+    }
+
+    /// The request and storage metrics of this server (and every clone of it).
+    pub fn request_metrics(&self) -> &crate::metrics::RequestMetrics {
+        &self.inner.metrics
     }
 
     /// Creates the namespace `name` unless it exists.

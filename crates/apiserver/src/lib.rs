@@ -13,6 +13,7 @@ pub mod error;
 pub mod fieldselector;
 pub mod handler;
 pub mod kubeconfig;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;

@@ -26,7 +26,7 @@ use crate::auth::{ADMIN_GROUP, RequestInfo, User, VIEWER_USER};
 use crate::error::ApiError;
 use crate::store::{Key, Store, StoreError};
 
-pub use defaults::{AUTHENTICATED, AUTOUPDATE, UNAUTHENTICATED};
+pub use defaults::{AUTHENTICATED, AUTOUPDATE, MONITORING, UNAUTHENTICATED};
 pub use rule::service_account_user;
 
 const CLUSTER_ROLES: &str = "rbac.authorization.k8s.io/clusterroles";

@@ -1,15 +1,19 @@
 //! Serving the API router over HTTPS: TLS by tokio-rustls, HTTP/1.1 and HTTP/2 by hyper-util's
 //! auto connection (kubectl speaks h2, kube-rs and Python HTTP/1.1), the authentication and RBAC
-//! layer of [`crate::auth`] in front of every route, and a graceful shutdown with a deadline.
+//! layer of [`crate::auth`] in front of every route, `GET /metrics` ([`with_metrics`]), and a
+//! graceful shutdown with a deadline.
 //!
 //! A misbehaving client (a failed handshake, a reset stream) only ends its own connection: the
 //! error is logged and the accept loop goes on.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -18,7 +22,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::ApiServer;
 use crate::auth::{self, Authenticator};
+use crate::error::ApiError;
+use crate::metrics::{self, ExpositionSource};
 use crate::tls::{TlsError, TlsMaterial};
 
 /// How long a client may take to finish the TLS handshake.
@@ -100,6 +107,47 @@ pub async fn spawn(
         let _ = stopped.await;
     }));
     Ok(RunningServer { addr, stop: Some(stop), task: Some(task) })
+}
+
+/// Adds `GET /metrics` to `router`: the Prometheus text exposition of `api`'s request and storage
+/// metrics followed by what every source of `extra` renders. Like every other path it is
+/// authenticated and authorized by the serving layer, as the non-resource URL `/metrics` with
+/// verb `get` (the `system:monitoring` ClusterRole grants it).
+pub fn with_metrics(router: Router, api: &ApiServer, extra: Vec<ExpositionSource>) -> Router {
+    let api = api.clone();
+    let extra = Arc::new(extra);
+    router.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (api, extra) = (api.clone(), Arc::clone(&extra));
+            async move { metrics_response(api, extra).await }
+        }),
+    )
+}
+
+async fn metrics_response(api: ApiServer, extra: Arc<Vec<ExpositionSource>>) -> Response {
+    // Counting the stored objects reads SQLite, and the sources may take locks: off the runtime.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut text = api.request_metrics().render(api.store())?;
+        for source in extra.iter() {
+            text.push_str(&source());
+        }
+        Ok::<_, metrics::MetricsError>(text)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(text)) => {
+            let mut response = (StatusCode::OK, text).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            response
+        }
+        Ok(Err(error)) => ApiError::internal(error.to_string()).into_response(),
+        Err(join) => {
+            ApiError::internal(format!("rendering the metrics failed: {join}")).into_response()
+        }
+    }
 }
 
 /// Wraps `router` in the authentication and authorization layer.

@@ -335,6 +335,12 @@ impl Store {
             .with(|conn| sqlite::keys_containing(conn, codec, namespace, needle))
     }
 
+    /// How many objects each resource holds (`<group>/<plural>` and its count), from the primary
+    /// key alone. Blocks on SQLite like [`Store::list`].
+    pub fn count_by_resource(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.shared.readers.with(|conn| sqlite::count_by_resource(conn))
+    }
+
     /// Creates `key`; fails with [`StoreError::AlreadyExists`] if it exists. The stored object gets
     /// `metadata.resourceVersion` = the new revision. Durable before this returns.
     pub async fn create(&self, key: Key, object: Value) -> Result<Stored, StoreError> {

@@ -12,7 +12,8 @@ use holdfast_apiserver::ApiServer;
 use holdfast_apiserver::auth::Authenticator;
 use holdfast_apiserver::encryption::Encryption;
 use holdfast_apiserver::kubeconfig::{kubeconfig, write_kubeconfig};
-use holdfast_apiserver::serve::serve;
+use holdfast_apiserver::metrics::ExpositionSource;
+use holdfast_apiserver::serve::{serve, with_metrics};
 use holdfast_apiserver::store::Store;
 use holdfast_apiserver::tls::load_or_create_tls;
 
@@ -130,8 +131,14 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     let admin_token =
         auth.tokens().admin_token().context("the token file has no admin token")?.to_string();
     let compactor = api.spawn_compactor();
-    let controllers =
-        if args.no_controllers { None } else { Some(spawn_controllers(&api, &data_dir).await?) };
+    let (controllers, metric_sources) = if args.no_controllers {
+        (None, Vec::new())
+    } else {
+        let (task, metrics) = spawn_controllers(&api, &data_dir).await?;
+        // One /metrics shows the API server's families and the controllers'.
+        let source: ExpositionSource = Arc::new(move || metrics.render());
+        (Some(task), vec![source])
+    };
 
     let client = client_addr(local);
     let url = format!("https://{client}");
@@ -143,7 +150,8 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
     print_banner(&url, &data_dir, &kubeconfig_path);
     tracing::info!(%url, data_dir = %data_dir.display(), "serving");
 
-    let result = serve(api.router(), auth, tls, listener, shutdown_signal()).await;
+    let router = with_metrics(api.router(), &api, metric_sources);
+    let result = serve(router, auth, tls, listener, shutdown_signal()).await;
     compactor.abort();
     if let Some(controllers) = controllers {
         controllers.abort();
@@ -155,11 +163,12 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
 
 /// Starts every controller on an in-process client (the router without the serving layer's
 /// authentication: the controllers are part of this process). A failing controller set is logged
-/// and restarted with a growing delay; it never takes the API server down with it.
+/// and restarted with a growing delay; it never takes the API server down with it. Returns the
+/// task and the controllers' metrics, which outlive a restart of the set.
 async fn spawn_controllers(
     api: &ApiServer,
     data_dir: &Path,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, Arc<holdfast_controllers::metrics::Metrics>)> {
     let holdfast_exe =
         std::env::current_exe().context("cannot find the holdfast executable's path")?;
     let client = kube::Client::new(api.router(), "default");
@@ -168,7 +177,8 @@ async fn spawn_controllers(
     api.ensure_namespace(system_namespace)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create namespace {system_namespace}: {e}"))?;
-    Ok(tokio::spawn(async move {
+    let metrics = ctx.metrics.clone();
+    let task = tokio::spawn(async move {
         const FIRST: Duration = Duration::from_secs(1);
         const MAX: Duration = Duration::from_secs(60);
         let mut delay = FIRST;
@@ -185,7 +195,8 @@ async fn spawn_controllers(
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX);
         }
-    }))
+    });
+    Ok((task, metrics))
 }
 
 fn print_banner(url: &str, data_dir: &Path, kubeconfig_path: &Path) {

@@ -372,6 +372,71 @@ async fn retain_keeps_the_data_and_the_backup_object_goes() -> Result<()> {
     Ok(())
 }
 
+/// The value of the sample of `name` whose labels include every pair of `labels`, from the
+/// controllers' exposition parsed as a scraper would.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            prometheus_parse::Value::Histogram(ref buckets) => {
+                buckets.iter().map(|b| b.count).reduce(f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_move_their_metrics_once_on_completion_and_on_failure() -> Result<()> {
+    let setup = dump_setup().await?;
+    setup.backup("counted", "dump", "Delete").await?;
+    setup.backup("counted-fails", "broken", "Delete").await?;
+    let ok = setup.finished("counted").await?;
+    assert_eq!(ok.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Completed));
+    let failed = setup.finished("counted-fails").await?;
+    assert_eq!(failed.status.as_ref().and_then(|s| s.phase), Some(BackupPhase::Failed));
+
+    // A finished Backup reconciled again (any edit wakes its controller) counts nothing more.
+    let api: Api<Backup> = Api::namespaced(setup.client(), NS);
+    for name in ["counted", "counted-fails"] {
+        let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&touch)).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let text = setup.server.ctx.metrics.render();
+    for line in text.lines() {
+        assert!(
+            !matches!(prometheus_parse::LineInfo::parse(line), prometheus_parse::LineInfo::Ignored),
+            "a line a scraper cannot read: {line:?}"
+        );
+    }
+    let labels = [("namespace", NS), ("backup_policy", POLICY), ("schedule", "")];
+    let value = |name: &str| sample(&text, name, &labels);
+    assert_eq!(value("holdfast_backup_attempt_total"), Some(2.0), "{text}");
+    assert_eq!(value("holdfast_backup_success_total"), Some(1.0), "{text}");
+    assert_eq!(value("holdfast_backup_failure_total"), Some(1.0), "{text}");
+    assert_eq!(value("holdfast_backup_bytes_written_total"), Some(4_000_000.0), "{text}");
+    assert_eq!(value("holdfast_backup_size_bytes"), Some(4_000_000.0), "{text}");
+    assert_eq!(value("holdfast_backup_duration_seconds"), Some(2.0), "both are timed: {text}");
+    let completed =
+        ok.status.as_ref().and_then(|s| s.completion_timestamp.clone()).context("completion")?;
+    let last = value("holdfast_backup_last_successful_timestamp").context("last success")?;
+    assert!((last - completed.0.as_second() as f64).abs() < 1.0, "{last} vs {completed:?}");
+    assert_eq!(
+        sample(&text, "holdfast_backup_repo_size_bytes", &[("backup_repo", REPO)]),
+        Some(4_000_000.0),
+        "{text}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_say_what_went_wrong() -> Result<()> {
     let setup = dump_setup().await?;

@@ -241,3 +241,139 @@ async fn data_dir_is_owner_only_and_secrets_are_encrypted_at_rest() -> Result<()
     ensure!(key.lines().any(|l| l.starts_with("key1:")), "{key}");
     Ok(())
 }
+
+/// `GET /metrics` with `client`'s token: the body, or the status code the server refused with.
+async fn scrape(client: &kube::Client) -> Result<std::result::Result<String, u16>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    match client.request_text(request).await {
+        Ok(text) => Ok(Ok(text)),
+        Err(kube::Error::Api(status)) => Ok(Err(status.code)),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// A client like the admin's kubeconfig, with `token` instead.
+async fn client_with_token(data: &Path, token: &str) -> Result<kube::Client> {
+    let admin = std::fs::read_to_string(data.join("tokens"))?
+        .lines()
+        .find(|l| l.contains("system:masters"))
+        .and_then(|l| l.split(',').next())
+        .context("no admin token")?
+        .to_string();
+    let yaml = std::fs::read_to_string(data.join("kubeconfig"))?.replace(&admin, token);
+    Ok(holdfast_testkit::kubeconfig::client(&yaml).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_count_requests_and_need_the_monitoring_role() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    // The generated admin and view tokens, a user nobody bound yet, and a member of the group
+    // upstream binds to `system:monitoring`.
+    std::fs::write(
+        data.join("tokens"),
+        "admin-token-0123456789,admin,admin,\"system:masters\"\n\
+         viewer-token-0123456789,viewer,viewer,\"\"\n\
+         scraper-token-0123456789,scraper,scraper,\"\"\n\
+         prom-token-0123456789,prometheus,prometheus,\"system:monitoring\"\n",
+    )?;
+    let server = HoldfastServer::start(Path::new(BIN), &data).await?;
+    let admin = server.client().await?;
+    let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    maps.create(&PostParams::default(), &config_map("scraped")).await?;
+    // A Backup whose method can do nothing fails at once: the controllers' families are served
+    // next to the API server's.
+    let policy: holdfast_api::kubeblocks::BackupPolicy =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "empty-policy"},
+            "spec": {"target": {"podSelector": {"matchLabels": {"app": "none"}},
+                                "serviceAccountName": "default"},
+                     "backupMethods": [{"name": "nothing"}]}
+        }))?;
+    Api::namespaced(admin.clone(), "default").create(&PostParams::default(), &policy).await?;
+    let backup: holdfast_api::kubeblocks::Backup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "fails-at-once"},
+        "spec": {"backupPolicyName": "empty-policy", "backupMethod": "nothing"}
+    }))?;
+    let backups: Api<holdfast_api::kubeblocks::Backup> = Api::namespaced(admin.clone(), "default");
+    backups.create(&PostParams::default(), &backup).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = backups.get("fails-at-once").await?;
+        if b.status.and_then(|s| s.phase)
+            == Some(holdfast_api::kubeblocks::backup::BackupPhase::Failed)
+        {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "the backup did not fail");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let text = scrape(&admin).await?.map_err(|code| anyhow::anyhow!("admin got {code}"))?;
+    for line in text.lines() {
+        ensure!(
+            !matches!(prometheus_parse::LineInfo::parse(line), prometheus_parse::LineInfo::Ignored),
+            "a line a scraper cannot read: {line:?}"
+        );
+    }
+    let scrape_lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(scrape_lines)?;
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        parsed
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| s.value.clone())
+    };
+    let created = value(
+        "apiserver_request_total",
+        &[("verb", "POST"), ("resource", "configmaps"), ("version", "v1"), ("code", "201")],
+    );
+    ensure!(
+        matches!(created, Some(prometheus_parse::Value::Counter(n)) if n >= 1.0),
+        "the create is not counted: {created:?}\n{text}"
+    );
+    let latency = value(
+        "apiserver_request_duration_seconds",
+        &[("verb", "POST"), ("resource", "configmaps")],
+    );
+    ensure!(
+        matches!(&latency, Some(prometheus_parse::Value::Histogram(b)) if b.iter().any(|b| b.less_than.is_infinite() && b.count >= 1.0)),
+        "the create is not timed: {latency:?}"
+    );
+    let stored = value("apiserver_storage_objects", &[("resource", "configmaps")]);
+    ensure!(matches!(stored, Some(prometheus_parse::Value::Gauge(n)) if n >= 1.0), "{stored:?}");
+    let failed = value(
+        "holdfast_backup_failure_total",
+        &[("namespace", "default"), ("backup_policy", "empty-policy"), ("schedule", "")],
+    );
+    ensure!(
+        matches!(failed, Some(prometheus_parse::Value::Counter(n)) if n == 1.0),
+        "the failed backup is not counted once: {failed:?}\n{text}"
+    );
+
+    let viewer = client_with_token(&data, "viewer-token-0123456789").await?;
+    ensure!(scrape(&viewer).await? == Err(403), "view must not read /metrics");
+    let scraper = client_with_token(&data, "scraper-token-0123456789").await?;
+    ensure!(scrape(&scraper).await? == Err(403), "an unbound user must not read /metrics");
+    let prometheus = client_with_token(&data, "prom-token-0123456789").await?;
+    ensure!(scrape(&prometheus).await?.is_ok(), "the system:monitoring group may scrape");
+
+    // Binding the metrics role to the user lets the same token scrape.
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(
+        serde_json::json!({
+            "metadata": {"name": "scraper-metrics"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:monitoring"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "scraper"}]
+        }),
+    )?;
+    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    ensure!(scrape(&scraper).await?.is_ok(), "a token bound to system:monitoring may scrape");
+    Ok(())
+}

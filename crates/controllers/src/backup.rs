@@ -40,7 +40,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::events::{self, EventType};
-use crate::{Context, Error, finalizer, object, owner, reconciler};
+use crate::{Context, Error, finalizer, metrics, object, owner, reconciler};
 
 use request::Request;
 
@@ -194,6 +194,7 @@ async fn handle_new(ctx: &Context, backup: Backup) -> Result<Action, Error> {
         "failureReason": Value::Null,
     });
     let backup = patch_status(ctx, &backup, patch).await?;
+    ctx.metrics.backup_attempted(&backup);
     events::publish(
         ctx,
         &backup,
@@ -382,6 +383,10 @@ async fn complete(
         "volumeSnapshots": volume_snapshot::recorded(actions),
     });
     let backup = patch_status(ctx, backup, patch).await?;
+    ctx.metrics.backup_finished(&backup);
+    if let Some(repo) = &st.backup_repo_name {
+        metrics::refresh_repo_size(ctx, repo).await;
+    }
     events::publish(
         ctx,
         &backup,
@@ -399,6 +404,12 @@ async fn complete(
 /// Backup's deletion removes them (upstream deletes them at once, and their logs with them).
 async fn handle_completed(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     let st = backup.status.clone().unwrap_or_default();
+    // After a start, the first Completed backup of each repo seen sets the repo's size.
+    if let Some(repo) = &st.backup_repo_name
+        && ctx.metrics.repo_size_unknown(repo)
+    {
+        metrics::refresh_repo_size(ctx, repo).await;
+    }
     if let Some(done) = &st.completion_timestamp {
         let want = status::expiration(done.0, backup);
         if want != st.expiration.as_ref().map(|t| t.0) {
@@ -410,6 +421,7 @@ async fn handle_completed(ctx: &Context, backup: &Backup) -> Result<Action, Erro
 
 /// Marks the backup Failed with a reason that says what to fix, and a Warning event.
 pub(crate) async fn fail(ctx: &Context, backup: &Backup, reason: String) -> Result<Action, Error> {
+    let before = phase(backup);
     let now = ctx.clock.now();
     let mut failed = backup.clone();
     let st = failed.status.get_or_insert_default();
@@ -427,6 +439,14 @@ pub(crate) async fn fail(ctx: &Context, backup: &Backup, reason: String) -> Resu
         "expiration": expiration.map(Time),
     });
     let backup = patch_status(ctx, backup, patch).await?;
+    match before {
+        Some(BackupPhase::Completed | BackupPhase::Failed) => {}
+        None | Some(BackupPhase::New) => {
+            ctx.metrics.backup_attempted(&backup);
+            ctx.metrics.backup_finished(&backup);
+        }
+        Some(_) => ctx.metrics.backup_finished(&backup),
+    }
     events::publish(ctx, &backup, EventType::Warning, "BackupFailed", "Backup", &reason).await;
     tracing::info!(backup = %backup.name_any(), %reason, "backup failed");
     Ok(Action::await_change())

@@ -30,6 +30,8 @@ pub struct Context {
     pub retention_interval: Duration,
     /// The events published, so repeats are counted on one event ([`crate::events`]).
     pub events: Arc<crate::events::EventCache>,
+    /// The backup and restore metrics the controllers record ([`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -48,6 +50,7 @@ impl Context {
             clock: Arc::new(SystemClock),
             retention_interval: retention::configured_interval(),
             events: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 

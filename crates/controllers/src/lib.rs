@@ -25,6 +25,7 @@ pub mod events;
 pub mod finalizer;
 pub mod job_runner;
 pub mod kubeblocks_env;
+pub mod metrics;
 pub mod node;
 pub mod object;
 pub mod owner;

@@ -42,7 +42,7 @@ use crate::backup::job::{JobState, deadline_seconds, state};
 use crate::backup::status::status_duration;
 use crate::events::{EventType, publish};
 use crate::kubeblocks_env::{RepoAccess, connection_env, merge};
-use crate::{Context, Error, condition, object, reconciler, target_pod};
+use crate::{Context, Error, condition, metrics, object, reconciler, target_pod};
 use job::{JobParts, Unit};
 use plan::Plan;
 
@@ -117,8 +117,8 @@ async fn start(
     if let Err(message) = validate_spec(restore) {
         return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message).await;
     }
-    match plan::resolve(ctx, restore).await {
-        Ok(_) => {}
+    let policy = match plan::resolve(ctx, restore).await {
+        Ok(plan) => plan.backup.spec.backup_policy_name,
         Err(Error::Invalid(message)) => {
             return fail(ctx, restore, status, CONDITION_VALIDATION, "ValidateFailed", &message)
                 .await;
@@ -137,7 +137,7 @@ async fn start(
             return Ok(Action::requeue(POLL));
         }
         Err(error) => return Err(error),
-    }
+    };
     if spec_has_data_source(restore) {
         // PVCs with dataSourceRef are filled by a volume populator (upstream's AsDataSource).
         status.phase = Some(RestorePhase::AsDataSource);
@@ -151,6 +151,7 @@ async fn start(
             "the restore is a volume data source",
         );
         write_status(ctx, restore, &status).await?;
+        ctx.metrics.restore_attempted(restore, &policy);
         return Ok(Action::await_change());
     }
     status.phase = Some(RestorePhase::Running);
@@ -164,6 +165,7 @@ async fn start(
         "validation passed",
     );
     write_status(ctx, restore, &status).await?;
+    ctx.metrics.restore_attempted(restore, &policy);
     publish(ctx, restore, EventType::Normal, "Running", "Restore", "validation passed; restoring")
         .await;
     Ok(Action::requeue(Duration::ZERO))
@@ -263,6 +265,14 @@ async fn progress(
     status.completion_timestamp = Some(Time(now));
     status.duration = Some(duration(&status, now));
     write_status(ctx, restore, &status).await?;
+    let read = plan.backup.status.as_ref().and_then(|s| s.total_size.as_deref());
+    let end = metrics::End::new(
+        metrics::Outcome::Succeeded,
+        status.start_timestamp.as_ref().map(|t| t.0),
+        now,
+    )
+    .with_bytes(metrics::total_size(read));
+    ctx.metrics.restore_finished(restore, &plan.backup.spec.backup_policy_name, &end);
     publish(
         ctx,
         restore,
@@ -869,6 +879,17 @@ async fn fail(
     status.completion_timestamp = Some(Time(now));
     status.duration = Some(duration(&status, now));
     write_status(ctx, restore, &status).await?;
+    let policy = metrics::restore_policy(ctx, restore).await;
+    // A restore failing validation never left its initial phase: it is attempted here.
+    if restore.status.as_ref().and_then(|s| s.phase).is_none() {
+        ctx.metrics.restore_attempted(restore, &policy);
+    }
+    let start = status.start_timestamp.as_ref().map(|t| t.0);
+    ctx.metrics.restore_finished(
+        restore,
+        &policy,
+        &metrics::End::new(metrics::Outcome::Failed, start, now),
+    );
     publish(ctx, restore, EventType::Warning, reason, "Restore", message).await;
     Ok(Action::await_change())
 }

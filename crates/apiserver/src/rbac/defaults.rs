@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 /// The group of every authenticated user.
 pub const AUTHENTICATED: &str = "system:authenticated";
+/// The group upstream binds to the `system:monitoring` ClusterRole: a token in it may scrape
+/// `/metrics`.
+pub const MONITORING: &str = "system:monitoring";
 /// The group of requests without a token.
 pub const UNAUTHENTICATED: &str = "system:unauthenticated";
 /// The label prefix of upstream's aggregation (`aggregate-to-view`, `-edit`, `-admin`).
@@ -274,6 +277,24 @@ pub fn cluster_roles(defs: &[ResourceDef]) -> Vec<Value> {
                 ),
             ],
         ),
+        // Upstream's role for scrapers: health checks and `/metrics`, nothing else.
+        cluster_role(
+            "system:monitoring",
+            None,
+            vec![url_rule(
+                &["get"],
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ],
+            )],
+        ),
         cluster_role(
             "system:public-info-viewer",
             None,
@@ -293,6 +314,7 @@ pub fn cluster_role_bindings(viewer: &str) -> Vec<Value> {
             "system:public-info-viewer",
             &[("Group", AUTHENTICATED), ("Group", UNAUTHENTICATED)],
         ),
+        binding("system:monitoring", "system:monitoring", &[("Group", MONITORING)]),
         binding("holdfast:viewer", "view", &[("User", viewer)]),
     ]
 }

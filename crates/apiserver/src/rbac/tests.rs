@@ -58,6 +58,19 @@ async fn the_viewer_reads_backups_but_no_secret_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn only_admins_and_the_monitoring_group_scrape_metrics() {
+    let server = server();
+    let authorizer = Authorizer::new(server.store().clone());
+    assert!(!can(&authorizer, &user(VIEWER_USER, &[]), Method::GET, "/metrics"));
+    assert!(can(&authorizer, &user("root", &[ADMIN_GROUP]), Method::GET, "/metrics"));
+    let scraper = user("prometheus", &[MONITORING]);
+    assert!(can(&authorizer, &scraper, Method::GET, "/metrics"));
+    assert!(can(&authorizer, &scraper, Method::GET, "/readyz/ping"));
+    assert!(!can(&authorizer, &scraper, Method::POST, "/metrics"));
+    assert!(!can(&authorizer, &scraper, Method::GET, BACKUPS));
+}
+
+#[tokio::test]
 async fn a_role_binding_grants_edit_in_its_namespace_only() {
     let server = server();
     let authorizer = Authorizer::new(server.store().clone());

@@ -418,6 +418,22 @@ pub(super) fn list(
     Ok((items, rev, remaining))
 }
 
+/// The number of objects of every resource that has any.
+pub(super) fn count_by_resource(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let what = || "counting objects".to_string();
+    let mut stmt = conn
+        .prepare_cached("SELECT resource, count(*) FROM objects GROUP BY resource")
+        .map_err(StoreError::sqlite(what()))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(StoreError::sqlite(what()))?;
+    rows.map(|row| {
+        row.map(|(resource, count)| (resource, u64::try_from(count).unwrap_or_default()))
+            .map_err(StoreError::sqlite(what()))
+    })
+    .collect()
+}
+
 /// Keys of the objects (in `namespace`, if given) whose stored JSON contains `needle`, searched
 /// inside SQLite so no row leaves it unless it matches.
 pub(super) fn keys_containing(

@@ -217,5 +217,9 @@ async fn deletion_failed(ctx: &Context, backup: &Backup, reason: String) -> Resu
 async fn remove_finalizer(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     delete_jobs(ctx, backup, |_| true).await?;
     finalizer::remove(&backup_api(ctx, backup), backup, FINALIZER).await?;
+    // The backup is gone (or going): its repo holds that much less.
+    if let Some(repo) = backup.status.as_ref().and_then(|s| s.backup_repo_name.as_deref()) {
+        crate::metrics::refresh_repo_size(ctx, repo).await;
+    }
     Ok(Action::await_change())
 }

@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use crate::events::{EventType, publish};
-use crate::{Context, Error, finalizer, reconciler};
+use crate::{Context, Error, finalizer, metrics, reconciler};
 
 /// Velero's finalizer on pod-volume work.
 pub const POD_VOLUME_FINALIZER: &str = "velero.io/pod-volume-finalizer";
@@ -232,8 +232,14 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
             return Ok(Action::await_change());
         }
         if finalizer::has(&*obj, M::FINALIZER) {
-            finish(&agent, &*obj, DataMovePhase::Canceled, "deleted before it finished", json!({}))
-                .await?;
+            finish::<M>(
+                &agent,
+                &*obj,
+                DataMovePhase::Canceled,
+                "deleted before it finished",
+                json!({}),
+            )
+            .await?;
         }
         return Ok(Action::await_change());
     }
@@ -266,7 +272,7 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
         Claim::Ours => {}
         Claim::NotOurs => return Ok(Action::await_change()),
         Claim::Nobody(why) => {
-            finish(&agent, &*obj, DataMovePhase::Failed, &why, json!({})).await?;
+            finish::<M>(&agent, &*obj, DataMovePhase::Failed, &why, json!({})).await?;
             return Ok(Action::await_change());
         }
     }
@@ -275,8 +281,14 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
         return Ok(Action::await_change());
     }
     if M::cancel_requested(&obj) {
-        finish(&agent, &*obj, DataMovePhase::Canceled, "canceled before data moved", json!({}))
-            .await?;
+        finish::<M>(
+            &agent,
+            &*obj,
+            DataMovePhase::Canceled,
+            "canceled before data moved",
+            json!({}),
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     match phase {
@@ -285,6 +297,8 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
             fields["phase"] = json!(DataMovePhase::Accepted);
             fields["acceptedTimestamp"] = json!(Time(ctx.clock.now()));
             patch_status(&api, &*obj, fields).await?;
+            let schedule = metrics::velero_schedule(obj.meta());
+            ctx.metrics.data_move_attempted(&kind::<M>(), &agent.node, schedule);
             Ok(Action::await_change())
         }
         DataMovePhase::Accepted | DataMovePhase::Prepared => {
@@ -300,7 +314,7 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
             } else {
                 DataMovePhase::Failed
             };
-            finish(&agent, &*obj, end, why, json!({})).await?;
+            finish::<M>(&agent, &*obj, end, why, json!({})).await?;
             Ok(Action::await_change())
         }
         _ => Ok(Action::await_change()),
@@ -316,7 +330,7 @@ async fn prepare_and_start<M: Mover>(
     let plan = match M::prepare(agent, obj).await {
         Ok(plan) => plan,
         Err(Error::Invalid(why)) => {
-            finish(agent, &**obj, DataMovePhase::Failed, &why, json!({})).await?;
+            finish::<M>(agent, &**obj, DataMovePhase::Failed, &why, json!({})).await?;
             return Ok(Action::await_change());
         }
         Err(Error::NotReady(why)) => {
@@ -329,7 +343,7 @@ async fn prepare_and_start<M: Mover>(
                     "timeout on preparing: still not ready after {}: {why}",
                     in_words(timeout)
                 );
-                finish(agent, &**obj, DataMovePhase::Failed, &message, json!({})).await?;
+                finish::<M>(agent, &**obj, DataMovePhase::Failed, &message, json!({})).await?;
                 return Ok(Action::await_change());
             }
             // Written once per reason: a patch per retry would wake this reconcile again at once.
@@ -364,7 +378,7 @@ async fn prepare_and_start<M: Mover>(
         // next restart, and lose a completed backup's snapshot id.
         let mut delay = Duration::from_secs(1);
         for attempt in 1..=FINISH_ATTEMPTS {
-            match finish(&agent, &*obj, phase, &message, fields.clone()).await {
+            match finish::<M>(&agent, &*obj, phase, &message, fields.clone()).await {
                 Ok(()) => break,
                 Err(error) if attempt == FINISH_ATTEMPTS => {
                     tracing::error!(object = %obj.name_any(), %error, "cannot record the end of a data move");
@@ -495,27 +509,24 @@ impl Shown {
     }
 }
 
-/// Ends the work in `phase` with `message`, the completion time and `fields`, and publishes the
-/// event Velero's data path would.
-async fn finish<K>(
+/// Ends the work in `phase` with `message`, the completion time and `fields`, publishes the
+/// event Velero's data path would, and records the end in the metrics.
+async fn finish<M: Mover>(
     agent: &Agent,
-    obj: &K,
+    obj: &M::Object,
     phase: DataMovePhase,
     message: &str,
     mut fields: Value,
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
+) -> Result<(), Error> {
     let ctx = &agent.ctx;
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let api: Api<M::Object> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let now = ctx.clock.now();
     fields["phase"] = json!(phase);
     fields["message"] = json!(message);
-    fields["completionTimestamp"] = json!(Time(ctx.clock.now()));
-    patch_status(&api, obj, fields).await?;
+    fields["completionTimestamp"] = json!(Time(now));
+    patch_status(&api, obj, fields.clone()).await?;
+    record_end::<M>(agent, obj, phase, now, &fields);
     let (kind, reason) = match phase {
         DataMovePhase::Completed => (EventType::Normal, "Data-Path-Completed"),
         DataMovePhase::Canceled => (EventType::Normal, "Data-Path-Canceled"),
@@ -523,6 +534,36 @@ where
     };
     publish(ctx, obj, kind, reason, "Move", message).await;
     Ok(())
+}
+
+/// The kind of `M`'s objects (`PodVolumeBackup`, …), which names its metrics.
+fn kind<M: Mover>() -> String {
+    <M::Object as Resource>::kind(&()).into_owned()
+}
+
+/// Counts the end of a move whose terminal `phase` was just written from `obj` (its state
+/// before): an object that ends before it was ever accepted is attempted here too.
+fn record_end<M: Mover>(
+    agent: &Agent,
+    obj: &M::Object,
+    phase: DataMovePhase,
+    now: jiff::Timestamp,
+    fields: &Value,
+) {
+    let Some(outcome) = metrics::data_move_outcome(phase) else { return };
+    let before = M::phase(obj).unwrap_or(DataMovePhase::New);
+    if before.is_terminal() {
+        return;
+    }
+    let metrics = &agent.ctx.metrics;
+    let (kind, schedule) = (kind::<M>(), metrics::velero_schedule(obj.meta()));
+    if before == DataMovePhase::New {
+        metrics.data_move_attempted(&kind, &agent.node, schedule);
+    }
+    let moved = fields.pointer("/progress/bytesDone").and_then(Value::as_u64);
+    let end = metrics::End::new(outcome, M::accepted_at(obj).map(|t| t.0), now)
+        .with_bytes(moved.filter(|_| outcome == metrics::Outcome::Succeeded));
+    metrics.data_move_finished(&kind, &agent.node, schedule, &end);
 }
 
 async fn patch_status<K>(api: &Api<K>, obj: &K, fields: Value) -> Result<(), Error>
