@@ -282,15 +282,15 @@ async fn metrics_parse_count_requests_and_need_the_monitoring_role() -> Result<(
     let admin = server.client().await?;
     let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
     maps.create(&PostParams::default(), &config_map("scraped")).await?;
-    // A Backup whose method can do nothing fails at once: the controllers' families are served
-    // next to the API server's.
+    // A Backup whose method names a missing ActionSet fails at once: the controllers' families
+    // are served next to the API server's.
     let policy: holdfast_api::kubeblocks::BackupPolicy =
         serde_json::from_value(serde_json::json!({
             "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
             "metadata": {"name": "empty-policy"},
             "spec": {"target": {"podSelector": {"matchLabels": {"app": "none"}},
                                 "serviceAccountName": "default"},
-                     "backupMethods": [{"name": "nothing"}]}
+                     "backupMethods": [{"name": "nothing", "actionSetName": "does-not-exist"}]}
         }))?;
     Api::namespaced(admin.clone(), "default").create(&PostParams::default(), &policy).await?;
     let backup: holdfast_api::kubeblocks::Backup = serde_json::from_value(serde_json::json!({
