@@ -223,11 +223,12 @@ pub(crate) mod testing {
         assert!(schema["properties"]["spec"]["type"] == "object", "{kind} spec is not an object");
     }
 
-    /// Parses `examples/<file>` (relative to the workspace root) into JSON objects, one per
+    /// Parses `examples/reference/<file>` (relative to the workspace root) into JSON objects, one per
     /// YAML document.
     pub fn example(file: &str) -> Vec<Value> {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(file);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/reference")
+            .join(file);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text)

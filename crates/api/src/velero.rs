@@ -154,7 +154,7 @@ mod tests {
     const PREFIXES: [&str; 3] = ["velero-", "snapshot-", "alauda-"];
 
     fn examples_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/reference")
     }
 
     fn def_for(obj: &Value) -> ResourceDef {

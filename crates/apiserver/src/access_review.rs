@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{RequestInfo, User};
 use crate::error::ApiError;
-use crate::protobuf_fields::Message;
+use crate::protobuf::fields::Message;
 use crate::rbac::Authorizer;
 
 /// Which review a path names.

@@ -524,7 +524,7 @@ fn is_protobuf(request: &Request<Body>) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().starts_with(crate::protobuf_fields::CONTENT_TYPE))
+        .is_some_and(|v| v.trim().starts_with(crate::protobuf::MEDIA_TYPE))
 }
 
 /// The requests answered here rather than by the router, because their answer is about the

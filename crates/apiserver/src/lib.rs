@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
-pub mod protobuf_fields;
 pub mod rbac;
 pub mod schema;
 pub mod serve;

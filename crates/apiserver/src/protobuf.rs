@@ -14,7 +14,11 @@
 //! add a code generator's output for hundreds of kinds and a second set of types beside
 //! k8s-openapi's, to decode a dozen. A field the tables do not know is refused (415) rather than
 //! dropped, so nothing a client sent is silently lost; such an object can always be sent as JSON.
+//!
+//! The review and token requests are read a few fields at a time by number ([`fields`]), over the
+//! same wire reader.
 
+pub mod fields;
 mod messages;
 mod wire;
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::auth::{TokenError, User, random_token};
 use crate::data_dir::create_private_dir;
 use crate::error::ApiError;
-use crate::protobuf_fields::Message;
+use crate::protobuf::fields::Message;
 use crate::rbac::{AUTHENTICATED, service_account_user};
 use crate::store::{Key, Store};
 use crate::tls::write_private_file;

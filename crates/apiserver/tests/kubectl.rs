@@ -118,9 +118,10 @@ async fn apply_examples_then_get_every_kind_with_its_columns() -> Result<()> {
     ensure!(checked >= 3, "only {checked} kinds had examples:\n{names}");
 
     // Short names, -o wide, -o yaml, describe, explain.
-    let wide = c.ok(&["get", "vs", "-o", "wide"]).await?;
+    let wide = c.ok(&["get", "vs", "-n", "demo", "-o", "wide"]).await?;
     ensure!(wide.contains("data-snapshot") && wide.contains("SOURCEPVC"), "{wide}");
-    let yaml = c.ok(&["get", "volumesnapshot", "data-snapshot", "-o", "yaml"]).await?;
+    let yaml =
+        c.ok(&["get", "volumesnapshot", "data-snapshot", "-n", "demo", "-o", "yaml"]).await?;
     for needle in [
         "apiVersion: snapshot.storage.k8s.io/v1",
         "kind: VolumeSnapshot",
@@ -130,7 +131,7 @@ async fn apply_examples_then_get_every_kind_with_its_columns() -> Result<()> {
     ] {
         ensure!(yaml.contains(needle), "{needle} missing in\n{yaml}");
     }
-    let described = c.ok(&["describe", "volumesnapshot", "data-snapshot"]).await?;
+    let described = c.ok(&["describe", "volumesnapshot", "data-snapshot", "-n", "demo"]).await?;
     ensure!(
         described.contains("data-snapshot") && described.contains("Persistent Volume Claim Name"),
         "{described}"
@@ -141,7 +142,7 @@ async fn apply_examples_then_get_every_kind_with_its_columns() -> Result<()> {
         "{explained}"
     );
     let ns = c.ok(&["get", "ns"]).await?;
-    ensure!(ns.contains("default") && ns.contains("demo"), "{ns}");
+    ensure!(ns.contains("default") && ns.contains("demo") && ns.contains("velero"), "{ns}");
     Ok(())
 }
 

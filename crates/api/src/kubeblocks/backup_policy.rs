@@ -375,6 +375,9 @@ mod tests {
     fn example_admits() {
         let objs = admit_example("kubeblocks-backuppolicy.yaml");
         assert_eq!(objs[0]["metadata"]["namespace"], "default");
-        assert_eq!(objs[0]["spec"]["backupMethods"][0]["actionSetName"], "postgresql-basebackup");
+        assert_eq!(
+            objs[0]["spec"]["backupMethods"][0]["actionSetName"],
+            "spilo-postgresql-basebackup"
+        );
     }
 }

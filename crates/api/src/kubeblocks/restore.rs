@@ -741,6 +741,6 @@ mod tests {
     #[test]
     fn example_admits() {
         let objs = admit_example("kubeblocks-restore.yaml");
-        assert_eq!(objs[0]["spec"]["backup"]["name"], "pg-cluster-backup");
+        assert_eq!(objs[0]["spec"]["backup"]["name"], "pg-prod-backup");
     }
 }

@@ -21,6 +21,8 @@ pub struct Identity {
     pub gid: u32,
     /// Supplementary groups, the primary one included (as a container runtime sets them).
     pub groups: Vec<u32>,
+    /// The home directory the runtime gives a process without `HOME`: the account's, else `/`.
+    pub home: String,
 }
 
 impl Identity {
@@ -59,32 +61,30 @@ pub fn container_identity(
     if non_root == Some(true) && uid == 0 {
         return Err("container has runAsNonRoot and image will run as root".into());
     }
-    let account = Account::of(uid);
-    let gid = match gid {
-        Some(g) => id(g, "runAsGroup")?,
-        None => account.as_ref().map_or(0, |a| a.gid),
-    };
-    let mut groups = BTreeSet::from([gid]);
-    if let Some(a) = &account {
-        groups.extend(a.member_of());
-    }
-    for g in pod_sc.map(pod_groups).unwrap_or_default() {
-        groups.insert(id(g, "supplementalGroups/fsGroup")?);
-    }
+    let gid = gid.map(|g| id(g, "runAsGroup")).transpose()?;
+    let pod_groups = pod_sc
+        .map(pod_groups)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| id(g, "supplementalGroups/fsGroup"))
+        .collect::<Result<Vec<_>, _>>()?;
     if server.0 != 0 {
         // Rootless, as a rootless container runtime looks from the host: whatever user a pod
         // runs as inside, its files and processes are the server user's outside.
         return Ok(None);
     }
+    let account = Account::of(uid);
+    let gid = gid.unwrap_or_else(|| account.as_ref().map_or(0, |a| a.gid));
+    let mut groups = BTreeSet::from([gid]);
+    if let Some(a) = &account {
+        groups.extend(a.member_of());
+    }
+    groups.extend(pod_groups);
     if uid == 0 && gid == 0 && groups.iter().all(|g| *g == 0) {
         return Ok(None);
     }
-    Ok(Some(Identity { uid, gid, groups: groups.into_iter().collect() }))
-}
-
-/// The home directory the runtime gives a process without `HOME`: the account's, else `/`.
-pub fn home_of(uid: u32) -> String {
-    Account::of(uid).map_or_else(|| "/".into(), |a| a.home)
+    let home = account.map_or_else(|| "/".into(), |a| a.home);
+    Ok(Some(Identity { uid, gid, groups: groups.into_iter().collect(), home }))
 }
 
 fn pod_groups(sc: &PodSecurityContext) -> Vec<i64> {

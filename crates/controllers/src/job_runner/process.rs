@@ -190,7 +190,7 @@ async fn container_plan(
     vars.push(("PATH".into(), format!("{}:{base_path}", ctx.bin_dir().display())));
     if !vars.iter().any(|(n, _)| n == "HOME") {
         let home = match &identity {
-            Some(who) => identity::home_of(who.uid),
+            Some(who) => who.home.clone(),
             None => std::env::var("HOME").unwrap_or_else(|_| "/".into()),
         };
         vars.push(("HOME".into(), home));

@@ -5,11 +5,8 @@
 //! is the object's own message. Those requests carry a handful of strings and numbers, so they are
 //! read here field by field rather than through generated types.
 
-/// The prefix of every Kubernetes protobuf body.
-const MAGIC: &[u8] = b"k8s\0";
-
-/// The protobuf media type kubectl sends built-in kinds in.
-pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
+use super::MAGIC;
+use super::wire::{Reader, WireType};
 
 /// One encoded message.
 #[derive(Clone, Copy, Debug)]
@@ -21,19 +18,6 @@ enum Wire<'a> {
     Other,
 }
 
-fn varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
 impl<'a> Message<'a> {
     /// The object inside a `k8s\0` envelope; `None` when the body is not one.
     pub fn from_envelope(body: &'a [u8]) -> Option<Message<'a>> {
@@ -43,31 +27,18 @@ impl<'a> Message<'a> {
 
     /// Every (field number, value) in order; `None` when the bytes are not a valid message.
     fn fields(&self) -> Option<Vec<(u64, Wire<'a>)>> {
-        let bytes = self.0;
-        let mut pos = 0;
+        let mut reader = Reader::new(self.0);
         let mut out = Vec::new();
-        while pos < bytes.len() {
-            let tag = varint(bytes, &mut pos)?;
-            let value = match tag & 7 {
-                0 => Wire::Varint(varint(bytes, &mut pos)?),
-                1 => {
-                    pos = pos.checked_add(8).filter(|&p| p <= bytes.len())?;
+        while let Some((number, wire)) = reader.tag().ok()? {
+            let value = match wire {
+                WireType::Varint => Wire::Varint(reader.varint().ok()?),
+                WireType::Len => Wire::Bytes(reader.len_delimited().ok()?),
+                WireType::Fixed64 | WireType::Fixed32 => {
+                    reader.skip(wire).ok()?;
                     Wire::Other
                 }
-                2 => {
-                    let len = usize::try_from(varint(bytes, &mut pos)?).ok()?;
-                    let end = pos.checked_add(len).filter(|&e| e <= bytes.len())?;
-                    let slice = &bytes[pos..end];
-                    pos = end;
-                    Wire::Bytes(slice)
-                }
-                5 => {
-                    pos = pos.checked_add(4).filter(|&p| p <= bytes.len())?;
-                    Wire::Other
-                }
-                _ => return None,
             };
-            out.push((tag >> 3, value));
+            out.push((u64::from(number), value));
         }
         Some(out)
     }
