@@ -5,6 +5,7 @@
 mod backup;
 mod cat;
 mod check;
+mod copy;
 mod diff;
 mod dump;
 mod filter;
@@ -90,6 +91,8 @@ enum RepoCommand {
     Stats(stats::StatsCmd),
     /// Add, remove or set the tags of snapshots.
     Tag(tag::TagCmd),
+    /// Copy snapshots from another repository into this one.
+    Copy(copy::CopyCmd),
     /// Manage passwords.
     Key(key::KeyCmd),
     /// Remove stale locks (left by processes that are gone).
@@ -141,6 +144,7 @@ fn execute(args: RepoArgs) -> anyhow::Result<()> {
         RepoCommand::Repair(c) => c.run(&args),
         RepoCommand::Stats(c) => c.run(&args),
         RepoCommand::Tag(c) => c.run(&args),
+        RepoCommand::Copy(c) => c.run(&args),
         RepoCommand::Key(c) => c.run(&args),
         RepoCommand::Unlock(c) => c.run(&args),
     }
@@ -224,14 +228,28 @@ fn read_password_file(p: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn password(args: &RepoArgs) -> anyhow::Result<String> {
-    if let Some(p) = &args.password_file {
+    secret(
+        args.password_file.as_deref(),
+        "HOLDFAST_PASSWORD",
+        "repository password: ",
+        "no password: use --password-file, HOLDFAST_PASSWORD or a terminal",
+    )
+}
+
+/// A password from `file`, else the variable `env`, else a prompt; `missing` says what to do.
+fn secret(
+    file: Option<&std::path::Path>,
+    env: &str,
+    prompt: &str,
+    missing: &'static str,
+) -> anyhow::Result<String> {
+    if let Some(p) = file {
         return read_password_file(p);
     }
-    if let Ok(p) = std::env::var("HOLDFAST_PASSWORD") {
+    if let Ok(p) = std::env::var(env) {
         return Ok(p);
     }
-    rpassword::prompt_password("repository password: ")
-        .context("no password: use --password-file, HOLDFAST_PASSWORD or a terminal")
+    rpassword::prompt_password(prompt).context(missing)
 }
 
 fn new_password(file: &Option<PathBuf>) -> anyhow::Result<String> {

@@ -504,6 +504,8 @@ fn wrong_password_missing_repository_and_unreachable_s3_fail_in_one_line() {
             c.env_remove(k);
         }
     }
+    // No shared credentials file either.
+    c.env("HOME", env.path("empty-home"));
     let line = one_line_failure(&c.output().unwrap());
     assert!(line.contains("AWS_ACCESS_KEY_ID"), "says what to set: {line}");
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
@@ -1226,4 +1228,166 @@ fn stats_modes_and_check_read_data_subset_count_as_restic() {
     let out = env.run(&["check", "--read-data-subset", "4/3"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("n <= t"));
+}
+
+/// `copy` re-encodes snapshots under the destination's keys: the copies restore byte-identical,
+/// keep time, host, paths and tags, are made once (a second run, or a snapshot re-tagged in the
+/// source, copies nothing), and the destination checks clean.
+#[test]
+fn copy_moves_snapshots_once_and_they_restore_exactly() {
+    let src = Env::new();
+    src.init();
+    let data = src.path("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    fs::write(data.join("big.bin"), random_bytes(31, 3 * 1024 * 1024)).unwrap();
+    for i in 0..40 {
+        fs::write(data.join("sub").join(format!("f{i}")), random_bytes(100 + i, 3000)).unwrap();
+    }
+    std::os::unix::fs::symlink("big.bin", data.join("link")).unwrap();
+    let other = src.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("note"), "another host").unwrap();
+    let d = data.to_str().unwrap();
+    src.ok(&["backup", d, "--host", "h1", "--tag", "first"]);
+    fs::write(data.join("sub/f0"), "changed").unwrap();
+    src.ok(&["backup", d, "--host", "h1"]);
+    src.ok(&["backup", other.to_str().unwrap(), "--host", "h2"]);
+
+    let dst = Env::new();
+    fs::write(&dst.pw, "another secret\n").unwrap();
+    dst.init();
+    let from = ["--from-repo", src.repo.to_str().unwrap()];
+    let from_pw = ["--from-password-file", src.pw.to_str().unwrap()];
+    let copy = |extra: &[&str]| {
+        let mut a = vec!["copy"];
+        a.extend(from);
+        a.extend(from_pw);
+        a.extend_from_slice(extra);
+        dst.json(&a)
+    };
+    let first = copy(&["--host", "h1"]);
+    let copied: Vec<bool> = first["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["already_copied"].as_bool().unwrap())
+        .collect();
+    assert_eq!(copied, [false, false], "{first}");
+    assert!(first["blobs_added"].as_u64().unwrap() > 40, "{first}");
+
+    // Again, and after the source re-tagged its first snapshot: nothing new.
+    src.ok(&["tag", "--add", "kept", "--tag", "first"]);
+    let again = copy(&["--host", "h1"]);
+    assert_eq!(again["blobs_added"], 0, "{again}");
+    assert!(
+        again["snapshots"].as_array().unwrap().iter().all(|c| c["already_copied"] == true),
+        "{again}"
+    );
+    // The rest: only h2's snapshot is new, and its blobs.
+    let rest = copy(&[]);
+    let new: Vec<_> = rest["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["already_copied"] == false)
+        .collect();
+    assert_eq!(new.len(), 1, "{rest}");
+
+    let listed = |env: &Env| {
+        let mut v: Vec<(String, String, String)> = env
+            .json(&["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["time"].to_string(), s["hostname"].to_string(), s["paths"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listed(&dst), listed(&src));
+    let target = dst.path("restored");
+    dst.ok(&["restore", "latest", "--host", "h1", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&data, &target.join("data"));
+    let tags = dst.json(&["snapshots", "--tag", "first"]);
+    assert_eq!(tags.as_array().unwrap().len(), 1, "the copy keeps the tags it was copied with");
+    dst.check_read_data();
+
+    // A copy into itself, or with the wrong source password, fails in one line.
+    let line = one_line_failure(&src.run(&[
+        "copy",
+        "--from-repo",
+        src.repo.to_str().unwrap(),
+        "--from-password-file",
+        src.pw.to_str().unwrap(),
+    ]));
+    assert!(line.contains("same repository"), "{line}");
+    let line = one_line_failure(&dst.run(&[
+        "copy",
+        "--from-repo",
+        src.repo.to_str().unwrap(),
+        "--from-password-file",
+        dst.pw.to_str().unwrap(),
+    ]));
+    assert!(line.contains("source repository"), "{line}");
+}
+
+/// The standard AWS chain and the bucket, on a real S3 server (moto): `init` creates a missing
+/// bucket (and finds an existing one), keys come from a shared credentials file's profile when no
+/// variable gives them, and a command on a bucket that does not exist says so in one line.
+#[test]
+fn init_creates_the_bucket_and_credentials_come_from_a_profile() {
+    let moto = holdfast_testkit::Moto::start().unwrap_or_else(|e| panic!("{e}"));
+    let env = Env::new();
+    let home = env.path("home");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    fs::write(
+        home.join(".aws/credentials"),
+        "[default]\naws_access_key_id = wrong\n\n[backup]\naws_access_key_id = AKBACKUP\n\
+         aws_secret_access_key = backup-secret\n",
+    )
+    .unwrap();
+    fs::write(home.join(".aws/config"), "[profile backup]\nregion = eu-west-1\n").unwrap();
+    let endpoint = moto.endpoint();
+    let s3 = |repo: &str, args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.args(["--repo", repo, "--s3-endpoint", &endpoint]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("HOME", &home).env("AWS_PROFILE", "backup");
+        c.output().unwrap()
+    };
+    let out =
+        s3("s3://fresh-bucket/one", &["init", "--pack-size-mib", "1", "--chunk-avg-kib", "64"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("created bucket fresh-bucket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second repository in the same bucket: the bucket is found, not created again.
+    let out =
+        s3("s3://fresh-bucket/two", &["init", "--pack-size-mib", "1", "--chunk-avg-kib", "64"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("created bucket"));
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), random_bytes(5, 200_000)).unwrap();
+    let out = s3("s3://fresh-bucket/one", &["backup", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = env.path("restored");
+    let out =
+        s3("s3://fresh-bucket/one", &["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same_tree(&data, &target.join("data"));
+
+    // Another command on a bucket nobody created: one line that says so and what to do.
+    let line = one_line_failure(&s3("s3://no-such-bucket/x", &["snapshots"]));
+    assert!(line.contains("bucket does not exist") && line.contains("init"), "{line}");
+    // A profile with half a key pair is named with its file.
+    fs::write(home.join(".aws/credentials"), "[backup]\naws_access_key_id = AK\n").unwrap();
+    let line = one_line_failure(&s3("s3://fresh-bucket/one", &["snapshots"]));
+    assert!(line.contains(".aws/credentials (profile backup)"), "{line}");
 }

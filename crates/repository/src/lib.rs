@@ -10,6 +10,7 @@ pub mod backend;
 pub mod backup;
 pub mod check;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 mod direct;
 pub mod dump;

@@ -90,7 +90,10 @@ pub enum LocationError {
         path: PathBuf,
     },
     /// No credentials for an S3-compatible server.
-    #[error("{location}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
+    #[error(
+        "{location}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a \
+         profile in ~/.aws/credentials (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE)"
+    )]
     NoCredentials {
         /// `s3://bucket/prefix`.
         location: String,
@@ -149,6 +152,21 @@ impl Location {
         }
     }
 
+    /// Creates the bucket of an S3 location when it does not exist (what `init` does first):
+    /// `Some(true)` when it was created, `Some(false)` when it existed, `None` for a directory.
+    ///
+    /// # Errors
+    /// The options do not resolve (see [`S3Options`]), or the bucket cannot be created (owned
+    /// by another account, credentials without the right); the message says which.
+    pub fn create_bucket(&self) -> Result<Option<bool>, LocationError> {
+        match self {
+            Location::Local(_) => Ok(None),
+            Location::S3(o) => Ok(Some(crate::backend::object::create_s3_bucket(
+                &o.resolve(&process_env, &read_file)?,
+            )?)),
+        }
+    }
+
     /// Opens the backend, creating a local directory that does not exist yet (for `init` and
     /// writers that create the repository on first use). Unset S3 options are read from the
     /// process environment (see [`S3Options`]).
@@ -161,7 +179,7 @@ impl Location {
     /// # Errors
     /// Incomplete S3 options (see [`S3Options`]) or a directory that cannot be created.
     pub fn open(&self) -> Result<Arc<dyn Backend>, LocationError> {
-        self.open_with(&|k| std::env::var(k).ok())
+        self.open_with(&process_env, &read_file)
     }
 
     /// Like [`Location::open`], but a local directory must exist already: anything but creating
@@ -181,6 +199,7 @@ impl Location {
     fn open_with(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
+        read_file: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Arc<dyn Backend>, LocationError> {
         Ok(match self {
             Location::Local(dir) => Arc::new(RetryBackend::new(
@@ -188,9 +207,19 @@ impl Location {
                 RETRY_ATTEMPTS,
                 RETRY_FIRST_DELAY,
             )),
-            Location::S3(o) => Arc::new(ObjectStoreBackend::s3(&o.resolve(env)?)?),
+            Location::S3(o) => Arc::new(ObjectStoreBackend::s3(&o.resolve(env, read_file)?)?),
         })
     }
+}
+
+/// A variable of the process environment.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// A file's text, `None` when it cannot be read (the AWS shared files are optional).
+fn read_file(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
 }
 
 impl FromStr for Location {
@@ -288,9 +317,9 @@ mod tests {
             endpoint: Some("http://127.0.0.1:1".into()),
             ..options("b", "p")
         });
-        let e = loc.open_with(&|_| None).err().expect("no credentials");
+        let e = loc.open_with(&|_| None, &|_| None).err().expect("no credentials");
         assert!(matches!(e, LocationError::NoCredentials { .. }), "{e}");
-        let e = s3("", "p").open_with(&|_| None).err().expect("no bucket");
+        let e = s3("", "p").open_with(&|_| None, &|_| None).err().expect("no bucket");
         assert!(matches!(e, LocationError::NoBucket { .. }), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 use anyhow::bail;
 use clap::Args;
 use holdfast_repository::config::ChunkerParams;
+use holdfast_repository::location::Location;
 use holdfast_repository::{InitOptions, Repository};
 
 use super::{RepoArgs, new_password, password, print_json};
@@ -19,8 +20,15 @@ pub(super) struct InitCmd {
 
 impl InitCmd {
     pub(super) fn run(&self, args: &RepoArgs) -> anyhow::Result<()> {
-        // The only command that may create the directory.
-        let b = args.location()?.open()?;
+        // The only command that may create the directory, or the bucket.
+        let location = args.location()?;
+        if location.create_bucket()? == Some(true)
+            && !args.json
+            && let Location::S3(o) = &location
+        {
+            eprintln!("created bucket {}", o.bucket);
+        }
+        let b = location.open()?;
         let pw = match &args.password_file {
             Some(_) => password(args)?,
             None => match std::env::var("HOLDFAST_PASSWORD") {

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
+use object_store::client::{HttpConnector as _, HttpRequestBody, ReqwestConnector};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{
@@ -46,6 +47,8 @@ pub struct S3Keys {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: String,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for S3Connection {
@@ -153,39 +156,7 @@ impl ObjectStoreBackend {
         } else {
             format!("s3://{}/{}", conn.bucket, conn.prefix)
         };
-        // The environment supplies only what the connection leaves to object_store: the
-        // credential chain (web identity, container credentials, a session token).
-        let mut b = AmazonS3Builder::from_env()
-            .with_bucket_name(&conn.bucket)
-            .with_region(&conn.region)
-            .with_virtual_hosted_style_request(!conn.path_style);
-        let allow_http = conn.endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://"));
-        if let Some(ep) = &conn.endpoint {
-            b = b.with_endpoint(ep);
-        }
-        if let Some(k) = &conn.keys {
-            b = b.with_access_key_id(&k.access_key_id).with_secret_access_key(&k.secret_access_key);
-        }
-        // This is the only retry layer of S3 operations (`Location::open` adds none on top): it
-        // sees HTTP status codes and resumes interrupted downloads. object_store's default retries
-        // for up to 3 minutes; an unreachable endpoint should fail within seconds.
-        let retry = RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 5,
-            retry_timeout: Duration::from_secs(20),
-        };
-        b = b.with_retry(retry).with_client_options(
-            ClientOptions::new()
-                .with_allow_http(allow_http)
-                .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(300)),
-        );
-        let store = b.build().map_err(|e| BackendError::Permanent {
-            backend: location.clone(),
-            op: "configure",
-            path: String::new(),
-            message: one_line(&e),
-        })?;
+        let store = s3_store(conn, &location)?;
         let prefix = (!conn.prefix.is_empty()).then(|| StorePath::from(conn.prefix.as_str()));
         Ok(Self {
             store: Arc::new(store),
@@ -248,6 +219,10 @@ impl ObjectStoreBackend {
         let backend = self.location.clone();
         let path = path.to_string();
         match e {
+            // S3 answers 404 for a missing bucket too: that is not a missing object.
+            object_store::Error::NotFound { .. } if one_line(&e).contains("NoSuchBucket") => {
+                BackendError::Permanent { backend, op, path, message: NO_BUCKET.into() }
+            }
             object_store::Error::NotFound { .. } => BackendError::NotFound { backend, path },
             object_store::Error::AlreadyExists { .. }
             | object_store::Error::Precondition { .. } => {
@@ -269,7 +244,9 @@ impl ObjectStoreBackend {
                 ]
                 .iter()
                 .any(|m| message.contains(m));
-                if permanent {
+                if message.contains("NoSuchBucket") {
+                    BackendError::Permanent { backend, op, path, message: NO_BUCKET.into() }
+                } else if permanent {
                     BackendError::Permanent { backend, op, path, message }
                 } else {
                     BackendError::Transient { backend, op, path, message }
@@ -279,6 +256,135 @@ impl ObjectStoreBackend {
         }
     }
 }
+
+/// The object_store client of an S3 connection.
+fn s3_store(conn: &S3Connection, location: &str) -> BackendResult<AmazonS3> {
+    // The environment supplies only what the connection leaves to object_store: the
+    // credential chain (web identity, container credentials, a session token).
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(&conn.bucket)
+        .with_region(&conn.region)
+        .with_virtual_hosted_style_request(!conn.path_style);
+    let allow_http = conn.endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://"));
+    if let Some(ep) = &conn.endpoint {
+        b = b.with_endpoint(ep);
+    }
+    if let Some(k) = &conn.keys {
+        b = b.with_access_key_id(&k.access_key_id).with_secret_access_key(&k.secret_access_key);
+        if let Some(token) = &k.session_token {
+            b = b.with_token(token);
+        }
+    }
+    // This is the only retry layer of S3 operations (`Location::open` adds none on top): it
+    // sees HTTP status codes and resumes interrupted downloads. object_store's default retries
+    // for up to 3 minutes; an unreachable endpoint should fail within seconds.
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(20),
+    };
+    b = b.with_retry(retry).with_client_options(
+        ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(300)),
+    );
+    b.build().map_err(|e| BackendError::Permanent {
+        backend: location.to_owned(),
+        op: "configure",
+        path: String::new(),
+        message: one_line(&e),
+    })
+}
+
+/// S3's CreateBucket for the bucket of `conn`: `Ok(true)` when it was created, `Ok(false)` when
+/// this account already owns it. object_store has no bucket operations, so this signs the one
+/// request itself with object_store's SigV4 signer and credential chain.
+///
+/// # Errors
+/// The bucket belongs to another account, the credentials may not create buckets, or the
+/// server cannot be reached; the message says which.
+pub fn create_s3_bucket(conn: &S3Connection) -> BackendResult<bool> {
+    let location = format!("s3://{}", conn.bucket);
+    let fail = |message: String| BackendError::Permanent {
+        backend: location.clone(),
+        op: "create bucket",
+        path: String::new(),
+        message,
+    };
+    let store = s3_store(conn, &location)?;
+    let base = conn
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", conn.region));
+    let base = base.trim_end_matches('/');
+    let url = if conn.path_style {
+        format!("{base}/{}", conn.bucket)
+    } else {
+        match base.split_once("://") {
+            Some((scheme, host)) => format!("{scheme}://{}.{host}/", conn.bucket),
+            None => return Err(fail(format!("endpoint {base} has no scheme"))),
+        }
+    };
+    // Outside us-east-1, AWS wants the region stated in the body.
+    let body = if conn.region == "us-east-1" {
+        String::new()
+    } else {
+        format!(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+            conn.region
+        )
+    };
+    let allow_http = url.starts_with("http://");
+    let rt = runtime(&location)?;
+    let (status, text) = rt.block_on(async {
+        let credential =
+            store.credentials().get_credential().await.map_err(|e| fail(one_line(&e)))?;
+        let mut request = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(&url)
+            .body(HttpRequestBody::from(body))
+            .map_err(|e| fail(e.to_string()))?;
+        AwsAuthorizer::new(&credential, "s3", &conn.region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| fail(one_line(&e)))?;
+        let client = ReqwestConnector::default()
+            .connect(
+                &ClientOptions::new()
+                    .with_allow_http(allow_http)
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(60)),
+            )
+            .map_err(|e| fail(one_line(&e)))?;
+        let response = client.execute(request).await.map_err(|e| fail(one_line(&e)))?;
+        let status = response.status();
+        let text = response.into_body().bytes().await.unwrap_or_default();
+        Ok::<_, BackendError>((status, String::from_utf8_lossy(&text).into_owned()))
+    })?;
+    rt.shutdown_background();
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map_or("", |(code, _)| code);
+    match (status.as_u16(), code) {
+        (200, _) => Ok(true),
+        (409, "BucketAlreadyOwnedByYou") => Ok(false),
+        (409, "BucketAlreadyExists") => Err(fail(format!(
+            "bucket {} exists and belongs to another account: choose another name",
+            conn.bucket
+        ))),
+        (403, _) => Err(fail(format!(
+            "access denied ({code}): these credentials may not create buckets; create {} \
+             yourself",
+            conn.bucket
+        ))),
+        (status, _) => Err(fail(format!("HTTP {status} {code}"))),
+    }
+}
+
+/// What an operation on a bucket that does not exist fails with.
+const NO_BUCKET: &str = "the bucket does not exist (`holdfast repo init` creates it)";
 
 /// Range reads of at least this many bytes use direct I/O.
 const DIRECT_READ_MIN: usize = 64 * 1024;

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::LocationError;
+use super::ini::Ini;
 use crate::backend::object::{S3Connection, S3Keys};
 
 /// Where an S3 repository lives and how to reach it, as given (URL, datasafed config, a
@@ -104,8 +105,13 @@ impl S3Options {
         }
     }
 
-    /// Fills what is unset from `env` (a variable lookup; the process environment in
-    /// [`super::Location::open`]) and checks that the result can authenticate.
+    /// Fills what is unset as the AWS SDKs' standard chain does, from `env` (a variable lookup;
+    /// the process environment in [`super::Location::open`]) and then the shared files
+    /// (`read_file`), and checks that the result can authenticate: the key pair given, else
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (with `AWS_SESSION_TOKEN`), else the profile
+    /// `AWS_PROFILE` (default `default`) of the shared credentials or config file, else
+    /// object_store's own sources (web identity, container credentials, instance metadata). The
+    /// region: given, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's, `us-east-1`.
     ///
     /// # Errors
     /// No bucket, half a key pair, or an S3-compatible endpoint with no credentials at all
@@ -114,6 +120,7 @@ impl S3Options {
     pub(crate) fn resolve(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
+        read_file: &dyn Fn(&str) -> Option<String>,
     ) -> Result<S3Connection, LocationError> {
         let location = self.url();
         if self.bucket.is_empty() {
@@ -123,9 +130,20 @@ impl S3Options {
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         let endpoint = given(&self.endpoint).or_else(|| env("AWS_ENDPOINT_URL"));
         let endpoint = endpoint.as_deref().map(endpoint_url);
-        let region = given(&self.region)
-            .or_else(|| env("AWS_REGION"))
-            .unwrap_or_else(|| "us-east-1".to_owned());
+        // The shared files are read only for what neither the caller nor the variables give.
+        let env_key = env("AWS_ACCESS_KEY_ID");
+        let env_secret = env("AWS_SECRET_ACCESS_KEY");
+        let given_keys =
+            given(&self.access_key_id).is_some() || given(&self.secret_access_key).is_some();
+        let env_region =
+            given(&self.region).or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION"));
+        let no_keys = !given_keys && env_key.is_none() && env_secret.is_none();
+        let shared = if env_region.is_none() || no_keys {
+            SharedProfile::read(&env, read_file)?
+        } else {
+            SharedProfile::default()
+        };
+        let region = env_region.or(shared.region).unwrap_or_else(|| "us-east-1".to_owned());
         let path_style = match self.path_style {
             Some(p) => p,
             None => match env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST") {
@@ -138,18 +156,25 @@ impl S3Options {
                 None => true,
             },
         };
-        let key = given(&self.access_key_id).or_else(|| env("AWS_ACCESS_KEY_ID"));
-        let secret = given(&self.secret_access_key).or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+        // Each half from the caller, else the variable: a key and a secret from two places still
+        // make a pair. The session token goes with keys from the environment.
+        let key = given(&self.access_key_id).or(env_key);
+        let secret = given(&self.secret_access_key).or(env_secret);
         let keys = match (key, secret) {
-            (Some(access_key_id), Some(secret_access_key)) => {
-                Some(S3Keys { access_key_id, secret_access_key })
-            }
-            (None, None)
-                if endpoint.is_none()
+            (Some(access_key_id), Some(secret_access_key)) => Some(S3Keys {
+                session_token: if given_keys { None } else { env("AWS_SESSION_TOKEN") },
+                access_key_id,
+                secret_access_key,
+            }),
+            (None, None) => match shared.keys {
+                Some(keys) => Some(keys),
+                None if endpoint.is_none()
                     || OTHER_CREDENTIAL_SOURCES.iter().any(|v| env(v).is_some()) =>
-            {
-                None
-            }
+                {
+                    None
+                }
+                None => return Err(LocationError::NoCredentials { location }),
+            },
             _ => return Err(LocationError::NoCredentials { location }),
         };
         Ok(S3Connection {
@@ -160,6 +185,75 @@ impl S3Options {
             path_style,
             keys,
         })
+    }
+}
+
+/// What the AWS shared files say for the profile `AWS_PROFILE` (else `default`): its key pair
+/// from the credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) or the
+/// config file (`AWS_CONFIG_FILE`, else `~/.aws/config`, where the profile's section is
+/// `[profile NAME]`), and its region from the config file.
+#[derive(Default)]
+struct SharedProfile {
+    keys: Option<S3Keys>,
+    region: Option<String>,
+}
+
+impl SharedProfile {
+    fn read(
+        env: &dyn Fn(&str) -> Option<String>,
+        read_file: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SharedProfile, LocationError> {
+        let home = env("HOME");
+        let path = |var: &str, name: &str| {
+            env(var).or_else(|| home.as_ref().map(|h| format!("{h}/.aws/{name}")))
+        };
+        let parse = |path: Option<String>| -> Result<Option<(String, Ini)>, LocationError> {
+            let Some(text) = path.as_deref().and_then(read_file) else { return Ok(None) };
+            let origin = path.unwrap_or_default();
+            let ini = Ini::parse(&text).map_err(|e| LocationError::Syntax {
+                origin: origin.clone(),
+                line: e.line,
+                problem: e.problem,
+            })?;
+            Ok(Some((origin, ini)))
+        };
+        let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
+        let config_section =
+            if profile == "default" { profile.clone() } else { format!("profile {profile}") };
+        let credentials = parse(path("AWS_SHARED_CREDENTIALS_FILE", "credentials"))?;
+        let config = parse(path("AWS_CONFIG_FILE", "config"))?;
+        let mut shared = SharedProfile::default();
+        let sources = [
+            credentials.as_ref().map(|(origin, ini)| (origin, ini, profile.as_str())),
+            config.as_ref().map(|(origin, ini)| (origin, ini, config_section.as_str())),
+        ];
+        for (origin, ini, section) in sources.into_iter().flatten() {
+            let get =
+                |key: &str| ini.get(section, key).filter(|v| !v.is_empty()).map(str::to_owned);
+            match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+                (Some(access_key_id), Some(secret_access_key)) => {
+                    shared.keys = Some(S3Keys {
+                        access_key_id,
+                        secret_access_key,
+                        session_token: get("aws_session_token"),
+                    });
+                    break;
+                }
+                (None, None) => {}
+                (None, Some(_)) | (Some(_), None) => {
+                    return Err(LocationError::MissingField {
+                        origin: format!("{origin} (profile {profile})"),
+                        kind: "aws credentials",
+                        field: "aws_access_key_id and aws_secret_access_key",
+                        what: "the S3 key pair",
+                    });
+                }
+            }
+        }
+        shared.region = config.as_ref().and_then(|(_, ini)| {
+            ini.get(&config_section, "region").filter(|v| !v.is_empty()).map(str::to_owned)
+        });
+        Ok(shared)
     }
 }
 
@@ -183,9 +277,19 @@ mod tests {
     }
 
     fn resolve(o: &S3Options, vars: &[(&str, &str)]) -> Result<S3Connection, LocationError> {
+        resolve_with_files(o, vars, &[])
+    }
+
+    fn resolve_with_files(
+        o: &S3Options,
+        vars: &[(&str, &str)],
+        files: &[(&str, &str)],
+    ) -> Result<S3Connection, LocationError> {
         let vars: HashMap<String, String> =
             vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        o.resolve(&|k| vars.get(k).cloned())
+        let files: HashMap<String, String> =
+            files.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        o.resolve(&|k| vars.get(k).cloned(), &|p| files.get(p).cloned())
     }
 
     #[test]
@@ -242,12 +346,58 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_files_give_the_profile_keys_and_region_when_nothing_else_does() {
+        let local = S3Options { endpoint: Some("http://127.0.0.1:9000".into()), ..opts() };
+        let credentials = "[default]\naws_access_key_id = DK\naws_secret_access_key = DS\n\n\
+                           [backup]\naws_access_key_id = BK\naws_secret_access_key = BS\n\
+                           aws_session_token = BT\n";
+        let config = "[default]\nregion = eu-central-1\n[profile backup]\nregion = ap-south-1\n";
+        let files = [("/home/u/.aws/credentials", credentials), ("/home/u/.aws/config", config)];
+        let c = resolve_with_files(&local, &[("HOME", "/home/u")], &files).unwrap();
+        let keys = c.keys.unwrap();
+        assert_eq!((keys.access_key_id.as_str(), keys.session_token), ("DK", None));
+        assert_eq!(c.region, "eu-central-1");
+        let vars = [("HOME", "/home/u"), ("AWS_PROFILE", "backup")];
+        let c = resolve_with_files(&local, &vars, &files).unwrap();
+        let keys = c.keys.unwrap();
+        assert_eq!(keys.access_key_id, "BK");
+        assert_eq!(keys.session_token.as_deref(), Some("BT"));
+        assert_eq!(c.region, "ap-south-1");
+        // Variables win over the files; AWS_SHARED_CREDENTIALS_FILE moves the file.
+        let vars = [
+            ("HOME", "/home/u"),
+            ("AWS_ACCESS_KEY_ID", "EK"),
+            ("AWS_SECRET_ACCESS_KEY", "ES"),
+            ("AWS_SESSION_TOKEN", "ET"),
+            ("AWS_DEFAULT_REGION", "us-west-1"),
+        ];
+        let c = resolve_with_files(&local, &vars, &files).unwrap();
+        let keys = c.keys.unwrap();
+        assert_eq!(
+            (keys.access_key_id.as_str(), keys.session_token.as_deref()),
+            ("EK", Some("ET"))
+        );
+        assert_eq!(c.region, "us-west-1");
+        let vars = [("AWS_SHARED_CREDENTIALS_FILE", "/etc/creds")];
+        let c = resolve_with_files(&local, &vars, &[("/etc/creds", credentials)]).unwrap();
+        assert_eq!(c.keys.unwrap().access_key_id, "DK");
+        // A profile with half a pair, or a file that is not INI, is named.
+        let half = [("/etc/creds", "[default]\naws_access_key_id = X\n")];
+        let e = resolve_with_files(&local, &vars, &half).unwrap_err().to_string();
+        assert!(e.contains("/etc/creds (profile default)"), "{e}");
+        let broken = [("/etc/creds", "[default\n")];
+        let e = resolve_with_files(&local, &vars, &broken).unwrap_err().to_string();
+        assert!(e.contains("/etc/creds") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
     fn missing_or_half_credentials_are_refused_before_any_request() {
         let local = S3Options { endpoint: Some("http://127.0.0.1:9000".into()), ..opts() };
         let e = resolve(&local, &[]).unwrap_err().to_string();
         assert_eq!(
             e,
-            "s3://b/p/q: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            "s3://b/p/q: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a \
+             profile in ~/.aws/credentials (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE)"
         );
         let e = resolve(&opts(), &[("AWS_ACCESS_KEY_ID", "k")]).unwrap_err();
         assert!(matches!(e, LocationError::NoCredentials { .. }), "{e}");
