@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # A target dir outside the clone, so a fresh clone reuses earlier builds on the same machine.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/holdfast-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One build from a clean tree gains nothing from incremental artifacts, which cost gigabytes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Test binaries spawn servers and clients; two cores run them best a few at a time.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 

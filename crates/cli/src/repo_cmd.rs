@@ -51,6 +51,13 @@ pub struct RepoArgs {
     /// Never draw progress bars.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Where S3 repositories' metadata is cached (default `$XDG_CACHE_HOME/holdfast`, else
+    /// `~/.cache/holdfast`).
+    #[arg(long, env = "HOLDFAST_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Read all metadata from the repository, without the local cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
     /// Wait up to this long for another process's conflicting lock (`5m`) instead of failing.
     #[arg(long, global = true, default_value = "0s")]
     retry_lock: humantime::Duration,
@@ -185,10 +192,40 @@ impl RepoArgs {
     /// The existing repository (only `init` may create the directory; anything else on a
     /// missing path is a typo).
     fn open(&self) -> anyhow::Result<Repository> {
-        let b = self.location()?.open_existing()?;
-        let repo = Repository::open(b, password(self)?.as_bytes())?;
+        self.open_with_cache(true)
+    }
+
+    /// The existing repository read without the metadata cache: for `check` and the repairs,
+    /// which must see the repository's own objects (a cached copy would hide their damage).
+    fn open_uncached(&self) -> anyhow::Result<Repository> {
+        self.open_with_cache(false)
+    }
+
+    fn open_with_cache(&self, cached: bool) -> anyhow::Result<Repository> {
+        let location = self.location()?;
+        let b = location.open_existing()?;
+        let password = password(self)?;
+        let root = if cached { self.cache_root(&location) } else { None };
+        let repo = match root {
+            Some(root) => Repository::open_cached(b, password.as_bytes(), &root)?,
+            None => Repository::open(b, password.as_bytes())?,
+        };
         repo.set_lock_wait(self.retry_lock.into());
         Ok(repo)
+    }
+
+    /// The metadata cache's root for `location`: S3 repositories only (a local repository is read
+    /// as fast as a cache would be), none with `--no-cache`.
+    fn cache_root(&self, location: &Location) -> Option<PathBuf> {
+        if self.no_cache || !matches!(location, Location::S3(_)) {
+            return None;
+        }
+        self.cache_dir.clone().or_else(|| {
+            let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+            env("XDG_CACHE_HOME")
+                .or_else(|| env("HOME").map(|h| h.join(".cache")))
+                .map(|base| base.join("holdfast"))
+        })
     }
 
     /// A progress bar on a terminal, nothing otherwise.

@@ -1356,7 +1356,7 @@ fn init_creates_the_bucket_and_credentials_come_from_a_profile() {
                 c.env_remove(k);
             }
         }
-        c.env("HOME", &home).env("AWS_PROFILE", "backup");
+        c.env("HOME", &home).env("AWS_PROFILE", "backup").env("XDG_CACHE_HOME", home.join("xdg"));
         c.output().unwrap()
     };
     let out =
@@ -1382,6 +1382,16 @@ fn init_creates_the_bucket_and_credentials_come_from_a_profile() {
         s3("s3://fresh-bucket/one", &["restore", "latest", "--target", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_same_tree(&data, &target.join("data"));
+    // The S3 repository's metadata is cached under XDG_CACHE_HOME, and --no-cache keeps none.
+    let cached: Vec<_> = fs::read_dir(home.join("xdg/holdfast")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "the repository that was read has one cache");
+    let elsewhere = env.path("no-cache");
+    let out = s3(
+        "s3://fresh-bucket/one",
+        &["snapshots", "--no-cache", "--cache-dir", elsewhere.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!elsewhere.exists(), "--no-cache wrote a cache");
 
     // Another command on a bucket nobody created: one line that says so and what to do.
     let line = one_line_failure(&s3("s3://no-such-bucket/x", &["snapshots"]));

@@ -207,6 +207,15 @@ pub trait Backend: Send + Sync {
     ) -> BackendResult<()> {
         self.create(ft, name, read_staged(&self.location(), file)?)
     }
+    /// Says that many small reads of this object follow (a pack of trees), so a backend with a
+    /// local cache may fetch it whole once. A no-op by default.
+    ///
+    /// # Errors
+    /// Reading the object failed.
+    fn keep_local(&self, ft: FileType, name: &str) -> BackendResult<()> {
+        let _ = (ft, name);
+        Ok(())
+    }
 }
 
 /// The bytes of a staged file, for backends that upload whole objects from memory.
@@ -263,5 +272,8 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         file: &std::path::Path,
     ) -> BackendResult<()> {
         (**self).create_from_file(ft, name, file)
+    }
+    fn keep_local(&self, ft: FileType, name: &str) -> BackendResult<()> {
+        (**self).keep_local(ft, name)
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod backup;
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod copy;

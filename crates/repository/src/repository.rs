@@ -139,6 +139,24 @@ impl Repository {
         Ok(repo)
     }
 
+    /// [`Repository::open`] with a local metadata cache under `cache_root` (format §15): index
+    /// files, snapshots and tree packs are read from the repository once and then from there.
+    ///
+    /// # Errors
+    /// As [`Repository::open`], or the cache directory cannot be created.
+    pub fn open_cached(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        cache_root: &std::path::Path,
+    ) -> Result<Self> {
+        let mut repo = Self::open_unindexed(backend, password)?;
+        let cached =
+            crate::cache::CachedBackend::new(repo.backend.clone(), cache_root, &repo.config.id)?;
+        repo.backend = Arc::new(cached);
+        repo.reload_index()?;
+        Ok(repo)
+    }
+
     /// Opens a repository with a password without reading its index files, for what must work
     /// when one of them is damaged (`repair index`). Its index is empty until
     /// [`Repository::reload_index`].
@@ -426,6 +444,10 @@ impl Repository {
     /// # Errors
     /// As `load_blob`, or a tree that does not parse.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        // Tree packs hold only trees, read many at a time: a cache keeps them whole.
+        if let Some(loc) = self.index().get(id) {
+            self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
+        }
         let data = self.load_blob(id)?;
         serde_json::from_slice(&data)
             .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))

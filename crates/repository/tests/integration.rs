@@ -27,3 +27,6 @@ mod repair;
 
 #[path = "integration/locks.rs"]
 mod locks;
+
+#[path = "integration/cache.rs"]
+mod cache;

@@ -128,7 +128,7 @@ fn print_text(r: &repair::RepairIndexReport, dry_run: bool) {
 
 impl PacksCmd {
     fn run(&self, args: &RepoArgs) -> anyhow::Result<()> {
-        let repo = args.open()?;
+        let repo = args.open_uncached()?;
         let r = repair_packs(
             &repo,
             &RepairPacksOptions {
@@ -168,7 +168,7 @@ impl PacksCmd {
 
 impl SnapshotsCmd {
     fn run(&self, args: &RepoArgs) -> anyhow::Result<()> {
-        let repo = args.open()?;
+        let repo = args.open_uncached()?;
         let r = repair_snapshots(
             &repo,
             &RepairSnapshotsOptions {
