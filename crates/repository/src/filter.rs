@@ -111,22 +111,9 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Id;
 
     fn snap(host: &str, tags: &[&str], paths: &[&str]) -> Snapshot {
-        Snapshot {
-            time: jiff::Timestamp::UNIX_EPOCH,
-            tree: Id::default(),
-            paths: paths.iter().map(|s| (*s).to_string()).collect(),
-            hostname: host.into(),
-            username: String::new(),
-            tags: tags.iter().map(|s| (*s).to_string()).collect(),
-            parent: None,
-            original: None,
-            program_version: String::new(),
-            summary: Default::default(),
-            virtual_file: None,
-        }
+        Snapshot::for_test("1970-01-01T00:00:00Z", host, paths, tags)
     }
 
     #[test]

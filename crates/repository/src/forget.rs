@@ -249,22 +249,7 @@ mod tests {
     use crate::snapshot::Snapshot;
 
     fn snap(n: u8, time: &str) -> SnapshotEntry {
-        SnapshotEntry {
-            id: Id([n; 32]),
-            snapshot: Snapshot {
-                time: time.parse().unwrap(),
-                tree: Id::default(),
-                paths: vec!["/d".into()],
-                hostname: "h".into(),
-                username: "u".into(),
-                tags: vec![],
-                parent: None,
-                original: None,
-                program_version: String::new(),
-                summary: Default::default(),
-                virtual_file: None,
-            },
-        }
+        SnapshotEntry { id: Id([n; 32]), snapshot: Snapshot::for_test(time, "h", &["/d"], &[]) }
     }
 
     #[test]

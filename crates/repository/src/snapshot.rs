@@ -67,6 +67,27 @@ pub struct Snapshot {
     pub virtual_file: Option<VirtualFile>,
 }
 
+#[cfg(test)]
+impl Snapshot {
+    /// A snapshot of `paths` on `host` at `time` with `tags` and nothing else, for unit tests.
+    pub(crate) fn for_test(time: &str, host: &str, paths: &[&str], tags: &[&str]) -> Snapshot {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect();
+        Snapshot {
+            time: time.parse().expect("a test timestamp"),
+            tree: Id::default(),
+            paths: strings(paths),
+            hostname: host.into(),
+            username: String::new(),
+            tags: strings(tags),
+            parent: None,
+            original: None,
+            program_version: String::new(),
+            summary: Summary::default(),
+            virtual_file: None,
+        }
+    }
+}
+
 /// What a virtual-tree snapshot holds (format §10.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
