@@ -127,7 +127,7 @@ fn edited(dir: &Path, name: &str, edits: &[(&str, &str)]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Polls `kind/name` in `namespace` until `done` says Ok(true).
+/// Polls `what` (`kind/name`) in `namespace` until its phase is `phase`; Failed ends the wait.
 async fn wait_phase(k: &Kubectl, namespace: &str, what: &str, phase: &str) -> Result<Value> {
     poll(TIMEOUT, &format!("{what} to be {phase}"), || async {
         let obj = k.json(&["get", what, "-n", namespace]).await?;

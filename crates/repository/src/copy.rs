@@ -152,9 +152,8 @@ impl Copier<'_> {
         Ok(new)
     }
 
-    fn store_tree(&mut self, mut tree: Tree) -> Result<Id> {
-        tree.sort();
-        let data = serde_json::to_vec(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
+    fn store_tree(&mut self, tree: Tree) -> Result<Id> {
+        let data = tree.encode()?;
         let id = self.dst.blob_id(&data);
         self.store(id, BlobType::Tree, &data)?;
         Ok(id)

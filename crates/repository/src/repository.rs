@@ -430,6 +430,11 @@ impl Repository {
     /// `MissingBlob`, `CorruptBlob`, backend errors.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index().get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
+        self.load_blob_at(&loc)
+    }
+
+    /// Reads the blob at `loc`, verifying it.
+    fn load_blob_at(&self, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
         let sealed = self.backend.get_range(
             FileType::Pack,
             &loc.pack.to_hex(),
@@ -444,11 +449,10 @@ impl Repository {
     /// # Errors
     /// As `load_blob`, or a tree that does not parse.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let loc = self.index().get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
         // Tree packs hold only trees, read many at a time: a cache keeps them whole.
-        if let Some(loc) = self.index().get(id) {
-            self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
-        }
-        let data = self.load_blob(id)?;
+        self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
+        let data = self.load_blob_at(&loc)?;
         serde_json::from_slice(&data)
             .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }

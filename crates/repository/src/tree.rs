@@ -243,6 +243,16 @@ impl Tree {
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
+    /// The stored form (format §9): the nodes sorted by name, as JSON. A tree's blob id is the
+    /// keyed hash of these bytes, so every writer must produce them the same way.
+    ///
+    /// # Errors
+    /// A node that does not serialize (not expected of a tree built in memory).
+    pub fn encode(mut self) -> crate::error::Result<Vec<u8>> {
+        self.sort();
+        serde_json::to_vec(&self).map_err(|e| crate::error::Error::Invalid(e.to_string()))
+    }
+
     /// The node with this name.
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])

@@ -348,14 +348,8 @@ pub(super) fn send_blobs(tx: &BlobTx, batch: &mut Vec<BlobJob>) -> Result<()> {
 }
 
 /// Serializes a tree and queues it; returns its id.
-pub(super) fn save_tree(
-    repo: &Repository,
-    shared: &Shared,
-    tx: &BlobTx,
-    mut tree: Tree,
-) -> Result<Id> {
-    tree.sort();
-    let data = serde_json::to_vec(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
+pub(super) fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, tree: Tree) -> Result<Id> {
+    let data = tree.encode()?;
     let id = repo.master.blob_id(&data);
     if shared.need(&id) {
         Counters::add(&shared.tree_blobs, 1);

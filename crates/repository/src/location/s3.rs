@@ -139,7 +139,7 @@ impl S3Options {
             given(&self.region).or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION"));
         let no_keys = !given_keys && env_key.is_none() && env_secret.is_none();
         let shared = if env_region.is_none() || no_keys {
-            SharedProfile::read(&env, read_file)?
+            SharedProfile::read(&env, read_file, no_keys)?
         } else {
             SharedProfile::default()
         };
@@ -199,9 +199,12 @@ struct SharedProfile {
 }
 
 impl SharedProfile {
+    /// The profile's region, and its keys when `want_keys` (a file is not read, so cannot fail,
+    /// for what the caller already has).
     fn read(
         env: &dyn Fn(&str) -> Option<String>,
         read_file: &dyn Fn(&str) -> Option<String>,
+        want_keys: bool,
     ) -> Result<SharedProfile, LocationError> {
         let home = env("HOME");
         let path = |var: &str, name: &str| {
@@ -220,12 +223,19 @@ impl SharedProfile {
         let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_owned());
         let config_section =
             if profile == "default" { profile.clone() } else { format!("profile {profile}") };
-        let credentials = parse(path("AWS_SHARED_CREDENTIALS_FILE", "credentials"))?;
+        let credentials = if want_keys {
+            parse(path("AWS_SHARED_CREDENTIALS_FILE", "credentials"))?
+        } else {
+            None
+        };
         let config = parse(path("AWS_CONFIG_FILE", "config"))?;
         let mut shared = SharedProfile::default();
         let sources = [
             credentials.as_ref().map(|(origin, ini)| (origin, ini, profile.as_str())),
-            config.as_ref().map(|(origin, ini)| (origin, ini, config_section.as_str())),
+            config
+                .as_ref()
+                .filter(|_| want_keys)
+                .map(|(origin, ini)| (origin, ini, config_section.as_str())),
         ];
         for (origin, ini, section) in sources.into_iter().flatten() {
             let get =
@@ -385,6 +395,12 @@ mod tests {
         let half = [("/etc/creds", "[default]\naws_access_key_id = X\n")];
         let e = resolve_with_files(&local, &vars, &half).unwrap_err().to_string();
         assert!(e.contains("/etc/creds (profile default)"), "{e}");
+        // Keys from the variables: the credentials file is not read, so cannot fail.
+        let keyed = [("AWS_ACCESS_KEY_ID", "EK"), ("AWS_SECRET_ACCESS_KEY", "ES"), vars[0]];
+        assert_eq!(
+            resolve_with_files(&local, &keyed, &half).unwrap().keys.unwrap().access_key_id,
+            "EK"
+        );
         let broken = [("/etc/creds", "[default\n")];
         let e = resolve_with_files(&local, &vars, &broken).unwrap_err().to_string();
         assert!(e.contains("/etc/creds") && e.contains("line 1"), "{e}");

@@ -196,9 +196,8 @@ impl Rewriter<'_> {
         Ok(r)
     }
 
-    fn save(&mut self, mut tree: Tree, dry_run: bool) -> Result<Id> {
-        tree.sort();
-        let data = serde_json::to_vec(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
+    fn save(&mut self, tree: Tree, dry_run: bool) -> Result<Id> {
+        let data = tree.encode()?;
         let id = self.repo.blob_id(&data);
         if !dry_run && !self.repo.index().contains(&id) && self.written.insert(id) {
             self.sink.add_plain(id, BlobType::Tree, &data)?;
