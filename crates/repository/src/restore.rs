@@ -229,84 +229,124 @@ fn set_times_by_path(path: &Path, node: &Node, flags: rustix::fs::AtFlags) -> Re
 }
 
 /// Plaintext length of an indexed blob.
-fn blob_len(repo: &Repository, index: &crate::index::Index, id: &Id) -> Result<u64> {
-    let _ = repo;
+fn blob_len(index: &crate::index::Index, id: &Id) -> Result<u64> {
     let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
-    Ok(if loc.blob.uncompressed_length > 0 {
+    Ok(located_len(&loc))
+}
+
+/// Plaintext length of a blob at a known place.
+fn located_len(loc: &crate::index::BlobLocation) -> u64 {
+    if loc.blob.uncompressed_length > 0 {
         u64::from(loc.blob.uncompressed_length)
     } else {
         u64::from(loc.blob.length).saturating_sub(SEAL_OVERHEAD as u64)
-    })
+    }
 }
 
 /// Blobs below this size are read through [`PackWindows`]; larger ones with one range read each.
 const SMALL_BLOB: u32 = 256 * 1024;
 /// Bytes of a pack fetched at once for small blobs.
 const WINDOW: u64 = 4 * 1024 * 1024;
-/// Windows kept (bounds the memory of the cache to `WINDOWS * WINDOW`).
+/// Windows kept (bounds the memory of the cache to `WINDOWS * WINDOW`). The walk runs at most a
+/// few MiB of content ahead of the workers (see [`BATCH_BYTES`]), less once compressed, so a
+/// window read ahead is still there when used.
 const WINDOWS: usize = 4;
+/// Threads reading windows ahead of the workers.
+const READERS: usize = 2;
+
+/// A window of a pack: read once, by whoever asks first (a reader ahead of the workers, or a
+/// worker that got there first); everyone else asking meanwhile waits for that one read. `None`
+/// when the read failed: each blob is then read by itself, which reports the error.
+type WindowCell = Arc<std::sync::OnceLock<Option<bytes::Bytes>>>;
 
 /// A small cache of pack byte ranges for restoring many small blobs. The walk visits files in
 /// about the order the backup wrote them, so consecutive small blobs sit next to each other in a
 /// pack: one 4 MiB read serves hundreds of them instead of one backend request (open, read,
 /// close) each. Windows are aligned to multiples of their size, so blobs stored slightly out of
 /// walk order (the backup compresses batches in parallel) still hit the window already read.
+///
+/// The walk asks for each window as it hands out the files that need it ([`PackWindows::want`]),
+/// and reader threads fetch it while the workers are still busy with the files before: without
+/// that, every worker waited on each window's read (a disk or network round trip) in turn.
 struct PackWindows {
     sizes: HashMap<Id, u64>,
-    windows: Mutex<std::collections::VecDeque<(Id, u64, bytes::Bytes)>>,
+    cells: Mutex<std::collections::VecDeque<((Id, u64), WindowCell)>>,
 }
+
+/// A window to read ahead: the pack, its start, and the cell to fill.
+type WindowRequest = (Id, u64, WindowCell);
 
 impl PackWindows {
     fn new(index: &crate::index::Index) -> Self {
-        Self { sizes: index.packs().collect(), windows: Mutex::new(Default::default()) }
+        Self { sizes: index.packs().collect(), cells: Mutex::new(Default::default()) }
+    }
+
+    /// The window that serves a blob, when it is small enough to be read through one.
+    fn window_of(&self, loc: &crate::index::BlobLocation) -> Option<(Id, u64)> {
+        let (offset, length) = (loc.blob.offset, u64::from(loc.blob.length));
+        let size = self.sizes.get(&loc.pack).copied()?;
+        (loc.blob.length < SMALL_BLOB
+            && length > 0
+            && offset + length <= size
+            // A blob across a window boundary is read by itself.
+            && offset / WINDOW == (offset + length - 1) / WINDOW)
+            .then_some((loc.pack, offset / WINDOW * WINDOW))
+    }
+
+    /// The cell of a window, and whether it was made just now (nobody is reading it yet).
+    fn cell(&self, key: (Id, u64)) -> (WindowCell, bool) {
+        let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = cells.iter().find(|(k, _)| *k == key) {
+            return (c.clone(), false);
+        }
+        let c = WindowCell::default();
+        cells.push_back((key, c.clone()));
+        if cells.len() > WINDOWS {
+            cells.pop_front();
+        }
+        (c, true)
+    }
+
+    /// Asks for the window of a blob about to be handed out: a request for a reader when the
+    /// window is neither cached nor being read.
+    fn want(&self, loc: &crate::index::BlobLocation) -> Option<WindowRequest> {
+        let key = self.window_of(loc)?;
+        match self.cell(key) {
+            (c, true) => Some((key.0, key.1, c)),
+            (_, false) => None,
+        }
+    }
+
+    /// Reads a window into its cell (once, whoever comes first).
+    fn fill(
+        &self,
+        repo: &Repository,
+        pack: &Id,
+        start: u64,
+        cell: &WindowCell,
+    ) -> Option<bytes::Bytes> {
+        cell.get_or_init(|| {
+            let size = self.sizes.get(pack).copied()?;
+            let len = WINDOW.min(size - start);
+            repo.backend.get_range(crate::backend::FileType::Pack, &pack.to_hex(), start, len).ok()
+        })
+        .clone()
     }
 
     /// The verified plaintext of a blob.
     fn load(&self, repo: &Repository, index: &crate::index::Index, id: &Id) -> Result<Vec<u8>> {
         let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
         let (offset, length) = (loc.blob.offset, u64::from(loc.blob.length));
-        let pack_size = self.sizes.get(&loc.pack).copied();
-        let sealed = match pack_size {
-            Some(size)
-                if loc.blob.length < SMALL_BLOB
-                    && offset + length <= size
-                    // A blob across a window boundary is read by itself.
-                    && offset / WINDOW == (offset + length - 1) / WINDOW =>
-            {
-                // The lock is held across a miss's read: the workers restoring neighbouring small
-                // files all want the same window, and reading it once beats four racing reads.
-                let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-                let hit = w.iter().find_map(|(pack, start, data)| {
-                    (*pack == loc.pack
-                        && offset >= *start
-                        && offset + length <= start + data.len() as u64)
-                        .then(|| {
-                            let from = usize::try_from(offset - start).unwrap_or(usize::MAX);
-                            data.slice(from..from + loc.blob.length as usize)
-                        })
-                });
-                match hit {
-                    Some(b) => b,
-                    None => {
-                        let start = offset / WINDOW * WINDOW;
-                        let len = WINDOW.min(size - start);
-                        let data = repo.backend.get_range(
-                            crate::backend::FileType::Pack,
-                            &loc.pack.to_hex(),
-                            start,
-                            len,
-                        )?;
-                        let from = usize::try_from(offset - start).unwrap_or(usize::MAX);
-                        let blob = data.slice(from..from + loc.blob.length as usize);
-                        w.push_back((loc.pack, start, data));
-                        if w.len() > WINDOWS {
-                            w.pop_front();
-                        }
-                        blob
-                    }
-                }
-            }
-            _ => repo.backend.get_range(
+        let window = self.window_of(&loc).and_then(|key| {
+            let (cell, _) = self.cell(key);
+            let data = self.fill(repo, &key.0, key.1, &cell)?;
+            let from = usize::try_from(offset - key.1).ok()?;
+            data.get(from..from + loc.blob.length as usize)?;
+            Some(data.slice(from..from + loc.blob.length as usize))
+        });
+        let sealed = match window {
+            Some(b) => b,
+            None => repo.backend.get_range(
                 crate::backend::FileType::Pack,
                 &loc.pack.to_hex(),
                 offset,
@@ -322,6 +362,45 @@ impl PackWindows {
     }
 }
 
+/// Reads the windows the walk asked for, ahead of the workers.
+fn reader(repo: &Repository, windows: &PackWindows, rx: &Mutex<Receiver<WindowRequest>>) {
+    loop {
+        let req = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((pack, start, cell)) = req else { return };
+        windows.fill(repo, &pack, start, &cell);
+    }
+}
+
+/// Files up to this size are restored whole by one worker (create, write, metadata, close), in
+/// batches: a file of a few KiB costs less than the hand-offs of restoring it piece by piece, and
+/// creating files on the walking thread alone made it the bottleneck of small-file restores.
+const SMALL_FILE: u64 = 1024 * 1024;
+/// Small files per batch.
+const BATCH_FILES: usize = 64;
+/// Content bytes per batch. With the channel's depth this bounds how far the walk runs ahead of
+/// the workers, so the windows it asks for are still cached when a worker gets there.
+const BATCH_BYTES: u64 = 512 * 1024;
+
+/// A file restored whole by one worker.
+struct SmallFile {
+    path: PathBuf,
+    node: Node,
+    /// Made by this restore's directory creation: nothing is in the way.
+    fresh: bool,
+    /// Chunks with their offsets.
+    chunks: Vec<(Id, u64)>,
+    /// Some chunk could not be placed (the walk reported it).
+    damaged: bool,
+}
+
+/// Work for the restore workers.
+enum Job {
+    /// One chunk of a large file.
+    Chunk(ChunkJob),
+    /// Whole small files.
+    Files(Vec<SmallFile>),
+}
+
 /// Files whose chunks are handed out at the same time. Writes into one file are serialized (see
 /// [`FileState::writing`]), and filling new page-cache pages is a large part of a restore's CPU,
 /// so two files in turn let two cores write instead of one while the others wait.
@@ -331,10 +410,10 @@ const FILES_AT_ONCE: usize = 2;
 type ActiveFiles = std::collections::VecDeque<(Arc<FileState>, std::vec::IntoIter<(Id, u64)>)>;
 
 /// Sends the next chunk of the first active file and moves that file to the back.
-fn send_round(tx: &std::sync::mpsc::SyncSender<ChunkJob>, active: &mut ActiveFiles) -> Result<()> {
+fn send_round(tx: &std::sync::mpsc::SyncSender<Job>, active: &mut ActiveFiles) -> Result<()> {
     let Some((state, mut jobs)) = active.pop_front() else { return Ok(()) };
     if let Some((id, offset)) = jobs.next() {
-        if tx.send(ChunkJob { state: state.clone(), offset, id }).is_err() {
+        if tx.send(Job::Chunk(ChunkJob { state: state.clone(), offset, id })).is_err() {
             return Err(Error::Pipeline("restore workers stopped".into()));
         }
         if !jobs.as_slice().is_empty() {
@@ -348,45 +427,112 @@ fn worker(
     ctx: &Ctx<'_>,
     index: &crate::index::Index,
     windows: &PackWindows,
-    rx: &Mutex<Receiver<ChunkJob>>,
+    rx: &Mutex<Receiver<Job>>,
 ) {
     loop {
         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
-        if ctx.stopped() {
-            continue; // drain so the walker never blocks
-        }
-        let r = (|| -> Result<()> {
-            match windows.load(ctx.repo, index, &job.id) {
-                Ok(data) => {
-                    if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
-                        let _writing = job.state.writing.lock().unwrap_or_else(|e| e.into_inner());
-                        job.state
-                            .file
-                            .write_all_at(&data, job.offset)
-                            .map_err(|e| Error::io("write", &job.state.path, e))?;
-                    }
-                    Counters::add(&ctx.counters.bytes_read, data.len() as u64);
-                    Counters::add(&ctx.counters.bytes_done, data.len() as u64);
+        match job {
+            Job::Chunk(job) => {
+                if ctx.stopped() {
+                    continue; // drain so the walker never blocks
                 }
-                // The rest of the file and every other file are still restored; this one is
-                // reported (once) with what could not be read.
-                Err(e) if is_damage(&e) => {
-                    if !job.state.damaged.swap(true, Ordering::SeqCst) {
-                        ctx.damaged(&job.state.path, &e);
+                if let Err(e) = restore_chunk(ctx, index, windows, &job) {
+                    ctx.fail(e);
+                }
+            }
+            Job::Files(files) => {
+                for f in files {
+                    if ctx.stopped() {
+                        break;
+                    }
+                    if let Err(e) = restore_small(ctx, index, windows, f) {
+                        ctx.fail(e);
                     }
                 }
-                Err(e) => return Err(e),
             }
-            if job.state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                finish_file(ctx, &job.state)?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            ctx.fail(e);
         }
     }
+}
+
+/// Writes one chunk of a large file; the last one sets the file's metadata.
+fn restore_chunk(
+    ctx: &Ctx<'_>,
+    index: &crate::index::Index,
+    windows: &PackWindows,
+    job: &ChunkJob,
+) -> Result<()> {
+    match windows.load(ctx.repo, index, &job.id) {
+        Ok(data) => {
+            if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
+                let _writing = job.state.writing.lock().unwrap_or_else(|e| e.into_inner());
+                job.state
+                    .file
+                    .write_all_at(&data, job.offset)
+                    .map_err(|e| Error::io("write", &job.state.path, e))?;
+            }
+            Counters::add(&ctx.counters.bytes_read, data.len() as u64);
+            Counters::add(&ctx.counters.bytes_done, data.len() as u64);
+        }
+        // The rest of the file and every other file are still restored; this one is
+        // reported (once) with what could not be read.
+        Err(e) if is_damage(&e) => {
+            if !job.state.damaged.swap(true, Ordering::SeqCst) {
+                ctx.damaged(&job.state.path, &e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    if job.state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+        finish_file(ctx, &job.state)?;
+    }
+    Ok(())
+}
+
+/// Restores a small file whole: creates it, writes its chunks and sets its metadata (unless a
+/// chunk was unreadable: then it is reported and keeps no recorded metadata).
+fn restore_small(
+    ctx: &Ctx<'_>,
+    index: &crate::index::Index,
+    windows: &PackWindows,
+    f: SmallFile,
+) -> Result<()> {
+    let SmallFile { path, node, fresh, chunks, mut damaged } = f;
+    if !fresh {
+        let _ = std::fs::remove_file(&path);
+    }
+    let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+    // Sized up front only when writes may skip bytes (sparse holes, or no content); otherwise
+    // the chunk writes give the file its size.
+    if node.size > 0 && (ctx.sparse || node.content.is_empty()) {
+        file.set_len(node.size).map_err(|e| Error::io("truncate", &path, e))?;
+    }
+    for (id, offset) in &chunks {
+        match windows.load(ctx.repo, index, id) {
+            Ok(data) => {
+                if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
+                    file.write_all_at(&data, *offset).map_err(|e| Error::io("write", &path, e))?;
+                }
+                Counters::add(&ctx.counters.bytes_read, data.len() as u64);
+                Counters::add(&ctx.counters.bytes_done, data.len() as u64);
+            }
+            Err(e) if is_damage(&e) => {
+                if !damaged {
+                    ctx.damaged(&path, &e);
+                }
+                damaged = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !damaged {
+        set_metadata(ctx, &path, &node, Some(&file))?;
+    }
+    Counters::add(&ctx.counters.files_done, 1);
+    if !node.content.is_empty() {
+        Counters::add(&ctx.counters.files_read, 1);
+    }
+    Ok(())
 }
 
 /// A file whose chunks have all been handled: its metadata is set unless it is damaged.
@@ -452,13 +598,23 @@ pub fn restore(
     // Files with content, for --verify.
     let mut written: Vec<(PathBuf, Vec<Id>)> = Vec::new();
     let walked = std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = sync_channel::<ChunkJob>(threads * 4);
+        let (tx, rx) = sync_channel::<Job>(threads * 2);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..threads {
             let rx = rx.clone();
             let (ctx, index, windows) = (&ctx, &*index, &windows);
             s.spawn(move || worker(ctx, index, windows, &rx));
         }
+        // Depth one per reader: the walk runs at most a window or two ahead of the reads.
+        let (ahead, ahead_rx) = sync_channel::<WindowRequest>(READERS);
+        let ahead_rx = Arc::new(Mutex::new(ahead_rx));
+        for _ in 0..READERS {
+            let rx = ahead_rx.clone();
+            let windows = &windows;
+            s.spawn(move || reader(repo, windows, &rx));
+        }
+        let mut batch: Vec<SmallFile> = Vec::new();
+        let mut batch_bytes = 0u64;
         let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
         let mut active = std::collections::VecDeque::new();
         // (path, node, whether its directory was created by this restore: then nothing can be in
@@ -585,58 +741,73 @@ pub fn restore(
                     }
                     Counters::add(&counters.files_total, 1);
                     Counters::add(&counters.bytes_total, node.size);
+                    // Chunks are placed by the lengths of those before them; past a chunk whose
+                    // length is unknown (not in the index) nothing can be placed.
+                    let mut chunks = Vec::with_capacity(node.content.len());
+                    let mut off = 0u64;
+                    let mut unplaced = None;
+                    for id in &node.content {
+                        match index.get(id) {
+                            Some(loc) => {
+                                if let Some(req) = windows.want(&loc) {
+                                    ahead.send(req).map_err(|_| {
+                                        Error::Pipeline("restore readers stopped".into())
+                                    })?;
+                                }
+                                chunks.push((*id, off));
+                                off += located_len(&loc);
+                            }
+                            None => {
+                                unplaced = Some(Error::MissingBlob { blob: id.to_hex() });
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(e) = &unplaced {
+                        ctx.damaged(&path, e);
+                    }
+                    if opts.verify && !chunks.is_empty() {
+                        written.push((path.clone(), chunks.iter().map(|(id, _)| *id).collect()));
+                    }
+                    if node.size <= SMALL_FILE {
+                        batch_bytes += node.size;
+                        batch.push(SmallFile {
+                            path,
+                            node,
+                            fresh,
+                            chunks,
+                            damaged: unplaced.is_some(),
+                        });
+                        if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                            batch_bytes = 0;
+                            if tx.send(Job::Files(std::mem::take(&mut batch))).is_err() {
+                                return Err(Error::Pipeline("restore workers stopped".into()));
+                            }
+                        }
+                        continue;
+                    }
                     if !fresh {
                         let _ = std::fs::remove_file(&path);
                     }
                     let file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
                     // Sized up front only when writes may skip bytes (sparse holes, or no
                     // content); otherwise the chunk writes give the file its size.
-                    if node.size > 0 && (ctx.sparse || node.content.is_empty()) {
+                    if ctx.sparse || node.content.is_empty() {
                         file.set_len(node.size).map_err(|e| Error::io("truncate", &path, e))?;
                     }
-                    if node.content.is_empty() {
-                        set_metadata(&ctx, &path, &node, Some(&file))?;
-                        Counters::add(&counters.files_done, 1);
-                        continue;
-                    }
-                    // Chunks are placed by the lengths of those before them; past a chunk whose
-                    // length is unknown (not in the index) nothing can be placed.
-                    let mut offsets = Vec::with_capacity(node.content.len());
-                    let mut off = 0u64;
-                    let mut unplaced = None;
-                    for id in &node.content {
-                        offsets.push(off);
-                        match blob_len(repo, &index, id) {
-                            Ok(len) => off += len,
-                            Err(e) if is_damage(&e) => {
-                                offsets.pop();
-                                unplaced = Some(e);
-                                break;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    let content: Vec<Id> = node.content[..offsets.len()].to_vec();
                     let state = Arc::new(FileState {
                         file,
                         path,
                         node,
-                        remaining: AtomicUsize::new(content.len()),
+                        remaining: AtomicUsize::new(chunks.len()),
                         writing: Mutex::new(()),
                         damaged: AtomicBool::new(unplaced.is_some()),
                     });
-                    if let Some(e) = unplaced {
-                        ctx.damaged(&state.path, &e);
-                        if content.is_empty() {
-                            finish_file(&ctx, &state)?;
-                            continue;
-                        }
+                    if chunks.is_empty() {
+                        finish_file(&ctx, &state)?;
+                        continue;
                     }
-                    if opts.verify {
-                        written.push((state.path.clone(), content.clone()));
-                    }
-                    let jobs: Vec<(Id, u64)> = content.into_iter().zip(offsets).collect();
-                    active.push_back((state, jobs.into_iter()));
+                    active.push_back((state, chunks.into_iter()));
                     while active.len() >= FILES_AT_ONCE {
                         send_round(&tx, &mut active)?;
                     }
@@ -651,6 +822,9 @@ pub fn restore(
                     tracing::warn!(path = %path.display(), kind = ?other, "sockets are not restored");
                 }
             }
+        }
+        if !batch.is_empty() && tx.send(Job::Files(batch)).is_err() {
+            return Err(Error::Pipeline("restore workers stopped".into()));
         }
         while !active.is_empty() && !ctx.stopped() {
             send_round(&tx, &mut active)?;
@@ -728,7 +902,7 @@ fn verify(
             let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
             let mut offset = 0u64;
             for id in content {
-                let len = blob_len(repo, index, id)?;
+                let len = blob_len(index, id)?;
                 buf.clear();
                 let got = (&mut f)
                     .take(len)
