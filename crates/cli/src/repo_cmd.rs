@@ -201,6 +201,16 @@ impl RepoArgs {
         self.open_with_cache(false)
     }
 
+    /// The existing repository without its index loaded, uncached: for `check` and `repair
+    /// index`, which read the index files themselves (a damaged one is what they report or
+    /// fix, and a second copy of a large index would double their memory).
+    fn open_unindexed(&self) -> anyhow::Result<Repository> {
+        let backend = self.location()?.open_existing()?;
+        let repo = Repository::open_unindexed(backend, password(self)?.as_bytes())?;
+        repo.set_lock_wait(self.retry_lock.into());
+        Ok(repo)
+    }
+
     fn open_with_cache(&self, cached: bool) -> anyhow::Result<Repository> {
         let location = self.location()?;
         let b = location.open_existing()?;

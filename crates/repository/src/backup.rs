@@ -305,7 +305,7 @@ pub fn backup_paths(
         parent: parent.map(|p| p.id),
         virtual_file: None,
     };
-    save_snapshot(repo, opts, &shared, start, counters.get(), content, &lock)
+    save_snapshot(repo, opts, shared, start, counters.get(), content, &lock)
 }
 
 /// Takes the shared lock every backup holds (so no prune deletes what it deduplicates against)
@@ -397,7 +397,7 @@ pub fn backup_reader(
         None => vec![format!("/{filename}")],
     };
     let content = Content { tree: root, paths, hostname: host, parent: None, virtual_file };
-    save_snapshot(repo, opts, &shared, start, counters.get(), content, &lock)
+    save_snapshot(repo, opts, shared, start, counters.get(), content, &lock)
 }
 
 /// What a finished backup stored, for its snapshot.
@@ -414,7 +414,7 @@ struct Content {
 fn save_snapshot(
     repo: &Repository,
     opts: &BackupOptions,
-    shared: &Shared,
+    shared: Arc<Shared>,
     start: jiff::Timestamp,
     progress: Progress,
     content: Content,
@@ -430,7 +430,7 @@ fn save_snapshot(
         parent: content.parent,
         original: None,
         program_version: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
-        summary: summary(shared, start, &progress),
+        summary: summary(&shared, start, &progress),
         virtual_file: content.virtual_file,
     };
     let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));
@@ -441,6 +441,9 @@ fn save_snapshot(
     // stays unreferenced (a later prune collects it) rather than becoming a broken snapshot.
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
+    // The backup's own dedup state (the index it started from, the blobs it queued) goes
+    // before the index is read again, so the two are never in memory at once.
+    drop(shared);
     repo.reload_index()?;
     Ok(BackupResult { id, snapshot, progress, warnings })
 }

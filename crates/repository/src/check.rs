@@ -172,38 +172,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let _lock = repo.lock(LockKind::Shared, "check")?;
     let mut report = CheckReport::default();
     // Index files, one by one, so one bad file is reported rather than aborting.
-    let mut index = crate::index::Index::default();
-    // An index file that vanishes between list and read was consolidated by a concurrent prune,
-    // which writes the replacement first: list again rather than report a false error.
-    let mut attempt = 0;
-    let files = loop {
-        let (mut files, mut errors, mut vanished) = (Vec::new(), Vec::new(), false);
-        for info in repo.backend.list(FileType::Index)? {
-            match info
-                .name
-                .parse::<Id>()
-                .map_err(|e| Error::corrupt(format!("index/{}", info.name), e.to_string()))
-                .and_then(|id| repo.load_index_file(&id).map(|f| (id, f)))
-            {
-                Ok(f) => files.push(f),
-                Err(Error::Backend(e)) if e.is_not_found() && attempt < 10 => vanished = true,
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        if vanished {
-            attempt += 1;
-            continue;
-        }
-        report.errors.extend(errors);
-        break files;
-    };
-    let superseded: HashSet<Id> =
-        files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-    for (id, f) in &files {
-        if !superseded.contains(id) {
-            index.add_file(f);
-        }
-    }
+    let loaded = repo.read_index(true)?;
+    report.errors.extend(loaded.errors);
+    let mut index = loaded.builder;
     // Packs marked by prune stay readable until swept; snapshots may still use them.
     match crate::prune::load_plans(repo) {
         Ok(plans) => {
@@ -215,6 +186,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
         Err(e) => report.errors.push(e.to_string()),
     }
+    let index = index.build();
     let packs: HashMap<String, u64> =
         repo.backend.list(FileType::Pack)?.into_iter().map(|o| (o.name, o.size)).collect();
     report.packs = packs.len();
@@ -266,7 +238,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             if !seen_trees.insert(tree_id) {
                 continue;
             }
-            let tree = match repo.load_tree(&tree_id) {
+            let tree = match repo.load_tree_in(&index, &tree_id) {
                 Ok(t) => t,
                 Err(e) => {
                     if matches!(e, Error::MissingBlob { .. }) {

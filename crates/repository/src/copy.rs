@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexFile};
+use crate::index::Index;
 use crate::lock::LockKind;
 use crate::pack::BlobType;
 use crate::pack_sink::PackSink;
@@ -94,7 +94,7 @@ pub fn copy(src: &Repository, dst: &Repository, snapshots: &[SnapshotEntry]) -> 
     // The new blobs are indexed before any snapshot names them.
     let packs = sink.finish()?;
     if !packs.is_empty() {
-        dst.save_index_file(&IndexFile { supersedes: Vec::new(), packs })?;
+        dst.save_index_packs(packs, Vec::new())?;
         dst.reload_index()?;
     }
     // Source snapshot id → its copy, to carry parents over.

@@ -39,4 +39,4 @@ pub mod tree;
 
 pub use error::{Error, Result};
 pub use id::Id;
-pub use repository::{InitOptions, Repository};
+pub use repository::{INDEX_FILE_BLOBS, InitOptions, Repository};

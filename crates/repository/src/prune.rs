@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::FileType;
 use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexFile, IndexPack};
+use crate::index::{Index, IndexPack};
 use crate::lock::LockKind;
 use crate::pack_sink::PackSink;
 use crate::tree::NodeType;
@@ -240,7 +240,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     // The plan is stored before the index forgets the packs, so a crash in between leaves them
     // either indexed or planned, never unreachable-but-young.
-    repo.save_index_file(&IndexFile { supersedes: old_files.clone(), packs: live })?;
+    repo.save_index_packs(live, old_files.clone())?;
     for f in &old_files {
         repo.backend.delete(FileType::Index, &f.to_hex())?;
     }
@@ -297,10 +297,7 @@ fn sweep(
         }
         if !opts.dry_run {
             if !resurrect.is_empty() {
-                repo.save_index_file(&IndexFile {
-                    supersedes: Vec::new(),
-                    packs: std::mem::take(&mut resurrect),
-                })?;
+                repo.save_index_packs(std::mem::take(&mut resurrect), Vec::new())?;
             }
             repo.backend.delete(FileType::PrunePlan, &info.name)?;
         }

@@ -61,8 +61,9 @@ pub struct RepairIndexReport {
     pub unreadable_index_files: Vec<String>,
     /// Index files replaced (deleted after the new one was stored).
     pub index_files_replaced: usize,
-    /// The new index file, unless nothing needed writing or it was a dry run.
-    pub new_index_file: Option<String>,
+    /// The new index files (one per [`crate::INDEX_FILE_BLOBS`] blobs), none when nothing
+    /// needed writing or it was a dry run.
+    pub new_index_files: Vec<String>,
     /// Packs left to prune plans (marked, not yet swept): they stay out of the live index.
     pub planned_packs: usize,
 }
@@ -191,7 +192,7 @@ pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<Repa
         && report.missing_packs_dropped == 0
         && report.unreadable_index_files.is_empty()
         && packs.len() == known.keys().filter(|id| !planned.contains(id)).count()
-        && listed_files.len() <= 1;
+        && listed_files.len() <= crate::repository::index_groups(&packs).len().max(1);
     if opts.dry_run {
         return Ok(report);
     }
@@ -201,8 +202,8 @@ pub fn repair_index(repo: &Repository, opts: &RepairIndexOptions) -> Result<Repa
     }
     packs.sort_by_key(|p| p.id);
     let readable: Vec<Id> = listed_files.iter().filter_map(|n| n.parse().ok()).collect();
-    let new = repo.save_index_file(&IndexFile { supersedes: readable, packs })?;
-    report.new_index_file = Some(new.to_hex());
+    let new = repo.save_index_packs(packs, readable)?;
+    report.new_index_files = new.iter().map(Id::to_hex).collect();
     for name in &listed_files {
         repo.backend.delete(FileType::Index, name)?;
         report.index_files_replaced += 1;

@@ -10,7 +10,7 @@ use crate::backend::{Backend, FileType};
 use crate::config::{ChunkerParams, CompressionParams, Config, DEFAULT_PACK_SIZE};
 use crate::crypto::{KdfParams, KeyFile, MasterKey, ObjectKind};
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexFile};
+use crate::index::{Index, IndexBuilder, IndexFile, IndexPack};
 use crate::pack::BlobType;
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotListing, UnreadableSnapshot};
 use crate::tree::{Node, NodeType, Tree};
@@ -56,6 +56,40 @@ impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repository").field("location", &self.backend.location()).finish()
     }
+}
+
+/// Blobs per index file when an index is rewritten whole (prune, repair): reading a file holds
+/// it whole in memory (its text and its parsed form, a few hundred bytes a blob), so a large
+/// index is spread over files of this size. A backup's index files are smaller anyway.
+pub const INDEX_FILE_BLOBS: usize = 50_000;
+
+/// Where packs split into groups of at most [`INDEX_FILE_BLOBS`] blobs (a pack with more stays
+/// whole): the ranges of `packs` each index file takes.
+pub(crate) fn index_groups(packs: &[IndexPack]) -> Vec<std::ops::Range<usize>> {
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut blobs = 0;
+    for (i, p) in packs.iter().enumerate() {
+        match groups.last_mut() {
+            Some(g) if blobs + p.blobs.len() <= INDEX_FILE_BLOBS => g.end = i + 1,
+            _ => {
+                groups.push(i..i + 1);
+                blobs = 0;
+            }
+        }
+        blobs += p.blobs.len();
+    }
+    groups
+}
+
+/// The index files in force, read into a builder (see [`Repository::read_index`]).
+#[derive(Default)]
+pub(crate) struct LoadedIndex {
+    /// Their packs.
+    pub(crate) builder: IndexBuilder,
+    /// Their names.
+    pub(crate) names: Vec<Id>,
+    /// Files that could not be read (only when read tolerantly).
+    pub(crate) errors: Vec<String>,
 }
 
 /// The object names the loaded index was read from.
@@ -314,57 +348,88 @@ impl Repository {
     }
 
     fn load_index_listed(&self, listing: IndexListing) -> Result<()> {
-        // A concurrent prune deletes the index files it consolidated, but only after writing the
-        // file that supersedes them: one vanishing between list and read means a fresh listing
-        // holds its replacement.
-        let mut attempt = 0;
-        let files = loop {
-            match self.read_index_files() {
-                Err(Error::Backend(e)) if e.is_not_found() && attempt < 10 => attempt += 1,
-                other => break other?,
-            }
-        };
-        let superseded: HashSet<Id> =
-            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-        let mut index = Index::default();
-        let mut names = Vec::new();
-        for (id, f) in &files {
-            if !superseded.contains(id) {
-                index.add_file(f);
-                names.push(*id);
-            }
-        }
+        let loaded = self.read_index(false)?;
+        let mut index = loaded.builder;
         for plan in crate::prune::load_plans(self)? {
             for p in &plan.packs {
                 index.add_planned_pack(p);
             }
         }
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
-        *self.index_files.write().unwrap_or_else(|e| e.into_inner()) = names;
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index.build());
+        *self.index_files.write().unwrap_or_else(|e| e.into_inner()) = loaded.names;
         *self.index_listing.write().unwrap_or_else(|e| e.into_inner()) = Some(listing);
         Ok(())
     }
 
-    fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let mut files = Vec::new();
-        for info in self.backend.list(FileType::Index)? {
-            let id: Id = info
-                .name
-                .parse()
-                .map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))?;
-            let file = self.load_index_file(&id).map_err(|e| match e {
-                Error::CorruptObject { object, reason } => Error::CorruptObject {
-                    object,
-                    reason: format!(
-                        "{reason}; run `holdfast repo repair index` to rebuild the index from \
-                         the packs"
-                    ),
-                },
-                e => e,
-            })?;
-            files.push((id, file));
+    /// Reads the index files in force into a builder, one file at a time: a file's packs are
+    /// added and the file dropped before the next is read, so memory holds the index and one
+    /// file, never every file at once.
+    ///
+    /// A file superseded by another is left out. Which files are superseded is known only once
+    /// the superseding one is read; in the rare case one was added before that (a prune was
+    /// consolidating, or stopped between writing the new file and deleting the old ones), the
+    /// files are read again without it.
+    ///
+    /// `tolerant`: a file that cannot be read is reported in `errors` instead of failing.
+    ///
+    /// # Errors
+    /// Backend errors; with `tolerant` false, corrupt index files.
+    pub(crate) fn read_index(&self, tolerant: bool) -> Result<LoadedIndex> {
+        let mut skip: HashSet<Id> = HashSet::new();
+        // A concurrent prune deletes the index files it consolidated, but only after writing the
+        // files that supersede them: one vanishing between list and read means a fresh listing
+        // holds its replacement.
+        let mut attempt = 0;
+        loop {
+            let mut out = LoadedIndex::default();
+            let mut superseded: HashSet<Id> = HashSet::new();
+            let mut vanished = false;
+            for info in self.backend.list(FileType::Index)? {
+                let file = info
+                    .name
+                    .parse::<Id>()
+                    .map_err(|e| Error::corrupt(format!("index/{}", info.name), format!("{e}")))
+                    .and_then(|id| {
+                        if skip.contains(&id) {
+                            return Ok(None);
+                        }
+                        self.load_index_file(&id).map(|f| Some((id, f)))
+                    });
+                match file {
+                    Ok(Some((id, file))) => {
+                        superseded.extend(file.supersedes.iter().copied());
+                        out.builder.add_file(&file);
+                        out.names.push(id);
+                    }
+                    Ok(None) => {}
+                    Err(Error::Backend(e)) if e.is_not_found() && attempt < 10 => {
+                        vanished = true;
+                        break;
+                    }
+                    Err(e) if tolerant => out.errors.push(e.to_string()),
+                    Err(Error::CorruptObject { object, reason }) => {
+                        return Err(Error::CorruptObject {
+                            object,
+                            reason: format!(
+                                "{reason}; run `holdfast repo repair index` to rebuild the index \
+                                 from the packs"
+                            ),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if vanished {
+                attempt += 1;
+                continue;
+            }
+            if attempt < 10 && out.names.iter().any(|n| superseded.contains(n)) {
+                skip.extend(superseded);
+                attempt += 1;
+                continue;
+            }
+            return Ok(out);
         }
-        Ok(files)
     }
 
     /// Index files in force (not superseded).
@@ -424,6 +489,32 @@ impl Repository {
         self.save_object(ObjectKind::Index, FileType::Index, &json)
     }
 
+    /// Stores packs as index files of at most [`INDEX_FILE_BLOBS`] blobs each (format §8), the
+    /// last naming `supersedes`; returns their names in the order written. Until that last file
+    /// is stored the files it replaces stay in force (the new ones only repeat packs they list),
+    /// so stopping midway loses nothing. Writes nothing when there is nothing to say.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn save_index_packs(&self, packs: Vec<IndexPack>, supersedes: Vec<Id>) -> Result<Vec<Id>> {
+        let mut packs = packs;
+        let mut groups: Vec<Vec<IndexPack>> = Vec::new();
+        for range in index_groups(&packs).into_iter().rev() {
+            groups.push(packs.split_off(range.start));
+        }
+        groups.reverse();
+        if groups.is_empty() && !supersedes.is_empty() {
+            groups.push(Vec::new());
+        }
+        let last = groups.len().saturating_sub(1);
+        let mut names = Vec::with_capacity(groups.len());
+        for (i, packs) in groups.into_iter().enumerate() {
+            let supersedes = if i == last { supersedes.clone() } else { Vec::new() };
+            names.push(self.save_index_file(&IndexFile { supersedes, packs })?);
+        }
+        Ok(names)
+    }
+
     /// Reads one blob, verifying it.
     ///
     /// # Errors
@@ -449,7 +540,13 @@ impl Repository {
     /// # Errors
     /// As `load_blob`, or a tree that does not parse.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        let loc = self.index().get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
+        self.load_tree_in(&self.index(), id)
+    }
+
+    /// Reads a tree blob found through `index` rather than the loaded index (`check` builds its
+    /// own, reporting the index files it cannot read instead of failing on them).
+    pub(crate) fn load_tree_in(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
         // Tree packs hold only trees, read many at a time: a cache keeps them whole.
         self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
         let data = self.load_blob_at(&loc)?;
@@ -695,4 +792,59 @@ fn write_key(
     let name = Id::of_object(&json).to_hex();
     backend.create(FileType::Key, &name, Bytes::from(json))?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::pack::PackBlob;
+
+    fn pack(n: u32, blobs: u32) -> IndexPack {
+        IndexPack {
+            id: Id(*blake3::hash(&n.to_le_bytes()).as_bytes()),
+            salt: [0; 16],
+            size: 1 << 30,
+            blobs: (0..blobs)
+                .map(|i| PackBlob {
+                    id: Id(*blake3::hash(format!("{n}/{i}").as_bytes()).as_bytes()),
+                    blob_type: BlobType::Data,
+                    offset: u64::from(i) * 10,
+                    length: 10,
+                    uncompressed_length: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_large_index_is_written_in_bounded_files_and_only_the_last_supersedes() {
+        let opts = InitOptions { kdf: KdfParams::insecure_fast(), ..Default::default() };
+        let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap();
+        let old = repo.save_index_packs(vec![pack(0, 10)], Vec::new()).unwrap();
+        // 130,000 blobs in packs of 20,000 (and one of 10,000): three files of at most 50,000.
+        let packs: Vec<IndexPack> =
+            (1..=7).map(|n| pack(n, if n == 7 { 10_000 } else { 20_000 })).collect();
+        let names = repo.save_index_packs(packs, old.clone()).unwrap();
+        assert_eq!(names.len(), 3);
+        for (i, name) in names.iter().enumerate() {
+            let f = repo.load_index_file(name).unwrap();
+            let blobs: usize = f.packs.iter().map(|p| p.blobs.len()).sum();
+            assert!(blobs <= INDEX_FILE_BLOBS, "{blobs}");
+            assert_eq!(f.supersedes, if i == 2 { old.clone() } else { Vec::new() });
+        }
+        // The superseded file is still there (as after a prune stopped before deleting it) and
+        // may be read before the file that supersedes it: it is left out either way.
+        let loaded = repo.read_index(false).unwrap();
+        let mut got = loaded.names.clone();
+        got.sort();
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(got, want);
+        let index = loaded.builder.build();
+        assert_eq!(index.len(), 130_000);
+        assert!(!index.has_pack(&pack(0, 0).id));
+        // Nothing to say: nothing written.
+        assert!(repo.save_index_packs(Vec::new(), Vec::new()).unwrap().is_empty());
+    }
 }

@@ -18,7 +18,7 @@ pub(super) struct CheckCmd {
 
 impl CheckCmd {
     pub(super) fn run(&self, args: &RepoArgs) -> anyhow::Result<()> {
-        let repo = args.open_uncached()?;
+        let repo = args.open_unindexed()?;
         let (progress, bar) = args.progress_bar("check");
         let r = check::check(
             &repo,

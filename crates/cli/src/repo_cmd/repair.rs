@@ -2,12 +2,11 @@
 //! damaged packs, rewrite snapshots without what cannot be read.
 
 use clap::{Args, Subcommand};
-use holdfast_repository::Repository;
 use holdfast_repository::repair::packs::{RepairPacksOptions, repair_packs};
 use holdfast_repository::repair::snapshots::{RepairSnapshotsOptions, repair_snapshots};
 use holdfast_repository::repair::{self, RepairIndexOptions};
 
-use super::{RepoArgs, password, print_json};
+use super::{RepoArgs, print_json};
 
 #[derive(Args, Debug)]
 pub(super) struct RepairCmd {
@@ -72,8 +71,7 @@ impl RepairCmd {
 impl IndexCmd {
     fn run(&self, args: &RepoArgs) -> anyhow::Result<()> {
         // Without the index: a damaged index file is what this command is for.
-        let backend = args.location()?.open_existing()?;
-        let repo = Repository::open_unindexed(backend, password(args)?.as_bytes())?;
+        let repo = args.open_unindexed()?;
         let r = repair::repair_index(
             &repo,
             &RepairIndexOptions {
@@ -117,12 +115,16 @@ fn print_text(r: &repair::RepairIndexReport, dry_run: bool) {
         r.missing_packs_dropped,
         r.planned_packs
     );
-    match &r.new_index_file {
-        Some(f) => println!("wrote index {f}, replacing {} index files", r.index_files_replaced),
-        None if !dry_run && r.unreadable_packs.is_empty() => {
+    match r.new_index_files.as_slice() {
+        [] if !dry_run && r.unreadable_packs.is_empty() => {
             println!("the index was complete; nothing written");
         }
-        None => {}
+        [] => {}
+        files => println!(
+            "wrote index {}, replacing {} index files",
+            files.join(", "),
+            r.index_files_replaced
+        ),
     }
 }
 

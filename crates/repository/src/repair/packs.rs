@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexPack;
 use crate::lock::LockKind;
 use crate::pack::PackBlob;
 use crate::pack_sink::PackSink;
@@ -143,11 +143,11 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     if opts.dry_run || damaged.is_empty() {
         return Ok(report);
     }
-    // The new packs are stored; one index file replaces the others, without the damaged packs.
+    // The new packs are stored; new index files replace the others, without the damaged packs.
     let old_files = repo.index_files();
     let mut packs = index.to_packs(&damaged);
     packs.extend(new_packs);
-    repo.save_index_file(&IndexFile { supersedes: old_files.clone(), packs })?;
+    repo.save_index_packs(packs, old_files.clone())?;
     for f in &old_files {
         repo.backend.delete(FileType::Index, &f.to_hex())?;
     }

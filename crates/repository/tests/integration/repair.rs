@@ -110,15 +110,15 @@ fn a_lost_index_file_stops_prune_and_repair_index_brings_every_snapshot_back() {
     let dry = RepairIndexOptions { dry_run: true, ..Default::default() };
     let r = repair::repair_index(&repo, &dry).unwrap();
     assert!(r.packs_added > 0, "{r:?}");
-    assert_eq!(r.new_index_file, None);
+    assert!(r.new_index_files.is_empty(), "{r:?}");
     assert_eq!(names(&repo, FileType::Index), index_files);
 
     let r = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
     assert!(r.packs_added > 0, "{r:?}");
     assert_eq!(r.packs_indexed, packs_before.len(), "{r:?}");
     assert!(r.unreadable_packs.is_empty() && r.unreadable_index_files.is_empty(), "{r:?}");
-    let new_file = r.new_index_file.clone().expect("a new index file");
-    assert_eq!(names(&repo, FileType::Index), HashSet::from([new_file]));
+    assert_eq!(r.new_index_files.len(), 1, "{r:?}");
+    assert_eq!(names(&repo, FileType::Index), r.new_index_files.iter().cloned().collect());
 
     let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() });
     let report = report.unwrap();
@@ -134,7 +134,7 @@ fn a_lost_index_file_stops_prune_and_repair_index_brings_every_snapshot_back() {
 
     // Repairing a whole index changes nothing.
     let again = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
-    assert_eq!((again.packs_added, again.new_index_file.as_deref()), (0, None), "{again:?}");
+    assert_eq!((again.packs_added, again.new_index_files.len()), (0, 0), "{again:?}");
 }
 
 /// A truncated index file stops every command that reads the index, with an error that names it
@@ -234,7 +234,7 @@ fn an_index_entry_that_disagrees_with_its_pack_is_corrected() {
     let report = repair::repair_index(&repo, &RepairIndexOptions::default()).unwrap();
     assert_eq!(report.entries_corrected, 1, "{report:?}");
     assert_eq!(report.headers_read, 1, "{report:?}");
-    assert!(report.new_index_file.is_some(), "{report:?}");
+    assert!(!report.new_index_files.is_empty(), "{report:?}");
     let report = check::check(&repo, &CheckOptions { read_data: true, ..Default::default() });
     assert!(report.unwrap().errors.is_empty());
     restores_exactly(&repo, &r, tmp.path(), "a");
