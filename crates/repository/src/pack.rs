@@ -18,6 +18,11 @@ const HEADER_AAD: &[u8] = b"holdfast v1 pack header";
 pub const PREFIX_LEN: u64 = 24;
 const ENTRY_LEN: usize = 45;
 
+/// Blobs in one pack at most. A pack is listed whole in one index file, and a reader holds an
+/// index file whole, so packs of tiny blobs (a 32 MiB pack holds 300,000 files of a few bytes)
+/// are closed early to keep index files small (format §8).
+pub const MAX_PACK_BLOBS: usize = 16_384;
+
 /// The two kinds of blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,6 +191,11 @@ impl PackWriter {
     /// Whether no blob was added.
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
+    }
+
+    /// Whether the pack is to be closed: it reached `pack_size`, or [`MAX_PACK_BLOBS`] blobs.
+    pub fn is_full(&self, pack_size: usize) -> bool {
+        self.size >= pack_size || self.blobs.len() >= MAX_PACK_BLOBS
     }
 
     /// Appends the sealed header and names the pack; a staged pack is made durable.

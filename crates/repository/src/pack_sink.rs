@@ -47,7 +47,9 @@ impl<'a> PackSink<'a> {
         let pack_size = self.repo.config().pack_size as usize;
         let slot = &mut self.writers[usize::from(blob_type == BlobType::Tree)];
         if slot.as_ref().is_some_and(|w| {
-            !w.is_empty() && w.size() + payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
+            !w.is_empty()
+                && (w.size() + payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
+                    || w.is_full(pack_size))
         }) && let Some(w) = slot.take()
         {
             self.stored.push(w.finish()?.store(self.repo.backend.as_ref())?);

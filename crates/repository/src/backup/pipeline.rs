@@ -148,17 +148,22 @@ const INDEX_EVERY: Duration = Duration::from_secs(15);
 
 impl Indexer {
     fn add(&self, pack: IndexPack) -> Result<()> {
-        let flush = {
+        let (before, flush) = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // An index file stays within INDEX_FILE_BLOBS (a reader holds one whole): what is
+            // pending goes first when this pack would take it past that.
+            let pending: usize = p.0.iter().map(|q| q.blobs.len()).sum();
+            let before = (pending > 0 && pending + pack.blobs.len() > crate::INDEX_FILE_BLOBS)
+                .then(|| std::mem::take(&mut p.0));
             p.0.push(pack);
-            if p.0.len() >= INDEX_EVERY_PACKS || p.1.elapsed() >= INDEX_EVERY {
-                p.1 = Instant::now();
-                Some(std::mem::take(&mut p.0))
-            } else {
-                None
-            }
+            let flush =
+                (p.0.len() >= INDEX_EVERY_PACKS || p.1.elapsed() >= INDEX_EVERY).then(|| {
+                    p.1 = Instant::now();
+                    std::mem::take(&mut p.0)
+                });
+            (before, flush)
         };
-        if let Some(packs) = flush {
+        for packs in [before, flush].into_iter().flatten() {
             self.repo.save_index(packs)?;
         }
         Ok(())
@@ -331,7 +336,7 @@ fn packer(
             };
             let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen)?;
             Counters::add(&shared.data_added_packed, u64::from(stored));
-            if w.size() >= pack_size
+            if w.is_full(pack_size)
                 && let Some(w) = slot.take()
             {
                 tx.send(w.finish()?).map_err(|_| closed())?;

@@ -79,18 +79,37 @@ fn many_small_files_round_trip() {
     for d in 0..100 {
         let dir = src.join(format!("d{d:03}"));
         fs::create_dir_all(&dir).unwrap();
-        for f in 0..200 {
+        for f in 0..520 {
             fs::write(dir.join(format!("f{f:03}")), format!("file {d}/{f}\n").repeat(1 + f % 7))
                 .unwrap();
         }
     }
     let repo = init_local(&tmp.path().join("repo"));
     let r = backup::backup_paths(&repo, std::slice::from_ref(&src), &BackupOptions::new()).unwrap();
-    assert_eq!(r.snapshot.summary.files_new, 20_000);
-    assert_eq!(r.progress.files_read, 20_000);
+    assert_eq!(r.snapshot.summary.files_new, 52_000);
+    assert_eq!(r.progress.files_read, 52_000);
+    // Tiny blobs fill packs and index files by count long before by size: both stay bounded
+    // (a reader holds an index file whole).
+    let mut data_packs = 0;
+    for name in repo.index_files() {
+        let file = repo.load_index_file(&name).unwrap();
+        let blobs: usize = file.packs.iter().map(|p| p.blobs.len()).sum();
+        assert!(blobs <= holdfast_repository::INDEX_FILE_BLOBS, "index file of {blobs} blobs");
+        for p in &file.packs {
+            assert!(
+                p.blobs.len() <= holdfast_repository::pack::MAX_PACK_BLOBS,
+                "{}",
+                p.blobs.len()
+            );
+            data_packs +=
+                usize::from(p.blobs[0].blob_type == holdfast_repository::pack::BlobType::Data);
+        }
+    }
+    assert!(data_packs >= 4, "{data_packs} data packs");
+    assert!(repo.index_files().len() >= 2);
     let target = tmp.path().join("restore");
     let p = restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
-    assert_eq!(p.files_done, 20_000);
+    assert_eq!(p.files_done, 52_000);
     assert_same_tree(&src, &target.join("small"));
 }
 
