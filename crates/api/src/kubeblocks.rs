@@ -226,9 +226,14 @@ pub(crate) mod testing {
     /// Parses `examples/reference/<file>` (relative to the workspace root) into JSON objects, one per
     /// YAML document.
     pub fn example(file: &str) -> Vec<Value> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/reference")
-            .join(file);
+        // The directory at run time (cargo sets it for tests): a binary cargo reuses from a clone at
+        // another path, through a shared target directory, would carry that clone's path.
+        let path = std::path::PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+        )
+        .join("../../examples/reference")
+        .join(file);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let docs: Vec<Value> = serde_saphyr::from_multiple(&text)

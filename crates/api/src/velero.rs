@@ -154,7 +154,13 @@ mod tests {
     const PREFIXES: [&str; 3] = ["velero-", "snapshot-", "alauda-"];
 
     fn examples_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/reference")
+        // The directory at run time (cargo sets it for tests): a binary cargo reuses from a clone at
+        // another path, through a shared target directory, would carry that clone's path.
+        PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+        )
+        .join("../../examples/reference")
     }
 
     fn def_for(obj: &Value) -> ResourceDef {

@@ -71,7 +71,13 @@ impl Cluster {
 }
 
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    // The directory at run time (cargo sets it for tests): a binary cargo reuses from a clone at
+    // another path, through a shared target directory, would carry that clone's path.
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../../examples")
 }
 
 fn snapshot_yaml(name: &str, extra_spec: &str) -> String {

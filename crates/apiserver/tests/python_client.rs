@@ -25,7 +25,13 @@ async fn python_kubernetes_client_round_trip() -> Result<()> {
     std::fs::write(&log, "starting\nrestored 3 files\n")?;
     let path = server.kubeconfig_path();
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kubernetes_client.py");
+    // The directory at run time (cargo sets it for tests): a binary cargo reuses from a clone at
+    // another path, through a shared target directory, would carry that clone's path.
+    let script = format!(
+        "{}/tests/python/kubernetes_client.py",
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+    );
     let run = tokio::process::Command::new("python3")
         .arg(script)
         .arg(path)

@@ -35,7 +35,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    // The directory at run time (cargo sets it for tests): a binary cargo reuses from a clone at
+    // another path, through a shared target directory, would carry that clone's path.
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../../examples")
 }
 
 /// kubectl against one server, with its own cache directory.

@@ -380,7 +380,13 @@ fn byte_format_must_be_base64() {
 /// pruned, nothing rejected, and processing it again changes nothing.
 #[test]
 fn every_shipped_example_passes_its_registry_schema() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    // The directory at run time (cargo sets it for tests): a binary cargo reuses from a clone at
+    // another path, through a shared target directory, would carry that clone's path.
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../../examples");
     let defs = holdfast_api::registry();
     let mut checked = 0;
     // The demo, the walk-through and the reference manifests below it.
