@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Runs the backup tools over the data sets of gen.py and reports the numbers (see bench/run.sh).
 
-    bench.py WORKDIR --tools holdfast,restic,borg,rustic [--holdfast BIN] [--rustic BIN]
+    bench.py WORKDIR --tools holdfast,restic,borg,rustic [--holdfast BIN] [--rustic BIN] [--runs N]
 
-For each tool, one repository: backup of big/, backup of changed/ (deduplicating against big/),
-backup of small/, then a restore of each snapshot. Every step runs under `/usr/bin/time -v`
+For each tool and each of N runs (default 5), a fresh repository: backup of big/, backup of
+changed/ (deduplicating against big/), backup of small/ and of mixed/, then a restore of each
+snapshot. The tables give each figure's range over the runs (min-max) and the ratios both at the
+medians and at the worst case for holdfast. Every step runs under `/usr/bin/time -v`
 (wall, user+sys CPU, peak RSS); the repository is measured with `du -sb` after each backup.
 Each restore is checked against its source by content: a digest over every entry's path, type,
 permission bits and content (or link target). Writes WORKDIR/results/results.json and results.md,
@@ -26,10 +28,13 @@ OPS = [
     ("backup", "big"),
     ("backup", "changed"),
     ("backup", "small"),
+    ("backup", "mixed"),
     ("restore", "big"),
     ("restore", "changed"),
     ("restore", "small"),
+    ("restore", "mixed"),
 ]
+DATASETS = ("big", "changed", "small", "mixed")
 
 
 DROP_CACHES = "/proc/sys/vm/drop_caches"
@@ -303,6 +308,15 @@ class Borg(Tool):
         return target
 
 
+def password_file(work):
+    """WORK/password, made on first use: every tool's repository password."""
+    path = os.path.join(work, "password")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("holdfast-bench-password\n")
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("workdir")
@@ -310,16 +324,14 @@ def main():
     ap.add_argument("--holdfast", default="holdfast")
     ap.add_argument("--rustic", default="rustic")
     ap.add_argument("--command", default="", help="the command line, recorded in the results")
+    ap.add_argument("--runs", type=int, default=5, help="runs of every step per tool")
     a = ap.parse_args()
     work = os.path.abspath(a.workdir)
     data = os.path.join(work, "data")
-    pwfile = os.path.join(work, "password")
-    if not os.path.exists(pwfile):
-        with open(pwfile, "w") as f:
-            f.write("holdfast-bench-password\n")
+    pwfile = password_file(work)
     results_dir = os.path.join(work, "results")
     os.makedirs(results_dir, exist_ok=True)
-    sources = {s: Tree(os.path.join(data, s)) for s in ("big", "changed", "small")}
+    sources = {s: Tree(os.path.join(data, s)) for s in DATASETS}
     tools = []
     for t in a.tools.split(","):
         if t == "holdfast":
@@ -340,19 +352,26 @@ def main():
         "datasets": {k: {"files": v.files, "bytes": v.bytes, "digest": v.digest()}
                      for k, v in sources.items()},
         "versions": {},
+        "runs_per_tool": a.runs,
         "runs": {},
     }
     for tool in tools:
         log = os.path.join(results_dir, tool.name + ".log")
         if os.path.exists(log):
             os.remove(log)
-        shutil.rmtree(tool.repo, ignore_errors=True)
-        shutil.rmtree(os.path.join(work, "cache", tool.name), ignore_errors=True)
-        os.makedirs(os.path.dirname(tool.repo), exist_ok=True)
         runs = {}
         try:
-            tool.init()
-            run_ops(tool, work, data, sources, log, runs)
+            for n in range(a.runs):
+                print("[%s] run %d of %d" % (tool.name, n + 1, a.runs), file=sys.stderr, flush=True)
+                shutil.rmtree(tool.repo, ignore_errors=True)
+                shutil.rmtree(os.path.join(work, "cache", tool.name), ignore_errors=True)
+                os.makedirs(os.path.dirname(tool.repo), exist_ok=True)
+                tool.count = 0
+                tool.init()
+                one = {}
+                run_ops(tool, work, data, sources, log, one)
+                for key, v in one.items():
+                    runs.setdefault(key, []).append(v)
         except (RuntimeError, subprocess.CalledProcessError) as e:
             # Report the failure and go on with the other tools: one broken tool (or a full disk)
             # should not discard the whole run.
@@ -371,7 +390,7 @@ def main():
         f.write(md)
     print(md)
     unverified = ["%s %s" % (tool, key) for tool, runs in results["runs"].items()
-                  for key, v in runs.items() if not v["verified"]]
+                  for key, vs in runs.items() if not all(v["verified"] for v in vs)]
     if results.get("failures") or unverified:
         sys.exit("bench failed: %s" % "; ".join(
             ["%s: %s" % kv for kv in results.get("failures", {}).items()] +
@@ -416,53 +435,87 @@ def run_ops(tool, work, data, sources, log, runs):
             file=sys.stderr, flush=True)
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def span(vs, field, fmt="%.1f"):
+    """A field's range over the runs: "min-max", or the one value."""
+    xs = [v[field] for v in vs if v.get(field) is not None]
+    if not xs:
+        return ""
+    lo, hi = min(xs), max(xs)
+    return fmt % lo if fmt % lo == fmt % hi else (fmt + "-" + fmt) % (lo, hi)
+
+
 def table(r):
     lines = []
     ds = r["datasets"]
-    lines.append("Data: big %d files %.0f MiB; changed %d files %.0f MiB; small %d files %.0f MiB. "
-                 "Load before %s, after %s.\n" % (
-                     ds["big"]["files"], ds["big"]["bytes"] / 2**20,
-                     ds["changed"]["files"], ds["changed"]["bytes"] / 2**20,
-                     ds["small"]["files"], ds["small"]["bytes"] / 2**20,
-                     "/".join(r["load_before"]), "/".join(r.get("load_after", []))))
+    lines.append("Data: %s. Load before %s, after %s. Runs per tool: %s.\n" % (
+        "; ".join("%s %d files %.0f MiB" % (k, ds[k]["files"], ds[k]["bytes"] / 2**20)
+                  for k in DATASETS if k in ds),
+        "/".join(r["load_before"]), "/".join(r.get("load_after", [])), r.get("runs_per_tool", 1)))
     if "cold_cache" in r:
         lines.append("Page cache dropped before every step: %s.\n"
                      % ("yes" if r["cold_cache"] else "no (not permitted)"))
+    lines.append("Each figure is the range over the runs (min-max).\n")
     lines.append("| tool | operation | wall s | CPU s | of it sys s | peak MiB | repo MiB | MiB/s | ok |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for tool, runs in r["runs"].items():
-        for key, v in runs.items():
-            lines.append("| %s | %s | %.1f | %.1f | %s | %.0f | %s | %.0f | %s |" % (
-                tool, key, v["wall_s"], v["cpu_s"],
-                "%.1f" % v["sys_s"] if "sys_s" in v else "", v["peak_mib"],
-                "" if v["repo_mib"] is None else "%.0f" % v["repo_mib"],
-                v["mib_per_s"] or 0, "yes" if v["verified"] else "**NO**"))
+        for key, vs in runs.items():
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                tool, key, span(vs, "wall_s"), span(vs, "cpu_s"), span(vs, "sys_s"),
+                span(vs, "peak_mib", "%.0f"), span(vs, "repo_mib", "%.0f"),
+                span(vs, "mib_per_s", "%.0f"),
+                "yes" if all(v["verified"] for v in vs) else "**NO**"))
     runs = r["runs"]
     if "holdfast" in runs and len(runs) > 1:
         others = [t for t in runs if t != "holdfast"]
         lines.append("")
         lines.append("Speed ratios (other tool's wall time / holdfast's; higher is better for "
-                     "holdfast), peak memory and final repository size against restic:\n")
+                     "holdfast) at the medians, and in brackets at holdfast's worst case (the "
+                     "other's fastest run / holdfast's slowest); peak memory (worst runs) against "
+                     "restic:\n")
         lines.append("| operation | vs restic (target >= 2) | vs best other (target >= 1.5) | "
                      "best other | peak MiB holdfast / restic |")
         lines.append("|---|---:|---:|---|---|")
         h = runs["holdfast"]
+
+        def walls(t, key):
+            return [v["wall_s"] for v in runs[t][key]]
+
         for key in h:
             have = [t for t in others if key in runs[t]]
             if not have:
                 continue
-            best = min(have, key=lambda t: runs[t][key]["wall_s"])
+            best = min(have, key=lambda t: median(walls(t, key)))
+            hw = walls("holdfast", key)
+
+            def ratio(t):
+                return "%.2f (%.2f)" % (median(walls(t, key)) / median(hw),
+                                        min(walls(t, key)) / max(hw))
+
             has_r = key in runs.get("restic", {})
-            vs_r = (runs["restic"][key]["wall_s"] / h[key]["wall_s"]) if has_r else None
-            vs_b = runs[best][key]["wall_s"] / h[key]["wall_s"]
-            mem = ("%.0f / %.0f" % (h[key]["peak_mib"], runs["restic"][key]["peak_mib"])
+            mem = ("%.0f / %.0f" % (max(v["peak_mib"] for v in h[key]),
+                                    max(v["peak_mib"] for v in runs["restic"][key]))
                    if has_r else "")
-            lines.append("| %s | %s | %.2f | %s | %s |" % (
-                key, "" if vs_r is None else "%.2f" % vs_r, vs_b, best, mem))
-        last = "backup small"
-        sizes = ", ".join("%s %.0f MiB" % (t, runs[t][last]["repo_mib"])
-                          for t in runs if last in runs[t])
-        lines.append("\nFinal repository sizes (after all three backups): %s.\n" % sizes)
+            lines.append("| %s | %s | %s | %s | %s |" % (
+                key, ratio("restic") if has_r else "", ratio(best), best, mem))
+
+        def repo(t, key):
+            return median([v["repo_mib"] for v in runs[t][key]])
+
+        last = "backup mixed"
+        sizes = ", ".join("%s %.0f MiB" % (t, repo(t, last)) for t in runs if last in runs[t])
+        lines.append("\nFinal repository sizes (after all four backups, medians): %s.\n" % sizes)
+        growth = ", ".join(
+            "%s %.0f MiB" % (t, repo(t, "backup changed") - repo(t, "backup big"))
+            for t in runs if "backup changed" in runs[t] and "backup big" in runs[t])
+        lines.append("Growth of the repository from the changed set (1%% of the big set's 4 KiB "
+                     "blocks rewritten in place plus an insertion; target for holdfast <= 400 "
+                     "MiB): %s.\n" % growth)
     for tool, why in r.get("failures", {}).items():
         lines.append("**%s failed:** %s\n" % (tool, why))
     return "\n".join(lines) + "\n"

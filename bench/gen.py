@@ -9,6 +9,8 @@ Writes, under WORKDIR/data:
   changed/  a copy of big/ with 1% of its 4 KiB blocks rewritten with new random bytes, plus a
             --insert-mib insertion of new data in the middle of the largest file
   small/    --small-files files of 0-16 KiB (half text-like, half random) in nested directories
+  mixed/    the shape of a web or mail store: 300 directories of 100 files of 0.5-16 KiB plus
+            four files of 100-150 MiB (text and random), 30,004 files in all
 
 Every byte comes from seeded PRNGs, so two runs with the same arguments produce identical files.
 A marker file records the arguments; a set whose marker matches is not generated again.
@@ -170,6 +172,21 @@ def gen_small(root, count, seed):
             f.write(data)
 
 
+def gen_mixed(root, seed):
+    gen = Gen(seed + 3)
+    for d in range(300):
+        path = os.path.join(root, "site%03d" % d)
+        os.makedirs(path, exist_ok=True)
+        for i in range(100):
+            size = gen.rng.randrange(512, 16 * 1024 + 1)
+            kind = "text" if gen.rng.random() < 0.5 else "random"
+            with open(os.path.join(path, "page%03d" % i), "wb") as f:
+                f.write(getattr(gen, kind)(size))
+    for i in range(4):
+        write_file(os.path.join(root, "archive", "part%d" % i), gen,
+                   ["text", "random"][i % 2], gen.rng.randrange(100, 151) * MIB)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("workdir")
@@ -181,7 +198,7 @@ def main():
     data = os.path.join(a.workdir, "data")
     os.makedirs(data, exist_ok=True)
     want = {"big_mib": a.big_mib, "small_files": a.small_files, "insert_mib": a.insert_mib,
-            "seed": a.seed, "generator": 1}
+            "seed": a.seed, "generator": 2}
     marker = os.path.join(data, "params.json")
     try:
         with open(marker) as f:
@@ -190,7 +207,7 @@ def main():
                 return
     except (OSError, ValueError):
         pass
-    for d in ("big", "changed", "small"):
+    for d in ("big", "changed", "small", "mixed"):
         shutil.rmtree(os.path.join(data, d), ignore_errors=True)
     if os.path.exists(marker):
         os.remove(marker)
@@ -201,6 +218,8 @@ def main():
                 a.insert_mib, a.seed)
     print("generating %d small files" % a.small_files, file=sys.stderr)
     gen_small(os.path.join(data, "small"), a.small_files, a.seed)
+    print("generating the mixed set", file=sys.stderr)
+    gen_mixed(os.path.join(data, "mixed"), a.seed)
     with open(marker, "w") as f:
         json.dump(want, f)
 

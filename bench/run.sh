@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Backup benchmark: holdfast against restic, borg (Debian packages) and rustic (crates.io).
 #
-#   bench/run.sh [--work DIR] [--big-mib N] [--small-files N] [--insert-mib N]
+#   bench/run.sh [--work DIR] [--big-mib N] [--small-files N] [--insert-mib N] [--runs N]
 #                [--tools holdfast,restic,borg,rustic] [--no-build]
 #
 # RUSTIC=/path/to/rustic uses an existing rustic binary instead of installing one under WORK.
@@ -9,11 +9,12 @@
 # Generates the data sets deterministically (bench/gen.py), installs what is missing, builds the
 # release `holdfast` binary, then runs every tool on the same data in one run (bench/bench.py) and
 # writes WORK/results/results.{json,md}. Defaults: WORK=/var/tmp/holdfast-bench (or
-# $HOLDFAST_BENCH_DIR), a 2 GiB mixed set, 200,000 small files, a 64 MiB insertion.
+# $HOLDFAST_BENCH_DIR), a 2 GiB set of large and medium files, 200,000 small files, a 64 MiB
+# insertion, the 30,004-file mixed set, and five runs of every step per tool (the results give
+# each figure's range over the runs).
 #
-# Caches: the page cache is not dropped (that needs root and a quiet machine); the data sets fit
-# in RAM, so every tool reads its source from the cache and the comparison is of CPU and write
-# paths, the same for all tools. Each step is preceded by `sync`.
+# Caches: each step is preceded by `sync` and, when run as root, by dropping the page cache, so
+# every tool reads its source and repository from disk; the results say whether it was dropped.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +24,7 @@ big_mib=2048
 small_files=200000
 insert_mib=64
 tools="holdfast,restic,borg,rustic"
+runs=5
 build=1
 cmdline="bench/run.sh $*"
 while [ $# -gt 0 ]; do
@@ -32,8 +34,9 @@ while [ $# -gt 0 ]; do
         --small-files) small_files="$2"; shift 2 ;;
         --insert-mib) insert_mib="$2"; shift 2 ;;
         --tools) tools="$2"; shift 2 ;;
+        --runs) runs="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -68,8 +71,8 @@ if [ "$build" = 1 ]; then
     (cd "$root" && CARGO_TARGET_DIR="$target_dir" cargo build --release -p holdfast)
 fi
 
-# Data (big + changed + small) plus one tool's repository and one restore at a time.
-need_mib=$(( big_mib * 4 + small_files / 45 ))
+# Data (big + changed + small + mixed) plus one tool's repository and one restore at a time.
+need_mib=$(( big_mib * 4 + small_files / 45 + 2000 ))
 free_mib=$(df -Pm "$work" | awk 'NR==2 {print $4}')
 if [ "$free_mib" -lt "$need_mib" ]; then
     echo "warning: $free_mib MiB free under $work, the run may need about $need_mib MiB" >&2
@@ -85,4 +88,4 @@ python3 "$here/gen.py" "$work" --big-mib "$big_mib" --small-files "$small_files"
     echo "cpus: $(nproc), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$work/versions.txt" >&2
 python3 "$here/bench.py" "$work" --tools "$tools" --holdfast "$holdfast" --rustic "$rustic" \
-    --command "$cmdline"
+    --runs "$runs" --command "$cmdline"
