@@ -75,8 +75,8 @@ struct Entry {
 }
 
 /// Collects index files and packs, then [`IndexBuilder::build`]s the [`Index`]: entries are
-/// gathered in a flat list and sorted once, so building costs no more memory than the index
-/// itself (a hash map of a million blobs takes twice the entries' size in empty buckets).
+/// gathered in a flat list and sorted once in place, so building needs no second structure (a
+/// hash map of a million blobs took twice the entries' size in empty buckets).
 #[derive(Debug, Default)]
 pub struct IndexBuilder {
     packs: Vec<(Id, [u8; 16], u64)>,

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
+use crate::index::BlobLocation;
 use crate::lock::LockKind;
 use crate::pattern::PatternSet;
 use crate::progress::{CancelToken, Counters, Progress, ProgressFn, Ticker};
@@ -78,7 +79,7 @@ struct FileState {
 struct ChunkJob {
     state: Arc<FileState>,
     offset: u64,
-    id: Id,
+    loc: BlobLocation,
 }
 
 struct Ctx<'a> {
@@ -235,7 +236,7 @@ fn blob_len(index: &crate::index::Index, id: &Id) -> Result<u64> {
 }
 
 /// Plaintext length of a blob at a known place.
-fn located_len(loc: &crate::index::BlobLocation) -> u64 {
+fn located_len(loc: &BlobLocation) -> u64 {
     if loc.blob.uncompressed_length > 0 {
         u64::from(loc.blob.uncompressed_length)
     } else {
@@ -282,7 +283,7 @@ impl PackWindows {
     }
 
     /// The window that serves a blob, when it is small enough to be read through one.
-    fn window_of(&self, loc: &crate::index::BlobLocation) -> Option<(Id, u64)> {
+    fn window_of(&self, loc: &BlobLocation) -> Option<(Id, u64)> {
         let (offset, length) = (loc.blob.offset, u64::from(loc.blob.length));
         let size = self.sizes.get(&loc.pack).copied()?;
         (loc.blob.length < SMALL_BLOB
@@ -309,7 +310,7 @@ impl PackWindows {
 
     /// Asks for the window of a blob about to be handed out: a request for a reader when the
     /// window is neither cached nor being read.
-    fn want(&self, loc: &crate::index::BlobLocation) -> Option<WindowRequest> {
+    fn want(&self, loc: &BlobLocation) -> Option<WindowRequest> {
         let key = self.window_of(loc)?;
         match self.cell(key) {
             (c, true) => Some((key.0, key.1, c)),
@@ -333,16 +334,15 @@ impl PackWindows {
         .clone()
     }
 
-    /// The verified plaintext of a blob.
-    fn load(&self, repo: &Repository, index: &crate::index::Index, id: &Id) -> Result<Vec<u8>> {
-        let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
+    /// The verified plaintext of the blob at `loc`.
+    fn load(&self, repo: &Repository, loc: &BlobLocation) -> Result<Vec<u8>> {
         let (offset, length) = (loc.blob.offset, u64::from(loc.blob.length));
-        let window = self.window_of(&loc).and_then(|key| {
+        let window = self.window_of(loc).and_then(|key| {
             let (cell, _) = self.cell(key);
             let data = self.fill(repo, &key.0, key.1, &cell)?;
             let from = usize::try_from(offset - key.1).ok()?;
-            data.get(from..from + loc.blob.length as usize)?;
-            Some(data.slice(from..from + loc.blob.length as usize))
+            let to = from + loc.blob.length as usize;
+            (to <= data.len()).then(|| data.slice(from..to))
         });
         let sealed = match window {
             Some(b) => b,
@@ -387,8 +387,8 @@ struct SmallFile {
     node: Node,
     /// Made by this restore's directory creation: nothing is in the way.
     fresh: bool,
-    /// Chunks with their offsets.
-    chunks: Vec<(Id, u64)>,
+    /// Where each chunk is stored, and its offset in the file.
+    chunks: Vec<(BlobLocation, u64)>,
     /// Some chunk could not be placed (the walk reported it).
     damaged: bool,
 }
@@ -407,13 +407,14 @@ enum Job {
 const FILES_AT_ONCE: usize = 2;
 
 /// The chunk jobs of files being restored, each file's in order.
-type ActiveFiles = std::collections::VecDeque<(Arc<FileState>, std::vec::IntoIter<(Id, u64)>)>;
+type ActiveFiles =
+    std::collections::VecDeque<(Arc<FileState>, std::vec::IntoIter<(BlobLocation, u64)>)>;
 
 /// Sends the next chunk of the first active file and moves that file to the back.
 fn send_round(tx: &std::sync::mpsc::SyncSender<Job>, active: &mut ActiveFiles) -> Result<()> {
     let Some((state, mut jobs)) = active.pop_front() else { return Ok(()) };
-    if let Some((id, offset)) = jobs.next() {
-        if tx.send(Job::Chunk(ChunkJob { state: state.clone(), offset, id })).is_err() {
+    if let Some((loc, offset)) = jobs.next() {
+        if tx.send(Job::Chunk(ChunkJob { state: state.clone(), offset, loc })).is_err() {
             return Err(Error::Pipeline("restore workers stopped".into()));
         }
         if !jobs.as_slice().is_empty() {
@@ -423,12 +424,7 @@ fn send_round(tx: &std::sync::mpsc::SyncSender<Job>, active: &mut ActiveFiles) -
     Ok(())
 }
 
-fn worker(
-    ctx: &Ctx<'_>,
-    index: &crate::index::Index,
-    windows: &PackWindows,
-    rx: &Mutex<Receiver<Job>>,
-) {
+fn worker(ctx: &Ctx<'_>, windows: &PackWindows, rx: &Mutex<Receiver<Job>>) {
     loop {
         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
@@ -437,7 +433,7 @@ fn worker(
                 if ctx.stopped() {
                     continue; // drain so the walker never blocks
                 }
-                if let Err(e) = restore_chunk(ctx, index, windows, &job) {
+                if let Err(e) = restore_chunk(ctx, windows, &job) {
                     ctx.fail(e);
                 }
             }
@@ -446,7 +442,7 @@ fn worker(
                     if ctx.stopped() {
                         break;
                     }
-                    if let Err(e) = restore_small(ctx, index, windows, f) {
+                    if let Err(e) = restore_small(ctx, windows, f) {
                         ctx.fail(e);
                     }
                 }
@@ -455,48 +451,48 @@ fn worker(
     }
 }
 
-/// Writes one chunk of a large file; the last one sets the file's metadata.
-fn restore_chunk(
+/// Reads one chunk and writes it at its offset (a hole instead of zeros when sparse, `writing`
+/// held across the write when given). Stored data that cannot be read is returned, not raised:
+/// it spoils this file only, and the caller reports it once.
+fn write_chunk(
     ctx: &Ctx<'_>,
-    index: &crate::index::Index,
     windows: &PackWindows,
-    job: &ChunkJob,
-) -> Result<()> {
-    match windows.load(ctx.repo, index, &job.id) {
-        Ok(data) => {
-            if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
-                let _writing = job.state.writing.lock().unwrap_or_else(|e| e.into_inner());
-                job.state
-                    .file
-                    .write_all_at(&data, job.offset)
-                    .map_err(|e| Error::io("write", &job.state.path, e))?;
-            }
-            Counters::add(&ctx.counters.bytes_read, data.len() as u64);
-            Counters::add(&ctx.counters.bytes_done, data.len() as u64);
-        }
-        // The rest of the file and every other file are still restored; this one is
-        // reported (once) with what could not be read.
-        Err(e) if is_damage(&e) => {
-            if !job.state.damaged.swap(true, Ordering::SeqCst) {
-                ctx.damaged(&job.state.path, &e);
-            }
-        }
+    (file, path, writing): (&File, &Path, Option<&Mutex<()>>),
+    loc: &BlobLocation,
+    offset: u64,
+) -> Result<Option<Error>> {
+    let data = match windows.load(ctx.repo, loc) {
+        Ok(data) => data,
+        Err(e) if is_damage(&e) => return Ok(Some(e)),
         Err(e) => return Err(e),
+    };
+    if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
+        let _writing = writing.map(|w| w.lock().unwrap_or_else(|e| e.into_inner()));
+        file.write_all_at(&data, offset).map_err(|e| Error::io("write", path, e))?;
     }
-    if job.state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-        finish_file(ctx, &job.state)?;
+    Counters::add(&ctx.counters.bytes_read, data.len() as u64);
+    Counters::add(&ctx.counters.bytes_done, data.len() as u64);
+    Ok(None)
+}
+
+/// Writes one chunk of a large file; the last one sets the file's metadata.
+fn restore_chunk(ctx: &Ctx<'_>, windows: &PackWindows, job: &ChunkJob) -> Result<()> {
+    let st = &job.state;
+    let target = (&st.file, st.path.as_path(), Some(&st.writing));
+    if let Some(e) = write_chunk(ctx, windows, target, &job.loc, job.offset)?
+        && !st.damaged.swap(true, Ordering::SeqCst)
+    {
+        ctx.damaged(&st.path, &e);
+    }
+    if st.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+        finish_file(ctx, st)?;
     }
     Ok(())
 }
 
 /// Restores a small file whole: creates it, writes its chunks and sets its metadata (unless a
 /// chunk was unreadable: then it is reported and keeps no recorded metadata).
-fn restore_small(
-    ctx: &Ctx<'_>,
-    index: &crate::index::Index,
-    windows: &PackWindows,
-    f: SmallFile,
-) -> Result<()> {
+fn restore_small(ctx: &Ctx<'_>, windows: &PackWindows, f: SmallFile) -> Result<()> {
     let SmallFile { path, node, fresh, chunks, mut damaged } = f;
     if !fresh {
         let _ = std::fs::remove_file(&path);
@@ -507,22 +503,12 @@ fn restore_small(
     if node.size > 0 && (ctx.sparse || node.content.is_empty()) {
         file.set_len(node.size).map_err(|e| Error::io("truncate", &path, e))?;
     }
-    for (id, offset) in &chunks {
-        match windows.load(ctx.repo, index, id) {
-            Ok(data) => {
-                if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
-                    file.write_all_at(&data, *offset).map_err(|e| Error::io("write", &path, e))?;
-                }
-                Counters::add(&ctx.counters.bytes_read, data.len() as u64);
-                Counters::add(&ctx.counters.bytes_done, data.len() as u64);
+    for (loc, offset) in &chunks {
+        if let Some(e) = write_chunk(ctx, windows, (&file, &path, None), loc, *offset)? {
+            if !damaged {
+                ctx.damaged(&path, &e);
             }
-            Err(e) if is_damage(&e) => {
-                if !damaged {
-                    ctx.damaged(&path, &e);
-                }
-                damaged = true;
-            }
-            Err(e) => return Err(e),
+            damaged = true;
         }
     }
     if !damaged {
@@ -602,8 +588,8 @@ pub fn restore(
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..threads {
             let rx = rx.clone();
-            let (ctx, index, windows) = (&ctx, &*index, &windows);
-            s.spawn(move || worker(ctx, index, windows, &rx));
+            let (ctx, windows) = (&ctx, &windows);
+            s.spawn(move || worker(ctx, windows, &rx));
         }
         // Depth one per reader: the walk runs at most a window or two ahead of the reads.
         let (ahead, ahead_rx) = sync_channel::<WindowRequest>(READERS);
@@ -754,7 +740,7 @@ pub fn restore(
                                         Error::Pipeline("restore readers stopped".into())
                                     })?;
                                 }
-                                chunks.push((*id, off));
+                                chunks.push((loc, off));
                                 off += located_len(&loc);
                             }
                             None => {
@@ -767,7 +753,8 @@ pub fn restore(
                         ctx.damaged(&path, e);
                     }
                     if opts.verify && !chunks.is_empty() {
-                        written.push((path.clone(), chunks.iter().map(|(id, _)| *id).collect()));
+                        let ids = chunks.iter().map(|(loc, _)| loc.blob.id).collect();
+                        written.push((path.clone(), ids));
                     }
                     if node.size <= SMALL_FILE {
                         batch_bytes += node.size;
