@@ -195,8 +195,8 @@ impl RepoArgs {
         self.open_with_cache(true)
     }
 
-    /// The existing repository read without the metadata cache: for `check` and the repairs,
-    /// which must see the repository's own objects (a cached copy would hide their damage).
+    /// The existing repository read without the metadata cache: for the repairs, which must
+    /// see the repository's own objects (a cached copy would hide their damage).
     fn open_uncached(&self) -> anyhow::Result<Repository> {
         self.open_with_cache(false)
     }
