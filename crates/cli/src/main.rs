@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod crds_cmd;
 mod datasafed_cmd;
 mod logs_cmd;
+mod pg_cmd;
 mod repo_cmd;
 mod server_cmd;
 
@@ -28,6 +29,9 @@ enum Command {
     Crds(crds_cmd::CrdsArgs),
     /// Work with a deduplicating, encrypted backup repository (restic-style commands).
     Repo(Box<repo_cmd::RepoArgs>),
+    /// PostgreSQL: base backups, the WAL archive (archive_command / restore_command), and
+    /// point-in-time restore.
+    Pg(Box<pg_cmd::PgArgs>),
     /// Print the log of an embedded Job's pod from the data directory.
     Logs(logs_cmd::LogsArgs),
     /// datasafed-compatible storage commands (push, pull, list, stat, rm, mkdir, rmdir) over a
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => server_cmd::run(args),
         Command::Crds(args) => crds_cmd::run(args),
         Command::Repo(args) => repo_cmd::run(*args),
+        Command::Pg(args) => pg_cmd::run(*args),
         Command::Logs(args) => logs_cmd::run(args),
         Command::Datasafed(args) => datasafed_cmd::run(args),
     }

@@ -23,6 +23,9 @@ mod stats;
 mod tag;
 mod unlock;
 
+pub(crate) use backup::parse_time;
+pub(crate) use interrupt::cancel_on_signal;
+
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +39,25 @@ use holdfast_repository::progress::{Progress, ProgressFn};
 /// Global repository options and the subcommand.
 #[derive(Args, Debug)]
 pub struct RepoArgs {
+    #[command(flatten)]
+    options: RepoOptions,
+    #[command(subcommand)]
+    command: RepoCommand,
+}
+
+/// The subcommands read the shared options straight off their arguments.
+impl std::ops::Deref for RepoArgs {
+    type Target = RepoOptions;
+
+    fn deref(&self) -> &RepoOptions {
+        &self.options
+    }
+}
+
+/// Which repository, how to unlock it, and how to report: shared by `holdfast repo` and
+/// `holdfast pg`.
+#[derive(Args, Debug)]
+pub struct RepoOptions {
     /// Repository location: a directory (`/srv/repo`) or `s3://bucket/prefix`.
     #[arg(long = "repo", short = 'r', env = "HOLDFAST_REPOSITORY", global = true)]
     repo: Option<String>,
@@ -61,8 +83,6 @@ pub struct RepoArgs {
     /// Wait up to this long for another process's conflicting lock (`5m`) instead of failing.
     #[arg(long, global = true, default_value = "0s")]
     retry_lock: humantime::Duration,
-    #[command(subcommand)]
-    command: RepoCommand,
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,7 +128,12 @@ enum RepoCommand {
 
 /// Runs a repo command; on failure prints one line and exits non-zero.
 pub fn run(args: RepoArgs) -> anyhow::Result<()> {
-    if let Err(e) = execute(args) {
+    exit_on_error(execute(args))
+}
+
+/// Prints a failed command's one line and exits with restic's codes; passes success through.
+pub(crate) fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
         // The reader went away (`holdfast repo ls latest | head`): what it read was whole
         // lines, and there is nobody left to tell.
         if is_broken_pipe(&e) {
@@ -176,7 +201,12 @@ impl std::fmt::Display for IncompleteSnapshot {
 
 impl std::error::Error for IncompleteSnapshot {}
 
-impl RepoArgs {
+impl RepoOptions {
+    /// Whether output is JSON.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
     /// The repository location `--repo` names, with `--s3-endpoint` applied.
     fn location(&self) -> anyhow::Result<Location> {
         let Some(url) = &self.repo else {
@@ -191,7 +221,7 @@ impl RepoArgs {
 
     /// The existing repository (only `init` may create the directory; anything else on a
     /// missing path is a typo).
-    fn open(&self) -> anyhow::Result<Repository> {
+    pub(crate) fn open(&self) -> anyhow::Result<Repository> {
         self.open_with_cache(true)
     }
 
@@ -239,7 +269,7 @@ impl RepoArgs {
     }
 
     /// A progress bar on a terminal, nothing otherwise.
-    fn progress_bar(
+    pub(crate) fn progress_bar(
         &self,
         what: &'static str,
     ) -> (Option<ProgressFn>, Option<indicatif::ProgressBar>) {
@@ -274,7 +304,7 @@ fn read_password_file(p: &std::path::Path) -> anyhow::Result<String> {
     Ok(s.lines().next().unwrap_or("").to_string())
 }
 
-fn password(args: &RepoArgs) -> anyhow::Result<String> {
+fn password(args: &RepoOptions) -> anyhow::Result<String> {
     secret(
         args.password_file.as_deref(),
         "HOLDFAST_PASSWORD",
@@ -314,7 +344,7 @@ fn new_password(file: &Option<PathBuf>) -> anyhow::Result<String> {
     Ok(a)
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -342,7 +372,7 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 

@@ -33,11 +33,13 @@ pub enum FileType {
     PrunePlan,
     /// `locks/`: who is using the repository (format §12.1).
     Lock,
+    /// `archive/`: named, write-once files such as WAL segments (format §16).
+    Archive,
 }
 
 impl FileType {
     /// Every type, in a stable order.
-    pub const ALL: [FileType; 7] = [
+    pub const ALL: [FileType; 8] = [
         FileType::Config,
         FileType::Key,
         FileType::Pack,
@@ -45,6 +47,7 @@ impl FileType {
         FileType::Snapshot,
         FileType::PrunePlan,
         FileType::Lock,
+        FileType::Archive,
     ];
 
     /// The directory of this type (empty for the config).
@@ -57,6 +60,7 @@ impl FileType {
             FileType::Snapshot => "snapshots",
             FileType::PrunePlan => "prune",
             FileType::Lock => "locks",
+            FileType::Archive => "archive",
         }
     }
 

@@ -16,7 +16,10 @@ mod chunker;
 pub mod exclude;
 mod metadata;
 mod pipeline;
+mod tar_archive;
 mod walker;
+
+pub use tar_archive::Chunking;
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -82,6 +85,8 @@ pub struct BackupOptions {
     /// For `backup_reader`: record the stream as this virtual file (its `size` is filled in and
     /// the snapshot's `paths` become `[path]`). Ignored by `backup_paths`.
     pub virtual_file: Option<VirtualFile>,
+    /// Facts to record in the snapshot's `labels`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl BackupOptions {
@@ -321,6 +326,34 @@ fn begin(repo: &Repository) -> Result<RepoLock> {
     Ok(lock)
 }
 
+/// What a backup of a stream starts with: the lock, the dedup state, progress, the pipeline.
+struct StreamRun {
+    lock: RepoLock,
+    host: String,
+    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+    ticker: Ticker,
+    pipeline: BlobPipeline,
+}
+
+impl StreamRun {
+    fn start(repo: &Repository, opts: &BackupOptions) -> Result<Self> {
+        let lock = begin(repo)?;
+        let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
+        let counters = Arc::new(Counters::default());
+        let shared = new_shared(repo, opts, counters.clone());
+        let ticker = Ticker::start(counters.clone(), opts.progress.clone());
+        let pipeline = BlobPipeline::start(
+            repo,
+            shared.clone(),
+            threads_of(opts),
+            uploads_of(repo, opts),
+            opts.dry_run,
+        );
+        Ok(StreamRun { lock, host, counters, shared, ticker, pipeline })
+    }
+}
+
 /// Backs up a stream (stdin) as a snapshot holding one file named `filename`.
 ///
 /// # Errors
@@ -337,18 +370,8 @@ pub fn backup_reader(
             "stdin file name {filename:?} must be one path component"
         )));
     }
-    let lock = begin(repo)?;
-    let host = opts.hostname.clone().unwrap_or_else(crate::snapshot::hostname);
-    let counters = Arc::new(Counters::default());
-    let shared = new_shared(repo, opts, counters.clone());
-    let _ticker = Ticker::start(counters.clone(), opts.progress.clone());
-    let pipeline = BlobPipeline::start(
-        repo,
-        shared.clone(),
-        threads_of(opts),
-        uploads_of(repo, opts),
-        opts.dry_run,
-    );
+    let StreamRun { lock, host, counters, shared, ticker: _ticker, pipeline } =
+        StreamRun::start(repo, opts)?;
     let tx = pipeline.sender();
     let mut stream_size = 0;
     let saved = save_stream(
@@ -400,6 +423,102 @@ pub fn backup_reader(
     save_snapshot(repo, opts, shared, start, counters.get(), content, &lock)
 }
 
+/// Stores a tar stream as the tree it holds (format §10.4): restoring the snapshot yields the
+/// unpacked archive. `chunking` chooses, per member path and size, how its content is cut; the
+/// members named in `keep` (small files the caller wants to read, such as a manifest) are also
+/// returned whole. Nothing is visible until [`StoredArchive::save`] writes the snapshot, so a
+/// caller can first check that the stream's producer succeeded; the snapshot's `paths` are
+/// `[path]`.
+///
+/// # Errors
+/// A malformed or truncated archive (nothing is saved), read and backend errors, `Cancelled`.
+pub fn store_tar(
+    repo: &Repository,
+    reader: impl Read,
+    path: &str,
+    chunking: &dyn Fn(&str, u64) -> Chunking,
+    keep: &[&str],
+    opts: &BackupOptions,
+) -> Result<StoredArchive> {
+    let start = jiff::Timestamp::now();
+    let StreamRun { lock, host, counters, shared, ticker, pipeline } =
+        StreamRun::start(repo, opts)?;
+    let tx = pipeline.sender();
+    let stored = tar_archive::store_archive(
+        repo,
+        &shared,
+        &tx,
+        std::io::BufReader::with_capacity(1 << 20, reader),
+        chunking,
+        keep,
+    );
+    if stored.is_err() {
+        shared.failed.store(true, Ordering::SeqCst);
+    }
+    drop(tx);
+    let finished = pipeline.finish(&shared);
+    if opts.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    // The archive's own error says more than "another stage failed".
+    let (root, kept) = stored?;
+    finished?;
+    counters.totals_known.store(true, Ordering::Relaxed);
+    drop(ticker);
+    Ok(StoredArchive {
+        content: Content {
+            tree: root,
+            paths: vec![path.to_string()],
+            hostname: host,
+            parent: None,
+            virtual_file: None,
+        },
+        kept,
+        opts: opts.clone(),
+        shared,
+        start,
+        counters,
+        lock,
+    })
+}
+
+/// A tar stream's data and trees, stored and indexed, waiting for its snapshot.
+pub struct StoredArchive {
+    content: Content,
+    kept: std::collections::BTreeMap<String, Vec<u8>>,
+    opts: BackupOptions,
+    shared: Arc<Shared>,
+    start: jiff::Timestamp,
+    counters: Arc<Counters>,
+    lock: RepoLock,
+}
+
+impl StoredArchive {
+    /// The members asked for by `keep` that the archive held, by path.
+    pub fn kept(&self) -> &std::collections::BTreeMap<String, Vec<u8>> {
+        &self.kept
+    }
+
+    /// The progress counters so far (bytes and files read).
+    pub fn progress(&self) -> Progress {
+        self.counters.get()
+    }
+
+    /// Writes the snapshot, with `labels` added to the options' own.
+    ///
+    /// # Errors
+    /// Backend errors; a lock lost meanwhile.
+    pub fn save(
+        mut self,
+        repo: &Repository,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<BackupResult> {
+        self.opts.labels.extend(labels);
+        let progress = self.counters.get();
+        save_snapshot(repo, &self.opts, self.shared, self.start, progress, self.content, &self.lock)
+    }
+}
+
 /// What a finished backup stored, for its snapshot.
 struct Content {
     tree: Id,
@@ -432,6 +551,7 @@ fn save_snapshot(
         program_version: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
         summary: summary(&shared, start, &progress),
         virtual_file: content.virtual_file,
+        labels: opts.labels.clone(),
     };
     let warnings = std::mem::take(&mut *shared.warnings.lock().unwrap_or_else(|e| e.into_inner()));
     if opts.dry_run {

@@ -202,6 +202,10 @@ pub enum ObjectKind {
     PrunePlan = 4,
     /// `locks/`
     Lock = 5,
+    /// The header of an `archive/` file (format §16).
+    ArchiveHeader = 6,
+    /// The body of an `archive/` file.
+    ArchiveBody = 7,
 }
 
 impl ObjectKind {

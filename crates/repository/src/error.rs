@@ -29,6 +29,15 @@ pub enum Error {
         /// Backend location.
         location: String,
     },
+    /// An archive file name already holds different content (format §16).
+    #[error(
+        "archive/{name} already holds different content; refusing to overwrite it (is a second \
+         server archiving into this repository under the same identity?)"
+    )]
+    ArchiveConflict {
+        /// The archive file's name.
+        name: String,
+    },
     /// An object failed authentication or did not parse.
     #[error("corrupt object {object}: {reason}")]
     CorruptObject {

@@ -6,6 +6,7 @@
 //! [`check::check`], [`forget::forget`] and [`prune::prune`]. The engine is synchronous and runs
 //! its own threads; call it from `spawn_blocking` in async code.
 
+pub mod archive;
 pub mod backend;
 pub mod backup;
 pub mod cache;

@@ -65,6 +65,10 @@ pub struct Snapshot {
     /// (format §10.1); absent on ordinary backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_file: Option<VirtualFile>,
+    /// Key-value facts the writer records about what it backed up (format §10.3), such as a
+    /// PostgreSQL base backup's LSNs; absent when empty.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[cfg(test)]
@@ -84,6 +88,7 @@ impl Snapshot {
             program_version: String::new(),
             summary: Summary::default(),
             virtual_file: None,
+            labels: Default::default(),
         }
     }
 }

@@ -30,10 +30,19 @@ pub struct Postgres {
 impl Postgres {
     /// Initialises a new cluster and starts it.
     pub fn start() -> Result<Postgres, Error> {
+        let mut pg = Self::init()?;
+        pg.launch()?;
+        Ok(pg)
+    }
+
+    /// Initialises a new cluster without starting it, so a test can add settings
+    /// ([`Postgres::configure`]) and files the server user must reach ([`Postgres::owned_dir`])
+    /// first; [`Postgres::start_server`] starts it.
+    pub fn init() -> Result<Postgres, Error> {
         let bin = server_bin_dir()?;
         let (dir, run_as) = scratch()?;
         let data = dir.path().join("data");
-        let mut pg = Postgres { bin, data, port: 0, run_as, stopped: true, dir };
+        let pg = Postgres { bin, data, port: 0, run_as, stopped: true, dir };
         pg.make_owned_dir(&pg.data.clone())?;
         let data_arg = pg.data.clone();
         let mut cmd = pg.server_command(
@@ -51,8 +60,59 @@ impl Postgres {
             ],
         );
         run(&mut cmd)?;
-        pg.launch()?;
         Ok(pg)
+    }
+
+    /// Starts a server made by [`Postgres::init`].
+    pub fn start_server(&mut self) -> Result<(), Error> {
+        self.launch()
+    }
+
+    /// Appends `name = value` lines to `postgresql.conf` (values as the file wants them:
+    /// strings single-quoted).
+    pub fn configure(&self, settings: &[(&str, &str)]) -> Result<(), Error> {
+        use std::io::Write as _;
+        let conf = self.data.join("postgresql.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .map_err(Error::io(format!("open {}", conf.display())))?;
+        for (name, value) in settings {
+            writeln!(f, "{name} = {value}")
+                .map_err(Error::io(format!("write {}", conf.display())))?;
+        }
+        Ok(())
+    }
+
+    /// A new directory in the server's scratch space that the server's account owns (and can
+    /// therefore write, and reach): for archives, binaries and data directories it must use.
+    pub fn owned_dir(&self, name: &str) -> Result<PathBuf, Error> {
+        let dir = self.dir.path().join(name);
+        self.make_owned_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Gives `path` (and everything below it) to the server's account when running as root.
+    pub fn give(&self, path: &Path) -> Result<(), Error> {
+        match &self.run_as {
+            Some(user) => user.chown_tree(path),
+            None => Ok(()),
+        }
+    }
+
+    /// A command that runs `program` as the server's account (as is when not root), in the
+    /// scratch directory.
+    pub fn command_as_server_user(&self, program: &Path, args: &[&OsStr]) -> Command {
+        let mut cmd = match &self.run_as {
+            Some(user) => user.command(program, args),
+            None => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+        };
+        cmd.current_dir(self.dir.path());
+        cmd
     }
 
     /// Starts a server on an existing data directory where it is, as the account that owns it

@@ -84,7 +84,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A snapshot time as restic's `--time` takes it (local time), or RFC 3339 with an offset.
-pub(super) fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+pub(crate) fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
     }

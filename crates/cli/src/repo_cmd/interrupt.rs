@@ -12,7 +12,7 @@ use holdfast_repository::progress::CancelToken;
 pub(super) const EXIT_INTERRUPTED: i32 = 130;
 
 /// A token that SIGINT and SIGTERM cancel, from now on.
-pub(super) fn cancel_on_signal() -> CancelToken {
+pub(crate) fn cancel_on_signal() -> CancelToken {
     let token = CancelToken::new();
     let cancel = token.clone();
     let (ready_tx, ready) = sync_channel::<bool>(1);

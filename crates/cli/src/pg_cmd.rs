@@ -1,0 +1,495 @@
+//! `holdfast pg …`: PostgreSQL backup and recovery for a DBA, without YAML. Base backups connect
+//! as `pg_basebackup` does (`-h/-p/-U` and libpq's environment); `wal-push` and `wal-fetch` are
+//! what `archive_command` and `restore_command` call; `restore` goes to a point in time.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use holdfast_postgres::base_backup::{self, BaseBackup};
+use holdfast_postgres::recovery::{self, Target};
+use holdfast_postgres::server::Connection;
+use holdfast_postgres::tools::Tools;
+use holdfast_postgres::wal_archive::{self, Fetched};
+use holdfast_postgres::{Lsn, lsn::DEFAULT_SEGMENT_SIZE};
+use holdfast_repository::Repository;
+use serde::Serialize;
+
+use crate::repo_cmd::{RepoOptions, exit_on_error, human, print_json};
+
+/// Global options and the subcommand.
+#[derive(Args, Debug)]
+pub struct PgArgs {
+    #[command(flatten)]
+    repo: RepoOptions,
+    /// Directory of PostgreSQL's programs (else HOLDFAST_PG_BINDIR, PATH,
+    /// /usr/lib/postgresql/*/bin).
+    #[arg(long, global = true)]
+    pg_bindir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: PgCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum PgCommand {
+    /// Take a base backup of a running server into the repository.
+    Backup(BackupCmd),
+    /// List the base backups in the repository.
+    Backups(BackupsCmd),
+    /// Restore a base backup and configure recovery to a point in time (the latest by default).
+    Restore(RestoreCmd),
+    /// Archive WAL files (for `archive_command = 'holdfast pg wal-push … %p'`).
+    WalPush(WalPushCmd),
+    /// Fetch one archived WAL file (for `restore_command = 'holdfast pg wal-fetch … %f %p'`).
+    WalFetch(WalFetchCmd),
+    /// The archived WAL.
+    Wal(WalCmd),
+}
+
+/// Runs a pg command; on failure prints one line and exits non-zero.
+pub fn run(args: PgArgs) -> anyhow::Result<()> {
+    exit_on_error(execute(&args))
+}
+
+fn execute(args: &PgArgs) -> anyhow::Result<()> {
+    let tools = Tools::new(args.pg_bindir.clone());
+    match &args.command {
+        PgCommand::Backup(c) => c.run(args, tools),
+        PgCommand::Backups(c) => c.run(args),
+        PgCommand::Restore(c) => c.run(args),
+        PgCommand::WalPush(c) => c.run(args),
+        PgCommand::WalFetch(c) => c.run(args),
+        PgCommand::Wal(c) => c.run(args),
+    }
+}
+
+/// Connection flags as pg_basebackup has them (`-h` is the host, so help is `--help` only).
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+struct BackupCmd {
+    /// Database server host or socket directory (else PGHOST).
+    #[arg(short = 'h', long)]
+    host: Option<String>,
+    /// Database server port (else PGPORT).
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+    /// User name (else PGUSER); it needs the REPLICATION attribute. The password comes from
+    /// PGPASSWORD or ~/.pgpass.
+    #[arg(short = 'U', long)]
+    username: Option<String>,
+    /// Database for the queries around the backup (else PGDATABASE, else postgres).
+    #[arg(short = 'd', long)]
+    dbname: Option<String>,
+    /// Tag to add to the snapshot (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Pages per chunk of table and index files: 1 stores only the pages that changed since
+    /// the last backup; more pages per chunk make a smaller index.
+    #[arg(long, default_value_t = 1)]
+    pages_per_chunk: usize,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct BackupReport<'a> {
+    snapshot: String,
+    #[serde(flatten)]
+    backup: &'a BaseBackup,
+    bytes_read: u64,
+    files: u64,
+    bytes_added: u64,
+    bytes_stored: u64,
+}
+
+impl BackupCmd {
+    fn run(&self, args: &PgArgs, tools: Tools) -> anyhow::Result<()> {
+        let repo = args.repo.open()?;
+        let (progress, bar) = args.repo.progress_bar("pg backup");
+        let cancel = crate::repo_cmd::cancel_on_signal();
+        let opts = base_backup::Options {
+            connection: Connection {
+                host: self.host.clone(),
+                port: self.port,
+                user: self.username.clone(),
+                dbname: self.dbname.clone(),
+            },
+            tools,
+            tags: self.tags.clone(),
+            pages_per_chunk: self.pages_per_chunk,
+            progress,
+            cancel,
+        };
+        let result = base_backup::run(&repo, &opts);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let (result, backup) = result?;
+        let s = &result.snapshot.summary;
+        let report = BackupReport {
+            snapshot: result.id.to_hex(),
+            backup: &backup,
+            bytes_read: result.progress.bytes_done,
+            files: result.progress.files_done,
+            bytes_added: s.data_added,
+            bytes_stored: s.data_added_packed,
+        };
+        if args.repo.json() {
+            return print_json(&report);
+        }
+        println!(
+            "base backup {} of PostgreSQL {} (system {}): {} in {} files, {} new ({} stored)",
+            &report.snapshot[..8],
+            backup.version,
+            backup.system_identifier,
+            human(report.bytes_read),
+            report.files,
+            human(report.bytes_added),
+            human(report.bytes_stored),
+        );
+        println!(
+            "timeline {}, WAL {} to {}, {} to {}",
+            backup.timeline,
+            backup.start_lsn,
+            backup.finish_lsn,
+            backup.start_time,
+            backup.finish_time
+        );
+        Ok(())
+    }
+}
+
+#[derive(Args, Debug)]
+struct BackupsCmd {}
+
+#[derive(Serialize)]
+struct BackupsRow {
+    snapshot: String,
+    #[serde(flatten)]
+    backup: BaseBackup,
+}
+
+impl BackupsCmd {
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let repo = args.repo.open()?;
+        let rows: Vec<BackupsRow> = recovery::base_backups(&repo)?
+            .into_iter()
+            .map(|(s, backup)| BackupsRow { snapshot: s.id.to_hex(), backup })
+            .collect();
+        if args.repo.json() {
+            return print_json(&rows);
+        }
+        println!(
+            "{:<10} {:<21} {:<8} {:<4} {:<14} {:<14} finished",
+            "snapshot", "system", "version", "tli", "start lsn", "finish lsn"
+        );
+        for r in &rows {
+            let b = &r.backup;
+            println!(
+                "{:<10} {:<21} {:<8} {:<4} {:<14} {:<14} {}",
+                &r.snapshot[..8],
+                b.system_identifier,
+                b.version,
+                b.timeline,
+                b.start_lsn.to_string(),
+                b.finish_lsn.to_string(),
+                b.finish_time
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args, Debug)]
+struct RestoreCmd {
+    /// The data directory to create (must be empty or absent).
+    #[arg(long, short = 'D')]
+    pgdata: PathBuf,
+    /// Recover to this time (RFC 3339, `2026-12-07T06:30:00Z`): the state just before the first
+    /// transaction that ended after it.
+    #[arg(long, conflicts_with_all = ["to_lsn", "to_name"])]
+    to_time: Option<String>,
+    /// Recover to this WAL position (`0/3000060`).
+    #[arg(long, conflicts_with = "to_name")]
+    to_lsn: Option<String>,
+    /// Recover to this restore point (`pg_create_restore_point`).
+    #[arg(long)]
+    to_name: Option<String>,
+    /// Which cluster, when the repository holds several.
+    #[arg(long)]
+    system_identifier: Option<u64>,
+    /// Where to put the WAL recovery replays (default `<pgdata>.restore-wal`).
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
+    /// Check and print the plan; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl RestoreCmd {
+    fn target(&self) -> anyhow::Result<Target> {
+        if let Some(t) = &self.to_time {
+            let t =
+                crate::repo_cmd::parse_time(t).map_err(|e| anyhow::anyhow!("--to-time: {e}"))?;
+            return Ok(Target::Time(t));
+        }
+        if let Some(l) = &self.to_lsn {
+            return Ok(Target::Lsn(l.parse::<Lsn>().context("--to-lsn")?));
+        }
+        if let Some(n) = &self.to_name {
+            if n.is_empty() {
+                bail!("--to-name: the restore point name is empty");
+            }
+            return Ok(Target::Name(n.clone()));
+        }
+        Ok(Target::Latest)
+    }
+
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let target = self.target()?;
+        let repo = args.repo.open()?;
+        let plan = recovery::plan(&repo, &target, self.system_identifier)?;
+        if self.dry_run {
+            if args.repo.json() {
+                return print_json(&plan);
+            }
+            print_plan(&plan);
+            return Ok(());
+        }
+        let (progress, bar) = args.repo.progress_bar("pg restore");
+        let opts = recovery::Options {
+            spool: self.wal_dir.clone(),
+            progress,
+            cancel: crate::repo_cmd::cancel_on_signal(),
+        };
+        let restored = recovery::execute(&repo, plan, &self.pgdata, &opts);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let restored = restored?;
+        if args.repo.json() {
+            return print_json(&restored);
+        }
+        print_plan(&restored.plan);
+        println!(
+            "restored into {}, {} of WAL in {}",
+            restored.pgdata.display(),
+            human(restored.wal_bytes),
+            restored.spool.display()
+        );
+        println!(
+            "start the server (pg_ctl -D {} start): it replays to the target and promotes; the \
+             WAL directory can go once it has",
+            restored.pgdata.display()
+        );
+        Ok(())
+    }
+}
+
+fn print_plan(plan: &recovery::Plan) {
+    let b = &plan.base;
+    println!(
+        "base backup {} (PostgreSQL {}, system {}, timeline {}, consistent at {} / {})",
+        &plan.snapshot[..8],
+        b.version,
+        b.system_identifier,
+        b.timeline,
+        b.finish_lsn,
+        b.finish_time
+    );
+    println!("target: {}; replay reaches {}", plan.target, plan.reaches);
+    println!("WAL files from the archive: {}", plan.wal.len());
+}
+
+/// The cluster flags of wal-push and wal-fetch.
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// The data directory whose `global/pg_control` names the cluster (default: the working
+    /// directory, where PostgreSQL runs archive_command and restore_command).
+    #[arg(long, short = 'D')]
+    pgdata: Option<PathBuf>,
+    /// The cluster's system identifier, instead of reading it from the data directory.
+    #[arg(long, conflicts_with = "pgdata")]
+    system_identifier: Option<u64>,
+}
+
+impl ClusterArgs {
+    fn system_identifier(&self) -> anyhow::Result<u64> {
+        match self.system_identifier {
+            Some(id) => Ok(id),
+            None => Ok(wal_archive::system_identifier(self.pgdata.as_deref())?),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct WalPushCmd {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// WAL files to archive (`%p`); several are archived in parallel.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+impl WalPushCmd {
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let id = self.cluster.system_identifier()?;
+        let repo = args.repo.open()?;
+        let results = push_all(&repo, id, &self.files);
+        let mut pushed = Vec::new();
+        let mut first_error = None;
+        for (file, r) in self.files.iter().zip(results) {
+            match r {
+                Ok(p) => pushed.push(p),
+                Err(e) => {
+                    let e = anyhow::Error::from(e).context(format!("{}", file.display()));
+                    if first_error.is_none() {
+                        first_error = Some(e);
+                    } else {
+                        eprintln!("holdfast: {e:#}");
+                    }
+                }
+            }
+        }
+        if args.repo.json() {
+            print_json(&pushed)?;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Archives files on up to four threads: each waits mostly on the storage.
+fn push_all(
+    repo: &Repository,
+    id: u64,
+    files: &[PathBuf],
+) -> Vec<Result<wal_archive::Pushed, holdfast_postgres::Error>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<_>>> =
+        files.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..files.len().min(4) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    let r = wal_archive::push(repo, file, id);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| {
+                Err(holdfast_postgres::Error::Invalid("not archived (worker stopped)".into()))
+            })
+        })
+        .collect()
+}
+
+#[derive(Args, Debug)]
+struct WalFetchCmd {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The WAL file name PostgreSQL asks for (`%f`).
+    file: String,
+    /// Where to write it (`%p`).
+    dest: PathBuf,
+}
+
+impl WalFetchCmd {
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let id = self.cluster.system_identifier()?;
+        let repo = args.repo.open()?;
+        match wal_archive::fetch(&repo, id, &self.file, &self.dest)? {
+            Fetched::Written(_) => Ok(()),
+            // PostgreSQL asks for files past the end of the archive as a matter of course; a
+            // plain exit 1 (never 126+, which it takes as fatal) says "not there".
+            Fetched::NotArchived => {
+                eprintln!("holdfast: {} is not in the WAL archive", self.file);
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct WalCmd {
+    #[command(subcommand)]
+    command: WalSub,
+}
+
+#[derive(Subcommand, Debug)]
+enum WalSub {
+    /// Show the archived range of each timeline and every gap.
+    Status(WalStatusCmd),
+}
+
+#[derive(Args, Debug)]
+struct WalStatusCmd {
+    /// Only this cluster (default: every cluster with WAL in the repository).
+    #[arg(long)]
+    system_identifier: Option<u64>,
+}
+
+impl WalCmd {
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let WalSub::Status(c) = &self.command;
+        let repo = args.repo.open()?;
+        let ids = match c.system_identifier {
+            Some(id) => vec![id],
+            None => wal_archive::clusters(&repo)?,
+        };
+        let bases = recovery::base_backups(&repo)?;
+        let mut all = Vec::new();
+        for id in ids {
+            let size = bases
+                .iter()
+                .rev()
+                .find(|(_, b)| b.system_identifier == id)
+                .map_or(DEFAULT_SEGMENT_SIZE, |(_, b)| b.wal_segment_size);
+            all.push(wal_archive::status(&repo, id, size)?);
+        }
+        if args.repo.json() {
+            return print_json(&all);
+        }
+        if all.is_empty() {
+            println!("no WAL archived");
+        }
+        for st in &all {
+            println!("system {}:", st.system_identifier);
+            for t in &st.timelines {
+                for r in &t.runs {
+                    println!(
+                        "  timeline {}: {} … {} ({} segments), WAL {} to {}{}",
+                        t.timeline,
+                        r.first,
+                        r.last,
+                        r.segments,
+                        r.start_lsn,
+                        r.end_lsn,
+                        r.newest_transaction
+                            .map(|x| format!(", newest transaction {x}"))
+                            .unwrap_or_default()
+                    );
+                }
+                for g in &t.gaps {
+                    println!(
+                        "  timeline {}: GAP: {} … {} missing ({} segments)",
+                        t.timeline, g.first_missing, g.last_missing, g.segments
+                    );
+                }
+                for p in &t.partial {
+                    println!("  timeline {}: partial {p}", t.timeline);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,314 @@
+//! `holdfast pg` end to end against a real PostgreSQL: the server archives its WAL with
+//! `archive_command = 'holdfast pg wal-push … %p'`, a base backup is taken with `holdfast pg
+//! backup`, rows are committed before and after a moment T, and `holdfast pg restore` brings back
+//! exactly the rows of T, of a named restore point, and of the latest point, each on a server
+//! started on the restored directory as the server's own account. Targets the archive cannot
+//! reach, and a removed segment, are refused before anything is written.
+//!
+//! As root (CI), every holdfast command runs as the server's account, as a DBA would run it
+//! (`sudo -u postgres holdfast pg …`), so the repository stays writable by `archive_command`.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use holdfast_testkit::Postgres;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
+
+struct Rig {
+    pg: Postgres,
+    bin: PathBuf,
+    repo: PathBuf,
+    password_file: PathBuf,
+    scratch: PathBuf,
+}
+
+impl Rig {
+    /// holdfast `args` as the server's account; the output, whatever the exit status.
+    fn holdfast(&self, args: &[&str]) -> Result<Output> {
+        let mut all: Vec<&OsStr> = vec![OsStr::new("pg")];
+        let repo = self.repo.to_str().context("repo path")?;
+        let pw = self.password_file.to_str().context("password path")?;
+        all.extend(["--repo", repo, "--password-file", pw, "--quiet"].map(OsStr::new));
+        all.extend(args.iter().map(OsStr::new));
+        let mut cmd = self.pg.command_as_server_user(&self.bin, &all);
+        cmd.env_remove("PGHOST").env_remove("PGPORT").env_remove("PGUSER");
+        cmd.output().context("running holdfast")
+    }
+
+    /// Like [`Rig::holdfast`], failing unless it succeeds; its standard output.
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.holdfast(args)?;
+        if !out.status.success() {
+            bail!(
+                "holdfast {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    fn sql(&self, sql: &str) -> Result<String> {
+        Ok(self.pg.psql(sql)?)
+    }
+
+    /// Waits until the segment now being written has been archived.
+    fn archive_current_segment(&self) -> Result<()> {
+        let wanted = self.sql("SELECT pg_walfile_name(pg_switch_wal())")?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let last = self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")?;
+            if last.as_str() >= wanted.as_str() {
+                return Ok(());
+            }
+            let failed = self.sql("SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver")?;
+            ensure!(
+                Instant::now() < deadline,
+                "segment {wanted} not archived in time (last archived {last:?}, last failed \
+                 {failed:?}; server log: {})",
+                std::fs::read_to_string(self.pg.log_file()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A data directory path in the server account's scratch space (not created).
+    fn target(&self, name: &str) -> PathBuf {
+        self.scratch.join(name)
+    }
+}
+
+fn setup() -> Result<Rig> {
+    let pg = Postgres::init()?;
+    let tools = pg.owned_dir("tools")?;
+    let bin = tools.join("holdfast");
+    std::fs::copy(BIN, &bin).context("copying the holdfast binary")?;
+    let scratch = pg.owned_dir("scratch")?;
+    let repo = scratch.join("repo");
+    let password_file = tools.join("password");
+    std::fs::write(&password_file, "correct horse battery staple\n")?;
+    pg.give(&tools)?;
+    let mut rig = Rig { pg, bin, repo, password_file, scratch };
+    let out = rig
+        .pg
+        .command_as_server_user(
+            &rig.bin,
+            &[
+                OsStr::new("repo"),
+                OsStr::new("init"),
+                OsStr::new("--repo"),
+                rig.repo.as_os_str(),
+                OsStr::new("--password-file"),
+                rig.password_file.as_os_str(),
+            ],
+        )
+        .output()?;
+    ensure!(out.status.success(), "repo init: {}", String::from_utf8_lossy(&out.stderr));
+    let archive_command = format!(
+        "'{} pg wal-push --repo {} --password-file {} %p'",
+        rig.bin.display(),
+        rig.repo.display(),
+        rig.password_file.display()
+    );
+    rig.pg.configure(&[
+        ("archive_mode", "on"),
+        ("archive_command", &archive_command),
+        ("wal_level", "replica"),
+    ])?;
+    rig.pg.start_server()?;
+    Ok(rig)
+}
+
+/// Ids of the rows in `t`, in order, on a server.
+fn ids(pg: &Postgres) -> Result<Vec<i64>> {
+    let out = pg.psql("SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM t")?;
+    Ok(out.split(',').filter(|s| !s.is_empty()).map(|s| s.parse()).collect::<Result<_, _>>()?)
+}
+
+fn insert(rig: &Rig, from: i64, to: i64) -> Result<()> {
+    rig.sql(&format!("INSERT INTO t SELECT g, 'row ' || g FROM generate_series({from}, {to}) g"))?;
+    Ok(())
+}
+
+/// Starts a server on a restored directory and waits until recovery has promoted it.
+fn start_restored(dir: &Path) -> Result<Postgres> {
+    let pg = Postgres::start_in_place(dir)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg.psql("SELECT pg_is_in_recovery()")? != "f" {
+        ensure!(
+            Instant::now() < deadline,
+            "the restored server did not finish recovery: {}",
+            std::fs::read_to_string(pg.log_file()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(pg)
+}
+
+fn range(from: i64, to: i64) -> Vec<i64> {
+    (from..=to).collect()
+}
+
+#[test]
+fn base_backup_wal_archive_and_point_in_time_restores() -> Result<()> {
+    let rig = setup()?;
+    rig.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    insert(&rig, 1, 100)?;
+
+    // A base backup, its LSNs within what the server reported around it.
+    let before = rig.sql("SELECT pg_current_wal_lsn() - '0/0'")?.parse::<u64>()?;
+    let port = rig.pg.port().to_string();
+    let out = rig.ok(&["backup", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "--json"])?;
+    let after = rig.sql("SELECT pg_current_wal_lsn() - '0/0'")?.parse::<u64>()?;
+    let report: Value = serde_json::from_str(&out)?;
+    let lsn = |k: &str| -> Result<u64> {
+        let s = report[k].as_str().with_context(|| format!("{k} in {report}"))?;
+        let (hi, lo) = s.split_once('/').context("an LSN")?;
+        Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
+    };
+    let (start, finish) = (lsn("start_lsn")?, lsn("finish_lsn")?);
+    ensure!(
+        before <= start && start < finish && finish <= after,
+        "{before} {start} {finish} {after}"
+    );
+    let version = rig.sql("SHOW server_version")?;
+    assert_eq!(report["version"].as_str(), version.split_whitespace().next());
+    let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
+    assert_eq!(report["system_identifier"].to_string(), sysid);
+    assert_eq!(report["timeline"], 1);
+
+    // Rows before T, T, rows after T, a restore point, more rows; all archived.
+    insert(&rig, 101, 200)?;
+    rig.archive_current_segment()?;
+    std::thread::sleep(Duration::from_millis(20));
+    let t = rig.sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )?;
+    std::thread::sleep(Duration::from_millis(20));
+    insert(&rig, 201, 300)?;
+    rig.sql("SELECT pg_create_restore_point('after-300')")?;
+    insert(&rig, 301, 400)?;
+    rig.archive_current_segment()?;
+
+    let status: Value = serde_json::from_str(&rig.ok(&["wal", "status", "--json"])?)?;
+    let tl = &status[0]["timelines"][0];
+    assert_eq!(tl["timeline"], 1, "{status}");
+    assert_eq!(tl["gaps"].as_array().map(Vec::len), Some(0), "{status}");
+    assert!(tl["runs"][0]["newest_transaction"].is_string(), "{status}");
+
+    // pg_verifybackup accepts the restored copy as the backup's manifest describes it.
+    let verify_dir = rig.target("verify");
+    rig.ok(&["restore", "--pgdata", verify_dir.to_str().context("path")?])?;
+    let verify = holdfast_testkit::postgres::server_bin_dir()?.join("pg_verifybackup");
+    let out = rig.pg.command_as_server_user(&verify, &[verify_dir.as_os_str()]).output()?;
+    ensure!(
+        out.status.success(),
+        "pg_verifybackup: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // To T: exactly the rows committed before it.
+    let dir = rig.target("to-time");
+    rig.ok(&["restore", "--pgdata", dir.to_str().context("path")?, "--to-time", &t])?;
+    let restored = start_restored(&dir)?;
+    assert_eq!(ids(&restored)?, range(1, 200));
+    drop(restored);
+
+    // To the restore point.
+    let dir = rig.target("to-name");
+    rig.ok(&["restore", "--pgdata", dir.to_str().context("path")?, "--to-name", "after-300"])?;
+    let restored = start_restored(&dir)?;
+    assert_eq!(ids(&restored)?, range(1, 300));
+    drop(restored);
+
+    // The latest point: everything.
+    let latest = rig.target("latest");
+    rig.ok(&["restore", "--pgdata", latest.to_str().context("path")?])?;
+    let restored = start_restored(&latest)?;
+    assert_eq!(ids(&restored)?, range(1, 400));
+    restored.psql("INSERT INTO t VALUES (401, 'writable after promotion')")?;
+    drop(restored);
+
+    // Refused up front, nothing written: a time after the archive's newest transaction, a
+    // time before the base backup.
+    let refused = rig.target("refused");
+    let refused_s = refused.to_str().context("path")?;
+    let later = "2999-01-01T00:00:00Z";
+    let out = rig.holdfast(&["restore", "--pgdata", refused_s, "--to-time", later])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no transaction after"), "{err}");
+    let out =
+        rig.holdfast(&["restore", "--pgdata", refused_s, "--to-time", "2001-01-01T00:00:00Z"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no base backup finished before"), "{err}");
+    assert!(!refused.exists(), "a refused restore wrote {}", refused.display());
+
+    // A segment removed from the middle of the archive: the gap is reported and every target
+    // past it is refused.
+    let current = rig.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")?;
+    insert(&rig, 402, 500)?;
+    rig.archive_current_segment()?;
+    insert(&rig, 501, 600)?;
+    rig.archive_current_segment()?;
+    let archived = rig.repo.join("archive").join(format!("pg-{sysid}-{current}"));
+    ensure!(archived.is_file(), "{} not archived", archived.display());
+    std::fs::remove_file(&archived)?;
+    let status = rig.ok(&["wal", "status"])?;
+    assert!(status.contains("GAP") && status.contains(&current), "{status}");
+    let out = rig.holdfast(&["restore", "--pgdata", refused_s])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&current) && err.contains("missing"), "{err}");
+    assert!(!refused.exists(), "a refused restore wrote {}", refused.display());
+    Ok(())
+}
+
+#[test]
+fn wal_push_is_idempotent_and_refuses_a_different_segment_under_the_same_name() -> Result<()> {
+    let rig = setup()?;
+    rig.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    insert(&rig, 1, 10)?;
+    rig.archive_current_segment()?;
+    let name = rig.sql("SELECT last_archived_wal FROM pg_stat_archiver")?;
+    let data_dir = rig.pg.data_dir().to_path_buf();
+    let segment = data_dir.join("pg_wal").join(&name);
+    // The file PostgreSQL archived may already be recycled; fetch it back instead.
+    let copy = rig.scratch.join(&name);
+    let pgdata = data_dir.to_str().context("path")?;
+    rig.ok(&["wal-fetch", "--pgdata", pgdata, &name, copy.to_str().context("path")?])?;
+    let _ = segment;
+    // The same bytes again: accepted (what a retried archive_command does).
+    let out =
+        rig.ok(&["wal-push", "--pgdata", pgdata, "--json", copy.to_str().context("path")?])?;
+    let pushed: Value = serde_json::from_str(&out)?;
+    assert_eq!(pushed[0]["already_archived"], true, "{out}");
+    // Different bytes under that name: refused, and the archived segment is unchanged.
+    let original = std::fs::read(&copy)?;
+    let mut changed = original.clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 0xff;
+    std::fs::write(&copy, &changed)?;
+    let out = rig.holdfast(&["wal-push", "--pgdata", pgdata, copy.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("refusing to overwrite"), "{err}");
+    let again = rig.scratch.join("again");
+    rig.ok(&["wal-fetch", "--pgdata", pgdata, &name, again.to_str().context("path")?])?;
+    assert!(std::fs::read(&again)? == original, "the archived segment changed");
+    // A name that is not archived: exit 1, nothing written.
+    let missing = rig.scratch.join("missing");
+    let out = rig.holdfast(&[
+        "wal-fetch",
+        "--pgdata",
+        pgdata,
+        "0000000100000099000000FF",
+        missing.to_str().context("path")?,
+    ])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!missing.exists());
+    Ok(())
+}
