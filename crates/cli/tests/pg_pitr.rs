@@ -312,3 +312,86 @@ fn wal_push_is_idempotent_and_refuses_a_different_segment_under_the_same_name() 
     assert!(!missing.exists());
     Ok(())
 }
+
+/// `kill -9` of `wal-push` at many points of its work never leaves a partial or wrong segment
+/// under the segment's name, and the retry PostgreSQL would make then succeeds: a segment is
+/// never lost, whatever moment the archiver dies at.
+#[test]
+fn killing_wal_push_at_any_point_loses_no_segment() -> Result<()> {
+    let rig = setup()?;
+    rig.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    insert(&rig, 1, 50_000)?;
+    rig.archive_current_segment()?;
+    let name = rig.sql("SELECT last_archived_wal FROM pg_stat_archiver")?;
+    let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
+    let pgdata = rig.pg.data_dir().to_str().context("path")?.to_string();
+    // A copy of the segment, pushed as root into a repository of its own.
+    let work = tempfile::tempdir()?;
+    let segment = work.path().join(&name);
+    rig.ok(&[
+        "wal-fetch",
+        "--pgdata",
+        &pgdata,
+        &name,
+        rig.scratch.join(&name).to_str().context("path")?,
+    ])?;
+    std::fs::copy(rig.scratch.join(&name), &segment)?;
+    let original = std::fs::read(&segment)?;
+    let repo = work.path().join("repo");
+    let pw = work.path().join("pw");
+    std::fs::write(&pw, "pw\n")?;
+    let base = |cmd: &mut std::process::Command| {
+        cmd.args(["--repo", repo.to_str().unwrap_or_default()]).args([
+            "--password-file",
+            pw.to_str().unwrap_or_default(),
+            "--quiet",
+        ]);
+    };
+    let mut init = std::process::Command::new(BIN);
+    init.arg("repo").arg("init");
+    base(&mut init);
+    ensure!(init.output()?.status.success(), "repo init");
+    let object = repo.join("archive").join(format!("pg-{sysid}-{name}"));
+    let fetched = work.path().join("fetched");
+    let push = || {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("pg");
+        base(&mut cmd);
+        cmd.args(["wal-push", "--system-identifier", &sysid]).arg(&segment);
+        cmd
+    };
+    let fetch_equals = || -> Result<bool> {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("pg");
+        base(&mut cmd);
+        cmd.args(["wal-fetch", "--system-identifier", &sysid, &name]).arg(&fetched);
+        let out = cmd.output()?;
+        ensure!(out.status.success(), "wal-fetch: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(std::fs::read(&fetched)? == original)
+    };
+    let mut killed_before_storing = 0;
+    for step in 0..16u64 {
+        let mut child = push().spawn()?;
+        std::thread::sleep(Duration::from_millis(step * 25));
+        child.kill()?;
+        child.wait()?;
+        if object.exists() {
+            // Whatever the kill interrupted, a stored segment is the whole, right one.
+            ensure!(fetch_equals()?, "step {step}: a damaged segment is stored");
+        } else {
+            killed_before_storing += 1;
+        }
+        // PostgreSQL retries a segment it was not told is archived; the retry succeeds.
+        let out = push().output()?;
+        ensure!(
+            out.status.success(),
+            "step {step}: the retry failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(fetch_equals()?, "step {step}: the retry stored something else");
+        std::fs::remove_file(&object)?;
+    }
+    // The sweep really interrupted pushes before they stored anything.
+    ensure!(killed_before_storing > 0, "every push finished before its kill");
+    Ok(())
+}
