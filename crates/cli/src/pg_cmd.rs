@@ -114,6 +114,7 @@ impl BackupCmd {
                 port: self.port,
                 user: self.username.clone(),
                 dbname: self.dbname.clone(),
+                password: None,
             },
             tools,
             tags: self.tags.clone(),

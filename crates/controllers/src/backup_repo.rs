@@ -827,6 +827,93 @@ async fn rendered_config(
     Ok(out)
 }
 
+/// A Ready repo's provider and parameters.
+///
+/// # Errors
+/// [`Error::NotReady`] when the repo is not Ready; [`Error::Invalid`] when its provider or
+/// parameters are gone; API errors.
+async fn ready_and_resolved(ctx: &Context, repo: &BackupRepo) -> Result<Resolved, Error> {
+    let name = repo.name_any();
+    let phase = repo.status.as_ref().and_then(|s| s.phase);
+    if phase != Some(BackupRepoPhase::Ready) {
+        return Err(Error::NotReady(format!(
+            "backuprepo {name} is not Ready (phase {})",
+            phase.map_or_else(|| "unset".to_owned(), |p| format!("{p:?}"))
+        )));
+    }
+    match resolve(ctx, repo).await? {
+        Ok(r) => Ok(r),
+        Err((_, failure)) => Err(Error::Invalid(format!("backuprepo {name}: {}", failure.message))),
+    }
+}
+
+/// The BackupRepo `named` (with what named it, for the error), else the single one annotated as
+/// the default; `how_to_name` completes "set …" in the error when there is no default.
+///
+/// # Errors
+/// [`Error::Invalid`] when the named repo does not exist, or there is no default or several.
+pub async fn named_or_default(
+    ctx: &Context,
+    named: Option<(String, String)>,
+    how_to_name: &str,
+) -> Result<BackupRepo, Error> {
+    let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
+    if let Some((name, source)) = named {
+        return repos.get_opt(&name).await?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "backuprepo {name} not found (named by {source}); create it or name an existing \
+                 BackupRepo"
+            ))
+        });
+    }
+    let mut defaults: Vec<BackupRepo> = repos
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.is_annotated_default() && r.metadata.deletion_timestamp.is_none())
+        .collect();
+    let annotation = holdfast_api::kubeblocks::backup_repo::DEFAULT_REPO_ANNOTATION;
+    match defaults.len() {
+        1 => Ok(defaults.remove(0)),
+        0 => Err(Error::Invalid(format!(
+            "no default BackupRepo found: {how_to_name} or annotate one BackupRepo with \
+             {annotation}=true"
+        ))),
+        _ => {
+            let names: Vec<String> = defaults.iter().map(ResourceExt::name_any).collect();
+            Err(Error::Invalid(format!(
+                "more than one default BackupRepo ({}); keep the annotation {annotation} on one",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// Where a Tool repo's holdfast repository lives and its key: for controllers that move data
+/// themselves (PostgresBackup) instead of through Jobs.
+///
+/// # Errors
+/// [`Error::NotReady`] when the repo is not Ready; [`Error::Invalid`] for a Mount repo or one
+/// whose provider, parameters or templates are gone; API errors.
+pub async fn open_location(
+    ctx: &Context,
+    repo: &BackupRepo,
+) -> Result<(RepositoryLocation, String), Error> {
+    let name = repo.name_any();
+    if matches!(repo.spec.access_method, AccessMethod::Mount) {
+        return Err(Error::Invalid(format!(
+            "backuprepo {name} has accessMethod Mount, whose claim only Jobs can mount: use a \
+             BackupRepo with accessMethod Tool"
+        )));
+    }
+    let resolved = ready_and_resolved(ctx, repo).await?;
+    let conf = render_datasafed(&resolved).map_err(Error::Invalid)?;
+    let location = repository_location(&conf)?;
+    let key = ensure_repository_key(ctx, repo).await?;
+    Ok((location, key))
+}
+
 /// How Jobs in `namespace` reach `repo`: its tool-config Secret there, created or brought up to
 /// date, and under Mount access its claim there, created when missing. For the Backup and
 /// Restore controllers, for the namespace of their object.
@@ -839,20 +926,7 @@ pub async fn ensure_access(
     repo: &BackupRepo,
     namespace: &str,
 ) -> Result<RepoAccess, Error> {
-    let name = repo.name_any();
-    let phase = repo.status.as_ref().and_then(|s| s.phase);
-    if phase != Some(BackupRepoPhase::Ready) {
-        return Err(Error::NotReady(format!(
-            "backuprepo {name} is not Ready (phase {})",
-            phase.map_or_else(|| "unset".to_owned(), |p| format!("{p:?}"))
-        )));
-    }
-    let resolved = match resolve(ctx, repo).await? {
-        Ok(r) => r,
-        Err((_, failure)) => {
-            return Err(Error::Invalid(format!("backuprepo {name}: {}", failure.message)));
-        }
-    };
+    let resolved = ready_and_resolved(ctx, repo).await?;
     let rendered = rendered_config(ctx, repo, &resolved).await?;
     let tool_config_secret = upsert_tool_config(ctx, repo, namespace, &rendered).await?;
     let backup_pvc = match repo.spec.access_method {

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod node;
 pub mod object;
 pub mod owner;
+pub mod postgres_backup;
 pub mod provisioner;
 pub mod reconciler;
 pub mod repository_access;
@@ -62,6 +63,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     spawn(&mut set, "backup-retention", retention::run(ctx.clone()));
     spawn(&mut set, "shipped-actionsets", shipped_action_sets::run(ctx.clone()));
     spawn(&mut set, "restore", restore::run(ctx.clone()));
+    spawn(&mut set, "postgres-backup", postgres_backup::run(ctx.clone()));
     spawn(&mut set, "storage-provider", storage_provider::run(ctx.clone()));
     spawn(&mut set, "backup-repo", backup_repo::run(ctx.clone()));
     spawn(&mut set, "action-set", action_set::run(ctx.clone()));

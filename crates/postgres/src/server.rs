@@ -18,6 +18,9 @@ pub struct Connection {
     pub user: Option<String>,
     /// Database for SQL queries (`-d`); default `PGDATABASE`, else `postgres`.
     pub dbname: Option<String>,
+    /// Password, given to the programs as `PGPASSWORD` (never on a command line, where other
+    /// users could read it); else libpq's own sources.
+    pub password: Option<String>,
 }
 
 impl Connection {
@@ -32,6 +35,9 @@ impl Connection {
         }
         if let Some(u) = &self.user {
             cmd.arg("-U").arg(u);
+        }
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
         }
         cmd.arg("-w");
     }

@@ -19,6 +19,7 @@ fn connection(pg: &Postgres) -> Connection {
         port: Some(pg.port()),
         user: Some("postgres".into()),
         dbname: None,
+        password: None,
     }
 }
 

@@ -9,7 +9,7 @@ use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Phas
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use super::chain::{self, Chain};
 use super::volume_snapshot;
@@ -184,7 +184,6 @@ async fn resolve_repo(
     backup: &Backup,
     policy: &BackupPolicy,
 ) -> Result<BackupRepo, Error> {
-    let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
     let named =
         super::label(backup, LABEL_BACKUP_REPO)
             .map(|n| (n.to_string(), format!("the Backup's label {LABEL_BACKUP_REPO}")))
@@ -193,45 +192,8 @@ async fn resolve_repo(
                     (n, format!("spec.backupRepoName of backuppolicy {}", policy.name_any()))
                 })
             });
-    let repo = match named {
-        Some((name, source)) => repos.get_opt(&name).await?.ok_or_else(|| {
-            Error::Invalid(format!(
-                "backuprepo {name} not found (named by {source}); create it or name an existing \
-                 BackupRepo"
-            ))
-        })?,
-        None => {
-            let defaults: Vec<BackupRepo> = repos
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|r| r.is_annotated_default() && r.metadata.deletion_timestamp.is_none())
-                .collect();
-            match defaults.len() {
-                0 => {
-                    return Err(Error::Invalid(format!(
-                        "no default BackupRepo found: set spec.backupRepoName on backuppolicy {} \
-                         or annotate one BackupRepo with {}=true",
-                        policy.name_any(),
-                        holdfast_api::kubeblocks::backup_repo::DEFAULT_REPO_ANNOTATION
-                    )));
-                }
-                1 => defaults
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::Invalid("no default BackupRepo found".to_string()))?,
-                _ => {
-                    let names: Vec<String> = defaults.iter().map(|r| r.name_any()).collect();
-                    return Err(Error::Invalid(format!(
-                        "more than one default BackupRepo ({}); keep the annotation {} on one",
-                        names.join(", "),
-                        holdfast_api::kubeblocks::backup_repo::DEFAULT_REPO_ANNOTATION
-                    )));
-                }
-            }
-        }
-    };
+    let how = format!("set spec.backupRepoName on backuppolicy {}", policy.name_any());
+    let repo = crate::backup_repo::named_or_default(ctx, named, &how).await?;
     check_repo_ready(&repo, ctx.clock.now())?;
     Ok(repo)
 }
