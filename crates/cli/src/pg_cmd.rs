@@ -11,6 +11,7 @@ use holdfast_postgres::recovery::{self, Target};
 use holdfast_postgres::server::Connection;
 use holdfast_postgres::tools::Tools;
 use holdfast_postgres::wal_archive::{self, Fetched};
+use holdfast_postgres::wal_stream;
 use holdfast_postgres::{Lsn, lsn::DEFAULT_SEGMENT_SIZE};
 use holdfast_repository::Repository;
 use serde::Serialize;
@@ -42,6 +43,8 @@ enum PgCommand {
     WalPush(WalPushCmd),
     /// Fetch one archived WAL file (for `restore_command = 'holdfast pg wal-fetch … %f %p'`).
     WalFetch(WalFetchCmd),
+    /// Stream WAL into the archive through a replication slot (no archive_command needed).
+    WalStream(WalStreamCmd),
     /// The archived WAL.
     Wal(WalCmd),
 }
@@ -59,14 +62,14 @@ fn execute(args: &PgArgs) -> anyhow::Result<()> {
         PgCommand::Restore(c) => c.run(args),
         PgCommand::WalPush(c) => c.run(args),
         PgCommand::WalFetch(c) => c.run(args),
+        PgCommand::WalStream(c) => c.run(args, tools),
         PgCommand::Wal(c) => c.run(args),
     }
 }
 
 /// Connection flags as pg_basebackup has them (`-h` is the host, so help is `--help` only).
 #[derive(Args, Debug)]
-#[command(disable_help_flag = true)]
-struct BackupCmd {
+struct ConnArgs {
     /// Database server host or socket directory (else PGHOST).
     #[arg(short = 'h', long)]
     host: Option<String>,
@@ -80,6 +83,25 @@ struct BackupCmd {
     /// Database for the queries around the backup (else PGDATABASE, else postgres).
     #[arg(short = 'd', long)]
     dbname: Option<String>,
+}
+
+impl ConnArgs {
+    fn connection(&self) -> Connection {
+        Connection {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.username.clone(),
+            dbname: self.dbname.clone(),
+            password: None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+struct BackupCmd {
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Tag to add to the snapshot (repeatable).
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -109,13 +131,7 @@ impl BackupCmd {
         let (progress, bar) = args.repo.progress_bar("pg backup");
         let cancel = crate::repo_cmd::cancel_on_signal();
         let opts = base_backup::Options {
-            connection: Connection {
-                host: self.host.clone(),
-                port: self.port,
-                user: self.username.clone(),
-                dbname: self.dbname.clone(),
-                password: None,
-            },
+            connection: self.conn.connection(),
             tools,
             tags: self.tags.clone(),
             pages_per_chunk: self.pages_per_chunk,
@@ -417,6 +433,57 @@ impl WalFetchCmd {
                 std::process::exit(1);
             }
         }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+struct WalStreamCmd {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The replication slot that keeps the server's WAL until it is streamed (created when
+    /// missing).
+    #[arg(long, default_value = "holdfast")]
+    slot: String,
+    /// Where the segment being received is kept until whole: durable storage, the same
+    /// directory on every restart.
+    #[arg(long)]
+    spool: PathBuf,
+    /// Stop after this long (`10m`) instead of at SIGINT/SIGTERM.
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+impl WalStreamCmd {
+    fn run(&self, args: &PgArgs, tools: Tools) -> anyhow::Result<()> {
+        let repo = args.repo.open()?;
+        let opts = wal_stream::Options {
+            connection: self.conn.connection(),
+            tools,
+            slot: self.slot.clone(),
+            spool: self.spool.clone(),
+            duration: self.duration.map(Into::into),
+            cancel: crate::repo_cmd::cancel_on_signal(),
+        };
+        let streamed = match wal_stream::run(&repo, &opts) {
+            Err(holdfast_postgres::Error::Repository(holdfast_repository::Error::Cancelled)) => {
+                return Ok(());
+            }
+            other => other?,
+        };
+        if args.repo.json() {
+            return print_json(&streamed);
+        }
+        println!(
+            "archived {} WAL files ({}); pg_receivewal started {} times",
+            streamed.archived,
+            human(streamed.bytes),
+            streamed.starts
+        );
+        Ok(())
     }
 }
 

@@ -395,3 +395,96 @@ fn killing_wal_push_at_any_point_loses_no_segment() -> Result<()> {
     ensure!(killed_before_storing > 0, "every push finished before its kill");
     Ok(())
 }
+
+/// `holdfast pg wal-stream` archives through a replication slot with nothing configured on the
+/// server; `kill -9` of the worker loses no segment: the slot keeps what the server wrote
+/// meanwhile, and the restarted worker resumes from its spool.
+#[test]
+fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
+    let pg = Postgres::start()?;
+    pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    let sysid = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
+    let work = tempfile::tempdir()?;
+    let (repo, pw, spool) =
+        (work.path().join("repo"), work.path().join("pw"), work.path().join("spool"));
+    std::fs::write(&pw, "pw\n")?;
+    let port = pg.port().to_string();
+    let holdfast = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args.first().copied())
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&pw)
+            .arg("--quiet")
+            .args(&args[1..]);
+        cmd
+    };
+    ensure!(holdfast(&["repo", "init"]).output()?.status.success(), "repo init");
+    let stream = || {
+        holdfast(&["pg", "wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .arg("--spool")
+            .arg(&spool)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    };
+    let archived = |segment: &str| repo.join("archive").join(format!("pg-{sysid}-{segment}"));
+    let wait_archived = |segment: &str| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !archived(segment).is_file() {
+            ensure!(Instant::now() < deadline, "{segment} was never streamed into the archive");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    let switch = |from: i64| -> Result<String> {
+        pg.psql(&format!(
+            "INSERT INTO t SELECT g, 'x' FROM generate_series({from}, {from} + 999) g"
+        ))?;
+        Ok(pg.psql("SELECT pg_walfile_name(pg_switch_wal())")?)
+    };
+
+    let mut worker = stream()?;
+    // The slot exists once the worker is up; what is written from then on is kept for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'holdfast'")? != "1"
+    {
+        ensure!(Instant::now() < deadline, "the worker never created its slot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = switch(1)?;
+    wait_archived(&first)?;
+    worker.kill()?;
+    worker.wait()?;
+    // pg_receivewal went with it: the server has no stream left (else it would keep streaming
+    // into the spool and the restart below would prove nothing).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.psql("SELECT count(*) FROM pg_stat_replication")? != "0" {
+        ensure!(Instant::now() < deadline, "pg_receivewal outlived the killed worker");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Nobody streams: the server completes two more segments, and a checkpoint would recycle
+    // them but for the slot.
+    let second = switch(1001)?;
+    let third = switch(2001)?;
+    pg.psql("CHECKPOINT")?;
+    let mut worker = stream()?;
+    wait_archived(&third)?;
+    worker.kill()?;
+    worker.wait()?;
+    ensure!(archived(&second).is_file(), "{second} was lost");
+
+    let out = holdfast(&["pg", "wal", "status", "--json"]).output()?;
+    ensure!(out.status.success(), "wal status: {}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout)?;
+    let timeline = &status[0]["timelines"][0];
+    assert_eq!(timeline["gaps"].as_array().map(Vec::len), Some(0), "{status}");
+    let run = &timeline["runs"][0];
+    ensure!(
+        run["first"].as_str() <= Some(first.as_str())
+            && run["last"].as_str() >= Some(third.as_str()),
+        "{status}"
+    );
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod server;
 pub mod tools;
 pub mod wal_archive;
 pub mod wal_reader;
+pub mod wal_stream;
 
 pub use error::Error;
 pub use lsn::Lsn;

@@ -91,6 +91,13 @@ impl Tools {
     }
 }
 
+/// A program on `PATH`, if any.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
+}
+
 /// Runs a command to completion and returns its standard output; a failure carries the last
 /// lines of its error output.
 ///
