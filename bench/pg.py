@@ -87,6 +87,8 @@ def main():
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--restores", type=int, default=3)
     ap.add_argument("--holdfast", required=True, help="the release holdfast binary")
+    ap.add_argument("--pages-per-chunk", default="1",
+                    help="holdfast's --pages-per-chunk values to compare, comma-separated (one repository each)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the page cache is dropped before every step")
@@ -107,7 +109,7 @@ def main():
         shutil.chown(p, USER, USER)
     pg_bin = bindir()
     data, hrepo, brepo1, brepo2, sock = (os.path.join(work, n) for n in ("data", "hf-repo", "pgbr-full", "pgbr-incr", "run"))
-    for d in (sock, brepo1, brepo2):
+    for d in (sock, brepo1, brepo2, os.path.join(work, "pgbr-log")):
         os.makedirs(d)
         shutil.chown(d, USER, USER)
     port = free_port()
@@ -132,7 +134,10 @@ pg1-port={port}
 pg1-socket-path={sock}
 """)
     shutil.chown(conf, USER, USER)
-    hfrepo = ["--repo", hrepo, "--password-file", pw, "--quiet"]
+    ks = [int(k) for k in a.pages_per_chunk.split(",")]
+    hrepos = {k: os.path.join(work, f"hf-repo-{k}") for k in ks}
+    hfopts = lambda k: ["--repo", hrepos[k], "--password-file", pw, "--quiet"]
+    hrepo, hfrepo = hrepos[ks[0]], hfopts(ks[0])
     pgbr = ["pgbackrest", f"--config={conf}", "--stanza=bench"]
     sh([f"{pg_bin}/initdb", "-D", data, "-U", USER, "--auth=trust", "--no-sync"], capture=True)
     archive = f"{hf} pg wal-push {' '.join(hfrepo)} %p && pgbackrest --config={conf} --stanza=bench archive-push %p"
@@ -147,7 +152,8 @@ max_wal_size = 4GB
 checkpoint_timeout = 30min
 shared_buffers = 512MB
 """)
-    sh([hf, "repo", "init"] + hfrepo, capture=True)
+    for k in ks:
+        sh([hf, "repo", "init"] + hfopts(k), capture=True)
     sh([f"{pg_bin}/pg_ctl", "-D", data, "-l", os.path.join(work, "pg.log"), "-w", "start"], capture=True)
     try:
         conn = ["-h", "127.0.0.1", "-p", str(port), "-U", USER]
@@ -166,10 +172,12 @@ shared_buffers = 512MB
                      f"HAVING (ctid::text::point)[0]::bigint % 50 = {day % 50})")
             psql("CHECKPOINT")
             row = {"day": day}
-            row["holdfast_s"] = timed([hf, "pg", "backup"] + hfrepo + conn)
+            for k in ks:
+                row[f"holdfast_{k}_s"] = timed([hf, "pg"] + hfopts(k) + ["backup", "--pages-per-chunk", str(k)] + conn)
+                row[f"holdfast_{k}_bytes"] = du(hrepos[k], exclude=(os.path.join(hrepos[k], "archive"),))
+            row["holdfast_s"], row["holdfast_bytes"] = row[f"holdfast_{ks[0]}_s"], row[f"holdfast_{ks[0]}_bytes"]
             row["pgbackrest_full_s"] = timed(pgbr + ["--repo=1", "--type=full", "backup"])
             row["pgbackrest_incr_s"] = timed(pgbr + ["--repo=2", "--type=" + ("full" if day == 1 else "incr"), "backup"])
-            row["holdfast_bytes"] = du(hrepo, exclude=(os.path.join(hrepo, "archive"),))
             row["pgbackrest_full_bytes"] = du(os.path.join(brepo1, "backup"))
             row["pgbackrest_incr_bytes"] = du(os.path.join(brepo2, "backup"))
             row["holdfast_wal_bytes"] = du(os.path.join(hrepo, "archive"))
@@ -180,7 +188,7 @@ shared_buffers = 512MB
         target = os.path.join(work, "restored")
         for _ in range(a.restores):
             for tool, args in (
-                ("holdfast", [hf, "pg", "restore"] + hfrepo + ["--pgdata", target]),
+                ("holdfast", [hf, "pg", "restore"] + hfrepo + ["--json", "--pgdata", target]),
                 ("pgbackrest_full", pgbr + ["--repo=1", f"--pg1-path={target}", "restore"]),
                 ("pgbackrest_incr", pgbr + ["--repo=2", f"--pg1-path={target}", "restore"]),
             ):
@@ -211,6 +219,11 @@ shared_buffers = 512MB
         f"| restore (s, {a.restores} runs) | {rng(restores['holdfast'])} | {rng(restores['pgbackrest_full'])} | {rng(restores['pgbackrest_incr'])} |",
         f"| backups after day 1 (MiB) | {mib(days[0]['holdfast_bytes'])} | {mib(days[0]['pgbackrest_full_bytes'])} | {mib(days[0]['pgbackrest_incr_bytes'])} |",
         f"| backups after day {len(days)} (MiB) | {mib(days[-1]['holdfast_bytes'])} | {mib(days[-1]['pgbackrest_full_bytes'])} | {mib(days[-1]['pgbackrest_incr_bytes'])} |",
+    ] + [
+        f"| holdfast --pages-per-chunk {k}: backups (s), storage after day 1 / day {len(days)} (MiB) | "
+        f"{rng([d[f'holdfast_{k}_s'] for d in days])} s, {mib(days[0][f'holdfast_{k}_bytes'])} / {mib(days[-1][f'holdfast_{k}_bytes'])} | | |"
+        for k in ks
+    ] + [
         f"| WAL archive after day {len(days)} (MiB) | {mib(days[-1]['holdfast_wal_bytes'])} | {mib(days[-1]['pgbackrest_wal_bytes'])} | (shared with full) |",
     ]
     with open(os.path.join(work, "results.md"), "w") as f:

@@ -106,8 +106,8 @@ struct BackupCmd {
     #[arg(long = "tag")]
     tags: Vec<String>,
     /// Pages per chunk of table and index files: 1 stores only the pages that changed since
-    /// the last backup; more pages per chunk make a smaller index.
-    #[arg(long, default_value_t = 1)]
+    /// the last backup; more compress better and make a smaller index.
+    #[arg(long, default_value_t = base_backup::DEFAULT_PAGES_PER_CHUNK)]
     pages_per_chunk: usize,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]

@@ -94,7 +94,12 @@ fn a_second_full_backup_stores_only_the_changed_pages() -> Result<()> {
         ..Default::default()
     };
     let repo = Repository::init(location.open()?, b"pw", &opts)?;
-    let backup_opts = base_backup::Options { connection: connection(&pg), ..Default::default() };
+    // One page per piece, so the count of new pieces is the count of changed pages.
+    let backup_opts = base_backup::Options {
+        connection: connection(&pg),
+        pages_per_chunk: 1,
+        ..Default::default()
+    };
     let (first, b1): (_, BaseBackup) = base_backup::run(&repo, &backup_opts)?;
     let relation_bytes: u64 = pg
         .psql("SELECT sum(pg_relation_size(oid)) FROM pg_class WHERE relname LIKE 'pgbench%'")?

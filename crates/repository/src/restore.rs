@@ -248,10 +248,12 @@ fn located_len(loc: &BlobLocation) -> u64 {
 const SMALL_BLOB: u32 = 256 * 1024;
 /// Bytes of a pack fetched at once for small blobs.
 const WINDOW: u64 = 4 * 1024 * 1024;
-/// Windows kept (bounds the memory of the cache to `WINDOWS * WINDOW`). The walk runs at most a
-/// few MiB of content ahead of the workers (see [`BATCH_BYTES`]), less once compressed, so a
-/// window read ahead is still there when used.
-const WINDOWS: usize = 4;
+/// Windows kept, least recently used out first (bounds the memory of the cache to
+/// `WINDOWS * WINDOW`). The walk runs at most a few MiB of content ahead of the workers (see
+/// [`BATCH_BYTES`]), less once compressed, so a window read ahead is still there when used; and
+/// a file backed up daily draws its chunks from several packs at once (the first backup's, then
+/// each day's changes), each read in order through a window of its own.
+const WINDOWS: usize = 8;
 /// Threads reading windows ahead of the workers.
 const READERS: usize = 2;
 
@@ -271,7 +273,18 @@ type WindowCell = Arc<std::sync::OnceLock<Option<bytes::Bytes>>>;
 /// that, every worker waited on each window's read (a disk or network round trip) in turn.
 struct PackWindows {
     sizes: HashMap<Id, u64>,
-    cells: Mutex<std::collections::VecDeque<((Id, u64), WindowCell)>>,
+    cells: Mutex<Cells>,
+}
+
+/// The cached windows, least recently used first, and the windows already read once and
+/// dropped: a blob in one of those is read by itself. Without that, blobs interleaved from more
+/// packs than there are windows made each window be read again for every blob it served (a
+/// week of daily PostgreSQL fulls read 32 GB to restore 1.5 GB); with it, no pack byte is read
+/// through a window twice, and a restore reads at most the repository plus the blobs it needs.
+#[derive(Default)]
+struct Cells {
+    lru: std::collections::VecDeque<((Id, u64), WindowCell)>,
+    dropped: std::collections::HashSet<(Id, u64)>,
 }
 
 /// A window to read ahead: the pack, its start, and the cell to fill.
@@ -294,25 +307,34 @@ impl PackWindows {
             .then_some((loc.pack, offset / WINDOW * WINDOW))
     }
 
-    /// The cell of a window, and whether it was made just now (nobody is reading it yet).
-    fn cell(&self, key: (Id, u64)) -> (WindowCell, bool) {
+    /// The cell of a window, and whether it was made just now (nobody is reading it yet);
+    /// `None` for a window read once already and dropped since.
+    fn cell(&self, key: (Id, u64)) -> Option<(WindowCell, bool)> {
         let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = cells.iter().find(|(k, _)| *k == key) {
-            return (c.clone(), false);
+        if let Some(at) = cells.lru.iter().position(|(k, _)| *k == key) {
+            let hit = cells.lru.remove(at)?;
+            let c = hit.1.clone();
+            cells.lru.push_back(hit);
+            return Some((c, false));
+        }
+        if cells.dropped.contains(&key) {
+            return None;
         }
         let c = WindowCell::default();
-        cells.push_back((key, c.clone()));
-        if cells.len() > WINDOWS {
-            cells.pop_front();
+        cells.lru.push_back((key, c.clone()));
+        if cells.lru.len() > WINDOWS
+            && let Some((old, _)) = cells.lru.pop_front()
+        {
+            cells.dropped.insert(old);
         }
-        (c, true)
+        Some((c, true))
     }
 
     /// Asks for the window of a blob about to be handed out: a request for a reader when the
     /// window is neither cached nor being read.
     fn want(&self, loc: &BlobLocation) -> Option<WindowRequest> {
         let key = self.window_of(loc)?;
-        match self.cell(key) {
+        match self.cell(key)? {
             (c, true) => Some((key.0, key.1, c)),
             (_, false) => None,
         }
@@ -338,7 +360,7 @@ impl PackWindows {
     fn load(&self, repo: &Repository, loc: &BlobLocation) -> Result<Vec<u8>> {
         let (offset, length) = (loc.blob.offset, u64::from(loc.blob.length));
         let window = self.window_of(loc).and_then(|key| {
-            let (cell, _) = self.cell(key);
+            let (cell, _) = self.cell(key)?;
             let data = self.fill(repo, &key.0, key.1, &cell)?;
             let from = usize::try_from(offset - key.1).ok()?;
             let to = from + loc.blob.length as usize;

@@ -30,3 +30,6 @@ mod locks;
 
 #[path = "integration/cache.rs"]
 mod cache;
+
+#[path = "integration/interleaved.rs"]
+mod interleaved;
