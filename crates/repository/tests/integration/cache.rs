@@ -5,58 +5,13 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use holdfast_repository::backend::{Backend, BackendResult, FileType, ObjectInfo};
+use holdfast_repository::backend::{Backend, FileType};
 use holdfast_repository::backup::{self, BackupOptions};
 use holdfast_repository::{Id, Repository};
 
 use crate::support::*;
-
-/// Passes everything to `inner` and records each read of an object's bytes.
-struct Recording {
-    inner: Arc<dyn Backend>,
-    reads: Mutex<Vec<(FileType, String)>>,
-}
-
-impl Recording {
-    fn take(&self) -> Vec<(FileType, String)> {
-        std::mem::take(&mut *self.reads.lock().unwrap())
-    }
-}
-
-impl Backend for Recording {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
-        self.inner.create(ft, name, data)
-    }
-    fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
-        self.reads.lock().unwrap().push((ft, name.to_owned()));
-        self.inner.get(ft, name)
-    }
-    fn get_range(
-        &self,
-        ft: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Bytes> {
-        self.reads.lock().unwrap().push((ft, name.to_owned()));
-        self.inner.get_range(ft, name, offset, length)
-    }
-    fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {
-        self.inner.list(ft)
-    }
-    fn delete(&self, ft: FileType, name: &str) -> BackendResult<()> {
-        self.inner.delete(ft, name)
-    }
-    fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
-        self.inner.stat(ft, name)
-    }
-}
 
 /// Reads every tree of every snapshot; returns how many.
 fn walk(repo: &Repository) -> usize {
@@ -85,8 +40,7 @@ fn a_second_open_reads_metadata_from_the_cache_only() {
         tree_of_dirs(&src, seed);
         backup::backup_paths(&writer, &[src], &BackupOptions::new()).unwrap();
     }
-    let recording =
-        Arc::new(Recording { inner: local_backend(&repo_dir), reads: Mutex::new(Vec::new()) });
+    let recording = Arc::new(Recording::new(local_backend(&repo_dir)));
 
     let first = Repository::open_cached(recording.clone(), PASSWORD, &cache).unwrap();
     let trees = walk(&first);

@@ -3,59 +3,13 @@
 //! pack byte about once, however the chunks interleave.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use holdfast_repository::Repository;
-use holdfast_repository::backend::{Backend, BackendResult, FileType, ObjectInfo};
+use holdfast_repository::backend::FileType;
 use holdfast_repository::backup::{BackupOptions, Chunking, store_tar};
 use holdfast_repository::restore::{RestoreOptions, restore};
 
 use crate::support::*;
-
-/// Passes everything through and counts the pack bytes read.
-struct Counting {
-    inner: Arc<dyn Backend>,
-    pack_bytes: AtomicU64,
-}
-
-impl Backend for Counting {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
-        self.inner.create(ft, name, data)
-    }
-    fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
-        let b = self.inner.get(ft, name)?;
-        if ft == FileType::Pack {
-            self.pack_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-        }
-        Ok(b)
-    }
-    fn get_range(
-        &self,
-        ft: FileType,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> BackendResult<Bytes> {
-        let b = self.inner.get_range(ft, name, offset, length)?;
-        if ft == FileType::Pack {
-            self.pack_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-        }
-        Ok(b)
-    }
-    fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {
-        self.inner.list(ft)
-    }
-    fn delete(&self, ft: FileType, name: &str) -> BackendResult<()> {
-        self.inner.delete(ft, name)
-    }
-    fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
-        self.inner.stat(ft, name)
-    }
-}
 
 /// A one-member ustar archive.
 fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
@@ -84,8 +38,8 @@ fn a_file_drawn_from_many_packs_is_restored_reading_each_pack_about_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     std::fs::create_dir_all(&dir).unwrap();
-    let counting = Arc::new(Counting { inner: local_backend(&dir), pack_bytes: AtomicU64::new(0) });
-    let repo = Repository::init(counting.clone(), PASSWORD, &small_opts()).unwrap();
+    let recording = Arc::new(Recording::new(local_backend(&dir)));
+    let repo = Repository::init(recording.clone(), PASSWORD, &small_opts()).unwrap();
     // 4 MiB of incompressible pages; every day rewrites every 50th page (a different 2%).
     let mut data = random_bytes(7, 512 * PAGE);
     let pages = |_: &str, _: u64| Chunking::Fixed(PAGE);
@@ -113,10 +67,10 @@ fn a_file_drawn_from_many_packs_is_restored_reading_each_pack_about_once() {
         repo.backend().list(FileType::Pack).unwrap().len() > 12,
         "chunks spread over many packs"
     );
-    counting.pack_bytes.store(0, Ordering::Relaxed);
+    recording.take();
     let out = tmp.path().join("out");
     restore(&repo, &last.unwrap().snapshot.tree, &out, &RestoreOptions::default()).unwrap();
     assert_eq!(std::fs::read(out.join("f")).unwrap(), data);
-    let read = counting.pack_bytes.load(Ordering::Relaxed);
+    let read = recording.bytes(FileType::Pack);
     assert!(read <= 2 * packs, "read {read} pack bytes to restore from {packs}");
 }

@@ -143,3 +143,63 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         assert_eq!(ea, eb, "entry {} differs", String::from_utf8_lossy(k));
     }
 }
+
+/// Passes everything to `inner` and records each read of an object's bytes: its type, name and
+/// how many bytes came back.
+pub struct Recording {
+    pub inner: Arc<dyn Backend>,
+    reads: std::sync::Mutex<Vec<(FileType, String, u64)>>,
+}
+
+impl Recording {
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        Recording { inner, reads: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// The reads so far (type and name), forgetting them.
+    pub fn take(&self) -> Vec<(FileType, String)> {
+        let reads = std::mem::take(&mut *self.reads.lock().unwrap());
+        reads.into_iter().map(|(ft, name, _)| (ft, name)).collect()
+    }
+
+    /// Bytes read so far from objects of type `ft`.
+    pub fn bytes(&self, ft: FileType) -> u64 {
+        self.reads.lock().unwrap().iter().filter(|r| r.0 == ft).map(|r| r.2).sum()
+    }
+
+    fn record(&self, ft: FileType, name: &str, got: BackendResult<Bytes>) -> BackendResult<Bytes> {
+        let data = got?;
+        self.reads.lock().unwrap().push((ft, name.to_owned(), data.len() as u64));
+        Ok(data)
+    }
+}
+
+impl Backend for Recording {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self, ft: FileType, name: &str, data: Bytes) -> BackendResult<()> {
+        self.inner.create(ft, name, data)
+    }
+    fn get(&self, ft: FileType, name: &str) -> BackendResult<Bytes> {
+        self.record(ft, name, self.inner.get(ft, name))
+    }
+    fn get_range(
+        &self,
+        ft: FileType,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> BackendResult<Bytes> {
+        self.record(ft, name, self.inner.get_range(ft, name, offset, length))
+    }
+    fn list(&self, ft: FileType) -> BackendResult<Vec<ObjectInfo>> {
+        self.inner.list(ft)
+    }
+    fn delete(&self, ft: FileType, name: &str) -> BackendResult<()> {
+        self.inner.delete(ft, name)
+    }
+    fn stat(&self, ft: FileType, name: &str) -> BackendResult<ObjectInfo> {
+        self.inner.stat(ft, name)
+    }
+}
