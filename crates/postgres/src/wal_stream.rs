@@ -76,10 +76,27 @@ fn receivewal(opts: &Options, extra: &[&str]) -> Result<Command, Error> {
     Ok(cmd)
 }
 
-/// Creates the slot when it does not exist.
+/// Creates the slot when it does not exist, reserving WAL from that moment: a slot made by
+/// `pg_receivewal --create-slot` reserves nothing until a stream first connects, so WAL written
+/// in between could be recycled, and the stream would start after it.
 fn ensure_slot(opts: &Options) -> Result<(), Error> {
-    let mut cmd = receivewal(opts, &["--create-slot", "--if-not-exists"])?;
-    crate::tools::output("pg_receivewal --create-slot", &mut cmd).map(|_| ())
+    let slot = &opts.slot;
+    if slot.is_empty()
+        || slot.len() > 63
+        || !slot.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(Error::Invalid(format!(
+            "replication slot name {slot:?}: use up to 63 lower-case letters, digits and '_'"
+        )));
+    }
+    opts.connection.query(
+        &opts.tools,
+        &format!(
+            "SELECT pg_create_physical_replication_slot('{slot}', true) WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+        ),
+    )?;
+    Ok(())
 }
 
 /// Whole files in the spool ready to archive, oldest first: segments and history files.
