@@ -276,12 +276,10 @@ fn wal_push_is_idempotent_and_refuses_a_different_segment_under_the_same_name() 
     rig.archive_current_segment()?;
     let name = rig.sql("SELECT last_archived_wal FROM pg_stat_archiver")?;
     let data_dir = rig.pg.data_dir().to_path_buf();
-    let segment = data_dir.join("pg_wal").join(&name);
-    // The file PostgreSQL archived may already be recycled; fetch it back instead.
+    // The file PostgreSQL archived may already be recycled: fetch it back.
     let copy = rig.scratch.join(&name);
     let pgdata = data_dir.to_str().context("path")?;
     rig.ok(&["wal-fetch", "--pgdata", pgdata, &name, copy.to_str().context("path")?])?;
-    let _ = segment;
     // The same bytes again: accepted (what a retried archive_command does).
     let out =
         rig.ok(&["wal-push", "--pgdata", pgdata, "--json", copy.to_str().context("path")?])?;

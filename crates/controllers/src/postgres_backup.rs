@@ -17,7 +17,7 @@
 //! archive is left alone (other backups' restores need it). A failed deletion is `deleteFailed`
 //! with the reason and is retried.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -371,19 +371,16 @@ async fn forget(ctx: &Context, snapshot: &str, storage: &ConfigBackupStorage) ->
     .map_err(|e| Error::Invalid(format!("the deletion task crashed: {e}")))?
 }
 
-/// Labels a test or a caller can use to find a cluster's pods.
-pub fn cluster_selector(cluster: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(CLUSTER_LABEL.to_string(), cluster.to_string())])
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn pod(name: &str, role: Option<(&str, &str)>) -> Pod {
         let mut p = Pod::default();
         p.metadata.name = Some(name.into());
-        let mut labels = cluster_selector("pg");
+        let mut labels = BTreeMap::from([(CLUSTER_LABEL.to_string(), "pg".to_string())]);
         if let Some((k, v)) = role {
             labels.insert(k.into(), v.into());
         }

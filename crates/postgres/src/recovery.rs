@@ -183,7 +183,7 @@ pub fn plan(
         },
         Target::Lsn(l) => {
             let want = Segment::of(base.timeline, *l, size);
-            let Some(end) = run_end.filter(|e| *e >= want) else {
+            if run_end.is_none_or(|e| e < want) {
                 let have = run_end.map_or_else(
                     || format!("segment {} is not archived", first.name(size)),
                     |e| format!("the archive ends with segment {}", e.name(size)),
@@ -194,14 +194,13 @@ pub fn plan(
                     want.name(size),
                     why.map(|w| format!(" ({w})")).unwrap_or_default()
                 )));
-            };
+            }
             let reached = head(want)?.map_or(Lsn((want.number + 1) * size), |s| s.end);
             if reached < *l {
                 return Err(Error::Refused(format!(
                     "LSN {l} is beyond the archived WAL, which ends at {reached}"
                 )));
             }
-            let _ = end;
             (Some(want), format!("LSN {l}"))
         }
         Target::Time(t) => {

@@ -201,7 +201,6 @@ pub fn clusters(repo: &Repository) -> Result<Vec<u64>, Error> {
         .iter()
         .filter_map(|o| o.name.strip_prefix("pg-")?.split_once('-')?.0.parse().ok())
         .collect();
-    ids.dedup();
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)

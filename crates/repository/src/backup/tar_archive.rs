@@ -582,7 +582,8 @@ mod tests {
         tar.extend(member("dir/small", b'0', b"hello", ""));
         tar.extend(member("dir/pages", b'0', &big, ""));
         tar.extend(pax(&pax_record(&format!("path={long}"))));
-        tar.extend(member("placeholder", b'0', b"long name", ""));
+        // The pax header before it gives this member its real (long) name.
+        tar.extend(member("short", b'0', b"long name", ""));
         tar.extend(member("implied/deep/file", b'0', b"x", ""));
         tar.extend(member("dir/link", b'2', b"", "small"));
         tar.extend(member("dir/small", b'0', b"replaced", ""));
