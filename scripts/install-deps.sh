@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system tools holdfast's tests drive for real, and ONLY those that are missing:
-# PostgreSQL server binaries, pgBackRest, restic, borg, sqlite3, kubectl, the moto S3 server.
+# PostgreSQL server binaries, pgBackRest, restic, borg, sqlite3, jq, kubectl, the moto S3 server.
 # Idempotent: a second run installs nothing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -20,6 +20,8 @@ command -v pgbackrest >/dev/null 2>&1 || apt_missing+=(pgbackrest)
 command -v restic >/dev/null 2>&1 || apt_missing+=(restic)
 command -v borg >/dev/null 2>&1 || apt_missing+=(borgbackup)
 command -v sqlite3 >/dev/null 2>&1 || apt_missing+=(sqlite3)
+# KubeBlocks' own PostgreSQL PITR scripts, run unchanged by a test, parse `datasafed list` with jq.
+command -v jq >/dev/null 2>&1 || apt_missing+=(jq)
 PY=python3
 if ! command -v "$PY" >/dev/null 2>&1; then apt_missing+=(python3); fi
 if ! "$PY" -m pip --version >/dev/null 2>&1; then apt_missing+=(python3-pip python3-venv); fi

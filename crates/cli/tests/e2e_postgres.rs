@@ -10,8 +10,11 @@
 //! naming the install script.
 
 mod common;
+#[path = "common/kubeblocks.rs"]
+mod kubeblocks;
 
 use common::{claim_dir, create};
+use kubeblocks::{describe_database, job_logs, wait_for};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,95 +58,6 @@ fn checksums(pg: &Postgres) -> Result<BTreeMap<String, String>> {
     Ok(sums)
 }
 
-/// Polls `name` until `done` says it is finished (Ok) or broken (Err), with the last state in
-/// the timeout error.
-async fn wait_for<K>(
-    api: &Api<K>,
-    name: &str,
-    what: &str,
-    done: impl Fn(&K) -> Option<Result<(), String>>,
-) -> Result<K>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let obj = api.get(name).await.with_context(|| format!("get {name}"))?;
-        match done(&obj) {
-            Some(Ok(())) => return Ok(obj),
-            Some(Err(why)) => {
-                bail!("{what} {name}: {why}\n{}", serde_json::to_string_pretty(&obj)?)
-            }
-            None => {}
-        }
-        if Instant::now() > deadline {
-            bail!("{what} {name}: timed out; last state:\n{}", serde_json::to_string_pretty(&obj)?);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The tail of every job log the server wrote: what to read when a Job failed.
-fn job_logs(server: &EmbeddedServer) -> String {
-    let mut out = String::new();
-    let mut stack = vec![server.ctx.logs_dir()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(text) = std::fs::read_to_string(&path) {
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-                out.push_str(&format!("--- {}\n{tail}\n", path.display()));
-            }
-        }
-    }
-    out
-}
-
-/// The database side: a connection Secret and a Pod object describing the running server.
-async fn describe_database(client: &Client, pg: &Postgres, cluster: &str) -> Result<()> {
-    let mut data = BTreeMap::new();
-    for (k, v) in [
-        ("host", "127.0.0.1".to_string()),
-        ("port", pg.port().to_string()),
-        ("username", "postgres".to_string()),
-        ("password", "unused-with-trust-auth".to_string()),
-    ] {
-        data.insert(k.to_string(), ByteString(v.into_bytes()));
-    }
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!("{cluster}-conn-credential")),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Secret::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
-    create(
-        &Api::<Pod>::namespaced(client.clone(), NS),
-        json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("{cluster}-postgresql-0"), "labels": {
-                "app.kubernetes.io/instance": cluster,
-                "apps.kubeblocks.io/component-name": "postgresql",
-                "kubeblocks.io/role": "primary"}},
-            "spec": {
-                "containers": [{
-                    "name": "postgresql", "image": "docker.io/apecloud/spilo:14.8.0",
-                    "ports": [{"name": "tcp-postgresql", "containerPort": pg.port()}],
-                    "volumeMounts": [{"name": "data", "mountPath": "/home/postgres/pgdata"}]
-                }],
-                "volumes": [{"name": "data", "hostPath": {"path": pg.data_dir().display().to_string()}}]
-            }
-        }),
-    )
-    .await?;
-    Ok(())
-}
-
 /// The BackupPolicy of pg-cluster: both PostgreSQL methods, into `repo`.
 async fn create_policy(client: &Client, repo: &str) -> Result<()> {
     create(
@@ -179,7 +93,7 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     let client = &server.client;
     let pg = Postgres::start()?;
     pg.pgbench(&["-i", "-s", "5", "-q"])?;
-    describe_database(client, &pg, "pg-cluster").await?;
+    describe_database(client, &pg, "pg-cluster", pg.data_dir(), json!([])).await?;
 
     let repos: Api<BackupRepo> = Api::all(client.clone());
     wait_for(&repos, repo, "backuprepo", |r| {

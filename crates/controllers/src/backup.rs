@@ -12,11 +12,15 @@
 //!   snapshot action, which creates VolumeSnapshots ([`volume_snapshot`]). A Job's outcome moves its
 //!   action to Completed or Failed; the backupData container's termination message is the
 //!   `backup.info` JSON the script wrote.
+//! - **Continuous** (a `Continuous` ActionSet, created by a BackupSchedule): backupData is a
+//!   worker that runs while the schedule's entry is enabled, its progress synced into
+//!   `timeRange`/`totalSize` as it goes ([`continuous`]).
 //! - **Completed**: the expiration follows `retentionPeriod`; the worker Jobs (and their logs)
 //!   stay until their `ttlSecondsAfterFinished` or the Backup's deletion removes them.
 //! - **Deleting**: see [`deletion`].
 
 pub mod chain;
+pub mod continuous;
 pub mod deletion;
 pub mod env;
 pub mod job;
@@ -248,6 +252,15 @@ async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> 
     let mut actions = st.actions.clone().unwrap_or_default();
 
     for i in 0..actions.len() {
+        // A continuous worker is never done while the backup runs (a Completed one was stopped
+        // by a disabled schedule entry, and the entry is enabled again).
+        if req.continuous.is_some()
+            && let Some(planned) = plan
+                .iter()
+                .find(|p| p.name == actions[i].name && p.kind == job::ActionKind::BackupData)
+        {
+            return continuous::step(ctx, &backup, &req, planned, actions, i).await;
+        }
         match actions[i].phase {
             Some(ActionPhase::Completed) => continue,
             Some(ActionPhase::Failed) => {

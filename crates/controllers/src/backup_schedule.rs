@@ -11,12 +11,19 @@
 //!   starts when that one finishes, if still within the deadline);
 //! - `startingDeadlineMinutes`: a run missed by more than that is skipped; without a deadline,
 //!   only the latest missed run is caught up, once.
+//!
+//! An entry whose method's ActionSet is `Continuous` has no runs: while it is enabled, one Backup
+//! per schedule and method (`<uid8>-<schedule>-<namespace>`, cut to 30 characters, then
+//! `-<method>`, upstream's name) exists and runs; the Backup controller completes it once the
+//! entry is disabled or the schedule is gone, and enabling the entry again puts that Backup back
+//! to Running. Its `retentionPeriod` follows the entry's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use croner::Cron;
+use holdfast_api::kubeblocks::actionset::BackupType;
 use holdfast_api::kubeblocks::backup::{BackupPhase, BackupSpec};
 use holdfast_api::kubeblocks::backup_schedule::{
     BackupSchedulePhase, SchedulePhase, SchedulePolicy, ScheduleStatus, parse_cron,
@@ -31,7 +38,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use serde_json::{Value, json};
 
-use crate::backup::{LABEL_AUTOBACKUP, LABEL_BACKUP_POLICY, LABEL_BACKUP_SCHEDULE, phase};
+use crate::backup::{
+    LABEL_AUTOBACKUP, LABEL_BACKUP_POLICY, LABEL_BACKUP_SCHEDULE, LABEL_BACKUP_TYPE, phase,
+};
 use crate::events::{self, EventType};
 use crate::{Context, Error, backup_method, object, reconciler};
 
@@ -96,6 +105,29 @@ pub fn due_times(cron: &Cron, since: Timestamp, now: Timestamp) -> Due {
 /// `<schedule>-<method>-<YYYYMMDDHHMMSS>` of the scheduled time (UTC).
 pub fn backup_name(schedule: &str, method: &str, at: Timestamp) -> String {
     format!("{schedule}-{method}-{}", at.strftime("%Y%m%d%H%M%S"))
+}
+
+/// The one continuous Backup of a schedule's method, named as upstream names it:
+/// `<uid8>-<schedule>-<namespace>` cut to 30 characters (without a trailing `-`), then
+/// `-<method>`. The uid is the schedule's owner's when it has one.
+pub fn continuous_backup_name(schedule: &BackupSchedule, method: &str) -> String {
+    let uid = schedule
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.first())
+        .map(|o| o.uid.clone())
+        .or_else(|| schedule.uid())
+        .unwrap_or_default();
+    let uid: String = uid.chars().take(8).collect();
+    let mut name = format!("{uid}-{}-{}", schedule.name_any(), schedule.namespace().unwrap_or_default());
+    if name.len() > 30 {
+        name = name.chars().take(30).collect();
+        if name.ends_with('-') {
+            name.pop();
+        }
+    }
+    format!("{name}-{method}")
 }
 
 async fn reconcile(obj: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -164,6 +196,22 @@ async fn reconcile(obj: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action
         };
         let of_entry: Vec<&Backup> =
             mine.iter().filter(|b| b.spec.backup_method == entry.backup_method).collect();
+        match continuous_method(&ctx, &policy, &entry.backup_method).await {
+            Ok(true) => {
+                keep_continuous(&ctx, &schedule, entry, &of_entry).await?;
+                entries.insert(key, st);
+                continue;
+            }
+            Ok(false) => {}
+            Err(Error::Invalid(reason)) => {
+                st.phase = Some(SchedulePhase::Failed);
+                st.failure_reason = Some(reason.clone());
+                problems.push(reason);
+                entries.insert(key, st);
+                continue;
+            }
+            Err(other) => return Err(other),
+        }
         st.last_successful_time = of_entry
             .iter()
             .filter(|b| phase(b) == Some(BackupPhase::Completed))
@@ -200,6 +248,72 @@ async fn reconcile(obj: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action
         None if !problems.is_empty() => Action::requeue(BROKEN_REQUEUE),
         None => Action::await_change(),
     })
+}
+
+/// Whether the entry's method takes continuous backups (its ActionSet's backupType).
+async fn continuous_method(
+    ctx: &Context,
+    policy: &holdfast_api::kubeblocks::BackupPolicy,
+    method: &str,
+) -> Result<bool, Error> {
+    let method = backup_method::method(policy, method)?;
+    let Some(name) = method.action_set_name.filter(|n| !n.is_empty()) else {
+        return Ok(false);
+    };
+    let referrer = format!("backupMethod {} of backuppolicy {}", method.name, policy.name_any());
+    let set = backup_method::action_set(ctx, &name, &referrer, "create it").await?;
+    Ok(set.spec.backup_type == BackupType::Continuous)
+}
+
+/// Keeps the continuous Backup of an enabled entry: created when missing, back to Running when
+/// it was completed (the entry was disabled, now enabled again), its retention the entry's.
+async fn keep_continuous(
+    ctx: &Context,
+    schedule: &BackupSchedule,
+    entry: &SchedulePolicy,
+    of_entry: &[&Backup],
+) -> Result<(), Error> {
+    let name = continuous_backup_name(schedule, &entry.backup_method);
+    let ns = schedule.namespace().unwrap_or_default();
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(existing) = of_entry.iter().find(|b| b.name_any() == name) else {
+        let mut backup = Backup::new(
+            &name,
+            BackupSpec {
+                backup_policy_name: schedule.spec.backup_policy_name.clone(),
+                backup_method: entry.backup_method.clone(),
+                retention_period: entry.retention_period.clone(),
+                ..BackupSpec::default()
+            },
+        );
+        backup.metadata.namespace = Some(ns);
+        backup.metadata.labels = Some(BTreeMap::from([
+            (LABEL_AUTOBACKUP.to_string(), "true".to_string()),
+            (LABEL_BACKUP_SCHEDULE.to_string(), schedule.name_any()),
+            (LABEL_BACKUP_POLICY.to_string(), schedule.spec.backup_policy_name.clone()),
+            (LABEL_BACKUP_TYPE.to_string(), "Continuous".to_string()),
+        ]));
+        if object::create_unless_exists(&api, &backup).await? {
+            let note = format!("created continuous backup {name} for {}", entry.backup_method);
+            events::publish(ctx, schedule, EventType::Normal, "BackupCreated", "Schedule", &note)
+                .await;
+        }
+        return Ok(());
+    };
+    if existing.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    if existing.spec.retention_period != entry.retention_period {
+        let patch = json!({"spec": {"retentionPeriod": entry.retention_period}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    if phase(existing) == Some(BackupPhase::Completed) {
+        let patch = json!({"status": {"phase": BackupPhase::Running, "failureReason": null}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let note = format!("continuous backup {name} runs again: {} is enabled", entry.backup_method);
+        events::publish(ctx, schedule, EventType::Normal, "BackupResumed", "Schedule", &note).await;
+    }
+    Ok(())
 }
 
 /// What became of a due run.

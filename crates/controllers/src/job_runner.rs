@@ -133,7 +133,9 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     stopped
 }
 
-/// `<data_dir>/bin/datasafed` -> the holdfast executable.
+/// `<data_dir>/bin/datasafed` and `<data_dir>/bin/holdfast` -> the holdfast executable: the
+/// first is what ActionSet scripts call (holdfast answers to that name as datasafed), the second
+/// lets shipped ActionSets run `holdfast pg …`.
 fn install_datasafed(ctx: &Context) -> Result<(), Error> {
     let bin = ctx.bin_dir();
     // A program, not data: jobs running as other users than the server must be able to run it.
@@ -143,17 +145,20 @@ fn install_datasafed(ctx: &Context) -> Result<(), Error> {
             std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
         })
         .map_err(Error::io(format!("cannot create {}", bin.display())))?;
-    let link = bin.join("datasafed");
-    if std::fs::read_link(&link).ok().as_deref() == Some(ctx.holdfast_exe.as_path()) {
-        return Ok(());
+    for program in ["datasafed", "holdfast"] {
+        let link = bin.join(program);
+        if std::fs::read_link(&link).ok().as_deref() == Some(ctx.holdfast_exe.as_path()) {
+            continue;
+        }
+        match std::fs::remove_file(&link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("cannot replace {}", link.display()))(e)),
+        }
+        std::os::unix::fs::symlink(&ctx.holdfast_exe, &link)
+            .map_err(Error::io(format!("cannot create {}", link.display())))?;
     }
-    match std::fs::remove_file(&link) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("cannot replace {}", link.display()))(e)),
-    }
-    std::os::unix::fs::symlink(&ctx.holdfast_exe, &link)
-        .map_err(Error::io(format!("cannot create {}", link.display())))
+    Ok(())
 }
 
 /// Whether this host lets us make a private mount namespace and bind-mount in it (root, or the

@@ -2,6 +2,9 @@
 //! so a BackupPolicy can name them at once, as the KubeBlocks PostgreSQL addon installs its own:
 //! - `postgresql-basebackup`: pg_basebackup → datasafed; restore untars into `DATA_DIR`;
 //! - `postgresql-pgdump`: pg_dump → datasafed; restore is a postReady pg_restore Job;
+//! - `postgresql-wal` (Continuous): WAL streamed through a replication slot by
+//!   `holdfast pg wal-stream`; restore configures recovery to `spec.restoreTime` on the base
+//!   backup another ActionSet restored (`holdfast pg recover`);
 //! - `volume-files`: a tar of a target volume; restore untars into the restore claim.
 //!
 //! An ActionSet that already exists is never touched: users may edit the shipped ones, and an
@@ -19,9 +22,10 @@ use crate::{Context, Error, object};
 pub const MANAGED_BY_HOLDFAST: &str = "holdfast";
 
 /// The shipped manifests: (file name, YAML).
-pub const SHIPPED: [(&str, &str); 3] = [
+pub const SHIPPED: [(&str, &str); 4] = [
     ("postgresql-basebackup.yaml", include_str!("shipped_action_sets/postgresql-basebackup.yaml")),
     ("postgresql-pgdump.yaml", include_str!("shipped_action_sets/postgresql-pgdump.yaml")),
+    ("postgresql-wal.yaml", include_str!("shipped_action_sets/postgresql-wal.yaml")),
     ("volume-files.yaml", include_str!("shipped_action_sets/volume-files.yaml")),
 ];
 
@@ -92,7 +96,10 @@ mod tests {
     fn shipped_action_sets_parse_validate_and_are_labelled() {
         let sets = shipped().unwrap();
         let names: Vec<_> = sets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
-        assert_eq!(names, ["postgresql-basebackup", "postgresql-pgdump", "volume-files"]);
+        assert_eq!(
+            names,
+            ["postgresql-basebackup", "postgresql-pgdump", "postgresql-wal", "volume-files"]
+        );
         for set in &sets {
             let errors = set.validate();
             assert!(errors.is_empty(), "{names:?}: {errors:?}");
@@ -100,8 +107,30 @@ mod tests {
                 set.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
                 MANAGED_BY_HOLDFAST
             );
-            assert_eq!(set.spec.backup_type, BackupType::Full);
+            let continuous = names_of(set) == "postgresql-wal";
+            let expected = if continuous { BackupType::Continuous } else { BackupType::Full };
+            assert_eq!(set.spec.backup_type, expected, "{}", names_of(set));
         }
+    }
+
+    fn names_of(set: &ActionSet) -> String {
+        set.metadata.name.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_wal_worker_streams_with_progress_and_the_restore_recovers_to_the_restore_time() {
+        let sets = shipped().unwrap();
+        let set = sets.iter().find(|s| names_of(s) == "postgresql-wal").unwrap();
+        let backup = &set.spec.backup.as_ref().unwrap().backup_data;
+        let script = &backup.job.base.command[2];
+        assert!(script.contains("exec holdfast pg wal-stream"), "{script}");
+        assert!(script.contains("--info-file \"$DP_BACKUP_INFO_FILE\""), "{script}");
+        assert!(script.contains("--switch-interval \"${DP_ARCHIVE_INTERVAL"), "{script}");
+        assert_eq!(backup.sync_progress.as_ref().and_then(|s| s.enabled), Some(true));
+        let restore =
+            &set.spec.restore.as_ref().unwrap().prepare_data.as_ref().unwrap().base.command[2];
+        assert!(restore.contains("holdfast pg recover"), "{restore}");
+        assert!(restore.contains("--to-time \"$DP_RESTORE_TIME\""), "{restore}");
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub fn backup_env(ctx: &Context, req: &Request, pod: &Pod) -> (Vec<EnvVar>, Vec<
     if let Some(ttl) = req.backup.spec.retention_period.as_deref().filter(|t| !t.is_empty()) {
         dp.push(var("DP_TTL", ttl));
     }
+    if let Some(continuous) = &req.continuous {
+        dp.push(var("DP_ARCHIVE_INTERVAL", continuous.archive_interval()));
+        // The script purges what is older itself (upstream: whole seconds, none without a
+        // retention).
+        if let Some(keep) = req.backup.retention().filter(|d| !d.is_zero()) {
+            dp.push(var("DP_TTL_SECONDS", keep.as_secs().to_string()));
+        }
+    }
     if let Some(chain) = &req.chain {
         dp.push(var("DP_PARENT_BACKUP_NAME", &chain.parent));
         dp.push(var("DP_BASE_BACKUP_NAME", &chain.base));

@@ -33,6 +33,8 @@ pub const MANAGER_MOUNT: &str = "/dp-manager";
 pub const BACKUP_DATA_CONTAINER: &str = "backupdata";
 /// Upstream's default `BackupPolicy.spec.backoffLimit`.
 const DEFAULT_BACKOFF_LIMIT: i32 = 2;
+/// The backoffLimit of a continuous backup's worker: restarted for as long as it is wanted.
+const CONTINUOUS_BACKOFF_LIMIT: i32 = i32::MAX;
 /// Kubernetes' limit on names of objects that become label values (Job names do).
 const NAME_MAX: usize = 63;
 
@@ -207,7 +209,15 @@ fn job_action_job(
         // where the target pod runs.
         let target_volumes = req.method.target_volumes.clone().unwrap_or_default();
         let source = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
-        for name in target_volumes.volumes.unwrap_or_default() {
+        // A mount names its volume: upstream's methods often list only `volumeMounts` (the
+        // PostgreSQL addon's `archive-wal` does), and the volume comes with it.
+        let mut names = target_volumes.volumes.clone().unwrap_or_default();
+        for mount in target_volumes.volume_mounts.iter().flatten() {
+            if !names.contains(&mount.name) {
+                names.push(mount.name.clone());
+            }
+        }
+        for name in names {
             let volume = source.iter().find(|v| v.name == name).cloned().ok_or_else(|| {
                 format!(
                     "target volume {name} of backupMethod {} is not a volume of pod {}",
@@ -240,7 +250,16 @@ fn job_action_job(
     };
     pod_spec.containers = vec![container];
     pod_spec.volumes = Some(volumes);
-    Ok(job(req, job_name, pod_spec, None))
+    let mut job = job(req, job_name, pod_spec, None);
+    if backup_data
+        && req.continuous.is_some()
+        && let Some(spec) = job.spec.as_mut()
+    {
+        // A continuous worker runs until its schedule entry is disabled, restarted whenever it
+        // stops (upstream runs it as a StatefulSet, which restarts it forever).
+        spec.backoff_limit = Some(CONTINUOUS_BACKOFF_LIMIT);
+    }
+    Ok(job)
 }
 
 /// An `exec` hook. Upstream runs `kubectl exec` into the target container; embedded pods are

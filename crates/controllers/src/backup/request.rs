@@ -5,7 +5,9 @@
 use holdfast_api::kubeblocks::actionset::{BackupActionSpec, BackupType};
 use holdfast_api::kubeblocks::backup_policy::{BackupMethod, BackupTarget, PodSelectionStrategy};
 use holdfast_api::kubeblocks::backup_repo::BackupRepoPhase;
-use holdfast_api::kubeblocks::{ActionSet, Backup, BackupPolicy, BackupRepo, Phase};
+use holdfast_api::kubeblocks::{
+    ActionSet, Backup, BackupPolicy, BackupRepo, BackupSchedule, Phase,
+};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -13,7 +15,7 @@ use kube::api::Api;
 
 use super::chain::{self, Chain};
 use super::volume_snapshot;
-use super::{LABEL_BACKUP_REPO, annotation, target_pods};
+use super::{LABEL_BACKUP_REPO, LABEL_BACKUP_SCHEDULE, annotation, target_pods};
 use crate::kubeblocks_env::RepoAccess;
 use crate::{Context, Error, backup_method, target_pod};
 
@@ -50,6 +52,43 @@ pub struct Request {
     pub repo_access: RepoAccess,
     /// Parent and base of an incremental or differential backup.
     pub chain: Option<Chain>,
+    /// The schedule running a continuous backup.
+    pub continuous: Option<Continuous>,
+}
+
+/// The schedule a continuous backup runs under.
+#[derive(Debug, Clone)]
+pub struct Continuous {
+    /// The BackupSchedule's name.
+    pub schedule: String,
+    /// Its entry's cron expression for this method (`None` once the schedule is gone).
+    pub cron: Option<String>,
+}
+
+impl Continuous {
+    /// `DP_ARCHIVE_INTERVAL` as upstream derives it from the cron expression: `*/N` minutes
+    /// gives N×60 s, `*/N` hours N×3600 s, anything else 60 s.
+    pub fn archive_interval(&self) -> String {
+        let Some(cron) = self.cron.as_deref() else {
+            return "60s".into();
+        };
+        let mut cron = cron.trim();
+        if cron.starts_with("TZ=") || cron.starts_with("CRON_TZ=") {
+            cron = cron.split_once(' ').map_or("", |(_, rest)| rest.trim());
+        }
+        if cron.starts_with('@') {
+            return "60s".into();
+        }
+        let every = |field: Option<&str>| {
+            field.and_then(|f| f.strip_prefix("*/")).map(|n| n.parse::<u64>().unwrap_or(0))
+        };
+        let mut fields = cron.split_whitespace();
+        let seconds = match every(fields.next()) {
+            Some(minutes) => minutes * 60,
+            None => every(fields.next()).map_or(60, |hours| hours * 3600),
+        };
+        format!("{seconds}s")
+    }
 }
 
 /// Resolves `backup`.
@@ -119,12 +158,10 @@ pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Req
     };
     // Upstream's rule: a snapshot backup without an ActionSet is Full.
     let backup_type = action_set.as_ref().map_or(BackupType::Full, |s| s.spec.backup_type);
-    if backup_type == BackupType::Continuous {
-        return Err(Error::Invalid(format!(
-            "actionset {} is of backupType Continuous; continuous backups are not supported yet",
-            action_set.as_ref().map(ResourceExt::name_any).unwrap_or_default()
-        )));
-    }
+    let continuous = match backup_type {
+        BackupType::Continuous => Some(continuous(ctx, backup, action_set.as_ref()).await?),
+        _ => None,
+    };
     let target = method.target.clone().unwrap_or_else(|| policy.spec.target.clone());
 
     let repo = match stage {
@@ -175,7 +212,37 @@ pub async fn resolve(ctx: &Context, backup: &Backup, stage: Stage) -> Result<Req
         pods,
         repo_access,
         chain,
+        continuous,
     })
+}
+
+/// A continuous backup's schedule: upstream lets only a BackupSchedule create one (it runs
+/// while the schedule's entry is enabled), and derives the archive interval from the entry's
+/// cron expression.
+async fn continuous(
+    ctx: &Context,
+    backup: &Backup,
+    action_set: Option<&ActionSet>,
+) -> Result<Continuous, Error> {
+    let Some(schedule) = backup.labels().get(LABEL_BACKUP_SCHEDULE).cloned() else {
+        return Err(Error::Invalid(format!(
+            "actionset {} is of backupType Continuous, and a continuous backup is only created \
+             by a BackupSchedule: enable method {} in a BackupSchedule instead of creating a \
+             Backup",
+            action_set.map(ResourceExt::name_any).unwrap_or_default(),
+            backup.spec.backup_method
+        )));
+    };
+    let ns = backup.namespace().unwrap_or_default();
+    let schedules: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), &ns);
+    let cron = schedules.get_opt(&schedule).await?.and_then(|s| {
+        s.spec
+            .schedules
+            .iter()
+            .find(|e| e.backup_method == backup.spec.backup_method)
+            .map(|e| e.cron_expression.clone())
+    });
+    Ok(Continuous { schedule, cron })
 }
 
 /// The repo: the Backup's label, else the policy's `backupRepoName`, else the single default.
@@ -292,4 +359,22 @@ async fn recorded_pods(ctx: &Context, backup: &Backup) -> Result<Vec<Pod>, Error
         pods.push(pod);
     }
     Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_archive_interval_follows_upstreams_reading_of_the_cron_expression() {
+        let interval = |cron: Option<&str>| {
+            Continuous { schedule: "s".into(), cron: cron.map(str::to_string) }.archive_interval()
+        };
+        assert_eq!(interval(Some("*/5 * * * *")), "300s");
+        assert_eq!(interval(Some("0 */2 * * *")), "7200s");
+        assert_eq!(interval(Some("CRON_TZ=UTC */10 * * * *")), "600s");
+        assert_eq!(interval(Some("0 3 * * *")), "60s");
+        assert_eq!(interval(Some("@hourly")), "60s");
+        assert_eq!(interval(None), "60s");
+    }
 }

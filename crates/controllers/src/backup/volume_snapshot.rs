@@ -459,6 +459,7 @@ pub(crate) mod tests {
                 backup_pvc: None,
             },
             chain: None,
+            continuous: None,
         }
     }
 
