@@ -452,6 +452,15 @@ struct WalStreamCmd {
     /// Stop after this long (`10m`) instead of at SIGINT/SIGTERM.
     #[arg(long)]
     duration: Option<humantime::Duration>,
+    /// Keep KubeBlocks' backup-info JSON (`totalSize`, and `timeRange` once a transaction is
+    /// archived) in this file, rewritten whenever the archive grows.
+    #[arg(long)]
+    info_file: Option<PathBuf>,
+    /// Make the server switch WAL segments this often (`1m`) when it wrote WAL since the last
+    /// switch, so committed WAL reaches the archive on a quiet server (needs permission to call
+    /// pg_switch_wal(); a superuser has it).
+    #[arg(long)]
+    switch_interval: Option<humantime::Duration>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -466,6 +475,8 @@ impl WalStreamCmd {
             slot: self.slot.clone(),
             spool: self.spool.clone(),
             duration: self.duration.map(Into::into),
+            info_file: self.info_file.clone(),
+            switch_interval: self.switch_interval.map(Into::into),
             cancel: crate::repo_cmd::cancel_on_signal(),
         };
         let streamed = match wal_stream::run(&repo, &opts) {

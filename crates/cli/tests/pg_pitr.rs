@@ -486,3 +486,98 @@ fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
     );
     Ok(())
 }
+
+/// `holdfast pg wal-stream --info-file F --switch-interval 2s` keeps KubeBlocks' backup info
+/// current on a server that only commits a few rows: the timer switches segments so committed
+/// WAL reaches the archive, and the time range's end follows the commits.
+#[test]
+fn streaming_keeps_the_backup_info_current_on_a_quiet_server() -> Result<()> {
+    let pg = Postgres::start()?;
+    pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    let work = tempfile::tempdir()?;
+    let (repo, pw, spool, info) = (
+        work.path().join("repo"),
+        work.path().join("pw"),
+        work.path().join("spool"),
+        work.path().join("info.json"),
+    );
+    std::fs::write(&pw, "pw\n")?;
+    let init = std::process::Command::new(BIN)
+        .args(["repo", "init", "--quiet"])
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&pw)
+        .output()?;
+    ensure!(init.status.success(), "repo init: {}", String::from_utf8_lossy(&init.stderr));
+    let port = pg.port().to_string();
+    let mut worker = std::process::Command::new(BIN)
+        .args(["pg", "--quiet", "--repo"])
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&pw)
+        .args(["wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "--spool"])
+        .arg(&spool)
+        .arg("--info-file")
+        .arg(&info)
+        .args(["--switch-interval", "2s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        // The commit's time, whole seconds, read in the committing transaction (now() is when
+        // it started, so the commit record is at or after it).
+        let commit = |from: i64| -> Result<String> {
+            Ok(pg.psql(&format!(
+                "WITH ins AS (INSERT INTO t SELECT g, 'x' FROM generate_series({from}, {from} + 9) \
+                 g RETURNING 1) SELECT to_char(date_trunc('second', now() AT TIME ZONE 'UTC'), \
+                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM (SELECT count(*) FROM ins) c"
+            ))?)
+        };
+        let wait_end = |at_least: &str| -> Result<Value> {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let current = std::fs::read(&info)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                if let Some(v) = &current
+                    && v["timeRange"]["end"].as_str().is_some_and(|end| end >= at_least)
+                {
+                    return Ok(current.unwrap_or_default());
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the info file never reached a transaction at {at_least}: {current:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let first = commit(1)?;
+        let v = wait_end(&first)?;
+        let range = &v["timeRange"];
+        assert_eq!(range["timeZone"], "+00:00", "{v}");
+        let start = range["start"].as_str().context("start")?;
+        let end1 = range["end"].as_str().context("end")?.to_string();
+        assert!(start <= end1.as_str() && start.ends_with('Z') && start.len() == 20, "{v}");
+        let size: u64 = v["totalSize"].as_str().context("totalSize")?.parse()?;
+        assert!(size > 0, "{v}");
+        // A commit in a later second than the range's end: the end follows it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pg
+            .psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")?
+            <= end1
+        {
+            ensure!(Instant::now() < deadline, "the server clock does not advance");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let second = commit(11)?;
+        let v = wait_end(&second)?;
+        assert!(v["timeRange"]["end"].as_str() > Some(end1.as_str()), "{v}");
+        assert_eq!(v["timeRange"]["start"].as_str(), Some(start), "{v}");
+        let grown: u64 = v["totalSize"].as_str().context("totalSize")?.parse()?;
+        assert!(grown > size, "{v}");
+        Ok(())
+    })();
+    worker.kill()?;
+    worker.wait()?;
+    result
+}
