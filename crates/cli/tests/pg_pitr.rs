@@ -150,6 +150,21 @@ fn start_restored(dir: &Path) -> Result<Postgres> {
     Ok(pg)
 }
 
+/// Rows 101 to 200 committed and archived, a moment T from the server's clock (returned), then
+/// rows 201 to 300 committed: a restore to T has exactly rows up to 200.
+fn rows_around_a_moment(rig: &Rig) -> Result<String> {
+    insert(rig, 101, 200)?;
+    rig.archive_current_segment()?;
+    // Commit times are microseconds: keep T apart from both neighbours.
+    std::thread::sleep(Duration::from_millis(20));
+    let t = rig.sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )?;
+    std::thread::sleep(Duration::from_millis(20));
+    insert(rig, 201, 300)?;
+    Ok(t)
+}
+
 fn range(from: i64, to: i64) -> Vec<i64> {
     (from..=to).collect()
 }
@@ -183,14 +198,7 @@ fn base_backup_wal_archive_and_point_in_time_restores() -> Result<()> {
     assert_eq!(report["timeline"], 1);
 
     // Rows before T, T, rows after T, a restore point, more rows; all archived.
-    insert(&rig, 101, 200)?;
-    rig.archive_current_segment()?;
-    std::thread::sleep(Duration::from_millis(20));
-    let t = rig.sql(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    )?;
-    std::thread::sleep(Duration::from_millis(20));
-    insert(&rig, 201, 300)?;
+    let t = rows_around_a_moment(&rig)?;
     rig.sql("SELECT pg_create_restore_point('after-300')")?;
     insert(&rig, 301, 400)?;
     rig.archive_current_segment()?;
@@ -484,6 +492,124 @@ fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
             && run["last"].as_str() >= Some(third.as_str()),
         "{status}"
     );
+    Ok(())
+}
+
+/// Every file under `dir` with its size, mode and modification time: what "left unchanged"
+/// compares.
+fn listing(dir: &Path) -> Result<Vec<String>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let m = entry.metadata()?;
+            if m.is_dir() {
+                todo.push(entry.path());
+            }
+            out.push(format!(
+                "{} {} {:o} {}.{}",
+                entry.path().display(),
+                m.len(),
+                m.mode(),
+                m.mtime(),
+                m.mtime_nsec()
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `holdfast pg recover` on a data directory restored without holdfast (a plain
+/// `pg_basebackup -Ft -X fetch` tar extracted, as a KubeBlocks restore Job does): a target the
+/// archive cannot reach is refused with the directory untouched; a time target brings back
+/// exactly the rows committed before it; running it twice is the same as once.
+#[test]
+fn recover_configures_point_in_time_recovery_on_a_base_backup_restored_by_other_means() -> Result<()>
+{
+    let rig = setup()?;
+    rig.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    insert(&rig, 1, 100)?;
+    let dir = rig.target("extracted");
+    let dir_s = dir.to_str().context("path")?;
+    let basebackup = holdfast_testkit::postgres::server_bin_dir()?.join("pg_basebackup");
+    let script = format!(
+        "set -eo pipefail; mkdir -m 700 {dir_s}; {} -h 127.0.0.1 -p {} -U postgres -Ft -D - \
+         -X fetch | tar -xf - -C {dir_s}",
+        basebackup.display(),
+        rig.pg.port()
+    );
+    let out = rig
+        .pg
+        .command_as_server_user(Path::new("/bin/bash"), &[OsStr::new("-c"), OsStr::new(&script)])
+        .output()?;
+    ensure!(out.status.success(), "pg_basebackup | tar: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(dir.join("backup_label").is_file() && dir.join("backup_manifest").is_file());
+
+    let t = rows_around_a_moment(&rig)?;
+    rig.archive_current_segment()?;
+
+    // Beyond the archive: refused before anything is written.
+    let before = listing(&dir)?;
+    let out = rig.holdfast(&["recover", "--pgdata", dir_s, "--to-time", "2999-01-01T00:00:00Z"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no transaction after"), "{err}");
+    assert_eq!(listing(&dir)?, before, "a refused recover changed {dir_s}");
+    let spool = rig.target("extracted.restore-wal");
+    assert!(!spool.exists(), "a refused recover wrote {}", spool.display());
+    // A directory that is not an unstarted base backup.
+    let out =
+        rig.holdfast(&["recover", "--pgdata", rig.pg.data_dir().to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no backup_label"), "{err}");
+
+    // The dry run plans without writing.
+    let recover_to_t = |extra: &[&str]| -> Result<Value> {
+        let mut args = vec!["recover", "--pgdata", dir_s, "--to-time", &t, "--json"];
+        args.extend(extra);
+        Ok(serde_json::from_str(&rig.ok(&args)?)?)
+    };
+    let plan = recover_to_t(&["--dry-run"])?;
+    assert_eq!(plan["finish_from"], "backup_manifest", "{plan}");
+    let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
+    assert_eq!(plan["system_identifier"].to_string(), sysid, "{plan}");
+    assert_eq!(listing(&dir)?, before, "a dry run changed {dir_s}");
+    // Without the manifest, the backup's end is read from the newest segment in pg_wal: at or
+    // after the manifest's End-LSN, in the same segment (the tar's WAL ends with it).
+    let manifest = dir.join("backup_manifest");
+    let away = rig.target("backup_manifest.away");
+    std::fs::rename(&manifest, &away)?;
+    let from_wal = recover_to_t(&["--dry-run"]);
+    std::fs::rename(&away, &manifest)?;
+    let from_wal = from_wal?;
+    assert!(
+        from_wal["finish_from"].as_str().is_some_and(|f| f.starts_with("pg_wal/")),
+        "{from_wal}"
+    );
+    let lsn = |v: &Value| -> Result<u64> {
+        let (hi, lo) =
+            v["finish_lsn"].as_str().context("finish_lsn")?.split_once('/').context("lsn")?;
+        Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
+    };
+    assert!(lsn(&from_wal)? >= lsn(&plan)?, "{from_wal} {plan}");
+    assert_eq!(from_wal["wal"], plan["wal"], "{from_wal} {plan}");
+
+    let first = recover_to_t(&[])?;
+    let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf"))?;
+    let spooled = listing(&spool)?.len();
+    // Again, the same way: the same settings, once.
+    let second = recover_to_t(&[])?;
+    assert_eq!(first["plan"], second["plan"]);
+    assert_eq!(std::fs::read_to_string(dir.join("postgresql.auto.conf"))?, conf);
+    assert_eq!(conf.matches("restore_command").count(), 1, "{conf}");
+    assert_eq!(listing(&spool)?.len(), spooled);
+    ensure!(dir.join("recovery.signal").is_file());
+
+    let restored = start_restored(&dir)?;
+    assert_eq!(ids(&restored)?, range(1, 200));
+    restored.psql("INSERT INTO t VALUES (201, 'writable after promotion')")?;
     Ok(())
 }
 

@@ -81,11 +81,7 @@ pub fn push(repo: &Repository, path: &Path, system_identifier: u64) -> Result<Pu
 /// Checks a WAL file against its name and cluster; its header metadata.
 fn describe(file: &str, data: &[u8], system_identifier: u64) -> Result<WalMeta, Error> {
     // The size a segment claims is checked below against its name and length.
-    let claimed = data
-        .get(32..36)
-        .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())))
-        .filter(|s| check_segment_size(*s).is_ok())
-        .unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let claimed = claimed_segment_size(data).unwrap_or(DEFAULT_SEGMENT_SIZE);
     let kind = WalFile::parse(file, claimed).ok_or_else(|| {
         Error::Invalid(format!(
             "{file} is not a WAL file name (a segment, .partial, .history or .backup file)"
@@ -120,6 +116,13 @@ fn describe(file: &str, data: &[u8], system_identifier: u64) -> Result<WalMeta, 
         )));
     }
     Ok(WalMeta { segment_size: Some(claimed), summary: Some(summary) })
+}
+
+/// The segment size a segment's first page header records (`xlp_seg_size`), if it is one.
+pub(crate) fn claimed_segment_size(data: &[u8]) -> Option<u64> {
+    data.get(32..36)
+        .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())))
+        .filter(|s| check_segment_size(*s).is_ok())
 }
 
 /// Whether a fetch found the file.
