@@ -30,19 +30,36 @@ struct Rig {
 impl Rig {
     /// holdfast `args` as the server's account; the output, whatever the exit status.
     fn holdfast(&self, args: &[&str]) -> Result<Output> {
+        self.run(args, true)
+    }
+
+    /// holdfast `pg args` as the server's account, or as this process (root in CI: what a
+    /// restore Job runs as).
+    fn run(&self, args: &[&str], as_server_user: bool) -> Result<Output> {
         let mut all: Vec<&OsStr> = vec![OsStr::new("pg")];
         let repo = self.repo.to_str().context("repo path")?;
         let pw = self.password_file.to_str().context("password path")?;
         all.extend(["--repo", repo, "--password-file", pw, "--quiet"].map(OsStr::new));
         all.extend(args.iter().map(OsStr::new));
-        let mut cmd = self.pg.command_as_server_user(&self.bin, &all);
+        let mut cmd = if as_server_user {
+            self.pg.command_as_server_user(&self.bin, &all)
+        } else {
+            let mut cmd = std::process::Command::new(&self.bin);
+            cmd.args(&all);
+            cmd
+        };
         cmd.env_remove("PGHOST").env_remove("PGPORT").env_remove("PGUSER");
         cmd.output().context("running holdfast")
     }
 
     /// Like [`Rig::holdfast`], failing unless it succeeds; its standard output.
     fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.holdfast(args)?;
+        self.ok_as(args, true)
+    }
+
+    /// Like [`Rig::run`], failing unless it succeeds; its standard output.
+    fn ok_as(&self, args: &[&str], as_server_user: bool) -> Result<String> {
+        let out = self.run(args, as_server_user)?;
         if !out.status.success() {
             bail!(
                 "holdfast {args:?} failed ({}): {}",
@@ -566,11 +583,12 @@ fn recover_configures_point_in_time_recovery_on_a_base_backup_restored_by_other_
     assert!(!out.status.success() && err.contains("no backup_label"), "{err}");
 
     // The dry run plans without writing.
-    let recover_to_t = |extra: &[&str]| -> Result<Value> {
+    let recover_to_t_as = |extra: &[&str], as_server_user: bool| -> Result<Value> {
         let mut args = vec!["recover", "--pgdata", dir_s, "--to-time", &t, "--json"];
         args.extend(extra);
-        Ok(serde_json::from_str(&rig.ok(&args)?)?)
+        Ok(serde_json::from_str(&rig.ok_as(&args, as_server_user)?)?)
     };
+    let recover_to_t = |extra: &[&str]| recover_to_t_as(extra, true);
     let plan = recover_to_t(&["--dry-run"])?;
     assert_eq!(plan["finish_from"], "backup_manifest", "{plan}");
     let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
@@ -599,13 +617,27 @@ fn recover_configures_point_in_time_recovery_on_a_base_backup_restored_by_other_
     let first = recover_to_t(&[])?;
     let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf"))?;
     let spooled = listing(&spool)?.len();
-    // Again, the same way: the same settings, once.
-    let second = recover_to_t(&[])?;
+    // Again, the same way: the same settings, once. This time as this process, root in CI, as
+    // a restore Job runs it: what it rewrites must go to the data's owner, or the server below
+    // could not read it.
+    let second = recover_to_t_as(&[], false)?;
     assert_eq!(first["plan"], second["plan"]);
     assert_eq!(std::fs::read_to_string(dir.join("postgresql.auto.conf"))?, conf);
     assert_eq!(conf.matches("restore_command").count(), 1, "{conf}");
     assert_eq!(listing(&spool)?.len(), spooled);
     ensure!(dir.join("recovery.signal").is_file());
+    let owner = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let data_owner = owner(&dir.join("PG_VERSION"))?;
+    for p in [dir.join("postgresql.auto.conf"), dir.join("recovery.signal"), spool.clone()]
+        .into_iter()
+        .chain(
+            std::fs::read_dir(&spool)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    {
+        assert_eq!(owner(&p)?, data_owner, "{} is not the data's owner's", p.display());
+    }
 
     let restored = start_restored(&dir)?;
     assert_eq!(ids(&restored)?, range(1, 200));
