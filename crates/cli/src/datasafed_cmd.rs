@@ -3,7 +3,7 @@
 //! The contract is `docs/datasafed.md`.
 
 mod codec;
-mod config;
+pub(crate) mod config;
 mod tree;
 mod vpath;
 

@@ -1,6 +1,7 @@
 //! `holdfast pg …`: PostgreSQL backup and recovery for a DBA, without YAML. Base backups connect
 //! as `pg_basebackup` does (`-h/-p/-U` and libpq's environment); `wal-push` and `wal-fetch` are
-//! what `archive_command` and `restore_command` call; `restore` goes to a point in time.
+//! what `archive_command` and `restore_command` call; `restore` goes to a point in time, and
+//! `recover` configures the same recovery on a base backup restored by other means.
 
 use std::path::PathBuf;
 
@@ -39,6 +40,9 @@ enum PgCommand {
     Backups(BackupsCmd),
     /// Restore a base backup and configure recovery to a point in time (the latest by default).
     Restore(RestoreCmd),
+    /// Configure point-in-time recovery on a data directory a base backup was already restored
+    /// into by other means (the WAL from the archive, recovery.signal, the target).
+    Recover(RecoverCmd),
     /// Archive WAL files (for `archive_command = 'holdfast pg wal-push … %p'`).
     WalPush(WalPushCmd),
     /// Fetch one archived WAL file (for `restore_command = 'holdfast pg wal-fetch … %f %p'`).
@@ -60,6 +64,7 @@ fn execute(args: &PgArgs) -> anyhow::Result<()> {
         PgCommand::Backup(c) => c.run(args, tools),
         PgCommand::Backups(c) => c.run(args),
         PgCommand::Restore(c) => c.run(args),
+        PgCommand::Recover(c) => c.run(args),
         PgCommand::WalPush(c) => c.run(args),
         PgCommand::WalFetch(c) => c.run(args),
         PgCommand::WalStream(c) => c.run(args, tools),
@@ -218,11 +223,9 @@ impl BackupsCmd {
     }
 }
 
+/// Where recovery stops: one of these, or the latest point.
 #[derive(Args, Debug)]
-struct RestoreCmd {
-    /// The data directory to create (must be empty or absent).
-    #[arg(long, short = 'D')]
-    pgdata: PathBuf,
+struct TargetArgs {
     /// Recover to this time (RFC 3339, `2026-12-07T06:30:00Z`): the state just before the first
     /// transaction that ended after it.
     #[arg(long, conflicts_with_all = ["to_lsn", "to_name"])]
@@ -233,6 +236,15 @@ struct RestoreCmd {
     /// Recover to this restore point (`pg_create_restore_point`).
     #[arg(long)]
     to_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RestoreCmd {
+    /// The data directory to create (must be empty or absent).
+    #[arg(long, short = 'D')]
+    pgdata: PathBuf,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Which cluster, when the repository holds several.
     #[arg(long)]
     system_identifier: Option<u64>,
@@ -244,7 +256,7 @@ struct RestoreCmd {
     dry_run: bool,
 }
 
-impl RestoreCmd {
+impl TargetArgs {
     fn target(&self) -> anyhow::Result<Target> {
         if let Some(t) = &self.to_time {
             let t =
@@ -262,9 +274,11 @@ impl RestoreCmd {
         }
         Ok(Target::Latest)
     }
+}
 
+impl RestoreCmd {
     fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
-        let target = self.target()?;
+        let target = self.target.target()?;
         let repo = args.repo.open()?;
         let plan = recovery::plan(&repo, &target, self.system_identifier)?;
         if self.dry_run {
@@ -302,6 +316,68 @@ impl RestoreCmd {
         );
         Ok(())
     }
+}
+
+#[derive(Args, Debug)]
+struct RecoverCmd {
+    /// The data directory a base backup was restored into by other means (a pg_basebackup tar
+    /// extracted), not started yet.
+    #[arg(long, short = 'D')]
+    pgdata: PathBuf,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Where to put the WAL recovery replays (default `<pgdata>.restore-wal`).
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
+    /// Check and print the plan; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl RecoverCmd {
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let target = self.target.target()?;
+        let repo = args.repo.open()?;
+        let plan = recovery::plan_recover(&repo, &self.pgdata, &target, self.wal_dir.as_deref())?;
+        if self.dry_run {
+            if args.repo.json() {
+                return print_json(&plan);
+            }
+            print_recover_plan(&plan);
+            return Ok(());
+        }
+        let recovered = recovery::recover(&repo, plan, &crate::repo_cmd::cancel_on_signal())?;
+        if args.repo.json() {
+            return print_json(&recovered);
+        }
+        print_recover_plan(&recovered.plan);
+        println!(
+            "configured recovery in {}, {} of WAL in {}",
+            recovered.plan.pgdata.display(),
+            human(recovered.wal_bytes),
+            recovered.plan.spool.display()
+        );
+        println!(
+            "start the server (pg_ctl -D {} start): it replays to the target and promotes; the \
+             WAL directory can go once it has",
+            recovered.plan.pgdata.display()
+        );
+        Ok(())
+    }
+}
+
+fn print_recover_plan(plan: &recovery::RecoverPlan) {
+    println!(
+        "base backup in {} (system {}, timeline {}, WAL from {}, consistent at {} by {})",
+        plan.pgdata.display(),
+        plan.system_identifier,
+        plan.timeline,
+        plan.start_lsn,
+        plan.finish_lsn,
+        plan.finish_from
+    );
+    println!("target: {}; replay reaches {}", plan.target, plan.reaches);
+    println!("WAL files from the archive: {} into {}", plan.wal.len(), plan.spool.display());
 }
 
 fn print_plan(plan: &recovery::Plan) {
@@ -452,6 +528,15 @@ struct WalStreamCmd {
     /// Stop after this long (`10m`) instead of at SIGINT/SIGTERM.
     #[arg(long)]
     duration: Option<humantime::Duration>,
+    /// Keep KubeBlocks' backup-info JSON (`totalSize`, and `timeRange` once a transaction is
+    /// archived) in this file, rewritten whenever the archive grows.
+    #[arg(long)]
+    info_file: Option<PathBuf>,
+    /// Make the server switch WAL segments this often (`1m`) when it wrote WAL since the last
+    /// switch, so committed WAL reaches the archive on a quiet server (needs permission to call
+    /// pg_switch_wal(); a superuser has it).
+    #[arg(long)]
+    switch_interval: Option<humantime::Duration>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -466,6 +551,8 @@ impl WalStreamCmd {
             slot: self.slot.clone(),
             spool: self.spool.clone(),
             duration: self.duration.map(Into::into),
+            info_file: self.info_file.clone(),
+            switch_interval: self.switch_interval.map(Into::into),
             cancel: crate::repo_cmd::cancel_on_signal(),
         };
         let streamed = match wal_stream::run(&repo, &opts) {

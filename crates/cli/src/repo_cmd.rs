@@ -36,6 +36,8 @@ use holdfast_repository::Repository;
 use holdfast_repository::location::Location;
 use holdfast_repository::progress::{Progress, ProgressFn};
 
+use crate::datasafed_cmd::config as datasafed_config;
+
 /// Global repository options and the subcommand.
 #[derive(Args, Debug)]
 pub struct RepoArgs {
@@ -61,6 +63,11 @@ pub struct RepoOptions {
     /// Repository location: a directory (`/srv/repo`) or `s3://bucket/prefix`.
     #[arg(long = "repo", short = 'r', env = "HOLDFAST_REPOSITORY", global = true)]
     repo: Option<String>,
+    /// A datasafed config file (`/etc/datasafed/datasafed.conf`) naming the repository and its
+    /// password, read as `holdfast datasafed` reads it (DATASAFED_LOCAL_BACKEND_PATH applies);
+    /// instead of --repo.
+    #[arg(long, env = "HOLDFAST_DATASAFED_CONFIG", global = true)]
+    datasafed_config: Option<PathBuf>,
     /// File whose first line is the password (else HOLDFAST_PASSWORD, else a prompt).
     #[arg(long, env = "HOLDFAST_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -207,10 +214,25 @@ impl RepoOptions {
         self.json
     }
 
-    /// The repository location `--repo` names, with `--s3-endpoint` applied.
+    /// The repository location `--repo` or `--datasafed-config` names, with `--s3-endpoint`
+    /// applied.
     fn location(&self) -> anyhow::Result<Location> {
+        if let Some(conf) = &self.datasafed_config {
+            if self.repo.is_some() {
+                bail!(
+                    "both --repo (or HOLDFAST_REPOSITORY) and --datasafed-config name a \
+                     repository: give one"
+                );
+            }
+            let mut location = datasafed_config::load(conf)?.location()?;
+            // The config's endpoint stands unless one is asked for explicitly.
+            if let (Location::S3(o), Some(endpoint)) = (&mut location, &self.s3_endpoint) {
+                o.endpoint = Some(endpoint.clone());
+            }
+            return Ok(location);
+        }
         let Some(url) = &self.repo else {
-            bail!("no repository given: use --repo or HOLDFAST_REPOSITORY");
+            bail!("no repository given: use --repo, HOLDFAST_REPOSITORY or --datasafed-config");
         };
         let mut location = Location::parse(url)?;
         if let Location::S3(o) = &mut location {
@@ -305,6 +327,11 @@ fn read_password_file(p: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn password(args: &RepoOptions) -> anyhow::Result<String> {
+    // A datasafed config carries its own password rules, so a Job given only the config finds
+    // the password exactly where `holdfast datasafed` would.
+    if let Some(conf) = &args.datasafed_config {
+        return datasafed_config::password(&datasafed_config::load(conf)?, conf);
+    }
     secret(
         args.password_file.as_deref(),
         "HOLDFAST_PASSWORD",

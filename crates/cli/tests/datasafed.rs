@@ -481,3 +481,94 @@ fn datasafed_s3_storage_from_the_config_file() {
     env.ok(&["rm", "-r", "/"]);
     assert_eq!(env.ok(&["list", "-r", "/"]), "");
 }
+
+/// `holdfast repo` and `holdfast pg` take the repository from a datasafed config, as a KubeBlocks
+/// Job gets it: the storage and password as `holdfast datasafed` reads them (the local-backend
+/// override included); never together with `--repo`; never a repository that does not exist,
+/// except for `init`, which creates it.
+#[test]
+fn repo_and_pg_commands_open_the_repository_a_datasafed_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let conf = dir.path().join("datasafed.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ntype = local\nroot = {}\n\n[holdfast]\npassword = from-the-config\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let conf_s = conf.to_str().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "some data\n").unwrap();
+    let holdfast = |args: &[&str], env: &[(&str, &str)]| {
+        Command::new(HOLDFAST)
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str], env: &[(&str, &str)]| {
+        let o = holdfast(args, env);
+        assert!(o.status.success(), "holdfast {args:?} failed: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let one_line_failure = |o: &Output, needle: &str| {
+        assert!(!o.status.success(), "expected failure, got success");
+        let e = stderr(o);
+        assert_eq!(e.trim_end().lines().count(), 1, "one line expected: {e:?}");
+        assert!(e.contains(needle), "{e:?} should mention {needle:?}");
+    };
+
+    // Nothing there yet: a command other than init refuses and creates nothing.
+    let o = holdfast(&["repo", "snapshots", "--datasafed-config", conf_s], &[]);
+    assert!(!o.status.success());
+    assert!(!repo.exists(), "a command other than init created the repository");
+
+    ok(&["repo", "init", "--datasafed-config", conf_s], &[]);
+    ok(&["repo", "backup", "--datasafed-config", conf_s, "--quiet", data.to_str().unwrap()], &[]);
+    // The environment variable stands for the flag, for `pg` as for `repo`.
+    let listed = ok(&["repo", "snapshots", "--json"], &[("HOLDFAST_DATASAFED_CONFIG", conf_s)]);
+    let snapshots: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{listed}");
+    let bases = ok(&["pg", "backups", "--json"], &[("HOLDFAST_DATASAFED_CONFIG", conf_s)]);
+    assert_eq!(bases.trim(), "[]");
+
+    // The password really is the config's: --repo opens the same repository with it only.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "from-the-config\n").unwrap();
+    let repo_s = repo.to_str().unwrap();
+    let with_repo =
+        ["repo", "snapshots", "--repo", repo_s, "--password-file", pw.to_str().unwrap()];
+    ok(&with_repo, &[]);
+    std::fs::write(&pw, "wrong\n").unwrap();
+    assert!(!holdfast(&with_repo, &[]).status.success(), "a wrong password opened it");
+
+    // DATASAFED_LOCAL_BACKEND_PATH replaces the config's storage, as for datasafed.
+    let elsewhere = dir.path().join("elsewhere.conf");
+    std::fs::write(&elsewhere, "[storage]\ntype = local\nroot = /nonexistent\n").unwrap();
+    let listed = ok(
+        &["repo", "snapshots", "--json", "--datasafed-config", elsewhere.to_str().unwrap()],
+        &[("DATASAFED_LOCAL_BACKEND_PATH", repo_s), ("HOLDFAST_PASSWORD", "from-the-config")],
+    );
+    assert!(listed.contains(snapshots[0]["id"].as_str().unwrap()), "{listed}");
+
+    // Both ways of naming a repository at once: refused with the cause.
+    let o = holdfast(&["repo", "snapshots", "--repo", repo_s, "--datasafed-config", conf_s], &[]);
+    one_line_failure(&o, "--datasafed-config");
+    let o = holdfast(
+        &["pg", "backups", "--datasafed-config", conf_s],
+        &[("HOLDFAST_REPOSITORY", repo_s)],
+    );
+    one_line_failure(&o, "--repo");
+    // A config naming a directory that does not exist is not a repository.
+    let o =
+        holdfast(&["repo", "snapshots", "--datasafed-config", elsewhere.to_str().unwrap()], &[]);
+    one_line_failure(&o, "nonexistent");
+}

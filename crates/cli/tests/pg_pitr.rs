@@ -30,19 +30,36 @@ struct Rig {
 impl Rig {
     /// holdfast `args` as the server's account; the output, whatever the exit status.
     fn holdfast(&self, args: &[&str]) -> Result<Output> {
+        self.run(args, true)
+    }
+
+    /// holdfast `pg args` as the server's account, or as this process (root in CI: what a
+    /// restore Job runs as).
+    fn run(&self, args: &[&str], as_server_user: bool) -> Result<Output> {
         let mut all: Vec<&OsStr> = vec![OsStr::new("pg")];
         let repo = self.repo.to_str().context("repo path")?;
         let pw = self.password_file.to_str().context("password path")?;
         all.extend(["--repo", repo, "--password-file", pw, "--quiet"].map(OsStr::new));
         all.extend(args.iter().map(OsStr::new));
-        let mut cmd = self.pg.command_as_server_user(&self.bin, &all);
+        let mut cmd = if as_server_user {
+            self.pg.command_as_server_user(&self.bin, &all)
+        } else {
+            let mut cmd = std::process::Command::new(&self.bin);
+            cmd.args(&all);
+            cmd
+        };
         cmd.env_remove("PGHOST").env_remove("PGPORT").env_remove("PGUSER");
         cmd.output().context("running holdfast")
     }
 
     /// Like [`Rig::holdfast`], failing unless it succeeds; its standard output.
     fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.holdfast(args)?;
+        self.ok_as(args, true)
+    }
+
+    /// Like [`Rig::run`], failing unless it succeeds; its standard output.
+    fn ok_as(&self, args: &[&str], as_server_user: bool) -> Result<String> {
+        let out = self.run(args, as_server_user)?;
         if !out.status.success() {
             bail!(
                 "holdfast {args:?} failed ({}): {}",
@@ -150,6 +167,21 @@ fn start_restored(dir: &Path) -> Result<Postgres> {
     Ok(pg)
 }
 
+/// Rows 101 to 200 committed and archived, a moment T from the server's clock (returned), then
+/// rows 201 to 300 committed: a restore to T has exactly rows up to 200.
+fn rows_around_a_moment(rig: &Rig) -> Result<String> {
+    insert(rig, 101, 200)?;
+    rig.archive_current_segment()?;
+    // Commit times are microseconds: keep T apart from both neighbours.
+    std::thread::sleep(Duration::from_millis(20));
+    let t = rig.sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )?;
+    std::thread::sleep(Duration::from_millis(20));
+    insert(rig, 201, 300)?;
+    Ok(t)
+}
+
 fn range(from: i64, to: i64) -> Vec<i64> {
     (from..=to).collect()
 }
@@ -183,14 +215,7 @@ fn base_backup_wal_archive_and_point_in_time_restores() -> Result<()> {
     assert_eq!(report["timeline"], 1);
 
     // Rows before T, T, rows after T, a restore point, more rows; all archived.
-    insert(&rig, 101, 200)?;
-    rig.archive_current_segment()?;
-    std::thread::sleep(Duration::from_millis(20));
-    let t = rig.sql(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    )?;
-    std::thread::sleep(Duration::from_millis(20));
-    insert(&rig, 201, 300)?;
+    let t = rows_around_a_moment(&rig)?;
     rig.sql("SELECT pg_create_restore_point('after-300')")?;
     insert(&rig, 301, 400)?;
     rig.archive_current_segment()?;
@@ -485,4 +510,232 @@ fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
         "{status}"
     );
     Ok(())
+}
+
+/// Every file under `dir` with its size, mode and modification time: what "left unchanged"
+/// compares.
+fn listing(dir: &Path) -> Result<Vec<String>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let m = entry.metadata()?;
+            if m.is_dir() {
+                todo.push(entry.path());
+            }
+            out.push(format!(
+                "{} {} {:o} {}.{}",
+                entry.path().display(),
+                m.len(),
+                m.mode(),
+                m.mtime(),
+                m.mtime_nsec()
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `holdfast pg recover` on a data directory restored without holdfast (a plain
+/// `pg_basebackup -Ft -X fetch` tar extracted, as a KubeBlocks restore Job does): a target the
+/// archive cannot reach is refused with the directory untouched; a time target brings back
+/// exactly the rows committed before it; running it twice is the same as once.
+#[test]
+fn recover_configures_point_in_time_recovery_on_a_base_backup_restored_by_other_means() -> Result<()>
+{
+    let rig = setup()?;
+    rig.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    insert(&rig, 1, 100)?;
+    let dir = rig.target("extracted");
+    let dir_s = dir.to_str().context("path")?;
+    let basebackup = holdfast_testkit::postgres::server_bin_dir()?.join("pg_basebackup");
+    let script = format!(
+        "set -eo pipefail; mkdir -m 700 {dir_s}; {} -h 127.0.0.1 -p {} -U postgres -Ft -D - \
+         -X fetch | tar -xf - -C {dir_s}",
+        basebackup.display(),
+        rig.pg.port()
+    );
+    let out = rig
+        .pg
+        .command_as_server_user(Path::new("/bin/bash"), &[OsStr::new("-c"), OsStr::new(&script)])
+        .output()?;
+    ensure!(out.status.success(), "pg_basebackup | tar: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(dir.join("backup_label").is_file() && dir.join("backup_manifest").is_file());
+
+    let t = rows_around_a_moment(&rig)?;
+    rig.archive_current_segment()?;
+
+    // Beyond the archive: refused before anything is written.
+    let before = listing(&dir)?;
+    let out = rig.holdfast(&["recover", "--pgdata", dir_s, "--to-time", "2999-01-01T00:00:00Z"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no transaction after"), "{err}");
+    assert_eq!(listing(&dir)?, before, "a refused recover changed {dir_s}");
+    let spool = rig.target("extracted.restore-wal");
+    assert!(!spool.exists(), "a refused recover wrote {}", spool.display());
+    // A directory that is not an unstarted base backup.
+    let out =
+        rig.holdfast(&["recover", "--pgdata", rig.pg.data_dir().to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no backup_label"), "{err}");
+
+    // The dry run plans without writing.
+    let recover_to_t_as = |extra: &[&str], as_server_user: bool| -> Result<Value> {
+        let mut args = vec!["recover", "--pgdata", dir_s, "--to-time", &t, "--json"];
+        args.extend(extra);
+        Ok(serde_json::from_str(&rig.ok_as(&args, as_server_user)?)?)
+    };
+    let recover_to_t = |extra: &[&str]| recover_to_t_as(extra, true);
+    let plan = recover_to_t(&["--dry-run"])?;
+    assert_eq!(plan["finish_from"], "backup_manifest", "{plan}");
+    let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
+    assert_eq!(plan["system_identifier"].to_string(), sysid, "{plan}");
+    assert_eq!(listing(&dir)?, before, "a dry run changed {dir_s}");
+    // Without the manifest, the backup's end is read from the newest segment in pg_wal: at or
+    // after the manifest's End-LSN, in the same segment (the tar's WAL ends with it).
+    let manifest = dir.join("backup_manifest");
+    let away = rig.target("backup_manifest.away");
+    std::fs::rename(&manifest, &away)?;
+    let from_wal = recover_to_t(&["--dry-run"]);
+    std::fs::rename(&away, &manifest)?;
+    let from_wal = from_wal?;
+    assert!(
+        from_wal["finish_from"].as_str().is_some_and(|f| f.starts_with("pg_wal/")),
+        "{from_wal}"
+    );
+    let lsn = |v: &Value| -> Result<u64> {
+        let (hi, lo) =
+            v["finish_lsn"].as_str().context("finish_lsn")?.split_once('/').context("lsn")?;
+        Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
+    };
+    assert!(lsn(&from_wal)? >= lsn(&plan)?, "{from_wal} {plan}");
+    assert_eq!(from_wal["wal"], plan["wal"], "{from_wal} {plan}");
+
+    let first = recover_to_t(&[])?;
+    let conf = std::fs::read_to_string(dir.join("postgresql.auto.conf"))?;
+    let spooled = listing(&spool)?.len();
+    // Again, the same way: the same settings, once. This time as this process, root in CI, as
+    // a restore Job runs it: what it rewrites must go to the data's owner, or the server below
+    // could not read it.
+    let second = recover_to_t_as(&[], false)?;
+    assert_eq!(first["plan"], second["plan"]);
+    assert_eq!(std::fs::read_to_string(dir.join("postgresql.auto.conf"))?, conf);
+    assert_eq!(conf.matches("restore_command").count(), 1, "{conf}");
+    assert_eq!(listing(&spool)?.len(), spooled);
+    ensure!(dir.join("recovery.signal").is_file());
+    let owner = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let data_owner = owner(&dir.join("PG_VERSION"))?;
+    for p in [dir.join("postgresql.auto.conf"), dir.join("recovery.signal"), spool.clone()]
+        .into_iter()
+        .chain(
+            std::fs::read_dir(&spool)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    {
+        assert_eq!(owner(&p)?, data_owner, "{} is not the data's owner's", p.display());
+    }
+
+    let restored = start_restored(&dir)?;
+    assert_eq!(ids(&restored)?, range(1, 200));
+    restored.psql("INSERT INTO t VALUES (201, 'writable after promotion')")?;
+    Ok(())
+}
+
+/// `holdfast pg wal-stream --info-file F --switch-interval 2s` keeps KubeBlocks' backup info
+/// current on a server that only commits a few rows: the timer switches segments so committed
+/// WAL reaches the archive, and the time range's end follows the commits.
+#[test]
+fn streaming_keeps_the_backup_info_current_on_a_quiet_server() -> Result<()> {
+    let pg = Postgres::start()?;
+    pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    let work = tempfile::tempdir()?;
+    let (repo, pw, spool, info) = (
+        work.path().join("repo"),
+        work.path().join("pw"),
+        work.path().join("spool"),
+        work.path().join("info.json"),
+    );
+    std::fs::write(&pw, "pw\n")?;
+    let init = std::process::Command::new(BIN)
+        .args(["repo", "init", "--quiet"])
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&pw)
+        .output()?;
+    ensure!(init.status.success(), "repo init: {}", String::from_utf8_lossy(&init.stderr));
+    let port = pg.port().to_string();
+    let mut worker = std::process::Command::new(BIN)
+        .args(["pg", "--quiet", "--repo"])
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&pw)
+        .args(["wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "--spool"])
+        .arg(&spool)
+        .arg("--info-file")
+        .arg(&info)
+        .args(["--switch-interval", "2s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        // The commit's time, whole seconds, read in the committing transaction (now() is when
+        // it started, so the commit record is at or after it).
+        let commit = |from: i64| -> Result<String> {
+            Ok(pg.psql(&format!(
+                "WITH ins AS (INSERT INTO t SELECT g, 'x' FROM generate_series({from}, {from} + 9) \
+                 g RETURNING 1) SELECT to_char(date_trunc('second', now() AT TIME ZONE 'UTC'), \
+                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM (SELECT count(*) FROM ins) c"
+            ))?)
+        };
+        let wait_end = |at_least: &str| -> Result<Value> {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let current = std::fs::read(&info)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                if let Some(v) = &current
+                    && v["timeRange"]["end"].as_str().is_some_and(|end| end >= at_least)
+                {
+                    return Ok(current.unwrap_or_default());
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the info file never reached a transaction at {at_least}: {current:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let first = commit(1)?;
+        let v = wait_end(&first)?;
+        let range = &v["timeRange"];
+        assert_eq!(range["timeZone"], "+00:00", "{v}");
+        let start = range["start"].as_str().context("start")?;
+        let end1 = range["end"].as_str().context("end")?.to_string();
+        assert!(start <= end1.as_str() && start.ends_with('Z') && start.len() == 20, "{v}");
+        let size: u64 = v["totalSize"].as_str().context("totalSize")?.parse()?;
+        assert!(size > 0, "{v}");
+        // A commit in a later second than the range's end: the end follows it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pg
+            .psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")?
+            <= end1
+        {
+            ensure!(Instant::now() < deadline, "the server clock does not advance");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let second = commit(11)?;
+        let v = wait_end(&second)?;
+        assert!(v["timeRange"]["end"].as_str() > Some(end1.as_str()), "{v}");
+        assert_eq!(v["timeRange"]["start"].as_str(), Some(start), "{v}");
+        let grown: u64 = v["totalSize"].as_str().context("totalSize")?.parse()?;
+        assert!(grown > size, "{v}");
+        Ok(())
+    })();
+    worker.kill()?;
+    worker.wait()?;
+    result
 }

@@ -150,7 +150,7 @@ pub fn is_relation_file(path: &str) -> bool {
 }
 
 /// The fields of `backup_label` a backup records.
-fn parse_label(text: &str) -> Result<(Lsn, u32, Option<jiff::Timestamp>), Error> {
+pub(crate) fn parse_label(text: &str) -> Result<(Lsn, u32, Option<jiff::Timestamp>), Error> {
     let field =
         |key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()));
     let bad = |what: &str| Error::Invalid(format!("backup_label: {what}"));
@@ -185,7 +185,7 @@ struct WalRange {
 }
 
 /// The timeline and LSN the backup ends at, from its manifest.
-fn parse_manifest(bytes: &[u8]) -> Result<(u32, Lsn), Error> {
+pub(crate) fn parse_manifest(bytes: &[u8]) -> Result<(u32, Lsn), Error> {
     let m: Manifest = serde_json::from_slice(bytes)
         .map_err(|e| Error::Invalid(format!("backup_manifest does not parse: {e}")))?;
     let last = m

@@ -10,8 +10,12 @@
 //! a time target, when replay gets there, and then stops with "recovery ended before configured
 //! recovery target was reached", typically in a crash loop after the old data directory is gone.
 //! Every such case is refused here, with the reason, before anything is written.
+//!
+//! [`plan_recover`] and [`recover`] do the same for a data directory a base backup was restored
+//! into by other means (a `pg_basebackup` tar extracted by a KubeBlocks restore Job): the
+//! backup's end is read from the directory itself, and the archive checks are the same ones.
 
-use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use holdfast_repository::Repository;
@@ -20,10 +24,13 @@ use holdfast_repository::restore::{RestoreOptions, restore};
 use holdfast_repository::snapshot::SnapshotEntry;
 use serde::Serialize;
 
-use crate::base_backup::{BaseBackup, TAG};
-use crate::lsn::{Lsn, Segment};
-use crate::wal_archive::{Catalog, archive_name, catalog, summary, write_atomically};
-use crate::{Error, wal_reader::SegmentSummary};
+use crate::base_backup::{BaseBackup, TAG, parse_label, parse_manifest};
+use crate::lsn::{DEFAULT_SEGMENT_SIZE, Lsn, Segment, WalFile};
+use crate::wal_archive::{
+    Catalog, archive_name, catalog, claimed_segment_size, summary, write_atomically,
+};
+use crate::wal_reader::{SegmentSummary, summarize};
+use crate::{Error, control};
 
 /// Where recovery stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +136,7 @@ pub fn plan(
     let cluster = choose_cluster(&all, system_identifier)?;
     let bases: Vec<&(SnapshotEntry, BaseBackup)> =
         all.iter().filter(|(_, b)| b.system_identifier == cluster).collect();
-    let size = bases.last().map_or(crate::lsn::DEFAULT_SEGMENT_SIZE, |(_, b)| b.wal_segment_size);
+    let size = bases.last().map_or(DEFAULT_SEGMENT_SIZE, |(_, b)| b.wal_segment_size);
     let cat = catalog(repo, cluster, size)?;
     let oldest = &bases[0].1;
     // The newest base backup consistent before the target.
@@ -151,16 +158,54 @@ pub fn plan(
             _ => "no base backup".into(),
         }));
     };
+    let from = BackupEnd { cluster, timeline: base.timeline, finish_lsn: base.finish_lsn, size };
+    let (wal, reaches) = archive_part(repo, &cat, &from, target)?;
+    Ok(Plan {
+        snapshot: entry.id.to_hex(),
+        base: base.clone(),
+        target: target.to_string(),
+        wal,
+        reaches,
+        kind: target.clone(),
+    })
+}
+
+/// Where a base backup ends: replay from there on comes from the archive.
+#[derive(Debug, Clone, Copy)]
+struct BackupEnd {
+    /// The cluster's system identifier.
+    cluster: u64,
+    /// The timeline the backup ended on.
+    timeline: u32,
+    /// Where it is consistent.
+    finish_lsn: Lsn,
+    /// WAL segment size.
+    size: u64,
+}
+
+/// Proves the archive `cat` takes replay from the end of a base backup to `target`, with no
+/// gap: the WAL files to spool (history files first, then segments in replay order), and where
+/// replay stops, in words.
+///
+/// # Errors
+/// [`Error::Refused`] naming what is missing; repository errors.
+fn archive_part(
+    repo: &Repository,
+    cat: &Catalog,
+    from: &BackupEnd,
+    target: &Target,
+) -> Result<(Vec<String>, String), Error> {
+    let BackupEnd { cluster, timeline, finish_lsn, size } = *from;
     // Replay up to the backup's end comes from the WAL inside it; beyond, from the archive,
     // starting with the segment the backup ended in.
-    let first = Segment::of(base.timeline, base.finish_lsn, size);
+    let first = Segment::of(timeline, finish_lsn, size);
     let run_end = cat.run_end(first);
     let head =
         |s: Segment| -> Result<Option<SegmentSummary>, Error> { summary(repo, cluster, s, size) };
     let (last, reaches) = match target {
         Target::Latest => match run_end {
             Some(end) => {
-                if let Some(why) = gap_after(&cat, end, size) {
+                if let Some(why) = gap_after(cat, end, size) {
                     return Err(Error::Refused(format!(
                         "{why}; a restore to the latest point would stop at the gap: restore \
                          to a point before it (--to-time or --to-lsn)"
@@ -178,17 +223,17 @@ pub fn plan(
                         later.name(size)
                     )));
                 }
-                (None, format!("the end of the base backup at {}", base.finish_lsn))
+                (None, format!("the end of the base backup at {finish_lsn}"))
             }
         },
         Target::Lsn(l) => {
-            let want = Segment::of(base.timeline, *l, size);
+            let want = Segment::of(timeline, *l, size);
             if run_end.is_none_or(|e| e < want) {
                 let have = run_end.map_or_else(
                     || format!("segment {} is not archived", first.name(size)),
                     |e| format!("the archive ends with segment {}", e.name(size)),
                 );
-                let why = run_end.and_then(|e| gap_after(&cat, e, size));
+                let why = run_end.and_then(|e| gap_after(cat, e, size));
                 return Err(Error::Refused(format!(
                     "LSN {l} is in segment {}, but {have}{}",
                     want.name(size),
@@ -225,7 +270,7 @@ pub fn plan(
                 s = s.next();
             }
             let Some(at) = found else {
-                let gap = gap_after(&cat, end, size).map(|w| format!(" ({w})")).unwrap_or_default();
+                let gap = gap_after(cat, end, size).map(|w| format!(" ({w})")).unwrap_or_default();
                 return Err(Error::Refused(format!(
                     "the archived WAL{} has no transaction after {t}{gap}, so recovery could \
                      never tell it had reached that time: restore to the latest point instead \
@@ -243,7 +288,7 @@ pub fn plan(
         Target::Name(name) => {
             let Some(end) = run_end else {
                 return Err(Error::Refused(format!(
-                    "no restore point {name:?}: segment {} (where the newest base backup ends) \
+                    "no restore point {name:?}: segment {} (where the base backup ends) \
                      is not archived",
                     first.name(size)
                 )));
@@ -253,14 +298,14 @@ pub fn plan(
             while s <= end && found.is_none() {
                 found = head(s)?
                     .and_then(|sum| sum.restore_points.into_iter().find(|p| &p.name == name))
-                    .filter(|p| p.lsn >= base.finish_lsn)
+                    .filter(|p| p.lsn >= finish_lsn)
                     .map(|p| (s, p.lsn));
                 s = s.next();
             }
             let Some((at, lsn)) = found else {
                 return Err(Error::Refused(format!(
-                    "no restore point named {name:?} in the WAL archived after the newest base \
-                     backup (through segment {})",
+                    "no restore point named {name:?} in the WAL archived after the base backup \
+                     (through segment {})",
                     end.name(size)
                 )));
             };
@@ -275,14 +320,7 @@ pub fn plan(
             s = s.next();
         }
     }
-    Ok(Plan {
-        snapshot: entry.id.to_hex(),
-        base: base.clone(),
-        target: target.to_string(),
-        wal,
-        reaches,
-        kind: target.clone(),
-    })
+    Ok((wal, reaches))
 }
 
 /// How to write a restore.
@@ -337,14 +375,7 @@ pub fn execute(
     opts: &Options,
 ) -> Result<Restored, Error> {
     let pgdata = std::path::absolute(pgdata).map_err(Error::io("resolving the data directory"))?;
-    let spool = match &opts.spool {
-        Some(s) => std::path::absolute(s).map_err(Error::io("resolving the WAL directory"))?,
-        None => {
-            let mut name = pgdata.file_name().unwrap_or_default().to_os_string();
-            name.push(".restore-wal");
-            pgdata.with_file_name(name)
-        }
-    };
+    let spool = spool_dir(&pgdata, opts.spool.as_deref())?;
     if !is_empty_dir(&pgdata)? {
         return Err(Error::Refused(format!(
             "{} is not empty: restore into a new directory, or move the old one away first",
@@ -357,25 +388,7 @@ pub fn execute(
             spool.display()
         )));
     }
-    if !plain_path(&spool) {
-        return Err(Error::Refused(format!(
-            "the WAL directory {} has characters restore_command cannot carry safely: pass \
-             --wal-dir with letters, digits and / . _ - only",
-            spool.display()
-        )));
-    }
-    let system_identifier = plan.base.system_identifier;
-    std::fs::create_dir_all(&spool).map_err(Error::io(format!("creating {}", spool.display())))?;
-    let mut wal_bytes = 0;
-    for file in &plan.wal {
-        if opts.cancel.is_cancelled() {
-            return Err(Error::Repository(holdfast_repository::Error::Cancelled));
-        }
-        let (_, data) =
-            holdfast_repository::archive::load(repo, &archive_name(system_identifier, file))?;
-        write_atomically(&spool.join(file), &data)?;
-        wal_bytes += data.len() as u64;
-    }
+    let wal_bytes = spool_wal(repo, plan.base.system_identifier, &plan.wal, &spool, &opts.cancel)?;
     let id = repo.find_snapshot_id(&plan.snapshot)?;
     let snapshot = repo.load_snapshot(&id)?;
     let restore_opts = RestoreOptions {
@@ -386,23 +399,114 @@ pub fn execute(
     std::fs::create_dir_all(&pgdata)
         .map_err(Error::io(format!("creating {}", pgdata.display())))?;
     restore(repo, &snapshot.tree, &pgdata, &restore_opts)?;
-    configure(&pgdata, &spool, &plan.kind)?;
+    configure(&pgdata, &spool, &plan.kind, "restore")?;
     own_like_the_data(&pgdata, &spool)?;
     Ok(Restored { plan, pgdata, spool, wal_bytes })
 }
 
-/// Writes the recovery configuration.
-fn configure(pgdata: &Path, spool: &Path, target: &Target) -> Result<(), Error> {
+/// The WAL directory: `spool` if given, else `<pgdata>.restore-wal` beside the data directory;
+/// absolute, and a path `restore_command` can carry.
+fn spool_dir(pgdata: &Path, spool: Option<&Path>) -> Result<PathBuf, Error> {
+    let spool = match spool {
+        Some(s) => std::path::absolute(s).map_err(Error::io("resolving the WAL directory"))?,
+        None => {
+            let mut name = pgdata.file_name().unwrap_or_default().to_os_string();
+            name.push(".restore-wal");
+            pgdata.with_file_name(name)
+        }
+    };
+    if !plain_path(&spool) {
+        return Err(Error::Refused(format!(
+            "the WAL directory {} has characters restore_command cannot carry safely: pass \
+             --wal-dir with letters, digits and / . _ - only",
+            spool.display()
+        )));
+    }
+    Ok(spool)
+}
+
+/// Copies the WAL files `wal` of cluster `system_identifier` from the archive into `spool`
+/// (created when missing), each whole or not at all; the bytes copied.
+fn spool_wal(
+    repo: &Repository,
+    system_identifier: u64,
+    wal: &[String],
+    spool: &Path,
+    cancel: &CancelToken,
+) -> Result<u64, Error> {
+    std::fs::create_dir_all(spool).map_err(Error::io(format!("creating {}", spool.display())))?;
+    let mut wal_bytes = 0;
+    for file in wal {
+        if cancel.is_cancelled() {
+            return Err(Error::Repository(holdfast_repository::Error::Cancelled));
+        }
+        let (_, data) =
+            holdfast_repository::archive::load(repo, &archive_name(system_identifier, file))?;
+        write_atomically(&spool.join(file), &data)?;
+        wal_bytes += data.len() as u64;
+    }
+    Ok(wal_bytes)
+}
+
+/// What begins the block of settings `configure` appends.
+const MARK: &str = "# Added by holdfast pg ";
+
+/// The settings `configure` writes: a block of these after [`MARK`] is holdfast's own.
+const OURS: &[&str] = &[
+    "restore_command",
+    "recovery_target_timeline",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_action",
+];
+
+/// The setting a configuration line assigns, if it assigns one (`name = value` or
+/// `name value`).
+fn setting(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let end = line.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(line.len());
+    let value = line[end..].trim_start().trim_start_matches('=').trim();
+    Some((&line[..end], value))
+}
+
+/// `postgresql.auto.conf` without the blocks holdfast appended before, so writing the
+/// configuration again replaces them instead of piling up.
+fn without_our_settings(text: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut ours = false;
+    for line in text.lines() {
+        if line.starts_with(MARK) {
+            ours = true;
+            // The blank line the block was appended after.
+            if kept.last().is_some_and(|l| l.trim().is_empty()) {
+                kept.pop();
+            }
+            continue;
+        }
+        if ours && setting(line).is_some_and(|(name, _)| OURS.contains(&name)) {
+            continue;
+        }
+        ours = false;
+        kept.push(line);
+    }
+    kept.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Writes the recovery configuration (replacing what holdfast wrote there before); `by` is the
+/// command, for the comment.
+fn configure(pgdata: &Path, spool: &Path, target: &Target, by: &str) -> Result<(), Error> {
     let _ = std::fs::remove_file(pgdata.join("standby.signal"));
     std::fs::File::create(pgdata.join("recovery.signal"))
         .map_err(Error::io("writing recovery.signal"))?;
     let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut lines = vec![
         String::new(),
-        format!(
-            "# Added by holdfast pg restore at {}: recovery to {target}.",
-            jiff::Timestamp::now()
-        ),
+        // No time here: configuring twice the same way must leave the same file.
+        format!("{MARK}{by}: recovery to {target}."),
         format!("restore_command = {}", quote(&format!("cp \"{}/%f\" \"%p\"", spool.display()))),
         "recovery_target_timeline = 'current'".to_string(),
     ];
@@ -421,21 +525,26 @@ fn configure(pgdata: &Path, spool: &Path, target: &Target) -> Result<(), Error> 
         lines.push("recovery_target_action = 'promote'".to_string());
     }
     let auto = pgdata.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&auto)
-        .map_err(Error::io(format!("opening {}", auto.display())))?;
-    f.write_all((lines.join("\n") + "\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io(format!("writing {}", auto.display())))?;
+    let before = match std::fs::read_to_string(&auto) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(Error::Io { context: format!("reading {}", auto.display()), source: e });
+        }
+    };
+    let text = without_our_settings(&before) + &lines.join("\n") + "\n";
+    let mode = std::fs::metadata(&auto).map_or(0o600, |m| m.permissions().mode());
+    // Rewritten whole through a rename: a crash leaves the old settings or the new ones.
+    write_atomically(&auto, text.as_bytes())?;
+    std::fs::set_permissions(&auto, std::fs::Permissions::from_mode(mode))
+        .map_err(Error::io(format!("chmod {}", auto.display())))?;
     Ok(())
 }
 
 /// PostgreSQL refuses a data directory others can read or that it does not own: the directory
 /// (not part of the backup) and the spool follow the owner of the restored files.
 fn own_like_the_data(pgdata: &Path, spool: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::fs::MetadataExt as _;
     let owner = std::fs::metadata(pgdata.join("PG_VERSION"))
         .map_err(Error::io("reading the restored PG_VERSION"))?;
     std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))
@@ -455,4 +564,280 @@ fn own_like_the_data(pgdata: &Path, spool: &Path) -> Result<(), Error> {
     }
     chown(&pgdata.join("recovery.signal"))?;
     chown(&pgdata.join("postgresql.auto.conf"))
+}
+
+/// What `recover` will do to a data directory a base backup was restored into by other means
+/// (a `pg_basebackup` tar extracted by a restore Job), decided and checked before it writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoverPlan {
+    /// The data directory.
+    pub pgdata: PathBuf,
+    /// Where the WAL for recovery goes.
+    pub spool: PathBuf,
+    /// The cluster (from `global/pg_control`).
+    pub system_identifier: u64,
+    /// The timeline the backup ended on.
+    pub timeline: u32,
+    /// Where replay starts (`backup_label`).
+    pub start_lsn: Lsn,
+    /// Where the backup is consistent, and so where the archive takes over.
+    pub finish_lsn: Lsn,
+    /// Where `finish_lsn` was read: `backup_manifest`, or the newest segment in `pg_wal`.
+    pub finish_from: String,
+    /// When the backup started (`backup_label`), if it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<jiff::Timestamp>,
+    /// WAL segment size.
+    pub wal_segment_size: u64,
+    /// The target, as text.
+    pub target: String,
+    /// WAL files to put in the spool, in replay order (history files first).
+    pub wal: Vec<String>,
+    /// Where replay stops, in words.
+    pub reaches: String,
+    #[serde(skip)]
+    kind: Target,
+}
+
+/// What `recover` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    /// The plan it carried out.
+    pub plan: RecoverPlan,
+    /// WAL bytes spooled.
+    pub wal_bytes: u64,
+}
+
+/// The newest WAL segment in `pg_wal` (timeline, then position), with its bytes.
+fn newest_segment(pg_wal: &Path) -> Result<Option<(String, Vec<u8>)>, Error> {
+    let names = match std::fs::read_dir(pg_wal) {
+        Ok(entries) => entries.flatten().filter_map(|e| e.file_name().into_string().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Io { context: format!("reading {}", pg_wal.display()), source: e });
+        }
+    };
+    // Names alone sort as timeline, then position, whatever the segment size.
+    let newest = names
+        .filter(|n| matches!(WalFile::parse(n, DEFAULT_SEGMENT_SIZE), Some(WalFile::Segment(_))))
+        .max();
+    let Some(name) = newest else { return Ok(None) };
+    let path = pg_wal.join(&name);
+    let data = std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+    Ok(Some((name, data)))
+}
+
+/// Refuses recovery settings in the data directory's configuration that holdfast did not write
+/// and that would fight the ones it writes: a second target makes the server refuse to start
+/// ("multiple recovery targets specified"), and a signal file with someone else's target means
+/// the directory was already set up for a different recovery.
+fn refuse_foreign_targets(pgdata: &Path) -> Result<(), Error> {
+    let signal =
+        ["recovery.signal", "standby.signal"].into_iter().find(|f| pgdata.join(f).exists());
+    for file in ["postgresql.conf", "postgresql.auto.conf"] {
+        let path = pgdata.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let text = if file == "postgresql.auto.conf" { without_our_settings(&text) } else { text };
+        let foreign = text.lines().filter_map(setting).find(|(name, value)| {
+            name.starts_with("recovery_target")
+                && *name != "recovery_target_timeline"
+                && *name != "recovery_target_action"
+                && *name != "recovery_target_inclusive"
+                && !matches!(*value, "" | "''")
+        });
+        if let Some((name, value)) = foreign {
+            return Err(Error::Refused(format!(
+                "{} already sets {name} = {value}{}, not written by holdfast: remove it (or \
+                 restore the base backup again) before configuring another recovery",
+                path.display(),
+                signal.map(|f| format!(" and {f} is present")).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decides and checks point-in-time recovery of `pgdata`, which holds a base backup restored by
+/// other means and not started yet, to `target`. The backup's end comes from its
+/// `backup_manifest`, else from the newest segment in its `pg_wal`; from there on the archive
+/// must hold every segment up to the target, as for a restore.
+///
+/// # Errors
+/// [`Error::Refused`] with the reason: no `backup_label` (not an unstarted base backup), another
+/// recovery configured, a target before the backup, WAL missing; I/O and repository errors.
+pub fn plan_recover(
+    repo: &Repository,
+    pgdata: &Path,
+    target: &Target,
+    spool: Option<&Path>,
+) -> Result<RecoverPlan, Error> {
+    let pgdata = std::path::absolute(pgdata).map_err(Error::io("resolving the data directory"))?;
+    let label_path = pgdata.join("backup_label");
+    let label = match std::fs::read_to_string(&label_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Refused(format!(
+                "{} has no backup_label: it is not a base backup that was never started (a \
+                 server started on it renames backup_label to backup_label.old)",
+                pgdata.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Io {
+                context: format!("reading {}", label_path.display()),
+                source: e,
+            });
+        }
+    };
+    let (start_lsn, start_timeline, start_time) = parse_label(&label)?;
+    let system_identifier = control::system_identifier_of(&pgdata)?;
+    refuse_foreign_targets(&pgdata)?;
+    let newest = newest_segment(&pgdata.join("pg_wal"))?;
+    let size =
+        newest.as_ref().and_then(|(_, d)| claimed_segment_size(d)).unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let manifest_path = pgdata.join("backup_manifest");
+    let (timeline, finish_lsn, finish_from) = match std::fs::read(&manifest_path) {
+        Ok(bytes) => {
+            let (timeline, end) = parse_manifest(&bytes)?;
+            (timeline, end, "backup_manifest".to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Some((name, data)) = newest else {
+                return Err(Error::Refused(format!(
+                    "{} has neither a backup_manifest nor WAL in pg_wal: where the backup ends \
+                     cannot be told",
+                    pgdata.display()
+                )));
+            };
+            let sum =
+                summarize(&data).map_err(|e| Error::Invalid(format!("pg_wal/{name}: {e}")))?;
+            (sum.timeline, sum.end, format!("pg_wal/{name}"))
+        }
+        Err(e) => {
+            return Err(Error::Io {
+                context: format!("reading {}", manifest_path.display()),
+                source: e,
+            });
+        }
+    };
+    if finish_lsn < start_lsn || timeline < start_timeline {
+        return Err(Error::Invalid(format!(
+            "the backup ends at {finish_lsn} on timeline {timeline}, before it starts ({start_lsn} \
+             on timeline {start_timeline}): {finish_from} is not this backup's"
+        )));
+    }
+    // The restore's own check on the base, with what the directory knows: the backup must have
+    // started before a time target (its end time is not recorded in the directory).
+    match (target, start_time) {
+        (Target::Time(t), Some(started)) if started > *t => {
+            return Err(Error::Refused(format!(
+                "the base backup in {} started at {started}, after {t}: restore a base backup \
+                 finished before that time",
+                pgdata.display()
+            )));
+        }
+        (Target::Lsn(l), _) if finish_lsn > *l => {
+            return Err(Error::Refused(format!(
+                "the base backup in {} is consistent only from {finish_lsn}, after LSN {l}: \
+                 restore a base backup consistent before it",
+                pgdata.display()
+            )));
+        }
+        _ => {}
+    }
+    let cat = catalog(repo, system_identifier, size)?;
+    let from = BackupEnd { cluster: system_identifier, timeline, finish_lsn, size };
+    let (wal, reaches) = archive_part(repo, &cat, &from, target)?;
+    let spool = spool_dir(&pgdata, spool)?;
+    Ok(RecoverPlan {
+        pgdata,
+        spool,
+        system_identifier,
+        timeline,
+        start_lsn,
+        finish_lsn,
+        finish_from,
+        start_time,
+        wal_segment_size: size,
+        target: target.to_string(),
+        wal,
+        reaches,
+        kind: target.clone(),
+    })
+}
+
+/// Carries out a [`RecoverPlan`]: the WAL into the spool, then `recovery.signal` and the
+/// recovery settings (replacing holdfast's own from an earlier run, so running it twice with the
+/// same arguments leaves the same directory). WAL files in the spool that the plan does not
+/// need (an earlier run's, to another target) are removed; anything else there is refused.
+///
+/// # Errors
+/// [`Error::Refused`] for a spool holding other files; repository and I/O errors.
+pub fn recover(
+    repo: &Repository,
+    plan: RecoverPlan,
+    cancel: &CancelToken,
+) -> Result<Recovered, Error> {
+    let spool = &plan.spool;
+    let mut stale = Vec::new();
+    match std::fs::read_dir(spool) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(Error::io(format!("reading {}", spool.display())))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // A temporary file is what an interrupted earlier run left: stale as well.
+                let temporary = name.starts_with('.') && name.ends_with(".holdfast-tmp");
+                if !temporary && WalFile::parse(&name, plan.wal_segment_size).is_none() {
+                    return Err(Error::Refused(format!(
+                        "the WAL directory {} holds {name}, which is not WAL: remove it or pass \
+                         another --wal-dir",
+                        spool.display()
+                    )));
+                }
+                if !plan.wal.contains(&name) {
+                    stale.push(entry.path());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Io { context: format!("reading {}", spool.display()), source: e });
+        }
+    }
+    for path in stale {
+        std::fs::remove_file(&path).map_err(Error::io(format!("removing {}", path.display())))?;
+    }
+    let wal_bytes = spool_wal(repo, plan.system_identifier, &plan.wal, spool, cancel)?;
+    configure(&plan.pgdata, spool, &plan.kind, "recover")?;
+    own_like_the_data(&plan.pgdata, spool)?;
+    Ok(Recovered { plan, wal_bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuring_again_replaces_only_holdfasts_own_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let auto = dir.path().join("postgresql.auto.conf");
+        std::fs::write(&auto, "# Do not edit this file manually!\nwork_mem = '8MB'\n").unwrap();
+        let spool = dir.path().join("wal");
+        let t: jiff::Timestamp = "2026-12-07T06:30:00Z".parse().unwrap();
+        configure(dir.path(), &spool, &Target::Name("a".into()), "recover").unwrap();
+        configure(dir.path(), &spool, &Target::Time(t), "recover").unwrap();
+        let text = std::fs::read_to_string(&auto).unwrap();
+        assert!(text.starts_with("# Do not edit this file manually!\nwork_mem = '8MB'\n\n# Added"));
+        assert_eq!(text.matches(MARK).count(), 1, "{text}");
+        assert_eq!(text.matches("restore_command").count(), 1, "{text}");
+        assert!(!text.contains("recovery_target_name"), "{text}");
+        assert!(text.contains("recovery_target_time = '2026-12-07 06:30:00.000000+00'"), "{text}");
+        assert!(dir.path().join("recovery.signal").is_file());
+        // Someone else's target is refused; holdfast's own is not.
+        refuse_foreign_targets(dir.path()).unwrap();
+        let added = "work_mem = '4MB'\nrecovery_target_lsn = '0/3000000'\n";
+        std::fs::write(&auto, text + added).unwrap();
+        let err = refuse_foreign_targets(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("recovery_target_lsn") && err.contains("recovery.signal"), "{err}");
+    }
 }

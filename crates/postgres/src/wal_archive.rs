@@ -81,11 +81,7 @@ pub fn push(repo: &Repository, path: &Path, system_identifier: u64) -> Result<Pu
 /// Checks a WAL file against its name and cluster; its header metadata.
 fn describe(file: &str, data: &[u8], system_identifier: u64) -> Result<WalMeta, Error> {
     // The size a segment claims is checked below against its name and length.
-    let claimed = data
-        .get(32..36)
-        .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())))
-        .filter(|s| check_segment_size(*s).is_ok())
-        .unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let claimed = claimed_segment_size(data).unwrap_or(DEFAULT_SEGMENT_SIZE);
     let kind = WalFile::parse(file, claimed).ok_or_else(|| {
         Error::Invalid(format!(
             "{file} is not a WAL file name (a segment, .partial, .history or .backup file)"
@@ -120,6 +116,13 @@ fn describe(file: &str, data: &[u8], system_identifier: u64) -> Result<WalMeta, 
         )));
     }
     Ok(WalMeta { segment_size: Some(claimed), summary: Some(summary) })
+}
+
+/// The segment size a segment's first page header records (`xlp_seg_size`), if it is one.
+pub(crate) fn claimed_segment_size(data: &[u8]) -> Option<u64> {
+    data.get(32..36)
+        .map(|b| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())))
+        .filter(|s| check_segment_size(*s).is_ok())
 }
 
 /// Whether a fetch found the file.
@@ -190,6 +193,9 @@ pub struct Catalog {
     pub files: Vec<String>,
     /// The cluster's segment size as its base backups record it (else the default).
     pub segment_size: u64,
+    /// Bytes the cluster's archive files take in the repository (as stored: encrypted and
+    /// compressed, headers included).
+    pub stored_bytes: u64,
 }
 
 /// The system identifiers that have WAL in the repository.
@@ -219,6 +225,7 @@ pub fn catalog(
     let mut cat = Catalog { segment_size, ..Default::default() };
     for object in archive::list(repo)? {
         let Some(file) = object.name.strip_prefix(&prefix) else { continue };
+        cat.stored_bytes += object.size;
         match WalFile::parse(file, segment_size) {
             Some(WalFile::Segment(s)) => cat.segments.entry(s.timeline).or_default().push(s.number),
             Some(WalFile::Partial(s)) => cat.partial.push(s),
@@ -257,6 +264,14 @@ impl Catalog {
         numbers.get(at).map(|&number| Segment { timeline: s.timeline, number })
     }
 
+    /// The newest unbroken run of the newest timeline, as (first, last) segment: what a restore
+    /// to the latest point replays, and what grows as WAL is archived.
+    pub fn newest_run(&self) -> Option<(Segment, Segment)> {
+        let (&timeline, _) = self.segments.iter().rev().find(|(_, v)| !v.is_empty())?;
+        let (first, last) = *self.runs(timeline).last()?;
+        Some((Segment { timeline, number: first }, Segment { timeline, number: last }))
+    }
+
     /// The unbroken runs of one timeline, as (first, last) segment numbers.
     pub fn runs(&self, timeline: u32) -> Vec<(u64, u64)> {
         let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -285,6 +300,76 @@ pub fn summary(
     let meta: WalMeta = serde_json::from_value(header.meta)
         .map_err(|e| Error::Invalid(format!("archive/{name}: header metadata: {e}")))?;
     Ok(meta.summary)
+}
+
+/// The recoverable time range of cluster `system_identifier`: from the first to the newest
+/// transaction (commit or abort) archived in the newest unbroken run of the newest timeline (see
+/// [`RangeCache`]). `None` while that run holds no transaction.
+///
+/// # Errors
+/// Repository errors, a damaged segment header.
+pub fn recoverable_range(
+    repo: &Repository,
+    system_identifier: u64,
+    segment_size: u64,
+) -> Result<Option<(jiff::Timestamp, jiff::Timestamp)>, Error> {
+    let cat = catalog(repo, system_identifier, segment_size)?;
+    RangeCache::default().range(&cat, |s| summary(repo, system_identifier, s, segment_size))
+}
+
+/// Computes recoverable ranges as the archive grows, remembering the start: the first
+/// transaction of a run does not change while the run only grows at its end, so it is read once
+/// per run instead of once per segment archived.
+#[derive(Debug, Clone, Default)]
+pub struct RangeCache {
+    /// The first segment of the run the start was found for, and the start.
+    start: Option<(Segment, jiff::Timestamp)>,
+}
+
+impl RangeCache {
+    /// The range of `cat`'s newest run: the start is the first transaction of the run's first
+    /// segment that has one; the end the newest transaction of its last segment that has one,
+    /// walking back (a segment the server switched away from while idle holds none). `head` reads
+    /// a segment's header summary.
+    ///
+    /// # Errors
+    /// What `head` returns.
+    pub fn range(
+        &mut self,
+        cat: &Catalog,
+        mut head: impl FnMut(Segment) -> Result<Option<SegmentSummary>, Error>,
+    ) -> Result<Option<(jiff::Timestamp, jiff::Timestamp)>, Error> {
+        let Some((first, last)) = cat.newest_run() else { return Ok(None) };
+        let mut s = last;
+        let end = loop {
+            let end = head(s)?.and_then(|sum| sum.last_xact);
+            if end.is_some() || s == first {
+                break end;
+            }
+            s = Segment { timeline: s.timeline, number: s.number - 1 };
+        };
+        let Some(end) = end else { return Ok(None) };
+        // The end was found at or after segment `s`'s start, so the run's first transaction is in
+        // a segment up to `s`.
+        let start = match self.start {
+            Some((from, start)) if from == first => start,
+            _ => {
+                let mut at = first;
+                let start = loop {
+                    if let Some(x) = head(at)?.and_then(|sum| sum.first_xact) {
+                        break x;
+                    }
+                    if at >= s {
+                        break end;
+                    }
+                    at = at.next();
+                };
+                self.start = Some((first, start));
+                start
+            }
+        };
+        Ok(Some((start, end)))
+    }
 }
 
 /// One unbroken run of archived segments, for `wal status`.
@@ -413,6 +498,73 @@ mod tests {
         assert_eq!(c.next_after(seg(10)), None);
         assert!(c.has(seg(8)) && !c.has(seg(9)));
         assert!(c.runs(2).is_empty());
+    }
+
+    fn xact(first: i64, last: i64) -> Option<SegmentSummary> {
+        let t = |s: i64| jiff::Timestamp::from_second(s).ok();
+        Some(SegmentSummary {
+            system_identifier: 1,
+            timeline: 1,
+            start: Lsn(0),
+            end: Lsn(0),
+            first_xact: t(first),
+            last_xact: t(last),
+            restore_points: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_recoverable_range_is_the_newest_run_of_the_newest_timeline() {
+        let idle = || {
+            let mut s = xact(0, 0);
+            if let Some(s) = &mut s {
+                (s.first_xact, s.last_xact) = (None, None);
+            }
+            s
+        };
+        let ts = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+        // Timeline 1 is older; on timeline 2, segments 3..=4 are cut off by a gap from 6..=9.
+        let mut c = cat(&[1, 2]);
+        c.segments.insert(2, vec![3, 4, 6, 7, 8, 9]);
+        let mut reads = Vec::new();
+        let summaries = |s: Segment| match (s.timeline, s.number) {
+            (2, 6) => idle(),
+            (2, 7) => xact(100, 110),
+            (2, 8) => xact(120, 130),
+            (2, 9) => idle(),
+            _ => xact(1, 2),
+        };
+        let mut cache = RangeCache::default();
+        let got = cache
+            .range(&c, |s| {
+                reads.push(s.number);
+                Ok(summaries(s))
+            })
+            .unwrap();
+        // The end walks back past the idle last segment; the start skips the idle first one.
+        assert_eq!(got, Some((ts(100), ts(130))));
+        assert_eq!(reads, vec![9, 8, 6, 7]);
+        // The run grows: the start is remembered, only the end is read.
+        c.segments.insert(2, vec![3, 4, 6, 7, 8, 9, 10]);
+        reads.clear();
+        let got = cache
+            .range(&c, |s| {
+                reads.push(s.number);
+                Ok(if s.number == 10 { xact(140, 150) } else { summaries(s) })
+            })
+            .unwrap();
+        assert_eq!(got, Some((ts(100), ts(150))));
+        assert_eq!(reads, vec![10]);
+        // The gap filled: a longer run, whose start is read again.
+        c.segments.insert(2, vec![3, 4, 5, 6, 7, 8, 9, 10]);
+        let got =
+            cache.range(&c, |s| Ok(if s.number == 10 { xact(140, 150) } else { summaries(s) }));
+        assert_eq!(got.unwrap(), Some((ts(1), ts(150))));
+        // No transaction in the run: no range.
+        let mut c = cat(&[5, 6]);
+        c.segments.insert(1, vec![5, 6]);
+        assert_eq!(RangeCache::default().range(&c, |_| Ok(idle())).unwrap(), None);
+        assert_eq!(RangeCache::default().range(&cat(&[]), |_| Ok(idle())).unwrap(), None);
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //!
 //! `pg_receivewal` runs under `setpriv --pdeathsig TERM` where available, so it ends with this
 //! process however that ends, and the slot is free for the next run.
+//!
+//! Two additions serve a stream run as a KubeBlocks continuous backup: `info_file` keeps
+//! KubeBlocks' backup-info JSON (size and recoverable time range) current as WAL is archived,
+//! and `switch_interval` makes the server switch segments on a timer, since the segment being
+//! received is archived only once whole and a quiet server would otherwise keep committed WAL
+//! out of the archive for as long as it takes to fill 16 MiB.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,10 +28,10 @@ use holdfast_repository::Repository;
 use holdfast_repository::progress::CancelToken;
 
 use crate::Error;
-use crate::lsn::{DEFAULT_SEGMENT_SIZE, WalFile};
+use crate::lsn::{DEFAULT_SEGMENT_SIZE, WalFile, check_segment_size};
 use crate::server::Connection;
 use crate::tools::{StderrTail, Tools, failure};
-use crate::wal_archive::{self, Pushed};
+use crate::wal_archive::{self, Pushed, RangeCache, catalog, summary, write_atomically};
 use crate::wal_reader::summarize;
 
 /// How often the spool is looked at.
@@ -46,6 +52,11 @@ pub struct Options {
     pub spool: PathBuf,
     /// Stop after this long (tests and one-shot catch-ups); run until cancelled otherwise.
     pub duration: Option<Duration>,
+    /// Where to keep KubeBlocks' backup-info JSON current (see [`backup_info`]).
+    pub info_file: Option<PathBuf>,
+    /// Switch the server to a new segment this often when it wrote WAL since the last switch
+    /// (`pg_switch_wal()`, which the user must be allowed to call).
+    pub switch_interval: Option<Duration>,
     /// Stops the stream.
     pub cancel: CancelToken,
 }
@@ -119,39 +130,54 @@ fn ready(spool: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     Ok(files)
 }
 
+/// The cluster a stream archives, learnt from its first segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cluster {
+    system_identifier: u64,
+    segment_size: u64,
+}
+
 /// Archives what is whole in the spool; removes what is archived except the newest segment.
-/// `cluster` is the system identifier the segments carry, learnt from the first one.
+/// `cluster` is what the segments say, learnt from the first one. Returns how many files were
+/// archived now.
 fn drain(
     repo: &Repository,
     spool: &Path,
     out: &mut Streamed,
-    cluster: &mut Option<u64>,
-) -> Result<(), Error> {
+    cluster: &mut Option<Cluster>,
+) -> Result<u64, Error> {
     let files = ready(spool)?;
     let newest = files.iter().rev().find(|(n, _)| !n.ends_with(".history")).map(|(n, _)| n.clone());
+    let mut archived = 0;
     for (name, path) in &files {
         // The cluster is the one the segments say, so the streamer needs no data directory.
-        let system_identifier = if name.ends_with(".history") {
+        let said = if name.ends_with(".history") {
             None
         } else {
             let data =
                 std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
-            Some(summarize(&data)?.system_identifier)
+            Some(Cluster {
+                system_identifier: summarize(&data)?.system_identifier,
+                segment_size: check_segment_size(data.len() as u64)
+                    .map_err(|e| Error::Invalid(format!("{name}: {e}")))?,
+            })
         };
-        let Some(id) = system_identifier.or(*cluster) else {
+        let Some(said) = said.or(*cluster) else {
             // A history file before any segment: archived once a segment names the cluster.
             continue;
         };
-        if cluster.is_some_and(|c| c != id) {
+        if let Some(c) = cluster.filter(|c| *c != said) {
             return Err(Error::Invalid(format!(
-                "{name} belongs to the cluster {id}, but this stream's is {}: the slot's server \
-                 was replaced",
-                cluster.unwrap_or_default()
+                "{name} belongs to the cluster {} ({} byte segments), but this stream's is {} \
+                 ({} byte segments): the slot's server was replaced",
+                said.system_identifier, said.segment_size, c.system_identifier, c.segment_size
             )));
         }
-        *cluster = Some(id);
+        *cluster = Some(said);
+        let id = said.system_identifier;
         let Pushed { already_archived, size, .. } = wal_archive::push(repo, path, id)?;
         if !already_archived {
+            archived += 1;
             out.archived += 1;
             out.bytes += size;
             tracing::info!(file = %name, "streamed WAL archived");
@@ -161,7 +187,88 @@ fn drain(
                 .map_err(Error::io(format!("removing {}", path.display())))?;
         }
     }
-    Ok(())
+    Ok(archived)
+}
+
+/// KubeBlocks' backup-info JSON for a continuous backup: `totalSize` as a decimal string, and
+/// `timeRange` with whole-second UTC times (truncated, so the end never claims a moment after
+/// the newest archived transaction), left out while no transaction is archived.
+pub fn backup_info(
+    total_size: u64,
+    range: Option<(jiff::Timestamp, jiff::Timestamp)>,
+) -> serde_json::Value {
+    let mut info = serde_json::json!({ "totalSize": total_size.to_string() });
+    if let Some((start, end)) = range {
+        let utc = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        info["timeRange"] =
+            serde_json::json!({ "start": utc(start), "end": utc(end), "timeZone": "+00:00" });
+    }
+    info
+}
+
+/// Rewrites the backup-info file for `cluster`. `totalSize` is what the cluster's archive files
+/// take in the repository (stored bytes: compressed and encrypted, headers included), summed
+/// from the listing the range needs anyway; the time range is
+/// [`wal_archive::recoverable_range`]'s.
+fn write_info(
+    repo: &Repository,
+    path: &Path,
+    cluster: Cluster,
+    ranges: &mut RangeCache,
+) -> Result<(), Error> {
+    let Cluster { system_identifier: id, segment_size: size } = cluster;
+    let cat = catalog(repo, id, size)?;
+    let range = ranges.range(&cat, |s| summary(repo, id, s, size))?;
+    let info = backup_info(cat.stored_bytes, range);
+    // Readers (the backup's status sync) see the old file or the new one, never half of one.
+    write_atomically(path, info.to_string().as_bytes())
+}
+
+/// Switches the server to a new segment on a timer, when it wrote WAL since the last switch:
+/// a server that wrote nothing is left alone, so an idle one is not made to fill the archive
+/// with empty segments.
+struct Switcher {
+    every: Duration,
+    next: Instant,
+    /// `pg_current_wal_lsn()` right after the last switch.
+    after_last: Option<String>,
+}
+
+impl Switcher {
+    fn new(every: Duration) -> Self {
+        Switcher { every, next: Instant::now() + every, after_last: None }
+    }
+
+    /// Switches if the interval has passed and there is WAL since the last switch. A failure
+    /// (the server restarting, no permission) is logged and retried at the next interval: the
+    /// stream itself is unaffected.
+    fn tick(&mut self, opts: &Options) {
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + self.every;
+        let lsn = || -> Result<String, Error> {
+            let rows = opts.connection.query(&opts.tools, "SELECT pg_current_wal_lsn()")?;
+            rows.first().and_then(|r| r.first()).map(|l| l.trim().to_string()).ok_or_else(|| {
+                Error::Tool {
+                    program: "psql".into(),
+                    message: format!("unexpected answer to pg_current_wal_lsn(): {rows:?}"),
+                }
+            })
+        };
+        let switch = || -> Result<String, Error> {
+            let now = lsn()?;
+            if self.after_last.as_ref() == Some(&now) {
+                return Ok(now);
+            }
+            opts.connection.query(&opts.tools, "SELECT pg_switch_wal()")?;
+            lsn()
+        };
+        match switch() {
+            Ok(after) => self.after_last = Some(after),
+            Err(e) => tracing::warn!(error = %e, "switching WAL segments failed; retrying later"),
+        }
+    }
 }
 
 /// Streams until cancelled (or `duration` passes): `pg_receivewal` restarted with a backoff when
@@ -179,6 +286,11 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<Streamed, Error> {
     let mut backoff = Duration::from_secs(1);
     let mut next_start = Instant::now();
     let mut cluster = None;
+    let mut switcher = opts.switch_interval.map(Switcher::new);
+    let mut ranges = RangeCache::default();
+    // Whether the info file must be (re)written: at start, once the cluster is known, and after
+    // every drain that archived something. A failed write is retried at the next poll.
+    let mut info_due = true;
     let result = loop {
         if opts.cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
             break Ok(());
@@ -202,8 +314,19 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<Streamed, Error> {
             out.starts += 1;
             child = Some((c, tail));
         }
-        if let Err(e) = drain(repo, &opts.spool, &mut out, &mut cluster) {
-            break Err(e);
+        match drain(repo, &opts.spool, &mut out, &mut cluster) {
+            Ok(archived) => info_due |= archived > 0,
+            Err(e) => break Err(e),
+        }
+        if let (Some(path), Some(c), true) = (&opts.info_file, cluster, info_due) {
+            match write_info(repo, path, c, &mut ranges) {
+                Ok(()) => info_due = false,
+                Err(e) => tracing::warn!(error = %e, file = %path.display(),
+                    "writing the backup info failed; retrying"),
+            }
+        }
+        if let Some(s) = &mut switcher {
+            s.tick(opts);
         }
         if child.is_some() {
             backoff = Duration::from_secs(1).max(backoff / 2);
@@ -217,6 +340,35 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<Streamed, Error> {
         let _ = c.wait();
     }
     result?;
-    drain(repo, &opts.spool, &mut out, &mut cluster)?;
+    let archived = drain(repo, &opts.spool, &mut out, &mut cluster)?;
+    if let (Some(path), Some(c), true) = (&opts.info_file, cluster, info_due || archived > 0) {
+        write_info(repo, path, c, &mut ranges)?;
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_info_is_kubeblocks_format_with_whole_utc_seconds() {
+        let t = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let info = backup_info(
+            12_345,
+            Some((t("2026-12-07T06:30:01.999Z"), t("2026-12-07T08:00:00.25+02:00"))),
+        );
+        assert_eq!(
+            info,
+            serde_json::json!({
+                "totalSize": "12345",
+                "timeRange": {
+                    "start": "2026-12-07T06:30:01Z",
+                    "end": "2026-12-07T06:00:00Z",
+                    "timeZone": "+00:00"
+                }
+            })
+        );
+        assert_eq!(backup_info(0, None), serde_json::json!({ "totalSize": "0" }));
+    }
 }

@@ -29,12 +29,13 @@ impl InitCmd {
             eprintln!("created bucket {}", o.bucket);
         }
         let b = location.open()?;
-        let pw = match &args.password_file {
-            Some(_) => password(args)?,
-            None => match std::env::var("HOLDFAST_PASSWORD") {
+        let pw = if args.password_file.is_some() || args.datasafed_config.is_some() {
+            password(args)?
+        } else {
+            match std::env::var("HOLDFAST_PASSWORD") {
                 Ok(p) => p,
                 Err(_) => new_password(&None)?,
-            },
+            }
         };
         if pw.is_empty() {
             bail!("an empty password is not allowed");
