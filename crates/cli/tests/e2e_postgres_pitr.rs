@@ -218,12 +218,13 @@ async fn disable_and_complete(server: &EmbeddedServer, method: &str, name: &str)
         .patch(SCHEDULE, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     let backups: Api<Backup> = Api::namespaced(client.clone(), NS);
-    let done = wait_for(&backups, name, "continuous backup", |b| match b.status.as_ref()?.phase? {
-        BackupPhase::Completed => Some(Ok(())),
-        BackupPhase::Failed => Some(Err("Failed".into())),
-        _ => None,
-    })
-    .await?;
+    let done =
+        wait_for(&backups, name, "continuous backup", |b| match b.status.as_ref()?.phase? {
+            BackupPhase::Completed => Some(Ok(())),
+            BackupPhase::Failed => Some(Err("Failed".into())),
+            _ => None,
+        })
+        .await?;
     let st = done.status.context("status")?;
     let action = st.actions.as_ref().and_then(|a| a.first()).context("action")?;
     assert_eq!(action.available_replicas, Some(0));
@@ -311,7 +312,8 @@ async fn streamed_wal_restores_to_a_point_in_time_through_the_kubeblocks_api() -
     let backup = commit_until_range_reaches(&server, &pg, &name, after).await?;
     let grown = range_end(&backup).context("end")?;
     assert!(grown > first_end, "timeRange.end grew from {first_end} to {grown}");
-    let BackupTimeRange { start, .. } = backup.status.and_then(|s| s.time_range).context("range")?;
+    let BackupTimeRange { start, .. } =
+        backup.status.and_then(|s| s.time_range).context("range")?;
     assert!(start.context("start")?.0 <= t);
 
     let restore_time = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -337,14 +339,13 @@ async fn streamed_wal_restores_to_a_point_in_time_through_the_kubeblocks_api() -
     )
     .await?;
     let restores: Api<Restore> = Api::namespaced(client.clone(), NS);
-    let restore = wait_for(&restores, "pg-pitr-restore", "restore", |r| {
-        match r.status.as_ref()?.phase? {
+    let restore =
+        wait_for(&restores, "pg-pitr-restore", "restore", |r| match r.status.as_ref()?.phase? {
             RestorePhase::Completed => Some(Ok(())),
             RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(&server)))),
             _ => None,
-        }
-    })
-    .await?;
+        })
+        .await?;
     let prepared = restore.status.and_then(|s| s.actions).and_then(|a| a.prepare_data);
     let order: Vec<String> =
         prepared.unwrap_or_default().into_iter().map(|a| a.backup_name).collect();
@@ -357,7 +358,10 @@ async fn streamed_wal_restores_to_a_point_in_time_through_the_kubeblocks_api() -
     let deadline = Instant::now() + Duration::from_secs(120);
     while restored.psql("SELECT pg_is_in_recovery()")? != "f" {
         if Instant::now() > deadline {
-            bail!("the restored server never promoted; log:\n{}", std::fs::read_to_string(restored.log_file())?);
+            bail!(
+                "the restored server never promoted; log:\n{}",
+                std::fs::read_to_string(restored.log_file())?
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -425,14 +429,16 @@ async fn kubeblocks_postgresql_for_pitr_runs_unchanged() -> Result<()> {
     let first = server_now(&pg)?;
     let backup = commit_until_range_reaches(&server, &pg, &name, first).await?;
     let first_end = range_end(&backup).context("end")?;
-    let first_size: u64 = backup.status.as_ref().and_then(|s| s.total_size.clone()).context("size")?.parse()?;
+    let first_size: u64 =
+        backup.status.as_ref().and_then(|s| s.total_size.clone()).context("size")?.parse()?;
     // timeRange is in whole seconds: the next commits land in a later one.
     server_clock_past(&pg, Timestamp::from_second(first_end.as_second() + 1)?).await?;
     let later = server_now(&pg)?;
     let backup = commit_until_range_reaches(&server, &pg, &name, later).await?;
     let grown = range_end(&backup).context("end")?;
     assert!(grown > first_end, "timeRange.end grew from {first_end} to {grown}");
-    let size: u64 = backup.status.as_ref().and_then(|s| s.total_size.clone()).context("size")?.parse()?;
+    let size: u64 =
+        backup.status.as_ref().and_then(|s| s.total_size.clone()).context("size")?.parse()?;
     assert!(size > first_size, "totalSize grew from {first_size} to {size}");
     let start = backup.status.and_then(|s| s.time_range).and_then(|r| r.start).context("start")?;
     assert!(start.0 <= first_end);

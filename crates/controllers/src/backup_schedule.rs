@@ -120,7 +120,8 @@ pub fn continuous_backup_name(schedule: &BackupSchedule, method: &str) -> String
         .or_else(|| schedule.uid())
         .unwrap_or_default();
     let uid: String = uid.chars().take(8).collect();
-    let mut name = format!("{uid}-{}-{}", schedule.name_any(), schedule.namespace().unwrap_or_default());
+    let mut name =
+        format!("{uid}-{}-{}", schedule.name_any(), schedule.namespace().unwrap_or_default());
     if name.len() > 30 {
         name = name.chars().take(30).collect();
         if name.ends_with('-') {
@@ -310,7 +311,8 @@ async fn keep_continuous(
     if phase(existing) == Some(BackupPhase::Completed) {
         let patch = json!({"status": {"phase": BackupPhase::Running, "failureReason": null}});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        let note = format!("continuous backup {name} runs again: {} is enabled", entry.backup_method);
+        let note =
+            format!("continuous backup {name} runs again: {} is enabled", entry.backup_method);
         events::publish(ctx, schedule, EventType::Normal, "BackupResumed", "Schedule", &note).await;
     }
     Ok(())

@@ -496,6 +496,28 @@ fn without_our_settings(text: &str) -> String {
     kept.iter().map(|l| format!("{l}\n")).collect()
 }
 
+/// `spool` as `restore_command` names it: relative to the data directory (PostgreSQL runs the
+/// command there, as `%p` shows) when the two share a parent below `/`, so a volume holding both
+/// can be mounted anywhere (a restore Job mounts it at one path, the database pod at another);
+/// absolute otherwise.
+fn as_seen_from(pgdata: &Path, spool: &Path) -> PathBuf {
+    let from: Vec<_> = pgdata.components().collect();
+    let to: Vec<_> = spool.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    // Only the root in common: a relative path would say nothing more than the absolute one.
+    if common <= 1 || !pgdata.is_absolute() || !spool.is_absolute() {
+        return spool.to_path_buf();
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
 /// Writes the recovery configuration (replacing what holdfast wrote there before); `by` is the
 /// command, for the comment.
 fn configure(pgdata: &Path, spool: &Path, target: &Target, by: &str) -> Result<(), Error> {
@@ -507,7 +529,10 @@ fn configure(pgdata: &Path, spool: &Path, target: &Target, by: &str) -> Result<(
         String::new(),
         // No time here: configuring twice the same way must leave the same file.
         format!("{MARK}{by}: recovery to {target}."),
-        format!("restore_command = {}", quote(&format!("cp \"{}/%f\" \"%p\"", spool.display()))),
+        format!(
+            "restore_command = {}",
+            quote(&format!("cp \"{}/%f\" \"%p\"", as_seen_from(pgdata, spool).display()))
+        ),
         "recovery_target_timeline = 'current'".to_string(),
     ];
     match target {
@@ -816,6 +841,17 @@ pub fn recover(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_command_names_the_wal_directory_relative_to_the_data_directory() {
+        let seen = |a: &str, b: &str| as_seen_from(Path::new(a), Path::new(b));
+        assert_eq!(seen("/v/pgroot/data", "/v/pitr"), Path::new("../../pitr"));
+        assert_eq!(
+            seen("/srv/pg/data", "/srv/pg/data.restore-wal"),
+            Path::new("../data.restore-wal")
+        );
+        assert_eq!(seen("/data", "/wal"), Path::new("/wal"), "only / in common");
+    }
 
     #[test]
     fn configuring_again_replaces_only_holdfasts_own_settings() {

@@ -118,4 +118,3 @@ pub async fn describe_database(
     .await?;
     Ok(())
 }
-
