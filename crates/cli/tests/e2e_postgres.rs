@@ -17,15 +17,14 @@ use common::{claim_dir, create};
 use kubeblocks::{describe_database, job_logs, wait_for};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use holdfast_api::kubeblocks::backup::BackupPhase;
 use holdfast_api::kubeblocks::restore::RestorePhase;
 use holdfast_api::kubeblocks::{Backup, BackupPolicy, BackupRepo, Restore};
 use holdfast_testkit::{EmbeddedServer, Moto, Postgres};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -33,7 +32,6 @@ use serde_json::json;
 /// The binary job processes run as `datasafed`, built by Cargo for this test.
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const NS: &str = "default";
-const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The tests share two CPU cores with everything else; one database round trip at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -434,7 +432,7 @@ async fn pgdump_round_trip_restores_into_a_running_server() -> Result<()> {
     .await?;
     let source = Postgres::start()?;
     source.pgbench(&["-i", "-s", "1", "-q"])?;
-    describe_database(client, &source, "pg-cluster").await?;
+    describe_database(client, &source, "pg-cluster", source.data_dir(), json!([])).await?;
     create_policy(client, "e2e-dump").await?;
     create(
         &Api::<Backup>::namespaced(client.clone(), NS),
@@ -456,7 +454,7 @@ async fn pgdump_round_trip_restores_into_a_running_server() -> Result<()> {
     source.psql("DELETE FROM pgbench_history; UPDATE pgbench_branches SET bbalance = 99")?;
 
     let target = Postgres::start()?;
-    describe_database(client, &target, "pg-restored").await?;
+    describe_database(client, &target, "pg-restored", target.data_dir(), json!([])).await?;
     create(
         &Api::<Restore>::namespaced(client.clone(), NS),
         json!({
