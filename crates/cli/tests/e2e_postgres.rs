@@ -14,18 +14,17 @@ mod common;
 mod kubeblocks;
 
 use common::{claim_dir, create};
-use kubeblocks::{describe_database, job_logs, wait_for};
+use kubeblocks::{create_policy, describe_database, job_logs, wait_for};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use holdfast_api::kubeblocks::backup::BackupPhase;
 use holdfast_api::kubeblocks::restore::RestorePhase;
-use holdfast_api::kubeblocks::{Backup, BackupPolicy, BackupRepo, Restore};
+use holdfast_api::kubeblocks::{Backup, BackupRepo, Restore};
 use holdfast_testkit::{EmbeddedServer, Moto, Postgres};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -56,34 +55,12 @@ fn checksums(pg: &Postgres) -> Result<BTreeMap<String, String>> {
     Ok(sums)
 }
 
-/// The BackupPolicy of pg-cluster: both PostgreSQL methods, into `repo`.
-async fn create_policy(client: &Client, repo: &str) -> Result<()> {
-    create(
-        &Api::<BackupPolicy>::namespaced(client.clone(), NS),
-        json!({
-            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
-            "metadata": {"name": "pg-cluster-postgresql-backup-policy"},
-            "spec": {
-                "backupRepoName": repo,
-                "backoffLimit": 0,
-                "target": {
-                    "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "pg-cluster"}},
-                    "connectionCredential": {
-                        "secretName": "pg-cluster-conn-credential",
-                        "usernameKey": "username", "passwordKey": "password",
-                        "hostKey": "host", "portKey": "port"
-                    },
-                    "serviceAccountName": "default"
-                },
-                "backupMethods": [
-                    {"name": "pg-basebackup", "actionSetName": "postgresql-basebackup"},
-                    {"name": "pgdump", "actionSetName": "postgresql-pgdump"}
-                ]
-            }
-        }),
-    )
-    .await?;
-    Ok(())
+/// The policy's methods: both PostgreSQL ActionSets holdfast ships for full backups.
+fn both_methods() -> serde_json::Value {
+    json!([
+        {"name": "pg-basebackup", "actionSetName": "postgresql-basebackup"},
+        {"name": "pgdump", "actionSetName": "postgresql-pgdump"}
+    ])
 }
 
 /// Backup → change → Restore → start on the restored directory → same data as at backup time.
@@ -104,7 +81,7 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
     })
     .await?;
 
-    create_policy(client, repo).await?;
+    create_policy(client, repo, both_methods()).await?;
 
     create(
         &Api::<Backup>::namespaced(client.clone(), NS),
@@ -433,7 +410,7 @@ async fn pgdump_round_trip_restores_into_a_running_server() -> Result<()> {
     let source = Postgres::start()?;
     source.pgbench(&["-i", "-s", "1", "-q"])?;
     describe_database(client, &source, "pg-cluster", source.data_dir(), json!([])).await?;
-    create_policy(client, "e2e-dump").await?;
+    create_policy(client, "e2e-dump", both_methods()).await?;
     create(
         &Api::<Backup>::namespaced(client.clone(), NS),
         json!({

@@ -30,13 +30,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
-use kubeblocks::{describe_database, job_logs, wait_for};
+use kubeblocks::{POLICY, create_policy, describe_database, job_logs, wait_for};
 use serde_json::json;
 
 /// The binary job processes run as `datasafed` and `holdfast`, built by Cargo for this test.
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const NS: &str = "default";
-const POLICY: &str = "pg-cluster-postgresql-backup-policy";
 const SCHEDULE: &str = "pg-cluster-backup-schedule";
 /// How long WAL may take to reach the Backup's status on a loaded two-core machine.
 const WAL_TIMEOUT: Duration = Duration::from_secs(240);
@@ -69,32 +68,6 @@ async fn server_with_repo(repo: &str) -> Result<EmbeddedServer> {
     })
     .await?;
     Ok(server)
-}
-
-async fn create_policy(client: &Client, repo: &str, methods: serde_json::Value) -> Result<()> {
-    create(
-        &Api::<holdfast_api::kubeblocks::BackupPolicy>::namespaced(client.clone(), NS),
-        json!({
-            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
-            "metadata": {"name": POLICY},
-            "spec": {
-                "backupRepoName": repo,
-                "backoffLimit": 0,
-                "target": {
-                    "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "pg-cluster"}},
-                    "connectionCredential": {
-                        "secretName": "pg-cluster-conn-credential",
-                        "usernameKey": "username", "passwordKey": "password",
-                        "hostKey": "host", "portKey": "port"
-                    },
-                    "serviceAccountName": "default"
-                },
-                "backupMethods": methods
-            }
-        }),
-    )
-    .await?;
-    Ok(())
 }
 
 /// A schedule whose only entry is the continuous `method`, enabled.

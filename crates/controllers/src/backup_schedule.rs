@@ -278,22 +278,7 @@ async fn keep_continuous(
     let ns = schedule.namespace().unwrap_or_default();
     let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(existing) = of_entry.iter().find(|b| b.name_any() == name) else {
-        let mut backup = Backup::new(
-            &name,
-            BackupSpec {
-                backup_policy_name: schedule.spec.backup_policy_name.clone(),
-                backup_method: entry.backup_method.clone(),
-                retention_period: entry.retention_period.clone(),
-                ..BackupSpec::default()
-            },
-        );
-        backup.metadata.namespace = Some(ns);
-        backup.metadata.labels = Some(BTreeMap::from([
-            (LABEL_AUTOBACKUP.to_string(), "true".to_string()),
-            (LABEL_BACKUP_SCHEDULE.to_string(), schedule.name_any()),
-            (LABEL_BACKUP_POLICY.to_string(), schedule.spec.backup_policy_name.clone()),
-            (LABEL_BACKUP_TYPE.to_string(), "Continuous".to_string()),
-        ]));
+        let backup = scheduled_backup(schedule, entry, &name, Some("Continuous"));
         if object::create_unless_exists(&api, &backup).await? {
             let note = format!("created continuous backup {name} for {}", entry.backup_method);
             events::publish(ctx, schedule, EventType::Normal, "BackupCreated", "Schedule", &note)
@@ -316,6 +301,36 @@ async fn keep_continuous(
         events::publish(ctx, schedule, EventType::Normal, "BackupResumed", "Schedule", &note).await;
     }
     Ok(())
+}
+
+/// A Backup the schedule creates for `entry`: labelled as upstream labels them (with the backup
+/// type when the schedule knows it), with the entry's retention.
+fn scheduled_backup(
+    schedule: &BackupSchedule,
+    entry: &SchedulePolicy,
+    name: &str,
+    backup_type: Option<&str>,
+) -> Backup {
+    let mut backup = Backup::new(
+        name,
+        BackupSpec {
+            backup_policy_name: schedule.spec.backup_policy_name.clone(),
+            backup_method: entry.backup_method.clone(),
+            retention_period: entry.retention_period.clone(),
+            ..BackupSpec::default()
+        },
+    );
+    backup.metadata.namespace = schedule.namespace();
+    let mut labels = BTreeMap::from([
+        (LABEL_AUTOBACKUP.to_string(), "true".to_string()),
+        (LABEL_BACKUP_SCHEDULE.to_string(), schedule.name_any()),
+        (LABEL_BACKUP_POLICY.to_string(), schedule.spec.backup_policy_name.clone()),
+    ]);
+    if let Some(kind) = backup_type {
+        labels.insert(LABEL_BACKUP_TYPE.to_string(), kind.to_string());
+    }
+    backup.metadata.labels = Some(labels);
+    backup
 }
 
 /// What became of a due run.
@@ -361,21 +376,7 @@ async fn run_entry(
         tracing::debug!(schedule = %schedule.name_any(), %name, "previous backup still running");
         return Ok(Run::Waiting);
     }
-    let mut backup = Backup::new(
-        &name,
-        BackupSpec {
-            backup_policy_name: schedule.spec.backup_policy_name.clone(),
-            backup_method: entry.backup_method.clone(),
-            retention_period: entry.retention_period.clone(),
-            ..BackupSpec::default()
-        },
-    );
-    backup.metadata.namespace = schedule.namespace();
-    backup.metadata.labels = Some(BTreeMap::from([
-        (LABEL_AUTOBACKUP.to_string(), "true".to_string()),
-        (LABEL_BACKUP_SCHEDULE.to_string(), schedule.name_any()),
-        (LABEL_BACKUP_POLICY.to_string(), schedule.spec.backup_policy_name.clone()),
-    ]));
+    let backup = scheduled_backup(schedule, entry, &name, None);
     let api: Api<Backup> =
         Api::namespaced(ctx.client.clone(), &schedule.namespace().unwrap_or_default());
     if object::create_unless_exists(&api, &backup).await? {

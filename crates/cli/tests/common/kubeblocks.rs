@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use crate::common::create;
 
 const NS: &str = "default";
+/// The BackupPolicy the tests create.
+pub const POLICY: &str = "pg-cluster-postgresql-backup-policy";
 /// How long a backup or restore may take on a loaded two-core machine.
 const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -112,6 +114,33 @@ pub async fn describe_database(
                     "volumeMounts": [{"name": "data", "mountPath": "/home/postgres/pgdata"}]
                 }],
                 "volumes": [{"name": "data", "hostPath": {"path": volume.display().to_string()}}]
+            }
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The BackupPolicy [`POLICY`] of the cluster `pg-cluster` into `repo`, with `methods`.
+pub async fn create_policy(client: &Client, repo: &str, methods: serde_json::Value) -> Result<()> {
+    create(
+        &Api::<holdfast_api::kubeblocks::BackupPolicy>::namespaced(client.clone(), NS),
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": POLICY},
+            "spec": {
+                "backupRepoName": repo,
+                "backoffLimit": 0,
+                "target": {
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "pg-cluster"}},
+                    "connectionCredential": {
+                        "secretName": "pg-cluster-conn-credential",
+                        "usernameKey": "username", "passwordKey": "password",
+                        "hostKey": "host", "portKey": "port"
+                    },
+                    "serviceAccountName": "default"
+                },
+                "backupMethods": methods
             }
         }),
     )
