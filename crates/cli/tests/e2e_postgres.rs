@@ -14,7 +14,7 @@ mod common;
 mod kubeblocks;
 
 use common::{claim_dir, create};
-use kubeblocks::{create_policy, describe_database, job_logs, wait_for};
+use kubeblocks::{create_policy, describe_database, job_logs, restored, wait_for};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -130,12 +130,10 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
         "the change did not change the data"
     );
 
-    create(
-        &Api::<Restore>::namespaced(client.clone(), NS),
+    let restore = restored(
+        server,
+        "pg-cluster-restore-1",
         json!({
-            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore",
-            "metadata": {"name": "pg-cluster-restore-1"},
-            "spec": {
                 "backup": {"name": "pg-cluster-backup-1", "namespace": NS},
                 "prepareDataConfig": {
                     "volumeClaims": [{
@@ -146,18 +144,8 @@ async fn round_trip(server: &EmbeddedServer, repo: &str) -> Result<()> {
                     "volumeClaimRestorePolicy": "Serial"
                 },
                 "backoffLimit": 0
-            }
-        }),
+            }),
     )
-    .await?;
-    let restores: Api<Restore> = Api::namespaced(client.clone(), NS);
-    let restore = wait_for(&restores, "pg-cluster-restore-1", "restore", |r| {
-        match r.status.as_ref()?.phase? {
-            RestorePhase::Completed => Some(Ok(())),
-            RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(server)))),
-            _ => None,
-        }
-    })
     .await?;
     let rs = restore.status.clone().context("restore status")?;
     for condition in ["ValidationPassed", "CheckBackupRepo", "PrepareData"] {

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use holdfast_api::kubeblocks::Restore;
+use holdfast_api::kubeblocks::restore::RestorePhase;
 use holdfast_testkit::{EmbeddedServer, Postgres};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -146,4 +148,25 @@ pub async fn create_policy(client: &Client, repo: &str, methods: serde_json::Val
     )
     .await?;
     Ok(())
+}
+
+/// Creates the Restore `name` with `spec` and waits until it is Completed (an error with the
+/// job logs when it fails).
+pub async fn restored(server: &EmbeddedServer, name: &str, spec: Value) -> Result<Restore> {
+    let restores: Api<Restore> = Api::namespaced(server.client.clone(), NS);
+    create(
+        &restores,
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore",
+            "metadata": {"name": name},
+            "spec": spec
+        }),
+    )
+    .await?;
+    wait_for(&restores, name, "restore", |r| match r.status.as_ref()?.phase? {
+        RestorePhase::Completed => Some(Ok(())),
+        RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(server)))),
+        _ => None,
+    })
+    .await
 }
