@@ -512,6 +512,108 @@ fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_worker_on_an_empty_spool_resumes_after_the_archive_not_after_the_slot() -> Result<()> {
+    let pg = Postgres::start()?;
+    pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    let sysid = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
+    let work = tempfile::tempdir()?;
+    let (repo, pw) = (work.path().join("repo"), work.path().join("pw"));
+    std::fs::write(&pw, "pw\n")?;
+    let port = pg.port().to_string();
+    let holdfast = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args.first().copied())
+            .args(["--quiet", "--repo"])
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(&args[1..]);
+        cmd
+    };
+    ensure!(holdfast(&["repo", "init"]).output()?.status.success(), "repo init");
+    let stream = |spool: &Path| {
+        holdfast(&["pg", "wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .arg("--spool")
+            .arg(spool)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    };
+    let archived = |segment: &str| repo.join("archive").join(format!("pg-{sysid}-{segment}"));
+    let wait_for = |what: &str, done: &dyn Fn() -> Result<bool>| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done()? {
+            ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    let switch = |from: i64| -> Result<String> {
+        pg.psql(&format!(
+            "INSERT INTO t SELECT g, 'x' FROM generate_series({from}, {from} + 999) g"
+        ))?;
+        Ok(pg.psql("SELECT pg_walfile_name(pg_switch_wal())")?)
+    };
+    let no_stream =
+        || -> Result<bool> { Ok(pg.psql("SELECT count(*) FROM pg_stat_replication")? == "0") };
+
+    let mut worker = stream(&work.path().join("spool-1"))?;
+    wait_for("the slot", &|| {
+        Ok(pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'holdfast'")?
+            == "1")
+    })?;
+    let first = switch(1)?;
+    wait_for("the first segment archived", &|| Ok(archived(&first).is_file()))?;
+    worker.kill()?;
+    worker.wait()?;
+    wait_for("the stream to end", &no_stream)?;
+
+    // A worker that received two segments on the slot, confirmed them (so the slot moved past
+    // them) and died before archiving them, its spool lost with its pod.
+    let lost = work.path().join("lost-spool");
+    std::fs::create_dir(&lost)?;
+    let receivewal = holdfast_testkit::postgres::server_bin_dir()?.join("pg_receivewal");
+    let mut receiver = std::process::Command::new(receivewal)
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-w"])
+        .args(["--slot", "holdfast", "--synchronous", "--no-loop", "-D"])
+        .arg(&lost)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let second = switch(1001)?;
+    let third = switch(2001)?;
+    wait_for("the receiver to complete the third segment", &|| Ok(lost.join(&third).is_file()))?;
+    // More WAL after the third segment, until the receiver has confirmed past it: the slot then
+    // no longer holds the second and third segments for anyone.
+    wait_for("the slot to move past the third segment", &|| {
+        pg.psql("INSERT INTO t VALUES (-1, 'y') ON CONFLICT (id) DO UPDATE SET note = 'z'")?;
+        let at = pg.psql(
+            "SELECT pg_walfile_name(restart_lsn) FROM pg_replication_slots \
+             WHERE slot_name = 'holdfast'",
+        )?;
+        Ok(at > third)
+    })?;
+    receiver.kill()?;
+    receiver.wait()?;
+    wait_for("the receiver's stream to end", &no_stream)?;
+    std::fs::remove_dir_all(&lost)?;
+    ensure!(!archived(&second).exists() && !archived(&third).exists(), "archived too early");
+
+    // A new worker on a new, empty spool asks the server for what the archive lacks.
+    let mut worker = stream(&work.path().join("spool-2"))?;
+    let fourth = switch(3001)?;
+    wait_for("the fourth segment archived", &|| Ok(archived(&fourth).is_file()))?;
+    worker.kill()?;
+    worker.wait()?;
+    for segment in [&second, &third] {
+        ensure!(archived(segment).is_file(), "{segment} was skipped: the stream resumed after it");
+    }
+    let out = holdfast(&["pg", "wal", "status", "--json"]).output()?;
+    ensure!(out.status.success(), "wal status: {}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(status[0]["timelines"][0]["gaps"].as_array().map(Vec::len), Some(0), "{status}");
+    Ok(())
+}
+
 /// Every file under `dir` with its size, mode and modification time: what "left unchanged"
 /// compares.
 fn listing(dir: &Path) -> Result<Vec<String>> {

@@ -11,6 +11,14 @@
 //! streaming continues exactly where it stopped, and pushing the kept segment again is a no-op.
 //! The partial segment stays in the spool until it is whole.
 //!
+//! A spool with no WAL in it (a new pod's `emptyDir`, a new disk) is seeded with the newest
+//! segment the archive holds for the server's cluster and timeline, so `pg_receivewal` asks the
+//! server for exactly what the archive lacks. Unseeded it would start at the slot's position
+//! (version 15 and later) or at the server's current one (older), and skip any segment an earlier
+//! worker had received, and confirmed to the slot, but not archived when it stopped. If the
+//! server has recycled that WAL in between, the stream starts from the slot instead and the gap
+//! is left for `wal status` to show (and restores to refuse to cross), with an error logged.
+//!
 //! `pg_receivewal` runs under `setpriv --pdeathsig TERM` where available, so it ends with this
 //! process however that ends, and the slot is free for the next run.
 //!
@@ -28,10 +36,10 @@ use holdfast_repository::Repository;
 use holdfast_repository::progress::CancelToken;
 
 use crate::Error;
-use crate::lsn::{DEFAULT_SEGMENT_SIZE, WalFile, check_segment_size};
+use crate::lsn::{DEFAULT_SEGMENT_SIZE, Segment, WalFile, check_segment_size};
 use crate::server::Connection;
 use crate::tools::{StderrTail, Tools, failure};
-use crate::wal_archive::{self, Pushed, RangeCache, catalog, summary, write_atomically};
+use crate::wal_archive::{self, Fetched, Pushed, RangeCache, catalog, summary, write_atomically};
 use crate::wal_reader::summarize;
 
 /// How often the spool is looked at.
@@ -108,6 +116,45 @@ fn ensure_slot(opts: &Options) -> Result<(), Error> {
         ),
     )?;
     Ok(())
+}
+
+/// Puts the newest archived segment of the server's cluster and current timeline into an empty
+/// spool (see the module's documentation); the name seeded, if any.
+fn seed(repo: &Repository, opts: &Options) -> Result<Option<String>, Error> {
+    let has_wal = std::fs::read_dir(&opts.spool)
+        .map_err(Error::io(format!("reading {}", opts.spool.display())))?
+        .flatten()
+        .any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".partial")
+                || matches!(WalFile::parse(&name, DEFAULT_SEGMENT_SIZE), Some(WalFile::Segment(_)))
+        });
+    if has_wal {
+        return Ok(None);
+    }
+    let rows = opts.connection.query(
+        &opts.tools,
+        "SELECT s.system_identifier, c.timeline_id, \
+         (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') \
+         FROM pg_control_system() s, pg_control_checkpoint() c",
+    )?;
+    let row = rows.first().filter(|r| r.len() == 3).ok_or_else(|| {
+        Error::Invalid("the server did not report its system identifier and timeline".into())
+    })?;
+    let bad = |what: &str, v: &str| Error::Invalid(format!("the server reported {what} {v:?}"));
+    let system_identifier: u64 = row[0].parse().map_err(|_| bad("system identifier", &row[0]))?;
+    let timeline: u32 = row[1].parse().map_err(|_| bad("timeline", &row[1]))?;
+    let segment_size: u64 = row[2].parse().map_err(|_| bad("wal_segment_size", &row[2]))?;
+    let cat = wal_archive::catalog(repo, system_identifier, segment_size)?;
+    let Some(&number) = cat.segments.get(&timeline).and_then(|s| s.iter().max()) else {
+        return Ok(None);
+    };
+    let name = Segment { timeline, number }.name(segment_size);
+    match wal_archive::fetch(repo, system_identifier, &name, &opts.spool.join(&name))? {
+        Fetched::Written(_) => Ok(Some(name)),
+        Fetched::NotArchived => Ok(None),
+    }
 }
 
 /// Whole files in the spool ready to archive, oldest first: segments and history files.
@@ -291,18 +338,40 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<Streamed, Error> {
     // Whether the info file must be (re)written: at start, once the cluster is known, and after
     // every drain that archived something. A failed write is retried at the next poll.
     let mut info_due = true;
+    // The segment seeded into an empty spool for the running pg_receivewal, and whether seeding
+    // is off (the server no longer had what follows it).
+    let mut seeded: Option<String> = None;
+    let mut unseeded = false;
     let result = loop {
         if opts.cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
             break Ok(());
         }
         let exited = child.as_mut().and_then(|(c, _)| c.try_wait().ok().flatten());
         if let (Some(status), Some((_, tail))) = (exited, exited.and_then(|_| child.take())) {
-            let why = failure(status, &tail.text());
+            let stderr = tail.text();
+            let why = failure(status, &stderr);
+            if let Some(name) = seeded.take()
+                && stderr.contains("has already been removed")
+            {
+                // What the archive lacks is gone from the server too: stream from the slot and
+                // leave the gap visible rather than stop archiving altogether.
+                tracing::error!(after = %name, "WAL after the archive's newest segment was \
+                    recycled by the server before it was archived; streaming from the slot, the \
+                    archive has a gap");
+                let _ = std::fs::remove_file(opts.spool.join(&name));
+                unseeded = true;
+            }
             tracing::warn!(status = %why, "pg_receivewal stopped; starting it again");
             next_start = Instant::now() + backoff;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         if child.is_none() && Instant::now() >= next_start {
+            if !unseeded {
+                seeded = seed(repo, opts)?;
+                if let Some(name) = &seeded {
+                    tracing::info!(segment = %name, "empty spool: resuming after the archive's newest segment");
+                }
+            }
             let mut cmd = receivewal(opts, &["-D"])?;
             cmd.arg(&opts.spool).args(["--synchronous", "--no-loop"]);
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
