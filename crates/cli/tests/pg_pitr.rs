@@ -422,171 +422,155 @@ fn killing_wal_push_at_any_point_loses_no_segment() -> Result<()> {
 /// `holdfast pg wal-stream` archives through a replication slot with nothing configured on the
 /// server; `kill -9` of the worker loses no segment: the slot keeps what the server wrote
 /// meanwhile, and the restarted worker resumes from its spool.
-#[test]
-fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
-    let pg = Postgres::start()?;
-    pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
-    let sysid = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
-    let work = tempfile::tempdir()?;
-    let (repo, pw, spool) =
-        (work.path().join("repo"), work.path().join("pw"), work.path().join("spool"));
-    std::fs::write(&pw, "pw\n")?;
-    let port = pg.port().to_string();
-    let holdfast = |args: &[&str]| {
+/// A server, a repository and what the streaming tests do with them.
+struct Streaming {
+    pg: Postgres,
+    sysid: String,
+    work: tempfile::TempDir,
+}
+
+impl Streaming {
+    fn new() -> Result<Streaming> {
+        let pg = Postgres::start()?;
+        pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+        let sysid = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
+        let work = tempfile::tempdir()?;
+        std::fs::write(work.path().join("pw"), "pw\n")?;
+        let rig = Streaming { pg, sysid, work };
+        ensure!(rig.holdfast(&["repo", "init"]).output()?.status.success(), "repo init");
+        Ok(rig)
+    }
+
+    fn holdfast(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(BIN);
         cmd.args(args.first().copied())
-            .arg("--repo")
-            .arg(&repo)
+            .args(["--quiet", "--repo"])
+            .arg(self.work.path().join("repo"))
             .arg("--password-file")
-            .arg(&pw)
-            .arg("--quiet")
+            .arg(self.work.path().join("pw"))
             .args(&args[1..]);
         cmd
-    };
-    ensure!(holdfast(&["repo", "init"]).output()?.status.success(), "repo init");
-    let stream = || {
-        holdfast(&["pg", "wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+    }
+
+    /// A streaming worker on `spool` (a directory under the work directory).
+    fn stream(&self, spool: &str) -> std::io::Result<std::process::Child> {
+        let port = self.pg.port().to_string();
+        self.holdfast(&["pg", "wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
             .arg("--spool")
-            .arg(&spool)
+            .arg(self.work.path().join(spool))
             .stdout(std::process::Stdio::null())
             .spawn()
-    };
-    let archived = |segment: &str| repo.join("archive").join(format!("pg-{sysid}-{segment}"));
-    let wait_archived = |segment: &str| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !archived(segment).is_file() {
-            ensure!(Instant::now() < deadline, "{segment} was never streamed into the archive");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
-    };
-    let switch = |from: i64| -> Result<String> {
-        pg.psql(&format!(
+    }
+
+    fn archived(&self, segment: &str) -> PathBuf {
+        self.work.path().join("repo/archive").join(format!("pg-{}-{segment}", self.sysid))
+    }
+
+    /// Commits a thousand rows from `from` and ends the segment; its name.
+    fn switch(&self, from: i64) -> Result<String> {
+        self.pg.psql(&format!(
             "INSERT INTO t SELECT g, 'x' FROM generate_series({from}, {from} + 999) g"
         ))?;
-        Ok(pg.psql("SELECT pg_walfile_name(pg_switch_wal())")?)
-    };
+        Ok(self.pg.psql("SELECT pg_walfile_name(pg_switch_wal())")?)
+    }
 
-    let mut worker = stream()?;
-    // The slot exists once the worker is up; what is written from then on is kept for it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'holdfast'")? != "1"
-    {
-        ensure!(Instant::now() < deadline, "the worker never created its slot");
+    fn no_stream(&self) -> Result<bool> {
+        Ok(self.pg.psql("SELECT count(*) FROM pg_stat_replication")? == "0")
+    }
+
+    fn has_slot(&self) -> Result<bool> {
+        Ok(self
+            .pg
+            .psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'holdfast'")?
+            == "1")
+    }
+
+    /// The archive's runs and gaps as `wal status --json` reports them (first timeline).
+    fn timeline_status(&self) -> Result<Value> {
+        let out = self.holdfast(&["pg", "wal", "status", "--json"]).output()?;
+        ensure!(out.status.success(), "wal status: {}", String::from_utf8_lossy(&out.stderr));
+        let status: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(status[0]["timelines"][0].clone())
+    }
+}
+
+/// Polls `done` every 100 ms for up to two minutes.
+fn wait_until(what: &str, done: impl Fn() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done()? {
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let first = switch(1)?;
-    wait_archived(&first)?;
+    Ok(())
+}
+
+#[test]
+fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
+    let rig = Streaming::new()?;
+    let mut worker = rig.stream("spool")?;
+    // The slot exists once the worker is up; what is written from then on is kept for it.
+    wait_until("the worker's slot", || rig.has_slot())?;
+    let first = rig.switch(1)?;
+    wait_until("the first segment archived", || Ok(rig.archived(&first).is_file()))?;
     worker.kill()?;
     worker.wait()?;
     // pg_receivewal went with it: the server has no stream left (else it would keep streaming
     // into the spool and the restart below would prove nothing).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pg.psql("SELECT count(*) FROM pg_stat_replication")? != "0" {
-        ensure!(Instant::now() < deadline, "pg_receivewal outlived the killed worker");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("pg_receivewal to go with the killed worker", || rig.no_stream())?;
 
     // Nobody streams: the server completes two more segments, and a checkpoint would recycle
     // them but for the slot.
-    let second = switch(1001)?;
-    let third = switch(2001)?;
-    pg.psql("CHECKPOINT")?;
-    let mut worker = stream()?;
-    wait_archived(&third)?;
+    let second = rig.switch(1001)?;
+    let third = rig.switch(2001)?;
+    rig.pg.psql("CHECKPOINT")?;
+    let mut worker = rig.stream("spool")?;
+    wait_until("the third segment archived", || Ok(rig.archived(&third).is_file()))?;
     worker.kill()?;
     worker.wait()?;
-    ensure!(archived(&second).is_file(), "{second} was lost");
+    ensure!(rig.archived(&second).is_file(), "{second} was lost");
 
-    let out = holdfast(&["pg", "wal", "status", "--json"]).output()?;
-    ensure!(out.status.success(), "wal status: {}", String::from_utf8_lossy(&out.stderr));
-    let status: Value = serde_json::from_slice(&out.stdout)?;
-    let timeline = &status[0]["timelines"][0];
-    assert_eq!(timeline["gaps"].as_array().map(Vec::len), Some(0), "{status}");
+    let timeline = rig.timeline_status()?;
+    assert_eq!(timeline["gaps"].as_array().map(Vec::len), Some(0), "{timeline}");
     let run = &timeline["runs"][0];
     ensure!(
         run["first"].as_str() <= Some(first.as_str())
             && run["last"].as_str() >= Some(third.as_str()),
-        "{status}"
+        "{timeline}"
     );
     Ok(())
 }
 
 #[test]
 fn a_worker_on_an_empty_spool_resumes_after_the_archive_not_after_the_slot() -> Result<()> {
-    let pg = Postgres::start()?;
-    pg.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
-    let sysid = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
-    let work = tempfile::tempdir()?;
-    let (repo, pw) = (work.path().join("repo"), work.path().join("pw"));
-    std::fs::write(&pw, "pw\n")?;
-    let port = pg.port().to_string();
-    let holdfast = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.args(args.first().copied())
-            .args(["--quiet", "--repo"])
-            .arg(&repo)
-            .arg("--password-file")
-            .arg(&pw)
-            .args(&args[1..]);
-        cmd
-    };
-    ensure!(holdfast(&["repo", "init"]).output()?.status.success(), "repo init");
-    let stream = |spool: &Path| {
-        holdfast(&["pg", "wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-            .arg("--spool")
-            .arg(spool)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-    };
-    let archived = |segment: &str| repo.join("archive").join(format!("pg-{sysid}-{segment}"));
-    let wait_for = |what: &str, done: &dyn Fn() -> Result<bool>| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !done()? {
-            ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
-    };
-    let switch = |from: i64| -> Result<String> {
-        pg.psql(&format!(
-            "INSERT INTO t SELECT g, 'x' FROM generate_series({from}, {from} + 999) g"
-        ))?;
-        Ok(pg.psql("SELECT pg_walfile_name(pg_switch_wal())")?)
-    };
-    let no_stream =
-        || -> Result<bool> { Ok(pg.psql("SELECT count(*) FROM pg_stat_replication")? == "0") };
-
-    let mut worker = stream(&work.path().join("spool-1"))?;
-    wait_for("the slot", &|| {
-        Ok(pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'holdfast'")?
-            == "1")
-    })?;
-    let first = switch(1)?;
-    wait_for("the first segment archived", &|| Ok(archived(&first).is_file()))?;
+    let rig = Streaming::new()?;
+    let mut worker = rig.stream("spool-1")?;
+    wait_until("the worker's slot", || rig.has_slot())?;
+    let first = rig.switch(1)?;
+    wait_until("the first segment archived", || Ok(rig.archived(&first).is_file()))?;
     worker.kill()?;
     worker.wait()?;
-    wait_for("the stream to end", &no_stream)?;
+    wait_until("the stream to end", || rig.no_stream())?;
 
     // A worker that received two segments on the slot, confirmed them (so the slot moved past
     // them) and died before archiving them, its spool lost with its pod.
-    let lost = work.path().join("lost-spool");
+    let lost = rig.work.path().join("lost-spool");
     std::fs::create_dir(&lost)?;
     let receivewal = holdfast_testkit::postgres::server_bin_dir()?.join("pg_receivewal");
+    let port = rig.pg.port().to_string();
     let mut receiver = std::process::Command::new(receivewal)
         .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-w"])
         .args(["--slot", "holdfast", "--synchronous", "--no-loop", "-D"])
         .arg(&lost)
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let second = switch(1001)?;
-    let third = switch(2001)?;
-    wait_for("the receiver to complete the third segment", &|| Ok(lost.join(&third).is_file()))?;
+    let second = rig.switch(1001)?;
+    let third = rig.switch(2001)?;
+    wait_until("the receiver to complete the third segment", || Ok(lost.join(&third).is_file()))?;
     // More WAL after the third segment, until the receiver has confirmed past it: the slot then
     // no longer holds the second and third segments for anyone.
-    wait_for("the slot to move past the third segment", &|| {
-        pg.psql("INSERT INTO t VALUES (-1, 'y') ON CONFLICT (id) DO UPDATE SET note = 'z'")?;
-        let at = pg.psql(
+    wait_until("the slot to move past the third segment", || {
+        rig.pg.psql("INSERT INTO t VALUES (-1, 'y') ON CONFLICT (id) DO UPDATE SET note = 'z'")?;
+        let at = rig.pg.psql(
             "SELECT pg_walfile_name(restart_lsn) FROM pg_replication_slots \
              WHERE slot_name = 'holdfast'",
         )?;
@@ -594,23 +578,24 @@ fn a_worker_on_an_empty_spool_resumes_after_the_archive_not_after_the_slot() -> 
     })?;
     receiver.kill()?;
     receiver.wait()?;
-    wait_for("the receiver's stream to end", &no_stream)?;
+    wait_until("the receiver's stream to end", || rig.no_stream())?;
     std::fs::remove_dir_all(&lost)?;
-    ensure!(!archived(&second).exists() && !archived(&third).exists(), "archived too early");
+    ensure!(!rig.archived(&second).exists() && !rig.archived(&third).exists(), "archived early");
 
     // A new worker on a new, empty spool asks the server for what the archive lacks.
-    let mut worker = stream(&work.path().join("spool-2"))?;
-    let fourth = switch(3001)?;
-    wait_for("the fourth segment archived", &|| Ok(archived(&fourth).is_file()))?;
+    let mut worker = rig.stream("spool-2")?;
+    let fourth = rig.switch(3001)?;
+    wait_until("the fourth segment archived", || Ok(rig.archived(&fourth).is_file()))?;
     worker.kill()?;
     worker.wait()?;
     for segment in [&second, &third] {
-        ensure!(archived(segment).is_file(), "{segment} was skipped: the stream resumed after it");
+        ensure!(
+            rig.archived(segment).is_file(),
+            "{segment} was skipped: the stream resumed after it"
+        );
     }
-    let out = holdfast(&["pg", "wal", "status", "--json"]).output()?;
-    ensure!(out.status.success(), "wal status: {}", String::from_utf8_lossy(&out.stderr));
-    let status: Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(status[0]["timelines"][0]["gaps"].as_array().map(Vec::len), Some(0), "{status}");
+    let timeline = rig.timeline_status()?;
+    assert_eq!(timeline["gaps"].as_array().map(Vec::len), Some(0), "{timeline}");
     Ok(())
 }
 
