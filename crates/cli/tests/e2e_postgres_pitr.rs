@@ -23,7 +23,8 @@ use anyhow::{Context as _, Result, bail};
 use common::{claim_dir, create};
 use holdfast_api::kubeblocks::actionset::BackupType;
 use holdfast_api::kubeblocks::backup::{BackupPhase, BackupTimeRange};
-use holdfast_api::kubeblocks::{ActionSet, Backup, BackupRepo, BackupSchedule};
+use holdfast_api::kubeblocks::restore::RestorePhase;
+use holdfast_api::kubeblocks::{ActionSet, Backup, BackupRepo, BackupSchedule, Restore};
 use holdfast_testkit::{EmbeddedServer, Postgres};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
@@ -311,6 +312,41 @@ async fn streamed_wal_restores_to_a_point_in_time_through_the_kubeblocks_api() -
     let order: Vec<String> =
         prepared.unwrap_or_default().into_iter().map(|a| a.backup_name).collect();
     assert_eq!(order, ["pg-base-1".to_string(), name.clone()], "base first, then the WAL");
+
+    // A time the archive does not reach is refused before any claim or Job is made.
+    let beyond = Timestamp::from_second(grown.as_second() + 3600)?;
+    let restores: Api<Restore> = Api::namespaced(client.clone(), NS);
+    create(
+        &restores,
+        json!({
+            "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "Restore",
+            "metadata": {"name": "pg-pitr-beyond"},
+            "spec": {
+                "backup": {"name": name, "namespace": NS},
+                "restoreTime": beyond.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "prepareDataConfig": {"volumeClaims": [{
+                    "metadata": {"name": "data-pg-beyond-0"},
+                    "volumeClaimSpec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                    "mountPath": "/home/postgres/pgdata"
+                }]}
+            }
+        }),
+    )
+    .await?;
+    let refused =
+        wait_for(&restores, "pg-pitr-beyond", "restore", |r| match r.status.as_ref()?.phase? {
+            RestorePhase::Failed => Some(Ok(())),
+            RestorePhase::Completed => Some(Err("restored beyond the archive".into())),
+            _ => None,
+        })
+        .await?;
+    let conditions = refused.status.and_then(|s| s.conditions).unwrap_or_default();
+    let validation = conditions.iter().find(|c| c.type_ == "ValidationPassed");
+    let message = validation.map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("outside the recoverable range"), "{message}");
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), NS);
+    assert!(claims.get_opt("data-pg-beyond-0").await?.is_none(), "nothing was created");
 
     disable_and_complete(&server, "wal", &name).await?;
     pg.stop()?;

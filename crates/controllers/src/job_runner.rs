@@ -46,6 +46,8 @@ use crate::{Context, Error, object, owner, reconciler};
 /// First delay before retrying a failed attempt; doubles per failure up to [`BACKOFF_MAX`].
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Attempts at removing a deleted Job's pods before leaving them to the next start's sweep.
+const GC_ATTEMPTS: usize = 8;
 /// How often a pod waiting for a Secret, ConfigMap or PVC is retried.
 const WAIT_RETRY: Duration = Duration::from_secs(2);
 /// Log lines of a failed container carried into the Job's Failed condition and Warning Event.
@@ -613,7 +615,20 @@ async fn collect_garbage(runner: Arc<Runner>) {
             Ok(Some(watcher::Event::Delete(job))) => {
                 if let Some(uid) = job.uid() {
                     let ns = job.namespace().unwrap_or_else(|| "default".into());
-                    remove_job_pods(&runner, &ns, &uid).await;
+                    // Retried apart from the watch: a transient API error must not leave the
+                    // pods (and their logs) until the next restart's sweep.
+                    let runner = runner.clone();
+                    tokio::spawn(async move {
+                        let mut delay = Duration::from_millis(500);
+                        for _ in 0..GC_ATTEMPTS {
+                            if remove_job_pods(&runner, &ns, &uid).await {
+                                return;
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(BACKOFF_MAX);
+                        }
+                        tracing::warn!(job = %uid, "gave up removing the pods of a deleted job; the next start sweeps them");
+                    });
                 }
             }
             Ok(Some(watcher::Event::Init)) => seen.clear(),
@@ -658,7 +673,8 @@ async fn sweep(runner: &Arc<Runner>, seen: &HashSet<String>) {
     }
 }
 
-async fn remove_job_pods(runner: &Arc<Runner>, ns: &str, job_uid: &str) {
+/// Whether everything went: false when an API call failed (the caller tries again).
+async fn remove_job_pods(runner: &Arc<Runner>, ns: &str, job_uid: &str) -> bool {
     runner.kill(job_uid, None, "JobDeleted");
     let ctx = &runner.ctx;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -669,15 +685,17 @@ async fn remove_job_pods(runner: &Arc<Runner>, ns: &str, job_uid: &str) {
         Ok(l) => l.items,
         Err(error) => {
             tracing::warn!(%error, "cannot list the pods of a deleted job");
-            return;
+            return false;
         }
     };
+    let mut complete = true;
     for p in list {
         let name = p.name_any();
         // Pods of a Job deleted while the server was down may have left processes running.
         process::kill_leftovers(ctx, ns, &name).await;
         if let Err(error) = object::delete_if_exists(&pods, &name, &DeleteParams::default()).await {
             tracing::warn!(%error, pod = %name, "cannot delete a pod of a deleted job");
+            complete = false;
         }
         for dir in [ctx.logs_dir().join(ns).join(&name), mounts::pod_scratch_dir(ctx, ns, &name)] {
             if let Err(error) = tokio::fs::remove_dir_all(&dir).await
@@ -687,6 +705,7 @@ async fn remove_job_pods(runner: &Arc<Runner>, ns: &str, job_uid: &str) {
             }
         }
     }
+    complete
 }
 
 #[cfg(test)]
