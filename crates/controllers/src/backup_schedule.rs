@@ -465,6 +465,60 @@ mod tests {
     }
 
     #[test]
+    fn the_continuous_backup_is_named_as_upstream_names_it() {
+        let schedule = |name: &str, ns: &str, owner: Option<&str>| {
+            let mut s: BackupSchedule = serde_json::from_value(serde_json::json!({
+                "apiVersion": "dataprotection.kubeblocks.io/v1alpha1", "kind": "BackupSchedule",
+                "metadata": {"name": name, "namespace": ns, "uid": "0123456789abcdef"},
+                "spec": {"backupPolicyName": "p", "schedules": []}
+            }))
+            .unwrap();
+            if let Some(uid) = owner {
+                s.metadata.owner_references =
+                    Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: uid.into(),
+                        ..Default::default()
+                    }]);
+            }
+            s
+        };
+        assert_eq!(
+            continuous_backup_name(&schedule("s", "default", None), "wal"),
+            "01234567-s-default-wal"
+        );
+        // Cut to 30 characters.
+        assert_eq!(
+            continuous_backup_name(
+                &schedule("pg-cluster-backup-schedule", "default", None),
+                "archive-wal"
+            ),
+            "01234567-pg-cluster-backup-sch-archive-wal"
+        );
+        assert_eq!(
+            continuous_backup_name(&schedule("pg-cluster-backup", "ns", None), "wal"),
+            "01234567-pg-cluster-backup-ns-wal"
+        );
+        assert_eq!(
+            continuous_backup_name(&schedule("abcdefghijklmnopqrst", "x", None), "wal"),
+            "01234567-abcdefghijklmnopqrst-wal",
+            "a cut that ends in '-' drops it"
+        );
+        assert_eq!(
+            continuous_backup_name(&schedule("abcdefghijklmnopqr", "default", None), "wal"),
+            "01234567-abcdefghijklmnopqr-de-wal"
+        );
+        assert_eq!(
+            continuous_backup_name(&schedule("abcdefghijklmnopqrstu", "default", None), "wal"),
+            "01234567-abcdefghijklmnopqrstu-wal"
+        );
+        // The owner's uid when the schedule has one (a cluster's schedule).
+        assert_eq!(
+            continuous_backup_name(&schedule("s", "default", Some("fedcba9876543210")), "wal"),
+            "fedcba98-s-default-wal"
+        );
+    }
+
+    #[test]
     fn backup_names_carry_the_scheduled_time() {
         assert_eq!(
             backup_name("pg-daily", "pg-basebackup", ts("2026-11-21T03:00:00Z")),
