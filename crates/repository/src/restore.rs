@@ -76,11 +76,18 @@ struct FileState {
     writing: Mutex<()>,
 }
 
+/// Consecutive chunks of one large file, restored by one worker with as few writes as they
+/// allow. Handing out chunks one by one cost more than restoring them when they are small (a
+/// PostgreSQL relation file is stored as 16 KiB pieces): two channel hand-offs, a lock and a
+/// write each, and the wake-ups between them were a fifth of the restore's time.
 struct ChunkJob {
     state: Arc<FileState>,
-    offset: u64,
-    loc: BlobLocation,
+    /// Each chunk and its offset in the file, in file order.
+    chunks: Vec<(BlobLocation, u64)>,
 }
+
+/// Content bytes per [`ChunkJob`] at most (a chunk larger than that goes alone).
+const RUN_BYTES: u64 = 1024 * 1024;
 
 struct Ctx<'a> {
     repo: &'a Repository,
@@ -435,8 +442,18 @@ type ActiveFiles =
 /// Sends the next chunk of the first active file and moves that file to the back.
 fn send_round(tx: &std::sync::mpsc::SyncSender<Job>, active: &mut ActiveFiles) -> Result<()> {
     let Some((state, mut jobs)) = active.pop_front() else { return Ok(()) };
-    if let Some((loc, offset)) = jobs.next() {
-        if tx.send(Job::Chunk(ChunkJob { state: state.clone(), offset, loc })).is_err() {
+    let mut chunks = Vec::new();
+    let mut bytes = 0u64;
+    while let Some((loc, _)) = jobs.as_slice().first() {
+        let len = located_len(loc);
+        if !chunks.is_empty() && bytes + len > RUN_BYTES {
+            break;
+        }
+        bytes += len;
+        chunks.extend(jobs.next());
+    }
+    if !chunks.is_empty() {
+        if tx.send(Job::Chunk(ChunkJob { state: state.clone(), chunks })).is_err() {
             return Err(Error::Pipeline("restore workers stopped".into()));
         }
         if !jobs.as_slice().is_empty() {
@@ -497,19 +514,70 @@ fn write_chunk(
     Ok(None)
 }
 
-/// Writes one chunk of a large file; the last one sets the file's metadata.
+/// Writes a run of chunks of a large file, contiguous chunks with one write; the worker that
+/// handles the file's last chunk sets its metadata. An unreadable chunk is reported and the run
+/// goes on, so the rest of the file is still restored.
 fn restore_chunk(ctx: &Ctx<'_>, windows: &PackWindows, job: &ChunkJob) -> Result<()> {
     let st = &job.state;
-    let target = (&st.file, st.path.as_path(), Some(&st.writing));
-    if let Some(e) = write_chunk(ctx, windows, target, &job.loc, job.offset)?
-        && !st.damaged.swap(true, Ordering::SeqCst)
-    {
-        ctx.damaged(&st.path, &e);
+    let mut pending = Run::default();
+    for (loc, offset) in &job.chunks {
+        let data = match windows.load(ctx.repo, loc) {
+            Ok(data) => data,
+            Err(e) if is_damage(&e) => {
+                pending.flush(st)?;
+                if !st.damaged.swap(true, Ordering::SeqCst) {
+                    ctx.damaged(&st.path, &e);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        Counters::add(&ctx.counters.bytes_read, data.len() as u64);
+        Counters::add(&ctx.counters.bytes_done, data.len() as u64);
+        if ctx.sparse && data.iter().all(|b| *b == 0) {
+            pending.flush(st)?; // a hole: the file was sized up front
+        } else {
+            pending.push(st, data, *offset)?;
+        }
     }
-    if st.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+    pending.flush(st)?;
+    if st.remaining.fetch_sub(job.chunks.len(), Ordering::SeqCst) == job.chunks.len() {
         finish_file(ctx, st)?;
     }
     Ok(())
+}
+
+/// Bytes to write at one offset, gathered from consecutive chunks.
+#[derive(Default)]
+struct Run {
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl Run {
+    fn push(&mut self, st: &FileState, data: Vec<u8>, offset: u64) -> Result<()> {
+        if self.buf.is_empty() {
+            (self.start, self.buf) = (offset, data);
+            return Ok(());
+        }
+        if self.start + self.buf.len() as u64 != offset {
+            self.flush(st)?;
+            (self.start, self.buf) = (offset, data);
+            return Ok(());
+        }
+        self.buf.extend_from_slice(&data);
+        Ok(())
+    }
+
+    fn flush(&mut self, st: &FileState) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let _writing = st.writing.lock().unwrap_or_else(|e| e.into_inner());
+        st.file.write_all_at(&self.buf, self.start).map_err(|e| Error::io("write", &st.path, e))?;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 /// Restores a small file whole: creates it, writes its chunks and sets its metadata (unless a
