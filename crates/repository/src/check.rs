@@ -374,6 +374,7 @@ fn check_pack(
             return 0;
         }
     };
+    let dicts = crate::pack::dictionaries_in(&repo.master, pack, &salt, &blobs, &data);
     let mut n = 0;
     for b in &blobs {
         let end = b.offset as usize + b.length as usize;
@@ -381,7 +382,14 @@ fn check_pack(
             errs.push(format!("pack {pack}: blob {} lies beyond the end of the pack", b.id));
             continue;
         }
-        match crate::pack::open_blob(&repo.master, pack, &salt, b, &data[b.offset as usize..end]) {
+        match crate::pack::open_blob(
+            &repo.master,
+            pack,
+            &salt,
+            b,
+            &data[b.offset as usize..end],
+            &dicts,
+        ) {
             Ok(_) => n += 1,
             Err(e) => errs.push(format!("pack {pack}: {e}")),
         }

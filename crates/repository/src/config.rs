@@ -98,7 +98,7 @@ impl Default for CompressionParams {
 /// The `config` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
-    /// Format version, 1.
+    /// Format version: 2 for new repositories, 1 for those made before compression dictionaries.
     pub version: u32,
     /// Random repository id (hex).
     pub id: String,

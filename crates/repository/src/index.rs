@@ -84,6 +84,8 @@ pub struct IndexBuilder {
     pack_pos: HashMap<Id, u32>,
     /// Every (blob, location) in the order added; a blob may appear more than once.
     entries: Vec<(Id, Entry)>,
+    /// The dictionaries of each pack (format §7.2), by pack position.
+    dictionaries: HashMap<u32, Vec<(Id, Entry)>>,
 }
 
 impl IndexBuilder {
@@ -113,6 +115,7 @@ impl IndexBuilder {
             self.live_packs.insert(pos);
         }
         let live = self.live_packs.contains(&pos);
+        let before = self.entries.len();
         self.entries.extend(p.blobs.iter().map(|b| {
             (
                 b.id,
@@ -126,6 +129,14 @@ impl IndexBuilder {
                 },
             )
         }));
+        for (id, e) in &self.entries[before..] {
+            if e.blob_type == BlobType::Dictionary {
+                let known = self.dictionaries.entry(pos).or_default();
+                if !known.iter().any(|(k, _)| k == id) {
+                    known.push((*id, *e));
+                }
+            }
+        }
     }
 
     /// The index. Where a blob was added more than once, its locations fold in the order their
@@ -133,7 +144,7 @@ impl IndexBuilder {
     /// it is not; a pack listed again keeps one entry, live if it was ever listed live; other
     /// locations are kept as copies.
     pub fn build(self) -> Index {
-        let IndexBuilder { packs, live_packs, pack_pos, mut entries } = self;
+        let IndexBuilder { packs, live_packs, pack_pos, mut entries, dictionaries } = self;
         // In place (a stable sort would take a scratch buffer of half the entries). Pack
         // positions are given in the order packs are first added, so this is that order.
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.pack.cmp(&b.1.pack)));
@@ -172,7 +183,7 @@ impl IndexBuilder {
         entries.truncate(kept);
         entries.shrink_to_fit();
         let directory = Directory::new(&entries);
-        Index { packs, live_packs, pack_pos, blobs: entries, directory, copies }
+        Index { packs, live_packs, pack_pos, blobs: entries, directory, copies, dictionaries }
     }
 }
 
@@ -240,6 +251,7 @@ pub struct Index {
     blobs: Vec<(Id, Entry)>,
     directory: Directory,
     copies: HashMap<Id, Vec<Entry>>,
+    dictionaries: HashMap<u32, Vec<(Id, Entry)>>,
 }
 
 impl Index {
@@ -262,6 +274,17 @@ impl Index {
             .chain(self.copies.get(id).into_iter().flatten())
             .find(|e| e.pack == pos)?;
         Some(self.location(id, e))
+    }
+
+    /// The dictionaries stored in a pack (format §7.2): what its blobs' frames may name.
+    pub fn dictionaries_in(&self, pack: &Id) -> Vec<BlobLocation> {
+        let Some(pos) = self.pack_pos.get(pack) else { return Vec::new() };
+        self.dictionaries
+            .get(pos)
+            .into_iter()
+            .flatten()
+            .map(|(id, e)| self.location(id, e))
+            .collect()
     }
 
     /// Every pack holding a copy of a blob.

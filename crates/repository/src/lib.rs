@@ -1,6 +1,6 @@
 //! holdfast's deduplicating, compressed, encrypted repository. Knows nothing of Kubernetes.
 //!
-//! The on-disk format is specified in `docs/repository-format.md` (version 1). Entry points:
+//! The on-disk format is specified in `docs/repository-format.md` (version 2). Entry points:
 //! [`location::Location::open`] for a backend, [`Repository::init`] / [`Repository::open`] over it
 //! (or over any [`backend::Backend`]), then [`backup::backup_paths`], [`restore::restore`],
 //! [`check::check`], [`forget::forget`] and [`prune::prune`]. The engine is synchronous and runs
@@ -14,6 +14,7 @@ pub mod check;
 pub mod config;
 pub mod copy;
 pub mod crypto;
+pub mod dictionary;
 mod direct;
 pub mod dump;
 pub mod error;

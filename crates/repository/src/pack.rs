@@ -5,9 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use crate::Id;
 use crate::backend::{Backend, FileType};
 use crate::crypto::{MasterKey, NONCE_LEN, SealKey};
+use crate::dictionary::{Dictionaries, Dictionary};
 use crate::error::{Error, Result};
 use crate::index::IndexPack;
 use crate::staging::{StagedFile, StagedPath};
@@ -23,7 +26,7 @@ const ENTRY_LEN: usize = 45;
 /// are closed early to keep index files small (format §8).
 pub const MAX_PACK_BLOBS: usize = 16_384;
 
-/// The two kinds of blob.
+/// The kinds of blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobType {
@@ -31,6 +34,8 @@ pub enum BlobType {
     Data,
     /// A serialized tree.
     Tree,
+    /// A compression dictionary for other blobs of its pack (format §7.2).
+    Dictionary,
 }
 
 /// Where one blob sits in a pack.
@@ -56,6 +61,8 @@ pub struct PackWriter {
     body: Body,
     size: usize,
     blobs: Vec<PackBlob>,
+    /// Dictionaries some blob was compressed with, written into the pack as it is finished.
+    dicts: Vec<Arc<Dictionary>>,
 }
 
 enum Body {
@@ -135,6 +142,7 @@ impl PackWriter {
             body: Body::Memory(buf),
             size: PREFIX_LEN as usize,
             blobs: Vec::new(),
+            dicts: Vec::new(),
         }
     }
 
@@ -157,6 +165,7 @@ impl PackWriter {
             body: Body::Staged { file, hasher, sealed: Vec::new() },
             size: PREFIX_LEN as usize,
             blobs: Vec::new(),
+            dicts: Vec::new(),
         })
     }
 
@@ -183,9 +192,10 @@ impl PackWriter {
         Ok(length)
     }
 
-    /// Bytes so far.
+    /// Bytes so far, the dictionaries it will carry included.
     pub fn size(&self) -> usize {
         self.size
+            + self.dicts.iter().map(|d| d.bytes.len() + crate::crypto::SEAL_OVERHEAD).sum::<usize>()
     }
 
     /// Whether no blob was added.
@@ -193,21 +203,50 @@ impl PackWriter {
         self.blobs.is_empty()
     }
 
-    /// Whether the pack is to be closed: it reached `pack_size`, or [`MAX_PACK_BLOBS`] blobs.
+    /// Whether the pack is to be closed: it reached `pack_size`, or [`MAX_PACK_BLOBS`] blobs
+    /// (its dictionaries included).
     pub fn is_full(&self, pack_size: usize) -> bool {
-        self.size >= pack_size || self.blobs.len() >= MAX_PACK_BLOBS
+        self.size() >= pack_size || self.blobs.len() + self.dicts.len() >= MAX_PACK_BLOBS
+    }
+
+    /// The bytes `dict` would add to the pack: none when it carries it already.
+    pub fn dictionary_cost(&self, dict: &Dictionary) -> usize {
+        if self.dicts.iter().any(|d| d.id == dict.id) {
+            0
+        } else {
+            dict.bytes.len() + crate::crypto::SEAL_OVERHEAD
+        }
+    }
+
+    /// Makes the pack carry `dict`, for a blob compressed with it that is about to be added.
+    /// False when the pack cannot: it holds another dictionary that zstd knows by the same id
+    /// (frames name dictionaries by that id alone), or no entry is left for it. The caller then
+    /// adds the blob to a new pack.
+    pub fn carry(&mut self, dict: &Arc<Dictionary>) -> bool {
+        if let Some(d) = self.dicts.iter().find(|d| d.zstd_id == dict.zstd_id) {
+            return d.id == dict.id;
+        }
+        if self.blobs.len() + self.dicts.len() + 2 > MAX_PACK_BLOBS {
+            return false;
+        }
+        self.dicts.push(dict.clone());
+        true
     }
 
     /// Appends the sealed header and names the pack; a staged pack is made durable.
     ///
     /// # Errors
     /// Writing a staged pack failed.
-    pub fn finish(self) -> Result<FinishedPack> {
+    pub fn finish(mut self) -> Result<FinishedPack> {
+        for d in std::mem::take(&mut self.dicts) {
+            self.add(d.id, BlobType::Dictionary, &d.bytes, 0)?;
+        }
         let mut header = Vec::with_capacity(self.blobs.len() * (ENTRY_LEN + 4));
         for b in &self.blobs {
             header.push(match b.blob_type {
                 BlobType::Data => 0,
                 BlobType::Tree => 1,
+                BlobType::Dictionary => 2,
             });
             header.extend_from_slice(&b.id.0);
             header.extend_from_slice(&b.offset.to_le_bytes());
@@ -325,6 +364,7 @@ fn open_header(
         let blob_type = match e[0] {
             0 => BlobType::Data,
             1 => BlobType::Tree,
+            2 => BlobType::Dictionary,
             t => return Err(Error::corrupt(object, format!("unknown blob type {t}"))),
         };
         let mut id = [0u8; 32];
@@ -350,8 +390,9 @@ pub fn open_blob(
     salt: &[u8; 16],
     blob: &PackBlob,
     sealed: &[u8],
+    dicts: &dyn Dictionaries,
 ) -> Result<Vec<u8>> {
-    open_blob_owned(master, pack, salt, blob, sealed.to_vec())
+    open_blob_owned(master, pack, salt, blob, sealed.to_vec(), dicts)
 }
 
 /// [`open_blob`] for a sealed blob the caller no longer needs: decrypts in its buffer instead of
@@ -365,6 +406,7 @@ pub fn open_blob_owned(
     salt: &[u8; 16],
     blob: &PackBlob,
     mut sealed: Vec<u8>,
+    dicts: &dyn Dictionaries,
 ) -> Result<Vec<u8>> {
     let corrupt = |reason: &str| Error::CorruptBlob {
         blob: blob.id.to_hex(),
@@ -377,8 +419,20 @@ pub fn open_blob_owned(
         .ok_or_else(|| corrupt("authentication failed (bit rot or tampering)"))?;
     let payload = NONCE_LEN..NONCE_LEN + len;
     let plain = if blob.uncompressed_length > 0 {
-        decompress(&sealed[payload], blob.uncompressed_length as usize)
-            .map_err(|e| corrupt(&format!("decompression failed: {e}")))?
+        let payload = &sealed[payload];
+        let capacity = blob.uncompressed_length as usize;
+        match crate::dictionary::named_by(payload) {
+            // A dictionary never names another: what a frame names is in the blob's own pack.
+            Some(zid) if blob.blob_type != BlobType::Dictionary => {
+                let dict = dicts.get(zid).map_err(|e| {
+                    corrupt(&format!("compressed with dictionary {zid}, which is unusable: {e}"))
+                })?;
+                decompress_with(payload, capacity, &dict)
+            }
+            Some(zid) => Err(std::io::Error::other(format!("a dictionary names dictionary {zid}"))),
+            None => decompress(payload, capacity),
+        }
+        .map_err(|e| corrupt(&format!("decompression failed: {e}")))?
     } else {
         sealed.truncate(payload.end);
         sealed.drain(..NONCE_LEN);
@@ -410,9 +464,55 @@ fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// The dictionaries of a pack read whole (check, repair, prune's repacking), opened from its
+/// bytes: those among `blobs` that open; a blob naming one that does not fails to open itself.
+pub fn dictionaries_in<'a>(
+    master: &MasterKey,
+    pack: &Id,
+    salt: &[u8; 16],
+    blobs: impl IntoIterator<Item = &'a PackBlob>,
+    data: &[u8],
+) -> crate::dictionary::InPack {
+    crate::dictionary::InPack::new(
+        blobs.into_iter().filter(|b| b.blob_type == BlobType::Dictionary).filter_map(|b| {
+            let sealed =
+                usize::try_from(b.offset).ok().and_then(|o| data.get(o..o + b.length as usize))?;
+            open_blob(master, pack, salt, b, sealed, &crate::dictionary::NoDictionaries).ok()
+        }),
+    )
+}
+
+thread_local! {
+    /// The context for frames compressed with a dictionary (the dictionary is given per call).
+    static DICT_DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress_with(
+    payload: &[u8],
+    capacity: usize,
+    dict: &crate::dictionary::Decoder,
+) -> std::io::Result<Vec<u8>> {
+    DICT_DCTX.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let dctx = match &mut *slot {
+            Some(d) => d,
+            None => slot.insert(
+                zstd::zstd_safe::DCtx::try_create()
+                    .ok_or_else(|| std::io::Error::other("zstd context allocation failed"))?,
+            ),
+        };
+        let mut out = Vec::with_capacity(capacity);
+        dctx.decompress_using_ddict(&mut out, payload, dict.as_ddict())
+            .map_err(|code| std::io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
+        Ok(out)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dictionary::NoDictionaries;
 
     /// Two blobs through a writer; the finished pack and its bytes.
     fn build(m: &MasterKey, mut w: PackWriter, a: &[u8], b: &[u8]) -> (FinishedPack, Vec<u8>) {
@@ -443,16 +543,47 @@ mod tests {
             assert_eq!(blobs, p.blobs);
             for (blob, want) in blobs.iter().zip([&a, &b]) {
                 let s = &data[blob.offset as usize..blob.offset as usize + blob.length as usize];
-                assert_eq!(&open_blob(&m, &p.id, &salt, blob, s).unwrap(), want);
+                assert_eq!(&open_blob(&m, &p.id, &salt, blob, s, &NoDictionaries).unwrap(), want);
             }
             let mut bad = data.clone();
             bad[30] ^= 0xff;
             let s = &bad[blobs[0].offset as usize..][..blobs[0].length as usize];
             assert!(matches!(
-                open_blob(&m, &p.id, &salt, &blobs[0], s),
+                open_blob(&m, &p.id, &salt, &blobs[0], s, &NoDictionaries),
                 Err(Error::CorruptBlob { .. })
             ));
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "staged files removed");
+    }
+
+    #[test]
+    fn a_frame_naming_a_dictionary_opens_only_with_its_packs_dictionary() {
+        let m = MasterKey::generate();
+        let pieces = crate::dictionary::tests::pieces(128);
+        let refs: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let dict = Dictionary::train(&m, &refs, 3).unwrap();
+        let plain = &pieces[3];
+        let z = crate::dictionary::Compressor::default().compress(plain, &dict).unwrap();
+        let ulen = u32::try_from(plain.len()).unwrap();
+        let mut w = PackWriter::new(&m, 1 << 20);
+        assert!(w.carry(&dict));
+        assert!(w.carry(&dict), "carrying it again is a no-op");
+        w.add(m.blob_id(plain), BlobType::Data, &z, ulen).unwrap();
+        let p = w.finish().unwrap();
+        let PackData::Memory(bytes) = &p.data else { unreachable!() };
+        let (salt, blobs) = read_header(&m, &p.id.to_hex(), bytes).unwrap();
+        assert_eq!(blobs.len(), 2);
+        assert_eq!(blobs[1].blob_type, BlobType::Dictionary);
+        let sealed = |b: &PackBlob| &bytes[b.offset as usize..][..b.length as usize];
+        let dicts = dictionaries_in(&m, &p.id, &salt, &blobs, bytes);
+        assert_eq!(
+            &open_blob(&m, &p.id, &salt, &blobs[0], sealed(&blobs[0]), &dicts).unwrap(),
+            plain
+        );
+        let without = open_blob(&m, &p.id, &salt, &blobs[0], sealed(&blobs[0]), &NoDictionaries);
+        assert!(
+            matches!(&without, Err(Error::CorruptBlob { reason, .. }) if reason.contains("dictionary")),
+            "{without:?}"
+        );
     }
 }

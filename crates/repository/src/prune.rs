@@ -343,6 +343,8 @@ fn choose_repacks(
             .flatten()
             .filter(|b| !used.contains(b))
             .filter_map(|b| index.get_in(b, &pack))
+            // A dictionary serves the used blobs of its pack (format §7.2): not unused space.
+            .filter(|l| l.blob.blob_type != crate::pack::BlobType::Dictionary)
             .map(|l| u64::from(l.blob.length))
             .sum();
         if unused > 0 {
@@ -405,6 +407,14 @@ fn repack(
     for pack in sorted {
         let data = repo.backend.get(FileType::Pack, &pack.to_hex())?;
         report.repacked_packs += 1;
+        let dictionaries = index.dictionaries_in(pack);
+        let dicts = crate::pack::dictionaries_in(
+            &repo.master,
+            pack,
+            &dictionaries.first().map_or([0; 16], |d| d.salt),
+            dictionaries.iter().map(|d| &d.blob),
+            &data,
+        );
         for id in pack_blobs.get(pack).into_iter().flatten().filter(|b| used.contains(b)) {
             // This pack's copy: the blob may have others elsewhere.
             let Some(loc) = index.get_in(id, pack) else { continue };
@@ -414,8 +424,10 @@ fn repack(
                 pack: pack.to_hex(),
                 reason: "lies beyond the end of the pack".into(),
             })?;
-            let plain = crate::pack::open_blob(&repo.master, pack, &loc.salt, &loc.blob, sealed)?;
-            // Stored compressed before: compress again with the repository's level.
+            let plain =
+                crate::pack::open_blob(&repo.master, pack, &loc.salt, &loc.blob, sealed, &dicts)?;
+            // Stored compressed before: compress again with the repository's level (without a
+            // dictionary: the new pack does not carry the old one's).
             let (payload, ulen) = if loc.blob.uncompressed_length > 0 {
                 let z = zstd::bulk::compress(&plain, level)
                     .map_err(|e| Error::io("compress", "<repack>", e))?;

@@ -50,6 +50,8 @@ pub struct Repository {
     /// The names in `index/` and `prune/` when the index was last read.
     index_listing: RwLock<Option<IndexListing>>,
     lock_wait: std::sync::Mutex<std::time::Duration>,
+    /// Compression dictionaries read so far (format §7.2).
+    dictionaries: crate::dictionary::Cache,
 }
 
 impl std::fmt::Debug for Repository {
@@ -57,6 +59,11 @@ impl std::fmt::Debug for Repository {
         f.debug_struct("Repository").field("location", &self.backend.location()).finish()
     }
 }
+
+/// The format version new repositories are made with (format §14). Version 2 adds compression
+/// dictionaries (§7.2); a version-1 repository is read and written as before, without them, so
+/// the releases that made it can still read it.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Blobs per index file when an index is rewritten whole (prune, repair): reading a file holds
 /// it whole in memory (its text and its parsed form, a few hundred bytes a blob), so a large
@@ -131,7 +138,7 @@ impl Repository {
         }
         let master = MasterKey::generate();
         let config = Config {
-            version: 1,
+            version: FORMAT_VERSION,
             id: Id(crate::crypto::random()).to_hex(),
             chunker: opts.chunker,
             pack_size: opts.pack_size,
@@ -160,6 +167,7 @@ impl Repository {
             index_files: RwLock::new(Vec::new()),
             index_listing: RwLock::new(None),
             lock_wait: std::sync::Mutex::new(std::time::Duration::ZERO),
+            dictionaries: Default::default(),
         })
     }
 
@@ -236,7 +244,7 @@ impl Repository {
         };
         let config: Config =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt("config", e.to_string()))?;
-        if config.version != 1 {
+        if !(1..=FORMAT_VERSION).contains(&config.version) {
             return Err(Error::UnsupportedVersion {
                 object: "config".into(),
                 version: config.version,
@@ -252,6 +260,7 @@ impl Repository {
             index_files: RwLock::new(Vec::new()),
             index_listing: RwLock::new(None),
             lock_wait: std::sync::Mutex::new(std::time::Duration::ZERO),
+            dictionaries: Default::default(),
         })
     }
 
@@ -521,18 +530,37 @@ impl Repository {
     /// `MissingBlob`, `CorruptBlob`, backend errors.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index().get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
-        self.load_blob_at(&loc)
+        self.load_blob_in(&self.index(), &loc)
     }
 
-    /// Reads the blob at `loc`, verifying it.
-    fn load_blob_at(&self, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
+    /// Reads the blob at `loc` (found through `index`), verifying it.
+    fn load_blob_in(&self, index: &Index, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
         let sealed = self.backend.get_range(
             FileType::Pack,
             &loc.pack.to_hex(),
             loc.blob.offset,
             u64::from(loc.blob.length),
         )?;
-        crate::pack::open_blob(&self.master, &loc.pack, &loc.salt, &loc.blob, &sealed)
+        let sealed = match sealed.try_into_mut() {
+            Ok(owned) => owned.into(),
+            Err(shared) => shared.to_vec(),
+        };
+        self.open_blob(index, loc, sealed)
+    }
+
+    /// Opens a sealed blob read from `loc` (found through `index`): decrypts, decompresses with
+    /// its pack's dictionary when its frame names one, and verifies it against its id.
+    ///
+    /// # Errors
+    /// `CorruptBlob` naming blob and pack.
+    pub(crate) fn open_blob(
+        &self,
+        index: &Index,
+        loc: &crate::index::BlobLocation,
+        sealed: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let dicts = PackDictionaries { repo: self, index, pack: loc.pack };
+        crate::pack::open_blob_owned(&self.master, &loc.pack, &loc.salt, &loc.blob, sealed, &dicts)
     }
 
     /// Reads a tree blob.
@@ -549,7 +577,7 @@ impl Repository {
         let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
         // Tree packs hold only trees, read many at a time: a cache keeps them whole.
         self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
-        let data = self.load_blob_at(&loc)?;
+        let data = self.load_blob_in(index, &loc)?;
         serde_json::from_slice(&data)
             .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }
@@ -792,6 +820,40 @@ fn write_key(
     let name = Id::of_object(&json).to_hex();
     backend.create(FileType::Key, &name, Bytes::from(json))?;
     Ok(name)
+}
+
+/// The dictionaries of one pack as the index lists them, read through the repository's cache.
+struct PackDictionaries<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    pack: Id,
+}
+
+impl crate::dictionary::Dictionaries for PackDictionaries<'_> {
+    fn get(&self, zstd_id: u32) -> Result<crate::dictionary::Decoder> {
+        self.repo.dictionaries.get(&self.pack, zstd_id, || {
+            self.index
+                .dictionaries_in(&self.pack)
+                .iter()
+                .map(|loc| {
+                    let sealed = self.repo.backend.get_range(
+                        FileType::Pack,
+                        &loc.pack.to_hex(),
+                        loc.blob.offset,
+                        u64::from(loc.blob.length),
+                    )?;
+                    crate::pack::open_blob(
+                        &self.repo.master,
+                        &loc.pack,
+                        &loc.salt,
+                        &loc.blob,
+                        &sealed,
+                        &crate::dictionary::NoDictionaries,
+                    )
+                })
+                .collect()
+        })
+    }
 }
 
 #[cfg(test)]

@@ -279,6 +279,7 @@ type WindowCell = Arc<std::sync::OnceLock<Option<bytes::Bytes>>>;
 /// and reader threads fetch it while the workers are still busy with the files before: without
 /// that, every worker waited on each window's read (a disk or network round trip) in turn.
 struct PackWindows {
+    index: Arc<crate::index::Index>,
     sizes: HashMap<Id, u64>,
     cells: Mutex<Cells>,
 }
@@ -298,8 +299,12 @@ struct Cells {
 type WindowRequest = (Id, u64, WindowCell);
 
 impl PackWindows {
-    fn new(index: &crate::index::Index) -> Self {
-        Self { sizes: index.packs().collect(), cells: Mutex::new(Default::default()) }
+    fn new(index: &Arc<crate::index::Index>) -> Self {
+        Self {
+            index: index.clone(),
+            sizes: index.packs().collect(),
+            cells: Mutex::new(Default::default()),
+        }
     }
 
     /// The window that serves a blob, when it is small enough to be read through one.
@@ -387,7 +392,7 @@ impl PackWindows {
             Ok(owned) => owned.into(),
             Err(shared) => shared.to_vec(),
         };
-        crate::pack::open_blob_owned(&repo.master, &loc.pack, &loc.salt, &loc.blob, sealed)
+        repo.open_blob(&self.index, loc, sealed)
     }
 }
 

@@ -33,3 +33,6 @@ mod cache;
 
 #[path = "integration/interleaved.rs"]
 mod interleaved;
+
+#[path = "integration/dictionary.rs"]
+mod dictionary;

@@ -26,7 +26,7 @@ pub(super) fn save_chunk(
     if shared.need(&id) {
         Counters::add(&shared.data_blobs, 1);
         Counters::add(&shared.data_added, len);
-        batch.push(BlobJob { id, blob_type: BlobType::Data, data: data.into_owned() });
+        batch.push(BlobJob { id, blob_type: BlobType::Data, data: data.into_owned(), dict: None });
     }
     id
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::BackupOptions;
 use crate::backend::FileType;
+use crate::dictionary::Dictionary;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{BlobType, FinishedPack, PackWriter};
@@ -24,6 +25,8 @@ pub(super) struct BlobJob {
     pub(super) id: Id,
     pub(super) blob_type: BlobType,
     pub(super) data: Vec<u8>,
+    /// The dictionary to compress it with (format §7.2), when its file has one.
+    pub(super) dict: Option<Arc<Dictionary>>,
 }
 
 /// Blobs travel in batches: one message per small-file batch instead of per blob keeps the
@@ -35,6 +38,8 @@ struct Compressed {
     blob_type: BlobType,
     payload: Vec<u8>,
     ulen: u32,
+    /// The dictionary `payload` was compressed with: its pack must carry it.
+    dict: Option<Arc<Dictionary>>,
 }
 
 /// The key a blob is remembered by in [`Shared::seen`]: half its id, which halves the set (one
@@ -270,20 +275,26 @@ fn compressor(rx: &Mutex<Receiver<Vec<BlobJob>>>, tx: &SyncSender<Vec<Compressed
     // One context per thread: creating a zstd context per blob costs more than compressing a
     // small file.
     let mut zctx = if level > 0 { zstd::bulk::Compressor::new(level).ok() } else { None };
+    let mut with_dict = crate::dictionary::Compressor::default();
     loop {
         let batch = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(batch) = batch else { return };
         let mut out = Vec::with_capacity(batch.len());
         for job in batch {
             let raw_len = job.data.len();
-            let (payload, ulen) = match zctx.as_mut().map(|z| z.compress(&job.data)) {
-                // Keep the compressed form only when it saves at least 3% (format §6).
-                Some(Ok(c)) if c.len() * 100 <= raw_len * 97 => {
-                    (c, u32::try_from(raw_len).unwrap_or(0))
-                }
-                _ => (job.data, 0),
+            let compressed = match (&job.dict, zctx.as_mut()) {
+                (_, None) => None,
+                (Some(d), Some(_)) => with_dict.compress(&job.data, d).ok(),
+                (None, Some(z)) => z.compress(&job.data).ok(),
             };
-            out.push(Compressed { id: job.id, blob_type: job.blob_type, payload, ulen });
+            let (payload, ulen, dict) = match compressed {
+                // Keep the compressed form only when it saves at least 3% (format §6).
+                Some(c) if c.len() * 100 <= raw_len * 97 => {
+                    (c, u32::try_from(raw_len).unwrap_or(0), job.dict)
+                }
+                _ => (job.data, 0, None),
+            };
+            out.push(Compressed { id: job.id, blob_type: job.blob_type, payload, ulen, dict });
         }
         if tx.send(out).is_err() {
             return;
@@ -318,15 +329,22 @@ fn packer(
     while let Ok(batch) = rx.recv() {
         for c in batch {
             let slot = match c.blob_type {
-                BlobType::Data => &mut data,
+                BlobType::Data | BlobType::Dictionary => &mut data,
                 BlobType::Tree => &mut tree,
             };
             // Close the pack before a blob would take it past its size, so a pack never grows
             // beyond `pack_size` (only a single blob larger than that makes a bigger one).
             if slot.as_ref().is_some_and(|w| {
+                let dict = c.dict.as_deref().map_or(0, |d| w.dictionary_cost(d));
                 !w.is_empty()
-                    && w.size() + c.payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
+                    && w.size() + dict + c.payload.len() + crate::crypto::SEAL_OVERHEAD > pack_size
             }) && let Some(w) = slot.take()
+            {
+                tx.send(w.finish()?).map_err(|_| closed())?;
+            }
+            if let Some(d) = &c.dict
+                && slot.as_mut().is_some_and(|w| !w.carry(d))
+                && let Some(w) = slot.take()
             {
                 tx.send(w.finish()?).map_err(|_| closed())?;
             }
@@ -334,6 +352,11 @@ fn packer(
                 Some(w) => w,
                 None => slot.insert(new_pack(master, pack_size, staging)?),
             };
+            if let Some(d) = &c.dict
+                && !w.carry(d)
+            {
+                return Err(Error::Pipeline("a new pack refused a dictionary".into()));
+            }
             let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen)?;
             Counters::add(&shared.data_added_packed, u64::from(stored));
             if w.is_full(pack_size)
@@ -370,7 +393,7 @@ pub(super) fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, tree: T
     if shared.need(&id) {
         Counters::add(&shared.tree_blobs, 1);
         Counters::add(&shared.data_added, data.len() as u64);
-        tx.send(vec![BlobJob { id, blob_type: BlobType::Tree, data }])
+        tx.send(vec![BlobJob { id, blob_type: BlobType::Tree, data, dict: None }])
             .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
     }
     Ok(id)

@@ -468,6 +468,12 @@ fn save_fixed(
 ) -> Result<(Vec<Id>, u64)> {
     let mut ids = Vec::with_capacity(usize::try_from(size / n as u64 + 1).unwrap_or(0));
     let mut batch: Vec<BlobJob> = Vec::new();
+    // The file's first new pieces, held back to train its dictionary on (format §7.2); `None`
+    // once it is trained, or when the repository or the piece size takes none.
+    let level = repo.config().compression.level;
+    let mut held: Option<Vec<BlobJob>> =
+        (repo.config().version >= 2 && level > 0 && n <= DICTIONARY_PIECE).then(Vec::new);
+    let mut dict = None;
     let mut left = size;
     while left > 0 {
         shared.check()?;
@@ -480,12 +486,45 @@ fn save_fixed(
         }
         ids.push(save_chunk(repo, shared, &mut batch, std::borrow::Cow::Borrowed(piece)));
         left -= len as u64;
+        match &mut held {
+            Some(h) => {
+                h.append(&mut batch);
+                if h.len() >= crate::dictionary::TRAIN_PIECES {
+                    batch = train_on(repo, level, &mut held, &mut dict);
+                }
+            }
+            None => batch.iter_mut().for_each(|job| job.dict.clone_from(&dict)),
+        }
         if batch.len() >= FIXED_BATCH {
             send_blobs(tx, &mut batch)?;
         }
     }
+    if held.is_some() {
+        batch = train_on(repo, level, &mut held, &mut dict);
+    }
     send_blobs(tx, &mut batch)?;
     Ok((ids, size - left))
+}
+
+/// Pieces larger than this are compressed without a dictionary: they hold enough to compress
+/// well alone.
+const DICTIONARY_PIECE: usize = 64 * 1024;
+
+/// Trains a file's dictionary on its held-back pieces (none when they are too few or it would
+/// not help) and returns them, each to be compressed with it.
+fn train_on(
+    repo: &Repository,
+    level: i32,
+    held: &mut Option<Vec<BlobJob>>,
+    dict: &mut Option<std::sync::Arc<crate::dictionary::Dictionary>>,
+) -> Vec<BlobJob> {
+    let mut jobs = held.take().unwrap_or_default();
+    let samples: Vec<&[u8]> = jobs.iter().map(|j| j.data.as_slice()).collect();
+    *dict = crate::dictionary::Dictionary::train(&repo.master, &samples, level);
+    for job in &mut jobs {
+        job.dict.clone_from(dict);
+    }
+    jobs
 }
 
 #[cfg(test)]

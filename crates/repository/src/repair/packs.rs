@@ -16,7 +16,7 @@ use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::index::IndexPack;
 use crate::lock::LockKind;
-use crate::pack::PackBlob;
+use crate::pack::{BlobType, PackBlob};
 use crate::pack_sink::PackSink;
 use crate::progress::CancelToken;
 use crate::{Id, Repository};
@@ -112,12 +112,15 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
                 }
             },
         };
+        let dicts = crate::pack::dictionaries_in(&repo.master, &pack, &salt, &blobs, &data);
         let mut readable = Vec::new();
         let mut bad = Vec::new();
-        for b in &blobs {
+        // Dictionaries are not salvaged: the new packs store blobs compressed without them, and
+        // a lost one shows as the blobs it served that cannot be opened.
+        for b in blobs.iter().filter(|b| b.blob_type != BlobType::Dictionary) {
             let sealed =
                 usize::try_from(b.offset).ok().and_then(|o| data.get(o..o + b.length as usize));
-            match sealed.map(|s| crate::pack::open_blob(&repo.master, &pack, &salt, b, s)) {
+            match sealed.map(|s| crate::pack::open_blob(&repo.master, &pack, &salt, b, s, &dicts)) {
                 Some(Ok(plain)) => readable.push((b, plain)),
                 _ => bad.push(b.id),
             }

@@ -12,7 +12,7 @@ use holdfast_repository::restore::{RestoreOptions, restore};
 use crate::support::*;
 
 /// A one-member ustar archive.
-fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
+pub fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name.as_bytes());
     h[100..107].copy_from_slice(b"0000644");
