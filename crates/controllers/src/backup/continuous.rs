@@ -19,8 +19,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use holdfast_api::kubeblocks::Backup;
 use holdfast_api::kubeblocks::backup::{ActionPhase, ActionStatus, ActionType};
-use holdfast_api::kubeblocks::{Backup, BackupSchedule};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -32,7 +32,7 @@ use serde_json::json;
 use super::job::{self, MANAGER_VOLUME, PlannedAction};
 use super::request::Request;
 use super::status::{self, BackupInfo};
-use super::{LABEL_BACKUP_SCHEDULE, complete, delete_jobs, fail, label, patch_status};
+use super::{complete, delete_jobs, fail, patch_status};
 use crate::events::{self, EventType};
 use crate::{Context, Error, object, volume};
 
@@ -57,7 +57,7 @@ pub async fn step(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = jobs.get_opt(&job_name).await?;
 
-    if !wanted(ctx, backup).await? {
+    if !req.continuous.as_ref().is_some_and(|c| c.enabled) {
         let mut extras = None;
         if let Some(job) = &existing
             && let Some(info) = running_progress(ctx, &ns, job).await?
@@ -171,27 +171,6 @@ pub async fn step(
     }
 }
 
-/// Whether the backup's schedule still wants it: the schedule exists and its entry for the
-/// method is enabled.
-async fn wanted(ctx: &Context, backup: &Backup) -> Result<bool, Error> {
-    let Some(name) = label(backup, LABEL_BACKUP_SCHEDULE) else {
-        return Ok(false);
-    };
-    let api: Api<BackupSchedule> =
-        Api::namespaced(ctx.client.clone(), &backup.namespace().unwrap_or_default());
-    let Some(schedule) = api.get_opt(name).await? else {
-        return Ok(false);
-    };
-    if schedule.metadata.deletion_timestamp.is_some() {
-        return Ok(false);
-    }
-    Ok(schedule
-        .spec
-        .schedules
-        .iter()
-        .any(|e| e.backup_method == backup.spec.backup_method && e.enabled == Some(true)))
-}
-
 fn sync_interval(req: &Request) -> Duration {
     let seconds = req
         .actions
@@ -238,13 +217,8 @@ fn read_progress(ctx: &Context, ns: &str, pod: &Pod) -> Option<BackupInfo> {
 /// Puts a report on the action; returns its extras, which replace the Backup's (the script
 /// rewrites the whole file each time, so appending would repeat them).
 fn record(action: &mut ActionStatus, info: BackupInfo) -> Option<Vec<String>> {
-    if info.total_size.is_some() {
-        action.total_size = info.total_size;
-    }
-    if info.time_range.is_some() {
-        action.time_range = info.time_range;
-    }
-    (!info.extras.is_empty()).then_some(info.extras)
+    let extras = info.apply_to_action(action);
+    (!extras.is_empty()).then_some(extras)
 }
 
 /// The Backup's extras after a report.

@@ -63,6 +63,9 @@ pub struct Continuous {
     pub schedule: String,
     /// Its entry's cron expression for this method (`None` once the schedule is gone).
     pub cron: Option<String>,
+    /// Whether the schedule still wants the backup: it exists, is not being deleted, and its
+    /// entry for the method is enabled. Read once per reconcile, with `cron`.
+    pub enabled: bool,
 }
 
 impl Continuous {
@@ -235,14 +238,16 @@ async fn continuous(
     };
     let ns = backup.namespace().unwrap_or_default();
     let schedules: Api<BackupSchedule> = Api::namespaced(ctx.client.clone(), &ns);
-    let cron = schedules.get_opt(&schedule).await?.and_then(|s| {
-        s.spec
-            .schedules
-            .iter()
-            .find(|e| e.backup_method == backup.spec.backup_method)
-            .map(|e| e.cron_expression.clone())
+    let found = schedules.get_opt(&schedule).await?;
+    let entry = found.as_ref().and_then(|s| {
+        s.spec.schedules.iter().find(|e| e.backup_method == backup.spec.backup_method)
     });
-    Ok(Continuous { schedule, cron })
+    let live = found.as_ref().is_some_and(|s| s.metadata.deletion_timestamp.is_none());
+    Ok(Continuous {
+        cron: entry.map(|e| e.cron_expression.clone()),
+        enabled: live && entry.is_some_and(|e| e.enabled == Some(true)),
+        schedule,
+    })
 }
 
 /// The repo: the Backup's label, else the policy's `backupRepoName`, else the single default.
@@ -368,7 +373,8 @@ mod tests {
     #[test]
     fn the_archive_interval_follows_upstreams_reading_of_the_cron_expression() {
         let interval = |cron: Option<&str>| {
-            Continuous { schedule: "s".into(), cron: cron.map(str::to_string) }.archive_interval()
+            Continuous { schedule: "s".into(), cron: cron.map(str::to_string), enabled: true }
+                .archive_interval()
         };
         assert_eq!(interval(Some("*/5 * * * *")), "300s");
         assert_eq!(interval(Some("0 */2 * * *")), "7200s");

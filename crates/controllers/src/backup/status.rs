@@ -93,15 +93,22 @@ impl BackupInfo {
 
     /// Records the result on the action and the backup's extras.
     pub fn apply(self, action: &mut ActionStatus, status: &mut BackupStatus) {
+        let extras = self.apply_to_action(action);
+        if !extras.is_empty() {
+            status.extras.get_or_insert_default().extend(extras);
+        }
+    }
+
+    /// Records the size and the range on the action; returns the extras, for the caller to
+    /// place (a one-off action adds them, a continuous worker's rewritten report replaces them).
+    pub fn apply_to_action(self, action: &mut ActionStatus) -> Vec<String> {
         if self.total_size.is_some() {
             action.total_size = self.total_size;
         }
         if self.time_range.is_some() {
             action.time_range = self.time_range;
         }
-        if !self.extras.is_empty() {
-            status.extras.get_or_insert_default().extend(self.extras);
-        }
+        self.extras
     }
 }
 
