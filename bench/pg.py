@@ -57,7 +57,11 @@ def drop_caches():
         f.write("3\n")
 
 
-def timed(args, env=None):
+def timed(args, env=None, data=None):
+    if data:
+        # The segment the previous backup switched to is archived by both tools: not while
+        # the next one is timed.
+        wait_for_archiver(data)
     drop_caches()
     t = time.monotonic()
     sh(args, env=env)
@@ -180,17 +184,17 @@ shared_buffers = 512MB
                      "SELECT min(aid) FROM pgbench_accounts GROUP BY (ctid::text::point)[0]::bigint "
                      f"HAVING (ctid::text::point)[0]::bigint % 50 = {day % 50})")
             psql("CHECKPOINT")
-            # Let the archiver finish the day's WAL first (after the load, over a thousand
+            # Let the archiver finish the day's WAL first (after the load, about 80
             # segments, each pushed into both tools): backups timed while it still runs measure
             # the contention for two cores, not the tools.
             wait_for_archiver(data)
             row = {"day": day}
             for k in ks:
-                row[f"holdfast_{k}_s"] = timed([hf, "pg"] + hfopts(k) + ["backup", "--pages-per-chunk", str(k)] + conn)
+                row[f"holdfast_{k}_s"] = timed([hf, "pg"] + hfopts(k) + ["backup", "--pages-per-chunk", str(k)] + conn, data=data)
                 row[f"holdfast_{k}_bytes"] = du(hrepos[k], exclude=(os.path.join(hrepos[k], "archive"),))
             row["holdfast_s"], row["holdfast_bytes"] = row[f"holdfast_{ks[0]}_s"], row[f"holdfast_{ks[0]}_bytes"]
-            row["pgbackrest_full_s"] = timed(pgbr + ["--repo=1", "--type=full", "backup"])
-            row["pgbackrest_incr_s"] = timed(pgbr + ["--repo=2", "--type=" + ("full" if day == 1 else "incr"), "backup"])
+            row["pgbackrest_full_s"] = timed(pgbr + ["--repo=1", "--type=full", "backup"], data=data)
+            row["pgbackrest_incr_s"] = timed(pgbr + ["--repo=2", "--type=" + ("full" if day == 1 else "incr"), "backup"], data=data)
             row["pgbackrest_full_bytes"] = du(os.path.join(brepo1, "backup"))
             row["pgbackrest_incr_bytes"] = du(os.path.join(brepo2, "backup"))
             row["holdfast_wal_bytes"] = du(os.path.join(hrepo, "archive"))
