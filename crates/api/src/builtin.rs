@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Namespace, NamespaceStatus, Node, PersistentVolume, PersistentVolumeClaim,
     Pod, Secret, ServiceAccount,
@@ -51,6 +52,7 @@ impl Admit for ServiceAccount {}
 impl Admit for Job {}
 impl Admit for StorageClass {}
 impl Admit for CSIDriver {}
+impl Admit for Lease {}
 
 /// Definitions of every built-in kind served.
 pub fn definitions() -> Vec<ResourceDef> {
@@ -166,6 +168,15 @@ pub fn definitions() -> Vec<ResourceDef> {
             &[],
             false,
             vec![age()],
+        ),
+        // Leader election of `holdfast operator` replicas.
+        ResourceDef::builtin::<Lease>(
+            "leases",
+            true,
+            &[],
+            &[],
+            false,
+            vec![column("Holder", "string", ".spec.holderIdentity", 0), age()],
         ),
         ResourceDef::builtin::<Job>(
             "jobs",

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod crds_cmd;
 mod datasafed_cmd;
 mod logs_cmd;
+mod operator_cmd;
 mod pg_cmd;
 mod repo_cmd;
 mod server_cmd;
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run the embedded server: a Kubernetes-compatible API server with a SQLite store.
     Server(server_cmd::ServerArgs),
+    /// Run every controller against a Kubernetes cluster's API server, one leader among the
+    /// replicas (cluster mode).
+    Operator(operator_cmd::OperatorArgs),
     /// Print the CustomResourceDefinitions of every custom kind as YAML.
     Crds(crds_cmd::CrdsArgs),
     /// Work with a deduplicating, encrypted backup repository (restic-style commands).
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
+        Command::Operator(args) => operator_cmd::run(args),
         Command::Crds(args) => crds_cmd::run(args),
         Command::Repo(args) => repo_cmd::run(*args),
         Command::Pg(args) => pg_cmd::run(*args),

@@ -40,14 +40,23 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    run_service("holdfast server", serve_until_signal(args))
+}
+
+/// Runs a long-lived command (`server`, `operator`) with logging on stderr on a multi-threaded
+/// runtime; its failure is one line, cause chain included, then a non-zero exit (not main's
+/// multi-line report).
+pub(crate) fn run_service(
+    name: &str,
+    service: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    if let Err(error) = runtime.block_on(serve_until_signal(args)) {
-        // One line, cause chain included, then a non-zero exit (not main's multi-line report).
-        eprintln!("holdfast server: {error:#}");
+    if let Err(error) = runtime.block_on(service) {
+        eprintln!("{name}: {error:#}");
         std::process::exit(1);
     }
     Ok(())
@@ -213,7 +222,7 @@ fn print_banner(url: &str, data_dir: &Path, kubeconfig_path: &Path) {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

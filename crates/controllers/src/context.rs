@@ -32,6 +32,20 @@ pub struct Context {
     pub events: Arc<crate::events::EventCache>,
     /// The backup and restore metrics the controllers record ([`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the controllers run, and so who runs what they ask for.
+    pub mode: Mode,
+}
+
+/// How holdfast is deployed. The controllers are the same in both; only who runs their Jobs and
+/// their volumes differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `holdfast server`: one process with its own API server, which also runs the Jobs the
+    /// controllers create, provisions volumes, and is its own node and node agent.
+    Embedded,
+    /// `holdfast operator` against a cluster's API server: kubelets run the Jobs, the cluster
+    /// provisions volumes, and `holdfast agent` is the node agent on each node.
+    Cluster,
 }
 
 impl Context {
@@ -51,7 +65,15 @@ impl Context {
             retention_interval: retention::configured_interval(),
             events: Arc::default(),
             metrics: Arc::default(),
+            mode: Mode::Embedded,
         }
+    }
+
+    /// Another deployment mode.
+    #[must_use]
+    pub fn with_mode(mut self, mode: Mode) -> Context {
+        self.mode = mode;
+        self
     }
 
     /// Another namespace for holdfast's own objects.

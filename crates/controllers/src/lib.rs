@@ -25,6 +25,7 @@ pub mod events;
 pub mod finalizer;
 pub mod job_runner;
 pub mod kubeblocks_env;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod object;
@@ -50,13 +51,20 @@ pub use error::{Error, ErrorKind};
 /// others are aborted), so the caller can restart it with a backoff: half a control plane must
 /// not look healthy. A task that returns `Ok` (one-shot setup) just ends; the rest keep running.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
-    ctx.open_workload_dirs().map_err(Error::io(format!(
-        "cannot prepare the workload directories of {}",
-        ctx.data_dir.display()
-    )))?;
+    let embedded = ctx.mode == context::Mode::Embedded;
     let mut set = tokio::task::JoinSet::new();
-    spawn(&mut set, "job-runner", job_runner::run(ctx.clone()));
-    spawn(&mut set, "local-path-provisioner", provisioner::run(ctx.clone()));
+    if embedded {
+        ctx.open_workload_dirs().map_err(Error::io(format!(
+            "cannot prepare the workload directories of {}",
+            ctx.data_dir.display()
+        )))?;
+        // What a cluster's kubelets, volume provisioner and nodes do, done by this process.
+        spawn(&mut set, "job-runner", job_runner::run(ctx.clone()));
+        spawn(&mut set, "local-path-provisioner", provisioner::run(ctx.clone()));
+        let node_name = job_runner::pod::node_name();
+        spawn(&mut set, "node", node::run(ctx.clone(), node_name.clone()));
+        spawn(&mut set, "node-agent", velero::run_node_agent(ctx.clone(), node_name));
+    }
     spawn(&mut set, "snapshot", snapshot::run(ctx.clone()));
     spawn(&mut set, "backup", backup::run(ctx.clone()));
     spawn(&mut set, "backup-schedule", backup_schedule::run(ctx.clone()));
@@ -68,11 +76,8 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     spawn(&mut set, "backup-repo", backup_repo::run(ctx.clone()));
     spawn(&mut set, "action-set", action_set::run(ctx.clone()));
     spawn(&mut set, "backup-policy", backup_policy::run(ctx.clone()));
-    let node_name = job_runner::pod::node_name();
-    spawn(&mut set, "node", node::run(ctx.clone(), node_name.clone()));
     spawn(&mut set, "backup-storage-location", velero::storage_location::run(ctx.clone()));
     spawn(&mut set, "backup-repository", velero::repository::run(ctx.clone()));
-    spawn(&mut set, "node-agent", velero::run_node_agent(ctx.clone(), node_name));
 
     let result = loop {
         match set.join_next().await {

@@ -27,9 +27,20 @@ impl HoldfastServer {
     /// `env!("CARGO_BIN_EXE_holdfast")`) and returns once it printed its banner. Must be called
     /// inside a Tokio runtime: a task keeps draining the server's stdout.
     pub async fn start(exe: &Path, data_dir: &Path) -> Result<HoldfastServer, Error> {
+        Self::start_with(exe, data_dir, &[]).await
+    }
+
+    /// [`HoldfastServer::start`] with more arguments (`--no-controllers`: the API server alone,
+    /// as a cluster's API server for `holdfast operator`).
+    pub async fn start_with(
+        exe: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<HoldfastServer, Error> {
         let mut child = Command::new(exe)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -71,6 +82,11 @@ impl HoldfastServer {
         let client = kubeconfig::client_from_file(&self.data_dir.join("kubeconfig")).await?;
         kubeconfig::wait_ready(&client).await?;
         Ok(client)
+    }
+
+    /// The kubeconfig the server wrote into its data directory.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
     }
 
     /// SIGKILL (no shutdown path runs) and wait until the process is gone.

@@ -1,0 +1,204 @@
+//! `holdfast operator`: every controller against a cluster's API server (a kubeconfig, else the
+//! in-cluster service account). Replicas elect one leader through a Lease; only the leader runs
+//! the controllers, the others wait to take over. `/healthz`, `/readyz` and `/metrics` are served
+//! on a plain HTTP port for the kubelet's probes and Prometheus.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use holdfast_controllers::context::Mode;
+use holdfast_controllers::lease::{Candidate, Standing};
+
+/// Options of `holdfast operator`.
+#[derive(clap::Args)]
+pub struct OperatorArgs {
+    /// The cluster's kubeconfig. Default: the in-cluster service account, else `$KUBECONFIG`,
+    /// else `~/.kube/config`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace for holdfast's own objects (generated Secrets, the leader Lease).
+    #[arg(long, env = "HOLDFAST_NAMESPACE", default_value = "holdfast-system")]
+    pub namespace: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (plain HTTP).
+    #[arg(long, env = "HOLDFAST_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
+    pub health_listen: SocketAddr,
+    /// This replica's name in the Lease. Default: `$POD_NAME`, else the host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a leader's Lease holds without renewal before another replica takes over.
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: humantime::Duration,
+    /// The Lease's name.
+    #[arg(long, default_value = "holdfast-operator")]
+    pub lease_name: String,
+    /// Directory for the controllers' local state.
+    #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "/var/lib/holdfast")]
+    pub data_dir: PathBuf,
+}
+
+pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    crate::server_cmd::run_service("holdfast operator", operate(args))
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no cluster found: not in a pod, and no usable $KUBECONFIG or ~/.kube/config \
+             (give --kubeconfig FILE)",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot build a client for the cluster")
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "holdfast".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// What the probes and Prometheus see.
+struct Health {
+    /// The API server answered the last lease attempt.
+    ready: AtomicBool,
+    leading: AtomicBool,
+    metrics: Arc<holdfast_controllers::metrics::Metrics>,
+}
+
+async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.health_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.health_listen))?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let duration: Duration = args.lease_duration.into();
+    if duration < Duration::from_secs(3) {
+        anyhow::bail!("--lease-duration {} is too short: give 3s or more", args.lease_duration);
+    }
+    let holdfast_exe =
+        std::env::current_exe().context("cannot find the holdfast executable's path")?;
+    let ctx = Arc::new(
+        holdfast_controllers::Context::new(client.clone(), &args.data_dir, holdfast_exe)
+            .with_system_namespace(&args.namespace)
+            .with_mode(Mode::Cluster),
+    );
+    let health = Arc::new(Health {
+        ready: AtomicBool::new(false),
+        leading: AtomicBool::new(false),
+        metrics: ctx.metrics.clone(),
+    });
+    let local = listener.local_addr().context("cannot read the listening address")?;
+    println!("holdfast operator {identity}: health and metrics on http://{local}");
+    tracing::info!(%identity, namespace = %args.namespace, lease = %args.lease_name, "starting");
+    let server = tokio::spawn(serve_health(listener, health.clone()));
+
+    let mut candidate =
+        Candidate::new(client, &args.namespace, &args.lease_name, &identity, duration);
+    let mut controllers: Option<tokio::task::JoinHandle<()>> = None;
+    let shutdown = crate::server_cmd::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let standing = candidate.try_lead().await;
+        health.ready.store(standing.is_ok(), Ordering::Relaxed);
+        match standing {
+            Ok(Standing::Leading) => {
+                if controllers.is_none() {
+                    tracing::info!(%identity, "leading: starting the controllers");
+                    controllers = Some(tokio::spawn(run_controllers(ctx.clone())));
+                }
+            }
+            Ok(Standing::Following { holder }) => {
+                if let Some(task) = controllers.take() {
+                    tracing::warn!(%identity, ?holder, "lost the lease: stopping the controllers");
+                    task.abort();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach the lease");
+                if candidate.must_stop()
+                    && let Some(task) = controllers.take()
+                {
+                    tracing::warn!(%identity, "lease not renewed in time: stopping the controllers");
+                    task.abort();
+                }
+            }
+        }
+        health.leading.store(controllers.is_some(), Ordering::Relaxed);
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(candidate.retry_period()) => {}
+        }
+    }
+    // Hand over: stop acting first, then free the lease so a successor starts at once.
+    if let Some(task) = controllers.take() {
+        task.abort();
+        let _ = task.await;
+    }
+    if let Err(error) = candidate.release().await {
+        tracing::warn!(%error, "cannot release the lease; the next leader waits for it to expire");
+    }
+    server.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The controllers, restarted with a growing delay when the set fails.
+async fn run_controllers(ctx: Arc<holdfast_controllers::Context>) {
+    let system_namespace = ctx.system_namespace.clone();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match holdfast_controllers::run(ctx.clone()).await {
+            Ok(()) => tracing::warn!(?delay, "controllers stopped; restarting"),
+            Err(error) => {
+                tracing::error!(%error, namespace = %system_namespace, ?delay, "controllers failed; restarting");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let ready = health.clone();
+    let metrics = health.clone();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "the API server is not reachable")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                let leading = u8::from(metrics.leading.load(Ordering::Relaxed));
+                format!(
+                    "# HELP holdfast_operator_leader Whether this replica holds the lease and runs the controllers.\n\
+                     # TYPE holdfast_operator_leader gauge\n\
+                     holdfast_operator_leader {leading}\n{}",
+                    metrics.metrics.render()
+                )
+            }),
+        );
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "the health server stopped");
+    }
+}
