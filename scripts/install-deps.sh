@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools holdfast's tests drive for real, and ONLY those that are missing:
-# PostgreSQL server binaries, pgBackRest, restic, borg, sqlite3, jq, kubectl, the moto S3 server.
+# PostgreSQL server binaries, pgBackRest, restic, borg, sqlite3, jq, kubectl, the moto S3 server,
+# the Python kubernetes client and kubernetes-validate.
 # Idempotent: a second run installs nothing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -83,6 +84,11 @@ fi
 # --- the Python `kubernetes` client (crates/apiserver/tests/python_client.rs) ------------------
 if ! "$PY" -c 'import kubernetes' >/dev/null 2>&1; then
     pip_install kubernetes
+fi
+
+# --- kubernetes-validate: offline schema checks of deploy/ and examples/ (crates/cli/tests/deploy.rs)
+if ! "$PY" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
+    pip_install kubernetes-validate
 fi
 
 log "ok: $(kubectl version --client 2>/dev/null | head -1 || echo 'kubectl ?'); restic $(restic version 2>/dev/null | awk '{print $2}'); $(borg --version 2>/dev/null)"
