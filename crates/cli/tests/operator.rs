@@ -1,7 +1,9 @@
 //! Cluster mode's leader election: two `holdfast operator` replicas against `holdfast server
-//! --no-controllers` (the API server alone, standing in for a cluster's). Exactly one leads and
-//! runs the controllers; killed, it is replaced within the lease duration; stopped with SIGTERM,
-//! it hands the lease over at once.
+//! --no-controllers` (the API server alone, standing in for a cluster's), authenticated as the
+//! ServiceAccount of `deploy/rbac.yaml` with a token from `kubectl create token`, so the server's
+//! RBAC holds them to the shipped Roles. Exactly one leads and runs the controllers; killed, it is
+//! replaced within the lease duration; stopped with SIGTERM, it hands the lease over at once; and
+//! no call they made was refused.
 
 #[path = "common/poll.rs"]
 mod poll;
@@ -13,9 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use holdfast_testkit::HoldfastServer;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -92,12 +93,28 @@ async fn one_replica_leads_and_another_takes_over_when_it_dies_or_stops() -> Res
     let server =
         HoldfastServer::start_with(exe, &dir.path().join("server"), &["--no-controllers"]).await?;
     let client = server.client().await?;
-    // What the installation manifests create before the operator starts.
-    let ns: Namespace = serde_json::from_value(
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "holdfast-system"}}),
-    )?;
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
-    let kubeconfig = server.kubeconfig_path();
+    // What the installation manifests create before the operator starts, and a token of its
+    // ServiceAccount (the server already serves the CRDs).
+    let admin = server.kubeconfig_path();
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let cache = dir.path().join("kubectl-cache");
+    for file in ["namespace.yaml", "rbac.yaml"] {
+        let path = deploy.join(file);
+        kubectl_ok(
+            &admin,
+            &cache,
+            &["apply", "-n", "holdfast-system", "-f", path.to_str().context("utf-8")?],
+        )
+        .await?;
+    }
+    let token = kubectl_ok(
+        &admin,
+        &cache,
+        &["create", "token", "holdfast-operator", "-n", "holdfast-system", "--duration", "1h"],
+    )
+    .await?;
+    let kubeconfig = dir.path().join("operator-kubeconfig");
+    std::fs::write(&kubeconfig, with_token(&std::fs::read_to_string(&admin)?, token.trim())?)?;
     let mut replicas = vec![
         Operator::start(exe, &kubeconfig, "replica-a", dir.path().join("a")).await?,
         Operator::start(exe, &kubeconfig, "replica-b", dir.path().join("b")).await?,
@@ -153,5 +170,37 @@ async fn one_replica_leads_and_another_takes_over_when_it_dies_or_stops() -> Res
         .context("the operator did not stop within 20 s of SIGTERM")??;
     assert!(exit.success(), "a clean stop: {exit}");
     assert_eq!(holder(&leases).await?, None, "the lease was released");
+
+    // The shipped Roles allowed every call the replicas made.
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let metrics = client.request_text(request).await?;
+    let refused: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{") && l.contains("code=\"403\""))
+        .collect();
+    assert!(refused.is_empty(), "calls outside deploy/rbac.yaml: {refused:#?}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("apiserver_request_total{")
+            && l.contains("resource=\"leases\"")
+            && l.contains("verb=\"PUT\"")),
+        "the replicas' lease renewals are counted"
+    );
     Ok(())
+}
+
+/// Runs kubectl with `kubeconfig`; its stdout, or the failure with its stderr.
+async fn kubectl_ok(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Result<String> {
+    let out = holdfast_testkit::kubeconfig::kubectl(kubeconfig, cache, args).output().await?;
+    if !out.status.success() {
+        bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The admin kubeconfig with `token` as its credentials.
+fn with_token(kubeconfig: &str, token: &str) -> Result<String> {
+    let line =
+        kubeconfig.lines().find(|l| l.trim_start().starts_with("token:")).context("no token")?;
+    let admin = line.trim_start().trim_start_matches("token:").trim().trim_matches('"');
+    Ok(kubeconfig.replace(admin, token))
 }

@@ -48,10 +48,14 @@ pub const GROUP: &str = "snapshot.storage.k8s.io";
 /// Installs the embedded driver's `CSIDriver` and default class, then runs the snapshot and
 /// content controllers until one stops.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
-    driver::ensure_csi_driver(&ctx).await?;
-    class::ensure_default_class(&ctx).await?;
-    let snapshots = driver::LocalPathDriver::new(&ctx);
-    driver::blocking(move || snapshots.empty_trash()).await?;
+    // The embedded driver snapshots local-path volumes on this host: a cluster has its own
+    // drivers (and the operator no right to register one).
+    if ctx.mode == crate::context::Mode::Embedded {
+        driver::ensure_csi_driver(&ctx).await?;
+        class::ensure_default_class(&ctx).await?;
+        let snapshots = driver::LocalPathDriver::new(&ctx);
+        driver::blocking(move || snapshots.empty_trash()).await?;
+    }
     tokio::select! {
         stopped = volume_snapshot::run(ctx.clone()) => stopped,
         stopped = content::run(ctx) => stopped,
