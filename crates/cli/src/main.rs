@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod crds_cmd;
 mod datasafed_cmd;
+mod install_tools_cmd;
 mod logs_cmd;
 mod operator_cmd;
 mod pg_cmd;
@@ -29,6 +30,9 @@ enum Command {
     /// Run every controller against a Kubernetes cluster's API server, one leader among the
     /// replicas (cluster mode).
     Operator(operator_cmd::OperatorArgs),
+    /// Copy this binary into a directory as `holdfast` and `datasafed` (what cluster-mode Jobs'
+    /// init containers run, so any image can call both).
+    InstallTools(install_tools_cmd::InstallToolsArgs),
     /// Print the CustomResourceDefinitions of every custom kind as YAML.
     Crds(crds_cmd::CrdsArgs),
     /// Work with a deduplicating, encrypted backup repository (restic-style commands).
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
         Command::Operator(args) => operator_cmd::run(args),
+        Command::InstallTools(args) => install_tools_cmd::run(args),
         Command::Crds(args) => crds_cmd::run(args),
         Command::Repo(args) => repo_cmd::run(*args),
         Command::Pg(args) => pg_cmd::run(*args),

@@ -35,6 +35,10 @@ pub struct OperatorArgs {
     /// The Lease's name.
     #[arg(long, default_value = "holdfast-operator")]
     pub lease_name: String,
+    /// The holdfast image Jobs copy `holdfast` and `datasafed` from (an init container of each
+    /// Job). Default: this pod's own image (read through `$POD_NAME`).
+    #[arg(long, env = "HOLDFAST_IMAGE")]
+    pub image: Option<String>,
     /// Directory for the controllers' local state.
     #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "/var/lib/holdfast")]
     pub data_dir: PathBuf,
@@ -68,6 +72,16 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The image of this operator's own container, when it runs in a pod named `$POD_NAME`.
+async fn own_image(client: &kube::Client, namespace: &str) -> Option<String> {
+    let name = std::env::var("POD_NAME").ok()?;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let spec = pods.get_opt(&name).await.ok()??.spec?;
+    let containers = &spec.containers;
+    containers.iter().find(|c| c.name == "operator").or(containers.first())?.image.clone()
+}
+
 /// What the probes and Prometheus see.
 struct Health {
     /// The API server answered the last lease attempt.
@@ -86,12 +100,19 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     if duration < Duration::from_secs(3) {
         anyhow::bail!("--lease-duration {} is too short: give 3s or more", args.lease_duration);
     }
+    let image = match args.image.clone() {
+        Some(image) => image,
+        None => own_image(&client, &args.namespace).await.context(
+            "cannot tell the holdfast image Jobs copy their tools from: give --image              (in a pod, it is read from the pod's own spec through $POD_NAME)",
+        )?,
+    };
     let holdfast_exe =
         std::env::current_exe().context("cannot find the holdfast executable's path")?;
     let ctx = Arc::new(
         holdfast_controllers::Context::new(client.clone(), &args.data_dir, holdfast_exe)
             .with_system_namespace(&args.namespace)
-            .with_mode(Mode::Cluster),
+            .with_mode(Mode::Cluster)
+            .with_image(image),
     );
     let health = Arc::new(Health {
         ready: AtomicBool::new(false),

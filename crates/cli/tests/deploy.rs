@@ -137,6 +137,8 @@ fn the_operator_reports_an_unusable_kubeconfig_in_one_line() {
         "/nonexistent",
         "--kubeconfig",
         "/nonexistent/kubeconfig",
+        "--image",
+        "registry.example/holdfast:test",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

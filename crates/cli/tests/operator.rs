@@ -34,6 +34,7 @@ impl Operator {
     async fn start(exe: &Path, kubeconfig: &Path, identity: &str, data: PathBuf) -> Result<Self> {
         let mut child = Command::new(exe)
             .args(["operator", "--health-listen", "127.0.0.1:0", "--lease-duration", "3s"])
+            .args(["--image", "registry.example/holdfast:test"])
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--identity", identity, "--data-dir"])

@@ -314,7 +314,7 @@ async fn handle_running(ctx: &Context, backup: Backup) -> Result<Action, Error> 
                 Ok(job) => job,
                 Err(reason) => return fail(ctx, &backup, reason).await,
             };
-            object::create_unless_exists(&jobs, &job).await?;
+            crate::executor::create_job(ctx, &jobs, &job).await?;
             let action = &mut actions[i];
             action.phase = Some(ActionPhase::Running);
             action.start_timestamp = Some(Time(ctx.clock.now()));

@@ -34,6 +34,9 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where the controllers run, and so who runs what they ask for.
     pub mode: Mode,
+    /// The holdfast image cluster-mode Jobs copy `holdfast` and `datasafed` from
+    /// ([`crate::executor`]); unused in embedded mode.
+    pub image: Option<String>,
 }
 
 /// How holdfast is deployed. The controllers are the same in both; only who runs their Jobs and
@@ -66,7 +69,15 @@ impl Context {
             events: Arc::default(),
             metrics: Arc::default(),
             mode: Mode::Embedded,
+            image: None,
         }
+    }
+
+    /// The holdfast image for cluster-mode Jobs.
+    #[must_use]
+    pub fn with_image(mut self, image: impl Into<String>) -> Context {
+        self.image = Some(image.into());
+        self
     }
 
     /// Another deployment mode.
@@ -119,9 +130,15 @@ impl Context {
         self.data_dir.join("jobs")
     }
 
-    /// The directory put first on every job process's PATH; it holds `datasafed`.
+    /// Where Jobs find `datasafed` and `holdfast` (`DP_DATASAFED_BIN_PATH`): in embedded mode the
+    /// directory put first on every job process's PATH, in cluster mode the one the executor
+    /// mounts into every Job container.
     pub fn bin_dir(&self) -> PathBuf {
-        self.data_dir.join("bin")
+        match self.mode {
+            Mode::Embedded => self.data_dir.join("bin"),
+            // Inside the Job's containers, where the executor puts the tools.
+            Mode::Cluster => PathBuf::from(crate::executor::CLUSTER_BIN_DIR),
+        }
     }
 
     /// Lets job processes that run as another user than the server (a pod's `runAsUser`), and

@@ -22,6 +22,7 @@ pub mod condition;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod executor;
 pub mod finalizer;
 pub mod job_runner;
 pub mod kubeblocks_env;

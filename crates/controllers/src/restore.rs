@@ -440,7 +440,8 @@ async fn prepare_data(
                         backoff_limit: restore.spec.backoff_limit,
                         active_deadline_seconds: None,
                     };
-                    object::create_or_get(&jobs, &job::build(restore, parts)).await?
+                    crate::executor::create_or_get_job(ctx, &jobs, &job::build(restore, parts))
+                        .await?
                 }
             };
             record(ctx, status, "prepareData", &set.backup.name_any(), &existing);
@@ -556,7 +557,7 @@ async fn readiness(ctx: &Context, restore: &Restore, plan: &Plan) -> Result<Step
                 backoff_limit: Some(0),
                 active_deadline_seconds: None,
             };
-            object::create_or_get(&jobs, &job::build(restore, parts)).await?
+            crate::executor::create_or_get_job(ctx, &jobs, &job::build(restore, parts)).await?
         }
     };
     Ok(match state(&existing) {
@@ -762,7 +763,7 @@ async fn post_ready(
             let name = wanted.name_any();
             let existing = match jobs.get_opt(&name).await? {
                 Some(j) => j,
-                None => object::create_or_get(&jobs, &wanted).await?,
+                None => crate::executor::create_or_get_job(ctx, &jobs, &wanted).await?,
             };
             record(ctx, status, "postReady", &backup_name, &existing);
             match state(&existing) {

@@ -34,7 +34,7 @@ use super::request::Request;
 use super::status::{self, BackupInfo};
 use super::{complete, delete_jobs, fail, patch_status};
 use crate::events::{self, EventType};
-use crate::{Context, Error, object, volume};
+use crate::{Context, Error, volume};
 
 /// Upstream's code default for `syncProgress.intervalSeconds` (the CRD's is 60).
 const DEFAULT_SYNC_SECONDS: u64 = 5;
@@ -96,7 +96,7 @@ pub async fn step(
             Ok(job) => job,
             Err(reason) => return fail(ctx, backup, reason).await,
         };
-        object::create_unless_exists(&jobs, &job).await?;
+        crate::executor::create_job(ctx, &jobs, &job).await?;
         let action = &mut actions[i];
         action.phase = Some(ActionPhase::Running);
         action.start_timestamp.get_or_insert_with(|| Time(ctx.clock.now()));

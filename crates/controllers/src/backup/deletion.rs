@@ -116,7 +116,7 @@ pub async fn handle(ctx: &Context, backup: &Backup) -> Result<Action, Error> {
     let delete_job = job::build_delete_job(ctx, backup, &access, &path, DELETE_BACKOFF_LIMIT);
     let job_name = delete_job.name_any();
     let Some(existing) = jobs.get_opt(&job_name).await? else {
-        object::create_unless_exists(&jobs, &delete_job).await?;
+        crate::executor::create_job(ctx, &jobs, &delete_job).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
     match job::state(&existing) {
@@ -159,7 +159,7 @@ async fn pre_delete(
         let job = job::build_pre_delete_job(ctx, &req, index, pod_name, &spec);
         let job_name = job.name_any();
         let Some(existing) = jobs.get_opt(&job_name).await? else {
-            object::create_unless_exists(jobs, &job).await?;
+            crate::executor::create_job(ctx, jobs, &job).await?;
             return Ok(Some(Action::requeue(Duration::from_secs(60))));
         };
         match job::state(&existing) {

@@ -384,7 +384,10 @@ pub(super) async fn precheck(
     };
     let job = match old_job {
         Some(j) => j,
-        None => object::create_or_get(&jobs, &precheck_job(repo, &name, &ns, digest)).await?,
+        None => {
+            crate::executor::create_or_get_job(ctx, &jobs, &precheck_job(repo, &name, &ns, digest))
+                .await?
+        }
     };
     let class = claim.spec.as_ref().and_then(|s| s.storage_class_name.clone());
     let class =
