@@ -103,7 +103,7 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     let image = match args.image.clone() {
         Some(image) => image,
         None => own_image(&client, &args.namespace).await.context(
-            "cannot tell the holdfast image Jobs copy their tools from: give --image              (in a pod, it is read from the pod's own spec through $POD_NAME)",
+            "cannot tell the holdfast image Jobs copy their tools from: give --image (in a pod, it is read from the pod's own spec through $POD_NAME)",
         )?,
     };
     let holdfast_exe =
@@ -130,13 +130,19 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     let shutdown = crate::server_cmd::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let standing = candidate.try_lead().await;
+        // Bounded: a leader whose renewal hangs must still stop before its lease can expire.
+        let standing = tokio::time::timeout(candidate.retry_period(), candidate.try_lead())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the API server did not answer within a third of the lease")
+            })
+            .and_then(|r| r.map_err(anyhow::Error::from));
         health.ready.store(standing.is_ok(), Ordering::Relaxed);
         match standing {
             Ok(Standing::Leading) => {
                 if controllers.is_none() {
                     tracing::info!(%identity, "leading: starting the controllers");
-                    controllers = Some(tokio::spawn(run_controllers(ctx.clone())));
+                    controllers = Some(tokio::spawn(crate::server_cmd::supervise(ctx.clone())));
                 }
             }
             Ok(Standing::Following { holder }) => {
@@ -146,7 +152,7 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot reach the lease");
+                tracing::warn!(error = %format!("{error:#}"), "cannot reach the lease");
                 if candidate.must_stop()
                     && let Some(task) = controllers.take()
                 {
@@ -172,22 +178,6 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     server.abort();
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The controllers, restarted with a growing delay when the set fails.
-async fn run_controllers(ctx: Arc<holdfast_controllers::Context>) {
-    let system_namespace = ctx.system_namespace.clone();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match holdfast_controllers::run(ctx.clone()).await {
-            Ok(()) => tracing::warn!(?delay, "controllers stopped; restarting"),
-            Err(error) => {
-                tracing::error!(%error, namespace = %system_namespace, ?delay, "controllers failed; restarting");
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(60));
-    }
 }
 
 async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {

@@ -187,25 +187,29 @@ async fn spawn_controllers(
         .await
         .map_err(|e| anyhow::anyhow!("cannot create namespace {system_namespace}: {e}"))?;
     let metrics = ctx.metrics.clone();
-    let task = tokio::spawn(async move {
-        const FIRST: Duration = Duration::from_secs(1);
-        const MAX: Duration = Duration::from_secs(60);
-        let mut delay = FIRST;
-        loop {
-            let started = Instant::now();
-            match holdfast_controllers::run(ctx.clone()).await {
-                Ok(()) => tracing::warn!(?delay, "controllers stopped; restarting"),
-                Err(error) => tracing::error!(%error, ?delay, "controllers failed; restarting"),
-            }
-            // A run that lasted a while was healthy: start the backoff over.
-            if started.elapsed() > MAX {
-                delay = FIRST;
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX);
-        }
-    });
+    let task = tokio::spawn(supervise(ctx));
     Ok((task, metrics))
+}
+
+/// Runs the controller set for ever, restarting it with a growing delay when it fails (shared by
+/// the server and the operator's leader).
+pub(crate) async fn supervise(ctx: Arc<holdfast_controllers::Context>) {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+    let mut delay = FIRST;
+    loop {
+        let started = Instant::now();
+        match holdfast_controllers::run(ctx.clone()).await {
+            Ok(()) => tracing::warn!(?delay, "controllers stopped; restarting"),
+            Err(error) => tracing::error!(%error, ?delay, "controllers failed; restarting"),
+        }
+        // A run that lasted a while was healthy: start the backoff over.
+        if started.elapsed() > MAX {
+            delay = FIRST;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX);
+    }
 }
 
 fn print_banner(url: &str, data_dir: &Path, kubeconfig_path: &Path) {

@@ -46,8 +46,8 @@ pub enum Mode {
     /// `holdfast server`: one process with its own API server, which also runs the Jobs the
     /// controllers create, provisions volumes, and is its own node and node agent.
     Embedded,
-    /// `holdfast operator` against a cluster's API server: kubelets run the Jobs, the cluster
-    /// provisions volumes, and `holdfast agent` is the node agent on each node.
+    /// `holdfast operator` against a cluster's API server: kubelets run the Jobs and the cluster
+    /// provisions volumes; node-local work belongs to a node agent on each node (not built yet).
     Cluster,
 }
 

@@ -76,6 +76,9 @@ impl Candidate {
     /// # Errors
     /// The API server's (a lost race is not an error: it reports `Following`).
     pub async fn try_lead(&mut self) -> Result<Standing, kube::Error> {
+        // A successor counts from when it sees the new record, which is after this: renewing
+        // from here keeps the leader's deadline on the safe side of a slow write.
+        let started = Instant::now();
         let now = MicroTime(jiff::Timestamp::now());
         let seconds = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
         let Some(current) = self.api.get_opt(&self.name).await? else {
@@ -91,7 +94,7 @@ impl Candidate {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(self.won()),
+                Ok(_) => Ok(self.won(started)),
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     Ok(Standing::Following { holder: None })
                 }
@@ -133,7 +136,7 @@ impl Candidate {
             ..spec
         });
         match self.api.replace(&self.name, &PostParams::default(), &next).await {
-            Ok(_) => Ok(self.won()),
+            Ok(_) => Ok(self.won(started)),
             // Someone else wrote it first: theirs is the newer record.
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 self.renewed = None;
@@ -143,8 +146,8 @@ impl Candidate {
         }
     }
 
-    fn won(&mut self) -> Standing {
-        self.renewed = Some(Instant::now());
+    fn won(&mut self, started: Instant) -> Standing {
+        self.renewed = Some(started);
         self.observed = None;
         Standing::Leading
     }

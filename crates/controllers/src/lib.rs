@@ -52,9 +52,8 @@ pub use error::{Error, ErrorKind};
 /// others are aborted), so the caller can restart it with a backoff: half a control plane must
 /// not look healthy. A task that returns `Ok` (one-shot setup) just ends; the rest keep running.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
-    let embedded = ctx.mode == context::Mode::Embedded;
     let mut set = tokio::task::JoinSet::new();
-    if embedded {
+    if ctx.mode == context::Mode::Embedded {
         ctx.open_workload_dirs().map_err(Error::io(format!(
             "cannot prepare the workload directories of {}",
             ctx.data_dir.display()

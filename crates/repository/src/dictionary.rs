@@ -124,7 +124,7 @@ impl Dictionaries for NoDictionaries {
     }
 }
 
-/// Makes a reader's dictionary from its stored bytes, checking the id it was found under.
+/// Makes a reader's dictionary from its stored bytes; with the zstd id frames name it by.
 ///
 /// # Errors
 /// The bytes are not a zstd dictionary.

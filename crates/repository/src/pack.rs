@@ -4,7 +4,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use std::path::Path;
-
 use std::sync::Arc;
 
 use crate::Id;

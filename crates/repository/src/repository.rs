@@ -529,8 +529,9 @@ impl Repository {
     /// # Errors
     /// `MissingBlob`, `CorruptBlob`, backend errors.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.index().get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
-        self.load_blob_in(&self.index(), &loc)
+        let index = self.index();
+        let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
+        self.load_blob_in(&index, &loc)
     }
 
     /// Reads the blob at `loc` (found through `index`), verifying it.

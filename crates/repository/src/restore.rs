@@ -495,13 +495,13 @@ fn worker(ctx: &Ctx<'_>, windows: &PackWindows, rx: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// Reads one chunk and writes it at its offset (a hole instead of zeros when sparse, `writing`
-/// held across the write when given). Stored data that cannot be read is returned, not raised:
-/// it spoils this file only, and the caller reports it once.
+/// Reads one chunk of a small file and writes it at its offset (a hole instead of zeros when
+/// sparse). Stored data that cannot be read is returned, not raised: it spoils this file only,
+/// and the caller reports it once.
 fn write_chunk(
     ctx: &Ctx<'_>,
     windows: &PackWindows,
-    (file, path, writing): (&File, &Path, Option<&Mutex<()>>),
+    (file, path): (&File, &Path),
     loc: &BlobLocation,
     offset: u64,
 ) -> Result<Option<Error>> {
@@ -511,7 +511,6 @@ fn write_chunk(
         Err(e) => return Err(e),
     };
     if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
-        let _writing = writing.map(|w| w.lock().unwrap_or_else(|e| e.into_inner()));
         file.write_all_at(&data, offset).map_err(|e| Error::io("write", path, e))?;
     }
     Counters::add(&ctx.counters.bytes_read, data.len() as u64);
@@ -599,7 +598,7 @@ fn restore_small(ctx: &Ctx<'_>, windows: &PackWindows, f: SmallFile) -> Result<(
         file.set_len(node.size).map_err(|e| Error::io("truncate", &path, e))?;
     }
     for (loc, offset) in &chunks {
-        if let Some(e) = write_chunk(ctx, windows, (&file, &path, None), loc, *offset)? {
+        if let Some(e) = write_chunk(ctx, windows, (&file, &path), loc, *offset)? {
             if !damaged {
                 ctx.damaged(&path, &e);
             }
