@@ -99,9 +99,14 @@ async fn patch_status(
     Ok(())
 }
 
-async fn reconcile(pb: Arc<PostgresBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = pb.namespace().unwrap_or_default();
+async fn reconcile(obj: Arc<PostgresBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
     let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    // The cached object may predate this controller's own last status patch: a stale `Running`
+    // of a backup that has since finished would take it again.
+    let Some(pb) = api.get_opt(&obj.name_any()).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     if pb.metadata.deletion_timestamp.is_some() {
         return delete(&ctx, &pb, &api).await;
     }

@@ -92,7 +92,15 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     reconciler::run("restore", controller, ctx, reconcile).await
 }
 
-async fn reconcile(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(obj: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // The cached object may predate this controller's own last status patch. Deciding on it
+    // could run a completed step again: a Serial restore deletes each completed Job, so a stale
+    // status without that Job's record would create it again over data already restored.
+    let api: Api<Restore> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(restore) = api.get_opt(&obj.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     if restore.metadata.deletion_timestamp.is_some() {
         // Owned Jobs go with it (owner references); nothing else to undo.
         return Ok(Action::await_change());
@@ -448,6 +456,9 @@ async fn prepare_data(
             match state(&existing) {
                 JobState::Complete => {
                     if cfg.volume_claim_restore_policy == VolumeClaimRestorePolicy::Serial {
+                        // The record of its completion is stored before the Job goes: without
+                        // either, the next reconcile would run it again.
+                        write_status(ctx, restore, status).await?;
                         // Release the claims before the next replica starts.
                         let dp = DeleteParams {
                             propagation_policy: Some(PropagationPolicy::Background),
