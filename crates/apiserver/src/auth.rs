@@ -474,6 +474,7 @@ struct AuthenticatorInner {
     issuer: Issuer,
     authorizer: Authorizer,
     server: ApiServer,
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }
 
 impl Authenticator {
@@ -485,8 +486,15 @@ impl Authenticator {
                 issuer,
                 authorizer,
                 server: server.clone(),
+                audit: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Records every request this layer sees in `log` from now on (once; a later call is
+    /// ignored and returns false).
+    pub fn set_audit_log(&self, log: crate::audit::AuditLog) -> bool {
+        self.inner.audit.set(log).is_ok()
     }
 
     /// The static tokens of `<dir>/tokens` and the ServiceAccount key `<dir>/pki/sa.key`, each
@@ -581,27 +589,51 @@ pub async fn authenticate(
     request: Request<Body>,
     next: Next,
 ) -> Response {
-    let user = bearer(&request).and_then(|t| auth.authenticate_token(t));
-    let Some(user) = user else {
-        if is_anonymous_path(request.uri().path()) {
-            return next.run(request).await;
-        }
-        tracing::debug!(path = %request.uri().path(), "rejected request without a valid bearer token");
-        return status_response(StatusCode::UNAUTHORIZED, &unauthorized_body());
-    };
+    let received = jiff::Timestamp::now();
     let info =
         RequestInfo::from_request(request.method(), request.uri().path(), request.uri().query());
+    let uri = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let user_agent =
+        request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let audit = |user: Option<&User>, response: &Response| {
+        if let Some(log) = auth.inner.audit.get() {
+            log.record(&crate::audit::Entry {
+                info: &info,
+                user,
+                uri: &uri,
+                user_agent: user_agent.as_deref(),
+                code: response.status().as_u16(),
+                received,
+            });
+        }
+    };
+    let user = bearer(&request).and_then(|t| auth.authenticate_token(t));
+    let Some(user) = user else {
+        let response = if is_anonymous_path(request.uri().path()) {
+            next.run(request).await
+        } else {
+            tracing::debug!(path = %request.uri().path(), "rejected request without a valid bearer token");
+            status_response(StatusCode::UNAUTHORIZED, &unauthorized_body())
+        };
+        audit(None, &response);
+        return response;
+    };
     let decision = auth.inner.authorizer.authorize(&user, &info);
     if !decision.allowed {
         tracing::debug!(user = %user.name, verb = %info.verb, path = %info.path, "forbidden");
-        return status_response(StatusCode::FORBIDDEN, &info.forbidden(&user.name));
+        let response = status_response(StatusCode::FORBIDDEN, &info.forbidden(&user.name));
+        audit(Some(&user), &response);
+        return response;
     }
-    let mut request = match about_the_caller(&auth, &user, &info, request).await {
-        Ok(response) => return response,
-        Err(request) => request,
+    let response = match about_the_caller(&auth, &user, &info, request).await {
+        Ok(response) => response,
+        Err(mut request) => {
+            request.extensions_mut().insert(user.clone());
+            next.run(request).await
+        }
     };
-    request.extensions_mut().insert(user);
-    next.run(request).await
+    audit(Some(&user), &response);
+    response
 }
 
 #[cfg(test)]

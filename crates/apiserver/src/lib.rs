@@ -5,6 +5,7 @@
 //! [`ApiServer`] is the engine; `serve` puts it behind HTTPS with bearer-token authentication.
 
 pub mod access_review;
+pub mod audit;
 pub mod auth;
 pub mod data_dir;
 pub mod discovery;

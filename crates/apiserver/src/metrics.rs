@@ -93,8 +93,7 @@ pub struct RequestLabels {
 impl RequestLabels {
     /// The labels of a request, as upstream's `CleanVerb` and `CleanScope` report them.
     pub fn of(info: &RequestInfo, content_type: Option<&str>) -> RequestLabels {
-        let long_running = LONG_RUNNING_VERBS.contains(&info.verb.as_str())
-            || LONG_RUNNING_SUBRESOURCES.contains(&info.subresource.as_str());
+        let long_running = is_long_running(info);
         if !info.resource_request {
             return RequestLabels {
                 verb: info.verb.to_ascii_uppercase(),
@@ -138,8 +137,14 @@ impl RequestLabels {
     }
 }
 
+/// Whether `info` is a watch or a stream: its answer goes on after the head.
+pub(crate) fn is_long_running(info: &RequestInfo) -> bool {
+    LONG_RUNNING_VERBS.contains(&info.verb.as_str())
+        || LONG_RUNNING_SUBRESOURCES.contains(&info.subresource.as_str())
+}
+
 /// The version segment of `/api/<v>/…` or `/apis/<group>/<v>/…`.
-fn api_version(path: &str) -> &str {
+pub(crate) fn api_version(path: &str) -> &str {
     let mut parts = path.trim_start_matches('/').split('/');
     match parts.next() {
         Some("api") => parts.next().unwrap_or_default(),

@@ -3,8 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod agent_cmd;
 mod crds_cmd;
 mod datasafed_cmd;
+mod health;
 mod install_tools_cmd;
 mod logs_cmd;
 mod operator_cmd;
@@ -30,6 +32,9 @@ enum Command {
     /// Run every controller against a Kubernetes cluster's API server, one leader among the
     /// replicas (cluster mode).
     Operator(operator_cmd::OperatorArgs),
+    /// Run the node agent of one cluster node: PodVolumeBackups and PodVolumeRestores of its pods'
+    /// volumes, read where the kubelet mounted them (cluster mode, a DaemonSet).
+    Agent(agent_cmd::AgentArgs),
     /// Copy this binary into a directory as `holdfast` and `datasafed` (what cluster-mode Jobs'
     /// init containers run, so any image can call both).
     InstallTools(install_tools_cmd::InstallToolsArgs),
@@ -62,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
         Command::Operator(args) => operator_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::InstallTools(args) => install_tools_cmd::run(args),
         Command::Crds(args) => crds_cmd::run(args),
         Command::Repo(args) => repo_cmd::run(*args),

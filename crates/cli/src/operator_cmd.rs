@@ -6,12 +6,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use holdfast_controllers::context::Mode;
 use holdfast_controllers::lease::{Candidate, Standing};
+
+use crate::health::Health;
 
 /// Options of `holdfast operator`.
 #[derive(clap::Args)]
@@ -48,7 +49,7 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
     crate::server_cmd::run_service("holdfast operator", operate(args))
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+pub(crate) async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
@@ -82,14 +83,6 @@ async fn own_image(client: &kube::Client, namespace: &str) -> Option<String> {
     containers.iter().find(|c| c.name == "operator").or(containers.first())?.image.clone()
 }
 
-/// What the probes and Prometheus see.
-struct Health {
-    /// The API server answered the last lease attempt.
-    ready: AtomicBool,
-    leading: AtomicBool,
-    metrics: Arc<holdfast_controllers::metrics::Metrics>,
-}
-
 async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.health_listen)
         .await
@@ -114,15 +107,11 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
             .with_mode(Mode::Cluster)
             .with_image(image),
     );
-    let health = Arc::new(Health {
-        ready: AtomicBool::new(false),
-        leading: AtomicBool::new(false),
-        metrics: ctx.metrics.clone(),
-    });
+    let health = Arc::new(Health::new(ctx.metrics.clone(), true));
     let local = listener.local_addr().context("cannot read the listening address")?;
     println!("holdfast operator {identity}: health and metrics on http://{local}");
     tracing::info!(%identity, namespace = %args.namespace, lease = %args.lease_name, "starting");
-    let server = tokio::spawn(serve_health(listener, health.clone()));
+    let server = tokio::spawn(crate::health::serve(listener, health.clone()));
 
     let mut candidate =
         Candidate::new(client, &args.namespace, &args.lease_name, &identity, duration);
@@ -137,12 +126,16 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
                 anyhow::anyhow!("the API server did not answer within a third of the lease")
             })
             .and_then(|r| r.map_err(anyhow::Error::from));
-        health.ready.store(standing.is_ok(), Ordering::Relaxed);
+        health.set_ready(standing.is_ok());
         match standing {
             Ok(Standing::Leading) => {
                 if controllers.is_none() {
                     tracing::info!(%identity, "leading: starting the controllers");
-                    controllers = Some(tokio::spawn(crate::server_cmd::supervise(ctx.clone())));
+                    let ctx = ctx.clone();
+                    controllers = Some(tokio::spawn(crate::server_cmd::supervise(
+                        "controllers",
+                        move || holdfast_controllers::run(ctx.clone()),
+                    )));
                 }
             }
             Ok(Standing::Following { holder }) => {
@@ -161,7 +154,7 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        health.leading.store(controllers.is_some(), Ordering::Relaxed);
+        health.set_leading(controllers.is_some());
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(candidate.retry_period()) => {}
@@ -178,38 +171,4 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     server.abort();
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn serve_health(listener: tokio::net::TcpListener, health: Arc<Health>) {
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    let ready = health.clone();
-    let metrics = health.clone();
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if ready.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "the API server is not reachable")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || async move {
-                let leading = u8::from(metrics.leading.load(Ordering::Relaxed));
-                format!(
-                    "# HELP holdfast_operator_leader Whether this replica holds the lease and runs the controllers.\n\
-                     # TYPE holdfast_operator_leader gauge\n\
-                     holdfast_operator_leader {leading}\n{}",
-                    metrics.metrics.render()
-                )
-            }),
-        );
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "the health server stopped");
-    }
 }

@@ -37,6 +37,10 @@ pub struct ServerArgs {
     /// Serve the API only: run no controllers (no Job runner, no provisioner, no reconcilers).
     #[arg(long)]
     pub no_controllers: bool,
+    /// Append an audit.k8s.io/v1 event (level Metadata) for every request to FILE, as
+    /// kube-apiserver's option of that name does.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log_path: Option<PathBuf>,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -137,6 +141,9 @@ async fn serve_until_signal(args: ServerArgs) -> anyhow::Result<()> {
         ApiServer::new(store, holdfast_api::registry()).with_pod_log_dir(data_dir.join("logs"));
     let auth = Authenticator::load_or_create(&data_dir, &api)
         .with_context(|| format!("data directory {} is not usable", data_dir.display()))?;
+    if let Some(path) = &args.audit_log_path {
+        auth.set_audit_log(holdfast_apiserver::audit::AuditLog::open(path)?);
+    }
     let admin_token =
         auth.tokens().admin_token().context("the token file has no admin token")?.to_string();
     let compactor = api.spawn_compactor();
@@ -187,21 +194,26 @@ async fn spawn_controllers(
         .await
         .map_err(|e| anyhow::anyhow!("cannot create namespace {system_namespace}: {e}"))?;
     let metrics = ctx.metrics.clone();
-    let task = tokio::spawn(supervise(ctx));
+    let task =
+        tokio::spawn(supervise("controllers", move || holdfast_controllers::run(ctx.clone())));
     Ok((task, metrics))
 }
 
-/// Runs the controller set for ever, restarting it with a growing delay when it fails (shared by
-/// the server and the operator's leader).
-pub(crate) async fn supervise(ctx: Arc<holdfast_controllers::Context>) {
+/// Runs `run` (a controller set, the node agent) for ever, restarting it with a growing delay when
+/// it fails (shared by the server, the operator's leader and the agent).
+pub(crate) async fn supervise<F, Fut>(what: &'static str, run: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), holdfast_controllers::Error>>,
+{
     const FIRST: Duration = Duration::from_secs(1);
     const MAX: Duration = Duration::from_secs(60);
     let mut delay = FIRST;
     loop {
         let started = Instant::now();
-        match holdfast_controllers::run(ctx.clone()).await {
-            Ok(()) => tracing::warn!(?delay, "controllers stopped; restarting"),
-            Err(error) => tracing::error!(%error, ?delay, "controllers failed; restarting"),
+        match run().await {
+            Ok(()) => tracing::warn!(what, ?delay, "stopped; restarting"),
+            Err(error) => tracing::error!(what, %error, ?delay, "failed; restarting"),
         }
         // A run that lasted a while was healthy: start the backoff over.
         if started.elapsed() > MAX {

@@ -148,3 +148,26 @@ fn the_operator_reports_an_unusable_kubeconfig_in_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_agent_refuses_a_node_without_the_kubelet_directory_in_one_line() {
+    // The DaemonSet's arguments parse; a missing mount of the kubelet's directory is said first.
+    let out = holdfast(&[
+        "agent",
+        "--health-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "/nonexistent",
+        "--node-name",
+        "node-1",
+        "--kubelet-dir",
+        "/nonexistent/kubelet",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("holdfast agent: /nonexistent/kubelet/pods is not a directory"),
+        "{err}"
+    );
+}

@@ -14,7 +14,7 @@ mod common;
 mod kubeblocks;
 
 use common::{claim_dir, create};
-use kubeblocks::{create_policy, describe_database, job_logs, restored, wait_for};
+use kubeblocks::{checksums, create_policy, describe_database, job_logs, restored, wait_for};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -34,26 +34,6 @@ const NS: &str = "default";
 
 /// The tests share two CPU cores with everything else; one database round trip at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The pgbench tables.
-const TABLES: [&str; 4] =
-    ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"];
-
-/// Per table, the row count and the sum of the rows' md5 (a multiset hash: no sort, no temp
-/// files, and any changed, missing or extra row changes it).
-fn checksums(pg: &Postgres) -> Result<BTreeMap<String, String>> {
-    let mut sums = BTreeMap::new();
-    for table in TABLES {
-        let sql = format!(
-            "SELECT count(*) || ':' || coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) FROM {table} t"
-        );
-        sums.insert(
-            table.to_string(),
-            pg.psql(&sql).with_context(|| format!("checksum of {table}"))?,
-        );
-    }
-    Ok(sums)
-}
 
 /// The policy's methods: both PostgreSQL ActionSets holdfast ships for full backups.
 fn both_methods() -> serde_json::Value {

@@ -13,6 +13,7 @@
 //!   and its `timeRange` grows as WAL is archived.
 
 mod common;
+#[allow(dead_code)]
 #[path = "common/kubeblocks.rs"]
 mod kubeblocks;
 

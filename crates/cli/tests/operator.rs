@@ -5,11 +5,13 @@
 //! replaced within the lease duration; stopped with SIGTERM, it hands the lease over at once; and
 //! no call they made was refused.
 
+#[allow(dead_code)]
+#[path = "common/operator.rs"]
+mod operator;
 #[path = "common/poll.rs"]
 mod poll;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -17,75 +19,11 @@ use holdfast_testkit::HoldfastServer;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::ListParams;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::{Child, Command};
 
+use operator::{NAMESPACE, Operator, holder};
 use poll::poll;
 
 const LEASE: Duration = Duration::from_secs(3);
-
-/// A running `holdfast operator` and the address of its health and metrics server.
-struct Operator {
-    child: Child,
-    health: String,
-}
-
-impl Operator {
-    async fn start(exe: &Path, kubeconfig: &Path, identity: &str, data: PathBuf) -> Result<Self> {
-        let mut child = Command::new(exe)
-            .args(["operator", "--health-listen", "127.0.0.1:0", "--lease-duration", "3s"])
-            .args(["--image", "registry.example/holdfast:test"])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--identity", identity, "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("start holdfast operator")?;
-        let stdout = child.stdout.take().context("operator stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .context("no banner from holdfast operator")??
-            .context("holdfast operator exited before its banner")?;
-        let health = first
-            .split_once("health and metrics on http://")
-            .map(|(_, addr)| addr.to_string())
-            .with_context(|| format!("unexpected banner {first:?}"))?;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, health })
-    }
-
-    /// The body of `GET path` on the health server, and whether it answered 200.
-    async fn get(&self, path: &str) -> Result<(bool, String)> {
-        let mut s = tokio::net::TcpStream::connect(&self.health).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).await?;
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        Ok((head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), body.into()))
-    }
-
-    async fn leading(&self) -> Result<bool> {
-        let (_, metrics) = self.get("/metrics").await?;
-        Ok(metrics.lines().any(|l| l == "holdfast_operator_leader 1"))
-    }
-
-    fn pid(&self) -> Result<u32> {
-        self.child.id().context("the operator has exited")
-    }
-}
-
-async fn holder(leases: &Api<Lease>) -> Result<Option<String>> {
-    Ok(leases
-        .get_opt("holdfast-operator")
-        .await?
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
-        .filter(|h| !h.is_empty()))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_replica_leads_and_another_takes_over_when_it_dies_or_stops() -> Result<()> {
@@ -96,31 +34,12 @@ async fn one_replica_leads_and_another_takes_over_when_it_dies_or_stops() -> Res
     let client = server.client().await?;
     // What the installation manifests create before the operator starts, and a token of its
     // ServiceAccount (the server already serves the CRDs).
-    let admin = server.kubeconfig_path();
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
-    let cache = dir.path().join("kubectl-cache");
-    for file in ["namespace.yaml", "rbac.yaml"] {
-        let path = deploy.join(file);
-        kubectl_ok(
-            &admin,
-            &cache,
-            &["apply", "-n", "holdfast-system", "-f", path.to_str().context("utf-8")?],
-        )
-        .await?;
-    }
-    let token = kubectl_ok(
-        &admin,
-        &cache,
-        &["create", "token", "holdfast-operator", "-n", "holdfast-system", "--duration", "1h"],
-    )
-    .await?;
-    let kubeconfig = dir.path().join("operator-kubeconfig");
-    std::fs::write(&kubeconfig, with_token(&std::fs::read_to_string(&admin)?, token.trim())?)?;
+    let kubeconfig = operator::install(&server.kubeconfig_path(), dir.path()).await?;
     let mut replicas = vec![
-        Operator::start(exe, &kubeconfig, "replica-a", dir.path().join("a")).await?,
-        Operator::start(exe, &kubeconfig, "replica-b", dir.path().join("b")).await?,
+        Operator::start(exe, &kubeconfig, "replica-a", dir.path().join("a"), LEASE).await?,
+        Operator::start(exe, &kubeconfig, "replica-b", dir.path().join("b"), LEASE).await?,
     ];
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "holdfast-system");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
 
     let first =
         poll(Duration::from_secs(30), "a leader", || async { holder(&leases).await }).await?;
@@ -187,21 +106,4 @@ async fn one_replica_leads_and_another_takes_over_when_it_dies_or_stops() -> Res
         "the replicas' lease renewals are counted"
     );
     Ok(())
-}
-
-/// Runs kubectl with `kubeconfig`; its stdout, or the failure with its stderr.
-async fn kubectl_ok(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Result<String> {
-    let out = holdfast_testkit::kubeconfig::kubectl(kubeconfig, cache, args).output().await?;
-    if !out.status.success() {
-        bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-/// The admin kubeconfig with `token` as its credentials.
-fn with_token(kubeconfig: &str, token: &str) -> Result<String> {
-    let line =
-        kubeconfig.lines().find(|l| l.trim_start().starts_with("token:")).context("no token")?;
-    let admin = line.trim_start().trim_start_matches("token:").trim().trim_matches('"');
-    Ok(kubeconfig.replace(admin, token))
 }

@@ -777,6 +777,11 @@ fn key_of(secret: &Secret, ns: &str) -> Result<String, Error> {
 }
 
 async fn ensure_namespace(ctx: &Context, ns: &str) -> Result<(), Error> {
+    if ctx.mode == crate::context::Mode::Cluster {
+        // The operator's own namespace, made by its installation: it is granted no access to
+        // namespaces, and a missing one fails the Secret's creation with its name.
+        return Ok(());
+    }
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     if api.get_opt(ns).await?.is_some() {
         return Ok(());

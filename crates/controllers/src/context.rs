@@ -11,6 +11,9 @@ use crate::retention;
 /// The namespace of holdfast's own objects unless told otherwise.
 pub const DEFAULT_SYSTEM_NAMESPACE: &str = "holdfast-system";
 
+/// Where a kubelet keeps its pods' volumes unless configured otherwise (`--root-dir`).
+pub const DEFAULT_KUBELET_DIR: &str = "/var/lib/kubelet";
+
 /// Shared by all controllers (wrapped in an `Arc`). Built with [`Context::new`] and the `with_*`
 /// setters.
 #[derive(Clone)]
@@ -37,6 +40,9 @@ pub struct Context {
     /// The holdfast image cluster-mode Jobs copy `holdfast` and `datasafed` from
     /// ([`crate::executor`]); unused in embedded mode.
     pub image: Option<String>,
+    /// The kubelet's root directory as the node agent sees it, whose `pods/` holds every pod
+    /// volume of its node ([`crate::volume::KubeletVolumes`]); unused in embedded mode.
+    pub kubelet_dir: PathBuf,
 }
 
 /// How holdfast is deployed. The controllers are the same in both; only who runs their Jobs and
@@ -47,7 +53,7 @@ pub enum Mode {
     /// controllers create, provisions volumes, and is its own node and node agent.
     Embedded,
     /// `holdfast operator` against a cluster's API server: kubelets run the Jobs and the cluster
-    /// provisions volumes; node-local work belongs to a node agent on each node (not built yet).
+    /// provisions volumes; node-local work belongs to `holdfast agent` on each node.
     Cluster,
 }
 
@@ -70,7 +76,15 @@ impl Context {
             metrics: Arc::default(),
             mode: Mode::Embedded,
             image: None,
+            kubelet_dir: PathBuf::from(DEFAULT_KUBELET_DIR),
         }
+    }
+
+    /// The kubelet's root directory, as this process sees it.
+    #[must_use]
+    pub fn with_kubelet_dir(mut self, dir: impl Into<PathBuf>) -> Context {
+        self.kubelet_dir = dir.into();
+        self
     }
 
     /// The holdfast image for cluster-mode Jobs.

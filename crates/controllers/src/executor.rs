@@ -86,7 +86,9 @@ fn bring_tools(spec: &mut PodSpec, image: &str) {
         Container {
             name: TOOLS_CONTAINER.into(),
             image: Some(image.into()),
-            args: Some(vec!["install-tools".into(), CLUSTER_BIN_DIR.into()]),
+            // Named rather than left to the image's entrypoint, so an image that wraps the
+            // binary (a shell entrypoint, a debug image) still runs it; found on the image's PATH.
+            command: Some(vec!["holdfast".into(), "install-tools".into(), CLUSTER_BIN_DIR.into()]),
             volume_mounts: Some(vec![mount(false)]),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
@@ -147,8 +149,11 @@ mod tests {
         assert_eq!(init[0].name, TOOLS_CONTAINER, "first, before the Job's own init containers");
         assert_eq!(init[0].image.as_deref(), Some("registry/holdfast:1"));
         assert_eq!(
-            init[0].args.as_deref(),
-            Some(&["install-tools".to_string(), CLUSTER_BIN_DIR.to_string()][..])
+            init[0].command.as_deref(),
+            Some(
+                &["holdfast".to_string(), "install-tools".to_string(), CLUSTER_BIN_DIR.to_string()]
+                    [..]
+            )
         );
         let writes = &init[0].volume_mounts.as_ref().unwrap()[0];
         assert_eq!((writes.name.as_str(), writes.read_only), (TOOLS_VOLUME, Some(false)));

@@ -48,21 +48,17 @@ pub use clock::{AdjustableClock, Clock, SystemClock};
 pub use context::Context;
 pub use error::{Error, ErrorKind};
 
+/// Running controllers, each ending with its name and result.
+type Tasks = tokio::task::JoinSet<(&'static str, Result<(), Error>)>;
+
 /// Runs every controller until one of them fails. A failing controller ends the whole set (the
 /// others are aborted), so the caller can restart it with a backoff: half a control plane must
 /// not look healthy. A task that returns `Ok` (one-shot setup) just ends; the rest keep running.
 pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     let mut set = tokio::task::JoinSet::new();
     if ctx.mode == context::Mode::Embedded {
-        ctx.open_workload_dirs().map_err(Error::io(format!(
-            "cannot prepare the workload directories of {}",
-            ctx.data_dir.display()
-        )))?;
-        // What a cluster's kubelets, volume provisioner and nodes do, done by this process.
-        spawn(&mut set, "job-runner", job_runner::run(ctx.clone()));
-        spawn(&mut set, "local-path-provisioner", provisioner::run(ctx.clone()));
+        spawn_node(&mut set, &ctx)?;
         let node_name = job_runner::pod::node_name();
-        spawn(&mut set, "node", node::run(ctx.clone(), node_name.clone()));
         spawn(&mut set, "node-agent", velero::run_node_agent(ctx.clone(), node_name));
     }
     spawn(&mut set, "snapshot", snapshot::run(ctx.clone()));
@@ -78,7 +74,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     spawn(&mut set, "backup-policy", backup_policy::run(ctx.clone()));
     spawn(&mut set, "backup-storage-location", velero::storage_location::run(ctx.clone()));
     spawn(&mut set, "backup-repository", velero::repository::run(ctx.clone()));
+    join(set).await
+}
 
+/// Waits on `set` until a task fails (then aborts the rest) or every task has ended.
+async fn join(mut set: Tasks) -> Result<(), Error> {
     let result = loop {
         match set.join_next().await {
             // A one-shot task (installing defaults) that is done: the others keep running.
@@ -97,8 +97,28 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     result
 }
 
+/// Runs what a cluster's kubelet, Job controller, volume provisioner and node registration do,
+/// on this host, until one of them fails: the embedded server's node, and in tests the cluster
+/// that `holdfast operator` drives.
+pub async fn run_node(ctx: Arc<Context>) -> Result<(), Error> {
+    let mut set = tokio::task::JoinSet::new();
+    spawn_node(&mut set, &ctx)?;
+    join(set).await
+}
+
+fn spawn_node(set: &mut Tasks, ctx: &Arc<Context>) -> Result<(), Error> {
+    ctx.open_workload_dirs().map_err(Error::io(format!(
+        "cannot prepare the workload directories of {}",
+        ctx.data_dir.display()
+    )))?;
+    spawn(set, "job-runner", job_runner::run(ctx.clone()));
+    spawn(set, "local-path-provisioner", provisioner::run(ctx.clone()));
+    spawn(set, "node", node::run(ctx.clone(), job_runner::pod::node_name()));
+    Ok(())
+}
+
 fn spawn(
-    set: &mut tokio::task::JoinSet<(&'static str, Result<(), Error>)>,
+    set: &mut Tasks,
     name: &'static str,
     controller: impl std::future::Future<Output = Result<(), Error>> + Send + 'static,
 ) {

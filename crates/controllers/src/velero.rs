@@ -29,10 +29,20 @@ pub fn configured_concurrency() -> usize {
         .unwrap_or(DEFAULT_CONCURRENCY)
 }
 
-/// Runs the node agent serving `node`: PodVolumeBackup, PodVolumeRestore, DataUpload and
-/// DataDownload, sharing one concurrency limit.
+/// Runs the node agent serving `node`: PodVolumeBackup, PodVolumeRestore, and in embedded mode
+/// DataUpload and DataDownload, sharing one concurrency limit.
 pub async fn run_node_agent(ctx: Arc<Context>, node: String) -> Result<(), Error> {
+    let cluster = ctx.mode == crate::context::Mode::Cluster;
     let agent = data_path::Agent::new(ctx, node, configured_concurrency());
+    if cluster {
+        // A DataUpload or DataDownload names no node: on a cluster it is served where a hosting
+        // pod mounts its claim, which holdfast agent cannot make yet. Left alone, so Velero's own
+        // node agent can take them, rather than claimed and failed by every node's agent.
+        return tokio::select! {
+            stopped = data_path::run::<pod_volume_backup::Backups>(agent.clone(), "pod-volume-backup") => stopped,
+            stopped = data_path::run::<pod_volume_restore::Restores>(agent, "pod-volume-restore") => stopped,
+        };
+    }
     tokio::select! {
         stopped = data_path::run::<pod_volume_backup::Backups>(agent.clone(), "pod-volume-backup") => stopped,
         stopped = data_path::run::<pod_volume_restore::Restores>(agent.clone(), "pod-volume-restore") => stopped,

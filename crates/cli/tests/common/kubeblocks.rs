@@ -3,7 +3,7 @@
 //! describe a database to the controllers.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -52,10 +52,28 @@ where
     }
 }
 
-/// The tail of every job log the server wrote: what to read when a Job failed.
-pub fn job_logs(server: &EmbeddedServer) -> String {
+/// Where a test's Jobs run: the embedded server, or the node of a cluster-mode test.
+pub trait JobHost {
+    /// A client of the API server the Jobs are created on.
+    fn client(&self) -> &Client;
+    /// Where their containers' logs are written.
+    fn logs_dir(&self) -> PathBuf;
+}
+
+impl JobHost for EmbeddedServer {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.ctx.logs_dir()
+    }
+}
+
+/// The tail of every job log the host wrote: what to read when a Job failed.
+pub fn job_logs(host: &impl JobHost) -> String {
     let mut out = String::new();
-    let mut stack = vec![server.ctx.logs_dir()];
+    let mut stack = vec![host.logs_dir()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -152,8 +170,8 @@ pub async fn create_policy(client: &Client, repo: &str, methods: serde_json::Val
 
 /// Creates the Restore `name` with `spec` and waits until it is Completed (an error with the
 /// job logs when it fails).
-pub async fn restored(server: &EmbeddedServer, name: &str, spec: Value) -> Result<Restore> {
-    let restores: Api<Restore> = Api::namespaced(server.client.clone(), NS);
+pub async fn restored(host: &impl JobHost, name: &str, spec: Value) -> Result<Restore> {
+    let restores: Api<Restore> = Api::namespaced(host.client().clone(), NS);
     create(
         &restores,
         json!({
@@ -165,8 +183,28 @@ pub async fn restored(server: &EmbeddedServer, name: &str, spec: Value) -> Resul
     .await?;
     wait_for(&restores, name, "restore", |r| match r.status.as_ref()?.phase? {
         RestorePhase::Completed => Some(Ok(())),
-        RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(server)))),
+        RestorePhase::Failed => Some(Err(format!("Failed; job logs:\n{}", job_logs(host)))),
         _ => None,
     })
     .await
+}
+
+/// The pgbench tables.
+const TABLES: [&str; 4] =
+    ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"];
+
+/// Per table, the row count and the sum of the rows' md5 (a multiset hash: no sort, no temp
+/// files, and any changed, missing or extra row changes it).
+pub fn checksums(pg: &Postgres) -> Result<BTreeMap<String, String>> {
+    let mut sums = BTreeMap::new();
+    for table in TABLES {
+        let sql = format!(
+            "SELECT count(*) || ':' || coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) FROM {table} t"
+        );
+        sums.insert(
+            table.to_string(),
+            pg.psql(&sql).with_context(|| format!("checksum of {table}"))?,
+        );
+    }
+    Ok(sums)
 }

@@ -23,7 +23,7 @@ use super::data_path::{self, Agent, Claim, Mover};
 use super::data_upload::{is_built_in, operation_timeout};
 use super::pod_volume_restore::{Plan, restore_volume};
 use crate::Error;
-use crate::volume::{EmbeddedVolumes, VolumeResolver as _};
+use crate::volume::VolumeResolver as _;
 
 /// The DataDownload [`Mover`].
 pub struct Downloads;
@@ -52,7 +52,7 @@ impl Mover for Downloads {
         let own_ns = obj.namespace().unwrap_or_default();
         let target = &obj.spec.target_volume;
         let (ns, pvc) = (target.namespace.as_str(), target.pvc.as_str());
-        let dir = EmbeddedVolumes::new(ctx).pvc_dir(ns, pvc).await?;
+        let dir = crate::volume::for_context(ctx).pvc_dir(ns, pvc).await?;
         if !target.pv.is_empty() {
             let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
             let bound_to = claims

@@ -29,7 +29,7 @@ use super::data_path::{self, Agent, Claim, Mover, PREPARE_TIMEOUT};
 use super::pod_volume_backup::{self, SOURCE_TAG, back_up};
 use super::repository;
 use crate::Error;
-use crate::volume::{EmbeddedVolumes, VolumeResolver as _};
+use crate::volume::VolumeResolver as _;
 
 /// The snapshot tag naming who asked for it, as Velero's data mover tags it.
 pub const REQUESTER_TAG: &str = "snapshot-requester=snapshot-data-upload";
@@ -129,7 +129,7 @@ impl Mover for Uploads {
                 ))
             })?;
         let dir: PathBuf =
-            EmbeddedVolumes::new(ctx).snapshot_dir(&content.spec.driver, &handle).await?;
+            crate::volume::for_context(ctx).snapshot_dir(&content.spec.driver, &handle).await?;
         let threads =
             data_path::parallelism(obj.spec.data_mover_config.as_ref(), "ParallelFilesUpload")?;
         let type_ = repository::type_name(None);

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::data_path::{self, Agent, Claim, Mover};
 use super::repository;
 use crate::Error;
-use crate::volume::{EmbeddedVolumes, VolumeResolver as _};
+use crate::volume::VolumeResolver as _;
 
 /// The snapshot tag naming what a pod-volume snapshot is of (its incremental lineage).
 pub const SOURCE_TAG: &str = "velero-source";
@@ -138,7 +138,7 @@ impl Mover for Backups {
         let own_ns = obj.namespace().unwrap_or_default();
         let pod = pod_of(agent, &obj.spec.pod, &own_ns).await?;
         let pod_ns = pod.namespace().unwrap_or_default();
-        let dir = EmbeddedVolumes::new(ctx).pod_volume_dir(&pod, &obj.spec.volume).await?;
+        let dir = crate::volume::for_context(ctx).pod_volume_dir(&pod, &obj.spec.volume).await?;
         if !dir.is_dir() {
             return Err(Error::NotReady(format!(
                 "the directory {} of volume {:?} of pod {pod_ns}/{} does not exist yet",

@@ -21,7 +21,7 @@ use super::data_path::{self, Agent, Claim, Mover};
 use super::pod_volume_backup::pod_of;
 use super::repository;
 use crate::Error;
-use crate::volume::{EmbeddedVolumes, VolumeResolver as _};
+use crate::volume::VolumeResolver as _;
 
 /// The label Velero puts the owning Restore's UID in.
 pub const LABEL_RESTORE_UID: &str = "velero.io/restore-uid";
@@ -69,7 +69,7 @@ impl Mover for Restores {
         let ctx = &agent.ctx;
         let own_ns = obj.namespace().unwrap_or_default();
         let pod = pod_of(agent, &obj.spec.pod, &own_ns).await?;
-        let dir = EmbeddedVolumes::new(ctx).pod_volume_dir(&pod, &obj.spec.volume).await?;
+        let dir = crate::volume::for_context(ctx).pod_volume_dir(&pod, &obj.spec.volume).await?;
         let mut plan = Plan::open(
             agent,
             &own_ns,
