@@ -114,9 +114,24 @@ struct BackupCmd {
     /// the last backup; more compress better and make a smaller index.
     #[arg(long, default_value_t = base_backup::DEFAULT_PAGES_PER_CHUNK)]
     pages_per_chunk: usize,
+    /// Where the WAL that makes the backup consistent is kept: `fetch`, inside the backup (it
+    /// restores on its own); `archive`, in this repository's WAL archive, which the cluster must
+    /// fill (`archive_command` running `holdfast pg wal-push`, or `holdfast pg wal-stream`): that
+    /// WAL is stored once, and the backup is saved only once the archive holds it.
+    #[arg(long, value_enum, default_value = "fetch")]
+    wal: WalArg,
+    /// With `--wal archive`: how long to wait for the archive to hold the backup's WAL.
+    #[arg(long, default_value = "60s")]
+    archive_timeout: humantime::Duration,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum WalArg {
+    Fetch,
+    Archive,
 }
 
 #[derive(Serialize)]
@@ -142,6 +157,12 @@ impl BackupCmd {
             pages_per_chunk: self.pages_per_chunk,
             progress,
             cancel,
+            wal: match self.wal {
+                WalArg::Fetch => base_backup::WalSource::Inside,
+                WalArg::Archive => {
+                    base_backup::WalSource::Archive { timeout: self.archive_timeout.into() }
+                }
+            },
         };
         let result = base_backup::run(&repo, &opts);
         if let Some(bar) = bar {

@@ -826,3 +826,66 @@ fn streaming_keeps_the_backup_info_current_on_a_quiet_server() -> Result<()> {
     worker.wait()?;
     result
 }
+
+#[test]
+fn a_backup_keeping_its_wal_in_the_archive_restores_from_it_and_waits_for_it() -> Result<()> {
+    let rig = setup()?;
+    rig.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    insert(&rig, 1, 100)?;
+    let port = rig.pg.port().to_string();
+    let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+    let backup = |extra: &[&str]| -> Result<Output> {
+        let mut args = vec!["backup"];
+        args.extend(conn);
+        args.extend(extra);
+        rig.holdfast(&args)
+    };
+    let out = backup(&["--wal", "archive", "--json"])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["wal_in_archive"], true, "{report}");
+    insert(&rig, 101, 200)?;
+    rig.archive_current_segment()?;
+
+    // The backup's own WAL comes out of the archive: the latest point has every row.
+    let latest = rig.target("latest");
+    rig.ok(&["restore", "--pgdata", latest.to_str().context("path")?])?;
+    let restored = start_restored(&latest)?;
+    assert_eq!(ids(&restored)?, range(1, 200));
+    drop(restored);
+
+    // Without the segment the backup started in, it cannot be restored: refused up front.
+    let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
+    let (hi, lo) =
+        report["start_lsn"].as_str().context("start_lsn")?.split_once('/').context("lsn")?;
+    let start = (u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?;
+    let segment = format!("{:08X}{:08X}{:08X}", 1, start >> 32, (start & 0xFFFF_FFFF) >> 24);
+    let archived = rig.repo.join("archive").join(format!("pg-{sysid}-{segment}"));
+    ensure!(archived.is_file(), "{} not archived", archived.display());
+    let kept = rig.target("kept-segment");
+    std::fs::rename(&archived, &kept)?;
+    let refused = rig.target("refused");
+    let out = rig.holdfast(&["restore", "--pgdata", refused.to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&segment)
+            && err.contains("keeps its WAL in the archive"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "a refused restore wrote {}", refused.display());
+    std::fs::rename(&kept, &archived)?;
+
+    // A cluster that no longer archives here: the backup waits, then fails, and saves nothing.
+    rig.sql("ALTER SYSTEM SET archive_command = 'true'")?;
+    rig.sql("SELECT pg_reload_conf()")?;
+    let before = rig.ok(&["backups", "--json"])?;
+    let out = backup(&["--wal", "archive", "--archive-timeout", "2s"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("was not archived into this repository within 2s"),
+        "{err}"
+    );
+    assert_eq!(rig.ok(&["backups", "--json"])?, before, "a backup without its WAL was saved");
+    Ok(())
+}

@@ -240,7 +240,7 @@ async fn reconcile(job: Arc<Job>, runner: Arc<Runner>) -> Result<Action, Error> 
     let status = job.status.clone().unwrap_or_default();
     if is_finished(&status) {
         runner.kill(&uid, None, "JobFinished");
-        return expire(ctx, &job, &status).await;
+        return expire(&runner, &job, &status).await;
     }
     let spec = job.spec.clone().unwrap_or_default();
     if spec.suspend == Some(true) {
@@ -422,7 +422,8 @@ fn finished_time(status: &JobStatus) -> Option<Timestamp> {
 /// The TTL-after-finished controller's part: a finished Job with `ttlSecondsAfterFinished` is
 /// deleted that long after it finished, its pods and their logs with it (until then they stay
 /// readable, across restarts: the time comes from the Job's status).
-async fn expire(ctx: &Context, job: &Job, status: &JobStatus) -> Result<Action, Error> {
+async fn expire(runner: &Arc<Runner>, job: &Job, status: &JobStatus) -> Result<Action, Error> {
+    let ctx = &runner.ctx;
     let ttl = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished);
     let (Some(ttl), Some(finished)) = (ttl, finished_time(status)) else {
         return Ok(Action::await_change());
@@ -441,6 +442,11 @@ async fn expire(ctx: &Context, job: &Job, status: &JobStatus) -> Result<Action, 
         ..DeleteParams::default()
     };
     object::delete_if_exists(&jobs, &job.name_any(), &dp).await?;
+    // Its pods and logs go now, not only when the deletion's watch event arrives (that path
+    // stays for Jobs others delete; removing twice is harmless).
+    if let Some(uid) = job.uid() {
+        remove_job_pods(runner, &ns, &uid).await;
+    }
     Ok(Action::await_change())
 }
 

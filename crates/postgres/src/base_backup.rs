@@ -2,7 +2,8 @@
 //! directory's tree, with the facts a restore needs recorded as the snapshot's labels.
 //!
 //! `pg_basebackup -Ft -D - -X fetch` sends one tar holding the data directory, the WAL from the
-//! backup's start to its end (so the backup restores on its own, archive or not) and the
+//! backup's start to its end (so the backup restores on its own, archive or not; with
+//! [`WalSource::Archive`] that WAL is left to the repository's WAL archive instead) and the
 //! `backup_manifest` that `pg_verifybackup` checks the restored copy against. Relation files
 //! (tables and indexes, rewritten in place a page at a time) are cut into page-aligned pieces,
 //! so a day that rewrites a few scattered pages stores those pages again, not the files around
@@ -53,6 +54,21 @@ pub struct Options {
     pub progress: Option<ProgressFn>,
     /// Cancellation.
     pub cancel: CancelToken,
+    /// Where the WAL that makes the backup consistent is kept.
+    pub wal: WalSource,
+}
+
+/// Where a base backup's own WAL (from its start to the point it is consistent) is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WalSource {
+    /// Inside the backup (`pg_basebackup -X fetch`): it restores on its own, archive or not.
+    #[default]
+    Inside,
+    /// In this repository's WAL archive, which the cluster fills (`archive_command` running
+    /// `holdfast pg wal-push`, or `holdfast pg wal-stream`), as pgBackRest keeps it by default:
+    /// the WAL is stored once. The backup is saved only once the archive holds every segment
+    /// from its start to its end, waiting up to `timeout` for them.
+    Archive { timeout: std::time::Duration },
 }
 
 /// What a base backup is, as recorded in its snapshot's labels (`postgres.*`).
@@ -78,6 +94,10 @@ pub struct BaseBackup {
     pub wal_segment_size: u64,
     /// Page size in bytes.
     pub block_size: u64,
+    /// Its own WAL is in the repository's WAL archive, not inside it ([`WalSource::Archive`]):
+    /// a restore replays from `start_lsn` out of the archive.
+    #[serde(default)]
+    pub wal_in_archive: bool,
 }
 
 impl BaseBackup {
@@ -97,6 +117,9 @@ impl BaseBackup {
         put("finish-time", self.finish_time.to_string());
         put("wal-segment-size", self.wal_segment_size.to_string());
         put("block-size", self.block_size.to_string());
+        if self.wal_in_archive {
+            put("wal", "archive".into());
+        }
         m
     }
 
@@ -124,6 +147,10 @@ impl BaseBackup {
             finish_time: get(labels, "finish-time")?,
             wal_segment_size: get(labels, "wal-segment-size")?,
             block_size: get(labels, "block-size")?,
+            // Absent in backups with their WAL inside, and in those taken before it existed.
+            wal_in_archive: labels
+                .get(&format!("{LABEL_PREFIX}wal"))
+                .is_some_and(|v| v == "archive"),
         })
     }
 }
@@ -209,7 +236,8 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<(BackupResult, BaseBacku
         if opts.pages_per_chunk == 0 { DEFAULT_PAGES_PER_CHUNK } else { opts.pages_per_chunk };
     let piece = block * pages;
     let mut cmd = opts.tools.command("pg_basebackup")?;
-    cmd.args(["-D", "-", "-F", "t", "-X", "fetch", "-c", "fast", "-l", "holdfast base backup"]);
+    let wal_method = if opts.wal == WalSource::Inside { "fetch" } else { "none" };
+    cmd.args(["-D", "-", "-F", "t", "-X", wal_method, "-c", "fast", "-l", "holdfast base backup"]);
     conn.apply(&mut cmd);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Error::Tool {
@@ -279,7 +307,12 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<(BackupResult, BaseBacku
         finish_time,
         wal_segment_size: segment_size,
         block_size: info.block_size,
+        wal_in_archive: opts.wal != WalSource::Inside,
     };
+    if let WalSource::Archive { timeout } = opts.wal {
+        // Saved only once it can be restored: its data stays unreferenced (prune's) otherwise.
+        wait_for_archive(repo, &backup, timeout, &opts.cancel)?;
+    }
     let result = stored.save(repo, backup.labels())?;
     tracing::info!(
         snapshot = %result.id.to_hex(),
@@ -288,6 +321,43 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<(BackupResult, BaseBacku
         "base backup stored"
     );
     Ok((result, backup))
+}
+
+/// Waits until the WAL archive holds every segment of `backup` (start to end), as pgBackRest's
+/// `archive-check` does.
+fn wait_for_archive(
+    repo: &Repository,
+    backup: &BaseBackup,
+    timeout: std::time::Duration,
+    cancel: &CancelToken,
+) -> Result<(), Error> {
+    use crate::lsn::Segment;
+    let size = backup.wal_segment_size;
+    let first = Segment::of(backup.timeline, backup.start_lsn, size);
+    let last = Segment::of(backup.timeline, backup.finish_lsn, size);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let cat = crate::wal_archive::catalog(repo, backup.system_identifier, size)?;
+        let missing = (first.number..=last.number)
+            .map(|number| Segment { timeline: backup.timeline, number })
+            .find(|s| !cat.has(*s));
+        let Some(missing) = missing else { return Ok(()) };
+        if cancel.is_cancelled() {
+            return Err(Error::Invalid("cancelled while waiting for the WAL archive".into()));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Refused(format!(
+                "WAL segment {} (needed to restore this backup, which keeps its WAL in the archive) \
+                 was not archived into this repository within {}s: is the cluster's \
+                 archive_command running `holdfast pg wal-push` into it, or `holdfast pg \
+                 wal-stream`? Nothing was saved; take the backup with its WAL inside (--wal fetch) \
+                 otherwise",
+                missing.name(size),
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[cfg(test)]
@@ -351,7 +421,11 @@ mod tests {
             finish_time: "2026-12-07T06:30:02.5Z".parse().unwrap(),
             wal_segment_size: 16 << 20,
             block_size: 8192,
+            wal_in_archive: false,
         };
         assert_eq!(BaseBackup::from_labels(&b.labels()).unwrap(), b);
+        let in_archive = BaseBackup { wal_in_archive: true, ..b };
+        assert_eq!(in_archive.labels().get("postgres.wal").map(String::as_str), Some("archive"));
+        assert_eq!(BaseBackup::from_labels(&in_archive.labels()).unwrap(), in_archive);
     }
 }

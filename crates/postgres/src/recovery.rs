@@ -158,7 +158,13 @@ pub fn plan(
             _ => "no base backup".into(),
         }));
     };
-    let from = BackupEnd { cluster, timeline: base.timeline, finish_lsn: base.finish_lsn, size };
+    let from = BackupEnd {
+        cluster,
+        timeline: base.timeline,
+        finish_lsn: base.finish_lsn,
+        size,
+        from_archive: base.wal_in_archive.then_some(base.start_lsn),
+    };
     let (wal, reaches) = archive_part(repo, &cat, &from, target)?;
     Ok(Plan {
         snapshot: entry.id.to_hex(),
@@ -181,6 +187,8 @@ struct BackupEnd {
     finish_lsn: Lsn,
     /// WAL segment size.
     size: u64,
+    /// The backup's own WAL is in the archive, from this LSN (its start) on.
+    from_archive: Option<Lsn>,
 }
 
 /// Proves the archive `cat` takes replay from the end of a base backup to `target`, with no
@@ -195,11 +203,23 @@ fn archive_part(
     from: &BackupEnd,
     target: &Target,
 ) -> Result<(Vec<String>, String), Error> {
-    let BackupEnd { cluster, timeline, finish_lsn, size } = *from;
+    let BackupEnd { cluster, timeline, finish_lsn, size, from_archive } = *from;
     // Replay up to the backup's end comes from the WAL inside it; beyond, from the archive,
-    // starting with the segment the backup ended in.
-    let first = Segment::of(timeline, finish_lsn, size);
+    // starting with the segment the backup ended in. A backup that keeps its WAL in the archive
+    // replays from its start out of the archive, which must reach at least its end.
+    let first = Segment::of(timeline, from_archive.unwrap_or(finish_lsn), size);
     let run_end = cat.run_end(first);
+    if from_archive.is_some() {
+        let end = Segment::of(timeline, finish_lsn, size);
+        if run_end.is_none_or(|e| e < end) {
+            let missing = run_end.map_or(first, |e| e.next());
+            return Err(Error::Refused(format!(
+                "the base backup keeps its WAL in the archive, and segment {} (between its start \
+                 and the point it is consistent at {finish_lsn}) is not archived",
+                missing.name(size)
+            )));
+        }
+    }
     let head =
         |s: Segment| -> Result<Option<SegmentSummary>, Error> { summary(repo, cluster, s, size) };
     let (last, reaches) = match target {
@@ -771,7 +791,8 @@ pub fn plan_recover(
         _ => {}
     }
     let cat = catalog(repo, system_identifier, size)?;
-    let from = BackupEnd { cluster: system_identifier, timeline, finish_lsn, size };
+    let from =
+        BackupEnd { cluster: system_identifier, timeline, finish_lsn, size, from_archive: None };
     let (wal, reaches) = archive_part(repo, &cat, &from, target)?;
     let spool = spool_dir(&pgdata, spool)?;
     Ok(RecoverPlan {
