@@ -9,8 +9,7 @@ as the `postgres` account). It makes a private cluster with `initdb` on a free p
 Then, for each simulated day, it rewrites 2% of the accounts table's pages (one row updated on
 every 50th page, a different 2% each day), checkpoints, and takes:
 
-  - a holdfast base backup (`holdfast pg backup --wal archive`: a full backup every day,
-    deduplicated, its WAL kept once in the archive as pgBackRest keeps it by default),
+  - a holdfast base backup (`holdfast pg backup`: a full backup every day, deduplicated),
   - a pgBackRest full backup into repo1 (zstd, process-max = cores),
   - a pgBackRest backup into repo2: full on day one, incremental after (zstd, process-max = cores).
 
@@ -191,7 +190,7 @@ shared_buffers = 512MB
             wait_for_archiver(data)
             row = {"day": day}
             for k in ks:
-                row[f"holdfast_{k}_s"] = timed([hf, "pg"] + hfopts(k) + ["backup", "--wal", "archive", "--pages-per-chunk", str(k)] + conn, data=data)
+                row[f"holdfast_{k}_s"] = timed([hf, "pg"] + hfopts(k) + ["backup", "--pages-per-chunk", str(k)] + conn, data=data)
                 row[f"holdfast_{k}_bytes"] = du(hrepos[k], exclude=(os.path.join(hrepos[k], "archive"),))
             row["holdfast_s"], row["holdfast_bytes"] = row[f"holdfast_{ks[0]}_s"], row[f"holdfast_{ks[0]}_bytes"]
             row["pgbackrest_full_s"] = timed(pgbr + ["--repo=1", "--type=full", "backup"], data=data)
