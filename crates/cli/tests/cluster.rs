@@ -468,8 +468,9 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
         Operator::start(exe, &operator_config, "replica-a", dir.path().join("a"), LEASE).await?;
     let kubelet = dir.path().join("kubelet");
     std::fs::create_dir_all(kubelet.join("pods"))?;
-    let _agent =
-        operator::start_agent(exe, &agent_config, NODE, &kubelet, dir.path().join("agent")).await?;
+    let start_agent =
+        || operator::start_agent(exe, &agent_config, NODE, &kubelet, dir.path().join("agent"));
+    let mut agent = start_agent().await?;
 
     for node in [NODE, "node-2"] {
         create(
@@ -575,6 +576,28 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
         tree::assert_same_tree(src, restored);
     }
     assert!(!csi2.parent().context("parent")?.join("vol_data.json").exists());
+
+    // The agent dies in the middle of a move: the one it restarts as ends that move Failed with
+    // the reason (as Velero's node agent does), and a new request succeeds.
+    for i in 0..3u64 {
+        std::fs::write(csi.join(format!("big-{i}")), tree::random_bytes(100 + i, 100 << 20))?;
+    }
+    let mut slow = pvb("interrupted", NODE, "data");
+    slow["spec"]["uploaderSettings"] = json!({"ParallelFilesUpload": "1"});
+    create(&pvbs, slow).await?;
+    poll(Duration::from_secs(120), "the move to start", || async {
+        Ok((phase_and_message(&pvbs.get("interrupted").await?).0 == "InProgress").then_some(()))
+    })
+    .await?;
+    agent.start_kill()?;
+    agent.wait().await?;
+    let _agent = start_agent().await?;
+    let (phase, message) = phase_and_message(&finished(&pvbs, "interrupted").await?);
+    assert_eq!(phase, "Failed", "{message}");
+    assert!(message.contains("restarted while data was moving"), "{message}");
+    create(&pvbs, pvb("retry", NODE, "data")).await?;
+    let (phase, message) = phase_and_message(&finished(&pvbs, "retry").await?);
+    assert_eq!(phase, "Completed", "{message}");
 
     rbac_matches_calls(&audit, AGENT_USER, "agent.yaml", AGENT_NOT_EXERCISED)?;
     Ok(())
