@@ -362,6 +362,17 @@ const AGENT_NOT_EXERCISED: NotExercised =
 /// A pod of `NODE` as the API has it, with a claim `data` (bound to the CSI volume `pv`) and an
 /// emptyDir `cache`; returns its uid.
 async fn kubelet_pod(client: &Client, name: &str, pvc: &str, pv: &str) -> Result<String> {
+    kubelet_pod_on(client, name, pvc, pv, Some(NODE)).await
+}
+
+/// [`kubelet_pod`] scheduled to `node`, or not yet.
+async fn kubelet_pod_on(
+    client: &Client,
+    name: &str,
+    pvc: &str,
+    pv: &str,
+    node: Option<&str>,
+) -> Result<String> {
     Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone())
         .create(
             &PostParams::default(),
@@ -393,7 +404,7 @@ async fn kubelet_pod(client: &Client, name: &str, pvc: &str, pv: &str) -> Result
     let pod = create(
         &Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), APPS),
         json!({"metadata": {"name": name}, "spec": {
-            "nodeName": NODE,
+            "nodeName": node,
             "containers": [{"name": "app", "image": "app:1", "volumeMounts": [
                 {"name": "data", "mountPath": "/data"}, {"name": "cache", "mountPath": "/cache"}]}],
             "volumes": [
@@ -576,6 +587,43 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
         tree::assert_same_tree(src, restored);
     }
     assert!(!csi2.parent().context("parent")?.join("vol_data.json").exists());
+
+    // A restore asked for before its pod is scheduled is no agent's yet, and once the pod is on
+    // this node it waits for the kubelet to mount the volume rather than make the directory.
+    let uid3 = kubelet_pod_on(&client, "app-late", "data-c", "pv-c", None).await?;
+    create(
+        &pvrs,
+        json!({"metadata": {"name": "late", "labels": {"velero.io/restore-uid": "r-2"}}, "spec": {
+            "pod": {"kind": "Pod", "namespace": APPS, "name": "app-late"},
+            "volume": "cache", "backupStorageLocation": "s3", "repoIdentifier": "",
+            "snapshotID": snapshots["cache"], "sourceNamespace": APPS, "uploaderType": "kopia"
+        }}),
+    )
+    .await?;
+    // Two of the agent's 2 s looks at it: a claim would show as a phase.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (phase, _) = phase_and_message(&pvrs.get("late").await?);
+    assert!(matches!(phase.as_str(), "" | "New"), "claimed before its pod was scheduled: {phase}");
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), APPS)
+        .patch(
+            "app-late",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"nodeName": NODE}})),
+        )
+        .await?;
+    let waiting = poll(Duration::from_secs(60), "the agent to wait for the mount", || async {
+        let (phase, message) = phase_and_message(&pvrs.get("late").await?);
+        Ok((phase == "Accepted" && message.contains("not mounted") || message.contains("no "))
+            .then_some(message))
+    })
+    .await?;
+    let pods_dir = kubelet.join("pods").join(&uid3);
+    assert!(!pods_dir.exists(), "the agent made {}: {waiting}", pods_dir.display());
+    let cache3 = mounted(&kubelet, &uid3, "kubernetes.io~empty-dir", "cache")?;
+    let (phase, message) = phase_and_message(&finished(&pvrs, "late").await?);
+    assert_eq!(phase, "Completed", "{message}");
+    std::fs::remove_dir_all(cache3.join(".velero"))?;
+    tree::assert_same_tree(&cache, &cache3);
 
     // The agent dies in the middle of a move: the one it restarts as ends that move Failed with
     // the reason (as Velero's node agent does), and a new request succeeds.

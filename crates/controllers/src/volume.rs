@@ -217,15 +217,29 @@ impl VolumeResolver for KubeletVolumes {
             None => (volume.to_string(), vol.csi.is_some()),
         };
         let volumes = self.pods_dir.join(uid).join("volumes");
-        let found = find_mounted(&volumes, &dir).map_err(|e| {
-            Error::Invalid(format!(
+        // Not there yet is waited for (the kubelet mounts a pod's volumes before its containers
+        // start, after the request may have been made), up to the move's prepare timeout.
+        let not_yet = |e: String| {
+            Error::NotReady(format!(
                 "pod {ns}/{name} volume {volume:?}: {e} (is the pod running on this node, and \
                  the kubelet's directory --kubelet-dir mounted into the agent?)"
             ))
-        })?;
+        };
+        let found = find_mounted(&volumes, &dir)
+            .map_err(|e| Error::Invalid(format!("pod {ns}/{name} volume {volume:?}: {e}")))?
+            .ok_or_else(|| not_yet(format!("no {}/*/{dir}", volumes.display())))?;
         let csi =
             inline_csi || found.parent().and_then(Path::file_name) == Some(CSI_PLUGIN_DIR.as_ref());
-        Ok(if csi { found.join("mount") } else { found })
+        if !csi {
+            return Ok(found);
+        }
+        // Never a `mount` the restore made itself: data written there would sit on the node's
+        // disk under the volume the driver mounts later.
+        let mount = found.join("mount");
+        if !mount.is_dir() {
+            return Err(not_yet(format!("{} is not mounted yet", mount.display())));
+        }
+        Ok(mount)
     }
 
     async fn pvc_dir(&self, ns: &str, pvc: &str) -> Result<PathBuf, Error> {
@@ -256,10 +270,14 @@ async fn bound_volume(client: &kube::Client, ns: &str, pvc: &str) -> Result<Stri
     })
 }
 
-/// The one `<volumes>/<plugin>/<dir>` that exists.
-fn find_mounted(volumes: &Path, dir: &str) -> Result<PathBuf, String> {
-    let plugins = std::fs::read_dir(volumes)
-        .map_err(|e| format!("cannot list {}: {e}", volumes.display()))?;
+/// The one `<volumes>/<plugin>/<dir>` that exists: `Ok(None)` while there is none (the pod's
+/// volumes not mounted yet), an error when several match or the directory cannot be read.
+fn find_mounted(volumes: &Path, dir: &str) -> Result<Option<PathBuf>, String> {
+    let plugins = match std::fs::read_dir(volumes) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot list {}: {e}", volumes.display())),
+    };
     let mut found = Vec::new();
     for plugin in plugins {
         let plugin = plugin.map_err(|e| format!("cannot list {}: {e}", volumes.display()))?;
@@ -269,8 +287,7 @@ fn find_mounted(volumes: &Path, dir: &str) -> Result<PathBuf, String> {
         }
     }
     match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(format!("no {}/*/{dir}", volumes.display())),
+        0 | 1 => Ok(found.pop()),
         _ => Err(format!(
             "{} directories match {}/*/{dir}: {found:?}",
             found.len(),

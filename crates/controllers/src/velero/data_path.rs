@@ -100,14 +100,18 @@ pub enum Claim {
     NotOurs,
     /// Nobody can do it; the message says why.
     Nobody(String),
+    /// Its node is not known yet (a pod not scheduled): looked at again shortly.
+    Unscheduled,
 }
 
-/// Decides the claim for work that must run on `node` (`None`: any node, i.e. this one).
+/// Decides the claim for work that must run on `node`. `None`: on a cluster, not scheduled yet
+/// (every node's agent would otherwise take it); embedded, this one node.
 ///
 /// # Errors
 /// API errors.
 pub async fn claim_for_node(agent: &Agent, node: Option<&str>, what: &str) -> Result<Claim, Error> {
     match node.filter(|n| !n.is_empty()) {
+        None if agent.ctx.mode == crate::context::Mode::Cluster => Ok(Claim::Unscheduled),
         None => Ok(Claim::Ours),
         Some(n) if n == agent.node => Ok(Claim::Ours),
         Some(n) => {
@@ -271,6 +275,8 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
     match M::claim(&agent, &obj).await? {
         Claim::Ours => {}
         Claim::NotOurs => return Ok(Action::await_change()),
+        // The pod's scheduling changes no field of the request: look again.
+        Claim::Unscheduled => return Ok(Action::requeue(PREPARE_RETRY)),
         Claim::Nobody(why) => {
             finish::<M>(&agent, &*obj, DataMovePhase::Failed, &why, json!({})).await?;
             return Ok(Action::await_change());
