@@ -584,6 +584,20 @@ impl Run {
     }
 }
 
+/// What is at `path`, where a directory is to be restored, made a real directory: one already
+/// there is kept (false), anything else (a file, a symbolic link) is replaced by a new one
+/// (true). A link is never followed: restoring through one would write wherever it points (a
+/// node agent, as root, into another pod's volume).
+fn make_real_dir(path: &Path) -> Result<bool> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("inspect", path, e))?;
+    if meta.is_dir() {
+        return Ok(false);
+    }
+    std::fs::remove_file(path).map_err(|e| Error::io("replace with a directory", path, e))?;
+    std::fs::create_dir(path).map_err(|e| Error::io("create directory", path, e))?;
+    Ok(true)
+}
+
 /// Restores a small file whole: creates it, writes its chunks and sets its metadata (unless a
 /// chunk was unreadable: then it is reported and keeps no recorded metadata).
 fn restore_small(ctx: &Ctx<'_>, windows: &PackWindows, f: SmallFile) -> Result<()> {
@@ -766,11 +780,8 @@ pub fn restore(
                     let created = if included {
                         match std::fs::create_dir(&path) {
                             Ok(()) => true,
-                            Err(e)
-                                if e.kind() == std::io::ErrorKind::AlreadyExists
-                                    && path.is_dir() =>
-                            {
-                                false
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                                make_real_dir(&path)?
                             }
                             Err(e) => return Err(Error::io("create directory", &path, e)),
                         }

@@ -245,3 +245,31 @@ fn progress_is_reported_and_cancellation_stops_the_backup() {
         check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
+
+#[test]
+fn a_restore_never_writes_through_a_symbolic_link_in_the_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("data/sub")).unwrap();
+    fs::write(src.join("data/sub/file"), b"restored").unwrap();
+    let repo = init_local(&tmp.path().join("repo"));
+    let r = backup::backup_paths(&repo, std::slice::from_ref(&src), &BackupOptions::new()).unwrap();
+    // The target holds links where the snapshot has directories: one to a directory outside,
+    // one dangling (what a workload could plant in its own volume before a restore into it).
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = tmp.path().join("restore");
+    fs::create_dir_all(target.join("src")).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("src/data")).unwrap();
+    restore::restore(&repo, &r.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "written through the link");
+    assert!(fs::symlink_metadata(target.join("src/data")).unwrap().is_dir());
+    assert_same_tree(&src, &target.join("src"));
+
+    let target2 = tmp.path().join("restore2");
+    fs::create_dir_all(target2.join("src/data")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("nowhere"), target2.join("src/data/sub")).unwrap();
+    restore::restore(&repo, &r.snapshot.tree, &target2, &RestoreOptions::default()).unwrap();
+    assert!(!tmp.path().join("nowhere").exists(), "a dangling link was followed");
+    assert_same_tree(&src, &target2.join("src"));
+}
