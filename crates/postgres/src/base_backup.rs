@@ -258,7 +258,9 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<(BackupResult, BaseBacku
     };
     let mut backup_opts = BackupOptions::new();
     backup_opts.tags = std::iter::once(TAG.to_string()).chain(opts.tags.iter().cloned()).collect();
-    backup_opts.parent = ParentChoice::None;
+    // The last base backup of the same server: its relation files' content lists are what
+    // today's are stored as changes from (repository format §9.1).
+    backup_opts.parent = ParentChoice::Auto;
     backup_opts.hostname = Some(conn.describe());
     backup_opts.progress.clone_from(&opts.progress);
     backup_opts.cancel = opts.cancel.clone();

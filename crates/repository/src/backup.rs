@@ -443,6 +443,8 @@ pub fn store_tar(
     let start = jiff::Timestamp::now();
     let StreamRun { lock, host, counters, shared, ticker, pipeline } =
         StreamRun::start(repo, opts)?;
+    // The parent's files are the bases of large members' content lists (format §9.1).
+    let parent = resolve_parent(repo, opts, &host, &[path.to_string()])?;
     let tx = pipeline.sender();
     let stored = tar_archive::store_archive(
         repo,
@@ -451,6 +453,7 @@ pub fn store_tar(
         std::io::BufReader::with_capacity(1 << 20, reader),
         chunking,
         keep,
+        parent.as_ref().map(|p| p.snapshot.tree),
     );
     if stored.is_err() {
         shared.failed.store(true, Ordering::SeqCst);
@@ -470,7 +473,7 @@ pub fn store_tar(
             tree: root,
             paths: vec![path.to_string()],
             hostname: host,
-            parent: None,
+            parent: parent.map(|p| p.id),
             virtual_file: None,
         },
         kept,

@@ -143,6 +143,9 @@ impl Copier<'_> {
             for blob in &mut node.content {
                 *blob = self.data(blob)?;
             }
+            // The source's content list blobs hold the source's ids: the destination's tree
+            // carries the translated list inline (format §9.1).
+            node.content_lists.clear();
             if let Some(sub) = node.subtree {
                 node.subtree = Some(self.tree(&sub)?);
             }

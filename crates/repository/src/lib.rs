@@ -1,6 +1,6 @@
 //! holdfast's deduplicating, compressed, encrypted repository. Knows nothing of Kubernetes.
 //!
-//! The on-disk format is specified in `docs/repository-format.md` (version 2). Entry points:
+//! The on-disk format is specified in `docs/repository-format.md` (version 3). Entry points:
 //! [`location::Location::open`] for a backend, [`Repository::init`] / [`Repository::open`] over it
 //! (or over any [`backend::Backend`]), then [`backup::backup_paths`], [`restore::restore`],
 //! [`check::check`], [`forget::forget`] and [`prune::prune`]. The engine is synchronous and runs
@@ -12,6 +12,7 @@ pub mod backup;
 pub mod cache;
 pub mod check;
 pub mod config;
+pub mod content_list;
 pub mod copy;
 pub mod crypto;
 pub mod dictionary;

@@ -117,7 +117,11 @@ pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
             for n in tree.nodes {
                 match n.kind() {
                     NodeType::Dir => stack.extend(n.subtree),
-                    NodeType::File => used.extend(n.content),
+                    NodeType::File => {
+                        // Every content list blob of the chain is needed to resolve the list.
+                        used.extend(n.content_lists);
+                        used.extend(n.content);
+                    }
                     _ => {}
                 }
             }

@@ -61,9 +61,13 @@ impl std::fmt::Debug for Repository {
 }
 
 /// The format version new repositories are made with (format §14). Version 2 adds compression
-/// dictionaries (§7.2); a version-1 repository is read and written as before, without them, so
-/// the releases that made it can still read it.
-pub const FORMAT_VERSION: u32 = 2;
+/// dictionaries (§7.2), version 3 content list blobs (§9.1); an older repository is read and
+/// written as before, without what its version lacks, so the releases that made it can still
+/// read it.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The first format version with content list blobs (format §9.1).
+pub const CONTENT_LIST_VERSION: u32 = 3;
 
 /// Blobs per index file when an index is rewritten whole (prune, repair): reading a file holds
 /// it whole in memory (its text and its parsed form, a few hundred bytes a blob), so a large
@@ -579,8 +583,50 @@ impl Repository {
         // Tree packs hold only trees, read many at a time: a cache keeps them whole.
         self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
         let data = self.load_blob_in(index, &loc)?;
-        serde_json::from_slice(&data)
-            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+        let mut tree: Tree = serde_json::from_slice(&data)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
+        for node in &mut tree.nodes {
+            if let Some(list) = node.content_lists.first().copied() {
+                (node.content, node.content_lists) = self.resolve_content_list(index, &list)?;
+            }
+        }
+        Ok(tree)
+    }
+
+    /// The list content list blob `id` resolves to (format §9.1), and the chain of blobs it
+    /// took, `id` first.
+    ///
+    /// # Errors
+    /// As `load_blob`; a blob that is not a content list, a chain longer than the format
+    /// allows, a delta that does not apply (`CorruptObject` naming the blob).
+    fn resolve_content_list(&self, index: &Index, id: &Id) -> Result<(Vec<Id>, Vec<Id>)> {
+        use crate::content_list::{READ_MAX_CHAIN, Stored, apply, decode};
+        let mut chain = vec![*id];
+        let mut deltas = Vec::new();
+        let mut list = loop {
+            let at = chain[chain.len() - 1];
+            let loc = index.get(&at).ok_or_else(|| Error::MissingBlob { blob: at.to_hex() })?;
+            self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
+            let data = self.load_blob_in(index, &loc)?;
+            let bad = |e: String| Error::corrupt(format!("content list {at}"), e);
+            match decode(&data).map_err(bad)? {
+                Stored::Whole(ids) => break ids,
+                Stored::Delta { base, len, changes } => {
+                    if chain.len() >= READ_MAX_CHAIN {
+                        return Err(bad(format!(
+                            "a chain of more than {READ_MAX_CHAIN} content lists"
+                        )));
+                    }
+                    deltas.push((at, len, changes));
+                    chain.push(base);
+                }
+            }
+        };
+        for (at, len, changes) in deltas.into_iter().rev() {
+            list = apply(list, len, &changes)
+                .map_err(|e| Error::corrupt(format!("content list {at}"), e))?;
+        }
+        Ok((list, chain))
     }
 
     /// The id a blob with this plaintext has.

@@ -362,6 +362,7 @@ pub fn mode_stats(
                 }
                 StatsMode::RawData => {
                     blobs.extend(n.content.iter().copied());
+                    blobs.extend(n.content_lists.iter().copied());
                     if let Some(t) = n.subtree {
                         blobs.insert(t);
                     }

@@ -63,8 +63,12 @@ pub struct Node {
     pub device: u64,
     /// Hard link count.
     pub links: u64,
-    /// Data blobs (files).
+    /// Data blobs (files), resolved when the node was read from a content list blob.
     pub content: Vec<Id>,
+    /// The content list blobs `content` is stored in (format §9.1): the one the node names, then
+    /// the bases it builds on, to its whole list. Empty when `content` is stored inline.
+    /// Whatever changes `content` must clear this, or the node would name another list.
+    pub content_lists: Vec<Id>,
     /// Tree blob (dirs).
     pub subtree: Option<Id>,
     /// Link target (symlinks).
@@ -118,6 +122,8 @@ struct NodeRepr {
     links: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     content: Vec<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_list: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     subtree: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,7 +183,9 @@ impl Serialize for Node {
             inode: self.inode,
             device: self.device,
             links: self.links,
-            content: self.content.clone(),
+            // A list stored apart is named, not repeated (format §9.1).
+            content: if self.content_lists.is_empty() { self.content.clone() } else { Vec::new() },
+            content_list: self.content_lists.first().copied(),
             subtree: self.subtree,
             target,
             target_b64,
@@ -208,6 +216,9 @@ impl<'de> Deserialize<'de> for Node {
                 value: B64.decode(x.value_b64).map_err(serde::de::Error::custom)?,
             });
         }
+        if r.content_list.is_some() && !r.content.is_empty() {
+            return Err(serde::de::Error::custom("a node with both content and content_list"));
+        }
         Ok(Node {
             name,
             node_type: Some(r.node_type),
@@ -222,6 +233,8 @@ impl<'de> Deserialize<'de> for Node {
             device: r.device,
             links: r.links,
             content: r.content,
+            // Resolved into `content` (and the rest of the chain) by whoever reads the tree.
+            content_lists: r.content_list.into_iter().collect(),
             subtree: r.subtree,
             target,
             rdev: r.rdev,

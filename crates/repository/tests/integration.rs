@@ -36,3 +36,6 @@ mod interleaved;
 
 #[path = "integration/dictionary.rs"]
 mod dictionary;
+
+#[path = "integration/content_lists.rs"]
+mod content_lists;

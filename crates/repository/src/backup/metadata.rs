@@ -52,6 +52,7 @@ pub(super) fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, xatt
         device: meta.dev(),
         links: meta.nlink(),
         content: Vec::new(),
+        content_lists: Vec::new(),
         subtree: None,
         target,
         rdev: meta.rdev(),

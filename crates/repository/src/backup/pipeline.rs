@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{BlobType, FinishedPack, PackWriter};
 use crate::progress::{CancelToken, Counters};
-use crate::tree::Tree;
+use crate::tree::{Node, Tree};
 use crate::{Id, Repository};
 
 /// A new blob on its way to the compressors.
@@ -388,7 +388,12 @@ pub(super) fn send_blobs(tx: &BlobTx, batch: &mut Vec<BlobJob>) -> Result<()> {
 
 /// Serializes a tree and queues it; returns its id.
 pub(super) fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, tree: Tree) -> Result<Id> {
-    let data = tree.encode()?;
+    queue_tree_blob(repo, shared, tx, tree.encode()?)
+}
+
+/// Queues a blob of type tree (a tree or a content list) unless the repository or this backup
+/// already has it; returns its id.
+fn queue_tree_blob(repo: &Repository, shared: &Shared, tx: &BlobTx, data: Vec<u8>) -> Result<Id> {
     let id = repo.master.blob_id(&data);
     if shared.need(&id) {
         Counters::add(&shared.tree_blobs, 1);
@@ -397,6 +402,47 @@ pub(super) fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, tree: T
             .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
     }
     Ok(id)
+}
+
+/// Stores a large file's list of blobs in a content list blob (format §9.1) when the repository
+/// allows it: as the changes from `previous` (the same file's list and chain in the parent
+/// snapshot) when few positions changed and that chain is short and stored, else whole. Smaller
+/// lists stay inline. Sets `node.content_lists`.
+///
+/// # Errors
+/// The pipeline closed.
+pub(super) fn store_content_list(
+    repo: &Repository,
+    shared: &Shared,
+    tx: &BlobTx,
+    node: &mut Node,
+    previous: Option<(&[Id], &[Id])>,
+) -> Result<()> {
+    use crate::content_list::{MIN_ENTRIES, WRITE_MAX_CHAIN, encode_delta, encode_whole};
+    node.content_lists.clear();
+    if repo.config().version < crate::repository::CONTENT_LIST_VERSION
+        || node.content.len() < MIN_ENTRIES
+    {
+        return Ok(());
+    }
+    let usable = previous.filter(|(_, chain)| {
+        !chain.is_empty() && chain.len() < WRITE_MAX_CHAIN && chain.iter().all(|b| shared.stored(b))
+    });
+    if let Some((old, chain)) = usable
+        && old == node.content.as_slice()
+    {
+        node.content_lists = chain.to_vec();
+        return Ok(());
+    }
+    let (data, bases) = match usable
+        .and_then(|(old, chain)| Some((encode_delta(&chain[0], old, &node.content)?, chain)))
+    {
+        Some((data, chain)) => (data, chain),
+        None => (encode_whole(&node.content), &[][..]),
+    };
+    let id = queue_tree_blob(repo, shared, tx, data)?;
+    node.content_lists = std::iter::once(id).chain(bases.iter().copied()).collect();
+    Ok(())
 }
 
 pub(super) fn new_shared(

@@ -6,12 +6,12 @@
 //! Reads POSIX ustar, pax extended headers (`path`, `linkpath`, `size`, `mtime`, `uid`, `gid`)
 //! and GNU long names, which covers what `pg_basebackup`, GNU tar and bsdtar write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
 
 use super::chunker::{save_chunk, save_stream};
-use super::pipeline::{BlobJob, BlobTx, Shared, save_tree, send_blobs};
+use super::pipeline::{BlobJob, BlobTx, Shared, save_tree, send_blobs, store_content_list};
 use crate::error::{Error, Result};
 use crate::progress::Counters;
 use crate::tree::{Node, NodeType, Tree};
@@ -342,8 +342,51 @@ impl Assembly {
     }
 }
 
+/// The parent snapshot's files, looked up by path: a large member's content list is stored as
+/// the changes from the same file's list there (format §9.1). Directories are read when first
+/// needed; one that cannot be read only costs that saving.
+struct ParentFiles<'a> {
+    repo: &'a Repository,
+    root: Option<Id>,
+    dirs: HashMap<Vec<Vec<u8>>, Option<Tree>>,
+}
+
+impl ParentFiles<'_> {
+    fn dir(&mut self, path: &[Vec<u8>]) -> Option<&Tree> {
+        if !self.dirs.contains_key(path) {
+            let id = match path.split_last() {
+                None => self.root,
+                Some((name, up)) => self
+                    .dir(up)
+                    .and_then(|t| t.find(name))
+                    .filter(|n| n.kind() == NodeType::Dir)
+                    .and_then(|n| n.subtree),
+            };
+            let tree = id.and_then(|id| {
+                self.repo
+                    .load_tree(&id)
+                    .inspect_err(
+                        |e| tracing::warn!(tree = %id, error = %e, "parent tree unreadable"),
+                    )
+                    .ok()
+            });
+            self.dirs.insert(path.to_vec(), tree);
+        }
+        self.dirs.get(path).and_then(Option::as_ref)
+    }
+
+    /// The parent's file at `parts` when its content is in a content list blob.
+    fn file(&mut self, parts: &[Vec<u8>]) -> Option<&Node> {
+        let (name, up) = parts.split_last()?;
+        self.dir(up)?
+            .find(name)
+            .filter(|n| n.kind() == NodeType::File && !n.content_lists.is_empty())
+    }
+}
+
 /// Reads the archive from `reader`, storing each member's content as it goes; returns the root
 /// tree's id and the content of the members named in `keep` (each at most [`KEEP_MAX`]).
+/// `parent` is the root tree of the snapshot the content lists build on.
 pub(super) fn store_archive(
     repo: &Repository,
     shared: &Shared,
@@ -351,8 +394,10 @@ pub(super) fn store_archive(
     mut reader: impl Read,
     chunking: &dyn Fn(&str, u64) -> Chunking,
     keep: &[&str],
+    parent: Option<Id>,
 ) -> Result<(Id, BTreeMap<String, Vec<u8>>)> {
     let now = i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(0);
+    let mut parent = ParentFiles { repo, root: parent, dirs: HashMap::new() };
     let mut assembly = Assembly::new();
     let mut window = Vec::new();
     let mut piece = Vec::new();
@@ -411,6 +456,11 @@ pub(super) fn store_archive(
                 skip(&mut reader, padding(h.size), &h.path)?;
                 node.content = content;
                 node.size = size;
+                if node.content.len() >= crate::content_list::MIN_ENTRIES {
+                    let previous =
+                        parent.file(&parts).map(|p| (&p.content[..], &p.content_lists[..]));
+                    store_content_list(repo, shared, tx, &mut node, previous)?;
+                }
                 Counters::add(&shared.counters.files_read, 1);
                 Counters::add(&shared.counters.files_done, 1);
                 Counters::add(&shared.files_new, 1);

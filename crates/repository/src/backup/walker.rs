@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::chunker::{save_small_file, save_stream};
 use super::metadata::node_from_metadata;
-use super::pipeline::{BlobTx, Shared, save_tree, send_blobs};
+use super::pipeline::{BlobTx, Shared, save_tree, send_blobs, store_content_list};
 use crate::error::{Error, Result};
 use crate::progress::{CancelToken, Counters};
 use crate::tree::{Node, NodeType, Tree};
@@ -72,9 +72,13 @@ pub(super) fn assembler(
                         Err(Error::Io { .. }) => continue,
                         r => r?,
                     };
-                    // A file that changed while being read is stored as read.
-                    n.content = content;
+                    // A file that changed while being read is stored as read. What the walk
+                    // left in the node is the parent snapshot's version, if any: the base of
+                    // its content list.
+                    let previous = std::mem::replace(&mut n.content, content);
+                    let chain = std::mem::take(&mut n.content_lists);
                     n.size = size;
+                    store_content_list(repo, shared, tx, &mut n, Some((&previous, &chain)))?;
                     dir.nodes.push(n);
                 }
             }
@@ -287,8 +291,10 @@ impl Walker<'_> {
                         && p.ctime == node.ctime
                         && p.inode == node.inode
                         && p.content.iter().all(|b| self.shared.stored(b))
+                        && p.content_lists.iter().all(|b| self.shared.stored(b))
                 }) {
                     node.content = p.content.clone();
+                    node.content_lists = p.content_lists.clone();
                     Counters::add(&self.shared.files_unmodified, 1);
                     Counters::add(&self.shared.counters.files_done, 1);
                     Counters::add(&self.shared.counters.bytes_done, node.size);
@@ -302,6 +308,11 @@ impl Walker<'_> {
                     },
                     1,
                 );
+                // The parent's list rides along as the base of this version's content list.
+                if let Some(p) = parent.filter(|p| !p.content_lists.is_empty()) {
+                    node.content = p.content.clone();
+                    node.content_lists = p.content_lists.clone();
+                }
                 self.queue_file(node, path)
             }
             _ => self.send(Event::Leaf(node)),

@@ -80,7 +80,7 @@ fn read_data(repo: &Repository) -> Vec<String> {
 fn pages_compressed_with_their_files_dictionary_store_smaller_and_restore_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = init_local(&tmp.path().join("repo"));
-    assert_eq!(repo.config().version, 2, "new repositories take dictionaries");
+    assert!(repo.config().version >= 2, "new repositories take dictionaries");
     let data = table(6144, 1);
     let result = back_up(&repo, &data);
     let packs = packs(&repo);

@@ -43,7 +43,7 @@ fn restores_exactly(repo: &Repository, r: &BackupResult, root: &Path, name: &str
 }
 
 /// Flips one bit of the byte `at` of a stored file (negative: from the end).
-fn flip(path: &Path, at: isize) {
+pub fn flip(path: &Path, at: isize) {
     let mut bytes = fs::read(path).unwrap();
     let at = if at < 0 { bytes.len() - at.unsigned_abs() } else { at.unsigned_abs() };
     bytes[at] ^= 0x01;
