@@ -398,7 +398,12 @@ fn print_recover_plan(plan: &recovery::RecoverPlan) {
         plan.finish_from
     );
     println!("target: {}; replay reaches {}", plan.target, plan.reaches);
-    println!("WAL files from the archive: {} into {}", plan.wal.len(), plan.spool.display());
+    println!(
+        "WAL files from the archive, from {}: {} into {}",
+        plan.archive_from,
+        plan.wal.len(),
+        plan.spool.display()
+    );
 }
 
 fn print_plan(plan: &recovery::Plan) {

@@ -50,6 +50,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// Runs a long-lived command (`server`, `operator`) with logging on stderr on a multi-threaded
 /// runtime; its failure is one line, cause chain included, then a non-zero exit (not main's
 /// multi-line report).
+/// How long a stopping service waits for work on blocking threads (the default
+/// `terminationGracePeriodSeconds` is 30 s).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub(crate) fn run_service(
     name: &str,
     service: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -63,6 +67,9 @@ pub(crate) fn run_service(
         eprintln!("{name}: {error:#}");
         std::process::exit(1);
     }
+    // Work on blocking threads is cancelled by now (data moves stop at their next check); a
+    // thread that is not does not hold the exit up for longer than a pod's grace period.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     Ok(())
 }
 

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use holdfast_api::kubeblocks::backup::BackupPhase;
 use holdfast_api::kubeblocks::{Backup, BackupRepo};
 use holdfast_controllers::Context;
@@ -362,7 +362,7 @@ const AGENT_NOT_EXERCISED: NotExercised =
 /// A pod of `NODE` as the API has it, with a claim `data` (bound to the CSI volume `pv`) and an
 /// emptyDir `cache`; returns its uid.
 async fn kubelet_pod(client: &Client, name: &str, pvc: &str, pv: &str) -> Result<String> {
-    kubelet_pod_on(client, name, pvc, pv, Some(NODE)).await
+    kubelet_pod_on(client, name, pvc, pv, Some(NODE), false).await
 }
 
 /// [`kubelet_pod`] scheduled to `node`, or not yet.
@@ -372,6 +372,7 @@ async fn kubelet_pod_on(
     pvc: &str,
     pv: &str,
     node: Option<&str>,
+    restore_wait: bool,
 ) -> Result<String> {
     Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone())
         .create(
@@ -401,10 +402,17 @@ async fn kubelet_pod_on(
             &kube::api::Patch::Merge(json!({"status": {"phase": "Bound"}})),
         )
         .await?;
+    // Velero's restore prepends this to a pod whose volumes it restores.
+    let init = restore_wait.then(|| {
+        json!([{"name": "restore-wait", "image": "velero/velero:v1.14.0",
+                "command": ["/velero-restore-helper"], "args": ["r-2"],
+                "volumeMounts": [{"name": "cache", "mountPath": "/restores/cache"}]}])
+    });
     let pod = create(
         &Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), APPS),
         json!({"metadata": {"name": name}, "spec": {
             "nodeName": node,
+            "initContainers": init,
             "containers": [{"name": "app", "image": "app:1", "volumeMounts": [
                 {"name": "data", "mountPath": "/data"}, {"name": "cache", "mountPath": "/cache"}]}],
             "volumes": [
@@ -588,9 +596,11 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
     }
     assert!(!csi2.parent().context("parent")?.join("vol_data.json").exists());
 
-    // A restore asked for before its pod is scheduled is no agent's yet, and once the pod is on
-    // this node it waits for the kubelet to mount the volume rather than make the directory.
-    let uid3 = kubelet_pod_on(&client, "app-late", "data-c", "pv-c", None).await?;
+    // A restore asked for before its pod is scheduled is no agent's yet; once the pod is on
+    // this node it is not taken before Velero's restore-wait init container runs (as Velero's
+    // node agent does); then it waits for the kubelet to mount the volume rather than make the
+    // directory.
+    let uid3 = kubelet_pod_on(&client, "app-late", "data-c", "pv-c", None, true).await?;
     create(
         &pvrs,
         json!({"metadata": {"name": "late", "labels": {"velero.io/restore-uid": "r-2"}}, "spec": {
@@ -611,6 +621,20 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
             &kube::api::Patch::Merge(json!({"spec": {"nodeName": NODE}})),
         )
         .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (phase, _) = phase_and_message(&pvrs.get("late").await?);
+    assert!(matches!(phase.as_str(), "" | "New"), "claimed before restore-wait ran: {phase}");
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), APPS)
+        .patch_status(
+            "app-late",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"initContainerStatuses": [{
+                "name": "restore-wait", "ready": false, "restartCount": 0,
+                "image": "velero/velero:v1.14.0", "imageID": "",
+                "state": {"running": {"startedAt": "2026-12-07T00:00:00Z"}}
+            }]}})),
+        )
+        .await?;
     let waiting = poll(Duration::from_secs(60), "the agent to wait for the mount", || async {
         let (phase, message) = phase_and_message(&pvrs.get("late").await?);
         Ok((phase == "Accepted" && message.contains("not mounted") || message.contains("no "))
@@ -625,8 +649,9 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
     std::fs::remove_dir_all(cache3.join(".velero"))?;
     tree::assert_same_tree(&cache, &cache3);
 
-    // The agent dies in the middle of a move: the one it restarts as ends that move Failed with
-    // the reason (as Velero's node agent does), and a new request succeeds.
+    // The agent is stopped (SIGTERM, as the kubelet stops a pod) in the middle of a move: it
+    // exits without waiting for the move to end, and the one it restarts as ends that move
+    // Failed with the reason (as Velero's node agent does); a new request succeeds.
     for i in 0..3u64 {
         std::fs::write(csi.join(format!("big-{i}")), tree::random_bytes(100 + i, 100 << 20))?;
     }
@@ -637,8 +662,23 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
         Ok((phase_and_message(&pvbs.get("interrupted").await?).0 == "InProgress").then_some(()))
     })
     .await?;
-    agent.start_kill()?;
-    agent.wait().await?;
+    let snapshots_of = || -> Result<usize> {
+        let keys = moto.keys("velero", "prod/")?;
+        Ok(keys.iter().filter(|k| k.contains("/snapshots/")).count())
+    };
+    let before = snapshots_of()?;
+    ensure!(before > 0, "the earlier backups' snapshots are not listed");
+    let pid = agent.id().context("the agent's pid")?;
+    let term = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    ensure!(term.success(), "kill -TERM {pid}");
+    let status = tokio::time::timeout(Duration::from_secs(30), agent.wait())
+        .await
+        .context("the agent did not exit within 30 s of SIGTERM")??;
+    assert!(status.success(), "the agent exited with {status}");
+    let (phase, _) = phase_and_message(&pvbs.get("interrupted").await?);
+    assert_eq!(phase, "InProgress", "the stopped agent wrote no end to the move it stopped");
+    // It stopped the move rather than waiting for it to end: no snapshot was saved.
+    assert_eq!(snapshots_of()?, before, "the stopped agent finished the move before exiting");
     let _agent = start_agent().await?;
     let (phase, message) = phase_and_message(&finished(&pvbs, "interrupted").await?);
     assert_eq!(phase, "Failed", "{message}");

@@ -854,6 +854,39 @@ fn a_backup_keeping_its_wal_in_the_archive_restores_from_it_and_waits_for_it() -
     assert_eq!(ids(&restored)?, range(1, 200));
     drop(restored);
 
+    // The same backup's files restored by other means (its snapshot extracted as is, as a
+    // KubeBlocks restore Job does): its pg_wal holds none of its WAL, so `recover` replays from
+    // the backup's start out of the archive, not from its end.
+    let other = rig.target("other-means");
+    let out = rig
+        .pg
+        .command_as_server_user(
+            &rig.bin,
+            &[
+                OsStr::new("repo"),
+                OsStr::new("restore"),
+                OsStr::new("--repo"),
+                rig.repo.as_os_str(),
+                OsStr::new("--password-file"),
+                rig.password_file.as_os_str(),
+                OsStr::new("latest"),
+                OsStr::new("--target"),
+                other.as_os_str(),
+            ],
+        )
+        .output()?;
+    ensure!(out.status.success(), "repo restore: {}", String::from_utf8_lossy(&out.stderr));
+    let recovered: Value = serde_json::from_str(&rig.ok(&[
+        "recover",
+        "--pgdata",
+        other.to_str().context("path")?,
+        "--json",
+    ])?)?;
+    assert_eq!(recovered["plan"]["archive_from"], report["start_lsn"], "{recovered}");
+    let restored = start_restored(&other)?;
+    assert_eq!(ids(&restored)?, range(1, 200));
+    drop(restored);
+
     // Without the segment the backup started in, it cannot be restored: refused up front.
     let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
     let (hi, lo) =

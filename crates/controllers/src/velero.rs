@@ -34,6 +34,7 @@ pub fn configured_concurrency() -> usize {
 pub async fn run_node_agent(ctx: Arc<Context>, node: String) -> Result<(), Error> {
     let cluster = ctx.mode == crate::context::Mode::Cluster;
     let agent = data_path::Agent::new(ctx, node, configured_concurrency());
+    let _stop = agent.stop_on_drop();
     if cluster {
         // A DataUpload or DataDownload names no node: on a cluster it is served where a hosting
         // pod mounts its claim, which holdfast agent cannot make yet. Left alone, so Velero's own

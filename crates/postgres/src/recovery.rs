@@ -626,8 +626,12 @@ pub struct RecoverPlan {
     pub timeline: u32,
     /// Where replay starts (`backup_label`).
     pub start_lsn: Lsn,
-    /// Where the backup is consistent, and so where the archive takes over.
+    /// Where the backup is consistent.
     pub finish_lsn: Lsn,
+    /// Where the archive takes over: `finish_lsn` when `pg_wal` holds the backup's own WAL, else
+    /// `start_lsn` (a backup taken without its WAL, `pg_basebackup -X none` or `holdfast pg
+    /// backup --wal archive`: replay starts in the archive).
+    pub archive_from: Lsn,
     /// Where `finish_lsn` was read: `backup_manifest`, or the newest segment in `pg_wal`.
     pub finish_from: String,
     /// When the backup started (`backup_label`), if it says.
@@ -792,8 +796,10 @@ pub fn plan_recover(
         _ => {}
     }
     let cat = catalog(repo, system_identifier, size)?;
-    let from =
-        BackupEnd { cluster: system_identifier, timeline, finish_lsn, size, from_archive: None };
+    // Without the segment replay starts in, the backup's own WAL was left to the archive.
+    let start_segment = Segment::of(start_timeline, start_lsn, size).name(size);
+    let from_archive = (!pgdata.join("pg_wal").join(&start_segment).is_file()).then_some(start_lsn);
+    let from = BackupEnd { cluster: system_identifier, timeline, finish_lsn, size, from_archive };
     let (wal, reaches) = archive_part(repo, &cat, &from, target)?;
     let spool = spool_dir(&pgdata, spool)?;
     Ok(RecoverPlan {
@@ -803,6 +809,7 @@ pub fn plan_recover(
         timeline,
         start_lsn,
         finish_lsn,
+        archive_from: from_archive.unwrap_or(finish_lsn),
         finish_from,
         start_time,
         wal_segment_size: size,

@@ -39,7 +39,7 @@ impl Moto {
         let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if moto.request("GET", "/").map(|r| r.starts_with("HTTP/1.1 200")).unwrap_or(false) {
+            if moto.exchange("GET", "/", false).is_ok() {
                 return Ok(moto);
             }
             if Instant::now() > deadline {
@@ -61,19 +61,23 @@ impl Moto {
 
     /// Creates a bucket.
     pub fn create_bucket(&self, bucket: &str) -> Result<(), Error> {
-        let response = self.request("PUT", &format!("/{bucket}"))?;
-        if !response.starts_with("HTTP/1.1 200") {
-            return Err(Error::Command {
-                program: format!("PUT /{bucket} on moto"),
-                status: response.lines().next().unwrap_or_default().to_string(),
-                stderr: response,
-            });
-        }
-        Ok(())
+        self.exchange("PUT", &format!("/{bucket}"), false).map(drop)
     }
 
-    /// One bodiless HTTP/1.1 request; the response head.
-    fn request(&self, method: &str, path: &str) -> Result<String, Error> {
+    /// The keys in `bucket` under `prefix` (one listing page: up to 1,000).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, Error> {
+        let listing =
+            self.exchange("GET", &format!("/{bucket}?list-type=2&prefix={prefix}"), true)?;
+        Ok(listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_string()))
+            .collect())
+    }
+
+    /// One bodiless HTTP/1.1 request that must answer 200; the response's head, or all of it
+    /// with `body`.
+    fn exchange(&self, method: &str, path: &str, body: bool) -> Result<String, Error> {
         let port = self.port;
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -90,11 +94,19 @@ impl Moto {
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            if !body && buf.windows(4).any(|w| w == b"\r\n\r\n") {
                 break;
             }
         }
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        let response = String::from_utf8_lossy(&buf).into_owned();
+        if !response.starts_with("HTTP/1.1 200") {
+            return Err(Error::Command {
+                program: context,
+                status: response.lines().next().unwrap_or_default().to_string(),
+                stderr: response,
+            });
+        }
+        Ok(response)
     }
 }
 

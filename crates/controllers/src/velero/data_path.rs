@@ -66,6 +66,9 @@ pub struct Agent {
     /// that is running, or that finished and whose final status is on its way.
     running: Mutex<HashMap<String, Entry>>,
     slots: Arc<Semaphore>,
+    /// The process is stopping: running moves are cancelled and their end is not written, so
+    /// the next agent on this node ends them as a restart does.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -76,11 +79,39 @@ impl Agent {
             node,
             running: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Stops every running move when the returned guard is dropped: when the agent's future is
+    /// dropped at shutdown (SIGTERM), its moves, which run on blocking threads the runtime
+    /// would otherwise wait for to the end, stop at their next cancellation check instead.
+    pub fn stop_on_drop(self: &Arc<Self>) -> StopOnDrop {
+        StopOnDrop(self.clone())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// See [`Agent::stop_on_drop`].
+pub struct StopOnDrop(Arc<Agent>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let running = self.0.running();
+        for entry in running.values().filter(|e| !e.finished) {
+            entry.token.cancel();
+        }
+        if !running.is_empty() {
+            tracing::info!(moves = running.len(), "stopping: running data moves are cancelled");
+        }
     }
 }
 
@@ -100,8 +131,9 @@ pub enum Claim {
     NotOurs,
     /// Nobody can do it; the message says why.
     Nobody(String),
-    /// Its node is not known yet (a pod not scheduled): looked at again shortly.
-    Unscheduled,
+    /// Not yet: its pod is not scheduled, or (on a cluster) Velero's `restore-wait` init
+    /// container in it has not started. Looked at again shortly.
+    NotYet,
 }
 
 /// Decides the claim for work that must run on `node`. `None`: on a cluster, not scheduled yet
@@ -111,7 +143,7 @@ pub enum Claim {
 /// API errors.
 pub async fn claim_for_node(agent: &Agent, node: Option<&str>, what: &str) -> Result<Claim, Error> {
     match node.filter(|n| !n.is_empty()) {
-        None if agent.ctx.mode == crate::context::Mode::Cluster => Ok(Claim::Unscheduled),
+        None if agent.ctx.mode == crate::context::Mode::Cluster => Ok(Claim::NotYet),
         None => Ok(Claim::Ours),
         Some(n) if n == agent.node => Ok(Claim::Ours),
         Some(n) => {
@@ -276,7 +308,7 @@ pub async fn reconcile<M: Mover>(obj: Arc<M::Object>, agent: Arc<Agent>) -> Resu
         Claim::Ours => {}
         Claim::NotOurs => return Ok(Action::await_change()),
         // The pod's scheduling changes no field of the request: look again.
-        Claim::Unscheduled => return Ok(Action::requeue(PREPARE_RETRY)),
+        Claim::NotYet => return Ok(Action::requeue(PREPARE_RETRY)),
         Claim::Nobody(why) => {
             finish::<M>(&agent, &*obj, DataMovePhase::Failed, &why, json!({})).await?;
             return Ok(Action::await_change());
@@ -377,6 +409,11 @@ async fn prepare_and_start<M: Mover>(
                 (DataMovePhase::Failed, format!("cannot record the move: {error}"), json!({}))
             }
         };
+        if agent.stopping() {
+            // Not a cancel anyone asked for: the next agent ends it as interrupted.
+            tracing::info!(object = %obj.name_any(), "data move stopped by shutdown");
+            return;
+        }
         if let Some(entry) = agent.running().get_mut(&uid) {
             entry.finished = true;
         }

@@ -14,6 +14,7 @@ use holdfast_repository::progress::{CancelToken, ProgressFn};
 use holdfast_repository::restore::{RestoreOptions, restore};
 use holdfast_repository::snapshot::SnapshotEntry;
 use holdfast_repository::{Error as RepoError, Repository};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use serde_json::{Value, json};
 
@@ -58,7 +59,14 @@ impl Mover for Restores {
         };
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let what = format!("pod {}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-        data_path::claim_for_node(agent, node.as_deref(), &what).await
+        let claim = data_path::claim_for_node(agent, node.as_deref(), &what).await?;
+        if matches!(claim, Claim::Ours)
+            && agent.ctx.mode == crate::context::Mode::Cluster
+            && !restore_wait_ready(&pod)
+        {
+            return Ok(Claim::NotYet);
+        }
+        Ok(claim)
     }
 
     fn accepted_fields(agent: &Agent) -> Value {
@@ -116,6 +124,33 @@ impl Mover for Restores {
         }
         Ok((json!({}), note))
     }
+}
+
+/// The init containers Velero's restore puts first in a pod whose volumes it restores
+/// (`restore-wait`; `restic-wait` before Velero 1.10): they wait for the done marker.
+const RESTORE_WAIT: [&str; 2] = ["restore-wait", "restic-wait"];
+
+/// Whether a pod may have its volumes restored into now. Velero's node agent accepts a
+/// restore only once the pod's `restore-wait` init container is running: the kubelet has then
+/// mounted every volume, and the pod's own containers wait for the done marker. A pod without
+/// one (a restore not made by Velero's pod action) is restored into once its volumes are
+/// mounted, which the restore itself waits for.
+fn restore_wait_ready(pod: &Pod) -> bool {
+    let declared = pod.spec.as_ref().map(|s| s.init_containers.as_deref().unwrap_or_default());
+    let Some(name) = declared
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.name.as_str())
+        .find(|n| RESTORE_WAIT.contains(n))
+    else {
+        return true;
+    };
+    pod.status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == name))
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|state| state.running.is_some())
 }
 
 impl Plan {
@@ -219,6 +254,31 @@ fn write_done_marker(dir: &Path, restore_uid: &str) -> Result<(), RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(value: Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_pod_is_restored_into_once_its_restore_wait_container_runs() {
+        let spec = json!({"initContainers": [{"name": "restore-wait", "image": "velero"}],
+                          "containers": [{"name": "app", "image": "app"}]});
+        let status = |state: Value| {
+            json!({"initContainerStatuses": [{"name": "restore-wait", "ready": false,
+                "restartCount": 0, "image": "velero", "imageID": "", "state": state}]})
+        };
+        assert!(!restore_wait_ready(&pod(json!({"spec": spec}))), "no status yet");
+        let waiting = status(json!({"waiting": {"reason": "PodInitializing"}}));
+        assert!(!restore_wait_ready(&pod(json!({"spec": spec, "status": waiting}))));
+        let running = status(json!({"running": {}}));
+        assert!(restore_wait_ready(&pod(json!({"spec": spec, "status": running}))));
+        // Velero before 1.10 named it restic-wait.
+        let legacy = json!({"initContainers": [{"name": "restic-wait"}], "containers": []});
+        assert!(!restore_wait_ready(&pod(json!({"spec": legacy}))));
+        // A pod Velero's restore did not prepare waits for nothing but its mounts.
+        let plain = json!({"initContainers": [{"name": "migrate"}], "containers": []});
+        assert!(restore_wait_ready(&pod(json!({"spec": plain}))));
+    }
 
     #[test]
     fn the_done_marker_replaces_an_old_one() {
