@@ -37,6 +37,10 @@ pub struct AgentArgs {
     /// Directory for the agent's local state.
     #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "/var/lib/holdfast-agent")]
     pub data_dir: PathBuf,
+    /// Velero's node-agent ConfigMap in `--namespace`: its `loadConcurrency` sets how many
+    /// moves this node runs at once (else `HOLDFAST_NODE_AGENT_CONCURRENCY`, else 2).
+    #[arg(long, env = "HOLDFAST_NODE_AGENT_CONFIGMAP", value_name = "NAME")]
+    pub node_agent_configmap: Option<String>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -62,6 +66,19 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.health_listen))?;
     let client = crate::operator_cmd::client(args.kubeconfig.as_ref()).await?;
+    let configured = match &args.node_agent_configmap {
+        Some(name) => holdfast_controllers::velero::load_concurrency::read(
+            &client,
+            &args.namespace,
+            name,
+            &args.node_name,
+        )
+        .await
+        .context("cannot read the node-agent configuration")?,
+        None => None,
+    };
+    let concurrency =
+        configured.unwrap_or_else(holdfast_controllers::velero::configured_concurrency);
     let holdfast_exe =
         std::env::current_exe().context("cannot find the holdfast executable's path")?;
     let ctx = Arc::new(
@@ -70,14 +87,15 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
             .with_mode(Mode::Cluster)
             .with_kubelet_dir(&args.kubelet_dir),
     );
+    ctx.metrics.set_node_agent_concurrency(&args.node_name, concurrency);
     let health = Arc::new(Health::new(ctx.metrics.clone(), false));
     let local = listener.local_addr().context("cannot read the listening address")?;
     println!("holdfast agent {}: health and metrics on http://{local}", args.node_name);
-    tracing::info!(node = %args.node_name, kubelet_dir = %args.kubelet_dir.display(), "starting");
+    tracing::info!(node = %args.node_name, kubelet_dir = %args.kubelet_dir.display(), concurrency, "starting");
     let server = tokio::spawn(crate::health::serve(listener, health.clone()));
     let node = args.node_name.clone();
     let agent = tokio::spawn(crate::server_cmd::supervise("node agent", move || {
-        holdfast_controllers::velero::run_node_agent(ctx.clone(), node.clone())
+        holdfast_controllers::velero::run_node_agent(ctx.clone(), node.clone(), concurrency)
     }));
     let shutdown = crate::server_cmd::shutdown_signal();
     tokio::pin!(shutdown);

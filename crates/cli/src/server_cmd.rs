@@ -50,9 +50,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// Runs a long-lived command (`server`, `operator`) with logging on stderr on a multi-threaded
 /// runtime; its failure is one line, cause chain included, then a non-zero exit (not main's
 /// multi-line report).
-/// How long a stopping service waits for work on blocking threads (the default
-/// `terminationGracePeriodSeconds` is 30 s).
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a stopping service waits for work on blocking threads: less than the agent
+/// DaemonSet's `terminationGracePeriodSeconds` (10 s), so it exits before it is killed.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub(crate) fn run_service(
     name: &str,

@@ -487,10 +487,6 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
         Operator::start(exe, &operator_config, "replica-a", dir.path().join("a"), LEASE).await?;
     let kubelet = dir.path().join("kubelet");
     std::fs::create_dir_all(kubelet.join("pods"))?;
-    let start_agent =
-        || operator::start_agent(exe, &agent_config, NODE, &kubelet, dir.path().join("agent"));
-    let mut agent = start_agent().await?;
-
     for node in [NODE, "node-2"] {
         create(
             &Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()),
@@ -498,6 +494,58 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
         )
         .await?;
     }
+    // Velero's node-agent ConfigMap: a rule for this node sets its concurrency.
+    create(
+        &Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), NAMESPACE),
+        json!({"metadata": {"name": "node-agent-config"}, "data": {"node-agent-config.json":
+            json!({"loadConcurrency": {"globalConfig": 1, "perNodeConfig": [
+                {"nodeSelector": {"matchLabels": {"kubernetes.io/hostname": NODE}}, "number": 3},
+                {"nodeSelector": {"matchLabels": {"kubernetes.io/hostname": "node-2"}}, "number": 5}
+            ]}}).to_string()}}),
+    )
+    .await?;
+    let start_agent = || {
+        operator::start_agent(
+            exe,
+            &agent_config,
+            NODE,
+            &kubelet,
+            dir.path().join("agent"),
+            &["--node-agent-configmap", "node-agent-config"],
+        )
+    };
+    // A ConfigMap that is named but not there stops the agent with the reason.
+    let missing = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(exe)
+            .args(["agent", "--health-listen", "127.0.0.1:0", "--node-name", NODE])
+            .arg("--kubeconfig")
+            .arg(&agent_config)
+            .arg("--kubelet-dir")
+            .arg(&kubelet)
+            .arg("--data-dir")
+            .arg(dir.path().join("agent"))
+            .args(["--node-agent-configmap", "no-such-config"])
+            .output(),
+    )
+    .await
+    .context("the agent did not stop")??;
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success()
+            && err.contains(
+                "ConfigMap holdfast-system/no-such-config (--node-agent-configmap) does not exist"
+            ),
+        "{err}"
+    );
+    let mut agent = start_agent().await?;
+    let (_, metrics) = agent.get("/metrics").await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("holdfast_node_agent_concurrency{{node=\"{NODE}\"}} 3")),
+        "{metrics}"
+    );
     for ns in [APPS, VELERO] {
         create(
             &Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()),
@@ -668,10 +716,10 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
     };
     let before = snapshots_of()?;
     ensure!(before > 0, "the earlier backups' snapshots are not listed");
-    let pid = agent.id().context("the agent's pid")?;
+    let pid = agent.pid()?;
     let term = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
     ensure!(term.success(), "kill -TERM {pid}");
-    let status = tokio::time::timeout(Duration::from_secs(30), agent.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), agent.child.wait())
         .await
         .context("the agent did not exit within 30 s of SIGTERM")??;
     assert!(status.success(), "the agent exited with {status}");

@@ -85,8 +85,14 @@ fn deploy_renders_and_every_object_and_example_validates() -> Result<()> {
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["args"][0], "operator");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let role = kinds("Role").next().context("no Role")?;
+    let role = kinds("Role")
+        .find(|r| r["metadata"]["name"] == "holdfast-operator-leader")
+        .context("no Role holdfast-operator-leader")?;
     assert_eq!(role["rules"][0]["resources"][0], "leases");
+    let agent_role = kinds("Role")
+        .find(|r| r["metadata"]["name"] == "holdfast-agent")
+        .context("no Role holdfast-agent")?;
+    assert_eq!(agent_role["rules"][0]["resources"][0], "configmaps");
     assert_eq!(kinds("CustomResourceDefinition").count(), holdfast_api::crds().len());
     Ok(())
 }

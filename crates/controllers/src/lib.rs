@@ -59,7 +59,9 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
     if ctx.mode == context::Mode::Embedded {
         spawn_node(&mut set, &ctx)?;
         let node_name = job_runner::pod::node_name();
-        spawn(&mut set, "node-agent", velero::run_node_agent(ctx.clone(), node_name));
+        let concurrency = velero::configured_concurrency();
+        ctx.metrics.set_node_agent_concurrency(&node_name, concurrency);
+        spawn(&mut set, "node-agent", velero::run_node_agent(ctx.clone(), node_name, concurrency));
     }
     spawn(&mut set, "snapshot", snapshot::run(ctx.clone()));
     spawn(&mut set, "backup", backup::run(ctx.clone()));

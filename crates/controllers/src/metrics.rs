@@ -254,6 +254,7 @@ pub struct Metrics {
     repo_size: IntGaugeVec,
     /// The repos whose size was computed by this process, so a restart recomputes each once.
     sized_repos: Mutex<BTreeSet<String>>,
+    node_agent_concurrency: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -324,6 +325,14 @@ impl Metrics {
             &["backup_repo"],
         ));
         built(registry.register(Box::new(repo_size.clone())));
+        let node_agent_concurrency = built(IntGaugeVec::new(
+            Opts::new(
+                "holdfast_node_agent_concurrency",
+                "Data moves the node agent runs at once on a node (Velero's loadConcurrency)",
+            ),
+            &["node"],
+        ));
+        built(registry.register(Box::new(node_agent_concurrency.clone())));
         Metrics {
             registry,
             backups,
@@ -331,7 +340,15 @@ impl Metrics {
             moves,
             repo_size,
             sized_repos: Mutex::new(BTreeSet::new()),
+            node_agent_concurrency,
         }
+    }
+
+    /// Records how many data moves the node agent of `node` runs at once.
+    pub fn set_node_agent_concurrency(&self, node: &str, concurrency: usize) {
+        self.node_agent_concurrency
+            .with_label_values(&[node])
+            .set(i64::try_from(concurrency).unwrap_or(i64::MAX));
     }
 
     /// Every family in the text exposition format 0.0.4.

@@ -7,6 +7,7 @@
 pub mod data_download;
 pub mod data_path;
 pub mod data_upload;
+pub mod load_concurrency;
 pub mod pod_volume_backup;
 pub mod pod_volume_restore;
 pub mod repository;
@@ -30,10 +31,15 @@ pub fn configured_concurrency() -> usize {
 }
 
 /// Runs the node agent serving `node`: PodVolumeBackup, PodVolumeRestore, and in embedded mode
-/// DataUpload and DataDownload, sharing one concurrency limit.
-pub async fn run_node_agent(ctx: Arc<Context>, node: String) -> Result<(), Error> {
+/// DataUpload and DataDownload, sharing one limit of `concurrency` moves at once (the caller
+/// records it in the metrics before it serves them).
+pub async fn run_node_agent(
+    ctx: Arc<Context>,
+    node: String,
+    concurrency: usize,
+) -> Result<(), Error> {
     let cluster = ctx.mode == crate::context::Mode::Cluster;
-    let agent = data_path::Agent::new(ctx, node, configured_concurrency());
+    let agent = data_path::Agent::new(ctx, node, concurrency);
     let _stop = agent.stop_on_drop();
     if cluster {
         // A DataUpload or DataDownload names no node: on a cluster it is served where a hosting

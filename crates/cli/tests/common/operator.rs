@@ -90,14 +90,16 @@ async fn start_with_banner(mut command: Command) -> Result<(Child, String)> {
     Ok((child, health))
 }
 
-/// A running `holdfast agent` for node `node`, reading pod volumes under `kubelet_dir`.
+/// A running `holdfast agent` for node `node`, reading pod volumes under `kubelet_dir`, with
+/// `extra` arguments; like an operator, it serves health and metrics.
 pub async fn start_agent(
     exe: &Path,
     kubeconfig: &Path,
     node: &str,
     kubelet_dir: &Path,
     data: PathBuf,
-) -> Result<Child> {
+    extra: &[&str],
+) -> Result<Operator> {
     let mut command = Command::new(exe);
     command
         .args(["agent", "--health-listen", "127.0.0.1:0", "--node-name", node])
@@ -106,11 +108,13 @@ pub async fn start_agent(
         .arg("--kubelet-dir")
         .arg(kubelet_dir)
         .arg("--data-dir")
-        .arg(data);
-    Ok(start_with_banner(command).await?.0)
+        .arg(data)
+        .args(extra);
+    let (child, health) = start_with_banner(command).await?;
+    Ok(Operator { child, health })
 }
 
-/// A running `holdfast operator` and the address of its health and metrics server.
+/// A running `holdfast operator` (or agent) and the address of its health and metrics server.
 pub struct Operator {
     pub child: Child,
     health: String,
