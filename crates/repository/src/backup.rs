@@ -444,7 +444,10 @@ pub fn store_tar(
     let StreamRun { lock, host, counters, shared, ticker, pipeline } =
         StreamRun::start(repo, opts)?;
     // The parent's files are the bases of large members' content lists (format §9.1).
-    let parent = resolve_parent(repo, opts, &host, &[path.to_string()])?;
+    let parent = resolve_parent(repo, opts, &host, &[path.to_string()]).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no parent snapshot: content lists are stored whole");
+        None
+    });
     let tx = pipeline.sender();
     let stored = tar_archive::store_archive(
         repo,

@@ -124,18 +124,17 @@ pub(crate) fn apply(
     changes: &[(usize, Id)],
 ) -> Result<Vec<Id>, String> {
     let old_len = base.len();
-    base.resize(len, Id([0; 32]));
-    let mut set = 0usize;
-    for (at, id) in changes {
-        base[*at] = *id;
-        if *at >= old_len {
-            set += 1;
-        }
-    }
+    // Checked before anything is allocated: a length the entries do not fill is refused, so a
+    // damaged length cannot ask for more memory than the blob's own size accounts for.
+    let set = changes.iter().filter(|(at, _)| *at >= old_len).count();
     if set != len.saturating_sub(old_len) {
         return Err(format!(
             "the list grows from {old_len} to {len} entries but only {set} new ones are given"
         ));
+    }
+    base.resize(len, Id([0; 32]));
+    for (at, id) in changes {
+        base[*at] = *id;
     }
     Ok(base)
 }
@@ -230,9 +229,11 @@ mod tests {
         let mut other = whole.clone();
         other[0] = b'X';
         assert!(decode(&other).is_err());
-        // A delta that grows the list must set every new position.
+        // A delta that grows the list must set every new position, checked before the list
+        // grows (a damaged length must not allocate).
         let err = apply(ids(0..10), 12, &[(10, id(99))]).unwrap_err();
         assert!(err.contains("only 1 new"), "{err}");
+        assert!(apply(ids(0..10), 1 << 40, &[]).unwrap_err().contains("only 0 new"));
         // Positions must increase.
         let mut delta = encode_delta(&id(1), &ids(0..1000), &{
             let mut n = ids(0..1000);

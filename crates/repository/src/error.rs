@@ -174,6 +174,18 @@ impl Error {
     pub(crate) fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::CorruptObject { object: object.into(), reason: reason.into() }
     }
+
+    /// Whether stored data is gone or damaged (as opposed to, say, a network error, which must
+    /// stop an operation rather than have it skip what it could not read).
+    pub(crate) fn is_damage(&self) -> bool {
+        match self {
+            Self::CorruptBlob { .. } | Self::MissingBlob { .. } | Self::CorruptObject { .. } => {
+                true
+            }
+            Self::Backend(b) => b.is_not_found(),
+            _ => false,
+        }
+    }
 }
 
 /// Result alias of the crate.

@@ -58,11 +58,17 @@ impl FindQuery {
             return false;
         }
         if !self.trees.is_empty() {
-            let hit = node.kind() == NodeType::Dir
-                && node.subtree.is_some_and(|t| {
-                    let hex = t.to_hex();
-                    self.trees.iter().any(|p| hex.starts_with(p.as_str()))
-                });
+            let named = |t: &crate::Id| {
+                let hex = t.to_hex();
+                self.trees.iter().any(|p| hex.starts_with(p.as_str()))
+            };
+            // Content list blobs are tree blobs too (format §9.1): a file whose list is built
+            // from one is found by it.
+            let hit = match node.kind() {
+                NodeType::Dir => node.subtree.as_ref().is_some_and(named),
+                NodeType::File => node.content_lists.iter().any(named),
+                _ => false,
+            };
             if !hit {
                 return false;
             }

@@ -579,18 +579,51 @@ impl Repository {
     /// Reads a tree blob found through `index` rather than the loaded index (`check` builds its
     /// own, reporting the index files it cannot read instead of failing on them).
     pub(crate) fn load_tree_in(&self, index: &Index, id: &Id) -> Result<Tree> {
-        let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
-        // Tree packs hold only trees, read many at a time: a cache keeps them whole.
-        self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
-        let data = self.load_blob_in(index, &loc)?;
-        let mut tree: Tree = serde_json::from_slice(&data)
-            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
+        let mut tree = self.read_tree(index, id)?;
         for node in &mut tree.nodes {
             if let Some(list) = node.content_lists.first().copied() {
                 (node.content, node.content_lists) = self.resolve_content_list(index, &list)?;
             }
         }
         Ok(tree)
+    }
+
+    /// Reads a tree as [`Repository::load_tree`] does, except that a file whose content list
+    /// cannot be read (format §9.1) does not fail the directory: it is left out of the tree and
+    /// returned beside it with the error, so restore and `repair snapshots` lose that file only.
+    ///
+    /// # Errors
+    /// As `load_tree`, and errors resolving a list other than damage (I/O, network).
+    pub fn load_tree_sparing(&self, id: &Id) -> Result<(Tree, Vec<(Node, Error)>)> {
+        let index = self.index();
+        let mut tree = self.read_tree(&index, id)?;
+        let mut unreadable = Vec::new();
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        for mut node in std::mem::take(&mut tree.nodes) {
+            if let Some(list) = node.content_lists.first().copied() {
+                match self.resolve_content_list(&index, &list) {
+                    Ok(resolved) => (node.content, node.content_lists) = resolved,
+                    Err(e) if e.is_damage() => {
+                        unreadable.push((node, e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            nodes.push(node);
+        }
+        tree.nodes = nodes;
+        Ok((tree, unreadable))
+    }
+
+    /// A tree blob as stored: content lists named, not resolved.
+    fn read_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
+        // Tree packs hold only trees, read many at a time: a cache keeps them whole.
+        self.backend.keep_local(FileType::Pack, &loc.pack.to_hex())?;
+        let data = self.load_blob_in(index, &loc)?;
+        serde_json::from_slice(&data)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }
 
     /// The list content list blob `id` resolves to (format §9.1), and the chain of blobs it

@@ -23,7 +23,7 @@ use crate::index::BlobLocation;
 use crate::lock::LockKind;
 use crate::pattern::PatternSet;
 use crate::progress::{CancelToken, Counters, Progress, ProgressFn, Ticker};
-use crate::tree::{Node, NodeType};
+use crate::tree::{Node, NodeType, Tree};
 use crate::{Id, Repository};
 
 /// Options of a restore.
@@ -127,12 +127,23 @@ impl Ctx<'_> {
 
 /// Whether an error is damage to stored data (a blob, a tree, a pack) that spoils only the entry
 /// being restored, rather than a failure of the restore itself (the target's disk, the network).
-fn is_damage(e: &Error) -> bool {
-    match e {
-        Error::CorruptBlob { .. } | Error::MissingBlob { .. } | Error::CorruptObject { .. } => true,
-        Error::Backend(b) => b.is_not_found(),
-        _ => false,
+/// Puts the files whose content list could not be read (`lost`, format §9.1) back into `tree`
+/// with no content, so the walk reaches them through the filters like any entry, and records
+/// each one's error by its path under `dir` for the walk to report instead of writing it.
+fn spare(
+    tree: &mut Tree,
+    lost: Vec<(Node, Error)>,
+    dir: &Path,
+    unreadable: &mut HashMap<PathBuf, Error>,
+) {
+    if lost.is_empty() {
+        return;
     }
+    for (node, e) in lost {
+        unreadable.insert(dir.join(std::ffi::OsStr::from_bytes(&node.name)), e);
+        tree.nodes.push(node);
+    }
+    tree.sort();
 }
 
 fn is_root() -> bool {
@@ -507,7 +518,7 @@ fn write_chunk(
 ) -> Result<Option<Error>> {
     let data = match windows.load(ctx.repo, loc) {
         Ok(data) => data,
-        Err(e) if is_damage(&e) => return Ok(Some(e)),
+        Err(e) if e.is_damage() => return Ok(Some(e)),
         Err(e) => return Err(e),
     };
     if !(ctx.sparse && data.iter().all(|b| *b == 0)) {
@@ -527,7 +538,7 @@ fn restore_chunk(ctx: &Ctx<'_>, windows: &PackWindows, job: &ChunkJob) -> Result
     for (loc, offset) in &job.chunks {
         let data = match windows.load(ctx.repo, loc) {
             Ok(data) => data,
-            Err(e) if is_damage(&e) => {
+            Err(e) if e.is_damage() => {
                 pending.flush(st)?;
                 if !st.damaged.swap(true, Ordering::SeqCst) {
                     ctx.damaged(&st.path, &e);
@@ -720,10 +731,13 @@ pub fn restore(
         // Directories entered only because an include may match below them, not made yet.
         let mut pending: HashMap<PathBuf, Node> = HashMap::new();
         // The start node: a directory restores its children into target; a file restores itself.
+        // Files whose content list could not be read, by target path: reported when reached.
+        let mut unreadable: HashMap<PathBuf, Error> = HashMap::new();
         if start.kind() == NodeType::Dir {
-            let tree = repo.load_tree(
+            let (mut tree, lost) = repo.load_tree_sparing(
                 &start.subtree.ok_or_else(|| Error::corrupt("tree", "dir without subtree"))?,
             )?;
+            spare(&mut tree, lost, target, &mut unreadable);
             for n in tree.nodes.into_iter().rev() {
                 let snap_path = format!("{base}/{}", n.name_lossy());
                 stack.push((
@@ -791,9 +805,10 @@ pub fn restore(
                     let tree = node
                         .subtree
                         .ok_or_else(|| Error::corrupt("tree", "dir without subtree"))
-                        .and_then(|sub| repo.load_tree(&sub));
+                        .and_then(|sub| repo.load_tree_sparing(&sub));
                     match tree {
-                        Ok(tree) => {
+                        Ok((mut tree, lost)) => {
+                            spare(&mut tree, lost, &path, &mut unreadable);
                             for n in tree.nodes.into_iter().rev() {
                                 let child = path.join(std::ffi::OsStr::from_bytes(&n.name));
                                 let child_snap = format!("{snap_path}/{}", n.name_lossy());
@@ -807,7 +822,7 @@ pub fn restore(
                         }
                         // Its contents are unknown: the directory stays (empty, without its
                         // recorded metadata) and is reported; its siblings go on.
-                        Err(e) if is_damage(&e) => ctx.damaged(&path, &e),
+                        Err(e) if e.is_damage() => ctx.damaged(&path, &e),
                         Err(e) => return Err(e),
                     }
                 }
@@ -821,6 +836,10 @@ pub fn restore(
                     set_metadata(&ctx, &path, &node, None)?;
                 }
                 NodeType::File => {
+                    if let Some(e) = unreadable.remove(&path) {
+                        ctx.damaged(&path, &e);
+                        continue;
+                    }
                     if node.links > 1 {
                         let key = (node.device, node.inode);
                         if let Some(first) = inodes.get(&key) {

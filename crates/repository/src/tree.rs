@@ -216,8 +216,10 @@ impl<'de> Deserialize<'de> for Node {
                 value: B64.decode(x.value_b64).map_err(serde::de::Error::custom)?,
             });
         }
-        if r.content_list.is_some() && !r.content.is_empty() {
-            return Err(serde::de::Error::custom("a node with both content and content_list"));
+        if r.content_list.is_some() && (!r.content.is_empty() || r.node_type != NodeType::File) {
+            return Err(serde::de::Error::custom(
+                "content_list on a node that is not a file, or beside content",
+            ));
         }
         Ok(Node {
             name,

@@ -354,6 +354,9 @@ struct ParentFiles<'a> {
 impl ParentFiles<'_> {
     fn dir(&mut self, path: &[Vec<u8>]) -> Option<&Tree> {
         if !self.dirs.contains_key(path) {
+            // Archives list a directory's members together: only the way down to this one is
+            // kept, so memory follows the tree's depth, not its size.
+            self.dirs.retain(|k, _| path.starts_with(k));
             let id = match path.split_last() {
                 None => self.root,
                 Some((name, up)) => self

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lock::LockKind;
 use crate::pack::BlobType;
 use crate::pack_sink::PackSink;
@@ -142,9 +142,9 @@ impl Rewriter<'_> {
         if let Some(done) = self.done.get(id) {
             return Ok(done.clone());
         }
-        let tree = match self.repo.load_tree(id) {
+        let (tree, lost) = match self.repo.load_tree_sparing(id) {
             Ok(t) => t,
-            Err(e) if unreadable(&e) => {
+            Err(e) if e.is_damage() => {
                 let r = Rewritten {
                     id: None,
                     dropped: vec![format!(": directory unreadable, left empty ({e})")],
@@ -155,8 +155,17 @@ impl Rewriter<'_> {
             Err(e) => return Err(e),
         };
         let index = self.repo.index();
-        let mut dropped = Vec::new();
-        let mut changed = false;
+        // A file whose content list is unreadable (format §9.1) costs that file only.
+        let mut dropped: Vec<String> = lost
+            .iter()
+            .map(|(node, e)| {
+                format!(
+                    "/{}: its list of chunks is unreadable, file left out ({e})",
+                    node.name_lossy()
+                )
+            })
+            .collect();
+        let mut changed = !lost.is_empty();
         let mut nodes = Vec::with_capacity(tree.nodes.len());
         for mut node in tree.nodes {
             let name = node.name_lossy();
@@ -203,15 +212,5 @@ impl Rewriter<'_> {
             self.sink.add_plain(id, BlobType::Tree, &data)?;
         }
         Ok(id)
-    }
-}
-
-/// Whether a tree read failed because the stored data is gone or damaged (as opposed to, say, a
-/// network error, which must stop the repair rather than empty a directory).
-fn unreadable(e: &Error) -> bool {
-    match e {
-        Error::MissingBlob { .. } | Error::CorruptBlob { .. } | Error::CorruptObject { .. } => true,
-        Error::Backend(b) => b.is_not_found(),
-        _ => false,
     }
 }

@@ -14,9 +14,10 @@ use holdfast_repository::config::ChunkerParams;
 use holdfast_repository::content_list::MIN_ENTRIES;
 use holdfast_repository::forget::{self, KeepPolicy};
 use holdfast_repository::prune::{self, PruneOptions};
+use holdfast_repository::repair::snapshots::{RepairSnapshotsOptions, repair_snapshots};
 use holdfast_repository::restore::{RestoreOptions, restore};
 use holdfast_repository::tree::Node;
-use holdfast_repository::{InitOptions, Repository};
+use holdfast_repository::{Error, InitOptions, Repository};
 
 use crate::interleaved::tar_of;
 use crate::support::*;
@@ -163,27 +164,53 @@ fn a_changed_file_in_a_directory_backup_stores_its_list_as_a_delta() {
 }
 
 #[test]
-fn a_damaged_content_list_is_reported_and_prune_deletes_nothing() {
+fn a_damaged_content_list_costs_its_file_only_and_prune_deletes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("repo");
     let repo = init_local(&dir);
     let data = random_bytes(3, MIN_ENTRIES * PAGE);
+    let other = random_bytes(4, 100_000);
+    // Two members: the large file, then a small one beside it.
+    let mut archive = tar_of("rel", &data);
+    archive.truncate(archive.len() - 1024);
+    archive.extend_from_slice(&tar_of("other", &other));
     let pages = |_: &str, _: u64| Chunking::Fixed(PAGE);
-    let result =
-        store_tar(&repo, tar_of("rel", &data).as_slice(), "db", &pages, &[], &BackupOptions::new())
-            .unwrap()
-            .save(&repo, Default::default())
-            .unwrap();
+    let result = store_tar(&repo, archive.as_slice(), "db", &pages, &[], &BackupOptions::new())
+        .unwrap()
+        .save(&repo, Default::default())
+        .unwrap();
     let list = node(&repo, &result, "rel").content_lists[0];
     let loc = repo.index().get(&list).unwrap();
     let at = loc.blob.offset + u64::from(loc.blob.length) / 2;
     crate::repair::flip(&dir.join(FileType::Pack.path(&loc.pack.to_hex())), at as isize);
+
     let errors = check::check(&repo, &CheckOptions::default()).unwrap().errors;
     assert!(errors.iter().any(|e| e.contains(&list.to_hex())), "check names the list: {errors:?}");
-    let err = restore(&repo, &result.snapshot.tree, &tmp.path().join("out"), &Default::default());
-    assert!(err.is_err(), "a file whose list is unreadable is not restored as empty");
+    // Restore writes the other file and names the one it could not.
+    let out = tmp.path().join("out");
+    match restore(&repo, &result.snapshot.tree, &out, &RestoreOptions::default()) {
+        Err(Error::DamagedFiles(paths)) => {
+            assert_eq!(paths.len(), 1, "{paths:?}");
+            assert!(paths[0].contains("rel"), "{paths:?}");
+        }
+        other => panic!("restore of a file with an unreadable list: {other:?}"),
+    }
+    assert!(std::fs::read(out.join("other")).unwrap() == other);
+    assert!(!out.join("rel").exists(), "a file with an unreadable list was written");
+    // Prune cannot tell what the list referenced: it refuses and deletes nothing.
     let before = repo.backend().list(FileType::Pack).unwrap().len();
     let opts = PruneOptions { safety_delay: Duration::ZERO, dry_run: false, max_unused: 0.0 };
     assert!(prune::prune(&repo, &opts).is_err(), "prune refuses");
     assert_eq!(repo.backend().list(FileType::Pack).unwrap().len(), before, "nothing deleted");
+    // Repair leaves that file out and keeps the other.
+    let report = repair_snapshots(&repo, &RepairSnapshotsOptions::default()).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    let dropped = &report.damaged[0].dropped;
+    assert!(dropped.len() == 1 && dropped[0].starts_with("/rel: its list"), "{dropped:?}");
+    let repaired = report.damaged[0].repaired.unwrap();
+    let repaired = repo.find_snapshot(&repaired.to_hex()).unwrap();
+    let out = tmp.path().join("repaired");
+    restore(&repo, &repaired.snapshot.tree, &out, &RestoreOptions::default()).unwrap();
+    assert!(std::fs::read(out.join("other")).unwrap() == other);
+    assert!(!out.join("rel").exists());
 }
