@@ -460,6 +460,19 @@ where
     .await
 }
 
+/// That the restore `name` is still unclaimed after two of the agent's 2 s looks at it (a claim
+/// would show as a phase); `when` says at what point.
+async fn unclaimed(
+    pvrs: &Api<holdfast_api::velero::PodVolumeRestore>,
+    name: &str,
+    when: &str,
+) -> Result<()> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (phase, _) = phase_and_message(&pvrs.get(name).await?);
+    assert!(matches!(phase.as_str(), "" | "New"), "claimed {when}: {phase}");
+    Ok(())
+}
+
 fn phase_and_message<K: serde::Serialize>(o: &K) -> (String, String) {
     let v = serde_json::to_value(o).unwrap_or_default();
     let text = |k: &str| v["status"][k].as_str().unwrap_or_default().to_string();
@@ -658,10 +671,7 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
         }}),
     )
     .await?;
-    // Two of the agent's 2 s looks at it: a claim would show as a phase.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (phase, _) = phase_and_message(&pvrs.get("late").await?);
-    assert!(matches!(phase.as_str(), "" | "New"), "claimed before its pod was scheduled: {phase}");
+    unclaimed(&pvrs, "late", "before its pod was scheduled").await?;
     Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), APPS)
         .patch(
             "app-late",
@@ -669,9 +679,7 @@ async fn the_node_agent_moves_pod_volumes_where_the_kubelet_mounted_them() -> Re
             &kube::api::Patch::Merge(json!({"spec": {"nodeName": NODE}})),
         )
         .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (phase, _) = phase_and_message(&pvrs.get("late").await?);
-    assert!(matches!(phase.as_str(), "" | "New"), "claimed before restore-wait ran: {phase}");
+    unclaimed(&pvrs, "late", "before restore-wait ran").await?;
     Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), APPS)
         .patch_status(
             "app-late",

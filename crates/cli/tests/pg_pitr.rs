@@ -95,6 +95,18 @@ impl Rig {
     }
 
     /// A data directory path in the server account's scratch space (not created).
+    /// `holdfast repo args` on the rig's repository as the server's account, failing unless it
+    /// succeeds.
+    fn repo_ok(&self, args: &[&str]) -> Result<()> {
+        let mut all = vec![OsStr::new("repo")];
+        all.extend(args.iter().map(OsStr::new));
+        all.extend([OsStr::new("--repo"), self.repo.as_os_str()]);
+        all.extend([OsStr::new("--password-file"), self.password_file.as_os_str()]);
+        let out = self.pg.command_as_server_user(&self.bin, &all).output()?;
+        ensure!(out.status.success(), "repo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
     fn target(&self, name: &str) -> PathBuf {
         self.scratch.join(name)
     }
@@ -111,21 +123,7 @@ fn setup() -> Result<Rig> {
     std::fs::write(&password_file, "correct horse battery staple\n")?;
     pg.give(&tools)?;
     let mut rig = Rig { pg, bin, repo, password_file, scratch };
-    let out = rig
-        .pg
-        .command_as_server_user(
-            &rig.bin,
-            &[
-                OsStr::new("repo"),
-                OsStr::new("init"),
-                OsStr::new("--repo"),
-                rig.repo.as_os_str(),
-                OsStr::new("--password-file"),
-                rig.password_file.as_os_str(),
-            ],
-        )
-        .output()?;
-    ensure!(out.status.success(), "repo init: {}", String::from_utf8_lossy(&out.stderr));
+    rig.repo_ok(&["init"])?;
     let archive_command = format!(
         "'{} pg wal-push --repo {} --password-file {} %p'",
         rig.bin.display(),
@@ -858,24 +856,7 @@ fn a_backup_keeping_its_wal_in_the_archive_restores_from_it_and_waits_for_it() -
     // KubeBlocks restore Job does): its pg_wal holds none of its WAL, so `recover` replays from
     // the backup's start out of the archive, not from its end.
     let other = rig.target("other-means");
-    let out = rig
-        .pg
-        .command_as_server_user(
-            &rig.bin,
-            &[
-                OsStr::new("repo"),
-                OsStr::new("restore"),
-                OsStr::new("--repo"),
-                rig.repo.as_os_str(),
-                OsStr::new("--password-file"),
-                rig.password_file.as_os_str(),
-                OsStr::new("latest"),
-                OsStr::new("--target"),
-                other.as_os_str(),
-            ],
-        )
-        .output()?;
-    ensure!(out.status.success(), "repo restore: {}", String::from_utf8_lossy(&out.stderr));
+    rig.repo_ok(&["restore", "latest", "--target", other.to_str().context("path")?])?;
     let recovered: Value = serde_json::from_str(&rig.ok(&[
         "recover",
         "--pgdata",

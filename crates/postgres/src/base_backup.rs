@@ -336,10 +336,7 @@ fn wait_for_archive(
     use crate::lsn::Segment;
     let size = backup.wal_segment_size;
     let first = Segment::of(backup.timeline, backup.start_lsn, size);
-    // The segment the WAL up to the end is in: an end exactly on a boundary is the previous
-    // segment's last byte, as PostgreSQL's XLByteToPrevSeg has it.
-    let last =
-        Segment::of(backup.timeline, crate::lsn::Lsn(backup.finish_lsn.0.saturating_sub(1)), size);
+    let last = Segment::ending_at(backup.timeline, backup.finish_lsn, size);
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let cat = crate::wal_archive::catalog(repo, backup.system_identifier, size)?;

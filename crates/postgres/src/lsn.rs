@@ -69,6 +69,12 @@ impl Segment {
         Segment { timeline, number: lsn.0 / segment_size }
     }
 
+    /// The segment holding the WAL that ends at `end` (exclusive): an end exactly on a segment
+    /// boundary is the previous segment's last byte, as PostgreSQL's `XLByteToPrevSeg` has it.
+    pub fn ending_at(timeline: u32, end: Lsn, segment_size: u64) -> Self {
+        Self::of(timeline, Lsn(end.0.saturating_sub(1)), segment_size)
+    }
+
     /// Its file name.
     pub fn name(&self, segment_size: u64) -> String {
         let per = segments_per_xlogid(segment_size);

@@ -210,8 +210,7 @@ fn archive_part(
     let first = Segment::of(timeline, from_archive.unwrap_or(finish_lsn), size);
     let run_end = cat.run_end(first);
     if from_archive.is_some() {
-        // An end exactly on a segment boundary is in the previous segment (XLByteToPrevSeg).
-        let end = Segment::of(timeline, Lsn(finish_lsn.0.saturating_sub(1)), size);
+        let end = Segment::ending_at(timeline, finish_lsn, size);
         if run_end.is_none_or(|e| e < end) {
             let missing = run_end.map_or(first, |e| e.next());
             return Err(Error::Refused(format!(

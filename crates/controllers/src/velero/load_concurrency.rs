@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::Error;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Configs {
     load_concurrency: Option<LoadConcurrency>,
