@@ -12,8 +12,8 @@ use holdfast_postgres::recovery::{self, Target};
 use holdfast_postgres::server::Connection;
 use holdfast_postgres::tools::Tools;
 use holdfast_postgres::wal_archive::{self, Fetched};
-use holdfast_postgres::wal_stream;
 use holdfast_postgres::{Lsn, lsn::DEFAULT_SEGMENT_SIZE};
+use holdfast_postgres::{wal_expiry, wal_stream};
 use holdfast_repository::Repository;
 use serde::Serialize;
 
@@ -563,6 +563,10 @@ struct WalStreamCmd {
     /// pg_switch_wal(); a superuser has it).
     #[arg(long)]
     switch_interval: Option<humantime::Duration>,
+    /// Expire the cluster's archived WAL older than its oldest base backup this often (`1h`),
+    /// as `holdfast pg wal expire` does; skipped for a round while a base backup runs.
+    #[arg(long)]
+    expire_every: Option<humantime::Duration>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -579,6 +583,7 @@ impl WalStreamCmd {
             duration: self.duration.map(Into::into),
             info_file: self.info_file.clone(),
             switch_interval: self.switch_interval.map(Into::into),
+            expire_every: self.expire_every.map(Into::into),
             cancel: crate::repo_cmd::cancel_on_signal(),
         };
         let streamed = match wal_stream::run(&repo, &opts) {
@@ -591,9 +596,10 @@ impl WalStreamCmd {
             return print_json(&streamed);
         }
         println!(
-            "archived {} WAL files ({}); pg_receivewal started {} times",
+            "archived {} WAL files ({}), expired {}; pg_receivewal started {} times",
             streamed.archived,
             human(streamed.bytes),
+            streamed.expired,
             streamed.starts
         );
         Ok(())
@@ -610,6 +616,53 @@ struct WalCmd {
 enum WalSub {
     /// Show the archived range of each timeline and every gap.
     Status(WalStatusCmd),
+    /// Delete the archived WAL older than the start of each cluster's oldest base backup.
+    Expire(WalExpireCmd),
+}
+
+#[derive(Args, Debug)]
+struct WalExpireCmd {
+    /// Only this cluster (default: every cluster with WAL in the repository).
+    #[arg(long)]
+    system_identifier: Option<u64>,
+    /// Show what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl WalExpireCmd {
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let repo = args.repo.open()?;
+        let opts = wal_expiry::Options {
+            system_identifier: self.system_identifier,
+            dry_run: self.dry_run,
+        };
+        let all = wal_expiry::expire(&repo, &opts)?;
+        if args.repo.json() {
+            return print_json(&all);
+        }
+        if all.is_empty() {
+            println!("no WAL archived");
+        }
+        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        for e in &all {
+            match (&e.skipped, &e.first_kept, &e.oldest_base_backup) {
+                (Some(why), _, _) => {
+                    println!("system {}: kept everything ({why})", e.system_identifier)
+                }
+                (None, Some(first), Some(base)) => println!(
+                    "system {}: {verb} {} WAL files ({}) before {first}, where base backup {base} \
+                     starts; {} kept",
+                    e.system_identifier,
+                    e.deleted.len(),
+                    human(e.deleted_bytes),
+                    e.kept
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -621,7 +674,16 @@ struct WalStatusCmd {
 
 impl WalCmd {
     fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
-        let WalSub::Status(c) = &self.command;
+        match &self.command {
+            WalSub::Status(c) => c.run(args),
+            WalSub::Expire(c) => c.run(args),
+        }
+    }
+}
+
+impl WalStatusCmd {
+    fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
+        let c = self;
         let repo = args.repo.open()?;
         let ids = match c.system_identifier {
             Some(id) => vec![id],

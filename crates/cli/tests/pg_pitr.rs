@@ -452,10 +452,16 @@ impl Streaming {
 
     /// A streaming worker on `spool` (a directory under the work directory).
     fn stream(&self, spool: &str) -> std::io::Result<std::process::Child> {
+        self.stream_with(spool, &[])
+    }
+
+    /// Like [`Streaming::stream`], with more `wal-stream` flags.
+    fn stream_with(&self, spool: &str, extra: &[&str]) -> std::io::Result<std::process::Child> {
         let port = self.pg.port().to_string();
         self.holdfast(&["pg", "wal-stream", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
             .arg("--spool")
             .arg(self.work.path().join(spool))
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
     }
@@ -536,6 +542,44 @@ fn streaming_through_a_slot_survives_kill_9_of_the_worker() -> Result<()> {
         "{timeline}"
     );
     Ok(())
+}
+
+#[test]
+fn the_streaming_worker_expires_the_wal_base_backups_no_longer_need() -> Result<()> {
+    let rig = Streaming::new()?;
+    let mut worker = rig.stream_with("spool", &["--expire-every", "1s"])?;
+    let result = (|| -> Result<()> {
+        wait_until("the worker's slot", || rig.has_slot())?;
+        let first = rig.switch(1)?;
+        let second = rig.switch(1001)?;
+        wait_until("two segments archived", || Ok(rig.archived(&second).is_file()))?;
+        ensure!(rig.archived(&first).is_file(), "{first} expired with no base backup");
+
+        // A base backup (taken while the worker tries to expire every second: one of them
+        // meets the backup's lock and waits for the next round); its start is after both.
+        let port = rig.pg.port().to_string();
+        let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+        let mut args = vec!["pg", "backup", "--json"];
+        args.extend(conn);
+        let out = rig.holdfast(&args).output()?;
+        ensure!(out.status.success(), "pg backup: {}", String::from_utf8_lossy(&out.stderr));
+        let base: Value = serde_json::from_slice(&out.stdout)?;
+        let start = segment_of(base["start_lsn"].as_str().context("start_lsn")?)?;
+        ensure!(second < start, "{second} is not before the backup's start {start}");
+        let third = rig.switch(2001)?;
+        wait_until("the WAL before the base backup expired", || {
+            Ok(!rig.archived(&first).is_file() && !rig.archived(&second).is_file())
+        })?;
+        wait_until("the segment after the backup archived", || Ok(rig.archived(&third).is_file()))?;
+        ensure!(rig.archived(&start).is_file(), "the backup's own start segment went");
+        let timeline = rig.timeline_status()?;
+        assert_eq!(timeline["runs"][0]["first"], start.as_str(), "{timeline}");
+        assert_eq!(timeline["gaps"].as_array().map(Vec::len), Some(0), "{timeline}");
+        Ok(())
+    })();
+    worker.kill()?;
+    worker.wait()?;
+    result
 }
 
 #[test]
@@ -901,5 +945,143 @@ fn a_backup_keeping_its_wal_in_the_archive_restores_from_it_and_waits_for_it() -
         "{err}"
     );
     assert_eq!(rig.ok(&["backups", "--json"])?, before, "a backup without its WAL was saved");
+    Ok(())
+}
+
+/// The segment holding `lsn` (`X/Y` text) on timeline 1, as a WAL file name.
+fn segment_of(lsn: &str) -> Result<String> {
+    let (hi, lo) = lsn.split_once('/').context("lsn")?;
+    let at = (u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?;
+    Ok(format!("{:08X}{:08X}{:08X}", 1, at >> 32, (at & 0xFFFF_FFFF) >> 24))
+}
+
+/// The cluster's archived WAL file names (timeline 1 segments only), sorted.
+fn archived_segments(rig: &Rig, sysid: &str) -> Result<Vec<String>> {
+    let prefix = format!("pg-{sysid}-00000001");
+    let mut names: Vec<String> = std::fs::read_dir(rig.repo.join("archive"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix) && n.len() == prefix.len() + 16)
+        .map(|n| n[n.len() - 24..].to_string())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn wal_expiry_keeps_what_base_backups_need_and_never_runs_beside_one() -> Result<()> {
+    let rig = setup()?;
+    let sysid = rig.sql("SELECT system_identifier FROM pg_control_system()")?;
+    rig.sql("CREATE TABLE t (id bigint PRIMARY KEY, note text)")?;
+    insert(&rig, 1, 50)?;
+    rig.archive_current_segment()?;
+    let port = rig.pg.port().to_string();
+    let conn = ["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+    let backup = |extra: &[&str]| -> Result<Value> {
+        let mut args = vec!["backup", "--json"];
+        args.extend(conn);
+        args.extend(extra);
+        Ok(serde_json::from_str(&rig.ok(&args)?)?)
+    };
+
+    // No base backup yet: named, the cluster is refused; unnamed, it is left alone.
+    let before = archived_segments(&rig, &sysid)?;
+    ensure!(!before.is_empty(), "nothing archived");
+    let out = rig.holdfast(&["wal", "expire", "--system-identifier", &sysid])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no base backup"), "{err}");
+    let report: Value = serde_json::from_str(&rig.ok(&["wal", "expire", "--json"])?)?;
+    assert!(
+        report[0]["skipped"].as_str().is_some_and(|s| s.contains("no base backup")),
+        "{report}"
+    );
+    assert_eq!(archived_segments(&rig, &sysid)?, before);
+
+    // Two base backups with WAL between them; the second keeps its WAL in the archive.
+    let first = backup(&[])?;
+    for from in [51, 101, 151] {
+        insert(&rig, from, from + 49)?;
+        rig.archive_current_segment()?;
+    }
+    let second = backup(&["--wal", "archive"])?;
+    insert(&rig, 201, 250)?;
+    rig.archive_current_segment()?;
+
+    // With both kept, nothing before the first one's start is needed.
+    let line = |b: &Value| segment_of(b["start_lsn"].as_str().unwrap_or_default());
+    let (first_line, second_line) = (line(&first)?, line(&second)?);
+    let all = archived_segments(&rig, &sysid)?;
+    let expired: Value = serde_json::from_str(&rig.ok(&["wal", "expire", "--json"])?)?;
+    assert_eq!(expired[0]["first_kept"], first_line.as_str(), "{expired}");
+    let left = archived_segments(&rig, &sysid)?;
+    let wanted: Vec<String> = all.into_iter().filter(|s| *s >= first_line).collect();
+    assert_eq!(left, wanted);
+    assert_eq!(left.first(), Some(&first_line), "{left:?}");
+
+    // Forget the first: its WAL goes, up to the second's start, oldest first, and no further.
+    rig.repo_ok(&["forget", first["snapshot"].as_str().context("snapshot")?])?;
+    let dry: Value = serde_json::from_str(&rig.ok(&["wal", "expire", "--dry-run", "--json"])?)?;
+    assert_eq!(archived_segments(&rig, &sysid)?, left, "a dry run deleted WAL");
+    let expired: Value = serde_json::from_str(&rig.ok(&["wal", "expire", "--json"])?)?;
+    assert_eq!(dry, expired);
+    let deleted: Vec<&str> = expired[0]["deleted"]
+        .as_array()
+        .context("deleted")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let wanted: Vec<&str> =
+        left.iter().map(String::as_str).filter(|s| *s < second_line.as_str()).collect();
+    assert!(!wanted.is_empty(), "the test needs WAL between the two backups");
+    // Segments, and the first backup's `.backup` history file with them.
+    assert_eq!(deleted.iter().copied().filter(|f| f.len() == 24).collect::<Vec<_>>(), wanted);
+    assert!(deleted.iter().all(|f| *f < second_line.as_str()), "{deleted:?}");
+    let now = archived_segments(&rig, &sysid)?;
+    assert_eq!(now.first(), Some(&second_line), "{now:?}");
+    let status: Value = serde_json::from_str(&rig.ok(&["wal", "status", "--json"])?)?;
+    let runs = &status[0]["timelines"][0]["runs"];
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "one unbroken run: {status}");
+    assert_eq!(runs[0]["first"], second_line.as_str(), "{status}");
+
+    // The second backup, which needs the archive, still restores to the latest point.
+    let latest = rig.target("latest");
+    rig.ok(&["restore", "--pgdata", latest.to_str().context("path")?])?;
+    let restored = start_restored(&latest)?;
+    assert_eq!(ids(&restored)?, range(1, 250));
+    drop(restored);
+
+    // An expiry that starts while a base backup is starting (here: from inside pg_basebackup,
+    // before the server has chosen the backup's start) is refused by the backup's lock, and
+    // deletes nothing.
+    let real = holdfast_testkit::postgres::server_bin_dir()?;
+    let bindir = rig.pg.owned_dir("wrapped-bin")?;
+    for entry in std::fs::read_dir(&real)? {
+        let entry = entry?;
+        if entry.file_name() != "pg_basebackup" {
+            std::os::unix::fs::symlink(entry.path(), bindir.join(entry.file_name()))?;
+        }
+    }
+    let seen = rig.scratch.join("expire-during-backup");
+    let script = format!(
+        "#!/bin/sh\n{bin} pg --repo {repo} --password-file {pw} wal expire >{seen} 2>&1\n\
+         echo \"exit $?\" >>{seen}\nexec {real}/pg_basebackup \"$@\"\n",
+        bin = rig.bin.display(),
+        repo = rig.repo.display(),
+        pw = rig.password_file.display(),
+        seen = seen.display(),
+        real = real.display(),
+    );
+    let wrapper = bindir.join("pg_basebackup");
+    std::fs::write(&wrapper, script)?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    rig.pg.give(&bindir)?;
+    let before = archived_segments(&rig, &sysid)?;
+    let third = backup(&["--pg-bindir", bindir.to_str().context("path")?])?;
+    let during = std::fs::read_to_string(&seen).context("the wrapper did not run")?;
+    assert!(
+        during.contains("is locked: a shared lock") && !during.contains("exit 0"),
+        "expiry ran beside a starting base backup: {during}"
+    );
+    assert_eq!(archived_segments(&rig, &sysid)?, before);
+    ensure!(third["snapshot"].is_string(), "{third}");
     Ok(())
 }

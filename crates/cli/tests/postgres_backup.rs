@@ -3,7 +3,8 @@
 //! `cnpg.io/cluster`, the primary by `cnpg.io/instanceRole`, credentials in `<cluster>-superuser`.
 //! A backup reaches `succeeded` with LSNs inside what the server reported around it, its version
 //! and system identifier, and a snapshot in the default BackupRepo's repository; deleting it
-//! deletes that snapshot. A cluster that does not exist fails with the reason.
+//! deletes that snapshot and the archived WAL no other base backup needs. A cluster that does
+//! not exist fails with the reason.
 
 #[allow(dead_code)]
 mod common;
@@ -37,6 +38,17 @@ async fn wait_state(api: &Api<PostgresBackup>, name: &str) -> Result<PostgresBac
         ensure!(Instant::now() < deadline, "{name} stuck: {:?}", pb.status);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Deletes a PostgresBackup and waits until its finalizer has let it go.
+async fn delete(api: &Api<PostgresBackup>, name: &str) -> Result<()> {
+    api.delete(name, &DeleteParams::default()).await?;
+    let deadline = Instant::now() + TIMEOUT;
+    while api.get_opt(name).await?.is_some() {
+        ensure!(Instant::now() < deadline, "PostgresBackup {name} was never deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 fn lsn_number(pg: &Postgres) -> Result<i64> {
@@ -144,15 +156,55 @@ async fn a_postgres_backup_of_a_cloudnativepg_style_cluster() -> Result<()> {
     let entry = tokio::task::block_in_place(|| repo.find_snapshot(&snapshot))?;
     assert_eq!(entry.snapshot.labels.get("postgres.system-identifier"), Some(&sysid));
 
-    // Deleting the PostgresBackup deletes its snapshot, then the object.
-    api.delete("nightly", &DeleteParams::default()).await?;
-    let deadline = Instant::now() + TIMEOUT;
-    while api.get_opt("nightly").await?.is_some() {
-        ensure!(Instant::now() < deadline, "the PostgresBackup was never deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // A later backup, in a later WAL segment, and the cluster's WAL archive around both (names
+    // stored as archive files, as `wal-push` leaves them; expiry goes by name only).
+    pg.psql("SELECT pg_switch_wal()")?;
+    create(
+        &api,
+        json!({
+            "apiVersion": "middleware.alauda.io/v1", "kind": "PostgresBackup",
+            "metadata": {"name": "later"}, "spec": {"cluster": "pg"}
+        }),
+    )
+    .await?;
+    let later = wait_state(&api, "later").await?.status.context("status")?;
+    let segment =
+        |lsn: Option<i64>| -> Result<u64> { Ok(u64::try_from(lsn.context("lsn")?)? >> 24) };
+    let (first, second) = (segment(Some(start))?, segment(later.start_lsn)?);
+    ensure!(first < second, "both backups start in segment {first}");
+    let wal: Vec<String> = [first - 1, first, second, second + 1]
+        .map(|n| format!("{:08X}{:08X}{:08X}", 1, n >> 8, n & 0xFF))
+        .into();
+    let sysid_n: u64 = sysid.parse()?;
+    tokio::task::block_in_place(|| -> Result<()> {
+        for name in &wal {
+            let archived = holdfast_postgres::wal_archive::archive_name(sysid_n, name);
+            holdfast_repository::archive::store(&repo, &archived, name.as_bytes(), json!({}))?;
+        }
+        Ok(())
+    })?;
+    let archived = || -> Result<Vec<String>> {
+        tokio::task::block_in_place(|| {
+            let prefix = format!("pg-{sysid}-");
+            Ok(holdfast_repository::archive::list(&open()?)?
+                .into_iter()
+                .filter_map(|o| o.name.strip_prefix(&prefix).map(str::to_string))
+                .collect())
+        })
+    };
+    assert_eq!(archived()?, wal);
+
+    // Deleting the PostgresBackup deletes its snapshot, then the object, and the WAL that only
+    // it needed; what the later backup needs stays.
+    delete(&api, "nightly").await?;
     let gone = tokio::task::block_in_place(|| open().map(|r| r.find_snapshot(&snapshot).is_err()))?;
     assert!(gone, "the snapshot outlived its PostgresBackup");
+    assert_eq!(archived()?, wal[2..].to_vec());
+
+    // The last base backup goes: its WAL stays (the cluster's next base backup may be on its
+    // way, and a restore could still use it with one restored by other means).
+    delete(&api, "later").await?;
+    assert_eq!(archived()?, wal[2..].to_vec());
 
     // A cluster with no pods fails with the reason.
     create(

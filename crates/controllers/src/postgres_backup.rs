@@ -26,6 +26,7 @@ use holdfast_api::kubeblocks::BackupRepo;
 use holdfast_postgres::base_backup::{self, BaseBackup};
 use holdfast_postgres::server::Connection;
 use holdfast_postgres::tools::Tools;
+use holdfast_postgres::wal_expiry;
 use holdfast_repository::Repository;
 use holdfast_repository::location::Location;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -344,7 +345,7 @@ async fn delete(
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     if let (Some(snapshot), Some(storage)) = (&status.backup_name, &status.config_backup_storage)
-        && let Err(e) = forget(ctx, snapshot, storage).await
+        && let Err(e) = forget(ctx, snapshot, status.cluster_uid.as_deref(), storage).await
     {
         let reason = format!("deleting snapshot {snapshot}: {e}");
         patch_status(ctx, pb, json!({"state": "deleteFailed", "error": reason})).await?;
@@ -355,7 +356,15 @@ async fn delete(
     Ok(Action::await_change())
 }
 
-async fn forget(ctx: &Context, snapshot: &str, storage: &ConfigBackupStorage) -> Result<(), Error> {
+/// Forgets the backup's snapshot, then expires the WAL of `cluster` (its system identifier) that
+/// only this backup still needed. Expiry is best effort: a backup holding the repository's lock,
+/// or a refusal, leaves the WAL for the next expiry, and the deletion goes on.
+async fn forget(
+    ctx: &Context,
+    snapshot: &str,
+    cluster: Option<&str>,
+    storage: &ConfigBackupStorage,
+) -> Result<(), Error> {
     let repos: Api<BackupRepo> = Api::all(ctx.client.clone());
     let Some(repo) = repos.get_opt(&storage.name).await? else {
         // The repository went with its BackupRepo: nothing is left to delete.
@@ -363,14 +372,26 @@ async fn forget(ctx: &Context, snapshot: &str, storage: &ConfigBackupStorage) ->
     };
     let (location, key) = backup_repo::open_location(ctx, &repo).await?;
     let snapshot = snapshot.to_string();
+    let cluster = cluster.and_then(|c| c.parse::<u64>().ok());
     tokio::task::spawn_blocking(move || -> Result<(), Error> {
         let backend = location.open_existing().map_err(|e| Error::Invalid(e.to_string()))?;
         let repo = Repository::open(backend, key.as_bytes())?;
         match repo.find_snapshot_id(&snapshot) {
-            Ok(id) => Ok(holdfast_repository::forget::remove_snapshots(&repo, &[id])?),
-            Err(holdfast_repository::Error::SnapshotNotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(id) => holdfast_repository::forget::remove_snapshots(&repo, &[id])?,
+            Err(holdfast_repository::Error::SnapshotNotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
+        if let Some(id) = cluster {
+            let opts = wal_expiry::Options { system_identifier: Some(id), dry_run: false };
+            match wal_expiry::expire(&repo, &opts) {
+                Ok(done) => {
+                    let files: usize = done.iter().map(|e| e.deleted.len()).sum();
+                    tracing::info!(cluster = id, files, "expired WAL no base backup needs");
+                }
+                Err(e) => tracing::info!(cluster = id, error = %e, "WAL left for the next expiry"),
+            }
+        }
+        Ok(())
     })
     .await
     .map_err(|e| Error::Invalid(format!("the deletion task crashed: {e}")))?

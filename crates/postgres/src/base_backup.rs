@@ -14,6 +14,7 @@ use std::process::Stdio;
 
 use holdfast_repository::Repository;
 use holdfast_repository::backup::{BackupOptions, BackupResult, Chunking, ParentChoice, store_tar};
+use holdfast_repository::lock::LockKind;
 use holdfast_repository::progress::{CancelToken, ProgressFn};
 use serde::{Deserialize, Serialize};
 
@@ -235,6 +236,11 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<(BackupResult, BaseBacku
     let pages =
         if opts.pages_per_chunk == 0 { DEFAULT_PAGES_PER_CHUNK } else { opts.pages_per_chunk };
     let piece = block * pages;
+    // Held from before the server picks the start LSN until the snapshot recording it is saved:
+    // WAL expiry takes the exclusive lock, so it never runs while a base backup whose start is
+    // recorded nowhere yet needs WAL from there on (the backup's own lock is taken later, once
+    // the stream is read).
+    let _lock = repo.lock(LockKind::Shared, "postgres base backup")?;
     let mut cmd = opts.tools.command("pg_basebackup")?;
     let wal_method = if opts.wal == WalSource::Inside { "fetch" } else { "none" };
     cmd.args(["-D", "-", "-F", "t", "-X", wal_method, "-c", "fast", "-l", "holdfast base backup"]);

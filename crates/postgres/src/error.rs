@@ -28,6 +28,9 @@ pub enum Error {
     /// A restore was refused before anything was written; the reason says what to do.
     #[error("restore refused, nothing was written: {0}")]
     Refused(String),
+    /// WAL expiry was refused before anything was deleted; the reason says what to do.
+    #[error("WAL expiry refused, nothing was deleted: {0}")]
+    ExpiryRefused(String),
 }
 
 impl Error {

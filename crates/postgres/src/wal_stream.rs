@@ -40,6 +40,7 @@ use crate::lsn::{DEFAULT_SEGMENT_SIZE, Segment, WalFile, check_segment_size};
 use crate::server::Connection;
 use crate::tools::{StderrTail, Tools, failure};
 use crate::wal_archive::{self, Fetched, Pushed, RangeCache, catalog, summary, write_atomically};
+use crate::wal_expiry;
 use crate::wal_reader::summarize;
 
 /// How often the spool is looked at.
@@ -65,6 +66,9 @@ pub struct Options {
     /// Switch the server to a new segment this often when it wrote WAL since the last switch
     /// (`pg_switch_wal()`, which the user must be allowed to call).
     pub switch_interval: Option<Duration>,
+    /// Expire the streamed cluster's WAL this often ([`crate::wal_expiry`]), once the stream has
+    /// archived a first segment and then on the interval; never waits for a lock.
+    pub expire_every: Option<Duration>,
     /// Stops the stream.
     pub cancel: CancelToken,
 }
@@ -78,6 +82,8 @@ pub struct Streamed {
     pub bytes: u64,
     /// Times `pg_receivewal` was (re)started.
     pub starts: u64,
+    /// WAL files expired.
+    pub expired: u64,
 }
 
 fn receivewal(opts: &Options, extra: &[&str]) -> Result<Command, Error> {
@@ -318,6 +324,34 @@ impl Switcher {
     }
 }
 
+/// Expires cluster `system_identifier`'s WAL without waiting for locks; returns how many files
+/// went. Nothing that goes wrong stops the stream: a base backup holding its lock is waited out
+/// until the next round, anything else is logged.
+fn expire(repo: &Repository, system_identifier: u64) -> u64 {
+    let wait = repo.lock_wait();
+    repo.set_lock_wait(Duration::ZERO);
+    let opts = wal_expiry::Options { system_identifier: Some(system_identifier), dry_run: false };
+    let result = wal_expiry::expire(repo, &opts);
+    repo.set_lock_wait(wait);
+    match result {
+        Ok(done) => {
+            let deleted: Vec<&String> = done.iter().flat_map(|e| &e.deleted).collect();
+            if let (Some(first), Some(last)) = (deleted.first(), deleted.last()) {
+                tracing::info!(files = deleted.len(), %first, %last, "expired WAL older than the oldest base backup");
+            }
+            deleted.len() as u64
+        }
+        Err(Error::Repository(holdfast_repository::Error::Locked { holder, .. })) => {
+            tracing::info!(%holder, "the repository is locked; expiring WAL at the next round");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "expiring WAL failed; trying again at the next round");
+            0
+        }
+    }
+}
+
 /// Streams until cancelled (or `duration` passes): `pg_receivewal` restarted with a backoff when
 /// it stops, whole segments archived as they appear. Returns what was archived.
 ///
@@ -342,6 +376,7 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<Streamed, Error> {
     // is off (the server no longer had what follows it).
     let mut seeded: Option<String> = None;
     let mut unseeded = false;
+    let mut next_expiry: Option<Instant> = None;
     let result = loop {
         if opts.cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
             break Ok(());
@@ -393,6 +428,14 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<Streamed, Error> {
                 Err(e) => tracing::warn!(error = %e, file = %path.display(),
                     "writing the backup info failed; retrying"),
             }
+        }
+        if let (Some(every), Some(c)) = (opts.expire_every, cluster)
+            && next_expiry.is_none_or(|at| Instant::now() >= at)
+        {
+            next_expiry = Some(Instant::now() + every);
+            let expired = expire(repo, c.system_identifier);
+            out.expired += expired;
+            info_due |= expired > 0;
         }
         if let Some(s) = &mut switcher {
             s.tick(opts);
