@@ -646,20 +646,28 @@ impl WalExpireCmd {
         }
         let verb = if self.dry_run { "would delete" } else { "deleted" };
         for e in &all {
-            match (&e.skipped, &e.first_kept, &e.oldest_base_backup) {
-                (Some(why), _, _) => {
-                    println!("system {}: kept everything ({why})", e.system_identifier)
-                }
-                (None, Some(first), Some(base)) => println!(
-                    "system {}: {verb} {} WAL files ({}) before {first}, where base backup {base} \
-                     starts; {} kept",
-                    e.system_identifier,
-                    e.deleted.len(),
-                    human(e.deleted_bytes),
-                    e.kept
-                ),
-                _ => {}
+            let id = e.system_identifier;
+            if let Some(why) = &e.skipped {
+                println!("system {id}: kept everything ({why})");
+                continue;
             }
+            let mut kept_from = Vec::new();
+            if let (Some(first), Some(base)) = (&e.first_kept, &e.oldest_base_backup) {
+                kept_from.push(format!("{first}, where base backup {base} starts"));
+            }
+            if let Some(held) = &e.held_back_by {
+                kept_from.push(format!(
+                    "what was archived later than an hour before {held} (not a base backup \
+                     holdfast took, so it may need WAL)"
+                ));
+            }
+            println!(
+                "system {id}: {verb} {} WAL files ({}); {} kept from {}",
+                e.deleted.len(),
+                human(e.deleted_bytes),
+                e.kept,
+                kept_from.join(" and ")
+            );
         }
         Ok(())
     }

@@ -1078,10 +1078,13 @@ fn wal_expiry_keeps_what_base_backups_need_and_never_runs_beside_one() -> Result
     let third = backup(&["--pg-bindir", bindir.to_str().context("path")?])?;
     let during = std::fs::read_to_string(&seen).context("the wrapper did not run")?;
     assert!(
-        during.contains("is locked: a shared lock") && !during.contains("exit 0"),
+        during.contains("is locked: a shared lock by postgres base backup")
+            && !during.contains("exit 0"),
         "expiry ran beside a starting base backup: {during}"
     );
-    assert_eq!(archived_segments(&rig, &sysid)?, before);
+    // Nothing deleted (the backup's own end switched WAL, so more may have been archived).
+    let after = archived_segments(&rig, &sysid)?;
+    assert!(before.iter().all(|s| after.contains(s)), "{before:?} → {after:?}");
     ensure!(third["snapshot"].is_string(), "{third}");
     Ok(())
 }

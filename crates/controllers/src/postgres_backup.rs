@@ -281,6 +281,8 @@ async fn take(ctx: Arc<Context>, pb: Arc<PostgresBackup>, prepared: Prepared) {
     let work = tokio::task::spawn_blocking(move || -> Result<(String, BaseBackup), String> {
         let backend = location.open_existing().map_err(|e| e.to_string())?;
         let repo = Repository::open(backend, key.as_bytes()).map_err(|e| e.to_string())?;
+        // A prune or a WAL expiry holding the repository briefly is waited out, not a failure.
+        repo.set_lock_wait(crate::repository_access::DATA_PATH_LOCK_WAIT);
         let opts = base_backup::Options {
             connection,
             tools: Tools::new(None),

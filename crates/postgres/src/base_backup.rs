@@ -238,8 +238,8 @@ pub fn run(repo: &Repository, opts: &Options) -> Result<(BackupResult, BaseBacku
     let piece = block * pages;
     // Held from before the server picks the start LSN until the snapshot recording it is saved:
     // WAL expiry takes the exclusive lock, so it never runs while a base backup whose start is
-    // recorded nowhere yet needs WAL from there on (the backup's own lock is taken later, once
-    // the stream is read).
+    // recorded nowhere yet needs WAL from there on. (Storing the stream takes a lock of its own
+    // too, but only once pg_basebackup is running.)
     let _lock = repo.lock(LockKind::Shared, "postgres base backup")?;
     let mut cmd = opts.tools.command("pg_basebackup")?;
     let wal_method = if opts.wal == WalSource::Inside { "fetch" } else { "none" };

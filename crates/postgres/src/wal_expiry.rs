@@ -1,10 +1,18 @@
-//! Expiring archived WAL: deleting the WAL files no restore can read any more.
+//! Expiring archived WAL: deleting the WAL files no restore from this repository can read.
 //!
 //! A restore replays from the start of a base backup (`START WAL LOCATION`), so WAL before the
-//! start of a cluster's oldest base backup is never read again, on any timeline. That is the only
-//! rule: WAL follows base backups, as in pgBackRest and Barman, and forgetting base backups is
-//! what frees it. Timeline history files are always kept (a restore following timelines needs
-//! every one, and they are a few bytes).
+//! start of a cluster's oldest base backup is never read again, on any timeline: WAL follows
+//! base backups, as in pgBackRest and Barman, and forgetting base backups is what frees it.
+//! Timeline history files are always kept (a restore following timelines needs every one, and
+//! they are a few bytes).
+//!
+//! Not every base backup is one holdfast can read the start of: `pg_basebackup`'s tar stored
+//! through `datasafed push` (KubeBlocks' Full backups) is an opaque stream, and so is anything
+//! else in the repository. Such a snapshot may need WAL from a little before it was taken (the
+//! server chose its start as it began), so WAL archived later than [`UNRECOGNIZED_MARGIN`]
+//! before the oldest snapshot that is not a recognized base backup is kept as well: as those
+//! snapshots expire, their WAL follows. (A base backup holdfast takes records its start in its
+//! labels; those of other clusters say they are not this cluster's.)
 //!
 //! Deleting is the dangerous verb, so expiry first proves nothing needs what it deletes:
 //! - it holds the repository's exclusive lock, and every base backup holds a shared lock from
@@ -12,13 +20,22 @@
 //!   not yet recorded can be running;
 //! - it reads every snapshot, and refuses when one cannot be read or a base backup's labels do
 //!   not parse (either may be a base backup that needs the WAL);
-//! - it refuses for a cluster with no base backup at all (its first may be on its way);
-//! - it deletes oldest first, so an expiry that stops halfway leaves no gap in what remains.
+//! - it refuses for a cluster with no snapshot at all to go by (its first base backup may be on
+//!   its way);
+//! - it deletes oldest first and stops at the first file it must keep, so what remains is one
+//!   stretch, whether it finishes or stops halfway.
 //!
-//! WAL archived meanwhile (`wal-push`, `wal-stream`) takes no lock: it is newer than every base
-//! backup's start, so it is never below the line.
+//! WAL archived meanwhile (`wal-push`, `wal-stream`) takes no lock. It is kept: it is archived
+//! after every snapshot taken so far, and its segments are numbered at or above the start of
+//! every base backup on its timeline. (After a restore to an earlier point, the new timeline's
+//! segments may be numbered below the start of a base backup of the abandoned timeline; those
+//! are not needed by that backup, and a base backup of the new timeline holds its lock.)
+//!
+//! WAL that something outside the repository reads (a standby or a base backup kept elsewhere
+//! whose `restore_command` is `wal-fetch`) is not known here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
 
 use holdfast_repository::Repository;
 use holdfast_repository::archive;
@@ -27,8 +44,13 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::base_backup::{BaseBackup, TAG};
-use crate::lsn::{Segment, WalFile, check_segment_size};
+use crate::lsn::{Segment, check_segment_size};
 use crate::wal_archive::{archive_name, clusters};
+
+/// WAL archived later than this before a snapshot that is not a recognized base backup is kept:
+/// the time from `pg_basebackup` choosing its start to the snapshot's own time, and the clocks
+/// of the hosts involved, fit well within it.
+pub const UNRECOGNIZED_MARGIN: Duration = Duration::from_secs(3600);
 
 /// What to expire.
 #[derive(Debug, Clone, Default)]
@@ -44,15 +66,19 @@ pub struct Options {
 pub struct Expired {
     /// The cluster.
     pub system_identifier: u64,
-    /// Why nothing was considered (no base backup), when so.
+    /// Why nothing was considered, when so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     /// The oldest base backup's snapshot id: its start is the line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_base_backup: Option<String>,
-    /// The first segment kept (the one holding the oldest base backup's start).
+    /// The segment holding the oldest base backup's start: it and everything after it stay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_kept: Option<String>,
+    /// The oldest snapshot that is not a recognized base backup, when there is one: WAL archived
+    /// later than [`UNRECOGNIZED_MARGIN`] before it stays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back_by: Option<String>,
     /// WAL file names deleted (or, in a dry run, to delete), oldest first.
     pub deleted: Vec<String>,
     /// Their stored bytes.
@@ -61,10 +87,31 @@ pub struct Expired {
     pub kept: usize,
 }
 
-/// The base backups of every cluster, or a refusal naming the snapshot that cannot be judged.
-fn base_backups_by_cluster(
-    repo: &Repository,
-) -> Result<BTreeMap<u64, Vec<(String, BaseBackup)>>, Error> {
+impl Expired {
+    fn skipped(system_identifier: u64, why: String) -> Self {
+        Expired {
+            system_identifier,
+            skipped: Some(why),
+            oldest_base_backup: None,
+            first_kept: None,
+            held_back_by: None,
+            deleted: Vec::new(),
+            deleted_bytes: 0,
+            kept: 0,
+        }
+    }
+}
+
+/// What the repository's snapshots say about the WAL they need.
+struct Snapshots {
+    /// Recognized base backups (short snapshot id, what it records), by cluster.
+    bases: BTreeMap<u64, Vec<(String, BaseBackup)>>,
+    /// The oldest snapshot that is not a recognized base backup: its short id and time.
+    unrecognized: Option<(String, jiff::Timestamp)>,
+}
+
+/// Reads every snapshot, or refuses naming the one that cannot be judged.
+fn judge(repo: &Repository) -> Result<Snapshots, Error> {
     let listing = repo.snapshot_listing()?;
     if let Some(bad) = listing.unreadable.first() {
         return Err(Error::ExpiryRefused(format!(
@@ -73,9 +120,13 @@ fn base_backups_by_cluster(
             bad.id, bad.error
         )));
     }
-    let mut by_cluster: BTreeMap<u64, Vec<(String, BaseBackup)>> = BTreeMap::new();
+    let mut out = Snapshots { bases: BTreeMap::new(), unrecognized: None };
     for entry in listing.entries {
         if !entry.snapshot.tags.iter().any(|t| t == TAG) {
+            let time = entry.snapshot.time;
+            if out.unrecognized.as_ref().is_none_or(|(_, oldest)| time < *oldest) {
+                out.unrecognized = Some((entry.id.short(), time));
+            }
             continue;
         }
         let base = BaseBackup::from_labels(&entry.snapshot.labels).map_err(|e| {
@@ -85,107 +136,126 @@ fn base_backups_by_cluster(
                 entry.id.short()
             ))
         })?;
-        by_cluster.entry(base.system_identifier).or_default().push((entry.id.short(), base));
+        out.bases.entry(base.system_identifier).or_default().push((entry.id.short(), base));
     }
-    Ok(by_cluster)
+    Ok(out)
 }
 
-/// The cluster's WAL segment size, and the segment holding the start of its oldest base backup
-/// with that backup's snapshot id: nothing below that segment's number is needed.
-fn line(bases: &[(String, BaseBackup)]) -> Result<(u64, Segment, &str), Error> {
+/// The segment holding the start of the oldest of `bases` (named with the cluster's segment
+/// size) and that backup's snapshot id.
+fn oldest_start(bases: &[(String, BaseBackup)]) -> Result<Option<(String, &str)>, Error> {
     let sizes: BTreeSet<u64> = bases.iter().map(|(_, b)| b.wal_segment_size).collect();
+    let Some((id, oldest)) = bases.iter().min_by_key(|(_, b)| b.start_lsn) else {
+        return Ok(None);
+    };
     let [size] = sizes.into_iter().collect::<Vec<_>>()[..] else {
         return Err(Error::ExpiryRefused(
             "the cluster's base backups record different WAL segment sizes".into(),
         ));
     };
     check_segment_size(size)?;
-    let (id, oldest) = bases
-        .iter()
-        .min_by_key(|(_, b)| b.start_lsn)
-        .ok_or_else(|| Error::Invalid("no base backup".into()))?;
-    Ok((size, Segment::of(oldest.timeline, oldest.start_lsn, size), id.as_str()))
+    let first = Segment::of(oldest.timeline, oldest.start_lsn, size).name(size);
+    Ok(Some((first, id.as_str())))
 }
 
-/// Whether archived WAL file `file` lies wholly below segment number `line`.
-fn below(file: &str, line: u64, segment_size: u64) -> Option<u64> {
-    match WalFile::parse(file, segment_size)? {
-        WalFile::Segment(s) | WalFile::Partial(s) | WalFile::BackupHistory(s) => {
-            (s.number < line).then_some(s.number)
-        }
-        WalFile::History(_) => None,
-    }
+/// Where archived WAL file `file` lies: the 16 hex digits of its segment's log and number (which
+/// order segments as their numbers do, whatever the segment size), or `None` for a timeline
+/// history file or a name that is not WAL (kept).
+fn position(file: &str) -> Option<&str> {
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    let segment = file.get(..24).filter(|s| hex(s))?;
+    let rest = &file[24..];
+    let backup = rest
+        .strip_prefix('.')
+        .and_then(|r| r.strip_suffix(".backup"))
+        .is_some_and(|offset| offset.len() == 8 && hex(offset));
+    (rest.is_empty() || rest == ".partial" || backup).then(|| &segment[8..])
 }
 
 /// Expires archived WAL as the module describes.
 ///
 /// # Errors
-/// [`Error::ExpiryRefused`] when a snapshot cannot be judged or the named cluster has no base
-/// backup; the repository's lock errors when another process holds a lock; repository errors.
-/// A failure partway leaves the oldest files deleted and the rest in place.
+/// [`Error::ExpiryRefused`] when a snapshot cannot be judged, or the named cluster has nothing
+/// to go by (without a name, such a cluster is reported as skipped); the repository's lock
+/// errors when another process holds a lock; repository errors. A failure partway leaves the
+/// oldest files deleted and the rest in place.
 pub fn expire(repo: &Repository, opts: &Options) -> Result<Vec<Expired>, Error> {
     let lock =
         if opts.dry_run { None } else { Some(repo.lock(LockKind::Exclusive, "pg wal expire")?) };
     // Listed under the lock: a base backup that finished before it was granted is seen.
-    let bases = base_backups_by_cluster(repo)?;
+    let snapshots = judge(repo)?;
     let ids = match opts.system_identifier {
         Some(id) => vec![id],
         None => clusters(repo)?,
     };
     let mut out = Vec::new();
     for id in ids {
-        let Some(of_cluster) = bases.get(&id).filter(|b| !b.is_empty()) else {
-            if opts.system_identifier.is_some() {
-                return Err(Error::ExpiryRefused(format!(
-                    "the cluster with system identifier {id} has no base backup in the \
-                     repository, so every WAL file may still be needed: take one first"
-                )));
+        match expire_cluster(repo, id, &snapshots, lock.as_ref()) {
+            Err(Error::ExpiryRefused(why)) if opts.system_identifier.is_none() => {
+                out.push(Expired::skipped(id, why));
             }
-            out.push(Expired {
-                system_identifier: id,
-                skipped: Some("no base backup: every WAL file may still be needed".into()),
-                oldest_base_backup: None,
-                first_kept: None,
-                deleted: Vec::new(),
-                deleted_bytes: 0,
-                kept: 0,
-            });
-            continue;
-        };
-        let (size, first_kept, oldest) = line(of_cluster)?;
-        let prefix = format!("pg-{id}-");
-        let files: Vec<(String, u64)> = archive::list(repo)?
-            .into_iter()
-            .filter_map(|o| Some((o.name.strip_prefix(&prefix)?.to_string(), o.size)))
-            .collect();
-        let mut doomed: Vec<(u64, &str, u64)> = files
-            .iter()
-            .filter_map(|(f, bytes)| Some((below(f, first_kept.number, size)?, f.as_str(), *bytes)))
-            .collect();
-        // Oldest first (by segment, then name: a segment before its `.backup` and `.partial`),
-        // so what remains after a failure is still one unbroken stretch.
-        doomed.sort_unstable();
-        let mut expired = Expired {
-            system_identifier: id,
-            skipped: None,
-            oldest_base_backup: Some(oldest.to_string()),
-            first_kept: Some(first_kept.name(size)),
-            deleted: Vec::new(),
-            deleted_bytes: 0,
-            kept: files.len() - doomed.len(),
-        };
-        for (_, file, bytes) in doomed {
-            if let Some(lock) = &lock {
-                // A lock others may already consider stale protects nothing.
-                lock.check()?;
-                archive::delete(repo, &archive_name(id, file))?;
-            }
-            expired.deleted_bytes += bytes;
-            expired.deleted.push(file.to_string());
+            other => out.push(other?),
         }
-        out.push(expired);
     }
     Ok(out)
+}
+
+fn expire_cluster(
+    repo: &Repository,
+    id: u64,
+    snapshots: &Snapshots,
+    lock: Option<&holdfast_repository::lock::RepoLock>,
+) -> Result<Expired, Error> {
+    let base = oldest_start(snapshots.bases.get(&id).map_or(&[], Vec::as_slice))?;
+    let held = snapshots.unrecognized.as_ref().map(|(snapshot, time)| {
+        let before = SystemTime::from(*time).checked_sub(UNRECOGNIZED_MARGIN);
+        (before.unwrap_or(SystemTime::UNIX_EPOCH), format!("snapshot {snapshot} of {time}"))
+    });
+    if base.is_none() && held.is_none() {
+        return Err(Error::ExpiryRefused(format!(
+            "the cluster with system identifier {id} has no base backup in the repository, so \
+             every WAL file may still be needed: take one first"
+        )));
+    }
+    let prefix = format!("pg-{id}-");
+    let mut files: Vec<(&str, String, u64, SystemTime)> = Vec::new();
+    let mut others = 0;
+    let listed = archive::list(repo)?;
+    for o in &listed {
+        let Some(file) = o.name.strip_prefix(&prefix) else { continue };
+        match position(file) {
+            Some(at) => files.push((at, file.to_string(), o.size, o.last_modified)),
+            None => others += 1,
+        }
+    }
+    // Oldest first (by segment, then name: a segment before its `.backup` and `.partial`).
+    files.sort_unstable();
+    let line = base.as_ref().map(|(first, _)| &first[8..]);
+    let keep = |at: &str, archived: SystemTime| {
+        line.is_some_and(|l| at >= l) || held.as_ref().is_some_and(|(t, _)| archived >= *t)
+    };
+    // Up to the first file that stays, so what remains is one stretch.
+    let doomed = files.iter().take_while(|(at, _, _, archived)| !keep(at, *archived)).count();
+    let mut expired = Expired {
+        system_identifier: id,
+        skipped: None,
+        oldest_base_backup: base.as_ref().map(|(_, snapshot)| snapshot.to_string()),
+        first_kept: base.as_ref().map(|(first, _)| first.clone()),
+        held_back_by: held.map(|(_, what)| what),
+        deleted: Vec::new(),
+        deleted_bytes: 0,
+        kept: others + files.len() - doomed,
+    };
+    for (_, file, bytes, _) in &files[..doomed] {
+        if let Some(lock) = lock {
+            // A lock others may already consider stale protects nothing.
+            lock.check()?;
+            archive::delete(repo, &archive_name(id, file))?;
+        }
+        expired.deleted_bytes += bytes;
+        expired.deleted.push(file.clone());
+    }
+    Ok(expired)
 }
 
 #[cfg(test)]
@@ -399,6 +469,44 @@ mod tests {
         let e = expire(&repo, &Options::default()).unwrap_err();
         assert!(e.to_string().contains("labels cannot be read"), "{e}");
         assert_eq!(archived(&repo, 7), before);
+    }
+
+    /// A snapshot that is not a base backup holdfast recognizes (a `datasafed push` of
+    /// `pg_basebackup`'s tar, say), taken at `time`.
+    fn opaque(repo: &Repository, time: jiff::Timestamp) {
+        let mut o = BackupOptions::new();
+        o.tags = vec!["datasafed".into()];
+        o.time = Some(time);
+        backup_reader(repo, &b"a tar stream"[..], "base.tar", &o).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_holdfast_cannot_read_holds_back_the_wal_archived_before_it() {
+        let repo = repo_on(Arc::new(MemoryBackend::new()));
+        a_cluster_archive(&repo, 7);
+        base(&repo, 7, 1, 9);
+        let before = archived(&repo, 7);
+        // Taken now: every segment was archived less than an hour before it, so all stay.
+        let now = jiff::Timestamp::now();
+        opaque(&repo, now);
+        let done = expire(&repo, &Options::default()).unwrap();
+        assert!(done[0].deleted.is_empty(), "{done:?}");
+        assert!(done[0].held_back_by.as_deref().is_some_and(|h| h.contains("snapshot")));
+        assert_eq!(archived(&repo, 7), before);
+
+        // Only snapshots taken over an hour after the WAL was archived: the base backup's line
+        // decides for this cluster, and cluster 8, without a base backup of its own, keeps
+        // what was archived less than an hour before the opaque snapshot: here nothing.
+        let repo = repo_on(Arc::new(MemoryBackend::new()));
+        a_cluster_archive(&repo, 7);
+        a_cluster_archive(&repo, 8);
+        base(&repo, 7, 1, 9);
+        opaque(&repo, now + jiff::SignedDuration::from_hours(2));
+        let done = expire(&repo, &Options::default()).unwrap();
+        assert_eq!(done[0].deleted.len(), 12, "{done:?}");
+        assert_eq!(done[1].system_identifier, 8);
+        assert_eq!(done[1].skipped, None);
+        assert_eq!(archived(&repo, 8), vec!["00000002.history".to_string()]);
     }
 
     #[test]

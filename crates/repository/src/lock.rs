@@ -282,13 +282,20 @@ impl Repository {
         }
     }
 
+    /// The conflicting lock written first, if any: of a process holding two (a base backup
+    /// holds one from before its server starts and its storing one more), the one that tells
+    /// what it is doing.
     fn conflicting_lock(&self, kind: LockKind, own: &str) -> Result<Option<FoundLock>> {
         let now = SystemTime::now();
-        Ok(self.locks()?.into_iter().find(|l| {
-            l.name != own
-                && (kind == LockKind::Exclusive || l.exclusive())
-                && l.stale(now).is_none()
-        }))
+        Ok(self
+            .locks()?
+            .into_iter()
+            .filter(|l| {
+                l.name != own
+                    && (kind == LockKind::Exclusive || l.exclusive())
+                    && l.stale(now).is_none()
+            })
+            .min_by_key(|l| l.info.as_ref().map_or(l.last_modified, |i| SystemTime::from(i.time))))
     }
 
     fn hold(&self, name: String, kind: LockKind, purpose: &str) -> RepoLock {

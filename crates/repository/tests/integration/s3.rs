@@ -33,8 +33,9 @@ fn s3_backend_against_moto() {
     let port = moto.port();
     moto.create_bucket("holdfast-test").unwrap_or_else(|e| panic!("create bucket: {e}"));
 
-    // The shared conformance suite, including create-only semantics (If-None-Match: *).
-    conformance::run(&*s3(port, "conformance"));
+    // The shared conformance suite, including create-only semantics (If-None-Match: *), but
+    // not the race of several creates of one name: moto decides those without a lock.
+    conformance::run_without_races(&*s3(port, "conformance"));
 
     // A repository round trip under another prefix.
     let tmp = tempfile::tempdir().unwrap();
