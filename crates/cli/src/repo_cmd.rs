@@ -330,6 +330,15 @@ fn password(args: &RepoOptions) -> anyhow::Result<String> {
     // A datasafed config carries its own password rules, so a Job given only the config finds
     // the password exactly where `holdfast datasafed` would.
     if let Some(conf) = &args.datasafed_config {
+        // The config's rules read HOLDFAST_PASSWORD_FILE themselves (clap fills the option from
+        // it too); a different file given as the flag would be silently ignored.
+        let from_env = |p: &std::path::Path| {
+            std::env::var_os("HOLDFAST_PASSWORD_FILE")
+                .is_some_and(|v| std::path::Path::new(&v) == p)
+        };
+        if args.password_file.as_deref().is_some_and(|p| !from_env(p)) {
+            bail!("both --password-file and --datasafed-config give the password: give one");
+        }
         return datasafed_config::password(&datasafed_config::load(conf)?, conf);
     }
     secret(

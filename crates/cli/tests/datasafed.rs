@@ -559,6 +559,10 @@ fn repo_and_pg_commands_open_the_repository_a_datasafed_config_names() {
     );
     assert!(listed.contains(snapshots[0]["id"].as_str().unwrap()), "{listed}");
 
+    let right = dir.path().join("right-pw");
+    std::fs::write(&right, "from-the-config\n").unwrap();
+    let conf_pw = right.to_str().unwrap().to_string();
+
     // Both ways of naming a repository at once: refused with the cause.
     let o = holdfast(&["repo", "snapshots", "--repo", repo_s, "--datasafed-config", conf_s], &[]);
     one_line_failure(&o, "--datasafed-config");
@@ -567,6 +571,25 @@ fn repo_and_pg_commands_open_the_repository_a_datasafed_config_names() {
         &[("HOLDFAST_REPOSITORY", repo_s)],
     );
     one_line_failure(&o, "--repo");
+    // Both ways of giving the password at once: refused too, not one silently preferred.
+    let o = holdfast(
+        &[
+            "repo",
+            "snapshots",
+            "--datasafed-config",
+            conf_s,
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        &[],
+    );
+    one_line_failure(&o, "--password-file");
+    // The variable is one of the config's own password sources, not a second way.
+    let ok_env = ok(
+        &["repo", "snapshots", "--json", "--datasafed-config", elsewhere.to_str().unwrap()],
+        &[("DATASAFED_LOCAL_BACKEND_PATH", repo_s), ("HOLDFAST_PASSWORD_FILE", conf_pw.as_str())],
+    );
+    assert!(ok_env.contains(snapshots[0]["id"].as_str().unwrap()), "{ok_env}");
     // A config naming a directory that does not exist is not a repository.
     let o =
         holdfast(&["repo", "snapshots", "--datasafed-config", elsewhere.to_str().unwrap()], &[]);
