@@ -931,3 +931,60 @@ async fn a_volume_snapshot_method_backs_up_claims_and_restores_them_byte_identic
     assert!(tree::describe(&restored_data) == data_at_backup);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_replaces_untouched_shipped_action_sets_and_keeps_edited_ones() -> Result<()> {
+    use holdfast_controllers::shipped_action_sets::{
+        self, SHIPPED_SOURCE, SHIPPED_SPEC, spec_hash,
+    };
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    let server = EmbeddedServer::start(Path::new(BIN)).await?;
+    let api: Api<ActionSet> = Api::all(server.client.clone());
+    let annotated = |name: &'static str| {
+        let api = api.clone();
+        move || {
+            let api = api.clone();
+            async move {
+                let set = api.get_opt(name).await?;
+                Ok(set.filter(|s| s.annotations().contains_key(SHIPPED_SPEC)))
+            }
+        }
+    };
+    let wal = wait_for("postgresql-wal installed", TIMEOUT, annotated("postgresql-wal")).await?;
+    let dump =
+        wait_for("postgresql-pgdump installed", TIMEOUT, annotated("postgresql-pgdump")).await?;
+    assert_eq!(wal.annotations()[SHIPPED_SPEC], spec_hash(&wal)?);
+    let current = wal.spec.clone();
+
+    // An older release's postgresql-wal, untouched since: its worker had no expiry.
+    let old_script = "exec holdfast pg wal-stream --spool /dp-manager/wal-spool";
+    let set_script = |set: &mut ActionSet, script: &str| -> Result<()> {
+        let backup = set.spec.backup.as_mut().context("backup")?;
+        backup.backup_data.job.base.command[2] = script.to_string();
+        Ok(())
+    };
+    let mut older = wal.clone();
+    set_script(&mut older, old_script)?;
+    let older = api.replace("postgresql-wal", &PostParams::default(), &older).await?;
+    let hash = spec_hash(&older)?;
+    let patch = json!({"metadata": {"annotations": {SHIPPED_SPEC: hash, SHIPPED_SOURCE: "older"}}});
+    api.patch("postgresql-wal", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    // A shipped one the user edited after it was installed.
+    let mut edited = dump.clone();
+    set_script(&mut edited, "set -o pipefail; echo mine | datasafed push - /x")?;
+    api.replace("postgresql-pgdump", &PostParams::default(), &edited).await?;
+
+    let changed = shipped_action_sets::install(&server.client).await?;
+    assert_eq!(changed, ["postgresql-wal"]);
+    let now = api.get("postgresql-wal").await?;
+    assert_eq!(now.spec, current, "the untouched one is this release's again");
+    let script = &now.spec.backup.as_ref().context("backup")?.backup_data.job.base.command[2];
+    assert!(script.contains("--expire-every"), "{script}");
+    assert_eq!(now.annotations()[SHIPPED_SPEC], spec_hash(&now)?);
+    let kept = api.get("postgresql-pgdump").await?;
+    let script = &kept.spec.backup.as_ref().context("backup")?.backup_data.job.base.command[2];
+    assert!(script.contains("echo mine"), "the user's edit was undone: {script}");
+    // Nothing to do the next time.
+    assert!(shipped_action_sets::install(&server.client).await?.is_empty());
+    Ok(())
+}

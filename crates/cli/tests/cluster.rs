@@ -118,6 +118,12 @@ const NOT_EXERCISED: NotExercised = &[
         "backup_schedule.rs: scheduled Backups",
     ),
     ("dataprotection.kubeblocks.io", "backups", &["delete"], "retention.rs: expired Backups"),
+    (
+        "dataprotection.kubeblocks.io",
+        "actionsets",
+        &["update"],
+        "shipped_action_sets.rs: an untouched shipped ActionSet replaced on upgrade",
+    ),
     ("dataprotection.kubeblocks.io", "backupschedules", &["get"], "backup_schedule.rs"),
     ("dataprotection.kubeblocks.io", "backupschedules/status", &["patch"], "backup_schedule.rs"),
     (

@@ -7,19 +7,49 @@
 //!   backup another ActionSet restored (`holdfast pg recover`);
 //! - `volume-files`: a tar of a target volume; restore untars into the restore claim.
 //!
-//! An ActionSet that already exists is never touched: users may edit the shipped ones, and an
-//! upgrade must not undo that. Each shipped object carries `app.kubernetes.io/managed-by=holdfast`.
+//! Each shipped object carries `app.kubernetes.io/managed-by=holdfast` and, once installed, the
+//! annotation [`SHIPPED_SPEC`]: a hash of its spec as the API server stored it. At start, an
+//! existing shipped ActionSet whose spec still has that hash (nobody edited it) and differs from
+//! the one this release ships is replaced by it, so an upgrade brings new behaviour (the WAL
+//! worker's expiry, say). One that was edited, or installed before the annotation existed, is
+//! never touched: users may edit the shipped ones, and an upgrade must not undo that.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_api::kubeblocks::ActionSet;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::{Context, Error, object};
 
 /// The label value marking objects holdfast installed itself.
 pub const MANAGED_BY_HOLDFAST: &str = "holdfast";
+/// The annotation holding the hash of a shipped ActionSet's spec as the API server stored it.
+pub const SHIPPED_SPEC: &str = "holdfast.io/shipped-spec";
+/// The annotation holding the hash of the shipped spec that was installed, as shipped (before
+/// the API server's defaults): equal to this release's, there is nothing to update.
+pub const SHIPPED_SOURCE: &str = "holdfast.io/shipped-source";
+
+/// The hash of an ActionSet's spec (its JSON; field order is the struct's, maps are sorted).
+///
+/// # Errors
+/// A spec that does not serialize (none does).
+pub fn spec_hash(set: &ActionSet) -> Result<String, Error> {
+    let json = serde_json::to_vec(&set.spec).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(blake3::hash(&json).to_hex().to_string())
+}
+
+/// Records the hash of `name`'s spec as the API server stored it (after its defaults), so a
+/// later start can tell an untouched shipped ActionSet from an edited one.
+async fn mark(api: &Api<ActionSet>, name: &str, source: &str) -> Result<(), Error> {
+    let Some(stored) = api.get_opt(name).await? else { return Ok(()) };
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        SHIPPED_SPEC: spec_hash(&stored)?,
+        SHIPPED_SOURCE: source,
+    }}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
 
 /// The shipped manifests: (file name, YAML).
 pub const SHIPPED: [(&str, &str); 4] = [
@@ -43,24 +73,48 @@ pub fn shipped() -> Result<Vec<ActionSet>, Error> {
         .collect()
 }
 
-/// Creates every shipped ActionSet that does not exist yet; returns the names created.
+/// Creates every shipped ActionSet that does not exist yet and replaces the untouched ones this
+/// release ships differently; returns the names created or replaced.
 ///
 /// # Errors
-/// An API error other than "already exists".
+/// An API error other than "already exists" (or a conflict with a concurrent writer).
 pub async fn install(client: &kube::Client) -> Result<Vec<String>, Error> {
     let api: Api<ActionSet> = Api::all(client.clone());
-    let mut created = Vec::new();
+    let mut changed = Vec::new();
     for action_set in shipped()? {
         let name = action_set.metadata.name.clone().unwrap_or_default();
-        if api.get_opt(&name).await?.is_some() {
+        let source = spec_hash(&action_set)?;
+        let Some(existing) = api.get_opt(&name).await? else {
+            // Another holdfast instance (or a user) may create it meanwhile: theirs stays.
+            if object::create_unless_exists(&api, &action_set).await? {
+                mark(&api, &name, &source).await?;
+                changed.push(name);
+            }
             continue;
+        };
+        let annotation = |key: &str| existing.metadata.annotations.as_ref()?.get(key).cloned();
+        let (Some(stored), Some(installed)) =
+            (annotation(SHIPPED_SPEC), annotation(SHIPPED_SOURCE))
+        else {
+            continue; // installed before the annotations existed, or by someone else
+        };
+        if installed == source || stored != spec_hash(&existing)? {
+            continue; // this release's already, or edited since (the user's stays)
         }
-        // Another holdfast instance (or a user) may create it meanwhile: theirs stays.
-        if object::create_unless_exists(&api, &action_set).await? {
-            created.push(name);
+        let mut replacement = action_set.clone();
+        // The write succeeds only over the version read: an edit in between stays.
+        replacement.metadata.resource_version = existing.metadata.resource_version.clone();
+        replacement.metadata.annotations = existing.metadata.annotations.clone();
+        match api.replace(&name, &PostParams::default(), &replacement).await {
+            Ok(_) => {
+                mark(&api, &name, &source).await?;
+                changed.push(name);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(created)
+    Ok(changed)
 }
 
 /// Installs the shipped ActionSets, retrying while the API server is not answering, then stays
@@ -71,7 +125,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<(), Error> {
         match install(&ctx.client).await {
             Ok(created) => {
                 if !created.is_empty() {
-                    tracing::info!(actionsets = ?created, "installed the shipped ActionSets");
+                    tracing::info!(actionsets = ?created, "installed or updated the shipped ActionSets");
                 }
                 break;
             }
