@@ -691,9 +691,8 @@ impl WalCmd {
 
 impl WalStatusCmd {
     fn run(&self, args: &PgArgs) -> anyhow::Result<()> {
-        let c = self;
         let repo = args.repo.open()?;
-        let ids = match c.system_identifier {
+        let ids = match self.system_identifier {
             Some(id) => vec![id],
             None => wal_archive::clusters(&repo)?,
         };

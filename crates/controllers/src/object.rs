@@ -38,9 +38,21 @@ pub async fn create_unless_exists<K>(api: &Api<K>, obj: &K) -> Result<bool, Erro
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
+    Ok(create_if_absent(api, obj).await?.is_some())
+}
+
+/// Like [`create_unless_exists`], returning the object as the API server stored it when this
+/// call created it.
+///
+/// # Errors
+/// API errors other than "already exists".
+pub async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
     match api.create(&PostParams::default(), obj).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
         Err(error) => Err(error.into()),
     }
 }

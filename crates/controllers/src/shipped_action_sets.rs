@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_api::kubeblocks::ActionSet;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::{Context, Error, object};
@@ -39,15 +40,15 @@ pub fn spec_hash(set: &ActionSet) -> Result<String, Error> {
     Ok(blake3::hash(&json).to_hex().to_string())
 }
 
-/// Records the hash of `name`'s spec as the API server stored it (after its defaults), so a
-/// later start can tell an untouched shipped ActionSet from an edited one.
-async fn mark(api: &Api<ActionSet>, name: &str, source: &str) -> Result<(), Error> {
-    let Some(stored) = api.get_opt(name).await? else { return Ok(()) };
+/// Records on `stored` (a shipped ActionSet as the API server stored it, after its defaults) the
+/// hash of its spec and of the spec shipped, so a later start can tell an untouched shipped
+/// ActionSet from an edited one, and an older release's from this one's.
+async fn mark(api: &Api<ActionSet>, stored: &ActionSet, source: &str) -> Result<(), Error> {
     let patch = serde_json::json!({"metadata": {"annotations": {
-        SHIPPED_SPEC: spec_hash(&stored)?,
+        SHIPPED_SPEC: spec_hash(stored)?,
         SHIPPED_SOURCE: source,
     }}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(&stored.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
 
@@ -86,8 +87,8 @@ pub async fn install(client: &kube::Client) -> Result<Vec<String>, Error> {
         let source = spec_hash(&action_set)?;
         let Some(existing) = api.get_opt(&name).await? else {
             // Another holdfast instance (or a user) may create it meanwhile: theirs stays.
-            if object::create_unless_exists(&api, &action_set).await? {
-                mark(&api, &name, &source).await?;
+            if let Some(stored) = object::create_if_absent(&api, &action_set).await? {
+                mark(&api, &stored, &source).await?;
                 changed.push(name);
             }
             continue;
@@ -106,8 +107,8 @@ pub async fn install(client: &kube::Client) -> Result<Vec<String>, Error> {
         replacement.metadata.resource_version = existing.metadata.resource_version.clone();
         replacement.metadata.annotations = existing.metadata.annotations.clone();
         match api.replace(&name, &PostParams::default(), &replacement).await {
-            Ok(_) => {
-                mark(&api, &name, &source).await?;
+            Ok(stored) => {
+                mark(&api, &stored, &source).await?;
                 changed.push(name);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {}

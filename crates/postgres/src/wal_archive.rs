@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use holdfast_repository::Repository;
 use holdfast_repository::archive::{self, Stored};
+use holdfast_repository::backend::ObjectInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::lsn::{DEFAULT_SEGMENT_SIZE, Lsn, Segment, WalFile, check_segment_size};
@@ -203,13 +204,18 @@ pub struct Catalog {
 /// # Errors
 /// Repository errors.
 pub fn clusters(repo: &Repository) -> Result<Vec<u64>, Error> {
-    let mut ids: Vec<u64> = archive::list(repo)?
+    Ok(clusters_in(&archive::list(repo)?))
+}
+
+/// The system identifiers that have WAL in a listing of the archive files.
+pub fn clusters_in(listed: &[ObjectInfo]) -> Vec<u64> {
+    let mut ids: Vec<u64> = listed
         .iter()
         .filter_map(|o| o.name.strip_prefix("pg-")?.split_once('-')?.0.parse().ok())
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok(ids)
+    ids
 }
 
 /// Lists the archived WAL of cluster `system_identifier`.

@@ -39,13 +39,14 @@ use std::time::{Duration, SystemTime};
 
 use holdfast_repository::Repository;
 use holdfast_repository::archive;
+use holdfast_repository::backend::ObjectInfo;
 use holdfast_repository::lock::LockKind;
 use serde::Serialize;
 
 use crate::Error;
 use crate::base_backup::{BaseBackup, TAG};
 use crate::lsn::{Segment, check_segment_size};
-use crate::wal_archive::{archive_name, clusters};
+use crate::wal_archive::{archive_name, clusters_in};
 
 /// WAL archived later than this before a snapshot that is not a recognized base backup is kept:
 /// the time from `pg_basebackup` choosing its start to the snapshot's own time, and the clocks
@@ -184,13 +185,14 @@ pub fn expire(repo: &Repository, opts: &Options) -> Result<Vec<Expired>, Error> 
         if opts.dry_run { None } else { Some(repo.lock(LockKind::Exclusive, "pg wal expire")?) };
     // Listed under the lock: a base backup that finished before it was granted is seen.
     let snapshots = judge(repo)?;
+    let listed = archive::list(repo)?;
     let ids = match opts.system_identifier {
         Some(id) => vec![id],
-        None => clusters(repo)?,
+        None => clusters_in(&listed),
     };
     let mut out = Vec::new();
     for id in ids {
-        match expire_cluster(repo, id, &snapshots, lock.as_ref()) {
+        match expire_cluster(repo, id, &snapshots, &listed, lock.as_ref()) {
             Err(Error::ExpiryRefused(why)) if opts.system_identifier.is_none() => {
                 out.push(Expired::skipped(id, why));
             }
@@ -204,6 +206,7 @@ fn expire_cluster(
     repo: &Repository,
     id: u64,
     snapshots: &Snapshots,
+    listed: &[ObjectInfo],
     lock: Option<&holdfast_repository::lock::RepoLock>,
 ) -> Result<Expired, Error> {
     let base = oldest_start(snapshots.bases.get(&id).map_or(&[], Vec::as_slice))?;
@@ -220,8 +223,7 @@ fn expire_cluster(
     let prefix = format!("pg-{id}-");
     let mut files: Vec<(&str, String, u64, SystemTime)> = Vec::new();
     let mut others = 0;
-    let listed = archive::list(repo)?;
-    for o in &listed {
+    for o in listed {
         let Some(file) = o.name.strip_prefix(&prefix) else { continue };
         match position(file) {
             Some(at) => files.push((at, file.to_string(), o.size, o.last_modified)),
@@ -264,9 +266,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use holdfast_repository::backend::memory::MemoryBackend;
-    use holdfast_repository::backend::{
-        Backend, BackendError, BackendResult, FileType, ObjectInfo,
-    };
+    use holdfast_repository::backend::{Backend, BackendError, BackendResult, FileType};
     use holdfast_repository::backup::{BackupOptions, backup_reader};
     use holdfast_repository::crypto::KdfParams;
     use holdfast_repository::{Id, InitOptions};
@@ -494,9 +494,9 @@ mod tests {
         assert!(done[0].held_back_by.as_deref().is_some_and(|h| h.contains("snapshot")));
         assert_eq!(archived(&repo, 7), before);
 
-        // Only snapshots taken over an hour after the WAL was archived: the base backup's line
-        // decides for this cluster, and cluster 8, without a base backup of its own, keeps
-        // what was archived less than an hour before the opaque snapshot: here nothing.
+        // The opaque snapshot taken two hours after the WAL was archived: the base backup's
+        // line decides for cluster 7, and cluster 8, without a base backup of its own, keeps
+        // only what was archived within the hour before that snapshot (here nothing).
         let repo = repo_on(Arc::new(MemoryBackend::new()));
         a_cluster_archive(&repo, 7);
         a_cluster_archive(&repo, 8);
