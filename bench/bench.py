@@ -397,14 +397,34 @@ def main():
             ["%s: restore differs from its source" % k for k in unverified]))
 
 
+# The big and the changed sets are one volume on two days: both are backed up from the same
+# path, as a volume changed in place is, so every tool sees the first as the parent of the second.
+SAME_PATH = ("big", "changed")
+
+
+def backed_up_from(work, data, ds):
+    """The path a data set is backed up from."""
+    if ds in SAME_PATH:
+        return os.path.join(work, "volume", "current")
+    return os.path.join(data, ds)
+
+
 def run_ops(tool, work, data, sources, log, runs):
     """Runs the six steps of one tool, filling runs."""
     for op, ds in OPS:
-        src = os.path.join(data, ds)
+        src = backed_up_from(work, data, ds)
         key = "%s %s" % (op, ds)
         print("[%s] %s ..." % (tool.name, key), file=sys.stderr, flush=True)
         if op == "backup":
-            out, wall, cpu, peak = run_timed(tool.backup_cmd(src), tool.env, None, log)
+            home = os.path.join(data, ds)
+            if src != home:
+                os.makedirs(os.path.dirname(src), exist_ok=True)
+                os.rename(home, src)
+            try:
+                out, wall, cpu, peak = run_timed(tool.backup_cmd(src), tool.env, None, log)
+            finally:
+                if src != home:
+                    os.rename(src, home)
             tool.snaps[ds] = tool.snapshot_id(out, src)
             repo = du(tool.repo)
             ok = True

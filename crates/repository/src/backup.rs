@@ -381,6 +381,7 @@ pub fn backup_reader(
         std::io::BufReader::with_capacity(1 << 20, reader),
         Path::new(filename),
         &mut Vec::new(),
+        None,
     )
     .and_then(|(content, size)| {
         stream_size = size;

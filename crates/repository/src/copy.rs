@@ -146,6 +146,8 @@ impl Copier<'_> {
             // The source's content list blobs hold the source's ids: the destination's tree
             // carries the translated list inline (format §9.1).
             node.content_lists.clear();
+            // Not copied: a hint naming the source's roots (format §9.2).
+            node.prints = None;
             if let Some(sub) = node.subtree {
                 node.subtree = Some(self.tree(&sub)?);
             }

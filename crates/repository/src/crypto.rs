@@ -141,6 +141,16 @@ impl MasterKey {
         crate::Id(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
     }
 
+    /// The id of a blob's plaintext and the prints of its 16 KiB blocks (format §9.2), from one
+    /// pass of the same hash.
+    pub fn blob_id_and_prints(
+        &self,
+        plaintext: &[u8],
+        prints: &mut Vec<crate::prints::Print>,
+    ) -> crate::Id {
+        crate::prints::id_and_prints(&self.id_key, plaintext, prints)
+    }
+
     /// FastCDC seed.
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed

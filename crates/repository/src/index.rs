@@ -72,6 +72,8 @@ struct Entry {
     blob_type: BlobType,
     /// False for blobs only in packs a prune plan marked: readable, but not for deduplication.
     live: bool,
+    /// Stored as a patch (format §9.2); the base is in [`Index::bases`] under (pack, offset).
+    patch: bool,
 }
 
 /// Collects index files and packs, then [`IndexBuilder::build`]s the [`Index`]: entries are
@@ -86,6 +88,8 @@ pub struct IndexBuilder {
     entries: Vec<(Id, Entry)>,
     /// The dictionaries of each pack (format §7.2), by pack position.
     dictionaries: HashMap<u32, Vec<(Id, Entry)>>,
+    /// The bases of patched blobs, by pack position and offset.
+    bases: HashMap<(u32, u64), Id>,
 }
 
 impl IndexBuilder {
@@ -126,9 +130,15 @@ impl IndexBuilder {
                     offset: b.offset,
                     length: b.length,
                     ulen: b.uncompressed_length,
+                    patch: b.base.is_some(),
                 },
             )
         }));
+        for b in &p.blobs {
+            if let Some(base) = b.base {
+                self.bases.insert((pos, b.offset), base);
+            }
+        }
         for (id, e) in &self.entries[before..] {
             if e.blob_type == BlobType::Dictionary {
                 let known = self.dictionaries.entry(pos).or_default();
@@ -144,7 +154,7 @@ impl IndexBuilder {
     /// it is not; a pack listed again keeps one entry, live if it was ever listed live; other
     /// locations are kept as copies.
     pub fn build(self) -> Index {
-        let IndexBuilder { packs, live_packs, pack_pos, mut entries, dictionaries } = self;
+        let IndexBuilder { packs, live_packs, pack_pos, mut entries, dictionaries, bases } = self;
         // In place (a stable sort would take a scratch buffer of half the entries). Pack
         // positions are given in the order packs are first added, so this is that order.
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.pack.cmp(&b.1.pack)));
@@ -183,7 +193,16 @@ impl IndexBuilder {
         entries.truncate(kept);
         entries.shrink_to_fit();
         let directory = Directory::new(&entries);
-        Index { packs, live_packs, pack_pos, blobs: entries, directory, copies, dictionaries }
+        Index {
+            packs,
+            live_packs,
+            pack_pos,
+            blobs: entries,
+            directory,
+            copies,
+            dictionaries,
+            bases,
+        }
     }
 }
 
@@ -252,6 +271,9 @@ pub struct Index {
     directory: Directory,
     copies: HashMap<Id, Vec<Entry>>,
     dictionaries: HashMap<u32, Vec<(Id, Entry)>>,
+    /// The bases of patched blobs (format §9.2), by pack position and offset: few blobs are
+    /// patches, so they cost nothing in the entries.
+    bases: HashMap<(u32, u64), Id>,
 }
 
 impl Index {
@@ -287,6 +309,45 @@ impl Index {
             .collect()
     }
 
+    /// A copy of a blob stored whole (not as a patch), live or marked: what a patch's base must
+    /// be read from.
+    pub fn get_whole(&self, id: &Id) -> Option<BlobLocation> {
+        let e = std::iter::once(self.entry(id)?)
+            .chain(self.copies.get(id).into_iter().flatten())
+            .find(|e| !e.patch)?;
+        Some(self.location(id, e))
+    }
+
+    /// Whether a live pack holds a blob stored whole: what a new patch may use as its base.
+    pub fn contains_whole(&self, id: &Id) -> bool {
+        self.entry(id)
+            .into_iter()
+            .chain(self.copies.get(id).into_iter().flatten())
+            .any(|e| e.live && !e.patch)
+    }
+
+    /// The bases of every copy of a blob stored as a patch (none for a blob stored whole).
+    pub fn bases_of<'a>(&'a self, id: &Id) -> impl Iterator<Item = Id> + 'a {
+        self.entry(id)
+            .into_iter()
+            .chain(self.copies.get(id).into_iter().flatten())
+            .filter(|e| e.patch)
+            .filter_map(|e| self.bases.get(&(e.pack, e.offset)).copied())
+    }
+
+    /// Plaintext length of the blob at `loc`: a patch's is its base's (format §9.2).
+    pub fn plain_len(&self, loc: &BlobLocation) -> Option<u64> {
+        let whole = match loc.blob.base {
+            Some(base) => self.get_whole(&base)?,
+            None => *loc,
+        };
+        Some(if whole.blob.uncompressed_length > 0 {
+            u64::from(whole.blob.uncompressed_length)
+        } else {
+            u64::from(whole.blob.length).saturating_sub(crate::crypto::SEAL_OVERHEAD as u64)
+        })
+    }
+
     /// Every pack holding a copy of a blob.
     pub fn packs_of<'a>(&'a self, id: &Id) -> impl Iterator<Item = Id> + 'a {
         self.entry(id)
@@ -306,8 +367,13 @@ impl Index {
                 offset: e.offset,
                 length: e.length,
                 uncompressed_length: e.ulen,
+                base: self.base_of(e),
             },
         }
+    }
+
+    fn base_of(&self, e: &Entry) -> Option<Id> {
+        if e.patch { self.bases.get(&(e.pack, e.offset)).copied() } else { None }
     }
 
     /// Every pack the index names (live or marked by a plan).
@@ -319,11 +385,16 @@ impl Index {
     /// copy in another pack is served from there, one without is no longer in the index, so a
     /// backup stores it again instead of referencing what cannot be read.
     pub fn without_packs(&self, gone: &HashSet<Id>) -> Index {
+        let kept: Vec<(bool, IndexPack)> =
+            self.all_packs().into_iter().filter(|(_, p)| !gone.contains(&p.id)).collect();
+        // A patch whose base has no whole copy left cannot be read either (format §9.2).
+        let whole: HashSet<Id> = kept
+            .iter()
+            .flat_map(|(_, p)| p.blobs.iter().filter(|b| b.base.is_none()).map(|b| b.id))
+            .collect();
         let mut out = IndexBuilder::default();
-        for (live, pack) in self.all_packs() {
-            if gone.contains(&pack.id) {
-                continue;
-            }
+        for (live, mut pack) in kept {
+            pack.blobs.retain(|b| b.base.is_none_or(|base| whole.contains(&base)));
             out.insert(&pack, live);
         }
         out.build()
@@ -347,6 +418,7 @@ impl Index {
                 offset: e.offset,
                 length: e.length,
                 uncompressed_length: e.ulen,
+                base: self.base_of(e),
             });
         }
         for (_, p) in &mut out {
@@ -363,14 +435,30 @@ impl Index {
             .chain(self.copies.iter().flat_map(|(id, cs)| cs.iter().map(move |c| (id, c))))
     }
 
-    /// Whether a blob is in a live pack (what deduplication asks).
+    /// Whether a blob is in a live pack (what deduplication asks); a patch only while its base
+    /// is stored whole.
     pub fn contains(&self, id: &Id) -> bool {
-        self.entry(id).is_some_and(|e| e.live)
+        let Some(e) = self.entry(id) else { return false };
+        (e.live && !e.patch)
+            || std::iter::once(e)
+                .chain(self.copies.get(id).into_iter().flatten())
+                .any(|e| e.live && self.usable(e))
     }
 
-    /// Whether a blob can be read (live or marked pack).
+    /// Whether a blob can be read (live or marked pack); a patch only while its base is stored
+    /// whole.
     pub fn readable(&self, id: &Id) -> bool {
-        self.entry(id).is_some()
+        let Some(e) = self.entry(id) else { return false };
+        !e.patch
+            || std::iter::once(e)
+                .chain(self.copies.get(id).into_iter().flatten())
+                .any(|e| self.usable(e))
+    }
+
+    /// Whether the copy `e` can be read as far as the index tells: stored whole, or a patch of
+    /// a blob stored whole.
+    fn usable(&self, e: &Entry) -> bool {
+        !e.patch || self.base_of(e).is_some_and(|b| self.get_whole(&b).is_some())
     }
 
     /// Number of blobs.
@@ -448,6 +536,7 @@ mod tests {
                     offset: i as u64 * 100,
                     length: 100,
                     uncompressed_length: 0,
+                    base: None,
                 })
                 .collect(),
         }

@@ -49,8 +49,12 @@ pub struct PackBlob {
     pub offset: u64,
     /// Length of the sealed blob.
     pub length: u32,
-    /// Plaintext length when stored compressed, 0 when stored as-is.
+    /// Plaintext length when stored compressed, 0 when stored as-is (for a patch: of its
+    /// payload).
     pub uncompressed_length: u32,
+    /// For a data blob stored as a patch (format §9.2), the blob it patches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Id>,
 }
 
 /// Builds one pack, in memory or in a staged file (format §7.1).
@@ -174,6 +178,25 @@ impl PackWriter {
     /// # Errors
     /// Writing a staged pack failed.
     pub fn add(&mut self, id: Id, blob_type: BlobType, payload: &[u8], ulen: u32) -> Result<u32> {
+        self.push(id, blob_type, payload, ulen, None)
+    }
+
+    /// [`PackWriter::add`] for a data blob stored as a patch of `base` (format §9.2).
+    ///
+    /// # Errors
+    /// Writing a staged pack failed.
+    pub fn add_patch(&mut self, id: Id, base: Id, payload: &[u8], ulen: u32) -> Result<u32> {
+        self.push(id, BlobType::Data, payload, ulen, Some(base))
+    }
+
+    fn push(
+        &mut self,
+        id: Id,
+        blob_type: BlobType,
+        payload: &[u8],
+        ulen: u32,
+        base: Option<Id>,
+    ) -> Result<u32> {
         let offset = self.size as u64;
         let sealed = match &mut self.body {
             Body::Memory(buf) => self.key.seal_into(&id.0, payload, buf),
@@ -187,7 +210,14 @@ impl PackWriter {
         };
         self.size += sealed;
         let length = u32::try_from(sealed).unwrap_or(u32::MAX);
-        self.blobs.push(PackBlob { id, blob_type, offset, length, uncompressed_length: ulen });
+        self.blobs.push(PackBlob {
+            id,
+            blob_type,
+            offset,
+            length,
+            uncompressed_length: ulen,
+            base,
+        });
         Ok(length)
     }
 
@@ -240,19 +270,31 @@ impl PackWriter {
         for d in std::mem::take(&mut self.dicts) {
             self.add(d.id, BlobType::Dictionary, &d.bytes, 0)?;
         }
-        let mut header = Vec::with_capacity(self.blobs.len() * (ENTRY_LEN + 4));
+        let entries = self.blobs.len() + self.blobs.iter().filter(|b| b.base.is_some()).count();
+        let mut header = Vec::with_capacity(entries * (ENTRY_LEN + 4));
         for b in &self.blobs {
-            header.push(match b.blob_type {
-                BlobType::Data => 0,
-                BlobType::Tree => 1,
-                BlobType::Dictionary => 2,
+            header.push(match (b.blob_type, b.base) {
+                (BlobType::Data, Some(_)) => 3,
+                (BlobType::Data, None) => 0,
+                (BlobType::Tree, _) => 1,
+                (BlobType::Dictionary, _) => 2,
             });
             header.extend_from_slice(&b.id.0);
             header.extend_from_slice(&b.offset.to_le_bytes());
             header.extend_from_slice(&b.length.to_le_bytes());
+            // A patch's base follows it as an entry of its own (format §7), so every entry keeps
+            // its size.
+            if let Some(base) = b.base {
+                header.push(4);
+                header.extend_from_slice(&base.0);
+                header.extend_from_slice(&[0; 12]);
+            }
         }
         for b in &self.blobs {
             header.extend_from_slice(&b.uncompressed_length.to_le_bytes());
+            if b.base.is_some() {
+                header.extend_from_slice(&[0; 4]);
+            }
         }
         let mut tail = self.key.seal(HEADER_AAD, &header);
         let sealed_len = u32::try_from(tail.len()).unwrap_or(u32::MAX);
@@ -358,28 +400,46 @@ fn open_header(
     }
     let count = header.len() / (ENTRY_LEN + 4);
     let (entries, ulens) = header.split_at(count * ENTRY_LEN);
-    let mut blobs = Vec::with_capacity(count);
+    let mut blobs: Vec<PackBlob> = Vec::with_capacity(count);
     for (e, u) in entries.chunks_exact(ENTRY_LEN).zip(ulens.chunks_exact(4)) {
-        let blob_type = match e[0] {
-            0 => BlobType::Data,
-            1 => BlobType::Tree,
-            2 => BlobType::Dictionary,
-            t => return Err(Error::corrupt(object, format!("unknown blob type {t}"))),
-        };
         let mut id = [0u8; 32];
         id.copy_from_slice(&e[1..33]);
+        let blob_type = match e[0] {
+            0 | 3 => BlobType::Data,
+            1 => BlobType::Tree,
+            2 => BlobType::Dictionary,
+            4 => {
+                // The base of the patch just before (format §7).
+                match blobs.last_mut() {
+                    Some(patch) if patch.base == Some(Id([0; 32])) => patch.base = Some(Id(id)),
+                    _ => return Err(Error::corrupt(object, "a base entry after no patch")),
+                }
+                continue;
+            }
+            t => return Err(Error::corrupt(object, format!("unknown blob type {t}"))),
+        };
+        if blobs.last().is_some_and(|b| b.base == Some(Id([0; 32]))) {
+            return Err(Error::corrupt(object, "a patch entry without its base"));
+        }
         blobs.push(PackBlob {
             id: Id(id),
             blob_type,
             offset: u64::from_le_bytes(e[33..41].try_into().unwrap_or_default()),
             length: u32::from_le_bytes(e[41..45].try_into().unwrap_or_default()),
             uncompressed_length: u32::from_le_bytes(u.try_into().unwrap_or_default()),
+            // Filled by the base entry that must follow.
+            base: (e[0] == 3).then_some(Id([0; 32])),
         });
+    }
+    if blobs.last().is_some_and(|b| b.base == Some(Id([0; 32]))) {
+        return Err(Error::corrupt(object, "a patch entry without its base"));
     }
     Ok(blobs)
 }
 
-/// Opens one sealed blob: decrypts, decompresses, and checks the keyed hash against its id.
+/// Opens one sealed blob: decrypts, decompresses, and checks the keyed hash against its id. For a
+/// patched blob (`blob.base`) it returns the patch's payload, authenticated but not yet applied:
+/// see [`resolve_patch`].
 ///
 /// # Errors
 /// `CorruptBlob` naming blob and pack.
@@ -437,8 +497,31 @@ pub fn open_blob_owned(
         sealed.drain(..NONCE_LEN);
         sealed
     };
-    if master.blob_id(&plain) != blob.id {
+    // A patch's payload is authenticated (sealed with the blob's id as associated data); its
+    // id is checked once it is applied to its base (`resolve_patch`).
+    if blob.base.is_none() && master.blob_id(&plain) != blob.id {
         return Err(corrupt("content does not match its id"));
+    }
+    Ok(plain)
+}
+
+/// The plaintext of a patched blob (format §9.2): `payload` (what [`open_blob`] returned for it)
+/// applied to its base's plaintext, verified against the blob's id.
+///
+/// # Errors
+/// `CorruptBlob` naming blob and pack.
+pub fn resolve_patch(
+    master: &MasterKey,
+    pack: &Id,
+    blob: &PackBlob,
+    payload: &[u8],
+    base: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let corrupt =
+        |reason: String| Error::CorruptBlob { blob: blob.id.to_hex(), pack: pack.to_hex(), reason };
+    let plain = crate::patch::apply(payload, base).map_err(|e| corrupt(e.to_string()))?;
+    if master.blob_id(&plain) != blob.id {
+        return Err(corrupt("content does not match its id (applied to its base)".into()));
     }
     Ok(plain)
 }
@@ -524,6 +607,40 @@ mod tests {
             PackData::Staged(path) => std::fs::read(path.path()).unwrap(),
         };
         (p, bytes)
+    }
+
+    #[test]
+    fn a_patch_keeps_its_base_in_the_header_and_resolves_only_against_it() {
+        let m = MasterKey::generate();
+        let base: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let mut target = base.clone();
+        target[20_000..20_100].fill(9);
+        let ranges = crate::patch::ranges_of([1], 16_384, target.len());
+        let payload = crate::patch::encode(&target, &ranges);
+        let (base_id, id) = (m.blob_id(&base), m.blob_id(&target));
+        let mut w = PackWriter::new(&m, 1 << 20);
+        w.add(base_id, BlobType::Data, &base, 0).unwrap();
+        w.add_patch(id, base_id, &payload, 0).unwrap();
+        w.add(m.blob_id(b"tree"), BlobType::Tree, b"tree", 0).unwrap();
+        let p = w.finish().unwrap();
+        let PackData::Memory(data) = &p.data else { panic!("in memory") };
+        let (salt, blobs) = read_header(&m, &p.id.to_hex(), data).unwrap();
+        assert_eq!(blobs, p.blobs, "the base entry folds into its patch");
+        assert_eq!(blobs.len(), 3);
+        assert_eq!(blobs[1].base, Some(base_id));
+        assert_eq!(blobs[0].base, None);
+        let sealed = &data[blobs[1].offset as usize..][..blobs[1].length as usize];
+        let stored = open_blob(&m, &p.id, &salt, &blobs[1], sealed, &NoDictionaries).unwrap();
+        assert_eq!(stored, payload, "opening a patch gives its payload");
+        let plain = resolve_patch(&m, &p.id, &blobs[1], &stored, base.clone()).unwrap();
+        assert_eq!(plain, target);
+        // Applied to anything but its base, the result fails its id.
+        let mut other = base;
+        other[0] ^= 1;
+        assert!(matches!(
+            resolve_patch(&m, &p.id, &blobs[1], &stored, other),
+            Err(Error::CorruptBlob { .. })
+        ));
     }
 
     #[test]

@@ -23,6 +23,21 @@ impl<'a> PackSink<'a> {
     /// Adds a verified plaintext blob, compressed by the repository's rule (kept compressed only
     /// when that saves at least 3 %, format §6).
     pub(crate) fn add_plain(&mut self, id: Id, blob_type: BlobType, plain: &[u8]) -> Result<()> {
+        self.compressed(id, blob_type, plain, None)
+    }
+
+    /// [`PackSink::add_plain`] for a patch's payload (format §9.2), kept a patch of `base`.
+    pub(crate) fn add_plain_patch(&mut self, id: Id, base: Id, payload: &[u8]) -> Result<()> {
+        self.compressed(id, BlobType::Data, payload, Some(base))
+    }
+
+    fn compressed(
+        &mut self,
+        id: Id,
+        blob_type: BlobType,
+        plain: &[u8],
+        base: Option<Id>,
+    ) -> Result<()> {
         let level = self.repo.config().compression.level;
         if level > 0 {
             let z = zstd::bulk::compress(plain, level)
@@ -30,10 +45,15 @@ impl<'a> PackSink<'a> {
             if z.len() * 100 <= plain.len() * 97 {
                 let ulen = u32::try_from(plain.len())
                     .map_err(|_| Error::Invalid("blob larger than 4 GiB".into()))?;
-                return self.add(id, blob_type, &z, ulen);
+                return self.put(id, blob_type, &z, ulen, base);
             }
         }
-        self.add(id, blob_type, plain, 0)
+        self.put(id, blob_type, plain, 0, base)
+    }
+
+    /// Adds a patch's payload as it will be stored (see [`PackSink::add`]).
+    pub(crate) fn add_patch(&mut self, id: Id, base: Id, payload: &[u8], ulen: u32) -> Result<()> {
+        self.put(id, BlobType::Data, payload, ulen, Some(base))
     }
 
     /// Adds a blob as it will be stored: `payload` compressed when `ulen` > 0.
@@ -43,6 +63,17 @@ impl<'a> PackSink<'a> {
         blob_type: BlobType,
         payload: &[u8],
         ulen: u32,
+    ) -> Result<()> {
+        self.put(id, blob_type, payload, ulen, None)
+    }
+
+    fn put(
+        &mut self,
+        id: Id,
+        blob_type: BlobType,
+        payload: &[u8],
+        ulen: u32,
+        base: Option<Id>,
     ) -> Result<()> {
         let pack_size = self.repo.config().pack_size as usize;
         let slot = &mut self.writers[usize::from(blob_type == BlobType::Tree)];
@@ -62,7 +93,10 @@ impl<'a> PackSink<'a> {
                 self.repo.backend.staging_dir().as_deref(),
             )?),
         };
-        w.add(id, blob_type, payload, ulen)?;
+        match base {
+            Some(base) => w.add_patch(id, base, payload, ulen)?,
+            None => w.add(id, blob_type, payload, ulen)?,
+        };
         Ok(())
     }
 

@@ -102,6 +102,7 @@ pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
         },
         e => e,
     })?;
+    let index = repo.index();
     for s in snapshots {
         let mut stack = vec![s.snapshot.tree];
         while let Some(t) = stack.pop() {
@@ -121,12 +122,18 @@ pub fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
                         // Every content list blob of the chain is needed to resolve the list.
                         used.extend(n.content_lists);
                         used.extend(n.content);
+                        // A prints blob is a hint (format §9.2): kept while it exists, and one
+                        // lost does not stop a prune.
+                        used.extend(n.prints.filter(|b| index.readable(b)));
                     }
                     _ => {}
                 }
             }
         }
     }
+    // The base of every patch kept is kept too (format §9.2).
+    let bases: Vec<Id> = used.iter().flat_map(|b| index.bases_of(b)).collect();
+    used.extend(bases);
     Ok(used)
 }
 
@@ -440,7 +447,12 @@ fn repack(
                 (plain, 0)
             };
             report.repacked_bytes += payload.len() as u64;
-            sink.add(*id, loc.blob.blob_type, &payload, ulen)?;
+            // A patch is copied as a patch: `plain` is its payload, its base is kept (format
+            // §9.2).
+            match loc.blob.base {
+                Some(base) => sink.add_patch(*id, base, &payload, ulen)?,
+                None => sink.add(*id, loc.blob.blob_type, &payload, ulen)?,
+            }
         }
     }
     let out = sink.finish()?;

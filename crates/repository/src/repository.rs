@@ -61,13 +61,17 @@ impl std::fmt::Debug for Repository {
 }
 
 /// The format version new repositories are made with (format §14). Version 2 adds compression
-/// dictionaries (§7.2), version 3 content list blobs (§9.1); an older repository is read and
+/// dictionaries (§7.2), version 3 content list blobs (§9.1), version 4 patched blobs (§9.2); an
+/// older repository is read and
 /// written as before, without what its version lacks, so the releases that made it can still
 /// read it.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The first format version with content list blobs (format §9.1).
 pub const CONTENT_LIST_VERSION: u32 = 3;
+
+/// The first format version with patched data blobs and prints blobs (format §9.2).
+pub const PATCH_VERSION: u32 = 4;
 
 /// Blobs per index file when an index is rewritten whole (prune, repair): reading a file holds
 /// it whole in memory (its text and its parsed form, a few hundred bytes a blob), so a large
@@ -539,7 +543,11 @@ impl Repository {
     }
 
     /// Reads the blob at `loc` (found through `index`), verifying it.
-    fn load_blob_in(&self, index: &Index, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
+    pub(crate) fn load_blob_in(
+        &self,
+        index: &Index,
+        loc: &crate::index::BlobLocation,
+    ) -> Result<Vec<u8>> {
         let sealed = self.backend.get_range(
             FileType::Pack,
             &loc.pack.to_hex(),
@@ -565,7 +573,27 @@ impl Repository {
         sealed: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let dicts = PackDictionaries { repo: self, index, pack: loc.pack };
-        crate::pack::open_blob_owned(&self.master, &loc.pack, &loc.salt, &loc.blob, sealed, &dicts)
+        let stored = crate::pack::open_blob_owned(
+            &self.master,
+            &loc.pack,
+            &loc.salt,
+            &loc.blob,
+            sealed,
+            &dicts,
+        )?;
+        let Some(base) = loc.blob.base else { return Ok(stored) };
+        // A patch (format §9.2): its base is stored whole, so this reads at most one more blob.
+        let base_loc = index.get_whole(&base).ok_or_else(|| Error::CorruptBlob {
+            blob: loc.blob.id.to_hex(),
+            pack: loc.pack.to_hex(),
+            reason: format!("a patch of blob {base}, which the index does not have"),
+        })?;
+        let base_plain = self.load_blob_in(index, &base_loc).map_err(|e| Error::CorruptBlob {
+            blob: loc.blob.id.to_hex(),
+            pack: loc.pack.to_hex(),
+            reason: format!("a patch of blob {base}, which cannot be read: {e}"),
+        })?;
+        crate::pack::resolve_patch(&self.master, &loc.pack, &loc.blob, &stored, base_plain)
     }
 
     /// Reads a tree blob.
@@ -954,6 +982,7 @@ mod tests {
                     offset: u64::from(i) * 10,
                     length: 10,
                     uncompressed_length: 0,
+                    base: None,
                 })
                 .collect(),
         }

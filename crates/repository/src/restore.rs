@@ -17,7 +17,6 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
 use crate::index::BlobLocation;
 use crate::lock::LockKind;
@@ -250,16 +249,14 @@ fn set_times_by_path(path: &Path, node: &Node, flags: rustix::fs::AtFlags) -> Re
 /// Plaintext length of an indexed blob.
 fn blob_len(index: &crate::index::Index, id: &Id) -> Result<u64> {
     let loc = index.get(id).ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })?;
-    Ok(located_len(&loc))
+    located_len(index, &loc)
 }
 
-/// Plaintext length of a blob at a known place.
-fn located_len(loc: &BlobLocation) -> u64 {
-    if loc.blob.uncompressed_length > 0 {
-        u64::from(loc.blob.uncompressed_length)
-    } else {
-        u64::from(loc.blob.length).saturating_sub(SEAL_OVERHEAD as u64)
-    }
+/// Plaintext length of a blob at a known place (a patch's is its base's, format §9.2).
+fn located_len(index: &crate::index::Index, loc: &BlobLocation) -> Result<u64> {
+    index.plain_len(loc).ok_or_else(|| Error::MissingBlob {
+        blob: loc.blob.base.map_or_else(|| loc.blob.id.to_hex(), |b| b.to_hex()),
+    })
 }
 
 /// Blobs below this size are read through [`PackWindows`]; larger ones with one range read each.
@@ -456,12 +453,17 @@ type ActiveFiles =
     std::collections::VecDeque<(Arc<FileState>, std::vec::IntoIter<(BlobLocation, u64)>)>;
 
 /// Sends the next chunk of the first active file and moves that file to the back.
-fn send_round(tx: &std::sync::mpsc::SyncSender<Job>, active: &mut ActiveFiles) -> Result<()> {
+fn send_round(
+    tx: &std::sync::mpsc::SyncSender<Job>,
+    index: &crate::index::Index,
+    active: &mut ActiveFiles,
+) -> Result<()> {
     let Some((state, mut jobs)) = active.pop_front() else { return Ok(()) };
     let mut chunks = Vec::new();
     let mut bytes = 0u64;
     while let Some((loc, _)) = jobs.as_slice().first() {
-        let len = located_len(loc);
+        // Placed already, so known.
+        let len = index.plain_len(loc).unwrap_or(0);
         if !chunks.is_empty() && bytes + len > RUN_BYTES {
             break;
         }
@@ -857,18 +859,22 @@ pub fn restore(
                     let mut off = 0u64;
                     let mut unplaced = None;
                     for id in &node.content {
-                        match index.get(id) {
-                            Some(loc) => {
+                        let placed = index
+                            .get(id)
+                            .ok_or_else(|| Error::MissingBlob { blob: id.to_hex() })
+                            .and_then(|loc| Ok((loc, located_len(&index, &loc)?)));
+                        match placed {
+                            Ok((loc, len)) => {
                                 if let Some(req) = windows.want(&loc) {
                                     ahead.send(req).map_err(|_| {
                                         Error::Pipeline("restore readers stopped".into())
                                     })?;
                                 }
                                 chunks.push((loc, off));
-                                off += located_len(&loc);
+                                off += len;
                             }
-                            None => {
-                                unplaced = Some(Error::MissingBlob { blob: id.to_hex() });
+                            Err(e) => {
+                                unplaced = Some(e);
                                 break;
                             }
                         }
@@ -920,7 +926,7 @@ pub fn restore(
                     }
                     active.push_back((state, chunks.into_iter()));
                     while active.len() >= FILES_AT_ONCE {
-                        send_round(&tx, &mut active)?;
+                        send_round(&tx, &index, &mut active)?;
                     }
                 }
                 NodeType::Fifo | NodeType::Chardev | NodeType::Blockdev => {
@@ -938,7 +944,7 @@ pub fn restore(
             return Err(Error::Pipeline("restore workers stopped".into()));
         }
         while !active.is_empty() && !ctx.stopped() {
-            send_round(&tx, &mut active)?;
+            send_round(&tx, &index, &mut active)?;
         }
         Ok(())
     });

@@ -246,12 +246,7 @@ pub fn stats(repo: &Repository, snapshot: Option<&Id>) -> Result<RepoStats> {
                     if seen.insert(*b)
                         && let Some(loc) = index.get(b)
                     {
-                        s.unique_data_bytes += if loc.blob.uncompressed_length > 0 {
-                            u64::from(loc.blob.uncompressed_length)
-                        } else {
-                            u64::from(loc.blob.length)
-                                .saturating_sub(crate::crypto::SEAL_OVERHEAD as u64)
-                        };
+                        s.unique_data_bytes += index.plain_len(&loc).unwrap_or(0);
                     }
                 }
             }
@@ -312,14 +307,6 @@ pub struct ModeStats {
     pub snapshots_count: usize,
 }
 
-fn plain_len(loc: &crate::index::BlobLocation) -> u64 {
-    if loc.blob.uncompressed_length > 0 {
-        u64::from(loc.blob.uncompressed_length)
-    } else {
-        u64::from(loc.blob.length).saturating_sub(crate::crypto::SEAL_OVERHEAD as u64)
-    }
-}
-
 /// Counts `snapshots` the way `mode` says.
 ///
 /// # Errors
@@ -363,6 +350,7 @@ pub fn mode_stats(
                 StatsMode::RawData => {
                     blobs.extend(n.content.iter().copied());
                     blobs.extend(n.content_lists.iter().copied());
+                    blobs.extend(n.prints);
                     if let Some(t) = n.subtree {
                         blobs.insert(t);
                     }
@@ -376,10 +364,15 @@ pub fn mode_stats(
             s.total_file_count = Some(file_count);
         }
         StatsMode::BlobsPerFile | StatsMode::RawData => {
+            if mode == StatsMode::RawData {
+                // What the repository stores for them includes the bases of patches (§9.2).
+                let bases: Vec<Id> = blobs.iter().flat_map(|b| index.bases_of(b)).collect();
+                blobs.extend(bases);
+            }
             let (mut plain, mut stored) = (0, 0);
             for b in &blobs {
                 if let Some(loc) = index.get(b) {
-                    plain += plain_len(&loc);
+                    plain += index.plain_len(&loc).unwrap_or(0);
                     stored += u64::from(loc.blob.length);
                 }
             }

@@ -69,6 +69,9 @@ pub struct Node {
     /// the bases it builds on, to its whole list. Empty when `content` is stored inline.
     /// Whatever changes `content` must clear this, or the node would name another list.
     pub content_lists: Vec<Id>,
+    /// The prints blob describing `content` for the next backup (format §9.2): a hint, never
+    /// needed to read the file. Whatever changes `content` must clear it.
+    pub prints: Option<Id>,
     /// Tree blob (dirs).
     pub subtree: Option<Id>,
     /// Link target (symlinks).
@@ -124,6 +127,8 @@ struct NodeRepr {
     content: Vec<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     content_list: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prints: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     subtree: Option<Id>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +191,7 @@ impl Serialize for Node {
             // A list stored apart is named, not repeated (format §9.1).
             content: if self.content_lists.is_empty() { self.content.clone() } else { Vec::new() },
             content_list: self.content_lists.first().copied(),
+            prints: self.prints,
             subtree: self.subtree,
             target,
             target_b64,
@@ -221,6 +227,9 @@ impl<'de> Deserialize<'de> for Node {
                 "content_list on a node that is not a file, or beside content",
             ));
         }
+        if r.prints.is_some() && r.node_type != NodeType::File {
+            return Err(serde::de::Error::custom("prints on a node that is not a file"));
+        }
         Ok(Node {
             name,
             node_type: Some(r.node_type),
@@ -237,6 +246,7 @@ impl<'de> Deserialize<'de> for Node {
             content: r.content,
             // Resolved into `content` (and the rest of the chain) by whoever reads the tree.
             content_lists: r.content_list.into_iter().collect(),
+            prints: r.prints,
             subtree: r.subtree,
             target,
             rdev: r.rdev,

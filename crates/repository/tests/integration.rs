@@ -39,3 +39,6 @@ mod dictionary;
 
 #[path = "integration/content_lists.rs"]
 mod content_lists;
+
+#[path = "integration/patches.rs"]
+mod patches;

@@ -4,13 +4,18 @@
 use std::io::Read;
 use std::path::Path;
 
+use std::collections::HashMap;
+
 use super::pipeline::{BlobJob, BlobTx, Shared, send_blobs};
 use crate::error::{Error, Result};
 use crate::pack::BlobType;
+use crate::prints::{BLOCK, Entry, Print};
 use crate::progress::Counters;
 use crate::{Id, Repository};
 
-/// Hashes one chunk and adds it to `batch` when new; returns its id.
+/// Hashes one chunk and adds it to `batch` when new; returns its id. With `prints` (a file that
+/// gets a prints blob, format §9.2) a new chunk that differs from the parent's chunk at the same
+/// place in few blocks is queued as a patch of that chunk's root.
 ///
 /// A borrowed chunk is copied only when it is new: deduplicated data is hashed in place.
 pub(super) fn save_chunk(
@@ -18,17 +23,161 @@ pub(super) fn save_chunk(
     shared: &Shared,
     batch: &mut Vec<BlobJob>,
     data: std::borrow::Cow<'_, [u8]>,
+    prints: Option<&mut FilePrints>,
 ) -> Id {
     let len = data.len() as u64;
     Counters::add(&shared.counters.bytes_read, len);
     Counters::add(&shared.counters.bytes_done, len);
-    let id = repo.master.blob_id(&data);
-    if shared.need(&id) {
+    let Some(fp) = prints else {
+        let id = repo.master.blob_id(&data);
+        if shared.need(&id) {
+            Counters::add(&shared.data_blobs, 1);
+            Counters::add(&shared.data_added, len);
+            batch.push(BlobJob::data(id, data.into_owned()));
+        }
+        return id;
+    };
+    let id = repo.master.blob_id_and_prints(&data, &mut fp.scratch);
+    let at = fp.offset;
+    fp.offset += len;
+    let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let parent = fp.counterpart(at, length);
+    let entry = if shared.need(&id) {
         Counters::add(&shared.data_blobs, 1);
-        Counters::add(&shared.data_added, len);
-        batch.push(BlobJob { id, blob_type: BlobType::Data, data: data.into_owned(), dict: None });
-    }
+        match parent.and_then(|p| patchable(shared, p, &fp.scratch, &id)) {
+            Some((root, dirty)) => {
+                let ranges = crate::patch::ranges_of(dirty.iter().copied(), BLOCK, data.len());
+                let payload = crate::patch::encode(&data, &ranges);
+                Counters::add(&shared.data_added, payload.len() as u64);
+                batch.push(BlobJob {
+                    id,
+                    blob_type: BlobType::Data,
+                    data: payload,
+                    dict: None,
+                    base: Some(root),
+                });
+                let mut bitmap = vec![0u8; fp.scratch.len().div_ceil(8)];
+                for i in dirty {
+                    bitmap[i / 8] |= 1 << (i % 8);
+                }
+                Entry { length, root, bitmap, prints: fp.scratch.clone() }
+            }
+            None => {
+                Counters::add(&shared.data_added, len);
+                batch.push(BlobJob::data(id, data.into_owned()));
+                Entry::whole(id, length, fp.scratch.clone())
+            }
+        }
+    } else {
+        // Stored already. The parent's chunk itself (same prints): keep what it says of its
+        // root. Anything else is described as its own root, which a later patch uses only if it
+        // is stored whole.
+        match parent {
+            Some(p) if p.prints == fp.scratch => p.clone(),
+            _ => Entry::whole(id, length, fp.scratch.clone()),
+        }
+    };
+    fp.out.push(entry);
     id
+}
+
+/// The root and the blocks to carry when a new chunk with `prints` is better stored as a patch
+/// of the root of `parent` (the parent's chunk at the same place and of the same length): the
+/// blocks that differ from the root are those whose prints differ from the parent's plus those
+/// the parent already differed in; at most a quarter of them, and the root stored whole.
+fn patchable(
+    shared: &Shared,
+    parent: &Entry,
+    prints: &[Print],
+    id: &Id,
+) -> Option<(Id, Vec<usize>)> {
+    if parent.prints.len() != prints.len() || parent.root == *id {
+        return None;
+    }
+    let dirty: Vec<usize> =
+        (0..prints.len()).filter(|&i| parent.prints[i] != prints[i] || parent.differs(i)).collect();
+    // No block differing would make the patch its base: a new chunk always differs somewhere,
+    // so an empty set means the prints cannot be trusted here.
+    (!dirty.is_empty() && dirty.len() * 4 <= prints.len() && shared.stored_whole(&parent.root))
+        .then_some((parent.root, dirty))
+}
+
+/// The prints of one file being read (format §9.2): the parent snapshot's, to patch against, and
+/// this version's, for the next backup.
+#[derive(Default)]
+pub(super) struct FilePrints {
+    parent: Vec<Entry>,
+    /// The parent's entries by the offset of their blob in the file.
+    parent_at: HashMap<u64, usize>,
+    /// The parent's entries by the print of their first and of their second block: data
+    /// inserted or removed earlier in the file moves every later chunk, and a chunk is found
+    /// again by its content.
+    parent_by_print: [HashMap<Print, usize>; 2],
+    out: Vec<Entry>,
+    offset: u64,
+    scratch: Vec<Print>,
+}
+
+impl FilePrints {
+    /// The parent's chunk that the chunk at `at` of `length` bytes (its prints in `scratch`)
+    /// replaces: the one at the same offset, else one whose first or second block it still has;
+    /// of the same length and with prints either way.
+    fn counterpart(&self, at: u64, length: u32) -> Option<&Entry> {
+        let usable = |i: usize| {
+            let e = &self.parent[i];
+            (e.length == length && !e.prints.is_empty()).then_some(e)
+        };
+        self.parent_at.get(&at).and_then(|&i| usable(i)).or_else(|| {
+            (0..2).find_map(|b| {
+                let print = self.scratch.get(b)?;
+                usable(*self.parent_by_print[b].get(print)?)
+            })
+        })
+    }
+
+    /// Prints for a file that gets a prints blob, with the parent's (`parent`: its prints blob
+    /// and the parent's file size) when they can be read and describe that file; they are a hint,
+    /// so an unreadable or inconsistent one only means no patches.
+    pub(super) fn new(repo: &Repository, parent: Option<(Id, u64)>) -> Self {
+        let mut fp = Self::default();
+        let Some((id, size)) = parent else { return fp };
+        let entries = match repo.load_blob(&id) {
+            Ok(data) => crate::prints::decode(&data),
+            Err(e) => {
+                tracing::debug!(blob = %id, error = %e, "parent prints unreadable: no patches");
+                None
+            }
+        };
+        let Some(entries) = entries else { return fp };
+        if entries.iter().map(|e| u64::from(e.length)).sum::<u64>() != size {
+            return fp;
+        }
+        let mut offset = 0u64;
+        for (i, e) in entries.iter().enumerate() {
+            fp.parent_at.insert(offset, i);
+            offset += u64::from(e.length);
+            for (b, map) in fp.parent_by_print.iter_mut().enumerate() {
+                if let Some(p) = e.prints.get(b) {
+                    map.entry(*p).or_insert(i);
+                }
+            }
+        }
+        fp.parent = entries;
+        fp
+    }
+
+    /// Queues this version's prints blob; returns its id.
+    ///
+    /// # Errors
+    /// The pipeline closed.
+    pub(super) fn finish(self, repo: &Repository, shared: &Shared, tx: &BlobTx) -> Result<Id> {
+        super::pipeline::queue_tree_blob(repo, shared, tx, crate::prints::encode(&self.out))
+    }
+}
+
+/// Whether a file of `size` bytes gets a prints blob in this repository (format §9.2).
+pub(super) fn wants_prints(repo: &Repository, size: u64) -> bool {
+    repo.config().version >= crate::repository::PATCH_VERSION && size >= crate::prints::MIN_FILE
 }
 
 /// Chunks a stream and queues its new blobs; returns the content ids and the byte count.
@@ -46,6 +195,7 @@ pub(super) fn save_stream(
     mut reader: impl Read,
     path: &Path,
     buf: &mut Vec<u8>,
+    mut prints: Option<&mut FilePrints>,
 ) -> Result<(Vec<Id>, u64)> {
     let p = repo.config().chunker;
     let max = p.max_size as usize;
@@ -88,7 +238,7 @@ pub(super) fn save_stream(
             shared.check()?;
             total += length as u64;
             let chunk = std::borrow::Cow::Borrowed(&buf[offset..offset + length]);
-            ids.push(save_chunk(repo, shared, &mut batch, chunk));
+            ids.push(save_chunk(repo, shared, &mut batch, chunk, prints.as_deref_mut()));
             // Large chunks go one by one: the hand-off is cheap next to their size, and the
             // compressors start sooner.
             send_blobs(tx, &mut batch)?;
@@ -131,6 +281,7 @@ pub(super) fn save_small_file(
     mut file: std::fs::File,
     size: u64,
     path: &Path,
+    mut prints: Option<&mut FilePrints>,
 ) -> Result<(Vec<Id>, u64)> {
     let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.read_to_end(&mut data).map_err(|e| Error::io("read", path, e))?;
@@ -138,12 +289,12 @@ pub(super) fn save_small_file(
     let cuts = cut_points(repo, &data);
     let mut ids = Vec::with_capacity(cuts.len());
     if cuts.len() == 1 {
-        ids.push(save_chunk(repo, shared, batch, std::borrow::Cow::Owned(data)));
+        ids.push(save_chunk(repo, shared, batch, std::borrow::Cow::Owned(data), prints));
     } else {
         for (offset, length) in cuts {
             shared.check()?;
             let chunk = std::borrow::Cow::Borrowed(&data[offset..offset + length]);
-            ids.push(save_chunk(repo, shared, batch, chunk));
+            ids.push(save_chunk(repo, shared, batch, chunk, prints.as_deref_mut()));
         }
     }
     Ok((ids, total))

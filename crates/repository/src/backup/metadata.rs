@@ -53,6 +53,7 @@ pub(super) fn node_from_metadata(name: &[u8], path: &Path, meta: &Metadata, xatt
         links: meta.nlink(),
         content: Vec::new(),
         content_lists: Vec::new(),
+        prints: None,
         subtree: None,
         target,
         rdev: meta.rdev(),

@@ -27,6 +27,15 @@ pub(super) struct BlobJob {
     pub(super) data: Vec<u8>,
     /// The dictionary to compress it with (format §7.2), when its file has one.
     pub(super) dict: Option<Arc<Dictionary>>,
+    /// For a patch (format §9.2), its base; `data` is then the patch's payload.
+    pub(super) base: Option<Id>,
+}
+
+impl BlobJob {
+    /// A data blob stored whole, compressed without a dictionary.
+    pub(super) fn data(id: Id, data: Vec<u8>) -> Self {
+        Self { id, blob_type: BlobType::Data, data, dict: None, base: None }
+    }
 }
 
 /// Blobs travel in batches: one message per small-file batch instead of per blob keeps the
@@ -40,6 +49,7 @@ struct Compressed {
     ulen: u32,
     /// The dictionary `payload` was compressed with: its pack must carry it.
     dict: Option<Arc<Dictionary>>,
+    base: Option<Id>,
 }
 
 /// The key a blob is remembered by in [`Shared::seen`]: half its id, which halves the set (one
@@ -84,6 +94,11 @@ impl Shared {
     /// requires: a parent may point at a pack that has since gone missing).
     pub(super) fn stored(&self, id: &Id) -> bool {
         self.repo_index.contains(id)
+    }
+
+    /// Whether a blob is stored whole in a pack the repository has: what a patch's base must be.
+    pub(super) fn stored_whole(&self, id: &Id) -> bool {
+        self.repo_index.contains_whole(id)
     }
 
     pub(super) fn fail(&self, e: Error) {
@@ -294,7 +309,14 @@ fn compressor(rx: &Mutex<Receiver<Vec<BlobJob>>>, tx: &SyncSender<Vec<Compressed
                 }
                 _ => (job.data, 0, None),
             };
-            out.push(Compressed { id: job.id, blob_type: job.blob_type, payload, ulen, dict });
+            out.push(Compressed {
+                id: job.id,
+                blob_type: job.blob_type,
+                payload,
+                ulen,
+                dict,
+                base: job.base,
+            });
         }
         if tx.send(out).is_err() {
             return;
@@ -357,7 +379,10 @@ fn packer(
             {
                 return Err(Error::Pipeline("a new pack refused a dictionary".into()));
             }
-            let stored = w.add(c.id, c.blob_type, &c.payload, c.ulen)?;
+            let stored = match c.base {
+                Some(base) => w.add_patch(c.id, base, &c.payload, c.ulen)?,
+                None => w.add(c.id, c.blob_type, &c.payload, c.ulen)?,
+            };
             Counters::add(&shared.data_added_packed, u64::from(stored));
             if w.is_full(pack_size)
                 && let Some(w) = slot.take()
@@ -393,12 +418,17 @@ pub(super) fn save_tree(repo: &Repository, shared: &Shared, tx: &BlobTx, tree: T
 
 /// Queues a blob of type tree (a tree or a content list) unless the repository or this backup
 /// already has it; returns its id.
-fn queue_tree_blob(repo: &Repository, shared: &Shared, tx: &BlobTx, data: Vec<u8>) -> Result<Id> {
+pub(super) fn queue_tree_blob(
+    repo: &Repository,
+    shared: &Shared,
+    tx: &BlobTx,
+    data: Vec<u8>,
+) -> Result<Id> {
     let id = repo.master.blob_id(&data);
     if shared.need(&id) {
         Counters::add(&shared.tree_blobs, 1);
         Counters::add(&shared.data_added, data.len() as u64);
-        tx.send(vec![BlobJob { id, blob_type: BlobType::Tree, data, dict: None }])
+        tx.send(vec![BlobJob { id, blob_type: BlobType::Tree, data, dict: None, base: None }])
             .map_err(|_| Error::Pipeline("blob pipeline closed".into()))?;
     }
     Ok(id)

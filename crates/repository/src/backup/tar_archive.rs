@@ -442,9 +442,15 @@ pub(super) fn store_archive(
                     Box::new((&mut reader).take(h.size))
                 };
                 let (content, size) = match chunking(&display, h.size) {
-                    Chunking::ContentDefined => {
-                        save_stream(repo, shared, tx, source, Path::new(&display), &mut window)?
-                    }
+                    Chunking::ContentDefined => save_stream(
+                        repo,
+                        shared,
+                        tx,
+                        source,
+                        Path::new(&display),
+                        &mut window,
+                        None,
+                    )?,
                     Chunking::Fixed(n) => save_fixed(repo, shared, tx, source, h.size, n.max(1))?,
                 };
                 if keep_it {
@@ -536,7 +542,7 @@ fn save_fixed(
             Ok(_) => break,
             Err(e) => return Err(Error::io("read", Path::new("<tar stream>"), e)),
         }
-        ids.push(save_chunk(repo, shared, &mut batch, std::borrow::Cow::Owned(piece)));
+        ids.push(save_chunk(repo, shared, &mut batch, std::borrow::Cow::Owned(piece), None));
         left -= len as u64;
         match &mut held {
             Some(h) => {

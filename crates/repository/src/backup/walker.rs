@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::chunker::{save_small_file, save_stream};
+use super::chunker::{FilePrints, save_small_file, save_stream, wants_prints};
 use super::metadata::node_from_metadata;
 use super::pipeline::{BlobTx, Shared, save_tree, send_blobs, store_content_list};
 use crate::error::{Error, Result};
@@ -18,8 +18,8 @@ use crate::progress::{CancelToken, Counters};
 use crate::tree::{Node, NodeType, Tree};
 use crate::{Id, Repository};
 
-/// What reading one file produced: its content ids and byte count.
-type FileResult = Result<(Vec<Id>, u64)>;
+/// What reading one file produced: its content ids, byte count, and prints blob (format §9.2).
+type FileResult = Result<(Vec<Id>, u64, Option<Id>)>;
 
 pub(super) enum Event {
     Enter,
@@ -31,9 +31,13 @@ pub(super) enum Event {
 
 /// Files read by one worker in one go: a large file alone, or a batch of small ones.
 pub(super) struct FileJob {
-    files: Vec<(PathBuf, u64)>,
+    files: Vec<FileToRead>,
     result: SyncSender<Vec<FileResult>>,
 }
+
+/// A file to read: its path, its size, and the parent snapshot's prints blob of it with the
+/// parent's size (format §9.2).
+type FileToRead = (PathBuf, u64, Option<(Id, u64)>);
 
 /// Small files are batched up to this many per job...
 const BATCH_FILES: usize = 64;
@@ -67,7 +71,7 @@ pub(super) fn assembler(
                 let dir =
                     stack.last_mut().ok_or_else(|| Error::Pipeline("file outside a dir".into()))?;
                 for (mut n, r) in nodes.into_iter().zip(results) {
-                    let (content, size) = match r {
+                    let (content, size, prints) = match r {
                         // Unreadable (already recorded as a warning): left out of the tree.
                         Err(Error::Io { .. }) => continue,
                         r => r?,
@@ -78,6 +82,7 @@ pub(super) fn assembler(
                     let previous = std::mem::replace(&mut n.content, content);
                     let chain = std::mem::take(&mut n.content_lists);
                     n.size = size;
+                    n.prints = prints;
                     store_content_list(repo, shared, tx, &mut n, Some((&previous, &chain)))?;
                     dir.nodes.push(n);
                 }
@@ -111,16 +116,28 @@ pub(super) fn file_worker(
         let Ok(job) = job else { return };
         let mut batch = Vec::new();
         let mut results = Vec::with_capacity(job.files.len());
-        for (path, size) in &job.files {
+        for (path, size, parent_prints) in &job.files {
             let result = shared.check().and_then(|()| {
-                if *size <= max {
+                let mut prints =
+                    wants_prints(repo, *size).then(|| FilePrints::new(repo, *parent_prints));
+                let (content, read) = if *size <= max {
                     let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-                    save_small_file(repo, shared, &mut batch, f, *size, path)
+                    save_small_file(repo, shared, &mut batch, f, *size, path, prints.as_mut())?
                 } else {
                     let f = crate::direct::SequentialReader::open(path)
                         .map_err(|e| Error::io("open", path, e))?;
-                    save_stream(repo, shared, tx, f, path, &mut window)
-                }
+                    save_stream(repo, shared, tx, f, path, &mut window, prints.as_mut())?
+                };
+                // A file that shrank below the threshold while read is described all the same.
+                let prints = match prints {
+                    Some(p) => {
+                        // Its patches go before the prints blob that names their roots.
+                        send_blobs(tx, &mut batch)?;
+                        Some(p.finish(repo, shared, tx)?)
+                    }
+                    None => None,
+                };
+                Ok((content, read, prints))
             });
             let result = result.inspect(|_| {
                 Counters::add(&shared.counters.files_read, 1);
@@ -167,7 +184,7 @@ pub(super) struct Walker<'a> {
 #[derive(Default)]
 pub(super) struct PendingFiles {
     nodes: Vec<Node>,
-    files: Vec<(PathBuf, u64)>,
+    files: Vec<FileToRead>,
     bytes: u64,
 }
 
@@ -179,11 +196,11 @@ impl Walker<'_> {
     }
 
     /// Queues a file to be read; small files are batched within their directory.
-    fn queue_file(&self, node: Node, path: &Path) -> Result<()> {
+    fn queue_file(&self, node: Node, path: &Path, parent_prints: Option<(Id, u64)>) -> Result<()> {
         let full = {
             let mut p = self.pending.borrow_mut();
             p.bytes += node.size;
-            p.files.push((path.to_path_buf(), node.size));
+            p.files.push((path.to_path_buf(), node.size, parent_prints));
             let big = node.size > BATCH_FILE_MAX;
             p.nodes.push(node);
             big || p.files.len() >= BATCH_FILES || p.bytes >= BATCH_BYTES
@@ -295,6 +312,8 @@ impl Walker<'_> {
                 }) {
                     node.content = p.content.clone();
                     node.content_lists = p.content_lists.clone();
+                    // A hint: kept while it is stored, else the next change stores whole chunks.
+                    node.prints = p.prints.filter(|b| self.shared.stored(b));
                     Counters::add(&self.shared.files_unmodified, 1);
                     Counters::add(&self.shared.counters.files_done, 1);
                     Counters::add(&self.shared.counters.bytes_done, node.size);
@@ -313,7 +332,10 @@ impl Walker<'_> {
                     node.content = p.content.clone();
                     node.content_lists = p.content_lists.clone();
                 }
-                self.queue_file(node, path)
+                let parent_prints = parent
+                    .filter(|p| p.kind() == NodeType::File)
+                    .and_then(|p| Some((p.prints?, p.size)));
+                self.queue_file(node, path, parent_prints)
             }
             _ => self.send(Event::Leaf(node)),
         }

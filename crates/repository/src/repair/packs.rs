@@ -131,7 +131,11 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
         damaged.insert(pack);
         for (b, plain) in readable {
             if !opts.dry_run {
-                sink.add_plain(b.id, b.blob_type, &plain)?;
+                // A patch's payload stays a patch of its base (format §9.2).
+                match b.base {
+                    Some(base) => sink.add_plain_patch(b.id, base, &plain)?,
+                    None => sink.add_plain(b.id, b.blob_type, &plain)?,
+                }
             }
             report.salvaged_blobs += 1;
         }

@@ -180,6 +180,11 @@ impl Rewriter<'_> {
                         changed = true;
                         continue;
                     }
+                    // A hint for the next backup (format §9.2): dropped, not reported.
+                    if node.prints.is_some_and(|b| !index.readable(&b)) {
+                        node.prints = None;
+                        changed = true;
+                    }
                 }
                 NodeType::Dir => {
                     if let Some(sub) = node.subtree {

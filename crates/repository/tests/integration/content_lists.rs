@@ -60,7 +60,7 @@ fn change_pages(data: &mut [u8], day: u64) {
 fn daily_pieces_of_a_large_file_store_a_delta_and_prune_keeps_the_chain() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = init_local(&tmp.path().join("repo"));
-    assert_eq!(repo.config().version, 3, "new repositories take content lists");
+    assert!(repo.config().version >= 3, "new repositories take content lists");
     // 2,048 pieces of 8 KiB: twice the smallest list stored apart.
     let mut data = random_bytes(11, 2 * MIN_ENTRIES * PAGE);
     let pages = |_: &str, _: u64| Chunking::Fixed(PAGE);
