@@ -285,8 +285,22 @@ impl Index {
     }
 
     /// Where a blob is.
+    ///
+    /// A blob stored both whole and as a patch (two backups stored it at once) is read from a
+    /// whole copy, live first, else from a patch whose base is stored whole: a patch copy may
+    /// outlive its base when the blob did not need it.
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
-        Some(self.location(id, self.entry(id)?))
+        let e = self.entry(id)?;
+        if !e.patch {
+            return Some(self.location(id, e));
+        }
+        let all = || std::iter::once(e).chain(self.copies.get(id).into_iter().flatten());
+        let best = all()
+            .filter(|c| !c.patch)
+            .max_by_key(|c| c.live)
+            .or_else(|| all().find(|c| self.usable(c)))
+            .unwrap_or(e);
+        Some(self.location(id, best))
     }
 
     /// Where a blob is inside one particular pack (it may have copies elsewhere).
@@ -326,13 +340,15 @@ impl Index {
             .any(|e| e.live && !e.patch)
     }
 
-    /// The bases of every copy of a blob stored as a patch (none for a blob stored whole).
-    pub fn bases_of<'a>(&'a self, id: &Id) -> impl Iterator<Item = Id> + 'a {
-        self.entry(id)
-            .into_iter()
-            .chain(self.copies.get(id).into_iter().flatten())
-            .filter(|e| e.patch)
-            .filter_map(|e| self.bases.get(&(e.pack, e.offset)).copied())
+    /// The blobs reading a blob needs besides its own copy: none when it is stored whole
+    /// anywhere (it is read from there, see [`Index::get`]), else the bases of its patches.
+    /// Bases are stored whole, so this is one step deep.
+    pub fn bases_of(&self, id: &Id) -> Vec<Id> {
+        let all = || self.entry(id).into_iter().chain(self.copies.get(id).into_iter().flatten());
+        if all().any(|e| !e.patch) {
+            return Vec::new();
+        }
+        all().filter_map(|e| self.base_of(e)).collect()
     }
 
     /// Plaintext length of the blob at `loc`: a patch's is its base's (format §9.2).
@@ -436,13 +452,13 @@ impl Index {
     }
 
     /// Whether a blob is in a live pack (what deduplication asks); a patch only while its base
-    /// is stored whole.
+    /// is stored whole in a live pack too (a backup must not come to depend on a marked pack).
     pub fn contains(&self, id: &Id) -> bool {
         let Some(e) = self.entry(id) else { return false };
         (e.live && !e.patch)
-            || std::iter::once(e)
-                .chain(self.copies.get(id).into_iter().flatten())
-                .any(|e| e.live && self.usable(e))
+            || std::iter::once(e).chain(self.copies.get(id).into_iter().flatten()).any(|e| {
+                e.live && (!e.patch || self.base_of(e).is_some_and(|b| self.contains_whole(&b)))
+            })
     }
 
     /// Whether a blob can be read (live or marked pack); a patch only while its base is stored
@@ -540,6 +556,61 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// `pack(n, blobs)` with blob `patch` stored as a patch of `base`.
+    fn with_patch(
+        n: u64,
+        blobs: impl IntoIterator<Item = u64>,
+        patch: u64,
+        base: u64,
+    ) -> IndexPack {
+        let mut p = pack(n, blobs);
+        for b in &mut p.blobs {
+            if b.id == id(patch) {
+                b.base = Some(id(base));
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_blob_stored_whole_and_as_a_patch_is_read_whole_and_needs_no_base() {
+        // Blob 2 is whole in pack 1 and a patch of blob 9 (not indexed) in pack 2; blob 3 is a
+        // patch of blob 2. Whichever pack is read first, blob 2 is read from its whole copy.
+        for order in [[1u64, 2], [2, 1]] {
+            let mut b = IndexBuilder::default();
+            for n in order {
+                match n {
+                    1 => b.add_pack(&pack(1, [2])),
+                    _ => b.add_pack(&with_patch(2, [2, 4], 2, 9)),
+                }
+            }
+            b.add_pack(&with_patch(3, [3], 3, 2));
+            let index = b.build();
+            assert_eq!(index.get(&id(2)).unwrap().blob.base, None, "{order:?}");
+            assert!(index.bases_of(&id(2)).is_empty(), "a whole copy needs no base");
+            assert_eq!(index.bases_of(&id(3)), vec![id(2)]);
+            assert!(index.readable(&id(2)) && index.contains(&id(3)));
+            assert_eq!(
+                index.plain_len(&index.get(&id(3)).unwrap()),
+                Some(100 - crate::crypto::SEAL_OVERHEAD as u64)
+            );
+        }
+    }
+
+    #[test]
+    fn a_patch_whose_base_is_only_in_a_marked_pack_is_not_deduplicated_against() {
+        let mut b = IndexBuilder::default();
+        b.add_planned_pack(&pack(1, [2]));
+        b.add_pack(&with_patch(2, [3], 3, 2));
+        let index = b.build();
+        assert!(index.readable(&id(3)), "still readable for snapshots that use it");
+        assert!(!index.contains(&id(3)), "but no new backup may come to depend on the marked base");
+        assert!(!index.contains_whole(&id(2)));
+        // Without its base's pack, the patch is gone too.
+        let gone: HashSet<Id> = [pack(1, [2]).id].into_iter().collect();
+        assert!(!index.without_packs(&gone).readable(&id(3)));
     }
 
     #[test]

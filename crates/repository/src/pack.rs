@@ -409,7 +409,10 @@ fn open_header(
             1 => BlobType::Tree,
             2 => BlobType::Dictionary,
             4 => {
-                // The base of the patch just before (format §7).
+                // The base of the patch just before (format §7): it describes no blob itself.
+                if e[33..45].iter().any(|b| *b != 0) || u.iter().any(|b| *b != 0) {
+                    return Err(Error::corrupt(object, "a base entry with a position"));
+                }
                 match blobs.last_mut() {
                     Some(patch) if patch.base == Some(Id([0; 32])) => patch.base = Some(Id(id)),
                     _ => return Err(Error::corrupt(object, "a base entry after no patch")),

@@ -21,6 +21,11 @@ pub type Print = [u8; 16];
 /// a prints blob per small file would cost an index entry each.
 pub const MIN_FILE: u64 = 1024 * 1024;
 
+/// Files larger than this get no prints blob either: it is 1/1024 of its file and is stored
+/// again whole whenever the file changes, so a much larger file would make it a large tree blob
+/// every day.
+pub const MAX_FILE: u64 = 64 << 30;
+
 /// The keyed BLAKE3 hash of `data` (its blob id) and, when it has more than one block, the prints
 /// of its blocks in `prints` (cleared first; left empty for a single block, whose chaining value
 /// is the root itself and which is never patched).

@@ -294,8 +294,16 @@ fn sweep(
                 continue; // already back in the index
             }
             // Resurrect only for a used blob that no live pack holds: a repacked pack's blobs live
-            // on in the new packs, so it can go.
-            if p.blobs.iter().any(|b| used.contains(&b.id) && !index.contains(&b.id)) {
+            // on in the new packs, so it can go. A whole copy goes only when a live pack holds
+            // the blob whole too: it may be the base a kept patch needs (format §9.2).
+            if p.blobs.iter().any(|b| {
+                used.contains(&b.id)
+                    && if b.base.is_none() {
+                        !index.contains_whole(&b.id)
+                    } else {
+                        !index.contains(&b.id)
+                    }
+            }) {
                 report.resurrected_packs += 1;
                 resurrect.push(p);
             } else {
@@ -437,6 +445,16 @@ fn repack(
             })?;
             let plain =
                 crate::pack::open_blob(&repo.master, pack, &loc.salt, &loc.blob, sealed, &dicts)?;
+            // A patch is verified applied to its base before it is copied (format §9.2).
+            if let Some(base) = loc.blob.base {
+                let base_loc = index.get_whole(&base).ok_or_else(|| Error::CorruptBlob {
+                    blob: id.to_hex(),
+                    pack: pack.to_hex(),
+                    reason: format!("a patch of blob {base}, which the index does not have"),
+                })?;
+                let base_plain = repo.load_blob_in(index, &base_loc)?;
+                crate::pack::resolve_patch(&repo.master, pack, &loc.blob, &plain, base_plain)?;
+            }
             // Stored compressed before: compress again with the repository's level (without a
             // dictionary: the new pack does not carry the old one's).
             let (payload, ulen) = if loc.blob.uncompressed_length > 0 {

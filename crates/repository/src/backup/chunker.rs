@@ -102,6 +102,15 @@ fn patchable(
         .then_some((parent.root, dirty))
 }
 
+/// The parent snapshot's prints blob of a file, and what it must describe: the parent's size and
+/// number of chunks.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ParentPrints {
+    pub(super) id: Id,
+    pub(super) size: u64,
+    pub(super) chunks: usize,
+}
+
 /// The prints of one file being read (format §9.2): the parent snapshot's, to patch against, and
 /// this version's, for the next backup.
 #[derive(Default)]
@@ -135,12 +144,12 @@ impl FilePrints {
         })
     }
 
-    /// Prints for a file that gets a prints blob, with the parent's (`parent`: its prints blob
-    /// and the parent's file size) when they can be read and describe that file; they are a hint,
-    /// so an unreadable or inconsistent one only means no patches.
-    pub(super) fn new(repo: &Repository, parent: Option<(Id, u64)>) -> Self {
+    /// Prints for a file that gets a prints blob, with the parent's (`parent`) when they can be
+    /// read and describe that file; they are a hint, so an unreadable or inconsistent one only
+    /// means no patches.
+    pub(super) fn new(repo: &Repository, parent: Option<ParentPrints>) -> Self {
         let mut fp = Self::default();
-        let Some((id, size)) = parent else { return fp };
+        let Some(ParentPrints { id, size, chunks }) = parent else { return fp };
         let entries = match repo.load_blob(&id) {
             Ok(data) => crate::prints::decode(&data),
             Err(e) => {
@@ -149,7 +158,9 @@ impl FilePrints {
             }
         };
         let Some(entries) = entries else { return fp };
-        if entries.iter().map(|e| u64::from(e.length)).sum::<u64>() != size {
+        if entries.len() != chunks
+            || entries.iter().map(|e| u64::from(e.length)).sum::<u64>() != size
+        {
             return fp;
         }
         let mut offset = 0u64;
@@ -177,7 +188,8 @@ impl FilePrints {
 
 /// Whether a file of `size` bytes gets a prints blob in this repository (format §9.2).
 pub(super) fn wants_prints(repo: &Repository, size: u64) -> bool {
-    repo.config().version >= crate::repository::PATCH_VERSION && size >= crate::prints::MIN_FILE
+    repo.config().version >= crate::repository::PATCH_VERSION
+        && (crate::prints::MIN_FILE..=crate::prints::MAX_FILE).contains(&size)
 }
 
 /// Chunks a stream and queues its new blobs; returns the content ids and the byte count.

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::chunker::{FilePrints, save_small_file, save_stream, wants_prints};
+use super::chunker::{FilePrints, ParentPrints, save_small_file, save_stream, wants_prints};
 use super::metadata::node_from_metadata;
 use super::pipeline::{BlobTx, Shared, save_tree, send_blobs, store_content_list};
 use crate::error::{Error, Result};
@@ -35,9 +35,8 @@ pub(super) struct FileJob {
     result: SyncSender<Vec<FileResult>>,
 }
 
-/// A file to read: its path, its size, and the parent snapshot's prints blob of it with the
-/// parent's size (format §9.2).
-type FileToRead = (PathBuf, u64, Option<(Id, u64)>);
+/// A file to read: its path, its size, and the parent snapshot's prints blob of it (format §9.2).
+type FileToRead = (PathBuf, u64, Option<ParentPrints>);
 
 /// Small files are batched up to this many per job...
 const BATCH_FILES: usize = 64;
@@ -196,7 +195,12 @@ impl Walker<'_> {
     }
 
     /// Queues a file to be read; small files are batched within their directory.
-    fn queue_file(&self, node: Node, path: &Path, parent_prints: Option<(Id, u64)>) -> Result<()> {
+    fn queue_file(
+        &self,
+        node: Node,
+        path: &Path,
+        parent_prints: Option<ParentPrints>,
+    ) -> Result<()> {
         let full = {
             let mut p = self.pending.borrow_mut();
             p.bytes += node.size;
@@ -332,9 +336,9 @@ impl Walker<'_> {
                     node.content = p.content.clone();
                     node.content_lists = p.content_lists.clone();
                 }
-                let parent_prints = parent
-                    .filter(|p| p.kind() == NodeType::File)
-                    .and_then(|p| Some((p.prints?, p.size)));
+                let parent_prints = parent.filter(|p| p.kind() == NodeType::File).and_then(|p| {
+                    Some(ParentPrints { id: p.prints?, size: p.size, chunks: p.content.len() })
+                });
                 self.queue_file(node, path, parent_prints)
             }
             _ => self.send(Event::Leaf(node)),
