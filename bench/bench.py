@@ -4,7 +4,9 @@
     bench.py WORKDIR --tools holdfast,restic,borg,rustic [--holdfast BIN] [--rustic BIN] [--runs N]
 
 For each tool and each of N runs (default 5), a fresh repository: backup of big/, backup of
-changed/ (deduplicating against big/), backup of small/ and of mixed/, then a restore of each
+changed/ (deduplicating against big/; both are backed up from one path, WORKDIR/volume/current,
+as one volume changed in place, so each tool takes the first as the parent of the second), backup
+of small/ and of mixed/, then a restore of each
 snapshot. The tables give each figure's range over the runs (min-max) and the ratios both at the
 medians and at the worst case for holdfast. Every step runs under `/usr/bin/time -v`
 (wall, user+sys CPU, peak RSS); the repository is measured with `du -sb` after each backup.
