@@ -52,6 +52,38 @@ fn s3_backend_against_moto() {
     let report =
         check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    // A small write to the large file: the next backup reads the parent's prints blob from S3
+    // and stores the changed chunk as a patch (format §9.2), which restores exactly.
+    let node = repo.find_node(&r.snapshot.tree, "src/big").unwrap();
+    assert!(node.prints.is_some());
+    let mut at = 0usize;
+    let mut target_chunk = None;
+    for id in &node.content {
+        let len = repo.load_blob(id).unwrap().len();
+        // Four blocks or more, so one changed block is at most a quarter; the write stays
+        // within the chunker's minimum size after the chunk's start, so no boundary moves.
+        if len > 3 * 16 * 1024 && target_chunk.is_none() {
+            target_chunk = Some(at);
+        }
+        at += len;
+    }
+    let at = target_chunk.expect("a chunk of four blocks") + 200;
+    let mut data = std::fs::read(src.join("big")).unwrap();
+    data[at..at + 100].copy_from_slice(&random_bytes(78, 100));
+    std::fs::write(src.join("big"), &data).unwrap();
+    let r2 =
+        backup::backup_paths(&repo, std::slice::from_ref(&src), &BackupOptions::new()).unwrap();
+    let index = repo.index();
+    let changed = repo.find_node(&r2.snapshot.tree, "src/big").unwrap();
+    let patched = changed.content.iter().filter(|id| index.get(id).unwrap().blob.base.is_some());
+    assert_eq!(patched.count(), 1, "the changed chunk is a patch");
+    let target = tmp.path().join("restore2");
+    restore::restore(&repo, &r2.snapshot.tree, &target, &RestoreOptions::default()).unwrap();
+    assert!(std::fs::read(target.join("src/big")).unwrap() == data);
+    let report =
+        check::check(&repo, &CheckOptions { read_data: true, ..Default::default() }).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(matches!(
         Repository::open(s3(port, "repos/none"), PASSWORD),
         Err(Error::NoRepository { .. })
