@@ -364,6 +364,21 @@ impl Index {
         })
     }
 
+    /// The blobs stored only as patches of one of `bases` (format §9.2): what losing those bases
+    /// makes unreadable besides themselves.
+    pub fn patched_only_on(&self, bases: &HashSet<Id>) -> Vec<Id> {
+        let mut out: Vec<Id> = self
+            .entries()
+            .filter(|(_, e)| self.base_of(e).is_some_and(|b| bases.contains(&b)))
+            .map(|(id, _)| *id)
+            // A blob also stored whole is read from there, unless that copy is lost too.
+            .filter(|id| self.get_whole(id).is_none() || bases.contains(id))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Every pack holding a copy of a blob.
     pub fn packs_of<'a>(&'a self, id: &Id) -> impl Iterator<Item = Id> + 'a {
         self.entry(id)

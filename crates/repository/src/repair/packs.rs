@@ -42,8 +42,8 @@ pub struct RepairPacksReport {
     pub damaged_packs: Vec<String>,
     /// Blobs copied into new packs.
     pub salvaged_blobs: usize,
-    /// Blobs that did not verify and have no copy elsewhere: the snapshots using them need
-    /// `repair snapshots` (or a new backup of the data).
+    /// Blobs that did not verify and have no copy elsewhere, and the patches of those (format
+    /// §9.2): the snapshots using them need `repair snapshots` (or a new backup of the data).
     pub lost_blobs: Vec<String>,
     /// New packs written.
     pub new_packs: Vec<String>,
@@ -146,7 +146,10 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     report.new_packs = new_packs.iter().map(|p| p.id.to_hex()).collect();
     // A blob lost here but stored intact in another pack is not lost.
     let elsewhere = |id: &Id| index.packs_of(id).any(|p| !damaged.contains(&p));
-    report.lost_blobs = sorted_hex(lost.iter().filter(|id| !elsewhere(id)));
+    let mut gone: HashSet<Id> = lost.iter().filter(|id| !elsewhere(id)).copied().collect();
+    // A patch of a lost base is lost too, wherever it is stored (format §9.2).
+    gone.extend(index.patched_only_on(&gone));
+    report.lost_blobs = sorted_hex(gone.iter());
     if opts.dry_run || damaged.is_empty() {
         return Ok(report);
     }

@@ -201,6 +201,14 @@ fn a_damaged_base_costs_the_files_patched_on_it_and_nothing_else() {
     let err = restore(&repo, &day1.snapshot.tree, &out, &RestoreOptions::default()).unwrap_err();
     assert!(err.to_string().contains("disk.img"), "{err}");
     assert_eq!(std::fs::read(out.join("src/other")).unwrap(), b"untouched by the damage");
+
+    // Salvaging the damaged pack reports the base lost and, with it, the patches made of it,
+    // though they sit in an intact pack.
+    let (patch, _) = patches(&repo, &day1).into_iter().find(|(_, b)| *b == base).unwrap();
+    let report = holdfast_repository::repair::packs::repair_packs(&repo, &Default::default());
+    let lost = report.unwrap().lost_blobs;
+    assert!(lost.contains(&base.to_hex()), "{lost:?}");
+    assert!(lost.contains(&patch.to_hex()), "{lost:?}");
 }
 
 #[test]
