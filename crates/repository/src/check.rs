@@ -415,19 +415,9 @@ fn check_pack(
             &data[b.offset as usize..end],
             &dicts,
         )
-        .and_then(|stored| match b.base {
-            // A patch verifies only applied to its base (format §9.2).
-            Some(base) => {
-                let loc = index.get_whole(&base).ok_or_else(|| Error::CorruptBlob {
-                    blob: b.id.to_hex(),
-                    pack: pack.to_hex(),
-                    reason: format!("a patch of blob {base}, which the index does not have"),
-                })?;
-                let base_plain = repo.load_blob_in(index, &loc)?;
-                crate::pack::resolve_patch(&repo.master, pack, b, &stored, base_plain)
-            }
-            None => Ok(stored),
-        }) {
+        // A patch verifies only applied to its base (format §9.2).
+        .and_then(|stored| repo.resolve_in(index, pack, b, stored))
+        {
             Ok(_) => n += 1,
             Err(e) => errs.push(format!("pack {pack}: {e}")),
         }

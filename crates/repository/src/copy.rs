@@ -178,7 +178,7 @@ impl Copier<'_> {
 
     fn store(&mut self, id: Id, blob_type: BlobType, plain: &[u8]) -> Result<()> {
         if !self.dst_index.contains(&id) && self.written.insert(id) {
-            self.sink.add_plain(id, blob_type, plain)?;
+            self.sink.add_plain(id, blob_type, plain, None)?;
             self.report.blobs_added += 1;
             self.report.bytes_added += plain.len() as u64;
         }

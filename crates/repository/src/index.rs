@@ -284,6 +284,11 @@ impl Index {
         slice.binary_search_by(|(k, _)| k.cmp(id)).ok().map(|i| &slice[i].1)
     }
 
+    /// Every copy of a blob, the primary first.
+    fn copies_of<'a>(&'a self, id: &Id) -> impl Iterator<Item = &'a Entry> + Clone + 'a {
+        self.entry(id).into_iter().chain(self.copies.get(id).into_iter().flatten())
+    }
+
     /// Where a blob is.
     ///
     /// A blob stored both whole and as a patch (two backups stored it at once) is read from a
@@ -294,11 +299,11 @@ impl Index {
         if !e.patch {
             return Some(self.location(id, e));
         }
-        let all = || std::iter::once(e).chain(self.copies.get(id).into_iter().flatten());
-        let best = all()
+        let best = self
+            .copies_of(id)
             .filter(|c| !c.patch)
             .max_by_key(|c| c.live)
-            .or_else(|| all().find(|c| self.usable(c)))
+            .or_else(|| self.copies_of(id).find(|c| self.usable(c)))
             .unwrap_or(e);
         Some(self.location(id, best))
     }
@@ -306,9 +311,7 @@ impl Index {
     /// Where a blob is inside one particular pack (it may have copies elsewhere).
     pub fn get_in(&self, id: &Id, pack: &Id) -> Option<BlobLocation> {
         let pos = *self.pack_pos.get(pack)?;
-        let e = std::iter::once(self.entry(id)?)
-            .chain(self.copies.get(id).into_iter().flatten())
-            .find(|e| e.pack == pos)?;
+        let e = self.copies_of(id).find(|e| e.pack == pos)?;
         Some(self.location(id, e))
     }
 
@@ -326,29 +329,23 @@ impl Index {
     /// A copy of a blob stored whole (not as a patch), live or marked: what a patch's base must
     /// be read from.
     pub fn get_whole(&self, id: &Id) -> Option<BlobLocation> {
-        let e = std::iter::once(self.entry(id)?)
-            .chain(self.copies.get(id).into_iter().flatten())
-            .find(|e| !e.patch)?;
+        let e = self.copies_of(id).find(|e| !e.patch)?;
         Some(self.location(id, e))
     }
 
     /// Whether a live pack holds a blob stored whole: what a new patch may use as its base.
     pub fn contains_whole(&self, id: &Id) -> bool {
-        self.entry(id)
-            .into_iter()
-            .chain(self.copies.get(id).into_iter().flatten())
-            .any(|e| e.live && !e.patch)
+        self.copies_of(id).any(|e| e.live && !e.patch)
     }
 
     /// The blobs reading a blob needs besides its own copy: none when it is stored whole
     /// anywhere (it is read from there, see [`Index::get`]), else the bases of its patches.
     /// Bases are stored whole, so this is one step deep.
     pub fn bases_of(&self, id: &Id) -> Vec<Id> {
-        let all = || self.entry(id).into_iter().chain(self.copies.get(id).into_iter().flatten());
-        if all().any(|e| !e.patch) {
+        if self.copies_of(id).any(|e| !e.patch) {
             return Vec::new();
         }
-        all().filter_map(|e| self.base_of(e)).collect()
+        self.copies_of(id).filter_map(|e| self.base_of(e)).collect()
     }
 
     /// Plaintext length of the blob at `loc`: a patch's is its base's (format §9.2).
@@ -381,10 +378,7 @@ impl Index {
 
     /// Every pack holding a copy of a blob.
     pub fn packs_of<'a>(&'a self, id: &Id) -> impl Iterator<Item = Id> + 'a {
-        self.entry(id)
-            .into_iter()
-            .chain(self.copies.get(id).into_iter().flatten())
-            .map(|e| self.packs[e.pack as usize].0)
+        self.copies_of(id).map(|e| self.packs[e.pack as usize].0)
     }
 
     fn location(&self, id: &Id, e: &Entry) -> BlobLocation {
@@ -471,7 +465,7 @@ impl Index {
     pub fn contains(&self, id: &Id) -> bool {
         let Some(e) = self.entry(id) else { return false };
         (e.live && !e.patch)
-            || std::iter::once(e).chain(self.copies.get(id).into_iter().flatten()).any(|e| {
+            || self.copies_of(id).any(|e| {
                 e.live && (!e.patch || self.base_of(e).is_some_and(|b| self.contains_whole(&b)))
             })
     }
@@ -480,10 +474,7 @@ impl Index {
     /// whole.
     pub fn readable(&self, id: &Id) -> bool {
         let Some(e) = self.entry(id) else { return false };
-        !e.patch
-            || std::iter::once(e)
-                .chain(self.copies.get(id).into_iter().flatten())
-                .any(|e| self.usable(e))
+        !e.patch || self.copies_of(id).any(|e| self.usable(e))
     }
 
     /// Whether the copy `e` can be read as far as the index tells: stored whole, or a patch of

@@ -178,18 +178,14 @@ impl PackWriter {
     /// # Errors
     /// Writing a staged pack failed.
     pub fn add(&mut self, id: Id, blob_type: BlobType, payload: &[u8], ulen: u32) -> Result<u32> {
-        self.push(id, blob_type, payload, ulen, None)
+        self.add_with_base(id, blob_type, payload, ulen, None)
     }
 
-    /// [`PackWriter::add`] for a data blob stored as a patch of `base` (format §9.2).
+    /// [`PackWriter::add`], for a data blob stored as a patch (format §9.2) with its `base`.
     ///
     /// # Errors
     /// Writing a staged pack failed.
-    pub fn add_patch(&mut self, id: Id, base: Id, payload: &[u8], ulen: u32) -> Result<u32> {
-        self.push(id, BlobType::Data, payload, ulen, Some(base))
-    }
-
-    fn push(
+    pub fn add_with_base(
         &mut self,
         id: Id,
         blob_type: BlobType,
@@ -401,6 +397,8 @@ fn open_header(
     let count = header.len() / (ENTRY_LEN + 4);
     let (entries, ulens) = header.split_at(count * ENTRY_LEN);
     let mut blobs: Vec<PackBlob> = Vec::with_capacity(count);
+    // The last entry was a patch whose base entry has not come yet.
+    let mut awaiting_base = false;
     for (e, u) in entries.chunks_exact(ENTRY_LEN).zip(ulens.chunks_exact(4)) {
         let mut id = [0u8; 32];
         id.copy_from_slice(&e[1..33]);
@@ -414,27 +412,29 @@ fn open_header(
                     return Err(Error::corrupt(object, "a base entry with a position"));
                 }
                 match blobs.last_mut() {
-                    Some(patch) if patch.base == Some(Id([0; 32])) => patch.base = Some(Id(id)),
+                    Some(patch) if awaiting_base => patch.base = Some(Id(id)),
                     _ => return Err(Error::corrupt(object, "a base entry after no patch")),
                 }
+                awaiting_base = false;
                 continue;
             }
             t => return Err(Error::corrupt(object, format!("unknown blob type {t}"))),
         };
-        if blobs.last().is_some_and(|b| b.base == Some(Id([0; 32]))) {
+        if awaiting_base {
             return Err(Error::corrupt(object, "a patch entry without its base"));
         }
+        awaiting_base = e[0] == 3;
         blobs.push(PackBlob {
             id: Id(id),
             blob_type,
             offset: u64::from_le_bytes(e[33..41].try_into().unwrap_or_default()),
             length: u32::from_le_bytes(e[41..45].try_into().unwrap_or_default()),
             uncompressed_length: u32::from_le_bytes(u.try_into().unwrap_or_default()),
-            // Filled by the base entry that must follow.
-            base: (e[0] == 3).then_some(Id([0; 32])),
+            // Set by the base entry that must follow a patch.
+            base: None,
         });
     }
-    if blobs.last().is_some_and(|b| b.base == Some(Id([0; 32]))) {
+    if awaiting_base {
         return Err(Error::corrupt(object, "a patch entry without its base"));
     }
     Ok(blobs)
@@ -623,7 +623,7 @@ mod tests {
         let (base_id, id) = (m.blob_id(&base), m.blob_id(&target));
         let mut w = PackWriter::new(&m, 1 << 20);
         w.add(base_id, BlobType::Data, &base, 0).unwrap();
-        w.add_patch(id, base_id, &payload, 0).unwrap();
+        w.add_with_base(id, BlobType::Data, &payload, 0, Some(base_id)).unwrap();
         w.add(m.blob_id(b"tree"), BlobType::Tree, b"tree", 0).unwrap();
         let p = w.finish().unwrap();
         let PackData::Memory(data) = &p.data else { panic!("in memory") };

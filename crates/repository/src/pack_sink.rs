@@ -20,18 +20,10 @@ impl<'a> PackSink<'a> {
         Self { repo, writers: [None, None], stored: Vec::new() }
     }
 
-    /// Adds a verified plaintext blob, compressed by the repository's rule (kept compressed only
-    /// when that saves at least 3 %, format §6).
-    pub(crate) fn add_plain(&mut self, id: Id, blob_type: BlobType, plain: &[u8]) -> Result<()> {
-        self.compressed(id, blob_type, plain, None)
-    }
-
-    /// [`PackSink::add_plain`] for a patch's payload (format §9.2), kept a patch of `base`.
-    pub(crate) fn add_plain_patch(&mut self, id: Id, base: Id, payload: &[u8]) -> Result<()> {
-        self.compressed(id, BlobType::Data, payload, Some(base))
-    }
-
-    fn compressed(
+    /// Adds a verified plaintext blob (for a patch, format §9.2, its payload and `base`),
+    /// compressed by the repository's rule (kept compressed only when that saves at least 3 %,
+    /// format §6).
+    pub(crate) fn add_plain(
         &mut self,
         id: Id,
         blob_type: BlobType,
@@ -45,29 +37,15 @@ impl<'a> PackSink<'a> {
             if z.len() * 100 <= plain.len() * 97 {
                 let ulen = u32::try_from(plain.len())
                     .map_err(|_| Error::Invalid("blob larger than 4 GiB".into()))?;
-                return self.put(id, blob_type, &z, ulen, base);
+                return self.add(id, blob_type, &z, ulen, base);
             }
         }
-        self.put(id, blob_type, plain, 0, base)
+        self.add(id, blob_type, plain, 0, base)
     }
 
-    /// Adds a patch's payload as it will be stored (see [`PackSink::add`]).
-    pub(crate) fn add_patch(&mut self, id: Id, base: Id, payload: &[u8], ulen: u32) -> Result<()> {
-        self.put(id, BlobType::Data, payload, ulen, Some(base))
-    }
-
-    /// Adds a blob as it will be stored: `payload` compressed when `ulen` > 0.
+    /// Adds a blob as it will be stored: `payload` compressed when `ulen` > 0; `base` for a
+    /// patch.
     pub(crate) fn add(
-        &mut self,
-        id: Id,
-        blob_type: BlobType,
-        payload: &[u8],
-        ulen: u32,
-    ) -> Result<()> {
-        self.put(id, blob_type, payload, ulen, None)
-    }
-
-    fn put(
         &mut self,
         id: Id,
         blob_type: BlobType,
@@ -93,10 +71,7 @@ impl<'a> PackSink<'a> {
                 self.repo.backend.staging_dir().as_deref(),
             )?),
         };
-        match base {
-            Some(base) => w.add_patch(id, base, payload, ulen)?,
-            None => w.add(id, blob_type, payload, ulen)?,
-        };
+        w.add_with_base(id, blob_type, payload, ulen, base)?;
         Ok(())
     }
 

@@ -119,8 +119,7 @@ mod tests {
         magic[0] = b'x';
         assert!(apply(&magic, base.clone()).is_err());
         assert!(apply(&encode(&[0u8; 2000], &[(990, 20)]), base.clone()).is_err());
-        let mut swapped = encode(&[1u8; 1000], &[(100, 5), (10, 20)]);
-        swapped.truncate(swapped.len());
+        let swapped = encode(&[1u8; 1000], &[(100, 5), (10, 20)]);
         assert!(apply(&swapped, base.clone()).is_err());
         assert!(apply(&good[..8], base).is_err());
     }

@@ -96,6 +96,15 @@ impl Entry {
         Self { length, root: id, bitmap: vec![0; prints.len().div_ceil(8)], prints }
     }
 
+    /// An entry for a blob stored as a patch of `root` carrying the blocks `differing`.
+    pub fn patched(root: Id, length: u32, differing: &[usize], prints: Vec<Print>) -> Self {
+        let mut bitmap = vec![0u8; prints.len().div_ceil(8)];
+        for i in differing {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+        Self { length, root, bitmap, prints }
+    }
+
     /// Whether block `i` differs from the root.
     pub fn differs(&self, i: usize) -> bool {
         self.bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)

@@ -446,14 +446,8 @@ fn repack(
             let plain =
                 crate::pack::open_blob(&repo.master, pack, &loc.salt, &loc.blob, sealed, &dicts)?;
             // A patch is verified applied to its base before it is copied (format §9.2).
-            if let Some(base) = loc.blob.base {
-                let base_loc = index.get_whole(&base).ok_or_else(|| Error::CorruptBlob {
-                    blob: id.to_hex(),
-                    pack: pack.to_hex(),
-                    reason: format!("a patch of blob {base}, which the index does not have"),
-                })?;
-                let base_plain = repo.load_blob_in(index, &base_loc)?;
-                crate::pack::resolve_patch(&repo.master, pack, &loc.blob, &plain, base_plain)?;
+            if loc.blob.base.is_some() {
+                repo.resolve_in(index, pack, &loc.blob, plain.clone())?;
             }
             // Stored compressed before: compress again with the repository's level (without a
             // dictionary: the new pack does not carry the old one's).
@@ -467,10 +461,7 @@ fn repack(
             report.repacked_bytes += payload.len() as u64;
             // A patch is copied as a patch: `plain` is its payload, its base is kept (format
             // §9.2).
-            match loc.blob.base {
-                Some(base) => sink.add_patch(*id, base, &payload, ulen)?,
-                None => sink.add(*id, loc.blob.blob_type, &payload, ulen)?,
-            }
+            sink.add(*id, loc.blob.blob_type, &payload, ulen, loc.blob.base)?;
         }
     }
     let out = sink.finish()?;

@@ -581,19 +581,36 @@ impl Repository {
             sealed,
             &dicts,
         )?;
-        let Some(base) = loc.blob.base else { return Ok(stored) };
-        // A patch (format §9.2): its base is stored whole, so this reads at most one more blob.
-        let base_loc = index.get_whole(&base).ok_or_else(|| Error::CorruptBlob {
-            blob: loc.blob.id.to_hex(),
-            pack: loc.pack.to_hex(),
-            reason: format!("a patch of blob {base}, which the index does not have"),
+        self.resolve_in(index, &loc.pack, &loc.blob, stored)
+    }
+
+    /// The plaintext of a blob opened from `pack`: `stored` itself, or for a patch (format §9.2)
+    /// its payload applied to its base, read through `index` and verified against the blob's id.
+    /// A base is stored whole, so this reads at most one more blob.
+    ///
+    /// # Errors
+    /// `CorruptBlob` naming the blob when its base is missing or unreadable or the result does
+    /// not match its id.
+    pub(crate) fn resolve_in(
+        &self,
+        index: &Index,
+        pack: &Id,
+        blob: &crate::pack::PackBlob,
+        stored: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let Some(base) = blob.base else { return Ok(stored) };
+        let corrupt = |reason: String| Error::CorruptBlob {
+            blob: blob.id.to_hex(),
+            pack: pack.to_hex(),
+            reason,
+        };
+        let base_loc = index.get_whole(&base).ok_or_else(|| {
+            corrupt(format!("a patch of blob {base}, which the index does not have"))
         })?;
-        let base_plain = self.load_blob_in(index, &base_loc).map_err(|e| Error::CorruptBlob {
-            blob: loc.blob.id.to_hex(),
-            pack: loc.pack.to_hex(),
-            reason: format!("a patch of blob {base}, which cannot be read: {e}"),
-        })?;
-        crate::pack::resolve_patch(&self.master, &loc.pack, &loc.blob, &stored, base_plain)
+        let base_plain = self
+            .load_blob_in(index, &base_loc)
+            .map_err(|e| corrupt(format!("a patch of blob {base}, which cannot be read: {e}")))?;
+        crate::pack::resolve_patch(&self.master, pack, blob, &stored, base_plain)
     }
 
     /// Reads a tree blob.

@@ -1,10 +1,9 @@
 //! Cutting file content into chunks (FastCDC with the repository's parameters and seed) and
 //! queueing the chunks the repository does not have yet.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-
-use std::collections::HashMap;
 
 use super::pipeline::{BlobJob, BlobTx, Shared, send_blobs};
 use crate::error::{Error, Result};
@@ -56,11 +55,7 @@ pub(super) fn save_chunk(
                     dict: None,
                     base: Some(root),
                 });
-                let mut bitmap = vec![0u8; fp.scratch.len().div_ceil(8)];
-                for i in dirty {
-                    bitmap[i / 8] |= 1 << (i % 8);
-                }
-                Entry { length, root, bitmap, prints: fp.scratch.clone() }
+                Entry::patched(root, length, &dirty, fp.scratch.clone())
             }
             None => {
                 Counters::add(&shared.data_added, len);

@@ -379,10 +379,7 @@ fn packer(
             {
                 return Err(Error::Pipeline("a new pack refused a dictionary".into()));
             }
-            let stored = match c.base {
-                Some(base) => w.add_patch(c.id, base, &c.payload, c.ulen)?,
-                None => w.add(c.id, c.blob_type, &c.payload, c.ulen)?,
-            };
+            let stored = w.add_with_base(c.id, c.blob_type, &c.payload, c.ulen, c.base)?;
             Counters::add(&shared.data_added_packed, u64::from(stored));
             if w.is_full(pack_size)
                 && let Some(w) = slot.take()

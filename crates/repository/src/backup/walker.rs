@@ -128,14 +128,7 @@ pub(super) fn file_worker(
                     save_stream(repo, shared, tx, f, path, &mut window, prints.as_mut())?
                 };
                 // A file that shrank below the threshold while read is described all the same.
-                let prints = match prints {
-                    Some(p) => {
-                        // Its patches go before the prints blob that names their roots.
-                        send_blobs(tx, &mut batch)?;
-                        Some(p.finish(repo, shared, tx)?)
-                    }
-                    None => None,
-                };
+                let prints = prints.map(|p| p.finish(repo, shared, tx)).transpose()?;
                 Ok((content, read, prints))
             });
             let result = result.inspect(|_| {

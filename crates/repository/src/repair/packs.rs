@@ -132,10 +132,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
         for (b, plain) in readable {
             if !opts.dry_run {
                 // A patch's payload stays a patch of its base (format §9.2).
-                match b.base {
-                    Some(base) => sink.add_plain_patch(b.id, base, &plain)?,
-                    None => sink.add_plain(b.id, b.blob_type, &plain)?,
-                }
+                sink.add_plain(b.id, b.blob_type, &plain, b.base)?;
             }
             report.salvaged_blobs += 1;
         }

@@ -214,7 +214,7 @@ impl Rewriter<'_> {
         let data = tree.encode()?;
         let id = self.repo.blob_id(&data);
         if !dry_run && !self.repo.index().contains(&id) && self.written.insert(id) {
-            self.sink.add_plain(id, BlobType::Tree, &data)?;
+            self.sink.add_plain(id, BlobType::Tree, &data, None)?;
         }
         Ok(id)
     }
